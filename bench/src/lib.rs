@@ -1,0 +1,2 @@
+//! splitnet benchmarks.
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! loom models of the ring and grant protocols.
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! netback: see docs/ARCHITECTURE.md. Filled by its own issue.
+#![forbid(unsafe_code)]

@@ -1,0 +1,1 @@
+//! ring: Xen io/ring.h and io/netif.h. Being built by the shared-rings issue.
