@@ -152,7 +152,11 @@ pub struct VcpuCounters {
 
 impl VcpuCounters {
     fn new(domid: DomId, vcpu: u32) -> Self {
-        let zeros = || (0..CONTEXTS * MAX_CLASSES).map(|_| AtomicU64::new(0)).collect();
+        let zeros = || {
+            (0..CONTEXTS * MAX_CLASSES)
+                .map(|_| AtomicU64::new(0))
+                .collect()
+        };
         Self {
             domid,
             vcpu,
@@ -266,7 +270,10 @@ impl State {
         let c = &self.counters.cycles[i];
         // Relaxed load+store, not fetch_add: this thread is the only writer, so no locked RMW is
         // needed; readers (reports) pair with nothing and accept a slightly stale value.
-        c.store(c.load(Ordering::Relaxed).wrapping_add(delta), Ordering::Relaxed);
+        c.store(
+            c.load(Ordering::Relaxed).wrapping_add(delta),
+            Ordering::Relaxed,
+        );
     }
 
     #[inline(always)]
@@ -445,7 +452,8 @@ mod tests {
     fn setup(domid: DomId) -> (ManualClock, Arc<VcpuCounters>) {
         set_mode(Mode::Exact);
         let clock = ManualClock::new();
-        let c = register_vcpu_with_clock(domid, Context::Kernel, ClockSource::Manual(clock.clone()));
+        let c =
+            register_vcpu_with_clock(domid, Context::Kernel, ClockSource::Manual(clock.clone()));
         (clock, c)
     }
 
