@@ -84,7 +84,8 @@ pub struct FdbStats {
     pub capacity: usize,
     /// Slots holding an entry, expired or not (expired ones are reclaimed lazily).
     pub occupied: usize,
-    /// New entries learned.
+    /// New entries learned (static ones included). At any time
+    /// `occupied == learned - evictions - expired - flushed`.
     pub learned: u64,
     /// MACs that moved to another port.
     pub moves: u64,
@@ -281,6 +282,7 @@ impl Fdb {
         } else {
             self.stats.evictions += 1;
         }
+        self.stats.learned += 1;
         b.keys[i] = make_key(key, port.0) | STATIC_BIT;
         b.seen[i] = STATIC_SEEN;
         true
@@ -376,7 +378,8 @@ impl Fdb {
         self.stats.capacity
     }
 
-    /// Checks the structural invariants (no MAC twice in a bucket, occupancy count right).
+    /// Checks the structural invariants (no MAC twice in a bucket, every entry in its hash
+    /// bucket, occupancy agreeing with the slots and with the learn/evict/expire/flush counters).
     /// For tests and debug assertions.
     pub fn check_invariants(&self) -> Result<(), String> {
         let mut occupied = 0;
@@ -396,6 +399,19 @@ impl Fdb {
                     }
                 }
             }
+        }
+        let s = &self.stats;
+        let expected = s
+            .learned
+            .wrapping_sub(s.evictions)
+            .wrapping_sub(s.expired)
+            .wrapping_sub(s.flushed);
+        if expected != occupied as u64 {
+            return Err(format!(
+                "counters say {expected} entries (learned {} - evicted {} - expired {} - \
+                 flushed {}) but {occupied} slots are in use",
+                s.learned, s.evictions, s.expired, s.flushed
+            ));
         }
         if occupied != self.stats.occupied {
             return Err(format!(
