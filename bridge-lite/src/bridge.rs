@@ -22,8 +22,10 @@ pub struct BridgeConfig {
     /// Seed of the MAC hash; `None` picks a random one (recommended: a guest then cannot aim
     /// addresses at one table bucket). Tests set it for reproducible tables.
     pub hash_seed: Option<u64>,
-    /// Table buckets swept for expired entries per forwarded batch (default 1).
-    pub sweep_per_batch: usize,
+    /// Frames forwarded per table bucket swept for expired entries (default 32: one bucket
+    /// per full batch). Lookups never return an expired entry either way; the sweep only frees
+    /// slots early so occupancy counts track live entries.
+    pub frames_per_sweep: usize,
 }
 
 impl Default for BridgeConfig {
@@ -33,7 +35,7 @@ impl Default for BridgeConfig {
             ageing: Duration::from_secs(300),
             max_ports: 1024,
             hash_seed: None,
-            sweep_per_batch: 1,
+            frames_per_sweep: 32,
         }
     }
 }
@@ -140,7 +142,9 @@ pub struct Bridge {
     /// (port, queue length before the batch) for tx captures.
     tx_marks: Vec<(usize, usize)>,
     max_ports: usize,
-    sweep_per_batch: usize,
+    frames_per_sweep: usize,
+    /// Frames forwarded since the last sweep step.
+    sweep_credit: usize,
 }
 
 #[inline(always)]
@@ -171,7 +175,8 @@ impl Bridge {
             n_captures: 0,
             tx_marks: Vec::new(),
             max_ports: cfg.max_ports,
-            sweep_per_batch: cfg.sweep_per_batch,
+            frames_per_sweep: cfg.frames_per_sweep.max(1),
+            sweep_credit: 0,
         })
     }
 
@@ -286,7 +291,12 @@ impl Bridge {
         if self.n_captures != 0 {
             self.capture_before(ii, frames, now, out);
         }
-        self.fdb.sweep(now_ns, self.sweep_per_batch);
+        self.sweep_credit += frames.len();
+        if self.sweep_credit >= self.frames_per_sweep {
+            let buckets = self.sweep_credit / self.frames_per_sweep;
+            self.sweep_credit %= self.frames_per_sweep;
+            self.fdb.sweep(now_ns, buckets);
+        }
 
         if !self.up[ii] {
             let st = &mut self.stats[ii];

@@ -325,7 +325,8 @@ impl Fdb {
     }
 
     /// Frees expired entries in the next `buckets` buckets (wrapping), so occupancy tracks live
-    /// entries without a full scan. The bridge calls it with a small budget once per batch.
+    /// entries without a full scan. The bridge calls it with a budget of one bucket per
+    /// `frames_per_sweep` frames forwarded.
     /// Returns how many entries were freed.
     pub fn sweep(&mut self, now: u64, buckets: usize) -> usize {
         let n = self.buckets.len();
