@@ -223,14 +223,23 @@ impl NaiveWorkload {
     }
 }
 
+/// Rates of a measurement, in Mpps.
+#[derive(Debug, Clone, Copy)]
+pub struct Rate {
+    /// Median of the rounds.
+    pub median: f64,
+    /// Fastest round (least disturbed by other work on a shared machine).
+    pub best: f64,
+}
+
 /// Runs `step` (which forwards `frames_per_step` frames) for about `total` split into `rounds`
-/// rounds and returns the median rate in Mpps.
+/// rounds and returns the median and best round rates.
 pub fn measure_mpps(
     mut step: impl FnMut() -> usize,
     frames_per_step: usize,
     total: Duration,
     rounds: usize,
-) -> f64 {
+) -> Rate {
     // Warm up caches and branch predictors.
     for _ in 0..10_000 {
         std::hint::black_box(step());
@@ -258,5 +267,8 @@ pub fn measure_mpps(
         })
         .collect();
     rates.sort_by(f64::total_cmp);
-    rates[rates.len() / 2]
+    Rate {
+        median: rates[rates.len() / 2],
+        best: rates[rates.len() - 1],
+    }
 }
