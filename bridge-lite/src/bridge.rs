@@ -107,6 +107,10 @@ pub struct PortSnapshot {
     pub kind: PortKind,
     /// Forwarding state.
     pub up: bool,
+    /// Whether the port learns source addresses.
+    pub learning: bool,
+    /// Whether the port is locked (accepts only pinned sources).
+    pub locked: bool,
     /// Whether a pcap capture is running on it.
     pub capturing: bool,
     /// Its counters.
@@ -134,6 +138,10 @@ pub struct Bridge {
     fdb: Fdb,
     ports: Vec<Option<PortInfo>>,
     up: Vec<bool>,
+    /// Per port: learn source addresses (default true).
+    learning: Vec<bool>,
+    /// Per port: accept only sources pinned to the port (default false).
+    locked: Vec<bool>,
     stats: Vec<PortStats>,
     /// Live port ids in ascending order: the flood set.
     flood_list: Vec<u16>,
@@ -169,6 +177,8 @@ impl Bridge {
             fdb: Fdb::new(cfg.fdb_capacity, cfg.ageing, cfg.hash_seed),
             ports: Vec::new(),
             up: Vec::new(),
+            learning: Vec::new(),
+            locked: Vec::new(),
             stats: Vec::new(),
             flood_list: Vec::new(),
             captures: Vec::new(),
@@ -187,6 +197,8 @@ impl Bridge {
             None if self.ports.len() < self.max_ports => {
                 self.ports.push(None);
                 self.up.push(false);
+                self.learning.push(true);
+                self.locked.push(false);
                 self.stats.push(PortStats::default());
                 self.captures.push(None);
                 self.ports.len() - 1
@@ -199,6 +211,8 @@ impl Bridge {
         };
         self.ports[idx] = Some(PortInfo { kind });
         self.up[idx] = true;
+        self.learning[idx] = true;
+        self.locked[idx] = false;
         self.stats[idx] = PortStats::default();
         self.rebuild_flood_list();
         Ok(PortId(idx as u16))
@@ -228,6 +242,26 @@ impl Bridge {
     pub fn set_port_up(&mut self, port: PortId, up: bool) -> Result<(), BridgeError> {
         let i = self.check(port)?;
         self.up[i] = up;
+        Ok(())
+    }
+
+    /// Turns source learning on the port on or off (like `bridge link set ... learning off`).
+    /// With learning off, frames still forward but their sources are not added or moved; pair
+    /// it with [`Bridge::add_static`] for a guest whose MAC the control plane knows.
+    pub fn set_port_learning(&mut self, port: PortId, on: bool) -> Result<(), BridgeError> {
+        let i = self.check(port)?;
+        self.learning[i] = on;
+        Ok(())
+    }
+
+    /// Locks or unlocks the port (anti-spoofing, like `bridge link set ... locked on`): a
+    /// locked port accepts only frames whose source MAC the table maps to this port (a static
+    /// entry, or one learned before locking and not yet aged out), dropping the rest as
+    /// [`DropReason::SrcNotAllowed`], and learns nothing. This is the switch-level replacement
+    /// for the iptables anti-spoof rules Xen's vif scripts install.
+    pub fn set_port_locked(&mut self, port: PortId, locked: bool) -> Result<(), BridgeError> {
+        let i = self.check(port)?;
+        self.locked[i] = locked;
         Ok(())
     }
 
@@ -308,6 +342,7 @@ impl Bridge {
         }
 
         let ing = ingress.0;
+        let (learning, locked) = (self.learning[ii], self.locked[ii]);
         let mut rx = PortStats {
             rx_frames: frames.len() as u64,
             ..PortStats::default()
@@ -330,11 +365,18 @@ impl Bridge {
                 rx.drops.add(DropReason::SrcZero, 1);
                 continue;
             }
-            match self.fdb.learn(src, ingress, now_ns) {
-                Learned::Refreshed => {}
-                Learned::New | Learned::Evicted { .. } => rx.learned += 1,
-                Learned::Moved { .. } => rx.moves_in += 1,
-                Learned::StaticConflict | Learned::Full => rx.learn_refused += 1,
+            if locked {
+                if self.fdb.lookup(src, now_ns) != Some(ingress) {
+                    rx.drops.add(DropReason::SrcNotAllowed, 1);
+                    continue;
+                }
+            } else if learning {
+                match self.fdb.learn(src, ingress, now_ns) {
+                    Learned::Refreshed => {}
+                    Learned::New | Learned::Evicted { .. } => rx.learned += 1,
+                    Learned::Moved { .. } => rx.moves_in += 1,
+                    Learned::StaticConflict | Learned::Full => rx.learn_refused += 1,
+                }
             }
             if dst & MAC_GROUP_BIT == 0 {
                 if let Some(p) = self.fdb.lookup(dst, now_ns) {
@@ -484,6 +526,8 @@ impl Bridge {
                         id,
                         kind: self.ports[i].as_ref().map_or(PortKind::Uplink, |p| p.kind),
                         up: self.up[i],
+                        learning: self.learning[i],
+                        locked: self.locked[i],
                         capturing: self.captures[i].is_some(),
                         stats: self.stats[i],
                     }

@@ -64,17 +64,21 @@ pub enum DropReason {
     /// Known unicast whose destination is on the ingress port itself; a frame never goes back
     /// out the port it came in on (counted on the ingress port).
     Hairpin,
+    /// Received on a locked port from a source MAC that is not pinned to (or, before locking,
+    /// learned on) that port: anti-spoofing, counted on the ingress port.
+    SrcNotAllowed,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 6] = [
+    pub const ALL: [DropReason; 7] = [
         DropReason::TooShort,
         DropReason::SrcMulticast,
         DropReason::SrcZero,
         DropReason::IngressDown,
         DropReason::EgressDown,
         DropReason::Hairpin,
+        DropReason::SrcNotAllowed,
     ];
 
     /// Short name for reports.
@@ -86,6 +90,7 @@ impl DropReason {
             DropReason::IngressDown => "ingress_down",
             DropReason::EgressDown => "egress_down",
             DropReason::Hairpin => "hairpin",
+            DropReason::SrcNotAllowed => "src_not_allowed",
         }
     }
 }

@@ -344,3 +344,51 @@ fn port_limit_and_bad_config_are_errors() {
         .is_err()
     );
 }
+
+#[test]
+fn a_locked_port_accepts_only_its_pinned_source() {
+    let (mut br, p) = bridge(2);
+    let guest = mac(1);
+    br.add_static(guest, p[1]).unwrap();
+    br.set_port_locked(p[1], true).unwrap();
+    let spoofed = frame(mac(66), MacAddr::BROADCAST);
+    let out = send(
+        &mut br,
+        p[1],
+        &[frame(guest, MacAddr::BROADCAST), spoofed],
+        secs(0),
+    );
+    assert_eq!(
+        out.queue(p[0]).len(),
+        1,
+        "only the guest's own frame passes"
+    );
+    let st = br.port_stats(p[1]).unwrap();
+    assert_eq!(st.drops.get(DropReason::SrcNotAllowed), 1);
+    assert_eq!(
+        br.lookup(mac(66), secs(0)),
+        None,
+        "a locked port learns nothing"
+    );
+    assert!(br.snapshot().ports[1].locked);
+    // Unlocked again, the same frame passes and is learned.
+    br.set_port_locked(p[1], false).unwrap();
+    let out = send(
+        &mut br,
+        p[1],
+        &[frame(mac(66), MacAddr::BROADCAST)],
+        secs(1),
+    );
+    assert_eq!(out.queue(p[0]).len(), 1);
+    assert_eq!(br.lookup(mac(66), secs(1)), Some(p[1]));
+}
+
+#[test]
+fn learning_off_forwards_without_learning() {
+    let (mut br, p) = bridge(2);
+    br.set_port_learning(p[2], false).unwrap();
+    let out = send(&mut br, p[2], &[frame(mac(7), mac(8))], secs(0));
+    assert_eq!(egress(&out), vec![p[0], p[1]]);
+    assert_eq!(br.lookup(mac(7), secs(0)), None);
+    assert_eq!(br.fdb_stats().learned, 0);
+}
