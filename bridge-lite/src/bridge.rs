@@ -7,7 +7,8 @@ use crate::capture::{Capture, CaptureDirection, CaptureSummary};
 use crate::error::BridgeError;
 use crate::fdb::{Fdb, FdbEntry, FdbStats, Learned, MAX_PORT_ID};
 use crate::frame::{Frame, MAC_GROUP_BIT, MAC_MASK, MacAddr, read_macs};
-use crate::port::{DropReason, PortId, PortKind, PortStats};
+use crate::output::Output;
+use crate::port::{BridgeSnapshot, DropReason, PortId, PortKind, PortSnapshot, PortStats};
 
 /// How a bridge is built.
 #[derive(Debug, Clone)]
@@ -38,92 +39,6 @@ impl Default for BridgeConfig {
             frames_per_sweep: 32,
         }
     }
-}
-
-/// Per-port output queues of frame handles, filled by [`Bridge::forward`]. The caller owns it,
-/// drains the queues it cares about and reuses it for the next batch (queues keep their
-/// capacity, so steady-state forwarding does not allocate).
-#[derive(Debug)]
-pub struct Output<H> {
-    queues: Vec<Vec<H>>,
-}
-
-impl<H> Default for Output<H> {
-    fn default() -> Self {
-        Self { queues: Vec::new() }
-    }
-}
-
-impl<H> Output<H> {
-    /// Empty queues.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// The frames queued for `port`.
-    pub fn queue(&self, port: PortId) -> &[H] {
-        self.queues.get(port.index()).map_or(&[], |q| q.as_slice())
-    }
-
-    /// Takes the frames queued for `port`, keeping the queue's capacity.
-    pub fn drain(&mut self, port: PortId) -> std::vec::Drain<'_, H> {
-        if self.queues.len() <= port.index() {
-            self.queues.resize_with(port.index() + 1, Vec::new);
-        }
-        self.queues[port.index()].drain(..)
-    }
-
-    /// Every port with frames queued, with its frames.
-    pub fn iter(&self) -> impl Iterator<Item = (PortId, &[H])> {
-        self.queues
-            .iter()
-            .enumerate()
-            .filter(|(_, q)| !q.is_empty())
-            .map(|(i, q)| (PortId(i as u16), q.as_slice()))
-    }
-
-    /// Frames queued over all ports.
-    pub fn len(&self) -> usize {
-        self.queues.iter().map(Vec::len).sum()
-    }
-
-    /// True when no frame is queued.
-    pub fn is_empty(&self) -> bool {
-        self.queues.iter().all(Vec::is_empty)
-    }
-
-    /// Drops every queued handle.
-    pub fn clear(&mut self) {
-        self.queues.iter_mut().for_each(Vec::clear);
-    }
-}
-
-/// One port in a [`BridgeSnapshot`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PortSnapshot {
-    /// The port.
-    pub id: PortId,
-    /// What is behind it.
-    pub kind: PortKind,
-    /// Forwarding state.
-    pub up: bool,
-    /// Whether the port learns source addresses.
-    pub learning: bool,
-    /// Whether the port is locked (accepts only pinned sources).
-    pub locked: bool,
-    /// Whether a pcap capture is running on it.
-    pub capturing: bool,
-    /// Its counters.
-    pub stats: PortStats,
-}
-
-/// A copy of every counter of a bridge.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BridgeSnapshot {
-    /// Live ports in id order.
-    pub ports: Vec<PortSnapshot>,
-    /// The MAC table's counters.
-    pub fdb: FdbStats,
 }
 
 #[derive(Debug)]

@@ -42,13 +42,15 @@ mod error;
 pub mod fdb;
 pub mod frame;
 mod inspect;
+mod output;
 mod port;
 pub mod testkit;
 
-pub use bridge::{Bridge, BridgeConfig, BridgeSnapshot, Output, PortSnapshot};
+pub use bridge::{Bridge, BridgeConfig};
 pub use capture::{CaptureDirection, CaptureSummary, SNAPLEN};
 pub use error::BridgeError;
 pub use fdb::{FdbEntry, FdbStats};
 pub use frame::{ETH_HLEN, Frame, FrameRef, MacAddr};
 pub use inspect::{FrameInfo, inspect};
-pub use port::{DropCounts, DropReason, PortId, PortKind, PortStats};
+pub use output::Output;
+pub use port::{BridgeSnapshot, DropCounts, DropReason, PortId, PortKind, PortSnapshot, PortStats};

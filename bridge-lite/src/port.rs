@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::fdb::FdbStats;
+
 /// A port's number on its bridge. Numbers of removed ports are reused by later ports.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PortId(pub(crate) u16);
@@ -145,4 +147,32 @@ pub struct PortStats {
     pub learn_refused: u64,
     /// Drops by reason.
     pub drops: DropCounts,
+}
+
+/// One port in a [`BridgeSnapshot`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortSnapshot {
+    /// The port.
+    pub id: PortId,
+    /// What is behind it.
+    pub kind: PortKind,
+    /// Forwarding state.
+    pub up: bool,
+    /// Whether the port learns source addresses.
+    pub learning: bool,
+    /// Whether the port is locked (accepts only pinned sources).
+    pub locked: bool,
+    /// Whether a pcap capture is running on it.
+    pub capturing: bool,
+    /// Its counters.
+    pub stats: PortStats,
+}
+
+/// A copy of every counter of a bridge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BridgeSnapshot {
+    /// Live ports in id order.
+    pub ports: Vec<PortSnapshot>,
+    /// The MAC table's counters.
+    pub fdb: FdbStats,
 }
