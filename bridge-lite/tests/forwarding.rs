@@ -392,3 +392,10 @@ fn learning_off_forwards_without_learning() {
     assert_eq!(br.lookup(mac(7), secs(0)), None);
     assert_eq!(br.fdb_stats().learned, 0);
 }
+
+#[test]
+fn a_bridge_can_move_to_the_backend_thread() {
+    fn assert_send<T: Send>() {}
+    assert_send::<Bridge>();
+    assert_send::<Output<bridge_lite::FrameRef<'static>>>();
+}
