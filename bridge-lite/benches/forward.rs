@@ -1,0 +1,63 @@
+//! Forwarding rate of bridge-lite in Mpps (criterion `Throughput::Elements` = frames).
+//!
+//! Cases: 64- and 1514-byte frames; 1, 64 and 1024 learned stations per side; batch 1 and 32.
+//! After criterion's cases, the goal case (64 B, 1024 MACs, batch 32) is measured again beside
+//! the in-run baseline, a naive `HashMap` learning switch, and the ratio is printed.
+//!
+//! Run: `cargo bench -p bridge-lite --bench forward`
+
+use std::time::Duration;
+
+use bridge_lite::Output;
+use criterion::{BenchmarkId, Criterion, Throughput};
+
+#[path = "workload/mod.rs"]
+mod workload;
+
+fn forward(c: &mut Criterion) {
+    let mut g = c.benchmark_group("forward");
+    for wire_len in [64usize, 1514] {
+        for macs in [1usize, 64, 1024] {
+            for batch in [1usize, 32] {
+                let mut w = workload::build(wire_len, macs, batch);
+                let mut out = Output::new();
+                g.throughput(Throughput::Elements(batch as u64));
+                g.bench_function(
+                    BenchmarkId::from_parameter(format!("{wire_len}B/{macs}mac/batch{batch}")),
+                    |b| b.iter(|| w.step(&mut out)),
+                );
+            }
+        }
+    }
+    let mut n = workload::build_naive(64, 1024, 32);
+    g.throughput(Throughput::Elements(32));
+    g.bench_function("baseline_hashmap/64B/1024mac/batch32", |b| {
+        b.iter(|| n.step())
+    });
+    g.finish();
+}
+
+fn main() {
+    let mut c = Criterion::default()
+        .configure_from_args()
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1))
+        .sample_size(20);
+    forward(&mut c);
+    c.final_summary();
+
+    // The goal case beside its baseline, measured back to back in this run.
+    let mut w = workload::build(64, 1024, 32);
+    let mut out = Output::new();
+    let lite = workload::measure_mpps(|| w.step(&mut out), 32, Duration::from_secs(1), 5);
+    let mut n = workload::build_naive(64, 1024, 32);
+    let naive = workload::measure_mpps(|| n.step(), 32, Duration::from_secs(1), 5);
+    println!(
+        "bridge-lite 64B/1024mac/batch32: {:.1} Mpps (best round {:.1}); naive HashMap switch: \
+         {:.1} Mpps; ratio {:.2}x (goal: >= 30 Mpps)",
+        lite.median,
+        lite.best,
+        naive.median,
+        lite.median / naive.median
+    );
+}

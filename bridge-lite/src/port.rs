@@ -1,0 +1,178 @@
+//! Ports: identity, kind, state and counters.
+
+use std::fmt;
+
+use crate::fdb::FdbStats;
+
+/// A port's number on its bridge. Numbers of removed ports are reused by later ports.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PortId(pub(crate) u16);
+
+impl PortId {
+    /// The port number as an index (0-based).
+    pub const fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl fmt::Debug for PortId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "port{}", self.0)
+    }
+}
+
+impl fmt::Display for PortId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "port{}", self.0)
+    }
+}
+
+/// What sits behind a port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PortKind {
+    /// A guest's virtual interface, `vif<domid>.<handle>` in Xen's naming.
+    Vif {
+        /// The guest domain.
+        domid: u16,
+        /// The interface number within the guest (`vif` device handle).
+        handle: u32,
+    },
+    /// The physical (or remote-host) side of the driver domain.
+    Uplink,
+}
+
+impl fmt::Display for PortKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PortKind::Vif { domid, handle } => write!(f, "vif{domid}.{handle}"),
+            PortKind::Uplink => f.write_str("uplink"),
+        }
+    }
+}
+
+/// Why the bridge dropped a frame. Each reason has its own counter in [`DropCounts`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// Shorter than the 14-byte Ethernet header (counted on the ingress port).
+    TooShort,
+    /// The source address has the group bit set (counted on the ingress port).
+    SrcMulticast,
+    /// The source address is 00:00:00:00:00:00 (counted on the ingress port).
+    SrcZero,
+    /// Received on a port that is down (counted on the ingress port).
+    IngressDown,
+    /// Destined to a port that is down (counted on that egress port).
+    EgressDown,
+    /// Known unicast whose destination is on the ingress port itself; a frame never goes back
+    /// out the port it came in on (counted on the ingress port).
+    Hairpin,
+    /// Received on a locked port from a source MAC that is not pinned to (or, before locking,
+    /// learned on) that port: anti-spoofing, counted on the ingress port.
+    SrcNotAllowed,
+}
+
+impl DropReason {
+    /// Every reason, in counter order.
+    pub const ALL: [DropReason; 7] = [
+        DropReason::TooShort,
+        DropReason::SrcMulticast,
+        DropReason::SrcZero,
+        DropReason::IngressDown,
+        DropReason::EgressDown,
+        DropReason::Hairpin,
+        DropReason::SrcNotAllowed,
+    ];
+
+    /// Short name for reports.
+    pub const fn name(self) -> &'static str {
+        match self {
+            DropReason::TooShort => "too_short",
+            DropReason::SrcMulticast => "src_multicast",
+            DropReason::SrcZero => "src_zero",
+            DropReason::IngressDown => "ingress_down",
+            DropReason::EgressDown => "egress_down",
+            DropReason::Hairpin => "hairpin",
+            DropReason::SrcNotAllowed => "src_not_allowed",
+        }
+    }
+}
+
+/// Drop counters of one port, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DropCounts {
+    counts: [u64; DropReason::ALL.len()],
+}
+
+impl DropCounts {
+    /// Frames dropped for `reason`.
+    pub fn get(&self, reason: DropReason) -> u64 {
+        self.counts[reason as usize]
+    }
+
+    /// Frames dropped for any reason.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    #[inline(always)]
+    pub(crate) fn add(&mut self, reason: DropReason, n: u64) {
+        self.counts[reason as usize] += n;
+    }
+}
+
+/// Counters of one port. A snapshot is a plain copy ([`crate::Bridge::port_stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PortStats {
+    /// Frames received on this port (handed to the bridge), including dropped ones.
+    pub rx_frames: u64,
+    /// Bytes of those frames.
+    pub rx_bytes: u64,
+    /// Frames queued for transmission on this port.
+    pub tx_frames: u64,
+    /// Bytes of those frames.
+    pub tx_bytes: u64,
+    /// Frames received here that were flooded (broadcast, multicast, unknown unicast).
+    pub floods: u64,
+    /// Of those, broadcast frames.
+    pub rx_broadcast: u64,
+    /// Of those, multicast (non-broadcast) frames.
+    pub rx_multicast: u64,
+    /// Of those, unicast frames to an unknown (or aged-out) destination.
+    pub rx_unknown_unicast: u64,
+    /// MACs newly learned on this port.
+    pub learned: u64,
+    /// MACs that moved to this port from another one.
+    pub moves_in: u64,
+    /// Learns refused on this port (static entry elsewhere, or a bucket full of static entries).
+    pub learn_refused: u64,
+    /// Drops by reason.
+    pub drops: DropCounts,
+}
+
+/// One port in a [`BridgeSnapshot`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortSnapshot {
+    /// The port.
+    pub id: PortId,
+    /// What is behind it.
+    pub kind: PortKind,
+    /// Forwarding state.
+    pub up: bool,
+    /// Whether the port learns source addresses.
+    pub learning: bool,
+    /// Whether the port is locked (accepts only pinned sources).
+    pub locked: bool,
+    /// Whether a pcap capture is running on it.
+    pub capturing: bool,
+    /// Its counters.
+    pub stats: PortStats,
+}
+
+/// A copy of every counter of a bridge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BridgeSnapshot {
+    /// Live ports in id order.
+    pub ports: Vec<PortSnapshot>,
+    /// The MAC table's counters.
+    pub fdb: FdbStats,
+}
