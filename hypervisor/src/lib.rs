@@ -36,6 +36,8 @@ mod grant;
 mod machine;
 #[allow(unsafe_code)]
 mod mem;
+#[allow(unsafe_code)]
+pub mod ringpage;
 pub mod traits;
 pub mod types;
 mod xenstore;

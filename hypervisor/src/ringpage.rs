@@ -1,0 +1,43 @@
+//! Shared ring pages as [`ring::PageRing`]s: the one place a page pointer becomes ring memory.
+//!
+//! netback maps the frontend's granted ring pages; netfront uses pages of its own memory. Both
+//! need `ring::PageRing::new`, whose contract (4096 mapped, page-aligned bytes that stay mapped
+//! while the owner lives, accessed from this process only through atomics) is exactly what the
+//! mapping types here guarantee. Keeping the call here keeps netback and netfront free of
+//! `unsafe`.
+
+use ring::PageRing;
+
+use crate::domain::DomainHandle;
+use crate::abi::GrantStatus;
+use crate::error::{Error, Result};
+use crate::grant::map::GrantMapping;
+use crate::types::Pfn;
+
+/// A mapped grant as ring memory (netback's view of a frontend's ring page). The mapping stays
+/// alive, and so mapped, as long as the ring does.
+pub fn mapped_ring(mapping: GrantMapping) -> Result<PageRing<GrantMapping>> {
+    let ptr = mapping.as_ptr();
+    // SAFETY: `GrantMapping::as_ptr` is 4096 bytes, page-aligned and mapped until the mapping
+    // drops; `PageRing` owns the mapping, so the page outlives every borrow of the ring. Within
+    // this process the page is otherwise reached through the granting domain's own ring handle
+    // (atomics, by `own_ring`'s contract below) and the hypervisor's grant copy, which never
+    // targets a ring page a well-formed frontend granted (and a hostile frontend racing its own
+    // ring page only harms its own connection: every ring access here is atomic).
+    unsafe { PageRing::new(mapping, ptr) }.map_err(|_| Error::Grant(GrantStatus::BadVirtAddr))
+}
+
+/// One of the domain's own pages as ring memory (netfront's rings, before it grants them). The
+/// handle clone keeps the domain's view mapped while the ring lives.
+///
+/// The caller must not also `write`/`borrow_page` this page through the handle while the ring
+/// lives: ring pages are touched through ring handles (atomics) only.
+pub fn own_ring(dom: &DomainHandle, pfn: Pfn) -> Result<PageRing<DomainHandle>> {
+    let ptr = dom.page_ptr(pfn)?;
+    // SAFETY: `page_ptr` returns the page's address in the domain's view, 4096 bytes and
+    // page-aligned, mapped while any handle of the domain lives; the ring owns a handle clone.
+    // The domain's ring code accesses it only through this ring (atomics); the peer reaches it
+    // through a grant mapping, also atomics; the page is not freed while this ring holds it
+    // because only the ring's owner frees it, after dropping the ring.
+    unsafe { PageRing::new(dom.clone(), ptr) }.map_err(|_| Error::Grant(GrantStatus::BadVirtAddr))
+}
