@@ -1,0 +1,85 @@
+//! A grant-copy batch as an object (Linux's `xenvif_copy_state`).
+//!
+//! Ops are collected with the owner each belongs to (a packet of the pass, or the ring index of
+//! the response to patch); the batch flushes with one hypercall when full or at the end of a pass
+//! and reports every failed op to the caller, who patches it into its response.
+
+use hypervisor::{DomainHandle, GnttabCopy, GrantStatus};
+
+/// Collected grant-copy ops and their owners.
+#[derive(Debug)]
+pub struct CopyBatch {
+    ops: Vec<GnttabCopy>,
+    owners: Vec<u32>,
+    max: usize,
+    /// Hypercalls made (for the profile and the ladder).
+    pub hypercalls: u64,
+    /// Ops submitted.
+    pub ops_done: u64,
+}
+
+impl CopyBatch {
+    /// A batch that flushes every `max` ops (1 = one hypercall per op).
+    pub fn new(max: usize) -> Self {
+        let max = max.max(1);
+        Self {
+            ops: Vec::with_capacity(max),
+            owners: Vec::with_capacity(max),
+            max,
+            hypercalls: 0,
+            ops_done: 0,
+        }
+    }
+
+    /// Adds an op; flushes first-come when the batch is full, reporting failures to `failed`.
+    #[inline]
+    pub fn push(
+        &mut self,
+        dom: &DomainHandle,
+        op: GnttabCopy,
+        owner: u32,
+        failed: &mut impl FnMut(u32, GrantStatus),
+    ) -> hypervisor::Result<()> {
+        self.ops.push(op);
+        self.owners.push(owner);
+        if self.ops.len() >= self.max {
+            self.flush(dom, failed)?;
+        }
+        Ok(())
+    }
+
+    /// Whether ops are waiting.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// One `GNTTABOP_copy` for every collected op; each failed op's owner and status go to
+    /// `failed`. An error here is the hypercall itself failing (not a per-op status).
+    pub fn flush(
+        &mut self,
+        dom: &DomainHandle,
+        failed: &mut impl FnMut(u32, GrantStatus),
+    ) -> hypervisor::Result<()> {
+        if self.ops.is_empty() {
+            return Ok(());
+        }
+        self.hypercalls += 1;
+        self.ops_done += self.ops.len() as u64;
+        let r = dom.grant_copy(&mut self.ops);
+        if r.is_ok() {
+            for (op, owner) in self.ops.iter().zip(&self.owners) {
+                let st = op.status();
+                if st != GrantStatus::Okay {
+                    failed(*owner, st);
+                }
+            }
+        } else {
+            for owner in &self.owners {
+                failed(*owner, GrantStatus::GeneralError);
+            }
+        }
+        self.ops.clear();
+        self.owners.clear();
+        r
+    }
+}

@@ -1,0 +1,67 @@
+//! The backend's tunables, with Linux netback's defaults.
+
+use std::time::Duration;
+
+/// Netback tunables. `Config::default()` is Linux's behaviour.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Packets delivered to one vif per rx pass (Linux `RX_BATCH_SIZE`).
+    pub rx_batch_packets: usize,
+    /// Grant-copy ops per hypercall (Linux `COPY_BATCH_SIZE`); 1 is one hypercall per op.
+    pub copy_batch_ops: usize,
+    /// Page transfers per hypercall in flip mode; 1 is one hypercall per page.
+    pub flip_batch_pages: usize,
+    /// Packets taken from one vif's tx ring per pass.
+    pub tx_batch_packets: usize,
+    /// Bytes queued for one vif's rx before further frames are dropped (Linux: 512 KiB).
+    pub rx_queue_bytes: usize,
+    /// A tx packet using more slots than this is dropped (`XEN_NETBK_LEGACY_SLOTS_MAX`, 18).
+    pub tx_slots_drop: usize,
+    /// A tx packet using more slots than this disables the vif (`fatal_skb_slots`, 20).
+    pub tx_slots_fatal: usize,
+    /// A vif whose frontend posts no rx buffers for this long has its rx queue drained
+    /// (Linux `rx_drain_timeout_msecs`, 10 s), so a stalled guest cannot pin backend memory.
+    pub rx_drain_timeout: Duration,
+    /// Upper bound on how long the backend blocks waiting for events before it re-checks the
+    /// control plane (xenstore watches) and timers.
+    pub poll_interval: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            rx_batch_packets: 64,
+            copy_batch_ops: 64,
+            flip_batch_pages: 64,
+            tx_batch_packets: 64,
+            rx_queue_bytes: 512 * 1024,
+            tx_slots_drop: ring::netif::XEN_NETIF_NR_SLOTS_MIN as usize,
+            tx_slots_fatal: 20,
+            rx_drain_timeout: Duration::from_secs(10),
+            poll_interval: Duration::from_millis(20),
+        }
+    }
+}
+
+impl Config {
+    /// Checks the values make sense, saying which one does not and why.
+    pub fn validate(&self) -> Result<(), crate::Error> {
+        let bad = |what: &'static str, why: &'static str| Err(crate::Error::Config { what, why });
+        if self.rx_batch_packets == 0 || self.tx_batch_packets == 0 {
+            return bad("rx_batch_packets/tx_batch_packets", "must be at least 1");
+        }
+        if self.copy_batch_ops == 0 || self.flip_batch_pages == 0 {
+            return bad("copy_batch_ops/flip_batch_pages", "must be at least 1 (1 = unbatched)");
+        }
+        if self.tx_slots_drop > self.tx_slots_fatal {
+            return bad("tx_slots_drop", "must not exceed tx_slots_fatal");
+        }
+        if self.tx_slots_drop < ring::netif::XEN_NETIF_NR_SLOTS_MIN as usize {
+            return bad("tx_slots_drop", "every backend must accept XEN_NETIF_NR_SLOTS_MIN (18)");
+        }
+        if self.rx_queue_bytes < 65536 + 14 {
+            return bad("rx_queue_bytes", "must hold at least one maximum-size frame (65550 B)");
+        }
+        Ok(())
+    }
+}
