@@ -12,20 +12,30 @@
 //! publish the thread's current tag, which a sampler reads at a fixed rate. In [`Mode::Off`] a
 //! transition is one relaxed load and a branch.
 //!
+//! The per-thread state is a `const`-initialised thread-local of plain `Cell`s with no destructor,
+//! so reaching it costs one TLS address computation: no lazy-init check, no `RefCell` borrow flag
+//! and no copy of the scope stack. The thread's counters are reached through a `&'static`
+//! obtained by leaking one `Arc` clone per registration (registration is rare; the registry keeps
+//! every vCPU's counters for reports anyway).
+//!
 //! With the crate feature `enabled` turned off every hook compiles to nothing: the guards are
 //! zero-sized and the functions are empty `#[inline(always)]` bodies.
 
-use std::cell::{Cell, RefCell};
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::class::{Class, MAX_CLASSES};
+use serde::{Deserialize, Serialize};
+
+use crate::class::Class;
+use crate::counters::{TAG_BLOCKED, VcpuCounters, pack_tag};
 
 /// A domain id as Xen numbers them (dom0 is 0).
 pub type DomId = u16;
 
 /// Where a vCPU is executing, as Xenoprof splits samples.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 #[repr(u8)]
 pub enum Context {
     /// In the hypervisor (a hypercall, or work done on the domain's behalf).
@@ -52,7 +62,7 @@ impl Context {
         }
     }
 
-    const fn from_u8(v: u8) -> Context {
+    pub(crate) const fn from_u8(v: u8) -> Context {
         match v {
             0 => Context::Xen,
             1 => Context::Kernel,
@@ -62,32 +72,36 @@ impl Context {
 }
 
 /// What the hooks do at run time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 #[repr(u8)]
 pub enum Mode {
     /// Hooks do nothing beyond one relaxed load.
     Off = 0,
-    /// Count TSC cycles and calls per (domain, context, class).
+    /// Count TSC cycles and calls per (domain, context, class); also publish tags for a sampler.
     Exact = 1,
     /// Publish each thread's current tag for a sampler.
     Sampled = 2,
 }
 
-static MODE: AtomicU8 = AtomicU8::new(Mode::Off as u8);
+const OFF: u8 = Mode::Off as u8;
+const EXACT: u8 = Mode::Exact as u8;
 
-/// Sets the global profiling mode. Threads see the change at their next hook.
+static MODE: AtomicU8 = AtomicU8::new(OFF);
+
+/// Sets the global (process-wide) profiling mode. Threads see the change at their next hook.
 pub fn set_mode(mode: Mode) {
-    // Relaxed: the mode is advisory; a hook that sees the old mode for a few more transitions
-    // only shifts a handful of cycles between modes. No data is published through it.
+    // Relaxed: the mode is advisory; pairs with the relaxed loads in `mode` and `enter`. A hook
+    // that sees the old mode for a few more transitions only shifts a handful of cycles.
     MODE.store(mode as u8, Ordering::Relaxed);
 }
 
 /// The current global profiling mode.
 #[inline(always)]
 pub fn mode() -> Mode {
-    // Relaxed: see `set_mode`; pairs with nothing.
+    // Relaxed: pairs with the relaxed store in `set_mode`; no data is published through it.
     match MODE.load(Ordering::Relaxed) {
-        1 => Mode::Exact,
+        EXACT => Mode::Exact,
         2 => Mode::Sampled,
         _ => Mode::Off,
     }
@@ -113,12 +127,13 @@ impl ManualClock {
     }
     /// Moves the clock forward by `cycles`.
     pub fn advance(&self, cycles: u64) {
-        // Relaxed: the test thread that advances the clock is the thread that reads it.
+        // Relaxed: the test thread that advances the clock is the thread that reads it; across
+        // threads a test orders its steps with a barrier, which synchronises on its own.
         self.0.fetch_add(cycles, Ordering::Relaxed);
     }
     /// The current reading.
     pub fn now(&self) -> u64 {
-        // Relaxed: pairs with the relaxed `fetch_add` in `advance` on the same thread.
+        // Relaxed: pairs with the relaxed `fetch_add` in `advance`.
         self.0.load(Ordering::Relaxed)
     }
 }
@@ -134,189 +149,153 @@ pub fn tsc() -> u64 {
     tsc_clock().raw()
 }
 
+/// TSC ticks per second, measured once against the monotonic clock (about 20 ms on first call).
+pub fn tsc_hz() -> u64 {
+    static HZ: OnceLock<u64> = OnceLock::new();
+    *HZ.get_or_init(|| {
+        let clock = tsc_clock();
+        let (t0, c0) = (std::time::Instant::now(), clock.raw());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let (t1, c1) = (std::time::Instant::now(), clock.raw());
+        let ns = t1.duration_since(t0).as_nanos().max(1);
+        (u128::from(c1.wrapping_sub(c0)) * 1_000_000_000 / ns) as u64
+    })
+}
+
 /// Maximum scope nesting depth tracked per thread; deeper scopes are charged to the deepest.
 pub const MAX_DEPTH: usize = 32;
 
-/// One thread's counters. Written only by the owning thread; read by reports.
-#[derive(Debug)]
-pub struct VcpuCounters {
-    domid: DomId,
-    vcpu: u32,
-    /// `cycles[ctx * MAX_CLASSES + class]`.
-    cycles: Box<[AtomicU64]>,
-    /// `calls[ctx * MAX_CLASSES + class]`: scope entries.
-    calls: Box<[AtomicU64]>,
-    /// The thread's current (context, class), packed for the sampler: `ctx << 8 | class`.
-    tag: AtomicU32,
-}
-
-impl VcpuCounters {
-    fn new(domid: DomId, vcpu: u32) -> Self {
-        let zeros = || (0..CONTEXTS * MAX_CLASSES).map(|_| AtomicU64::new(0)).collect();
-        Self {
-            domid,
-            vcpu,
-            cycles: zeros(),
-            calls: zeros(),
-            tag: AtomicU32::new(pack_tag(Context::Kernel, Class::OTHER)),
-        }
-    }
-
-    /// The domain this vCPU belongs to.
-    pub fn domid(&self) -> DomId {
-        self.domid
-    }
-
-    /// The vCPU number within its domain (registration order).
-    pub fn vcpu(&self) -> u32 {
-        self.vcpu
-    }
-
-    /// Cycles charged so far to (ctx, class).
-    pub fn cycles(&self, ctx: Context, class: Class) -> u64 {
-        // Relaxed: a report may read a value a few transitions old; the owner's stores are
-        // single-writer and the report only needs each counter individually consistent.
-        self.cycles[slot(ctx, class)].load(Ordering::Relaxed)
-    }
-
-    /// Scope entries so far for (ctx, class).
-    pub fn calls(&self, ctx: Context, class: Class) -> u64 {
-        // Relaxed: as in `cycles`.
-        self.calls[slot(ctx, class)].load(Ordering::Relaxed)
-    }
-
-    /// The (context, class) the thread is in now, as a sampler sees it.
-    pub fn current(&self) -> (Context, Class) {
-        // Relaxed: pairs with the relaxed tag store in `State::publish`; a sample is a snapshot
-        // of one word and needs no ordering with other memory.
-        unpack_tag(self.tag.load(Ordering::Relaxed))
-    }
-
-    /// Zeroes every counter (used by session reset).
-    pub fn reset(&self) {
-        for c in self.cycles.iter().chain(self.calls.iter()) {
-            // Relaxed: resets race benignly with the owner's increments; a session resets
-            // while stopped.
-            c.store(0, Ordering::Relaxed);
-        }
-    }
-}
-
-#[inline(always)]
-fn slot(ctx: Context, class: Class) -> usize {
-    ctx as usize * MAX_CLASSES + class.index()
-}
-
-#[inline(always)]
-fn pack_tag(ctx: Context, class: Class) -> u32 {
-    ((ctx as u32) << 8) | class.index() as u32
-}
-
-fn unpack_tag(tag: u32) -> (Context, Class) {
-    let ctx = Context::from_u8((tag >> 8) as u8);
-    let class = Class::from_index((tag & 0xff) as usize).unwrap_or(Class::OTHER);
-    (ctx, class)
-}
-
 static VCPUS: Mutex<Vec<Arc<VcpuCounters>>> = Mutex::new(Vec::new());
 
-/// Every vCPU registered so far, in registration order.
+/// Every vCPU registered so far, in registration order (exited threads included, marked offline).
 pub fn vcpus() -> Vec<Arc<VcpuCounters>> {
     VCPUS.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
-struct State {
-    counters: Arc<VcpuCounters>,
-    clock: ClockSource,
+/// The calling thread's profiling state. Plain cells, `const`-initialised, no destructor.
+struct Local {
+    counters: Cell<Option<&'static VcpuCounters>>,
+    /// `None`: the TSC. `Some`: a manual clock's counter.
+    clock: Cell<Option<&'static AtomicU64>>,
     ctx: Cell<Context>,
-    stack: Cell<[Class; MAX_DEPTH]>,
+    blocked: Cell<bool>,
     depth: Cell<usize>,
+    stack: [Cell<Class>; MAX_DEPTH],
     last: Cell<u64>,
 }
 
-impl State {
-    #[inline(always)]
-    fn now(&self) -> u64 {
-        match &self.clock {
-            ClockSource::Tsc => tsc(),
-            ClockSource::Manual(m) => m.now(),
+thread_local! {
+    static LOCAL: Local = const {
+        Local {
+            counters: Cell::new(None),
+            clock: Cell::new(None),
+            ctx: Cell::new(Context::Kernel),
+            blocked: Cell::new(false),
+            depth: Cell::new(0),
+            stack: [const { Cell::new(Class::OTHER) }; MAX_DEPTH],
+            last: Cell::new(0),
         }
-    }
+    };
+}
 
-    #[inline(always)]
-    fn top(&self) -> Class {
-        let d = self.depth.get();
-        if d == 0 {
-            Class::OTHER
-        } else {
-            self.stack.get()[d.min(MAX_DEPTH) - 1]
-        }
-    }
+/// Marks the thread's counters offline when the thread exits, so samplers stop counting it.
+/// Kept apart from `LOCAL` so the hot-path thread-local has no destructor.
+struct ExitGuard(Cell<Option<Arc<VcpuCounters>>>);
 
-    /// Charges the cycles since the last transition to the current (ctx, class).
-    #[inline(always)]
-    fn charge(&self, mode: Mode) {
-        if mode != Mode::Exact {
-            return;
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            c.set_offline();
         }
-        let now = self.now();
-        let i = slot(self.ctx.get(), self.top());
-        let delta = now.wrapping_sub(self.last.get());
-        self.last.set(now);
-        let c = &self.counters.cycles[i];
-        // Relaxed load+store, not fetch_add: this thread is the only writer, so no locked RMW is
-        // needed; readers (reports) pair with nothing and accept a slightly stale value.
-        c.store(c.load(Ordering::Relaxed).wrapping_add(delta), Ordering::Relaxed);
-    }
-
-    #[inline(always)]
-    fn publish(&self) {
-        // Relaxed: pairs with the relaxed load in `VcpuCounters::current` (the sampler).
-        self.counters
-            .tag
-            .store(pack_tag(self.ctx.get(), self.top()), Ordering::Relaxed);
-    }
-
-    #[inline(always)]
-    fn enter(&self, mode: Mode, ctx: Option<Context>, class: Class) -> Context {
-        self.charge(mode);
-        let prev_ctx = self.ctx.get();
-        if let Some(c) = ctx {
-            self.ctx.set(c);
-        }
-        let d = self.depth.get();
-        if d < MAX_DEPTH {
-            let mut s = self.stack.get();
-            s[d] = class;
-            self.stack.set(s);
-        }
-        self.depth.set(d + 1);
-        if mode == Mode::Exact {
-            let c = &self.counters.calls[slot(self.ctx.get(), class)];
-            // Relaxed single-writer increment, as in `charge`.
-            c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-        }
-        self.publish();
-        prev_ctx
-    }
-
-    #[inline(always)]
-    fn leave(&self, mode: Mode, prev_ctx: Context) {
-        self.charge(mode);
-        self.depth.set(self.depth.get().saturating_sub(1));
-        self.ctx.set(prev_ctx);
-        self.publish();
     }
 }
 
 thread_local! {
-    static STATE: RefCell<Option<State>> = const { RefCell::new(None) };
+    static EXIT_GUARD: ExitGuard = const { ExitGuard(Cell::new(None)) };
+}
+
+impl Local {
+    #[inline(always)]
+    fn now(&self) -> u64 {
+        match self.clock.get() {
+            None => tsc(),
+            // Relaxed: pairs with the relaxed `fetch_add` in `ManualClock::advance`.
+            Some(m) => m.load(Ordering::Relaxed),
+        }
+    }
+
+    #[inline(always)]
+    fn top(&self, depth: usize) -> Class {
+        if depth == 0 {
+            Class::OTHER
+        } else {
+            self.stack[depth.min(MAX_DEPTH) - 1].get()
+        }
+    }
+
+    #[inline(always)]
+    fn tag(&self, ctx: Context, class: Class) -> u32 {
+        pack_tag(ctx, class) | if self.blocked.get() { TAG_BLOCKED } else { 0 }
+    }
+
+    /// Charges the cycles since the last transition to (ctx, class).
+    #[inline(always)]
+    fn charge(&self, c: &VcpuCounters, ctx: Context, class: Class) {
+        let now = self.now();
+        c.add_cycles(ctx, class, now.wrapping_sub(self.last.get()));
+        self.last.set(now);
+    }
+
+    #[inline(always)]
+    fn enter(&self, mode: u8, ctx: Option<Context>, class: Class) -> Option<Context> {
+        let c = self.counters.get()?;
+        let cur = self.ctx.get();
+        let d = self.depth.get();
+        if mode == EXACT {
+            self.charge(c, cur, self.top(d));
+        }
+        let new = match ctx {
+            Some(x) => x,
+            None => cur,
+        };
+        self.ctx.set(new);
+        if d < MAX_DEPTH {
+            self.stack[d].set(class);
+        }
+        self.depth.set(d + 1);
+        if mode == EXACT {
+            c.add_call(new, class);
+        }
+        c.publish(self.tag(new, class));
+        Some(cur)
+    }
+
+    #[inline(always)]
+    fn leave(&self, mode: u8, prev: Context) {
+        let Some(c) = self.counters.get() else {
+            return;
+        };
+        let d = self.depth.get();
+        if mode == EXACT {
+            self.charge(c, self.ctx.get(), self.top(d));
+        }
+        let d = d.saturating_sub(1);
+        self.depth.set(d);
+        self.ctx.set(prev);
+        c.publish(self.tag(prev, self.top(d)));
+    }
 }
 
 /// Registers the calling thread as a vCPU of `domid`, starting in `ctx`, with the TSC clock.
-/// Registering again replaces the thread's identity (its old counters stay in reports).
+/// Registering again replaces the thread's identity (its old counters stay in reports, offline).
 pub fn register_vcpu(domid: DomId, ctx: Context) -> Arc<VcpuCounters> {
     register_vcpu_with_clock(domid, ctx, ClockSource::Tsc)
+}
+
+/// The calling thread's Linux thread id, read from procfs (no unsafe, no libc call).
+fn current_tid() -> Option<u32> {
+    let link = std::fs::read_link("/proc/thread-self").ok()?;
+    link.file_name()?.to_str()?.parse().ok()
 }
 
 /// Like [`register_vcpu`] with an explicit clock, for deterministic tests.
@@ -325,48 +304,65 @@ pub fn register_vcpu_with_clock(
     ctx: Context,
     clock: ClockSource,
 ) -> Arc<VcpuCounters> {
+    let tid = current_tid();
     let counters = {
         let mut all = VCPUS.lock().unwrap_or_else(|e| e.into_inner());
-        let vcpu = all.iter().filter(|v| v.domid == domid).count() as u32;
-        let c = Arc::new(VcpuCounters::new(domid, vcpu));
+        let vcpu = all.iter().filter(|v| v.domid() == domid).count() as u32;
+        let c = Arc::new(VcpuCounters::new(domid, vcpu, tid, ctx));
         all.push(c.clone());
         c
     };
-    let state = State {
-        counters: counters.clone(),
-        ctx: Cell::new(ctx),
-        stack: Cell::new([Class::OTHER; MAX_DEPTH]),
-        depth: Cell::new(0),
-        last: Cell::new(0),
-        clock,
+    // One leaked `Arc` per registration gives the hot path a `&'static` with no refcounting.
+    let leaked: &'static VcpuCounters = Box::leak(Box::new(counters.clone()));
+    let clock: Option<&'static AtomicU64> = match clock {
+        ClockSource::Tsc => None,
+        ClockSource::Manual(m) => Some(&**Box::leak(Box::new(m.0))),
     };
-    state.last.set(state.now());
-    state.publish();
-    STATE.with(|s| *s.borrow_mut() = Some(state));
+    LOCAL.with(|l| {
+        l.counters.set(Some(leaked));
+        l.clock.set(clock);
+        l.ctx.set(ctx);
+        l.blocked.set(false);
+        l.depth.set(0);
+        l.last.set(l.now());
+    });
+    EXIT_GUARD.with(|g| {
+        if let Some(old) = g.0.replace(Some(counters.clone())) {
+            old.set_offline();
+        }
+    });
     counters
 }
 
 /// Charges the calling thread's time up to now, so a report taken next sees it. Call before
 /// snapshotting counters at the end of a measurement.
 pub fn flush() {
-    let mode = mode();
-    STATE.with(|s| {
-        if let Some(st) = s.borrow().as_ref() {
-            st.charge(mode);
-        }
-    });
+    #[cfg(feature = "enabled")]
+    if mode() == Mode::Exact {
+        LOCAL.with(|l| {
+            if let Some(c) = l.counters.get() {
+                l.charge(c, l.ctx.get(), l.top(l.depth.get()));
+            }
+        });
+    }
 }
 
 /// Sets the calling thread's context outside any scope (e.g. a vCPU moving to user space).
 pub fn set_context(ctx: Context) {
-    let mode = mode();
-    STATE.with(|s| {
-        if let Some(st) = s.borrow().as_ref() {
-            st.charge(mode);
-            st.ctx.set(ctx);
-            st.publish();
+    #[cfg(feature = "enabled")]
+    LOCAL.with(|l| {
+        let Some(c) = l.counters.get() else {
+            return;
+        };
+        let d = l.depth.get();
+        if mode() == Mode::Exact {
+            l.charge(c, l.ctx.get(), l.top(d));
         }
+        l.ctx.set(ctx);
+        c.publish(l.tag(ctx, l.top(d)));
     });
+    #[cfg(not(feature = "enabled"))]
+    let _ = ctx;
 }
 
 /// A class scope; leaving it (drop) returns the time to the enclosing scope.
@@ -382,11 +378,12 @@ pub struct Scope {
 #[cfg(feature = "enabled")]
 #[inline(always)]
 fn enter(ctx: Option<Context>, class: Class) -> Scope {
-    let mode = mode();
-    let prev_ctx = if mode == Mode::Off {
+    // Relaxed: pairs with the relaxed store in `set_mode`.
+    let mode = MODE.load(Ordering::Relaxed);
+    let prev_ctx = if mode == OFF {
         None
     } else {
-        STATE.with(|s| s.borrow().as_ref().map(|st| st.enter(mode, ctx, class)))
+        LOCAL.with(|l| l.enter(mode, ctx, class))
     };
     Scope {
         prev_ctx,
@@ -426,14 +423,65 @@ impl Drop for Scope {
         #[cfg(feature = "enabled")]
         if let Some(prev) = self.prev_ctx {
             // The mode is re-read: a scope entered while on and left after `set_mode(Off)` still
-            // pops its stack entry, it just stops charging.
-            let mode = mode();
-            STATE.with(|s| {
-                if let Some(st) = s.borrow().as_ref() {
-                    st.leave(mode, prev);
-                }
-            });
+            // pops its stack entry, it just stops charging. Relaxed: pairs with `set_mode`.
+            let mode = MODE.load(Ordering::Relaxed);
+            LOCAL.with(|l| l.leave(mode, prev));
         }
+    }
+}
+
+/// A stretch where the vCPU waits (blocked on an event channel, sleeping): samplers skip it and
+/// exact mode charges its time to nothing, as Xenoprof never samples a descheduled vCPU.
+#[must_use = "the vCPU is blocked until this guard is dropped"]
+#[derive(Debug)]
+pub struct Blocked {
+    #[cfg(feature = "enabled")]
+    was_blocked: bool,
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+/// Marks the calling vCPU blocked until the guard drops. Wrap waits in it, not work.
+#[inline]
+pub fn blocked() -> Blocked {
+    #[cfg(feature = "enabled")]
+    {
+        let was_blocked = LOCAL.with(|l| {
+            let Some(c) = l.counters.get() else {
+                return false;
+            };
+            let d = l.depth.get();
+            if mode() == Mode::Exact {
+                l.charge(c, l.ctx.get(), l.top(d));
+            }
+            let was = l.blocked.replace(true);
+            c.publish(l.tag(l.ctx.get(), l.top(d)));
+            was
+        });
+        Blocked {
+            was_blocked,
+            _not_send: std::marker::PhantomData,
+        }
+    }
+    #[cfg(not(feature = "enabled"))]
+    Blocked {
+        _not_send: std::marker::PhantomData,
+    }
+}
+
+impl Drop for Blocked {
+    #[inline]
+    fn drop(&mut self) {
+        #[cfg(feature = "enabled")]
+        LOCAL.with(|l| {
+            let Some(c) = l.counters.get() else {
+                return;
+            };
+            // The blocked stretch is charged to nothing: restart the interval here.
+            l.last.set(l.now());
+            l.blocked.set(self.was_blocked);
+            let d = l.depth.get();
+            c.publish(l.tag(l.ctx.get(), l.top(d)));
+        });
     }
 }
 
@@ -445,7 +493,8 @@ mod tests {
     fn setup(domid: DomId) -> (ManualClock, Arc<VcpuCounters>) {
         set_mode(Mode::Exact);
         let clock = ManualClock::new();
-        let c = register_vcpu_with_clock(domid, Context::Kernel, ClockSource::Manual(clock.clone()));
+        let c =
+            register_vcpu_with_clock(domid, Context::Kernel, ClockSource::Manual(clock.clone()));
         (clock, c)
     }
 
