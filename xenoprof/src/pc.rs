@@ -213,11 +213,9 @@ impl PcSampler {
                 }
                 let _ = ready_tx.send(Ok(scope));
                 let pid = std::process::id();
-                loop {
-                    match stop_rx.recv_timeout(DRAIN_EVERY) {
-                        Err(RecvTimeoutError::Timeout) => drain(&mut samplers, pid, &raw2),
-                        _ => break,
-                    }
+                // Ends when the sender is dropped (stop) or sends.
+                while let Err(RecvTimeoutError::Timeout) = stop_rx.recv_timeout(DRAIN_EVERY) {
+                    drain(&mut samplers, pid, &raw2);
                 }
                 for s in &mut samplers {
                     let _ = s.disable();

@@ -91,15 +91,31 @@ impl Probe for Hooks {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "enabled"))]
 mod tests {
     use super::*;
+    use crate::hooks::{ClockSource, ManualClock, Mode, register_vcpu_with_clock, set_mode};
 
+    fn work<P: Probe>(p: P) {
+        let _s = p.scope(Class::RING);
+        let _h = p.hypercall(Class::MM);
+    }
+
+    // Unit tests in this crate only ever set Mode::Exact (see hooks::tests).
     #[test]
-    fn unit_probe_guards_are_zero_sized() {
-        let g = ().scope(Class::MM);
-        assert_eq!(std::mem::size_of_val(&g), 0);
-        let b = ().blocked();
-        assert_eq!(std::mem::size_of_val(&b), 0);
+    fn unit_probe_is_free_and_hooks_probe_counts() {
+        assert_eq!(std::mem::size_of::<<() as Probe>::Guard>(), 0);
+        assert_eq!(std::mem::size_of::<<() as Probe>::BlockedGuard>(), 0);
+        set_mode(Mode::Exact);
+        let c = register_vcpu_with_clock(
+            902,
+            Context::Kernel,
+            ClockSource::Manual(ManualClock::new()),
+        );
+        work(());
+        assert_eq!(c.calls(Context::Kernel, Class::RING), 0);
+        work(Hooks);
+        assert_eq!(c.calls(Context::Kernel, Class::RING), 1);
+        assert_eq!(c.calls(Context::Xen, Class::MM), 1);
     }
 }

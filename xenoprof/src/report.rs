@@ -202,12 +202,8 @@ pub fn render(p: &Profile, metric: Metric, top: usize) -> String {
             t.total
         );
         let w = 44;
-        let _ = writeln!(
-            s,
-            "{:<w$}{}",
-            format!("Kernel (dom{})", t.domid),
-            format!("Xen (in dom{} context)", t.domid)
-        );
+        let left = format!("Kernel (dom{})", t.domid);
+        let _ = writeln!(s, "{left:<w$}Xen (in dom{} context)", t.domid);
         let head = format!("{m:>12} {:>8}  class", "%");
         let _ = writeln!(s, "{head:<w$}{head}");
         let (k, x) = (cells(&t.kernel, passive), cells(&t.xen, passive));

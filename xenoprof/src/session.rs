@@ -356,11 +356,14 @@ impl Session {
             }
         }
         // (domain) → (context, class or None) → (samples, cycles, calls)
-        type Cell3 = (u64, u64, u64);
-        let mut doms: BTreeMap<DomId, (u32, BTreeMap<(Context, Option<Class>), Cell3>)> =
-            BTreeMap::new();
-        for v in &vcpus {
-            if self.role(v.domid()) != Role::Unmonitored {
+        type Figures = (u64, u64, u64);
+        type Rows = BTreeMap<(Context, Option<Class>), Figures>;
+        let mut doms: BTreeMap<DomId, (u32, Rows)> = BTreeMap::new();
+        // vCPUs of this session: alive now, or with exact figures in it.
+        for (i, v) in vcpus.iter().enumerate() {
+            let seen =
+                !v.is_offline() || exact.get(&i).is_some_and(|s| *s != CounterSnapshot::ZERO);
+            if seen && self.role(v.domid()) != Role::Unmonitored {
                 doms.entry(v.domid()).or_default().0 += 1;
             }
         }

@@ -8,6 +8,8 @@
 //! tests never reach its figures (they only show up in `discarded_samples` under their own
 //! domids, which no test asserts on except for its own domids).
 
+#![cfg(feature = "enabled")]
+
 use std::sync::{Arc, Barrier};
 use std::thread::JoinHandle;
 
