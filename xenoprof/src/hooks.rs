@@ -558,3 +558,24 @@ mod tests {
         assert_eq!(c.cycles(Context::Kernel, Class::GRANT_TABLE), 0);
     }
 }
+
+#[cfg(all(test, not(feature = "enabled")))]
+mod disabled_tests {
+    use super::*;
+
+    #[test]
+    fn hooks_compile_to_nothing() {
+        assert_eq!(std::mem::size_of::<Scope>(), 0);
+        assert_eq!(std::mem::size_of::<Blocked>(), 0);
+        set_mode(Mode::Exact);
+        let clock = ManualClock::new();
+        let c = register_vcpu_with_clock(903, Context::Kernel, ClockSource::Manual(clock.clone()));
+        {
+            let _s = scope(Class::BRIDGE);
+            clock.advance(10);
+        }
+        flush();
+        assert_eq!(c.calls(Context::Kernel, Class::BRIDGE), 0);
+        assert_eq!(c.cycles(Context::Kernel, Class::BRIDGE), 0);
+    }
+}
