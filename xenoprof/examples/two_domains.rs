@@ -209,7 +209,7 @@ fn main() -> Result<(), Error> {
         .next()
         .map(PathBuf::from)
         .unwrap_or_else(|| std::env::temp_dir().join("xenoprof-two-domains"));
-    let packets: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(100_000);
+    let packets: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(50_000);
     std::fs::create_dir_all(&out).map_err(|source| Error::Io {
         path: out.clone(),
         source,

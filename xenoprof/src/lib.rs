@@ -8,7 +8,7 @@
 //! - [`Probe`]: profiling as a type parameter; `()` compiles away.
 //! - [`Session`]: Xenoprof's domain roles, start / stop / reset / snapshot, the class sampler.
 //! - [`pc`]: real PC sampling with perf_event_open and blazesym (feature `pc-sampling`).
-//! - [`Profile`], [`report`], [`diff`]: JSON, the seed-shaped table, cycles saved per unit of work.
+//! - [`Profile`], [`report`], [`mod@diff`]: JSON, the seed-shaped table, cycles saved per unit of work.
 #![forbid(unsafe_code)]
 // With hooks compiled out, the hot-path internals are unused by design.
 #![cfg_attr(not(feature = "enabled"), allow(dead_code))]

@@ -2,7 +2,7 @@
 //!
 //! Per domain, one [`Row`] per (context, class) with samples (from the sampler), cycles and calls
 //! (from exact mode). Passive domains carry one row per context with no class. The same figures
-//! feed the text table ([`crate::report`]) and the diff ([`crate::diff`]).
+//! feed the text table ([`crate::report`]) and the diff ([`mod@crate::diff`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;

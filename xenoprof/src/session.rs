@@ -12,7 +12,7 @@
 //! passive domains keep only the xen / kernel / user split; unmonitored domains' samples are
 //! discarded (counted per domain in `discarded_samples`) and their cycles ignored.
 //!
-//! Samples are only meaningful while the global [`Mode`](crate::Mode) is `Sampled` or `Exact`
+//! Samples are only meaningful while the global [`Mode`] is `Sampled` or `Exact`
 //! (in `Off` the tags are stale, so a tick counts nothing).
 
 use std::collections::{BTreeMap, HashMap};

@@ -26,7 +26,10 @@ fn pc_samples_name_the_busy_function_or_explain_the_refusal() {
         Ok(pc) => pc,
         Err(e @ Error::PerfEventOpen { .. }) => {
             let msg = e.to_string();
-            assert!(msg.contains("perf_event_paranoid") && msg.contains("CAP_PERFMON"), "{msg}");
+            assert!(
+                msg.contains("perf_event_paranoid") && msg.contains("CAP_PERFMON"),
+                "{msg}"
+            );
             eprintln!("PC sampling refused here; checked the message instead: {msg}");
             return;
         }
@@ -48,7 +51,20 @@ fn pc_samples_name_the_busy_function_or_explain_the_refusal() {
         .iter()
         .find(|f| f.function.contains("xenoprof_pc_test_busy_function"))
         .unwrap_or_else(|| panic!("busy function not in the table: {:?}", profile.functions));
-    assert!(top.samples * 2 >= profile.functions[0].samples, "busy function far from the top");
-    assert!(profile.folded.iter().all(|f| f.stack.starts_with("dom4000;")));
-    assert!(profile.folded_text().lines().all(|l| l.rsplit_once(' ').is_some()));
+    assert!(
+        top.samples * 2 >= profile.functions[0].samples,
+        "busy function far from the top"
+    );
+    assert!(
+        profile
+            .folded
+            .iter()
+            .all(|f| f.stack.starts_with("dom4000;"))
+    );
+    assert!(
+        profile
+            .folded_text()
+            .lines()
+            .all(|l| l.rsplit_once(' ').is_some())
+    );
 }
