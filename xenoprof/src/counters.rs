@@ -10,6 +10,8 @@ use crate::hooks::{CONTEXTS, Context, DomId};
 
 const _: () = assert!(MAX_CLASSES.is_power_of_two() && MAX_CLASSES <= 256);
 
+/// Tag bits holding the context.
+pub(crate) const TAG_CTX_MASK: u32 = 0xff << 8;
 /// Tag bit: the vCPU is blocked (waiting), so a sampler does not count it.
 pub(crate) const TAG_BLOCKED: u32 = 1 << 16;
 /// Tag bit: the vCPU's thread has exited or re-registered; a sampler skips it.
@@ -168,9 +170,17 @@ impl VcpuCounters {
         self.tag.fetch_or(TAG_OFFLINE, Ordering::Relaxed);
     }
 
+    /// The counter slot of a tag: `[context][class]`, clamped so no tag can index out of range.
     #[inline(always)]
-    pub(crate) fn add_cycles(&self, ctx: Context, class: Class, delta: u64) {
-        let c = &self.cycles[ctx as usize][class.index() & (MAX_CLASSES - 1)];
+    fn slot(tag: u32) -> (usize, usize) {
+        let ctx = ((tag >> 8) & 0xff) as usize;
+        (ctx.min(CONTEXTS - 1), (tag as usize) & (MAX_CLASSES - 1))
+    }
+
+    #[inline(always)]
+    pub(crate) fn add_cycles_tag(&self, tag: u32, delta: u64) {
+        let (x, k) = Self::slot(tag);
+        let c = &self.cycles[x][k];
         // Relaxed load + store, not fetch_add: the owning thread is the only writer, so no
         // locked read-modify-write is needed. Pairs with the relaxed loads of readers above.
         c.store(
@@ -180,9 +190,10 @@ impl VcpuCounters {
     }
 
     #[inline(always)]
-    pub(crate) fn add_call(&self, ctx: Context, class: Class) {
-        let c = &self.calls[ctx as usize][class.index() & (MAX_CLASSES - 1)];
-        // Relaxed single-writer increment, as in `add_cycles`.
+    pub(crate) fn add_call_tag(&self, tag: u32) {
+        let (x, k) = Self::slot(tag);
+        let c = &self.calls[x][k];
+        // Relaxed single-writer increment, as in `add_cycles_tag`.
         c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
     }
 }

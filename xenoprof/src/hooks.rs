@@ -13,10 +13,12 @@
 //! transition is one relaxed load and a branch.
 //!
 //! The per-thread state is a `const`-initialised thread-local of plain `Cell`s with no destructor,
-//! so reaching it costs one TLS address computation: no lazy-init check, no `RefCell` borrow flag
-//! and no copy of the scope stack. The thread's counters are reached through a `&'static`
-//! obtained by leaking one `Arc` clone per registration (registration is rare; the registry keeps
-//! every vCPU's counters for reports anyway).
+//! so reaching it costs one TLS address computation: no lazy-init check, no `RefCell` borrow flag.
+//! There is no scope stack: the thread's state is one packed tag word (context, class, blocked),
+//! the same word the sampler reads; each guard keeps the tag it replaced and restores it on drop,
+//! so nesting is unlimited. The thread's counters are reached through a `&'static` obtained by
+//! leaking one `Arc` clone per registration (registration is rare; the registry keeps every
+//! vCPU's counters for reports anyway).
 //!
 //! With the crate feature `enabled` turned off every hook compiles to nothing: the guards are
 //! zero-sized and the functions are empty `#[inline(always)]` bodies.
@@ -28,7 +30,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use serde::{Deserialize, Serialize};
 
 use crate::class::Class;
-use crate::counters::{TAG_BLOCKED, VcpuCounters, pack_tag};
+use crate::counters::{TAG_BLOCKED, TAG_CTX_MASK, VcpuCounters, pack_tag};
 
 /// A domain id as Xen numbers them (dom0 is 0).
 pub type DomId = u16;
@@ -162,8 +164,9 @@ pub fn tsc_hz() -> u64 {
     })
 }
 
-/// Maximum scope nesting depth tracked per thread; deeper scopes are charged to the deepest.
-pub const MAX_DEPTH: usize = 32;
+/// Kept for compatibility: scopes now nest without limit (each guard remembers what it
+/// replaced), so no depth is tracked.
+pub const MAX_DEPTH: usize = usize::MAX;
 
 static VCPUS: Mutex<Vec<Arc<VcpuCounters>>> = Mutex::new(Vec::new());
 
@@ -173,14 +176,15 @@ pub fn vcpus() -> Vec<Arc<VcpuCounters>> {
 }
 
 /// The calling thread's profiling state. Plain cells, `const`-initialised, no destructor.
+///
+/// There is no scope stack: the thread's whole state is one packed tag word (context, class,
+/// blocked flag: the word the sampler reads), and each guard keeps the tag it replaced and
+/// restores it when dropped. The innermost scope owns the time because its tag is current.
 struct Local {
     counters: Cell<Option<&'static VcpuCounters>>,
     /// `None`: the TSC. `Some`: a manual clock's counter.
     clock: Cell<Option<&'static AtomicU64>>,
-    ctx: Cell<Context>,
-    blocked: Cell<bool>,
-    depth: Cell<usize>,
-    stack: [Cell<Class>; MAX_DEPTH],
+    tag: Cell<u32>,
     last: Cell<u64>,
 }
 
@@ -189,10 +193,7 @@ thread_local! {
         Local {
             counters: Cell::new(None),
             clock: Cell::new(None),
-            ctx: Cell::new(Context::Kernel),
-            blocked: Cell::new(false),
-            depth: Cell::new(0),
-            stack: [const { Cell::new(Class::OTHER) }; MAX_DEPTH],
+            tag: Cell::new(pack_tag(Context::Kernel, Class::OTHER)),
             last: Cell::new(0),
         }
     };
@@ -214,6 +215,9 @@ thread_local! {
     static EXIT_GUARD: ExitGuard = const { ExitGuard(Cell::new(None)) };
 }
 
+/// A guard's "nothing to restore" marker (no real tag has all bits set).
+const NO_TAG: u32 = u32::MAX;
+
 impl Local {
     #[inline(always)]
     fn now(&self) -> u64 {
@@ -224,65 +228,48 @@ impl Local {
         }
     }
 
+    /// Charges the cycles since the last transition to the (context, class) of `tag`.
     #[inline(always)]
-    fn top(&self, depth: usize) -> Class {
-        if depth == 0 {
-            Class::OTHER
-        } else {
-            self.stack[depth.min(MAX_DEPTH) - 1].get()
-        }
-    }
-
-    #[inline(always)]
-    fn tag(&self, ctx: Context, class: Class) -> u32 {
-        pack_tag(ctx, class) | if self.blocked.get() { TAG_BLOCKED } else { 0 }
-    }
-
-    /// Charges the cycles since the last transition to (ctx, class).
-    #[inline(always)]
-    fn charge(&self, c: &VcpuCounters, ctx: Context, class: Class) {
+    fn charge(&self, c: &VcpuCounters, tag: u32) {
         let now = self.now();
-        c.add_cycles(ctx, class, now.wrapping_sub(self.last.get()));
+        c.add_cycles_tag(tag, now.wrapping_sub(self.last.get()));
         self.last.set(now);
     }
 
+    /// Makes `new` the current tag, charging the time so far to the old one; returns the old.
     #[inline(always)]
-    fn enter(&self, mode: u8, ctx: Option<Context>, class: Class) -> Option<Context> {
-        let c = self.counters.get()?;
-        let cur = self.ctx.get();
-        let d = self.depth.get();
+    fn switch(&self, c: &VcpuCounters, mode: u8, new: u32) -> u32 {
+        let cur = self.tag.get();
         if mode == EXACT {
-            self.charge(c, cur, self.top(d));
+            self.charge(c, cur);
         }
-        let new = match ctx {
-            Some(x) => x,
-            None => cur,
-        };
-        self.ctx.set(new);
-        if d < MAX_DEPTH {
-            self.stack[d].set(class);
-        }
-        self.depth.set(d + 1);
-        if mode == EXACT {
-            c.add_call(new, class);
-        }
-        c.publish(self.tag(new, class));
-        Some(cur)
+        self.tag.set(new);
+        c.publish(new);
+        cur
     }
 
     #[inline(always)]
-    fn leave(&self, mode: u8, prev: Context) {
+    fn enter(&self, mode: u8, ctx: Option<Context>, class: Class) -> u32 {
         let Some(c) = self.counters.get() else {
-            return;
+            return NO_TAG;
         };
-        let d = self.depth.get();
+        let cur = self.tag.get();
+        let ctx_bits = match ctx {
+            Some(x) => (x as u32) << 8,
+            None => cur & TAG_CTX_MASK,
+        };
+        let new = (cur & TAG_BLOCKED) | ctx_bits | class.index() as u32;
         if mode == EXACT {
-            self.charge(c, self.ctx.get(), self.top(d));
+            c.add_call_tag(new);
         }
-        let d = d.saturating_sub(1);
-        self.depth.set(d);
-        self.ctx.set(prev);
-        c.publish(self.tag(prev, self.top(d)));
+        self.switch(c, mode, new)
+    }
+
+    #[inline(always)]
+    fn leave(&self, mode: u8, prev: u32) {
+        if let Some(c) = self.counters.get() {
+            self.switch(c, mode, prev);
+        }
     }
 }
 
@@ -321,9 +308,7 @@ pub fn register_vcpu_with_clock(
     LOCAL.with(|l| {
         l.counters.set(Some(leaked));
         l.clock.set(clock);
-        l.ctx.set(ctx);
-        l.blocked.set(false);
-        l.depth.set(0);
+        l.tag.set(pack_tag(ctx, Class::OTHER));
         l.last.set(l.now());
     });
     EXIT_GUARD.with(|g| {
@@ -341,25 +326,21 @@ pub fn flush() {
     if mode() == Mode::Exact {
         LOCAL.with(|l| {
             if let Some(c) = l.counters.get() {
-                l.charge(c, l.ctx.get(), l.top(l.depth.get()));
+                l.charge(c, l.tag.get());
             }
         });
     }
 }
 
-/// Sets the calling thread's context outside any scope (e.g. a vCPU moving to user space).
+/// Sets the calling thread's context, keeping its class (e.g. a vCPU moving to user space).
+/// Inside a scope, the change lasts until that scope ends.
 pub fn set_context(ctx: Context) {
     #[cfg(feature = "enabled")]
     LOCAL.with(|l| {
-        let Some(c) = l.counters.get() else {
-            return;
-        };
-        let d = l.depth.get();
-        if mode() == Mode::Exact {
-            l.charge(c, l.ctx.get(), l.top(d));
+        if let Some(c) = l.counters.get() {
+            let new = (l.tag.get() & !TAG_CTX_MASK) | ((ctx as u32) << 8);
+            l.switch(c, MODE.load(Ordering::Relaxed), new);
         }
-        l.ctx.set(ctx);
-        c.publish(l.tag(ctx, l.top(d)));
     });
     #[cfg(not(feature = "enabled"))]
     let _ = ctx;
@@ -369,8 +350,9 @@ pub fn set_context(ctx: Context) {
 #[must_use = "a scope ends when this guard is dropped"]
 #[derive(Debug)]
 pub struct Scope {
+    /// The tag this scope replaced, restored on drop; `NO_TAG` when the hooks were off.
     #[cfg(feature = "enabled")]
-    prev_ctx: Option<Context>,
+    prev: u32,
     // Not Send: a scope must end on the thread that entered it.
     _not_send: std::marker::PhantomData<*const ()>,
 }
@@ -380,28 +362,28 @@ pub struct Scope {
 fn enter(ctx: Option<Context>, class: Class) -> Scope {
     // Relaxed: pairs with the relaxed store in `set_mode`.
     let mode = MODE.load(Ordering::Relaxed);
-    let prev_ctx = if mode == OFF {
-        None
+    let prev = if mode == OFF {
+        NO_TAG
     } else {
         // The closure is one call, so `with` (and the TLS address computation) inlines here
         // while the body stays out of line: this measured faster than inlining everything.
         LOCAL.with(|l| enter_slow(l, mode, ctx, class))
     };
     Scope {
-        prev_ctx,
+        prev,
         _not_send: std::marker::PhantomData,
     }
 }
 
 #[cfg(feature = "enabled")]
 #[inline(never)]
-fn enter_slow(l: &Local, mode: u8, ctx: Option<Context>, class: Class) -> Option<Context> {
+fn enter_slow(l: &Local, mode: u8, ctx: Option<Context>, class: Class) -> u32 {
     l.enter(mode, ctx, class)
 }
 
 #[cfg(feature = "enabled")]
 #[inline(never)]
-fn leave_slow(l: &Local, mode: u8, prev: Context) {
+fn leave_slow(l: &Local, mode: u8, prev: u32) {
     l.leave(mode, prev)
 }
 
@@ -435,11 +417,11 @@ impl Drop for Scope {
     #[inline(always)]
     fn drop(&mut self) {
         #[cfg(feature = "enabled")]
-        if let Some(prev) = self.prev_ctx {
+        if self.prev != NO_TAG {
             // The mode is re-read: a scope entered while on and left after `set_mode(Off)` still
-            // pops its stack entry, it just stops charging. Relaxed: pairs with `set_mode`.
+            // restores its tag, it just stops charging. Relaxed: pairs with `set_mode`.
             let mode = MODE.load(Ordering::Relaxed);
-            LOCAL.with(|l| leave_slow(l, mode, prev));
+            LOCAL.with(|l| leave_slow(l, mode, self.prev));
         }
     }
 }
@@ -450,7 +432,7 @@ impl Drop for Scope {
 #[derive(Debug)]
 pub struct Blocked {
     #[cfg(feature = "enabled")]
-    was_blocked: bool,
+    prev: u32,
     _not_send: std::marker::PhantomData<*const ()>,
 }
 
@@ -459,20 +441,12 @@ pub struct Blocked {
 pub fn blocked() -> Blocked {
     #[cfg(feature = "enabled")]
     {
-        let was_blocked = LOCAL.with(|l| {
-            let Some(c) = l.counters.get() else {
-                return false;
-            };
-            let d = l.depth.get();
-            if mode() == Mode::Exact {
-                l.charge(c, l.ctx.get(), l.top(d));
-            }
-            let was = l.blocked.replace(true);
-            c.publish(l.tag(l.ctx.get(), l.top(d)));
-            was
+        let prev = LOCAL.with(|l| match l.counters.get() {
+            Some(c) => l.switch(c, MODE.load(Ordering::Relaxed), l.tag.get() | TAG_BLOCKED),
+            None => NO_TAG,
         });
         Blocked {
-            was_blocked,
+            prev,
             _not_send: std::marker::PhantomData,
         }
     }
@@ -486,16 +460,16 @@ impl Drop for Blocked {
     #[inline]
     fn drop(&mut self) {
         #[cfg(feature = "enabled")]
-        LOCAL.with(|l| {
-            let Some(c) = l.counters.get() else {
-                return;
-            };
-            // The blocked stretch is charged to nothing: restart the interval here.
-            l.last.set(l.now());
-            l.blocked.set(self.was_blocked);
-            let d = l.depth.get();
-            c.publish(l.tag(l.ctx.get(), l.top(d)));
-        });
+        if self.prev != NO_TAG {
+            LOCAL.with(|l| {
+                if let Some(c) = l.counters.get() {
+                    // The blocked stretch is charged to nothing: restart the interval here.
+                    l.last.set(l.now());
+                    l.tag.set(self.prev);
+                    c.publish(self.prev);
+                }
+            });
+        }
     }
 }
 
