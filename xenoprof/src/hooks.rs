@@ -531,6 +531,27 @@ mod tests {
         assert_eq!(c.cycles(Context::Xen, Class::MM), 6);
         assert_eq!(c.cycles(Context::Kernel, Class::GRANT_TABLE), 0);
     }
+
+    #[test]
+    fn deep_nesting_unwinds_to_each_enclosing_class() {
+        let (clock, c) = setup(904);
+        fn nest(depth: u32, clock: &ManualClock) {
+            if depth == 0 {
+                return;
+            }
+            let class = if depth % 2 == 0 { Class::RING } else { Class::COPY };
+            let _s = scope(class);
+            clock.advance(1);
+            nest(depth - 1, clock);
+            clock.advance(1);
+        }
+        nest(100, &clock);
+        flush();
+        assert_eq!(c.cycles(Context::Kernel, Class::RING), 100);
+        assert_eq!(c.cycles(Context::Kernel, Class::COPY), 100);
+        assert_eq!(c.calls(Context::Kernel, Class::RING), 50);
+        assert_eq!(c.current(), (Context::Kernel, Class::OTHER));
+    }
 }
 
 #[cfg(all(test, not(feature = "enabled")))]
