@@ -539,7 +539,11 @@ mod tests {
             if depth == 0 {
                 return;
             }
-            let class = if depth % 2 == 0 { Class::RING } else { Class::COPY };
+            let class = if depth.is_multiple_of(2) {
+                Class::RING
+            } else {
+                Class::COPY
+            };
             let _s = scope(class);
             clock.advance(1);
             nest(depth - 1, clock);

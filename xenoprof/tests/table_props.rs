@@ -5,7 +5,14 @@ use xenoprof::report::{domain_table, split};
 use xenoprof::{Context, DomainProfile, Metric, Profile, Role, Row, Work, diff};
 
 const CLASSES: [&str; 8] = [
-    "other", "mm", "grant_table", "bridge", "netback", "tcp", "copy", "ring",
+    "other",
+    "mm",
+    "grant_table",
+    "bridge",
+    "netback",
+    "tcp",
+    "copy",
+    "ring",
 ];
 
 fn profile(figs: &[(u8, u8, u32, u32)], passive: bool, work: u64) -> Profile {
@@ -15,7 +22,10 @@ fn profile(figs: &[(u8, u8, u32, u32)], passive: bool, work: u64) -> Profile {
         let context = Context::ALL[usize::from(ctx) % 3];
         let class = (!passive).then(|| CLASSES[usize::from(class) % CLASSES.len()].to_string());
         // One row per (context, class), as a session produces.
-        match rows.iter_mut().find(|r| r.context == context && r.class == class) {
+        match rows
+            .iter_mut()
+            .find(|r| r.context == context && r.class == class)
+        {
             Some(r) => {
                 r.samples += u64::from(samples);
                 r.cycles += u64::from(cycles);
