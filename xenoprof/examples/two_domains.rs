@@ -235,6 +235,15 @@ fn main() -> Result<(), Error> {
     before.write_json(&a)?;
     after.write_json(&b)?;
     println!("\nwrote {} and {}", a.display(), b.display());
+    #[cfg(feature = "pc-sampling")]
+    if let Some(pc) = &before.pc {
+        let f = out.join("page-flip.folded");
+        std::fs::write(&f, pc.folded_text()).map_err(|source| Error::Io {
+            path: f.clone(),
+            source,
+        })?;
+        println!("wrote {} (folded stacks for flamegraph tools)", f.display());
+    }
 
     let d = diff(&before, &after, Metric::Cycles, &Work::recorded("packets"))?;
     println!("\npage flip -> grant copy:");

@@ -35,6 +35,7 @@ pub struct SessionBuilder {
     others: Role,
     sample_hz: u32,
     label: String,
+    check_running: bool,
 }
 
 impl SessionBuilder {
@@ -86,6 +87,14 @@ impl SessionBuilder {
         self
     }
 
+    /// Also skip vCPUs whose thread the kernel reports as not runnable (state other than `R` in
+    /// `/proc/self/task/TID/stat`): catches waits not wrapped in [`crate::blocked`], at the
+    /// cost of one small procfs read per vCPU per tick. Off by default.
+    pub fn check_running(mut self, on: bool) -> Self {
+        self.check_running = on;
+        self
+    }
+
     /// A label stored in the profile.
     pub fn label(mut self, label: impl Into<String>) -> Self {
         self.label = label.into();
@@ -101,6 +110,7 @@ impl SessionBuilder {
                 others: self.others,
                 sample_hz: self.sample_hz,
                 label: self.label,
+                check_running: self.check_running,
                 state: Mutex::new(State::default()),
             }),
             sampler: None,
@@ -133,7 +143,19 @@ struct Shared {
     others: Role,
     sample_hz: u32,
     label: String,
+    check_running: bool,
     state: Mutex<State>,
+}
+
+/// Whether the kernel says thread `tid` of this process is runnable (`R`). Unknown: yes.
+fn thread_runnable(tid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")) else {
+        return true;
+    };
+    // "pid (comm) S ...": comm may contain spaces and parentheses, so split at the last ')'.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next())
+        .is_none_or(|state| state == 'R')
 }
 
 impl Shared {
@@ -161,6 +183,9 @@ impl Shared {
         let mut counted = 0;
         for v in &vcpus {
             if !v.is_running() {
+                continue;
+            }
+            if self.check_running && v.tid().is_some_and(|t| !thread_runnable(t)) {
                 continue;
             }
             let (ctx, class) = v.current();
@@ -206,6 +231,7 @@ impl Session {
             others: Role::Unmonitored,
             sample_hz: 0,
             label: String::new(),
+            check_running: false,
         }
     }
 

@@ -451,3 +451,37 @@ fn json_round_trip_of_a_recorded_profile() {
     ));
     assert!(Profile::from_json("{").is_err());
 }
+
+#[test]
+fn check_running_skips_a_thread_sleeping_outside_blocked() {
+    set_mode(Mode::Exact);
+    let mut s = Session::builder(160).check_running(true).build();
+    s.start().expect("start");
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<u32>();
+    let h = std::thread::spawn(move || {
+        let c = xenoprof::register_vcpu(160, Context::Kernel);
+        let _n = scope(Class::NETBACK);
+        ready_tx.send(c.tid().unwrap_or(0)).expect("send");
+        let _ = rx.recv(); // sleeps in the kernel, not wrapped in blocked()
+    });
+    let tid = ready_rx.recv().expect("ready");
+    // Wait (bounded) until the kernel shows the thread asleep, then sample.
+    let stat = format!("/proc/self/task/{tid}/stat");
+    let asleep = (0..2000).any(|_| {
+        let st = std::fs::read_to_string(&stat).unwrap_or_default();
+        let state = st
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.trim_start().chars().next());
+        if state.is_some_and(|c| c != 'R') {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        false
+    });
+    if asleep {
+        assert_eq!(s.tick(), 0, "a sleeping thread was sampled");
+    }
+    tx.send(()).expect("wake");
+    h.join().expect("join");
+}
