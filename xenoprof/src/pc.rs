@@ -250,6 +250,11 @@ impl PcSampler {
         self.scope
     }
 
+    /// Whether the samplers are still open (not yet stopped).
+    pub fn is_running(&self) -> bool {
+        self.thread.is_some()
+    }
+
     /// The requested sampling frequency.
     pub fn freq_hz(&self) -> u64 {
         self.freq_hz

@@ -341,11 +341,12 @@ impl Session {
 
     /// Starts PC sampling at `freq_hz` with perf_event_open (cpu-clock). On refusal the error
     /// says why and what to do, and is also recorded in the profile's `pc_error`; everything
-    /// else keeps working.
+    /// else keeps working. [`Session::stop`] closes the samplers; after a restart call this
+    /// again (the new samplers start empty).
     pub fn start_pc_sampling(&mut self, freq_hz: u64) -> Result<(), Error> {
         #[cfg(feature = "pc-sampling")]
         {
-            if self.pc.is_some() {
+            if self.pc.as_ref().is_some_and(|pc| pc.is_running()) {
                 return Ok(());
             }
             match crate::pc::PcSampler::start(freq_hz) {
