@@ -21,7 +21,10 @@
 #
 # Measured: frames/s arriving at vd0 (its rx_packets counter) over a window while the sender
 # runs. The "direct" pair measures the same sender and veth path without the bridge, so the
-# per-frame cost the bridge adds is 1/bridge_rate - 1/direct_rate.
+# per-frame cost the bridge adds is 1/bridge_rate - 1/direct_rate. That difference also holds
+# the second veth hop (vb1 -> vd0) a bridged path needs, so it is an upper bound on br0's own
+# work; the end-to-end ratio, in turn, charges the sender and veths to Linux. The truth about
+# "bridge work alone" lies between the two ratios printed.
 #
 # Then bridge-lite's forward_rate example (64 B, 1024 MACs per side, batch 32, one thread) runs
 # and both figures are printed with the ratios.
@@ -208,5 +211,6 @@ line(f"Linux bridge, bridge-nf-call-iptables={nf}", linux)
 if alt:
     line(f"Linux bridge, bridge-nf-call-iptables={nf_alt}", float(alt))
 print("All figures: fastest round. ratio = bridge-lite Mpps / Linux end-to-end Mpps (goal >= 10x);")
-print("'bridge adds' = 1/linux - 1/direct, what br0 costs over the bare veth path, vs bridge-lite's ns/frame.")
+print("'bridge adds' = 1/linux - 1/direct: what br0 (plus its second veth hop) costs over the bare veth")
+print("path, against bridge-lite's ns/frame. bridge-nf-call-iptables: the fresh netns had the value shown.")
 PY

@@ -125,6 +125,7 @@ impl Bridge {
             }
         };
         self.ports[idx] = Some(PortInfo { kind });
+        self.fdb.set_port_limit(PortId(idx as u16), None);
         self.up[idx] = true;
         self.learning[idx] = true;
         self.locked[idx] = false;
@@ -166,6 +167,21 @@ impl Bridge {
     pub fn set_port_learning(&mut self, port: PortId, on: bool) -> Result<(), BridgeError> {
         let i = self.check(port)?;
         self.learning[i] = on;
+        Ok(())
+    }
+
+    /// Caps how many MACs the port may have learned at once (`None`: no cap), so one guest
+    /// cycling through source addresses cannot fill the table and push out everyone else's
+    /// entries. Frames whose source is not learned because of the cap are still forwarded and
+    /// counted in `learn_refused`. Static entries do not count; expired entries count until
+    /// reclaimed (by a learn into their bucket, the incremental sweep, or [`Bridge::age`]).
+    pub fn set_port_mac_limit(
+        &mut self,
+        port: PortId,
+        limit: Option<u32>,
+    ) -> Result<(), BridgeError> {
+        self.check(port)?;
+        self.fdb.set_port_limit(port, limit);
         Ok(())
     }
 
@@ -290,7 +306,9 @@ impl Bridge {
                     Learned::Refreshed => {}
                     Learned::New | Learned::Evicted { .. } => rx.learned += 1,
                     Learned::Moved { .. } => rx.moves_in += 1,
-                    Learned::StaticConflict | Learned::Full => rx.learn_refused += 1,
+                    Learned::StaticConflict | Learned::Full | Learned::LimitReached => {
+                        rx.learn_refused += 1
+                    }
                 }
             }
             if dst & MAC_GROUP_BIT == 0 {
@@ -444,6 +462,7 @@ impl Bridge {
                         learning: self.learning[i],
                         locked: self.locked[i],
                         capturing: self.captures[i].is_some(),
+                        learned_macs: self.fdb.port_entries(id),
                         stats: self.stats[i],
                     }
                 })

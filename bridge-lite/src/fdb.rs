@@ -75,6 +75,8 @@ pub enum Learned {
     StaticConflict,
     /// The bucket holds only static entries: nothing was learned.
     Full,
+    /// The port already holds its limit of learned entries: nothing was learned or moved.
+    LimitReached,
 }
 
 /// Table-wide counters.
@@ -95,7 +97,8 @@ pub struct FdbStats {
     pub expired: u64,
     /// Entries removed because their port was removed or by an explicit flush.
     pub flushed: u64,
-    /// Learns refused (bucket of static entries, or a static entry on another port).
+    /// Learns refused (bucket of static entries, a static entry on another port, or the
+    /// port's limit of learned entries reached).
     pub refused: u64,
 }
 
@@ -120,6 +123,10 @@ pub struct Fdb {
     ageing_ns: u64,
     sweep_cursor: usize,
     stats: FdbStats,
+    /// Learned (dynamic) entries held per port, expired ones included until reclaimed.
+    dyn_count: Vec<u32>,
+    /// Most learned entries per port (`u32::MAX`: no limit).
+    limit: Vec<u32>,
 }
 
 impl std::fmt::Debug for Fdb {
@@ -148,6 +155,8 @@ impl Fdb {
             mul,
             ageing_ns: u64::try_from(ageing.as_nanos()).unwrap_or(u64::MAX),
             sweep_cursor: 0,
+            dyn_count: Vec::new(),
+            limit: Vec::new(),
             stats: FdbStats {
                 capacity: nbuckets * WAYS,
                 ..FdbStats::default()
@@ -164,6 +173,36 @@ impl Fdb {
     fn expired(&self, seen: u64, now: u64) -> bool {
         // A clock that went backwards (now < seen) counts as fresh rather than ancient.
         seen != STATIC_SEEN && now.saturating_sub(seen) > self.ageing_ns
+    }
+
+    fn count_mut(&mut self, port: u16) -> &mut u32 {
+        let i = port as usize;
+        if self.dyn_count.len() <= i {
+            self.dyn_count.resize(i + 1, 0);
+        }
+        &mut self.dyn_count[i]
+    }
+
+    fn at_limit(&self, port: u16) -> bool {
+        let i = port as usize;
+        let limit = self.limit.get(i).copied().unwrap_or(u32::MAX);
+        self.dyn_count.get(i).copied().unwrap_or(0) >= limit
+    }
+
+    /// Caps how many learned entries `port` may hold (`None`: no cap). Static entries do not
+    /// count. Entries that expired count until reclaimed by a learn into their bucket or a
+    /// sweep ([`Fdb::sweep`]; [`crate::Bridge::age`] forces a full one).
+    pub fn set_port_limit(&mut self, port: PortId, limit: Option<u32>) {
+        let i = port.index();
+        if self.limit.len() <= i {
+            self.limit.resize(i + 1, u32::MAX);
+        }
+        self.limit[i] = limit.unwrap_or(u32::MAX);
+    }
+
+    /// Learned entries `port` holds now (expired ones included until reclaimed).
+    pub fn port_entries(&self, port: PortId) -> u32 {
+        self.dyn_count.get(port.index()).copied().unwrap_or(0)
     }
 
     /// The port a live entry for `mac` (packed, see [`MacAddr::to_u64`]) points at.
@@ -196,12 +235,12 @@ impl Fdb {
                     return Learned::StaticConflict;
                 }
                 let was_expired = now.saturating_sub(b.seen[i]) > ageing_ns;
-                // One store per MAC per batch: `now` is constant within a batch.
-                if b.seen[i] != now {
-                    b.seen[i] = now;
-                }
                 let from = key_port(w);
                 if from == port.0 {
+                    // One store per MAC per batch: `now` is constant within a batch.
+                    if b.seen[i] != now {
+                        b.seen[i] = now;
+                    }
                     if was_expired {
                         self.stats.expired += 1;
                         self.stats.learned += 1;
@@ -209,21 +248,49 @@ impl Fdb {
                     }
                     return Learned::Refreshed;
                 }
-                b.keys[i] = make_key(mac, port.0);
-                if was_expired {
-                    self.stats.expired += 1;
-                    self.stats.learned += 1;
-                    return Learned::New;
-                }
-                self.stats.moves += 1;
-                return Learned::Moved { from: PortId(from) };
+                return self.move_entry(bi, i, mac, PortId(from), port, now, was_expired);
             }
         }
         self.insert_miss(bi, mac, port, now)
     }
 
+    /// A known MAC appeared on another port: re-point it, within the new port's limit.
+    #[cold]
+    #[allow(clippy::too_many_arguments)]
+    fn move_entry(
+        &mut self,
+        bi: usize,
+        i: usize,
+        mac: u64,
+        from: PortId,
+        port: PortId,
+        now: u64,
+        was_expired: bool,
+    ) -> Learned {
+        if self.at_limit(port.0) {
+            self.stats.refused += 1;
+            return Learned::LimitReached;
+        }
+        *self.count_mut(from.0) -= 1;
+        *self.count_mut(port.0) += 1;
+        let b = &mut self.buckets[bi];
+        b.seen[i] = now;
+        b.keys[i] = make_key(mac, port.0);
+        if was_expired {
+            self.stats.expired += 1;
+            self.stats.learned += 1;
+            return Learned::New;
+        }
+        self.stats.moves += 1;
+        Learned::Moved { from }
+    }
+
     #[cold]
     fn insert_miss(&mut self, bi: usize, mac: u64, port: PortId, now: u64) -> Learned {
+        if self.at_limit(port.0) {
+            self.stats.refused += 1;
+            return Learned::LimitReached;
+        }
         let b = &self.buckets[bi];
         // Prefer a free slot; otherwise the least recently seen dynamic entry, which is an
         // expired one whenever the bucket holds any.
@@ -245,6 +312,11 @@ impl Fdb {
         };
         let old = b.keys[i];
         let old_seen = b.seen[i];
+        if old != 0 {
+            // The victim is dynamic: static entries are never chosen.
+            *self.count_mut(key_port(old)) -= 1;
+        }
+        *self.count_mut(port.0) += 1;
         let outcome = if old == 0 {
             self.stats.occupied += 1;
             Learned::New
@@ -277,14 +349,16 @@ impl Fdb {
                 .min_by_key(|&i| b.seen[i])
         });
         let Some(i) = slot else { return false };
-        if b.keys[i] == 0 {
+        let old = b.keys[i];
+        b.keys[i] = make_key(key, port.0) | STATIC_BIT;
+        b.seen[i] = STATIC_SEEN;
+        if old == 0 {
             self.stats.occupied += 1;
         } else {
             self.stats.evictions += 1;
+            *self.count_mut(key_port(old)) -= 1;
         }
         self.stats.learned += 1;
-        b.keys[i] = make_key(key, port.0) | STATIC_BIT;
-        b.seen[i] = STATIC_SEEN;
         true
     }
 
@@ -294,9 +368,13 @@ impl Fdb {
         let bi = self.bucket_of(key);
         let b = &mut self.buckets[bi];
         for i in 0..WAYS {
-            if b.keys[i] != 0 && b.keys[i] & MAC_MASK == key {
+            let w = b.keys[i];
+            if w != 0 && w & MAC_MASK == key {
                 b.keys[i] = 0;
                 b.seen[i] = 0;
+                if w & STATIC_BIT == 0 {
+                    *self.count_mut(key_port(w)) -= 1;
+                }
                 self.stats.occupied -= 1;
                 self.stats.flushed += 1;
                 return true;
@@ -319,6 +397,8 @@ impl Fdb {
                 }
             }
         }
+        // Every learned entry of the port is gone.
+        *self.count_mut(port.0) = 0;
         self.stats.occupied -= n;
         self.stats.flushed += n as u64;
         n
@@ -339,6 +419,8 @@ impl Fdb {
                 if w != 0 && self.expired(seen, now) {
                     self.buckets[bi].keys[i] = 0;
                     self.buckets[bi].seen[i] = 0;
+                    // Only learned entries expire.
+                    *self.count_mut(key_port(w)) -= 1;
                     freed += 1;
                 }
             }
@@ -384,6 +466,7 @@ impl Fdb {
     /// For tests and debug assertions.
     pub fn check_invariants(&self) -> Result<(), String> {
         let mut occupied = 0;
+        let mut per_port = vec![0u32; self.dyn_count.len().max(1)];
         for (bi, b) in self.buckets.iter().enumerate() {
             for i in 0..WAYS {
                 let w = b.keys[i];
@@ -391,6 +474,13 @@ impl Fdb {
                     continue;
                 }
                 occupied += 1;
+                if w & STATIC_BIT == 0 {
+                    let p = key_port(w) as usize;
+                    if p >= per_port.len() {
+                        return Err(format!("port {p} holds entries but has no count"));
+                    }
+                    per_port[p] += 1;
+                }
                 if self.bucket_of(w & MAC_MASK) != bi {
                     return Err(format!("entry {w:#x} in bucket {bi} hashes elsewhere"));
                 }
@@ -413,6 +503,14 @@ impl Fdb {
                  flushed {}) but {occupied} slots are in use",
                 s.learned, s.evictions, s.expired, s.flushed
             ));
+        }
+        for (p, &want) in per_port.iter().enumerate() {
+            let got = self.dyn_count.get(p).copied().unwrap_or(0);
+            if want != got {
+                return Err(format!(
+                    "port {p} holds {want} learned entries but counts {got}"
+                ));
+            }
         }
         if occupied != self.stats.occupied {
             return Err(format!(

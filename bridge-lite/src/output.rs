@@ -2,7 +2,7 @@
 
 use crate::port::PortId;
 
-/// Per-port output queues of frame handles, filled by [`Bridge::forward`]. The caller owns it,
+/// Per-port output queues of frame handles, filled by [`crate::Bridge::forward`]. The caller owns it,
 /// drains the queues it cares about and reuses it for the next batch (queues keep their
 /// capacity, so steady-state forwarding does not allocate).
 #[derive(Debug)]

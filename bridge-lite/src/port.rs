@@ -162,6 +162,8 @@ pub struct PortSnapshot {
     pub learning: bool,
     /// Whether the port is locked (accepts only pinned sources).
     pub locked: bool,
+    /// Learned MACs it holds in the table (expired ones until reclaimed).
+    pub learned_macs: u32,
     /// Whether a pcap capture is running on it.
     pub capturing: bool,
     /// Its counters.

@@ -9,6 +9,10 @@ pub const MIN_UDP_FRAME: usize = 42;
 /// A valid Ethernet II / IPv4 / UDP frame from `src` to `dst`, exactly `len` bytes long
 /// (without FCS; 60 bytes is the 64-byte wire minimum). `len` below [`MIN_UDP_FRAME`] is
 /// raised to it. The payload is filled with `seq`'s bytes so frames are distinguishable.
+///
+/// # Panics
+///
+/// If `len` exceeds 65549 bytes (an IPv4 packet's 65535-byte limit plus the Ethernet header).
 pub fn udp_frame(src: MacAddr, dst: MacAddr, len: usize, seq: u32) -> Vec<u8> {
     let payload_len = len.max(MIN_UDP_FRAME) - MIN_UDP_FRAME;
     let payload: Vec<u8> = seq

@@ -399,3 +399,28 @@ fn a_bridge_can_move_to_the_backend_thread() {
     assert_send::<Bridge>();
     assert_send::<Output<bridge_lite::FrameRef<'static>>>();
 }
+
+#[test]
+fn a_mac_limit_stops_one_guest_from_filling_the_table() {
+    let (mut br, p) = bridge(2);
+    br.set_port_mac_limit(p[2], Some(3)).unwrap();
+    let frames: Vec<Arc<[u8]>> = (100..110)
+        .map(|n| frame(mac(n), MacAddr::BROADCAST))
+        .collect();
+    let out = send(&mut br, p[2], &frames, secs(0));
+    assert_eq!(out.queue(p[0]).len(), 10, "frames still forward");
+    assert_eq!(br.port_stats(p[2]).unwrap().learned, 3);
+    assert_eq!(br.port_stats(p[2]).unwrap().learn_refused, 7);
+    assert_eq!(br.snapshot().ports[2].learned_macs, 3);
+    // A MAC of that guest cannot move in over the limit either.
+    send(&mut br, p[1], &[frame(mac(1), MacAddr::BROADCAST)], secs(0));
+    send(&mut br, p[2], &[frame(mac(1), MacAddr::BROADCAST)], secs(0));
+    assert_eq!(br.lookup(mac(1), secs(0)), Some(p[1]));
+    // Once its entries age out and are reclaimed, it may learn again.
+    let later = secs(1) + AGEING;
+    br.age(later);
+    assert_eq!(br.snapshot().ports[2].learned_macs, 0);
+    send(&mut br, p[2], &frames[9..], later);
+    assert_eq!(br.lookup(mac(109), later), Some(p[2]));
+    br.fdb().check_invariants().unwrap();
+}
