@@ -82,7 +82,7 @@ impl Capture {
 
     /// Records one frame seen at the caller's time `now`. After the first write error the
     /// capture records nothing more; forwarding is never affected.
-    pub(crate) fn record(&mut self, now: Duration, data: &[u8]) {
+    pub(crate) fn record(&mut self, now: Duration, data: &[u8], frame_len: usize) {
         if self.error.is_some() {
             return;
         }
@@ -93,7 +93,7 @@ impl Capture {
                 .saturating_sub(now)
         });
         let kept = data.len().min(SNAPLEN as usize);
-        let orig_len = u32::try_from(data.len()).unwrap_or(u32::MAX);
+        let orig_len = u32::try_from(frame_len.max(data.len())).unwrap_or(u32::MAX);
         let pkt = PcapPacket::new(now + offset, orig_len, &data[..kept]);
         match self.writer.write_packet(&pkt) {
             Ok(_) => self.frames += 1,

@@ -33,8 +33,18 @@ pub const MAC_GROUP_BIT: u64 = 1 << 40;
 /// extra egress port. The switch reads `bytes()` only for the length and the first
 /// [`ETH_HLEN`] bytes, except when a capture is running on a port the frame crosses.
 pub trait Frame: Clone {
-    /// The frame's bytes, starting at the Ethernet destination address (no FCS).
+    /// The frame's bytes, starting at the Ethernet destination address (no FCS). A handle may
+    /// lend only a head of the frame (at least the 14-byte header when the frame has one): a
+    /// backend whose frames live in hypervisor pages keeps just the header in the handle, as an
+    /// skb keeps a pointer to its MAC header. Captures record what `bytes()` lends, with the
+    /// frame's full [`len`](Frame::len) as the original length.
     fn bytes(&self) -> &[u8];
+
+    /// The frame's full length; `bytes().len()` unless the handle lends only a head.
+    #[inline(always)]
+    fn len(&self) -> usize {
+        self.bytes().len()
+    }
 }
 
 impl Frame for &[u8] {

@@ -210,3 +210,64 @@ fn tshark_opens_the_capture() {
     assert_eq!(text.lines().count(), 5, "{text}");
     assert!(text.contains("UDP"), "{text}");
 }
+
+/// A handle that lends only the frame's head, as netback's does (its frames live in hypervisor
+/// pages): counters use the full length and captures record the head with the full original
+/// length.
+#[derive(Clone)]
+struct HeadOnly {
+    head: Vec<u8>,
+    len: usize,
+}
+
+impl bridge_lite::Frame for HeadOnly {
+    fn bytes(&self) -> &[u8] {
+        &self.head
+    }
+    fn len(&self) -> usize {
+        self.len
+    }
+}
+
+#[test]
+fn head_only_handles_count_full_length_and_capture_truncated() {
+    let file = TempFile::new("head-only");
+    let mut br = Bridge::new(BridgeConfig::default()).unwrap();
+    let a = br.add_port(PortKind::Uplink).unwrap();
+    let b = br
+        .add_port(PortKind::Vif {
+            domid: 1,
+            handle: 0,
+        })
+        .unwrap();
+    br.start_capture(
+        b,
+        BufWriter::new(File::create(&file.0).unwrap()),
+        CaptureDirection::Tx,
+    )
+    .unwrap();
+    let full = udp_frame(MacAddr::local(1), MacAddr::local(2), 1000, 0);
+    let h = HeadOnly {
+        head: full[..64].to_vec(),
+        len: full.len(),
+    };
+    let mut out = Output::new();
+    br.forward(a, &mut vec![h], Duration::ZERO, &mut out)
+        .unwrap();
+    assert_eq!(out.queue(b).len(), 1);
+    assert_eq!(br.port_stats(a).unwrap().rx_bytes, full.len() as u64);
+    assert_eq!(br.port_stats(b).unwrap().tx_bytes, full.len() as u64);
+    br.stop_capture(b).unwrap();
+    let (_, pkts) = read_back(&file.0);
+    assert_eq!(pkts.len(), 1);
+    assert_eq!(
+        pkts[0].1 as usize,
+        full.len(),
+        "original length is the full frame"
+    );
+    assert_eq!(
+        pkts[0].2,
+        full[..64],
+        "captured bytes are the head the handle lends"
+    );
+}
