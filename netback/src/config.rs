@@ -51,16 +51,25 @@ impl Config {
             return bad("rx_batch_packets/tx_batch_packets", "must be at least 1");
         }
         if self.copy_batch_ops == 0 || self.flip_batch_pages == 0 {
-            return bad("copy_batch_ops/flip_batch_pages", "must be at least 1 (1 = unbatched)");
+            return bad(
+                "copy_batch_ops/flip_batch_pages",
+                "must be at least 1 (1 = unbatched)",
+            );
         }
         if self.tx_slots_drop > self.tx_slots_fatal {
             return bad("tx_slots_drop", "must not exceed tx_slots_fatal");
         }
         if self.tx_slots_drop < ring::netif::XEN_NETIF_NR_SLOTS_MIN as usize {
-            return bad("tx_slots_drop", "every backend must accept XEN_NETIF_NR_SLOTS_MIN (18)");
+            return bad(
+                "tx_slots_drop",
+                "every backend must accept XEN_NETIF_NR_SLOTS_MIN (18)",
+            );
         }
         if self.rx_queue_bytes < 65536 + 14 {
-            return bad("rx_queue_bytes", "must hold at least one maximum-size frame (65550 B)");
+            return bad(
+                "rx_queue_bytes",
+                "must hold at least one maximum-size frame (65550 B)",
+            );
         }
         Ok(())
     }

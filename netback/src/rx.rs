@@ -140,6 +140,7 @@ impl Vif {
         // The copies are done (or the pages given away): the backend buffers can be reused.
         drop(inflight);
         if delivered > 0 {
+            self.did_work = true;
             self.rx_stalled_since = None;
             if self.rx.push_responses_and_check_notify() {
                 self.notify(dom0);
@@ -237,7 +238,10 @@ fn private_copy(dom0: &DomainHandle, pool: &BufPool, frame: &NetFrame) -> Option
         })
         .collect();
     dom0.grant_copy(&mut ops).ok()?;
-    if ops.iter().any(|o| o.status() != hypervisor::GrantStatus::Okay) {
+    if ops
+        .iter()
+        .any(|o| o.status() != hypervisor::GrantStatus::Okay)
+    {
         return None;
     }
     buf.load_head().ok()?;

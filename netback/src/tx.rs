@@ -66,7 +66,11 @@ impl Vif {
         self.stats.hypercalls += batch.hypercalls - hc;
         let consumed = !pending.is_empty();
         for p in pending {
-            let status = if p.ok { NETIF_RSP_OKAY } else { NETIF_RSP_ERROR };
+            let status = if p.ok {
+                NETIF_RSP_OKAY
+            } else {
+                NETIF_RSP_ERROR
+            };
             for (id, extra) in p.ids {
                 let st = if extra { NETIF_RSP_NULL } else { status };
                 // Cannot fail: one response per consumed request.
@@ -92,6 +96,7 @@ impl Vif {
         if let Some(f) = fatal {
             self.disable(f);
         }
+        self.did_work |= consumed;
         consumed
     }
 
@@ -112,14 +117,12 @@ impl Vif {
         // Extra-info slots follow the first request.
         if first.flags & NETTXF_EXTRA_INFO != 0 {
             loop {
-                let extra: ExtraInfo = self
-                    .tx
-                    .next_request_as()
-                    .map_err(Fatal::Ring)?
-                    .ok_or(Fatal::TruncatedPacket {
+                let extra: ExtraInfo = self.tx.next_request_as().map_err(Fatal::Ring)?.ok_or(
+                    Fatal::TruncatedPacket {
                         needed: ids.len() + 1,
                         available: 0,
-                    })?;
+                    },
+                )?;
                 // The extra slot's id field overlays type/flags; answer it by its position with
                 // the request id Linux uses (the slot's first u16).
                 ids.push((u16::from_le_bytes([extra.type_, extra.flags]), true));
@@ -138,19 +141,21 @@ impl Vif {
                     limit: cfg.tx_slots_fatal,
                 });
             }
-            let next: TxRequest = self
-                .tx
-                .next_request()
-                .map_err(Fatal::Ring)?
-                .ok_or(Fatal::TruncatedPacket {
-                    needed: slots.len() + 1,
-                    available: 0,
-                })?;
+            let next: TxRequest =
+                self.tx
+                    .next_request()
+                    .map_err(Fatal::Ring)?
+                    .ok_or(Fatal::TruncatedPacket {
+                        needed: slots.len() + 1,
+                        available: 0,
+                    })?;
             ids.push((next.id, false));
             flags = next.flags;
             slots.push(next);
         }
-        for s in &slots {
+        // Later slots carry their own size; the first carries the packet's total, and its own
+        // share is what the others leave (Linux's count_requests subtracts as it goes).
+        for s in &slots[1..] {
             if s.offset as usize + s.size as usize > PAGE_SIZE {
                 return Err(Fatal::SlotCrossesPage {
                     offset: s.offset,
@@ -172,12 +177,21 @@ impl Vif {
             self.stats.tx_runt += 1;
         } else if rest > total || slots[1..].iter().any(|s| s.size as usize > total) {
             self.stats.tx_oversize_slot += 1;
+        } else if first.offset as usize + (total - rest) > PAGE_SIZE {
+            return Err(Fatal::SlotCrossesPage {
+                offset: first.offset,
+                size: (total - rest) as u16,
+            });
         } else if let Some(buf) = pool.alloc(total) {
             // The first slot carries what the later ones do not.
             let mut ops = Vec::with_capacity(slots.len() + 1);
             let mut dst = 0usize;
             for (i, s) in slots.iter().enumerate() {
-                let size = if i == 0 { total - rest } else { s.size as usize };
+                let size = if i == 0 {
+                    total - rest
+                } else {
+                    s.size as usize
+                };
                 let mut src_off = s.offset as usize;
                 let mut left = size;
                 while left > 0 {

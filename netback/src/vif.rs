@@ -73,7 +73,10 @@ impl fmt::Display for Fatal {
         match self {
             Fatal::Ring(e) => write!(f, "{e}"),
             Fatal::TooManySlots { slots, limit } => {
-                write!(f, "tx packet uses {slots} slots, more than the fatal limit {limit}")
+                write!(
+                    f,
+                    "tx packet uses {slots} slots, more than the fatal limit {limit}"
+                )
             }
             Fatal::SlotCrossesPage { offset, size } => write!(
                 f,
@@ -139,6 +142,10 @@ pub struct Vif {
     /// Since when the head of the rx queue has waited for buffers.
     pub(crate) rx_stalled_since: Option<Instant>,
     pub(crate) stats: VifStats,
+    /// An event arrived for this vif since the last pass.
+    pub(crate) event_pending: bool,
+    /// The last pass found work for this vif.
+    pub(crate) did_work: bool,
 }
 
 impl fmt::Debug for Vif {
@@ -190,6 +197,8 @@ impl Vif {
             rx_queued_bytes: 0,
             rx_stalled_since: None,
             stats: VifStats::default(),
+            event_pending: false,
+            did_work: false,
         })
     }
 

@@ -1,0 +1,215 @@
+//! A frontend driven by hand, for netback's tests: it speaks the ring protocol directly (so tests
+//! can also break it on purpose), with no netfront in the way.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+
+use hypervisor::ringpage::own_ring;
+use hypervisor::{DomainHandle, GrantRef, Hypervisor, PAGE_SIZE, Pfn, Port};
+use netback::{Config, FrontendKeys, Netback, RxMode, VifId};
+use ring::netif::{
+    NETRXF_MORE_DATA, NETTXF_MORE_DATA, RxRequest, RxResponse, TxRequest, TxResponse,
+};
+use ring::{FrontRing, PageRing, RxRing, TxRing};
+
+pub type TxFront = FrontRing<TxRing, PageRing<DomainHandle>>;
+pub type RxFront = FrontRing<RxRing, PageRing<DomainHandle>>;
+
+/// A machine with dom0 and a netback on the calling thread.
+pub fn machine(cfg: Config) -> (Hypervisor, DomainHandle, Netback) {
+    let xen = Hypervisor::new(16 * 1024).unwrap();
+    let dom0 = xen.create_domain(4096).unwrap();
+    let nb = Netback::new(dom0.clone(), cfg, 2048).unwrap();
+    (xen, dom0, nb)
+}
+
+/// An Ethernet frame from `src` to `dst` (locally administered MACs built from the numbers) of
+/// `len` bytes with a counting payload tagged by `seq`.
+pub fn frame(src: u8, dst: u8, len: usize, seq: u8) -> Vec<u8> {
+    let mut f = vec![0u8; len];
+    f[..6].copy_from_slice(&[0x02, 0, 0, 0, 0, dst]);
+    f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, src]);
+    f[12..14].copy_from_slice(&0x88b5u16.to_be_bytes()); // local experimental EtherType
+    for (i, b) in f[14..].iter_mut().enumerate() {
+        *b = (i as u8).wrapping_mul(7).wrapping_add(seq);
+    }
+    f
+}
+
+pub struct RawFront {
+    pub dom: DomainHandle,
+    pub backend: u16,
+    pub tx: TxFront,
+    pub rx: RxFront,
+    pub keys: FrontendKeys,
+    pub port: Port,
+    pub mac: u8,
+    /// Tx pages by request id.
+    tx_pages: HashMap<u16, (Pfn, GrantRef)>,
+    /// Rx buffers by request id.
+    rx_bufs: HashMap<u16, (Pfn, GrantRef)>,
+    next_id: u16,
+    pub tx_responses: Vec<TxResponse>,
+    partial: Vec<u8>,
+}
+
+impl RawFront {
+    /// A guest with rings granted to `dom0`, in `mode`.
+    pub fn new(xen: &Hypervisor, dom0: &DomainHandle, mac: u8, mode: RxMode) -> RawFront {
+        let dom = xen.create_domain(1024).unwrap();
+        let be = dom0.domid();
+        let txp = dom.alloc_page().unwrap();
+        let rxp = dom.alloc_page().unwrap();
+        let tx = FrontRing::init(own_ring(&dom, txp).unwrap());
+        let rx = FrontRing::init(own_ring(&dom, rxp).unwrap());
+        let tx_ring_ref = dom.grant_access(be, txp, false).unwrap();
+        let rx_ring_ref = dom.grant_access(be, rxp, false).unwrap();
+        let port = dom.alloc_unbound(be).unwrap();
+        RawFront {
+            dom,
+            backend: be,
+            tx,
+            rx,
+            keys: FrontendKeys {
+                tx_ring_ref,
+                rx_ring_ref,
+                event_channel: port,
+                mode,
+            },
+            port,
+            mac,
+            tx_pages: HashMap::new(),
+            rx_bufs: HashMap::new(),
+            next_id: 0,
+            tx_responses: Vec::new(),
+            partial: Vec::new(),
+        }
+    }
+
+    pub fn id(&self) -> VifId {
+        VifId {
+            domid: self.dom.domid(),
+            devid: 0,
+        }
+    }
+
+    /// Connects this frontend to `nb` directly (no xenbus).
+    pub fn connect(&self, nb: &mut Netback) {
+        nb.connect_vif(self.id(), self.keys).unwrap();
+    }
+
+    fn id_next(&mut self) -> u16 {
+        self.next_id = self.next_id.wrapping_add(1);
+        self.next_id
+    }
+
+    /// Transmits `data`, one slot per page-sized chunk, and pushes.
+    pub fn send(&mut self, data: &[u8]) {
+        let chunks: Vec<&[u8]> = data.chunks(PAGE_SIZE).collect();
+        for (i, c) in chunks.iter().enumerate() {
+            let pfn = self.dom.alloc_page().unwrap();
+            self.dom.write(pfn, 0, c).unwrap();
+            let gref = self.dom.grant_access(self.backend, pfn, true).unwrap();
+            let id = self.id_next();
+            self.tx_pages.insert(id, (pfn, gref));
+            let req = TxRequest {
+                gref: gref.0,
+                offset: 0,
+                flags: if i + 1 < chunks.len() {
+                    NETTXF_MORE_DATA
+                } else {
+                    0
+                },
+                id,
+                size: if i == 0 {
+                    data.len() as u16
+                } else {
+                    c.len() as u16
+                },
+            };
+            self.tx.put_request(req).unwrap();
+        }
+        self.push_tx();
+    }
+
+    /// A granted tx page holding `data` at `offset`, for hand-built requests.
+    pub fn tx_page(&mut self, offset: usize, data: &[u8]) -> GrantRef {
+        let pfn = self.dom.alloc_page().unwrap();
+        self.dom.write(pfn, offset, data).unwrap();
+        self.dom.grant_access(self.backend, pfn, true).unwrap()
+    }
+
+    pub fn push_tx(&mut self) {
+        if self.tx.push_requests_and_check_notify() {
+            self.dom.notify(self.port).unwrap();
+        }
+    }
+
+    /// Collects tx responses and ends their grants.
+    pub fn reap_tx(&mut self) -> usize {
+        let mut n = 0;
+        while let Some(rsp) = self.tx.next_response().unwrap() {
+            if let Some((pfn, gref)) = self.tx_pages.remove(&rsp.id) {
+                self.dom.end_access(gref).unwrap();
+                self.dom.free_page(pfn).unwrap();
+            }
+            self.tx_responses.push(rsp);
+            n += 1;
+        }
+        n
+    }
+
+    /// Posts `n` rx buffers (copy: granted pages; flip: accept-transfer entries) and pushes.
+    pub fn post_rx(&mut self, n: usize) {
+        for _ in 0..n {
+            let pfn = self.dom.alloc_page().unwrap();
+            let gref = match self.keys.mode {
+                RxMode::Copy => self.dom.grant_access(self.backend, pfn, false).unwrap(),
+                RxMode::Flip => self.dom.grant_accept_transfer(self.backend, pfn).unwrap(),
+            };
+            let id = self.id_next();
+            self.rx_bufs.insert(id, (pfn, gref));
+            self.rx
+                .put_request(RxRequest {
+                    id,
+                    pad: 0,
+                    gref: gref.0,
+                })
+                .unwrap();
+        }
+        if self.rx.push_requests_and_check_notify() {
+            self.dom.notify(self.port).unwrap();
+        }
+    }
+
+    /// Received frames (multi-slot chains joined); errors as `Err(status)`.
+    pub fn recv(&mut self) -> Vec<Result<Vec<u8>, i16>> {
+        let mut out = Vec::new();
+        while let Some(rsp) = self.rx.next_response().unwrap() {
+            let rsp: RxResponse = rsp;
+            let Some((pfn, gref)) = self.rx_bufs.remove(&rsp.id) else {
+                out.push(Err(i16::MIN));
+                continue;
+            };
+            match self.keys.mode {
+                RxMode::Copy => self.dom.end_access(gref).unwrap(),
+                RxMode::Flip => {
+                    let _ = self.dom.end_transfer(gref).unwrap();
+                }
+            }
+            if rsp.status < 0 {
+                self.partial.clear();
+                out.push(Err(rsp.status));
+            } else {
+                let mut buf = vec![0u8; rsp.status as usize];
+                self.dom.read(pfn, rsp.offset as usize, &mut buf).unwrap();
+                self.partial.extend_from_slice(&buf);
+                if rsp.flags & NETRXF_MORE_DATA == 0 {
+                    out.push(Ok(std::mem::take(&mut self.partial)));
+                }
+            }
+            self.dom.free_page(pfn).unwrap();
+        }
+        out
+    }
+}
