@@ -47,7 +47,9 @@ fn ring(slots: u32, burst: u32, runs: u32) {
         eprintln!("error: --slots, --burst and --runs must all be at least 1");
         std::process::exit(2);
     }
-    println!("netif tx ring (256 slots) vs crossbeam ArrayQueue (2 x 256), {slots} round trips, burst {burst}");
+    println!(
+        "netif tx ring (256 slots) vs crossbeam ArrayQueue (2 x 256), {slots} round trips, burst {burst}"
+    );
     let (mut best_ring, mut best_aq, mut notifies) = (0f64, 0f64, 0);
     for run in 1..=runs {
         let r = ring_round_trips(slots, burst);

@@ -266,7 +266,7 @@ impl Bridge {
         if !self.up[ii] {
             let st = &mut self.stats[ii];
             st.rx_frames += frames.len() as u64;
-            st.rx_bytes += frames.iter().map(|h| h.len() as u64).sum::<u64>();
+            st.rx_bytes += frames.iter().map(|h| h.frame_len() as u64).sum::<u64>();
             st.drops.add(DropReason::IngressDown, frames.len() as u64);
             frames.clear();
             return Ok(());
@@ -281,7 +281,7 @@ impl Bridge {
         for h in frames.drain(..) {
             let (len, macs) = {
                 let b = h.bytes();
-                (h.len() as u64, read_macs(b))
+                (h.frame_len() as u64, read_macs(b))
             };
             rx.rx_bytes += len;
             let Some((dst, src)) = macs else {
@@ -390,7 +390,7 @@ impl Bridge {
     ) {
         if let Some(c) = self.captures[ii].as_mut().filter(|c| c.dir.rx()) {
             for h in frames {
-                c.record(now, h.bytes(), h.len());
+                c.record(now, h.bytes(), h.frame_len());
             }
         }
         self.tx_marks.clear();
@@ -406,7 +406,7 @@ impl Bridge {
         for &(pi, start) in &self.tx_marks {
             if let Some(c) = self.captures[pi].as_mut() {
                 for h in &out.queues[pi][start..] {
-                    c.record(now, h.bytes(), h.len());
+                    c.record(now, h.bytes(), h.frame_len());
                 }
             }
         }

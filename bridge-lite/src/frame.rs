@@ -37,12 +37,12 @@ pub trait Frame: Clone {
     /// lend only a head of the frame (at least the 14-byte header when the frame has one): a
     /// backend whose frames live in hypervisor pages keeps just the header in the handle, as an
     /// skb keeps a pointer to its MAC header. Captures record what `bytes()` lends, with the
-    /// frame's full [`len`](Frame::len) as the original length.
+    /// frame's full [`frame_len`](Frame::frame_len) as the original length.
     fn bytes(&self) -> &[u8];
 
     /// The frame's full length; `bytes().len()` unless the handle lends only a head.
     #[inline(always)]
-    fn len(&self) -> usize {
+    fn frame_len(&self) -> usize {
         self.bytes().len()
     }
 }

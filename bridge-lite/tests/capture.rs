@@ -224,7 +224,7 @@ impl bridge_lite::Frame for HeadOnly {
     fn bytes(&self) -> &[u8] {
         &self.head
     }
-    fn len(&self) -> usize {
+    fn frame_len(&self) -> usize {
         self.len
     }
 }

@@ -8,8 +8,8 @@
 
 use ring::PageRing;
 
-use crate::domain::DomainHandle;
 use crate::abi::GrantStatus;
+use crate::domain::DomainHandle;
 use crate::error::{Error, Result};
 use crate::grant::map::GrantMapping;
 use crate::types::Pfn;

@@ -224,7 +224,7 @@ impl bridge_lite::Frame for NetFrame {
     }
 
     #[inline]
-    fn len(&self) -> usize {
+    fn frame_len(&self) -> usize {
         self.0.len
     }
 }

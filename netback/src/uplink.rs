@@ -94,7 +94,6 @@ pub struct Wire {
     shared: Arc<Shared>,
     remote: DomainHandle,
     port: Port,
-    scratch: Vec<u8>,
 }
 
 impl std::fmt::Debug for Wire {
@@ -137,7 +136,6 @@ pub fn uplink(
             shared,
             remote: remote.clone(),
             port: remote_port,
-            scratch: Vec::with_capacity(mtu),
         },
     ))
 }
@@ -250,12 +248,10 @@ impl Wire {
     /// Takes the next frame from the wire, lending it to `f`.
     pub fn recv<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
         let d = &self.shared.to_wire;
-        let data = d.full.pop()?;
+        let mut data = d.full.pop()?;
         let r = f(&data);
-        std::mem::swap(&mut self.scratch, &mut { data });
-        let mut back = std::mem::take(&mut self.scratch);
-        back.clear();
-        let _ = d.empty.push(back);
+        data.clear();
+        let _ = d.empty.push(data);
         Some(r)
     }
 

@@ -1,0 +1,375 @@
+//! A misbehaving frontend: every case in "What Linux netback does with what it is given". Fatal
+//! cases disable that vif with a counter and a reason; single bad packets are dropped and
+//! counted; the backend never panics and a well-behaved vif next to it keeps working.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{RawFront, frame, machine};
+use hypervisor::{DomainHandle, Hypervisor};
+use netback::{Config, Fatal, Netback, RxMode};
+use ring::netif::{
+    ExtraInfo, NETIF_RSP_ERROR, NETIF_RSP_NULL, NETIF_RSP_OKAY, NETTXF_EXTRA_INFO,
+    NETTXF_MORE_DATA, TxRequest, XEN_NETIF_EXTRA_TYPE_GSO, XEN_NETIF_EXTRA_TYPE_MAX,
+    XEN_NETIF_GSO_TYPE_TCPV4,
+};
+use ring::{RingError, raw};
+
+/// A hostile frontend `h` and a well-behaved pair `a` → `b` on the same backend.
+struct Scene {
+    xen: Hypervisor,
+    dom0: DomainHandle,
+    nb: Netback,
+    h: RawFront,
+    a: RawFront,
+    b: RawFront,
+}
+
+fn scene(cfg: Config) -> Scene {
+    let (xen, dom0, mut nb) = machine(cfg);
+    let h = RawFront::new(&xen, &dom0, 9, RxMode::Copy);
+    let a = RawFront::new(&xen, &dom0, 1, RxMode::Copy);
+    let mut b = RawFront::new(&xen, &dom0, 2, RxMode::Copy);
+    h.connect(&mut nb);
+    a.connect(&mut nb);
+    b.connect(&mut nb);
+    b.post_rx(32);
+    b.send(&frame(2, 1, 60, 0));
+    nb.poll().unwrap();
+    Scene {
+        xen,
+        dom0,
+        nb,
+        h,
+        a,
+        b,
+    }
+}
+
+impl Scene {
+    /// The good pair still passes traffic.
+    #[track_caller]
+    fn others_carry_on(&mut self) {
+        let f = frame(1, 2, 800, 42);
+        self.a.send(&f);
+        self.nb.poll().unwrap();
+        let got = self.b.recv();
+        assert_eq!(got.len(), 1, "the well-behaved vif still receives");
+        assert!(got[0].as_ref().is_ok_and(|g| *g == f));
+        assert!(self.nb.vif_stats(self.a.id()).unwrap().fatal.is_none());
+    }
+
+    fn fatal(&self) -> Option<Fatal> {
+        self.nb.vif_stats(self.h.id()).unwrap().fatal
+    }
+
+    /// Pushes hand-built requests from the hostile frontend and runs a pass.
+    fn push(&mut self, reqs: &[TxRequest]) {
+        for r in reqs {
+            self.h.tx.put_request(*r).unwrap();
+        }
+        self.h.push_tx();
+        self.nb.poll().unwrap();
+    }
+
+    fn req(&mut self, size: u16, flags: u16, offset: u16, id: u16) -> TxRequest {
+        // The page holds whatever of the claimed data fits; the claim itself is what is tested.
+        let n = (size as usize).min(4096 - offset as usize);
+        let data = if n >= 14 {
+            frame(9, 2, n, 0)
+        } else {
+            vec![0xab; n]
+        };
+        let gref = self.h.tx_page(offset as usize, &data);
+        TxRequest {
+            gref: gref.0,
+            offset,
+            flags,
+            id,
+            size,
+        }
+    }
+}
+
+#[test]
+fn tx_ring_overflow_is_fatal() {
+    let mut s = scene(Config::default());
+    raw::set_req_prod(s.h.tx.mem(), 10_000);
+    s.nb.poll().unwrap();
+    assert!(
+        matches!(
+            s.fatal(),
+            Some(Fatal::Ring(RingError::RequestOverflow { .. }))
+        ),
+        "{:?}",
+        s.fatal()
+    );
+    s.others_carry_on();
+}
+
+#[test]
+fn more_than_20_slots_is_fatal() {
+    let mut s = scene(Config::default());
+    let reqs: Vec<TxRequest> = (0..21)
+        .map(|i| {
+            let flags = if i < 20 { NETTXF_MORE_DATA } else { 0 };
+            s.req(if i == 0 { 21 * 100 } else { 100 }, flags, 0, i)
+        })
+        .collect();
+    s.push(&reqs);
+    assert_eq!(
+        s.fatal(),
+        Some(Fatal::TooManySlots {
+            slots: 21,
+            limit: 20
+        })
+    );
+    s.others_carry_on();
+}
+
+#[test]
+fn more_than_18_slots_drops_the_packet() {
+    let mut s = scene(Config::default());
+    let reqs: Vec<TxRequest> = (0..19)
+        .map(|i| {
+            let flags = if i < 18 { NETTXF_MORE_DATA } else { 0 };
+            s.req(if i == 0 { 19 * 100 } else { 100 }, flags, 0, i)
+        })
+        .collect();
+    s.push(&reqs);
+    let st = s.nb.vif_stats(s.h.id()).unwrap();
+    assert!(st.fatal.is_none());
+    assert_eq!(st.tx_too_many_slots, 1);
+    assert_eq!(s.h.reap_tx(), 19, "every slot answered");
+    assert!(s.h.tx_responses.iter().all(|r| r.status == NETIF_RSP_ERROR));
+    s.others_carry_on();
+}
+
+#[test]
+fn later_slot_bigger_than_the_rest_drops_the_packet() {
+    let mut s = scene(Config::default());
+    let first = s.req(200, NETTXF_MORE_DATA, 0, 1);
+    let second = s.req(300, 0, 0, 2);
+    s.push(&[first, second]);
+    let st = s.nb.vif_stats(s.h.id()).unwrap();
+    assert!(st.fatal.is_none());
+    assert_eq!(st.tx_oversize_slot, 1);
+    s.others_carry_on();
+}
+
+#[test]
+fn slot_crossing_its_page_is_fatal() {
+    let mut s = scene(Config::default());
+    let r = s.req(200, 0, 4000, 1);
+    s.push(&[r]);
+    assert_eq!(
+        s.fatal(),
+        Some(Fatal::SlotCrossesPage {
+            offset: 4000,
+            size: 200
+        })
+    );
+    s.others_carry_on();
+}
+
+#[test]
+fn later_slot_crossing_its_page_is_fatal() {
+    let mut s = scene(Config::default());
+    let first = s.req(1000, NETTXF_MORE_DATA, 0, 1);
+    let second = s.req(500, 0, 3900, 2);
+    s.push(&[first, second]);
+    assert!(matches!(s.fatal(), Some(Fatal::SlotCrossesPage { .. })));
+    s.others_carry_on();
+}
+
+#[test]
+fn runt_first_slot_gets_an_error_response() {
+    let mut s = scene(Config::default());
+    let r = s.req(10, 0, 0, 7);
+    s.push(&[r]);
+    let st = s.nb.vif_stats(s.h.id()).unwrap();
+    assert!(st.fatal.is_none());
+    assert_eq!(st.tx_runt, 1);
+    s.h.reap_tx();
+    assert_eq!(s.h.tx_responses.len(), 1);
+    assert_eq!(s.h.tx_responses[0].id, 7);
+    assert_eq!(s.h.tx_responses[0].status, NETIF_RSP_ERROR);
+    s.others_carry_on();
+}
+
+fn extra_case(type_: u8, u: [u8; 6]) -> Option<Fatal> {
+    let mut s = scene(Config::default());
+    let r = s.req(100, NETTXF_EXTRA_INFO, 0, 1);
+    s.h.tx.put_request(r).unwrap();
+    s.h.tx
+        .put_request_as(ExtraInfo { type_, flags: 0, u })
+        .unwrap();
+    s.h.push_tx();
+    s.nb.poll().unwrap();
+    let f = s.fatal();
+    s.others_carry_on();
+    f
+}
+
+#[test]
+fn extra_type_zero_is_fatal() {
+    assert!(matches!(extra_case(0, [0; 6]), Some(Fatal::BadExtra(_))));
+}
+
+#[test]
+fn extra_type_at_or_above_max_is_fatal() {
+    assert!(matches!(
+        extra_case(XEN_NETIF_EXTRA_TYPE_MAX, [0; 6]),
+        Some(Fatal::BadExtra(_))
+    ));
+}
+
+#[test]
+fn gso_size_zero_is_fatal() {
+    assert!(matches!(
+        extra_case(
+            XEN_NETIF_EXTRA_TYPE_GSO,
+            [0, 0, XEN_NETIF_GSO_TYPE_TCPV4, 0, 0, 0]
+        ),
+        Some(Fatal::BadExtra(_))
+    ));
+}
+
+#[test]
+fn unknown_gso_type_is_fatal() {
+    assert!(matches!(
+        extra_case(XEN_NETIF_EXTRA_TYPE_GSO, [0xdc, 0x05, 9, 0, 0, 0]),
+        Some(Fatal::BadExtra(_))
+    ));
+}
+
+#[test]
+fn valid_gso_extra_is_answered_with_null() {
+    let mut s = scene(Config::default());
+    let r = s.req(100, NETTXF_EXTRA_INFO, 0, 1);
+    s.h.tx.put_request(r).unwrap();
+    s.h.tx
+        .put_request_as(ExtraInfo {
+            type_: XEN_NETIF_EXTRA_TYPE_GSO,
+            flags: 0,
+            u: [0xdc, 0x05, XEN_NETIF_GSO_TYPE_TCPV4, 0, 0, 0],
+        })
+        .unwrap();
+    s.h.push_tx();
+    s.nb.poll().unwrap();
+    assert!(s.fatal().is_none());
+    s.h.reap_tx();
+    let st: Vec<i16> = s.h.tx_responses.iter().map(|r| r.status).collect();
+    assert_eq!(st, [NETIF_RSP_OKAY, NETIF_RSP_NULL]);
+}
+
+#[test]
+fn chain_running_past_the_pushed_requests_is_fatal() {
+    let mut s = scene(Config::default());
+    let r = s.req(2000, NETTXF_MORE_DATA, 0, 1);
+    s.push(&[r]);
+    assert!(matches!(s.fatal(), Some(Fatal::TruncatedPacket { .. })));
+    s.others_carry_on();
+}
+
+#[test]
+fn bad_grant_ref_drops_the_packet_not_the_vif() {
+    let mut s = scene(Config::default());
+    let r = TxRequest {
+        gref: 60_000,
+        offset: 0,
+        flags: 0,
+        id: 3,
+        size: 100,
+    };
+    s.push(&[r]);
+    let st = s.nb.vif_stats(s.h.id()).unwrap();
+    assert!(st.fatal.is_none());
+    assert_eq!(st.tx_copy_errors, 1);
+    s.h.reap_tx();
+    assert_eq!(s.h.tx_responses[0].status, NETIF_RSP_ERROR);
+    s.others_carry_on();
+}
+
+#[test]
+fn rx_buffer_with_bad_grant_gets_an_error_response() {
+    let mut s = scene(Config::default());
+    // The hostile guest posts an rx buffer with a grant reference it never made.
+    s.h.rx
+        .put_request(ring::netif::RxRequest {
+            id: 5,
+            pad: 0,
+            gref: 59_999,
+        })
+        .unwrap();
+    assert!(s.h.rx.push_requests_and_check_notify());
+    // Broadcast so the switch floods to the hostile vif too.
+    let mut f = frame(1, 0xff, 300, 1);
+    f[..6].copy_from_slice(&[0xff; 6]);
+    s.a.send(&f);
+    s.nb.poll().unwrap();
+    let rsp = s.h.rx.next_response().unwrap().unwrap();
+    assert_eq!(rsp.id, 5, "the patched response keeps its id");
+    assert_eq!(rsp.status, NETIF_RSP_ERROR);
+    assert_eq!(s.nb.vif_stats(s.h.id()).unwrap().rx_copy_errors, 1);
+    assert!(s.fatal().is_none());
+}
+
+#[test]
+fn rx_queue_is_capped_in_bytes_and_drained_when_the_guest_stalls() {
+    let cfg = Config {
+        rx_queue_bytes: 70_000,
+        rx_drain_timeout: Duration::from_millis(50),
+        ..Config::default()
+    };
+    let mut s = scene(cfg);
+    // The hostile guest posts no rx buffers; the good guest floods it with broadcasts of one
+    // 9014-byte frame each (several slots, the XSA-392 shape).
+    for i in 0..20 {
+        let mut f = frame(1, 0xff, 9014, i);
+        f[..6].copy_from_slice(&[0xff; 6]);
+        s.a.send(&f);
+        s.nb.poll().unwrap();
+        s.a.reap_tx();
+    }
+    let st = s.nb.vif_stats(s.h.id()).unwrap();
+    assert_eq!(
+        st.rx_queue_full,
+        20 - 7,
+        "70 000 bytes hold 7 frames of 9014"
+    );
+    std::thread::sleep(Duration::from_millis(60));
+    s.nb.poll().unwrap();
+    s.nb.poll().unwrap();
+    let st = s.nb.vif_stats(s.h.id()).unwrap();
+    // 7 jumbo frames plus the 60-byte hello b flooded before it was learned.
+    assert_eq!(
+        st.rx_drained, 8,
+        "a stalled queue is drained after the timeout"
+    );
+    assert!(st.fatal.is_none());
+    // b posted 32 buffers: each 9014-byte frame takes 3, so b got 10 and queued the rest.
+    assert!(s.b.recv().len() >= 10);
+}
+
+#[test]
+fn event_storm_is_counted_as_spurious() {
+    let mut s = scene(Config::default());
+    // The hostile guest notifies on every iteration of the backend's loop without ever
+    // queueing work: each event finds nothing to do and is counted, and the loop still ends.
+    let (dom, port) = (s.h.dom.clone(), s.h.port);
+    let mut n = 0;
+    s.nb.run_until(|| {
+        n += 1;
+        dom.notify(port).unwrap();
+        n > 20
+    })
+    .unwrap();
+    let st = s.nb.vif_stats(s.h.id()).unwrap();
+    assert!(st.spurious_events >= 10, "{st:?}");
+    assert!(st.fatal.is_none());
+    assert_eq!(s.nb.vif_stats(s.a.id()).unwrap().spurious_events, 0);
+    s.others_carry_on();
+    let _ = (&s.xen, &s.dom0);
+}
