@@ -412,8 +412,9 @@ impl DomainHandle {
 
     /// Blocks until at least one unmasked port is pending, or `timeout` passes (`None`: no
     /// limit). Returns the pending unmasked ports and clears their pending bits (the upcall's
-    /// scan); an empty set means the timeout expired. Several vCPU threads may wait; each event
-    /// is delivered to one of them.
+    /// scan); an empty set means the timeout expired, or the domain has been destroyed (check
+    /// [`DomainHandle::is_dying`]), in which case it returns at once. Several vCPU threads may
+    /// wait; each event is delivered to one of them.
     pub fn wait(&self, timeout: Option<Duration>) -> Result<PendingPorts> {
         let _h = xenoprof::hypercall(Class::EVENT_CHANNEL);
         let ev = &self.d.evtchn;

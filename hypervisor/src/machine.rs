@@ -213,6 +213,22 @@ impl Hypervisor {
         }
     }
 
+    /// Benchmark baseline: copies `len` bytes between two machine frames through the direct map,
+    /// with glibc's `memcpy` (`engine == false`) or the copy engine, and no grant work at all: the
+    /// "plain memcpy of the same bytes" grant copy is compared with.
+    #[doc(hidden)]
+    pub fn copy_frames_baseline(
+        &self,
+        engine: bool,
+        dst: crate::types::Mfn,
+        doff: usize,
+        src: crate::types::Mfn,
+        soff: usize,
+        len: usize,
+    ) -> bool {
+        self.m.mem.copy_baseline(engine, dst, doff, src, soff, len)
+    }
+
     /// The name of the copy engine in use (`avx2-64` or `memcpy`).
     pub fn copy_engine(&self) -> &'static str {
         crate::mem::engine_name()

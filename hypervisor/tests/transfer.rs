@@ -253,3 +253,23 @@ fn handles_and_mappings_are_send_and_sync() {
     check::<XsConnection>();
     check::<Hypervisor>();
 }
+
+#[test]
+fn a_transfer_without_a_replacement_frame_moves_nothing() {
+    // Exactly enough frames for the two domains: the allocator is empty.
+    let xen = Hypervisor::new(2 * (4 + GNTTAB_FRAMES as u64)).unwrap();
+    let d0 = xen.create_domain(4).unwrap();
+    let g = xen.create_domain(4).unwrap();
+    assert_eq!(xen.free_frames(), 0);
+    let acc = g
+        .grant_accept_transfer(d0.domid(), g.alloc_page().unwrap())
+        .unwrap();
+    let p = d0.alloc_page().unwrap();
+    let before = d0.pfn_to_mfn(p).unwrap();
+    assert_eq!(
+        transfer1(&d0, GnttabTransfer::new(p, g.domid(), acc)),
+        GrantStatus::NoSpace
+    );
+    assert_eq!(d0.pfn_to_mfn(p).unwrap(), before);
+    assert_eq!(g.transfer_state(acc).unwrap(), TransferState::Pending);
+}

@@ -6,8 +6,8 @@
 //! to another domain, or a read-only grant used as destination → `permission_denied` (Xen says
 //! general_error for the latter two; the issue asks for permission_denied); a local pfn outside
 //! the caller's reservation → `bad_page`; a local destination page borrowed → `general_error`.
-//! Domain lookups are cached across consecutive ops on the same domain, as Xen's
-//! `gnttab_copy_buf` does.
+//! As Xen's `gnttab_copy_buf` does, domain lookups are cached across consecutive ops on the same
+//! domain, and a grant (or local page) stays claimed while consecutive ops reuse it.
 
 use std::sync::Arc;
 
@@ -48,66 +48,109 @@ impl DomCache {
     }
 }
 
-/// One claimed side of a copy.
-struct Claim<'a> {
-    dom: &'a Domain,
+/// One claimed side of a copy. Its domain is the side's cached domain (gref) or the caller.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Claim {
     gref: Option<GrantRef>,
     pfn: Pfn,
     mfn: Mfn,
     write: bool,
 }
 
-impl Claim<'_> {
-    fn release(self) {
-        match self.gref {
-            Some(g) => release(self.dom, g, self.write),
-            None if self.write => self.dom.view.write_end(self.pfn),
+/// One side (source or destination) of the ops in a batch: the domain last looked up and the
+/// claim last made. A claim stays held while consecutive ops reuse it (same gref, or same local
+/// page, same direction), as Xen's `gnttab_copy_buf` does: a packet split into several ops on
+/// one grant pins it once. Everything is released before the hypercall returns.
+struct Side {
+    cache: DomCache,
+    held: Option<Claim>,
+}
+
+impl Side {
+    fn new() -> Self {
+        Self {
+            cache: DomCache::new(),
+            held: None,
+        }
+    }
+
+    fn release_held(&mut self, caller: &Domain) {
+        let Some(h) = self.held.take() else { return };
+        match h.gref {
+            Some(g) => {
+                if let Some(d) = &self.cache.cached {
+                    release(d, g, h.write);
+                }
+            }
+            None if h.write => caller.view.write_end(h.pfn),
             None => {}
         }
     }
-}
 
-fn claim<'a>(
-    caller: &'a Arc<Domain>,
-    cache: &'a mut DomCache,
-    ptr: &GnttabCopyPtr,
-    is_gref: bool,
-    write: bool,
-) -> Result<Claim<'a>, GrantStatus> {
-    if is_gref {
-        let dom = cache.get(caller, ptr.domid).ok_or(GrantStatus::BadDomain)?;
-        let gref = ptr.as_gref();
-        let pfn = acquire(dom, gref, caller.id, write)?;
-        let Some(mfn) = dom.p2m(pfn) else {
-            release(dom, gref, write);
-            return Err(GrantStatus::GeneralError);
-        };
-        Ok(Claim {
-            dom,
-            gref: Some(gref),
-            pfn,
-            mfn,
-            write,
-        })
-    } else {
-        let pfn = Pfn(ptr.u);
-        let mfn = caller.p2m(pfn).ok_or(GrantStatus::BadPage)?;
-        if write && !caller.view.write_begin(pfn) {
-            return Err(GrantStatus::GeneralError);
+    fn claim(
+        &mut self,
+        caller: &Arc<Domain>,
+        ptr: &GnttabCopyPtr,
+        is_gref: bool,
+        write: bool,
+    ) -> Result<Claim, GrantStatus> {
+        if let Some(h) = self.held {
+            let same = h.write == write
+                && if is_gref {
+                    let id = if ptr.domid == DOMID_SELF {
+                        caller.id
+                    } else {
+                        ptr.domid
+                    };
+                    h.gref == Some(ptr.as_gref())
+                        && self.cache.cached.as_ref().is_some_and(|d| d.id == id)
+                } else {
+                    h.gref.is_none() && h.pfn == Pfn(ptr.u)
+                };
+            if same {
+                return Ok(h);
+            }
+            self.release_held(caller);
         }
-        // Re-read after write_begin: a transfer of this pfn cannot start now.
-        let mfn = if write {
-            caller.p2m(pfn).unwrap_or(mfn)
+        let c = if is_gref {
+            let dom = self
+                .cache
+                .get(caller, ptr.domid)
+                .ok_or(GrantStatus::BadDomain)?;
+            let gref = ptr.as_gref();
+            let pfn = acquire(dom, gref, caller.id, write)?;
+            let Some(mfn) = dom.p2m(pfn) else {
+                release(dom, gref, write);
+                return Err(GrantStatus::GeneralError);
+            };
+            Claim {
+                gref: Some(gref),
+                pfn,
+                mfn,
+                write,
+            }
         } else {
-            mfn
+            let pfn = Pfn(ptr.u);
+            caller.p2m(pfn).ok_or(GrantStatus::BadPage)?;
+            if write && !caller.view.write_begin(pfn) {
+                return Err(GrantStatus::GeneralError);
+            }
+            // Read after write_begin: a transfer of this pfn cannot start while we write it.
+            let Some(mfn) = caller.p2m(pfn) else {
+                if write {
+                    caller.view.write_end(pfn);
+                }
+                return Err(GrantStatus::BadPage);
+            };
+            Claim {
+                gref: None,
+                pfn,
+                mfn,
+                write,
+            }
         };
-        Ok(Claim {
-            dom: caller,
-            gref: None,
-            pfn,
-            mfn,
-            write,
-        })
+        self.held = Some(c);
+        Ok(c)
     }
 }
 
@@ -120,8 +163,8 @@ thread_local! {
 
 fn copy_one(
     caller: &Arc<Domain>,
-    src_cache: &mut DomCache,
-    dst_cache: &mut DomCache,
+    src_side: &mut Side,
+    dst_side: &mut Side,
     op: &GnttabCopy,
 ) -> GrantStatus {
     if op.flags & !(GNTCOPY_SOURCE_GREF | GNTCOPY_DEST_GREF) != 0 {
@@ -136,16 +179,13 @@ fn copy_one(
     if (!src_gref && op.source.domid != DOMID_SELF) || (!dst_gref && op.dest.domid != DOMID_SELF) {
         return GrantStatus::PermissionDenied;
     }
-    let src = match claim(caller, src_cache, &op.source, src_gref, false) {
+    let src = match src_side.claim(caller, &op.source, src_gref, false) {
         Ok(c) => c,
         Err(s) => return s,
     };
-    let dst = match claim(caller, dst_cache, &op.dest, dst_gref, true) {
+    let dst = match dst_side.claim(caller, &op.dest, dst_gref, true) {
         Ok(c) => c,
-        Err(s) => {
-            src.release();
-            return s;
-        }
+        Err(s) => return s,
     };
     #[cfg(test)]
     MID_COPY_HOOK.with(|h| {
@@ -153,18 +193,14 @@ fn copy_one(
             f();
         }
     });
-    let ok = {
-        let _c = xenoprof::scope(Class::COPY);
-        caller.machine.mem.copy(
-            dst.mfn,
-            op.dest.offset as usize,
-            src.mfn,
-            op.source.offset as usize,
-            len,
-        )
-    };
-    dst.release();
-    src.release();
+    let _c = xenoprof::scope(Class::COPY);
+    let ok = caller.machine.mem.copy(
+        dst.mfn,
+        op.dest.offset as usize,
+        src.mfn,
+        op.source.offset as usize,
+        len,
+    );
     if ok {
         GrantStatus::Okay
     } else {
@@ -177,10 +213,10 @@ impl DomainHandle {
     /// embedded model (the `Result` is for platforms where the hypercall itself can fail).
     pub fn grant_copy(&self, ops: &mut [GnttabCopy]) -> Result<()> {
         let _h = xenoprof::hypercall(Class::GRANT_TABLE);
-        let (mut sc, mut dc) = (DomCache::new(), DomCache::new());
+        let (mut src, mut dst) = (Side::new(), Side::new());
         let (mut failed, mut bytes) = (0u64, 0u64);
         for op in ops.iter_mut() {
-            let s = copy_one(&self.d, &mut sc, &mut dc, op);
+            let s = copy_one(&self.d, &mut src, &mut dst, op);
             op.status = s.raw();
             if s == GrantStatus::Okay {
                 bytes += op.len as u64;
@@ -188,6 +224,8 @@ impl DomainHandle {
                 failed += 1;
             }
         }
+        dst.release_held(&self.d);
+        src.release_held(&self.d);
         let st = &self.d.machine.stats;
         Stats::add(&st.copy_calls, 1);
         Stats::add(&st.copy_ops, ops.len() as u64);
@@ -247,5 +285,59 @@ mod tests {
         // Released afterwards: both end now.
         assert_eq!(g.end_access(rw), Ok(()));
         assert_eq!(g.end_access(ro), Ok(()));
+    }
+}
+
+#[cfg(test)]
+mod reuse_tests {
+    use super::*;
+    use crate::Hypervisor;
+    use crate::error::Error;
+
+    #[test]
+    fn consecutive_ops_on_one_grant_keep_it_pinned_and_release_it_at_the_end() {
+        let xen = Hypervisor::new(512).unwrap();
+        let d0 = xen.create_domain_with_id(0, 16).unwrap();
+        let g = xen.create_domain_with_id(1, 16).unwrap();
+        let (a, b) = (d0.alloc_page().unwrap(), d0.alloc_page().unwrap());
+        d0.write(a, 0, &[1; 4096]).unwrap();
+        d0.write(b, 0, &[2; 4096]).unwrap();
+        let dst = g.alloc_page().unwrap();
+        let r = g.grant_access(0, dst, false).unwrap();
+        let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        {
+            let (g, seen) = (g.clone(), seen.clone());
+            MID_COPY_HOOK.with(|h| {
+                *h.borrow_mut() = Some(Box::new(move || seen.borrow_mut().push(g.end_access(r))))
+            });
+        }
+        // A 3-chunk packet into one grant, from two source pages (as a split rx copy).
+        let mut ops = [
+            GnttabCopy::new(
+                GnttabCopyPtr::local(a, 0),
+                GnttabCopyPtr::gref(1, r, 0),
+                1000,
+            ),
+            GnttabCopy::new(
+                GnttabCopyPtr::local(a, 1000),
+                GnttabCopyPtr::gref(1, r, 1000),
+                1000,
+            ),
+            GnttabCopy::new(
+                GnttabCopyPtr::local(b, 0),
+                GnttabCopyPtr::gref(1, r, 2000),
+                1000,
+            ),
+        ];
+        d0.grant_copy(&mut ops).unwrap();
+        MID_COPY_HOOK.with(|h| *h.borrow_mut() = None);
+        assert!(ops.iter().all(|o| o.status() == GrantStatus::Okay));
+        assert_eq!(*seen.borrow(), vec![Err(Error::GrantInUse(r)); 3]);
+        assert_eq!(g.end_access(r), Ok(()));
+        let mut got = [0u8; 3000];
+        g.read(dst, 0, &mut got).unwrap();
+        assert!(got[..2000].iter().all(|x| *x == 1) && got[2000..].iter().all(|x| *x == 2));
+        // The local pages are released too: they can be borrowed again.
+        assert!(d0.borrow_page(a).is_ok() && d0.borrow_page(b).is_ok());
     }
 }

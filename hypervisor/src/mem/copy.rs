@@ -1,4 +1,4 @@
-//! The copy engine: an explicit AVX2 loop, 64 bytes per iteration.
+//! The copy engine: an explicit AVX2 loop, 64 bytes per iteration (unrolled to 128 per trip).
 //!
 //! glibc's `memcpy` uses `rep movsb` for mid-size copies, and on AMD Zen that path drops to a few
 //! GB/s whenever `(dst - src) mod 4096` is 1..15 (glibc bug 30994) — exactly the Ethernet case of
@@ -48,9 +48,24 @@ pub(crate) unsafe fn copy_nonoverlapping(dst: *mut u8, src: *const u8, len: usiz
 unsafe fn copy_avx2(dst: *mut u8, src: *const u8, len: usize) {
     use core::arch::x86_64::{__m256i, _mm256_loadu_si256, _mm256_storeu_si256};
     let mut i = 0;
-    while i + 64 <= len {
-        // SAFETY: i + 64 <= len, so both 32-byte halves are inside the caller's ranges;
+    // Two 64-byte iterations per trip: four loads in flight before the stores.
+    while i + 128 <= len {
+        // SAFETY: i + 128 <= len: all four 32-byte blocks are inside the caller's ranges;
         // unaligned loads/stores have no alignment requirement.
+        unsafe {
+            let a = _mm256_loadu_si256(src.add(i).cast::<__m256i>());
+            let b = _mm256_loadu_si256(src.add(i + 32).cast::<__m256i>());
+            let c = _mm256_loadu_si256(src.add(i + 64).cast::<__m256i>());
+            let d = _mm256_loadu_si256(src.add(i + 96).cast::<__m256i>());
+            _mm256_storeu_si256(dst.add(i).cast::<__m256i>(), a);
+            _mm256_storeu_si256(dst.add(i + 32).cast::<__m256i>(), b);
+            _mm256_storeu_si256(dst.add(i + 64).cast::<__m256i>(), c);
+            _mm256_storeu_si256(dst.add(i + 96).cast::<__m256i>(), d);
+        }
+        i += 128;
+    }
+    if i + 64 <= len {
+        // SAFETY: i + 64 <= len, so both 32-byte halves are inside the caller's ranges.
         unsafe {
             let a = _mm256_loadu_si256(src.add(i).cast::<__m256i>());
             let b = _mm256_loadu_si256(src.add(i + 32).cast::<__m256i>());

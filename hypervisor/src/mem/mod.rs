@@ -143,6 +143,38 @@ impl MachineMemory {
         true
     }
 
+    /// Benchmark baseline: copies between frames through the direct map with glibc's `memcpy`
+    /// (`engine == false`) or with the copy engine (`engine == true`), with no grant work.
+    pub fn copy_baseline(
+        &self,
+        engine: bool,
+        dst: Mfn,
+        doff: usize,
+        src: Mfn,
+        soff: usize,
+        len: usize,
+    ) -> bool {
+        if doff.checked_add(len).is_none_or(|e| e > PAGE_SIZE)
+            || soff.checked_add(len).is_none_or(|e| e > PAGE_SIZE)
+            || dst == src
+        {
+            return false;
+        }
+        let (Some(d), Some(s)) = (self.plain_frame(dst), self.plain_frame(src)) else {
+            return false;
+        };
+        // SAFETY: in range (checked above) of two different plain frames, so the ranges are
+        // valid and disjoint; other threads touch frames only through raw copies or atomics.
+        unsafe {
+            if engine {
+                copy::copy_nonoverlapping(d.add(doff), s.add(soff), len);
+            } else {
+                std::ptr::copy_nonoverlapping(s.add(soff), d.add(doff), len);
+            }
+        }
+        true
+    }
+
     /// Reads bytes from a frame through the direct map (false if out of range or atomic-only).
     pub fn read(&self, mfn: Mfn, off: usize, buf: &mut [u8]) -> bool {
         let Some(f) = self.plain_frame(mfn) else {
