@@ -26,8 +26,10 @@ const FE_TOKEN: &str = "netback-frontend";
 /// A snapshot of the backend's counters, `Send` so it can leave the dom0 thread.
 #[derive(Debug, Clone)]
 pub struct NetbackSnapshot {
-    /// Each vif's counters (disabled vifs included, with their reason).
+    /// Each connected vif's counters (disabled vifs included, with their reason).
     pub vifs: Vec<(VifId, VifStats)>,
+    /// Final counters of vifs that have disconnected, in the order they left.
+    pub departed: Vec<(VifId, VifStats)>,
     /// The switch's per-port counters.
     pub bridge: BridgeSnapshot,
     /// Grant-copy hypercalls and ops, all vifs.
@@ -50,6 +52,7 @@ pub struct Netback {
     vifs: Vec<Vif>,
     /// Devices the control plane knows, by (fe, devid).
     devices: HashMap<VifId, Device>,
+    departed: Vec<(VifId, VifStats)>,
     uplink: Option<Uplink>,
     out: Output<NetFrame>,
     frames: Vec<NetFrame>,
@@ -90,6 +93,7 @@ impl Netback {
             pool,
             vifs: Vec::new(),
             devices: HashMap::new(),
+            departed: Vec::new(),
             uplink: None,
             out: Output::new(),
             frames: Vec::new(),
@@ -150,6 +154,7 @@ impl Netback {
         let _ = self.dom0.close(vif.port);
         let _ = self.bridge.remove_port(vif.bridge_port);
         self.out.clear();
+        self.departed.push((id, vif.stats.clone()));
         Some(vif.stats.clone())
     }
 
@@ -170,6 +175,7 @@ impl Netback {
     pub fn snapshot(&self) -> NetbackSnapshot {
         NetbackSnapshot {
             vifs: self.vifs.iter().map(|v| (v.id, v.stats.clone())).collect(),
+            departed: self.departed.clone(),
             bridge: self.bridge.snapshot(),
             copy_hypercalls: self.batch.hypercalls,
             copy_ops: self.batch.ops_done,
