@@ -297,8 +297,11 @@ impl Netback {
     fn poll_xenbus(&mut self) -> Result<(), Error> {
         while let Some(ev) = self.xs.read_watch(Some(Duration::ZERO))? {
             if ev.token == BE_TOKEN {
-                if let Some((fe, devid)) = parse_device_path(&self.be_base, &ev.path) {
-                    self.probe(VifId { domid: fe, devid });
+                match parse_device_path(&self.be_base, &ev.path) {
+                    Some((fe, devid)) => self.probe(VifId { domid: fe, devid }),
+                    // The watch's own registration event, or a change above the device level
+                    // (vifs created before the backend started): look at everything.
+                    None => self.scan(),
                 }
             } else if ev.token == FE_TOKEN {
                 let ids: Vec<VifId> = self
@@ -313,6 +316,24 @@ impl Netback {
             }
         }
         Ok(())
+    }
+
+    /// Probes every device directory under the backend tree.
+    fn scan(&mut self) {
+        let Ok(fes) = self.xs.directory(&self.be_base) else {
+            return;
+        };
+        for fe in fes {
+            let Ok(domid) = fe.parse() else { continue };
+            let Ok(devs) = self.xs.directory(&format!("{}/{fe}", self.be_base)) else {
+                continue;
+            };
+            for dev in devs {
+                if let Ok(devid) = dev.parse() {
+                    self.probe(VifId { domid, devid });
+                }
+            }
+        }
     }
 
     /// A new device directory: write features, go to InitWait, watch the frontend.
