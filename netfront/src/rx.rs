@@ -334,15 +334,15 @@ impl<D: XenDomain> RxPath<D> {
                 .unwrap_or_else(|| unreachable_call());
         };
         let mut out = None;
-        if frame.nfrags == 1 {
-            if let Some(fr) = self.frags.front().copied() {
-                let lent = self.dom.with_page(fr.pfn, |page| {
-                    let f = f.take();
-                    f.map(|f| f(&page[fr.offset..fr.offset + fr.len]))
-                });
-                if let Ok(Some(r)) = lent {
-                    out = Some(r);
-                }
+        if frame.nfrags == 1
+            && let Some(fr) = self.frags.front().copied()
+        {
+            let lent = self.dom.with_page(fr.pfn, |page| {
+                let f = f.take();
+                f.map(|f| f(&page[fr.offset..fr.offset + fr.len]))
+            });
+            if let Ok(Some(r)) = lent {
+                out = Some(r);
             }
         }
         if out.is_none() {
