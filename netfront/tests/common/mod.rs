@@ -220,10 +220,7 @@ fn run(
             }
             let mut out = Vec::new();
             let mut answered = false;
-            loop {
-                let Ok(Some(first)) = c.tx.next_request() else {
-                    break;
-                };
+            while let Ok(Some(first)) = c.tx.next_request() {
                 busy = true;
                 answered = true;
                 let mut slots = vec![first];
