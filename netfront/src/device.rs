@@ -485,15 +485,16 @@ impl<D: XenDomain> phy::TxToken for NetfrontTxToken<'_, D> {
     where
         F: FnOnce(&mut [u8]) -> R,
     {
-        let max = self.tx.scratch.len();
-        let n = len.min(max);
-        let r = f(&mut self.tx.scratch[..n]);
-        let _s = xenoprof::scope(Class::NETFRONT);
-        if len > max {
+        if len > self.tx.scratch.len() {
+            // Longer than the MTU we advertised: let the stack write it, then drop it.
             self.tx.stats.tx_drop += 1;
-        } else if self.tx.send_scratch(n).is_err() {
-            // Counted in tx_errors; smoltcp's TxToken has no error path.
+            return f(&mut vec![0; len]);
         }
+        let r = f(&mut self.tx.scratch[..len]);
+        let _s = xenoprof::scope(Class::NETFRONT);
+        // A failure is counted in tx_errors; smoltcp's TxToken has no error path, and a
+        // disconnect shows up in the next poll.
+        let _ = self.tx.send_scratch(len);
         r
     }
 }
