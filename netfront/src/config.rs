@@ -89,3 +89,30 @@ impl FrontConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mtu_is_bounded_by_the_u16_tx_size() {
+        let ok = FrontConfig {
+            mtu: 65521,
+            ..FrontConfig::default()
+        };
+        assert!(ok.validate().is_ok());
+        assert_eq!(ok.max_frame(), 65535);
+        assert_eq!(ok.max_tx_slots(), 16);
+        let big = FrontConfig {
+            mtu: 65522,
+            ..FrontConfig::default()
+        };
+        assert!(matches!(big.validate(), Err(Error::BadConfig(_))));
+        let few = FrontConfig {
+            mtu: 9000,
+            tx_pages: 2,
+            ..FrontConfig::default()
+        };
+        assert!(matches!(few.validate(), Err(Error::BadConfig(w)) if w.contains("tx_pages")));
+    }
+}

@@ -365,6 +365,7 @@ impl<D: XenDomain> RxPath<D> {
             };
             out = f.take().map(|f| f(data));
         }
+        let _s = xenoprof::scope(xenoprof::Class::NETFRONT);
         for _ in 0..frame.nfrags {
             if let Some(fr) = self.frags.pop_front() {
                 self.free_pages.push(fr.pfn);
@@ -403,4 +404,15 @@ impl<D: XenDomain> RxPath<D> {
 #[cold]
 fn unreachable_call<R>() -> R {
     unreachable!("netfront rx: frame callback not called exactly once")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extra_info_flag_more_is_bit_zero() {
+        // The skip loop in `process` relies on this (netif.h XEN_NETIF_EXTRA_FLAG_MORE).
+        assert_eq!(XEN_NETIF_EXTRA_FLAG_MORE, 1);
+    }
 }

@@ -170,3 +170,64 @@ impl BackendFeatures {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_round_trip_and_garbage_is_refused() {
+        for v in 0..=8u32 {
+            let s = XenbusState::parse(&v.to_string()).unwrap();
+            assert_eq!(s as u32, v);
+            assert_eq!(s.as_str(), v.to_string());
+        }
+        assert_eq!(XenbusState::parse(" 4\n"), Some(XenbusState::Connected));
+        assert_eq!(XenbusState::parse("9"), None);
+        assert_eq!(XenbusState::parse("connected"), None);
+    }
+
+    #[test]
+    fn feature_checks_name_the_missing_key() {
+        let all = BackendFeatures {
+            rx_copy: true,
+            rx_flip: true,
+            sg: true,
+            rx_notify: true,
+        };
+        let copy = FrontConfig::default();
+        let flip = FrontConfig {
+            rx_mode: RxMode::Flip,
+            ..FrontConfig::default()
+        };
+        let jumbo = FrontConfig {
+            mtu: 9000,
+            ..FrontConfig::default()
+        };
+        assert!(all.check(&copy).is_ok() && all.check(&flip).is_ok() && all.check(&jumbo).is_ok());
+        let no_flip = BackendFeatures {
+            rx_flip: false,
+            ..all
+        };
+        assert!(
+            no_flip
+                .check(&flip)
+                .unwrap_err()
+                .contains("feature-rx-flip")
+        );
+        assert!(no_flip.check(&copy).is_ok());
+        let no_copy = BackendFeatures {
+            rx_copy: false,
+            ..all
+        };
+        assert!(
+            no_copy
+                .check(&copy)
+                .unwrap_err()
+                .contains("feature-rx-copy")
+        );
+        let no_sg = BackendFeatures { sg: false, ..all };
+        assert!(no_sg.check(&jumbo).unwrap_err().contains("feature-sg"));
+        assert!(no_sg.check(&copy).is_ok());
+    }
+}
