@@ -10,6 +10,9 @@ use crate::error::{Error, Result};
 use crate::ringmem::GuestRing;
 use crate::stats::Stats;
 
+/// Slots of the largest frame (`XEN_NETIF_MAX_TX_SIZE` bytes).
+const MAX_SLOTS: usize = (ring::netif::XEN_NETIF_MAX_TX_SIZE as usize).div_ceil(PAGE_SIZE);
+
 /// Transmit state: the ring, the page pool and the grants in flight.
 #[derive(Debug)]
 pub(crate) struct TxPath<D: XenDomain> {
@@ -80,50 +83,64 @@ impl<D: XenDomain> TxPath<D> {
             self.stats.tx_drop += 1;
             return Ok(());
         }
+        // Write and grant every page first, so a failure can be undone before any request of
+        // the frame is visible (a half-put chain would leave the backend waiting for more).
+        let mut ids = [0u16; MAX_SLOTS];
         for i in 0..slots {
             let start = i * PAGE_SIZE;
             let chunk_len = (len - start).min(PAGE_SIZE);
             // Checked above: at least `slots` ids are free.
             let Some(id) = self.free_ids.pop() else {
-                break;
+                self.undo(&ids[..i]);
+                self.stats.tx_drop += 1;
+                return Ok(());
             };
             let pfn = self.pages[id as usize];
             let granted = self
                 .dom
                 .write(pfn, 0, &self.scratch[start..start + chunk_len])
                 .and_then(|()| self.dom.grant_access(self.backend, pfn, true));
-            let gref = match granted {
-                Ok(g) => g,
+            match granted {
+                Ok(g) => self.grefs[id as usize] = Some(g),
                 Err(e) => {
-                    // Requests already put for this frame cannot be taken back; close the
-                    // frame at what was put (the backend sees a short frame and drops it).
                     self.free_ids.push(id);
+                    self.undo(&ids[..i]);
                     self.stats.tx_errors += 1;
-                    self.push_and_notify()?;
                     return Err(Error::Hypervisor {
                         op: "grant_access(tx page)",
                         source: e,
                     });
                 }
-            };
-            self.grefs[id as usize] = Some(gref);
+            }
+            ids[i] = id;
+        }
+        for (i, &id) in ids[..slots].iter().enumerate() {
+            let chunk_len = (len - i * PAGE_SIZE).min(PAGE_SIZE);
+            let gref = self.grefs[id as usize].map_or(0, |g| g.0);
             let req = TxRequest {
-                gref: gref.0,
+                gref,
                 offset: 0,
                 flags: if i + 1 < slots { NETTXF_MORE_DATA } else { 0 },
                 id,
                 // Fits: len <= max_frame <= XEN_NETIF_MAX_TX_SIZE (checked by FrontConfig).
                 size: if i == 0 { len as u16 } else { chunk_len as u16 },
             };
-            // Cannot fail: free_requests was checked above.
-            if self.ring.put_request(req).is_err() {
-                self.stats.tx_drop += 1;
-                break;
-            }
+            // Cannot fail: free_requests was checked above, and nothing was put since.
+            let _ = self.ring.put_request(req);
         }
         self.stats.tx_packets += 1;
         self.stats.tx_bytes += len as u64;
         self.push_and_notify()
+    }
+
+    /// Revokes the grants of a frame that was never put on the ring.
+    fn undo(&mut self, ids: &[u16]) {
+        for &id in ids {
+            if let Some(g) = self.grefs[id as usize].take() {
+                // Never published, so the backend cannot hold it: this ends at once.
+                self.end(id, g);
+            }
+        }
     }
 
     fn push_and_notify(&mut self) -> Result<()> {

@@ -330,3 +330,24 @@ fn loopback_rx_pages_return_to_the_ring() {
     nf.close().unwrap();
     be.stop();
 }
+
+#[test]
+fn backend_that_keeps_the_rings_mapped_makes_close_report_grants_in_use() {
+    let (xen, dom0, g) = machine(1);
+    let opts = Opts {
+        hostile: Hostile::IgnoreClose,
+        ..Opts::default()
+    };
+    let be = TestBackend::start(&xen, dom0, &[(g[0].domid(), 0)], opts);
+    let mut c = cfg(RxMode::Copy, 1500);
+    let nf = Netfront::connect(g[0].clone(), 0, {
+        c.timeout = Duration::from_millis(200);
+        c
+    })
+    .unwrap();
+    let e = nf.close().unwrap_err();
+    // The two ring pages are still mapped by the backend: reported, not freed, not leaked
+    // silently.
+    assert_eq!(e, Error::GrantsStillInUse { count: 2 }, "{e}");
+    be.stop();
+}

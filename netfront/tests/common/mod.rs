@@ -43,6 +43,8 @@ pub enum Hostile {
     BogusRxRspProd,
     /// Answer every rx request with an offset that runs past the page end.
     RxOffsetPastPage,
+    /// Ignore the frontend's Closing: keep the rings mapped.
+    IgnoreClose,
 }
 
 #[derive(Debug, Clone)]
@@ -193,7 +195,7 @@ fn run(
                 let s = state(&xs, &v.fe_dir);
                 if s == 4 && v.conn.is_none() && !v.closed {
                     v.conn = Some(connect(&dom0, &xs, v, opts.hostile));
-                } else if s >= 5 && v.conn.is_some() {
+                } else if s >= 5 && v.conn.is_some() && opts.hostile != Hostile::IgnoreClose {
                     v.conn = None; // unmaps the rings
                     xs.write(&format!("{}/state", v.be_dir), "5").unwrap();
                     v.closed = true;
