@@ -351,3 +351,65 @@ fn backend_that_keeps_the_rings_mapped_makes_close_report_grants_in_use() {
     assert_eq!(e, Error::GrantsStillInUse { count: 2 }, "{e}");
     be.stop();
 }
+
+fn with_hostile(
+    hostile: Hostile,
+    mtu: usize,
+) -> (hypervisor::Hypervisor, TestBackend, Netfront<DomainHandle>) {
+    let (xen, dom0, g) = machine(1);
+    let opts = Opts {
+        hostile,
+        ..Opts::default()
+    };
+    let be = TestBackend::start(&xen, dom0, &[(g[0].domid(), 0)], opts);
+    let nf = Netfront::connect(g[0].clone(), 0, cfg(RxMode::Copy, mtu)).unwrap();
+    (xen, be, nf)
+}
+
+fn poll_until(nf: &mut Netfront<DomainHandle>, done: impl Fn(&netfront::Stats) -> bool) {
+    for _ in 0..1000 {
+        nf.poll().unwrap();
+        if done(&nf.stats()) {
+            return;
+        }
+        nf.wait(Some(Duration::from_millis(5))).unwrap();
+    }
+    panic!("condition not reached: {:?}", nf.stats());
+}
+
+#[test]
+fn rx_error_status_drops_the_frame_and_recycles_its_buffers() {
+    let (_xen, be, mut nf) = with_hostile(Hostile::RxErrorStatus, 9000);
+    // 300 frames of 3 slots: more than the 256 buffers, so they must be recycled.
+    for i in 0..300u32 {
+        be.inject(0, frame(9014, i as u8));
+    }
+    poll_until(&mut nf, |s| s.rx_drop_status == 300);
+    assert_eq!(nf.stats().rx_packets, 0);
+    assert!(nf.receive(T0).is_none());
+    nf.close().unwrap();
+    be.stop();
+}
+
+#[test]
+fn rx_extra_info_slots_are_skipped_and_the_frame_still_arrives() {
+    let (_xen, be, mut nf) = with_hostile(Hostile::RxExtraInfo, 9000);
+    be.inject(0, frame(9014, 3));
+    be.inject(0, frame(60, 4));
+    assert!(recv(&mut nf) == frame(9014, 3));
+    assert!(recv(&mut nf) == frame(60, 4));
+    assert_eq!(nf.stats().rx_extra_ignored, 2);
+    nf.close().unwrap();
+    be.stop();
+}
+
+#[test]
+fn tx_responses_with_unknown_ids_are_counted_and_teardown_still_ends_the_grants() {
+    let (_xen, be, mut nf) = with_hostile(Hostile::TxBadId, 1500);
+    send(&mut nf, &frame(100, 1));
+    wait_frames(&be, 1);
+    poll_until(&mut nf, |s| s.tx_bad_response == 1);
+    // The grant of the unanswered request is ended at close; nothing leaks.
+    nf.close().unwrap();
+    be.stop();
+}

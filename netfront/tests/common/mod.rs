@@ -16,7 +16,8 @@ use hypervisor::{
     GrantStatus, Hypervisor, Pfn, Port, XsConnection,
 };
 use ring::netif::{
-    NETIF_RSP_ERROR, NETIF_RSP_OKAY, NETRXF_MORE_DATA, NETTXF_MORE_DATA, RxResponse, TxResponse,
+    ExtraInfo, NETIF_RSP_ERROR, NETIF_RSP_OKAY, NETRXF_EXTRA_INFO, NETRXF_MORE_DATA,
+    NETTXF_MORE_DATA, RxResponse, TxResponse, XEN_NETIF_EXTRA_TYPE_GSO,
 };
 use ring::{PageRing, RxBackRing, TxBackRing};
 
@@ -45,6 +46,12 @@ pub enum Hostile {
     RxOffsetPastPage,
     /// Ignore the frontend's Closing: keep the rings mapped.
     IgnoreClose,
+    /// Answer rx requests with NETIF_RSP_ERROR.
+    RxErrorStatus,
+    /// Put a (GSO) extra-info slot after each frame's first slot.
+    RxExtraInfo,
+    /// Answer tx requests with ids the frontend never used.
+    TxBadId,
 }
 
 #[derive(Debug, Clone)]
@@ -257,7 +264,12 @@ fn run(
                 }
                 for s in &slots {
                     let status = if ok { NETIF_RSP_OKAY } else { NETIF_RSP_ERROR };
-                    c.tx.put_response(TxResponse { id: s.id, status }).unwrap();
+                    let id = if opts.hostile == Hostile::TxBadId {
+                        s.id.wrapping_add(1000)
+                    } else {
+                        s.id
+                    };
+                    c.tx.put_response(TxResponse { id, status }).unwrap();
                 }
                 if ok {
                     out.push(frame[..total].to_vec());
@@ -286,7 +298,8 @@ fn run(
             };
             let mut delivered = 0;
             while let Some(f) = v.pending.front() {
-                let need = f.len().div_ceil(PAGE).max(1);
+                let need = f.len().div_ceil(PAGE).max(1)
+                    + usize::from(opts.hostile == Hostile::RxExtraInfo);
                 if c.rx.unconsumed_requests().unwrap_or(0) < need as u32 {
                     break;
                 }
@@ -392,17 +405,33 @@ fn deliver(
         } else {
             0
         };
+        let extra = hostile == Hostile::RxExtraInfo && k == 0;
+        let mut flags = if k + 1 < n { NETRXF_MORE_DATA } else { 0 };
+        if extra {
+            flags |= NETRXF_EXTRA_INFO;
+        }
+        let status = if ok && hostile != Hostile::RxErrorStatus {
+            chunk.len() as i16
+        } else {
+            NETIF_RSP_ERROR
+        };
         c.rx.put_response(RxResponse {
             id: req.id,
             offset,
-            flags: if k + 1 < n { NETRXF_MORE_DATA } else { 0 },
-            status: if ok {
-                chunk.len() as i16
-            } else {
-                NETIF_RSP_ERROR
-            },
+            flags,
+            status,
         })
         .unwrap();
+        if extra {
+            // The extra slot consumes a request (its buffer goes unused), as in Linux.
+            let _ = c.rx.next_request().unwrap().unwrap();
+            c.rx.put_response_as(ExtraInfo {
+                type_: XEN_NETIF_EXTRA_TYPE_GSO,
+                flags: 0,
+                u: [0x40, 0x05, 1, 0, 0, 0],
+            })
+            .unwrap();
+        }
     }
 }
 
