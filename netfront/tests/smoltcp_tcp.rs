@@ -42,7 +42,8 @@ fn guest(dom: DomainHandle, mac: [u8; 6], ip: [u8; 4], cfg: FrontConfig, now: In
     }
 }
 
-fn tcp_transfer(mode: RxMode, mtu: usize, total: usize) {
+/// Moves `total` bytes from guest A to guest B over TCP; returns the transfer time.
+fn tcp_transfer(mode: RxMode, mtu: usize, total: usize) -> Duration {
     let (xen, dom0, g) = machine(2);
     let frames_before = xen.free_frames();
     let opts = Opts {
@@ -83,6 +84,7 @@ fn tcp_transfer(mode: RxMode, mtu: usize, total: usize) {
     let mut sent = 0;
     let mut got = Vec::with_capacity(total);
     let mut idle = 0;
+    let xfer = std::time::Instant::now();
     for _ in 0..200_000 {
         let t = now();
         let mut progress =
@@ -130,6 +132,7 @@ fn tcp_transfer(mode: RxMode, mtu: usize, total: usize) {
             got.len()
         );
     }
+    let took = xfer.elapsed();
     assert_eq!(got.len(), total);
     assert!(got == data, "bytes differ");
     drop((a.iface, a.sockets, b.iface, b.sockets));
@@ -137,11 +140,32 @@ fn tcp_transfer(mode: RxMode, mtu: usize, total: usize) {
     b.nf.close().unwrap();
     be.stop();
     assert_eq!(xen.free_frames(), frames_before);
+    took
 }
 
 #[test]
 fn tcp_between_two_guests_copy_mode() {
     tcp_transfer(RxMode::Copy, 1500, 1 << 20);
+}
+
+/// Prints throughput (no threshold): run with
+/// `cargo test --release -p netfront --test smoltcp_tcp -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn tcp_10mib_throughput_report() {
+    for (mode, mtu) in [
+        (RxMode::Copy, 1500),
+        (RxMode::Flip, 1500),
+        (RxMode::Copy, 9000),
+        (RxMode::Copy, 65521),
+    ] {
+        let total = 10 << 20;
+        let t = tcp_transfer(mode, mtu, total);
+        println!(
+            "{mode:?} mtu {mtu}: 10 MiB in {t:?} = {:.2} Gbit/s (one thread drives both guests)",
+            total as f64 * 8.0 / t.as_secs_f64() / 1e9
+        );
+    }
 }
 
 #[test]
