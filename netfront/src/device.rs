@@ -94,9 +94,12 @@ impl<D: XenDomain> Netfront<D> {
             unwatch(&xs);
             return Err(Error::FeatureMismatch(why));
         }
+        let fe_dir2 = fe_dir.clone();
         let nf = match Self::setup(dom, xs, fe_dir, be_dir, backend, cfg, features) {
             Ok(nf) => nf,
             Err((e, xs)) => {
+                let _ = xs.write(&format!("{fe_dir2}/error"), &e.to_string());
+                let _ = xenbus::switch_state(&xs, &fe_dir2, XenbusState::Closed);
                 unwatch(&xs);
                 return Err(e);
             }
@@ -245,6 +248,9 @@ impl<D: XenDomain> Netfront<D> {
         match r {
             Ok(()) => Ok(self),
             Err(e) => {
+                let _ = self
+                    .xs
+                    .write(&format!("{}/error", self.fe_dir), &e.to_string());
                 let _ = self.teardown();
                 Err(e)
             }

@@ -413,3 +413,33 @@ fn tx_responses_with_unknown_ids_are_counted_and_teardown_still_ends_the_grants(
     nf.close().unwrap();
     be.stop();
 }
+
+#[test]
+fn a_guest_too_small_for_its_buffers_fails_cleanly_and_gets_every_page_back() {
+    let (xen, dom0, _) = machine(0);
+    let small = xen.create_domain(300).unwrap();
+    let pages_before = allocatable(&small);
+    let be = TestBackend::start(&xen, dom0, &[(small.domid(), 0)], Opts::default());
+    // 2 rings + 256 tx + 256 rx pages do not fit in 300.
+    let e = Netfront::connect(small.clone(), 0, cfg(RxMode::Copy, 1500)).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Hypervisor {
+                op: "alloc_page",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let fe = format!("/local/domain/{}/device/vif/0", small.domid());
+    let xs = xen.xenstore();
+    assert_eq!(xs.read(&format!("{fe}/state")).unwrap(), "6");
+    assert!(
+        xs.read(&format!("{fe}/error"))
+            .unwrap()
+            .contains("alloc_page")
+    );
+    assert_eq!(allocatable(&small), pages_before);
+    be.stop();
+}
