@@ -153,6 +153,8 @@ impl TestBackend {
     }
 
     pub fn stop(mut self) {
+        // Relaxed: a stop request publishes no data; pairs with the loop's Relaxed load, and
+        // join() orders everything after.
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             t.join().expect("backend thread panicked");
@@ -162,6 +164,8 @@ impl TestBackend {
 
 impl Drop for TestBackend {
     fn drop(&mut self) {
+        // Relaxed: a stop request publishes no data; pairs with the loop's Relaxed load, and
+        // join() orders everything after.
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -194,6 +198,7 @@ fn run(
     }
     let staging: Vec<Pfn> = (0..20).map(|_| dom0.alloc_page().unwrap()).collect();
     let mut frame = vec![0u8; 70000];
+    // Relaxed: pairs with the Relaxed store in stop()/drop(); only a flag.
     while !stop.load(Ordering::Relaxed) {
         let mut busy = false;
         // Control plane.
