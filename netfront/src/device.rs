@@ -1,0 +1,575 @@
+//! [`Netfront`]: connect, poll, wait, close, and the smoltcp device.
+
+use std::time::{Duration, Instant};
+
+use hypervisor::traits::{XenDomain, XenStore};
+use hypervisor::{DomId, GrantRef, Pfn, Port};
+use ring::FrontRing;
+use smoltcp::phy::{self, ChecksumCapabilities, DeviceCapabilities, Medium};
+use xenoprof::Class;
+
+use crate::config::FrontConfig;
+use crate::error::{Error, Result};
+use crate::ringmem::guest_ring;
+use crate::rx::RxPath;
+use crate::stats::Stats;
+use crate::tx::TxPath;
+use crate::xenbus::{self, BackendFeatures, XenbusState};
+
+const WATCH_TOKEN: &str = "netfront-backend-state";
+
+/// A connected vif frontend: the guest's network device.
+#[derive(Debug)]
+pub struct Netfront<D: XenDomain> {
+    dom: D,
+    xs: D::Store,
+    fe_dir: String,
+    be_dir: String,
+    backend: DomId,
+    port: Port,
+    tx_ring: (Pfn, GrantRef),
+    rx_ring: (Pfn, GrantRef),
+    tx: TxPath<D>,
+    rx: RxPath<D>,
+    cfg: FrontConfig,
+    features: BackendFeatures,
+    disconnected: Option<Error>,
+    spurious: u64,
+}
+
+impl<D: XenDomain> Netfront<D> {
+    /// Connects vif `devid` of domain `dom` (blocking handshake; the backend must be running on
+    /// another thread). See the crate docs for the order of steps.
+    pub fn connect(dom: D, devid: u32, cfg: FrontConfig) -> Result<Self> {
+        cfg.validate()?;
+        let _s = xenoprof::scope(Class::NETFRONT);
+        let xs = dom.xenstore();
+        let fe_dir = format!("/local/domain/{}/device/vif/{devid}", dom.domid());
+        let be_dir = xs
+            .read(&format!("{fe_dir}/backend"))
+            .map_err(|_| Error::NoDevice {
+                path: fe_dir.clone(),
+            })?;
+        let be_id_path = format!("{fe_dir}/backend-id");
+        let be_id_s = xs.read(&be_id_path).map_err(|_| Error::NoDevice {
+            path: fe_dir.clone(),
+        })?;
+        let backend: DomId = be_id_s
+            .trim()
+            .parse()
+            .map_err(|_| Error::BadXenstoreValue {
+                path: be_id_path,
+                value: be_id_s.clone(),
+            })?;
+        xenbus::switch_state(&xs, &fe_dir, XenbusState::Initialising)?;
+        xs.watch(&format!("{be_dir}/state"), WATCH_TOKEN)
+            .map_err(Error::hv("xenstore watch backend state"))?;
+        let watch_path = format!("{be_dir}/state");
+        let unwatch = |xs: &D::Store| {
+            let _ = xs.unwatch(&watch_path, WATCH_TOKEN);
+        };
+        let waited =
+            xenbus::wait_for_state(&xs, &be_dir, "the backend's InitWait", cfg.timeout, |s| {
+                matches!(
+                    s,
+                    XenbusState::InitWait | XenbusState::Initialised | XenbusState::Connected
+                )
+            });
+        if let Err(e) = waited {
+            unwatch(&xs);
+            return Err(e);
+        }
+        let features = match BackendFeatures::read(&xs, &be_dir) {
+            Ok(f) => f,
+            Err(e) => {
+                unwatch(&xs);
+                return Err(e);
+            }
+        };
+        if let Err(why) = features.check(&cfg) {
+            // As Linux's xenbus_dev_fatal: say why in `error`, then close.
+            let _ = xs.write(&format!("{fe_dir}/error"), &why);
+            let _ = xenbus::switch_state(&xs, &fe_dir, XenbusState::Closing);
+            let _ = xenbus::switch_state(&xs, &fe_dir, XenbusState::Closed);
+            unwatch(&xs);
+            return Err(Error::FeatureMismatch(why));
+        }
+        let fe_dir2 = fe_dir.clone();
+        let nf = match Self::setup(dom, xs, fe_dir, be_dir, backend, cfg, features) {
+            Ok(nf) => nf,
+            Err((e, xs)) => {
+                let _ = xs.write(&format!("{fe_dir2}/error"), &e.to_string());
+                let _ = xenbus::switch_state(&xs, &fe_dir2, XenbusState::Closed);
+                unwatch(&xs);
+                return Err(e);
+            }
+        };
+        nf.publish_and_wait()
+    }
+
+    /// Allocates rings, pages, grants and the port. On failure everything allocated so far is
+    /// released again.
+    #[allow(clippy::type_complexity)]
+    fn setup(
+        dom: D,
+        xs: D::Store,
+        fe_dir: String,
+        be_dir: String,
+        backend: DomId,
+        cfg: FrontConfig,
+        features: BackendFeatures,
+    ) -> std::result::Result<Self, (Error, D::Store)> {
+        let mut pages: Vec<Pfn> = Vec::new();
+        let mut grants: Vec<GrantRef> = Vec::new();
+        let mut port = None;
+        let undo = |dom: &D, pages: &[Pfn], grants: &[GrantRef], port: Option<Port>| {
+            for g in grants {
+                let _ = dom.end_access(*g);
+            }
+            for p in pages {
+                let _ = dom.free_page(*p);
+            }
+            if let Some(p) = port {
+                let _ = dom.close(p);
+            }
+        };
+        let alloc = |n: usize, pages: &mut Vec<Pfn>| -> Result<Vec<Pfn>> {
+            let mut v = Vec::with_capacity(n);
+            for _ in 0..n {
+                let p = dom.alloc_page().map_err(Error::hv("alloc_page"))?;
+                pages.push(p);
+                v.push(p);
+            }
+            Ok(v)
+        };
+        let built = (|| -> Result<Self> {
+            let ring_pages = alloc(2, &mut pages)?;
+            let tx_pages = alloc(cfg.tx_pages, &mut pages)?;
+            let rx_pages = alloc(cfg.rx_buffers, &mut pages)?;
+            let (tx_pfn, rx_pfn) = (ring_pages[0], ring_pages[1]);
+            // Initialise before granting (FRONT_RING_INIT then gnttab_grant_foreign_access).
+            let tx_ring = FrontRing::init(guest_ring(&dom, tx_pfn)?);
+            let rx_ring = FrontRing::init(guest_ring(&dom, rx_pfn)?);
+            let tx_gref = dom
+                .grant_access(backend, tx_pfn, false)
+                .map_err(Error::hv("grant tx ring"))?;
+            grants.push(tx_gref);
+            let rx_gref = dom
+                .grant_access(backend, rx_pfn, false)
+                .map_err(Error::hv("grant rx ring"))?;
+            grants.push(rx_gref);
+            let p = dom
+                .alloc_unbound(backend)
+                .map_err(Error::hv("alloc_unbound"))?;
+            port = Some(p);
+            let max_frame = cfg.max_frame();
+            let tx = TxPath::new(dom.clone(), backend, p, tx_ring, tx_pages, max_frame);
+            let rx = RxPath::new(
+                dom.clone(),
+                backend,
+                p,
+                cfg.rx_mode,
+                rx_ring,
+                rx_pages,
+                cfg.rx_refill_batch,
+                max_frame,
+            );
+            Ok(Self {
+                dom: dom.clone(),
+                xs: dom.xenstore(),
+                fe_dir: fe_dir.clone(),
+                be_dir: be_dir.clone(),
+                backend,
+                port: p,
+                tx_ring: (tx_pfn, tx_gref),
+                rx_ring: (rx_pfn, rx_gref),
+                tx,
+                rx,
+                cfg: cfg.clone(),
+                features,
+                disconnected: None,
+                spurious: 0,
+            })
+        })();
+        match built {
+            Ok(mut nf) => {
+                // Keep the connection that holds the watch.
+                nf.xs = xs;
+                Ok(nf)
+            }
+            Err(e) => {
+                undo(&dom, &pages, &grants, port);
+                Err((e, xs))
+            }
+        }
+    }
+
+    /// Posts rx buffers, writes the keys, switches to Connected and waits for the backend.
+    fn publish_and_wait(mut self) -> Result<Self> {
+        let r = (|| -> Result<()> {
+            self.rx.refill_all()?;
+            let xs = &self.xs;
+            let fe = &self.fe_dir;
+            let keys = [
+                ("tx-ring-ref", self.tx_ring.1.0.to_string()),
+                ("rx-ring-ref", self.rx_ring.1.0.to_string()),
+                ("event-channel", self.port.0.to_string()),
+                (
+                    "request-rx-copy",
+                    match self.cfg.rx_mode {
+                        crate::RxMode::Copy => "1",
+                        crate::RxMode::Flip => "0",
+                    }
+                    .to_string(),
+                ),
+                ("feature-sg", "1".into()),
+                ("feature-rx-notify", "1".into()),
+                // smoltcp computes and verifies every checksum (see the docs).
+                ("feature-no-csum-offload", "1".into()),
+            ];
+            for (k, v) in keys {
+                xs.write(&format!("{fe}/{k}"), &v)
+                    .map_err(Error::hv("xenstore write frontend key"))?;
+            }
+            xenbus::switch_state(xs, fe, XenbusState::Connected)?;
+            xenbus::wait_for_state(
+                xs,
+                &self.be_dir,
+                "the backend's Connected",
+                self.cfg.timeout,
+                |s| s == XenbusState::Connected,
+            )?;
+            // The backend is bound now: tell it about the buffers posted above.
+            self.dom
+                .notify(self.port)
+                .map_err(Error::hv("notify(connect)"))?;
+            Ok(())
+        })();
+        match r {
+            Ok(()) => Ok(self),
+            Err(e) => {
+                let _ = self
+                    .xs
+                    .write(&format!("{}/error", self.fe_dir), &e.to_string());
+                let _ = self.teardown();
+                Err(e)
+            }
+        }
+    }
+
+    /// The backend's features as read at connect.
+    pub fn backend_features(&self) -> BackendFeatures {
+        self.features
+    }
+
+    /// The frontend's xenstore directory.
+    pub fn frontend_dir(&self) -> &str {
+        &self.fe_dir
+    }
+
+    /// The local event-channel port.
+    pub fn port(&self) -> Port {
+        self.port
+    }
+
+    /// The backend's domain id.
+    pub fn backend_id(&self) -> DomId {
+        self.backend
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &FrontConfig {
+        &self.cfg
+    }
+
+    /// Frames received and not yet taken by the stack.
+    pub fn rx_pending(&self) -> usize {
+        self.rx.ready.len()
+    }
+
+    fn disconnect(&mut self, e: Error) -> Error {
+        if self.disconnected.is_none() {
+            let why = e.to_string();
+            let _ = self.xs.write(&format!("{}/error", self.fe_dir), &why);
+            let _ = xenbus::switch_state(&self.xs, &self.fe_dir, XenbusState::Closing);
+            self.disconnected = Some(e.clone());
+        }
+        e
+    }
+
+    fn check_connected(&self) -> Result<()> {
+        match &self.disconnected {
+            Some(e) => Err(Error::Disconnected(e.to_string())),
+            None => Ok(()),
+        }
+    }
+
+    /// Processes both rings: reclaims tx, consumes rx responses, refills rx. Returns whether
+    /// anything happened. A backend protocol violation disconnects the device (`Error::Ring`).
+    pub fn poll(&mut self) -> Result<bool> {
+        self.check_connected()?;
+        let _s = xenoprof::scope(Class::NETFRONT);
+        let r = (|| -> Result<bool> {
+            let t = self.tx.reclaim()?;
+            let r = self.rx.process()?;
+            let p = self.rx.refill(true)?;
+            Ok(t + r + p > 0)
+        })();
+        r.map_err(|e| match e {
+            Error::Ring(_) => self.disconnect(e),
+            e => e,
+        })
+    }
+
+    /// Final checks on both rings, then blocks on the event channel until an event or
+    /// `timeout` (`None`: no limit). Returns at once if work is waiting. Also notices a backend
+    /// that switched to Closing/Closed (`Error::BackendClosed`).
+    pub fn wait(&mut self, timeout: Option<Duration>) -> Result<()> {
+        self.check_connected()?;
+        let _s = xenoprof::scope(Class::NETFRONT);
+        self.check_backend()?;
+        if !self.rx.ready.is_empty() {
+            return Ok(());
+        }
+        let work = (|| -> std::result::Result<bool, ring::RingError> {
+            Ok(self.tx.ring.final_check_for_responses()?
+                | self.rx.ring.final_check_for_responses()?)
+        })();
+        match work {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => {
+                self.tx.broken.get_or_insert(e);
+                return Err(self.disconnect(Error::Ring(e)));
+            }
+        }
+        let pending = self.dom.wait(timeout).map_err(Error::hv("evtchn wait"))?;
+        if !pending.is_empty() && !pending.contains(self.port) {
+            self.spurious += 1;
+        }
+        Ok(())
+    }
+
+    /// Drains backend-state watch events without blocking.
+    fn check_backend(&mut self) -> Result<()> {
+        let mut fired = false;
+        while let Ok(Some(_)) = self.xs.read_watch(Some(Duration::ZERO)) {
+            fired = true;
+        }
+        if fired {
+            let s = xenbus::read_state(&self.xs, &self.be_dir)?;
+            if matches!(s, XenbusState::Closing | XenbusState::Closed) {
+                return Err(self.disconnect(Error::BackendClosed { state: s as u32 }));
+            }
+        }
+        Ok(())
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> Stats {
+        let mut s = self.tx.stats;
+        s.merge(&self.rx.stats);
+        s.spurious_wakeups += self.spurious;
+        s
+    }
+
+    /// Tears down: Closing, wait for the backend to let go (Closing/Closed), end every grant,
+    /// free every page, close the port, Closed. A grant the backend still holds after the
+    /// timeout is reported as [`Error::GrantsStillInUse`] and its page is not freed.
+    pub fn close(self) -> Result<()> {
+        let _s = xenoprof::scope(Class::NETFRONT);
+        self.teardown()
+    }
+
+    fn teardown(self) -> Result<()> {
+        let Self {
+            dom,
+            xs,
+            fe_dir,
+            be_dir,
+            port,
+            tx_ring,
+            rx_ring,
+            mut tx,
+            mut rx,
+            cfg,
+            ..
+        } = self;
+        let _ = xenbus::switch_state(&xs, &fe_dir, XenbusState::Closing);
+        // The backend unmaps the rings and stops copying before it leaves Connected.
+        let _ = xenbus::wait_for_state(&xs, &be_dir, "the backend's Closing", cfg.timeout, |s| {
+            s != XenbusState::Connected
+        });
+        let deadline = Instant::now() + cfg.timeout;
+        let mut stuck: Vec<Pfn> = Vec::new();
+        let mut free: Vec<Pfn> = Vec::new();
+        // Ends a grant, retrying while the backend still holds it, until the deadline.
+        let retry = |f: &dyn Fn() -> std::result::Result<(), hypervisor::Error>| -> bool {
+            loop {
+                match f() {
+                    Ok(()) => return true,
+                    Err(
+                        hypervisor::Error::GrantInUse(_) | hypervisor::Error::TransferInProgress(_),
+                    ) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err(_) => return false,
+                }
+            }
+        };
+        for (pfn, g) in tx.outstanding() {
+            if !retry(&|| dom.end_access(g)) {
+                stuck.push(pfn);
+            }
+        }
+        free.extend(tx.pages.iter().copied().filter(|p| !stuck.contains(p)));
+        for buf in rx.take_posted() {
+            if retry(&|| rx.end_for_teardown(buf)) {
+                free.push(buf.pfn);
+            } else {
+                stuck.push(buf.pfn);
+            }
+        }
+        free.extend(rx.take_owned_pages());
+        // Drop the rings (their page views) before their pages can be freed and reused.
+        drop(tx);
+        drop(rx);
+        for (pfn, g) in [tx_ring, rx_ring] {
+            if retry(&|| dom.end_access(g)) {
+                free.push(pfn);
+            } else {
+                stuck.push(pfn);
+            }
+        }
+        let mut first_err = None;
+        for pfn in free {
+            if let Err(e) = dom.free_page(pfn) {
+                first_err.get_or_insert(Error::Hypervisor {
+                    op: "free_page",
+                    source: e,
+                });
+            }
+        }
+        if let Err(e) = dom.close(port) {
+            first_err.get_or_insert(Error::Hypervisor {
+                op: "close event channel",
+                source: e,
+            });
+        }
+        let _ = xenbus::switch_state(&xs, &fe_dir, XenbusState::Closed);
+        let _ = xs.unwatch(&format!("{be_dir}/state"), WATCH_TOKEN);
+        if !stuck.is_empty() {
+            return Err(Error::GrantsStillInUse { count: stuck.len() });
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+/// A received frame, lent to the stack by [`phy::RxToken::consume`].
+#[derive(Debug)]
+pub struct NetfrontRxToken<'a, D: XenDomain> {
+    rx: &'a mut RxPath<D>,
+}
+
+/// Room for one frame on the tx ring.
+#[derive(Debug)]
+pub struct NetfrontTxToken<'a, D: XenDomain> {
+    tx: &'a mut TxPath<D>,
+}
+
+impl<D: XenDomain> phy::RxToken for NetfrontRxToken<'_, D> {
+    fn consume<R, F>(self, f: F) -> R
+    where
+        F: FnOnce(&[u8]) -> R,
+    {
+        self.rx.consume(f)
+    }
+}
+
+impl<D: XenDomain> phy::TxToken for NetfrontTxToken<'_, D> {
+    fn consume<R, F>(self, len: usize, f: F) -> R
+    where
+        F: FnOnce(&mut [u8]) -> R,
+    {
+        if len > self.tx.scratch.len() {
+            // Longer than the MTU we advertised: let the stack write it, then drop it.
+            self.tx.stats.tx_drop += 1;
+            return f(&mut vec![0; len]);
+        }
+        let r = f(&mut self.tx.scratch[..len]);
+        let _s = xenoprof::scope(Class::NETFRONT);
+        // A failure is counted in tx_errors; smoltcp's TxToken has no error path, and a
+        // disconnect shows up in the next poll.
+        let _ = self.tx.send_scratch(len);
+        r
+    }
+}
+
+impl<D: XenDomain> phy::Device for Netfront<D> {
+    type RxToken<'a>
+        = NetfrontRxToken<'a, D>
+    where
+        Self: 'a;
+    type TxToken<'a>
+        = NetfrontTxToken<'a, D>
+    where
+        Self: 'a;
+
+    fn receive(
+        &mut self,
+        _timestamp: smoltcp::time::Instant,
+    ) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        if self.disconnected.is_some() {
+            return None;
+        }
+        if self.rx.ready.is_empty() {
+            let _s = xenoprof::scope(Class::NETFRONT);
+            if let Err(e) = self.rx.process() {
+                self.disconnect(e);
+                return None;
+            }
+            if self.rx.ready.is_empty() {
+                return None;
+            }
+        }
+        if !self.tx.has_room() {
+            let _s = xenoprof::scope(Class::NETFRONT);
+            if let Err(e) = self.tx.reclaim() {
+                self.disconnect(e);
+                return None;
+            }
+        }
+        Some((
+            NetfrontRxToken { rx: &mut self.rx },
+            NetfrontTxToken { tx: &mut self.tx },
+        ))
+    }
+
+    fn transmit(&mut self, _timestamp: smoltcp::time::Instant) -> Option<Self::TxToken<'_>> {
+        if self.disconnected.is_some() {
+            return None;
+        }
+        if !self.tx.has_room() {
+            let _s = xenoprof::scope(Class::NETFRONT);
+            if let Err(e) = self.tx.reclaim() {
+                self.disconnect(e);
+                return None;
+            }
+            if !self.tx.has_room() {
+                return None;
+            }
+        }
+        Some(NetfrontTxToken { tx: &mut self.tx })
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ethernet;
+        caps.max_transmission_unit = self.cfg.max_frame();
+        caps.max_burst_size = None;
+        // No checksum offload is negotiated (feature-no-csum-offload=1): the stack computes
+        // and verifies every checksum.
+        caps.checksum = ChecksumCapabilities::default();
+        caps
+    }
+}

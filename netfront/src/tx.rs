@@ -1,0 +1,224 @@
+//! The transmit path: frames into pool pages, one read-only grant per slot, revoked on the
+//! response.
+
+use hypervisor::traits::XenDomain;
+use hypervisor::{DomId, GrantRef, Pfn, Port};
+use ring::netif::{NETIF_RSP_NULL, NETTXF_MORE_DATA, TxRequest, TxResponse};
+use ring::{PAGE_SIZE, RingError, TxFrontRing};
+
+use crate::error::{Error, Result};
+use crate::ringmem::GuestRing;
+use crate::stats::Stats;
+
+/// Slots of the largest frame (`XEN_NETIF_MAX_TX_SIZE` bytes).
+const MAX_SLOTS: usize = (ring::netif::XEN_NETIF_MAX_TX_SIZE as usize).div_ceil(PAGE_SIZE);
+
+/// Transmit state: the ring, the page pool and the grants in flight.
+#[derive(Debug)]
+pub(crate) struct TxPath<D: XenDomain> {
+    pub(crate) dom: D,
+    pub(crate) backend: DomId,
+    pub(crate) port: Port,
+    pub(crate) ring: TxFrontRing<GuestRing<D>>,
+    /// One page per request id.
+    pub(crate) pages: Vec<Pfn>,
+    /// The grant of each id while its request is outstanding.
+    pub(crate) grefs: Vec<Option<GrantRef>>,
+    /// Ids free for new requests.
+    free_ids: Vec<u16>,
+    /// Answered requests whose grant the backend still held; retried on every reclaim.
+    pub(crate) busy: Vec<(u16, GrantRef)>,
+    /// Where smoltcp writes a frame before it goes into pages (reused, never reallocated).
+    pub(crate) scratch: Vec<u8>,
+    max_slots: usize,
+    max_frame: usize,
+    pub(crate) broken: Option<RingError>,
+    pub(crate) stats: Stats,
+}
+
+impl<D: XenDomain> TxPath<D> {
+    pub(crate) fn new(
+        dom: D,
+        backend: DomId,
+        port: Port,
+        ring: TxFrontRing<GuestRing<D>>,
+        pages: Vec<Pfn>,
+        max_frame: usize,
+    ) -> Self {
+        let n = pages.len();
+        Self {
+            dom,
+            backend,
+            port,
+            ring,
+            grefs: vec![None; n],
+            free_ids: (0..n as u16).rev().collect(),
+            pages,
+            busy: Vec::new(),
+            scratch: vec![0; max_frame],
+            max_slots: max_frame.div_ceil(PAGE_SIZE),
+            max_frame,
+            broken: None,
+            stats: Stats::default(),
+        }
+    }
+
+    /// Whether a frame of the largest size fits now (ring slots and pages).
+    pub(crate) fn has_room(&self) -> bool {
+        self.broken.is_none()
+            && self.free_ids.len() >= self.max_slots
+            && self.ring.free_requests() as usize >= self.max_slots
+    }
+
+    /// Sends `scratch[..len]`: writes it into pages, grants them read-only and pushes one
+    /// request per page (`NETTXF_more_data` on all but the last; the first carries the total
+    /// size). Notifies if the backend asked for it.
+    pub(crate) fn send_scratch(&mut self, len: usize) -> Result<()> {
+        let slots = len.div_ceil(PAGE_SIZE);
+        if len == 0 || len > self.max_frame || self.broken.is_some() {
+            self.stats.tx_drop += 1;
+            return Ok(());
+        }
+        if slots > self.free_ids.len() || slots > self.ring.free_requests() as usize {
+            self.stats.tx_drop += 1;
+            return Ok(());
+        }
+        // Write and grant every page first, so a failure can be undone before any request of
+        // the frame is visible (a half-put chain would leave the backend waiting for more).
+        let mut ids = [0u16; MAX_SLOTS];
+        for i in 0..slots {
+            let start = i * PAGE_SIZE;
+            let chunk_len = (len - start).min(PAGE_SIZE);
+            // Checked above: at least `slots` ids are free.
+            let Some(id) = self.free_ids.pop() else {
+                self.undo(&ids[..i]);
+                self.stats.tx_drop += 1;
+                return Ok(());
+            };
+            let pfn = self.pages[id as usize];
+            let granted = self
+                .dom
+                .write(pfn, 0, &self.scratch[start..start + chunk_len])
+                .and_then(|()| self.dom.grant_access(self.backend, pfn, true));
+            match granted {
+                Ok(g) => self.grefs[id as usize] = Some(g),
+                Err(e) => {
+                    self.free_ids.push(id);
+                    self.undo(&ids[..i]);
+                    self.stats.tx_errors += 1;
+                    return Err(Error::Hypervisor {
+                        op: "grant_access(tx page)",
+                        source: e,
+                    });
+                }
+            }
+            ids[i] = id;
+        }
+        for (i, &id) in ids[..slots].iter().enumerate() {
+            let chunk_len = (len - i * PAGE_SIZE).min(PAGE_SIZE);
+            let gref = self.grefs[id as usize].map_or(0, |g| g.0);
+            let req = TxRequest {
+                gref,
+                offset: 0,
+                flags: if i + 1 < slots { NETTXF_MORE_DATA } else { 0 },
+                id,
+                // Fits: len <= max_frame <= XEN_NETIF_MAX_TX_SIZE (checked by FrontConfig).
+                size: if i == 0 { len as u16 } else { chunk_len as u16 },
+            };
+            // Cannot fail: free_requests was checked above, and nothing was put since.
+            let _ = self.ring.put_request(req);
+        }
+        self.stats.tx_packets += 1;
+        self.stats.tx_bytes += len as u64;
+        self.push_and_notify()
+    }
+
+    /// Revokes the grants of a frame that was never put on the ring.
+    fn undo(&mut self, ids: &[u16]) {
+        for &id in ids {
+            if let Some(g) = self.grefs[id as usize].take() {
+                // Never published, so the backend cannot hold it: this ends at once.
+                self.end(id, g);
+            }
+        }
+    }
+
+    fn push_and_notify(&mut self) -> Result<()> {
+        if self.ring.push_requests_and_check_notify() {
+            self.stats.notifies += 1;
+            self.dom
+                .notify(self.port)
+                .map_err(Error::hv("notify(tx)"))?;
+        }
+        Ok(())
+    }
+
+    /// Consumes tx responses and revokes their grants; returns how many were consumed.
+    pub(crate) fn reclaim(&mut self) -> Result<usize> {
+        if let Some(e) = self.broken {
+            return Err(Error::Ring(e));
+        }
+        self.retry_busy();
+        let mut n = 0;
+        loop {
+            let rsp: TxResponse = match self.ring.next_response() {
+                Ok(Some(r)) => r,
+                Ok(None) => break,
+                Err(e) => {
+                    self.broken = Some(e);
+                    return Err(Error::Ring(e));
+                }
+            };
+            n += 1;
+            if rsp.status == NETIF_RSP_NULL {
+                continue;
+            }
+            let Some(gref) = self.grefs.get_mut(rsp.id as usize).and_then(Option::take) else {
+                self.stats.tx_bad_response += 1;
+                continue;
+            };
+            if rsp.status < 0 {
+                self.stats.tx_errors += 1;
+            }
+            self.end(rsp.id, gref);
+        }
+        Ok(n)
+    }
+
+    fn end(&mut self, id: u16, gref: GrantRef) {
+        match self.dom.end_access(gref) {
+            Ok(()) => self.free_ids.push(id),
+            Err(_) => {
+                // Still read by the backend (it answered early): keep the page out of the pool.
+                self.stats.grant_busy += 1;
+                self.busy.push((id, gref));
+            }
+        }
+    }
+
+    fn retry_busy(&mut self) {
+        let mut i = 0;
+        while i < self.busy.len() {
+            let (id, gref) = self.busy[i];
+            if self.dom.end_access(gref).is_ok() {
+                self.free_ids.push(id);
+                self.busy.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Every grant still outstanding (requests in flight and busy ones), for teardown.
+    pub(crate) fn outstanding(&mut self) -> Vec<(Pfn, GrantRef)> {
+        let pages = &self.pages;
+        let mut v: Vec<(Pfn, GrantRef)> = self
+            .grefs
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(id, g)| g.take().map(|g| (pages[id], g)))
+            .collect();
+        v.extend(self.busy.drain(..).map(|(id, g)| (pages[id as usize], g)));
+        v
+    }
+}

@@ -1,0 +1,233 @@
+//! The frontend's side of the xenbus control plane: states, backend features, waiting.
+//!
+//! Paths and keys are Linux's (`xen-netfront.c`): the frontend directory is
+//! `/local/domain/<domid>/device/vif/<devid>`, and it names the backend directory in `backend`.
+
+use std::time::{Duration, Instant};
+
+use hypervisor::traits::XenStore;
+
+use crate::config::{FrontConfig, RxMode};
+use crate::error::{Error, Result};
+
+/// `enum xenbus_state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum XenbusState {
+    /// 0.
+    Unknown = 0,
+    /// 1: the device is being set up.
+    Initialising = 1,
+    /// 2: the backend wrote its features and waits for the frontend.
+    InitWait = 2,
+    /// 3: the frontend's keys are written (unused by netfront, which goes straight to Connected).
+    Initialised = 3,
+    /// 4: connected.
+    Connected = 4,
+    /// 5: tearing down.
+    Closing = 5,
+    /// 6: torn down.
+    Closed = 6,
+    /// 7.
+    Reconfiguring = 7,
+    /// 8.
+    Reconfigured = 8,
+}
+
+impl XenbusState {
+    /// Parses a `state` node's value.
+    pub fn parse(s: &str) -> Option<Self> {
+        use XenbusState::*;
+        Some(match s.trim().parse::<u32>().ok()? {
+            0 => Unknown,
+            1 => Initialising,
+            2 => InitWait,
+            3 => Initialised,
+            4 => Connected,
+            5 => Closing,
+            6 => Closed,
+            7 => Reconfiguring,
+            8 => Reconfigured,
+            _ => return None,
+        })
+    }
+
+    /// The node value.
+    pub fn as_str(self) -> &'static str {
+        ["0", "1", "2", "3", "4", "5", "6", "7", "8"][self as usize]
+    }
+}
+
+/// Reads `<dir>/state`; a missing node reads as `Closed` (the directory went away).
+pub fn read_state(xs: &impl XenStore, dir: &str) -> Result<XenbusState> {
+    let path = format!("{dir}/state");
+    match xs.read(&path) {
+        Ok(v) => XenbusState::parse(&v).ok_or(Error::BadXenstoreValue { path, value: v }),
+        Err(hypervisor::Error::XsNoEntry(_)) => Ok(XenbusState::Closed),
+        Err(source) => Err(Error::Hypervisor {
+            op: "xenstore read state",
+            source,
+        }),
+    }
+}
+
+/// Writes `<dir>/state`.
+pub fn switch_state(xs: &impl XenStore, dir: &str, state: XenbusState) -> Result<()> {
+    xs.write(&format!("{dir}/state"), state.as_str())
+        .map_err(Error::hv("xenstore write state"))
+}
+
+/// Waits (on a watch of `<dir>/state` the caller registered on `xs`) until `done(state)` holds.
+/// Fails with [`Error::BackendClosed`] if the backend closes first (unless `done` accepts it),
+/// and with [`Error::Timeout`] after `timeout`.
+pub fn wait_for_state(
+    xs: &impl XenStore,
+    dir: &str,
+    what: &str,
+    timeout: Duration,
+    done: impl Fn(XenbusState) -> bool,
+) -> Result<XenbusState> {
+    let start = Instant::now();
+    loop {
+        let s = read_state(xs, dir)?;
+        if done(s) {
+            return Ok(s);
+        }
+        if matches!(s, XenbusState::Closing | XenbusState::Closed) {
+            return Err(Error::BackendClosed { state: s as u32 });
+        }
+        let left = timeout.saturating_sub(start.elapsed());
+        if left.is_zero() {
+            return Err(Error::Timeout {
+                what: format!("{what} (backend state {}, at {dir}/state)", s as u32),
+                waited: timeout,
+            });
+        }
+        // Any watch event (or the timeout) re-reads the state.
+        xs.read_watch(Some(left))
+            .map_err(Error::hv("xenstore read_watch"))?;
+    }
+}
+
+/// The backend's advertised features (absent keys read as 0).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BackendFeatures {
+    /// `feature-rx-copy`.
+    pub rx_copy: bool,
+    /// `feature-rx-flip`.
+    pub rx_flip: bool,
+    /// `feature-sg`.
+    pub sg: bool,
+    /// `feature-rx-notify` (in Linux a frontend key; some backends also advertise it).
+    pub rx_notify: bool,
+}
+
+fn read_flag(xs: &impl XenStore, dir: &str, key: &str) -> Result<bool> {
+    let path = format!("{dir}/{key}");
+    match xs.read(&path) {
+        Ok(v) => match v.trim() {
+            "0" => Ok(false),
+            "1" => Ok(true),
+            _ => Err(Error::BadXenstoreValue { path, value: v }),
+        },
+        Err(hypervisor::Error::XsNoEntry(_)) => Ok(false),
+        Err(source) => Err(Error::Hypervisor {
+            op: "xenstore read feature",
+            source,
+        }),
+    }
+}
+
+impl BackendFeatures {
+    /// Reads the features from the backend directory.
+    pub fn read(xs: &impl XenStore, backend_dir: &str) -> Result<Self> {
+        Ok(Self {
+            rx_copy: read_flag(xs, backend_dir, "feature-rx-copy")?,
+            rx_flip: read_flag(xs, backend_dir, "feature-rx-flip")?,
+            sg: read_flag(xs, backend_dir, "feature-sg")?,
+            rx_notify: read_flag(xs, backend_dir, "feature-rx-notify")?,
+        })
+    }
+
+    /// Whether these features allow `cfg`; the reason if not (written to the frontend's `error`
+    /// node, as Linux's `xenbus_dev_fatal` does).
+    pub fn check(&self, cfg: &FrontConfig) -> std::result::Result<(), String> {
+        match cfg.rx_mode {
+            RxMode::Copy if !self.rx_copy => {
+                return Err("rx copy mode wanted but the backend has no feature-rx-copy=1".into());
+            }
+            RxMode::Flip if !self.rx_flip => {
+                return Err("rx flip mode wanted but the backend has no feature-rx-flip=1".into());
+            }
+            _ => {}
+        }
+        if cfg.max_tx_slots() > 1 && !self.sg {
+            return Err(format!(
+                "mtu {} needs multi-slot frames but the backend has no feature-sg=1",
+                cfg.mtu
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_round_trip_and_garbage_is_refused() {
+        for v in 0..=8u32 {
+            let s = XenbusState::parse(&v.to_string()).unwrap();
+            assert_eq!(s as u32, v);
+            assert_eq!(s.as_str(), v.to_string());
+        }
+        assert_eq!(XenbusState::parse(" 4\n"), Some(XenbusState::Connected));
+        assert_eq!(XenbusState::parse("9"), None);
+        assert_eq!(XenbusState::parse("connected"), None);
+    }
+
+    #[test]
+    fn feature_checks_name_the_missing_key() {
+        let all = BackendFeatures {
+            rx_copy: true,
+            rx_flip: true,
+            sg: true,
+            rx_notify: true,
+        };
+        let copy = FrontConfig::default();
+        let flip = FrontConfig {
+            rx_mode: RxMode::Flip,
+            ..FrontConfig::default()
+        };
+        let jumbo = FrontConfig {
+            mtu: 9000,
+            ..FrontConfig::default()
+        };
+        assert!(all.check(&copy).is_ok() && all.check(&flip).is_ok() && all.check(&jumbo).is_ok());
+        let no_flip = BackendFeatures {
+            rx_flip: false,
+            ..all
+        };
+        assert!(
+            no_flip
+                .check(&flip)
+                .unwrap_err()
+                .contains("feature-rx-flip")
+        );
+        assert!(no_flip.check(&copy).is_ok());
+        let no_copy = BackendFeatures {
+            rx_copy: false,
+            ..all
+        };
+        assert!(
+            no_copy
+                .check(&copy)
+                .unwrap_err()
+                .contains("feature-rx-copy")
+        );
+        let no_sg = BackendFeatures { sg: false, ..all };
+        assert!(no_sg.check(&jumbo).unwrap_err().contains("feature-sg"));
+        assert!(no_sg.check(&copy).is_ok());
+    }
+}
