@@ -9,9 +9,9 @@
 use ring::PageRing;
 
 use crate::abi::GrantStatus;
-use crate::domain::DomainHandle;
 use crate::error::{Error, Result};
 use crate::grant::map::GrantMapping;
+use crate::traits::GuestMemory;
 use crate::types::Pfn;
 
 /// A mapped grant as ring memory (netback's view of a frontend's ring page). The mapping stays
@@ -28,16 +28,18 @@ pub fn mapped_ring(mapping: GrantMapping) -> Result<PageRing<GrantMapping>> {
 }
 
 /// One of the domain's own pages as ring memory (netfront's rings, before it grants them). The
-/// handle clone keeps the domain's view mapped while the ring lives.
+/// handle clone keeps the domain's view mapped while the ring lives. Generic over
+/// [`GuestMemory`] so a frontend written against the traits can use it.
 ///
-/// The caller must not also `write`/`borrow_page` this page through the handle while the ring
-/// lives: ring pages are touched through ring handles (atomics) only.
-pub fn own_ring(dom: &DomainHandle, pfn: Pfn) -> Result<PageRing<DomainHandle>> {
+/// The caller must not also `write`/`borrow_page`/`free_page` this page through the handle while
+/// the ring lives: ring pages are touched through ring handles (atomics) only.
+pub fn own_ring<D: GuestMemory + Clone>(dom: &D, pfn: Pfn) -> Result<PageRing<D>> {
     let ptr = dom.page_ptr(pfn)?;
-    // SAFETY: `page_ptr` returns the page's address in the domain's view, 4096 bytes and
-    // page-aligned, mapped while any handle of the domain lives; the ring owns a handle clone.
-    // The domain's ring code accesses it only through this ring (atomics); the peer reaches it
-    // through a grant mapping, also atomics; the page is not freed while this ring holds it
-    // because only the ring's owner frees it, after dropping the ring.
+    // SAFETY: `GuestMemory::page_ptr` is documented to return the page's address in the
+    // domain's view, 4096 bytes and page-aligned, mapped while any handle of the domain lives;
+    // the ring owns a handle clone, so the page outlives every borrow of the ring. The domain's
+    // ring code accesses it only through this ring (atomics, by this function's contract); the
+    // peer reaches it through its own grant mapping and ring (atomics); the hypervisor's direct
+    // map is another mapping whose grant copies never target a ring page of a well-formed guest.
     unsafe { PageRing::new(dom.clone(), ptr) }.map_err(|_| Error::Grant(GrantStatus::BadVirtAddr))
 }

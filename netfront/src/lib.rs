@@ -20,13 +20,12 @@
 //! A backend that breaks the ring protocol (an impossible producer index) disconnects the
 //! device with [`Error::Ring`]; nothing a backend writes can make this crate panic.
 //!
-//! The only `unsafe` is in `ringmem` (viewing a granted guest page as ring memory).
-#![deny(unsafe_code)]
+//! No `unsafe`: ring pages become ring memory through `hypervisor::ringpage`, the audited place.
+#![forbid(unsafe_code)]
 
 mod config;
 mod device;
 mod error;
-#[allow(unsafe_code)]
 mod ringmem;
 mod rx;
 mod stats;
