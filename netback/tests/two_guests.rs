@@ -53,8 +53,8 @@ impl Guest {
         });
         let mut sockets = SocketSet::new(vec![]);
         let mut sock = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0; 1 << 20]),
-            tcp::SocketBuffer::new(vec![0; 1 << 20]),
+            tcp::SocketBuffer::new(vec![0; 256 << 10]),
+            tcp::SocketBuffer::new(vec![0; 256 << 10]),
         );
         sock.set_nagle_enabled(false);
         sock.set_ack_delay(None);
