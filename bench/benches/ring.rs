@@ -80,8 +80,13 @@ fn summary() {
                 n,
             ),
         );
-        xt.0 = xt.0.max(best_rate(1, || ring_round_trips(n, BURST).elapsed, n));
-        xt.1 = xt.1.max(best_rate(1, || array_queue_round_trips(n, BURST).elapsed, n));
+        xt.0 =
+            xt.0.max(best_rate(1, || ring_round_trips(n, BURST).elapsed, n));
+        xt.1 = xt.1.max(best_rate(
+            1,
+            || array_queue_round_trips(n, BURST).elapsed,
+            n,
+        ));
     }
     println!("\nring summary (slots/s, best of 5 interleaved runs of {n} slots, burst {BURST}):");
     println!(
