@@ -21,7 +21,7 @@ use crate::link::Endpoint;
 
 /// TCP socket buffer size on the data-carrying side of each host (machine notes: >= 1 MiB when
 /// the stacks run on different cores).
-pub const SOCKET_BUFFER: usize = 4 << 20;
+pub const SOCKET_BUFFER: usize = 2 << 20;
 /// The receiver's listening port (iperf3's).
 pub const PORT: u16 = 5201;
 /// Longest sleep in one wait, so a stop request is seen promptly even with no timer pending.
@@ -174,7 +174,10 @@ pub fn run_host<E: Endpoint>(
             }
             app(s, role, &mut offset)?
         };
-        dev.flush();
+        {
+            let _tcp = xenoprof::scope(Class::TCP);
+            dev.flush();
+        }
         if let Role::Receiver { .. } = role {
             // Relaxed: progress figures read by the controller, which needs no ordering with
             // anything else they describe.
@@ -186,6 +189,8 @@ pub fn run_host<E: Endpoint>(
             continue;
         }
         if !backoff.is_completed() {
+            // A wait, not work: not charged to any class (its CPU time still counts).
+            let _idle = xenoprof::blocked();
             backoff.snooze();
             continue;
         }

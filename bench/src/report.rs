@@ -194,16 +194,19 @@ pub fn render_step(r: &StepResult) -> String {
         r.link_stats.dropped
     );
     let _ = write!(s, "  CPU         ");
-    for c in &r.cpu {
-        let _ = write!(
-            s,
-            "{} (dom{}) {:.0}% of a core   ",
-            c.name,
-            c.domid,
-            c.utilization * 100.0
-        );
-    }
-    let _ = writeln!(s);
+    let cpu: Vec<String> = r
+        .cpu
+        .iter()
+        .map(|c| {
+            let who = if c.name == format!("dom{}", c.domid) {
+                c.name.clone()
+            } else {
+                format!("{} (dom{})", c.name, c.domid)
+            };
+            format!("{who} {:.0}%", c.utilization * 100.0)
+        })
+        .collect();
+    let _ = writeln!(s, "{}  (100% = one core busy)", cpu.join(", "));
     let _ = writeln!(s, "\n  dom0 + xen cycles per packet by class:");
     if r.profile_mode != ProfileMode::Exact {
         let _ = writeln!(s, "    not measured (run with --profile exact)");

@@ -302,7 +302,9 @@ impl phy::Device for DirectEndpoint {
         let mut caps = DeviceCapabilities::default();
         caps.medium = Medium::Ethernet;
         caps.max_transmission_unit = self.frame_len;
-        caps.max_burst_size = Some(TX_BATCH);
+        // No `max_burst_size`: smoltcp would clamp the advertised window to that many segments
+        // (and compare it before window scaling), throttling the stream; the queue holds the
+        // whole window anyway.
         caps.checksum = ChecksumCapabilities::ignored();
         caps
     }
