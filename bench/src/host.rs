@@ -24,6 +24,8 @@ use crate::link::Endpoint;
 pub const SOCKET_BUFFER: usize = 2 << 20;
 /// The receiver's listening port (iperf3's).
 pub const PORT: u16 = 5201;
+/// Shortest sleep once a backoff found nothing to do.
+pub const MIN_WAIT: Duration = Duration::from_micros(50);
 /// Longest sleep in one wait, so a stop request is seen promptly even with no timer pending.
 pub const MAX_WAIT: Duration = Duration::from_millis(10);
 
@@ -194,10 +196,13 @@ pub fn run_host<E: Endpoint>(
             backoff.snooze();
             continue;
         }
-        let delay = iface.poll_delay(now(), &sockets).map_or(MAX_WAIT, |d| {
-            Duration::from_micros(d.total_micros()).min(MAX_WAIT)
-        });
-        if !delay.is_zero() && !dev.wait(delay) {
+        // Sleep until the next TCP timer, bounded both ways: a timer that claims to be due now
+        // after a whole backoff without progress must not turn this into a busy loop.
+        let delay = iface
+            .poll_delay(now(), &sockets)
+            .map_or(MAX_WAIT, |d| Duration::from_micros(d.total_micros()))
+            .clamp(MIN_WAIT, MAX_WAIT);
+        if !dev.wait(delay) {
             break;
         }
         backoff.reset();
