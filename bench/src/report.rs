@@ -193,6 +193,12 @@ pub fn render_step(r: &StepResult) -> String {
         r.packets,
         r.link_stats.dropped
     );
+    let _ = writeln!(
+        s,
+        "  waits       {:.4} blocks and {:.4} notifications per packet (whole run, both ways)",
+        r.link_stats.blocks as f64 / r.packets.max(1) as f64,
+        r.link_stats.notifies as f64 / r.packets.max(1) as f64
+    );
     let _ = write!(s, "  CPU         ");
     let cpu: Vec<String> = r
         .cpu

@@ -48,6 +48,10 @@ struct PipeState {
     closed: bool,
     /// Frames dropped because `frames` was full.
     dropped: u64,
+    /// Times the receiving end blocked in `wait`.
+    blocks: u64,
+    /// Times a publish woke the receiving end.
+    notifies: u64,
 }
 
 impl Pipe {
@@ -106,6 +110,8 @@ impl Link for DirectLink {
             let mut st = p.lock();
             st.closed = true;
             stats.dropped += st.dropped;
+            stats.blocks += st.blocks;
+            stats.notifies += st.notifies;
             drop(st);
             p.ready.notify_all();
         }
@@ -167,6 +173,7 @@ fn publish(tx: &Pipe, outbox: &mut Vec<Frame>, free: &mut Vec<Vec<u8>>) -> bool 
         }
     }
     free.append(&mut st.spare);
+    st.notifies += u64::from(st.waiting);
     st.waiting
 }
 
@@ -190,6 +197,7 @@ impl Endpoint for DirectEndpoint {
             return true;
         }
         st.waiting = true;
+        st.blocks += 1;
         let (mut st, _) = self
             .rx
             .ready

@@ -97,6 +97,10 @@ pub trait Endpoint: Device + Send + 'static {
 pub struct LinkStats {
     /// Frames the link dropped (full queues, refused requests), both directions.
     pub dropped: u64,
+    /// Times an endpoint (or a link thread) blocked waiting for frames.
+    pub blocks: u64,
+    /// Notifications sent to a blocked peer (event-channel sends that were not suppressed).
+    pub notifies: u64,
 }
 
 /// A way to connect the remote host to the guest. See the module documentation.
