@@ -94,6 +94,15 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Re-renders a saved `tcp-rx` JSON object or `ladder` JSON array: the text report, and
+    /// the chart with `--svg`.
+    Report {
+        /// The JSON file written by `--json`.
+        json: PathBuf,
+        /// Write the chart here.
+        #[arg(long)]
+        svg: Option<PathBuf>,
+    },
     /// Cross-thread request/response throughput of a netif tx ring beside crossbeam's ArrayQueue.
     Ring {
         /// Round trips per run.
@@ -126,6 +135,7 @@ fn main() {
             ring(slots, burst, runs);
             Ok(())
         }
+        Command::Report { json, svg } => report(json, svg),
         Command::TcpRx {
             link,
             mode,
@@ -234,6 +244,28 @@ fn ladder(cfg: &RunConfig, json: Option<PathBuf>, svg: Option<PathBuf>) -> Resul
     )?;
     print!("{}", render_ladder(&steps));
     write_outputs(&steps, json, svg, |s: &Vec<StepResult>| ladder_svg(s))
+}
+
+fn report(json: PathBuf, svg: Option<PathBuf>) -> Result<(), Error> {
+    let text = std::fs::read_to_string(&json).map_err(|source| Error::Io {
+        path: json.clone(),
+        source,
+    })?;
+    let bad = |e: serde_json::Error| {
+        Error::Config(format!(
+            "{} is not a tcp-rx or ladder result ({e}); pass a file written by --json",
+            json.display()
+        ))
+    };
+    if text.trim_start().starts_with('[') {
+        let steps: Vec<StepResult> = serde_json::from_str(&text).map_err(bad)?;
+        print!("{}", render_ladder(&steps));
+        write_outputs(&steps, None, svg, |s: &Vec<StepResult>| ladder_svg(s))
+    } else {
+        let r: StepResult = serde_json::from_str(&text).map_err(bad)?;
+        print!("{}", render_step(&r));
+        write_outputs(&r, None, svg, step_svg)
+    }
 }
 
 fn write_outputs<T: serde::Serialize>(

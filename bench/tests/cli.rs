@@ -40,6 +40,22 @@ fn smoke_run_writes_json_that_parses() {
     assert!(v["cycles_per_packet"]["grant_table"].is_number());
     let chart = std::fs::read_to_string(&svg).unwrap();
     assert!(chart.contains("<svg") && chart.contains(">\nguest\n</text>"));
+    // The saved JSON re-renders: text report and chart.
+    let svg2 = dir.join("again.svg");
+    let out = bench()
+        .arg("report")
+        .arg(&json)
+        .arg("--svg")
+        .arg(&svg2)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("tcp-rx over the direct link"));
+    assert!(std::fs::read_to_string(&svg2).unwrap().contains("<svg"));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
