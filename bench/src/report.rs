@@ -209,7 +209,12 @@ pub fn render_step(r: &StepResult) -> String {
             } else {
                 format!("{} (dom{})", c.name, c.domid)
             };
-            format!("{who} {:.0}%", c.utilization * 100.0)
+            if c.cpu_seconds > 0.0 {
+                let ns = c.cpu_seconds * 1e9 / r.packets.max(1) as f64;
+                format!("{who} {:.0}% ({ns:.0} ns/packet)", c.utilization * 100.0)
+            } else {
+                format!("{who} {:.0}%", c.utilization * 100.0)
+            }
         })
         .collect();
     let _ = writeln!(s, "{}  (100% = one core busy)", cpu.join(", "));
