@@ -25,6 +25,11 @@ use crate::Error;
 pub const QUEUE_FRAMES: usize = 8192;
 /// Frames a sender queues privately before it publishes them without waiting for `flush`.
 pub const TX_BATCH: usize = 64;
+/// Bytes a sender queues privately before it publishes them, and bytes `receive` hands out
+/// per poll (until the next `flush`), like NAPI's budget. Without it, jumbo frames make the two
+/// stacks take turns: a whole window arrives, is processed, and is acknowledged only at the end
+/// of the poll, while the sender waits.
+pub const BURST_BYTES: usize = 256 << 10;
 
 /// A frame buffer (one Ethernet MTU long) and the length of the frame in it.
 type Frame = (Vec<u8>, usize);
@@ -135,6 +140,10 @@ pub struct DirectEndpoint {
     used: Vec<Vec<u8>>,
     rx_frames: u64,
     tx_frames: u64,
+    /// Bytes handed to smoltcp since the last flush.
+    rx_burst: usize,
+    /// Bytes in `outbox`.
+    tx_burst: usize,
 }
 
 impl DirectEndpoint {
@@ -149,6 +158,8 @@ impl DirectEndpoint {
             used: Vec::new(),
             rx_frames: 0,
             tx_frames: 0,
+            rx_burst: 0,
+            tx_burst: 0,
         }
     }
 
@@ -179,6 +190,8 @@ fn publish(tx: &Pipe, outbox: &mut Vec<Frame>, free: &mut Vec<Vec<u8>>) -> bool 
 
 impl Endpoint for DirectEndpoint {
     fn flush(&mut self) {
+        self.rx_burst = 0;
+        self.tx_burst = 0;
         if self.outbox.is_empty() {
             return;
         }
@@ -248,6 +261,7 @@ pub struct DirectTxToken<'a> {
     free: &'a mut Vec<Vec<u8>>,
     frame_len: usize,
     tx_frames: &'a mut u64,
+    tx_burst: &'a mut usize,
 }
 
 impl phy::TxToken for DirectTxToken<'_> {
@@ -264,8 +278,12 @@ impl phy::TxToken for DirectTxToken<'_> {
         let r = f(&mut buf[..len]);
         self.outbox.push((buf, len));
         *self.tx_frames += 1;
-        if self.outbox.len() >= TX_BATCH && publish(self.tx, self.outbox, self.free) {
-            self.tx.ready.notify_one();
+        *self.tx_burst += len;
+        if self.outbox.len() >= TX_BATCH || *self.tx_burst >= BURST_BYTES {
+            *self.tx_burst = 0;
+            if publish(self.tx, self.outbox, self.free) {
+                self.tx.ready.notify_one();
+            }
         }
         r
     }
@@ -276,11 +294,15 @@ impl phy::Device for DirectEndpoint {
     type TxToken<'a> = DirectTxToken<'a>;
 
     fn receive(&mut self, _now: Instant) -> Option<(DirectRxToken<'_>, DirectTxToken<'_>)> {
+        if self.rx_burst >= BURST_BYTES {
+            return None;
+        }
         if self.inbox.is_empty() {
             self.refill();
         }
         let frame = self.inbox.pop_front()?;
         self.rx_frames += 1;
+        self.rx_burst += frame.1;
         Some((
             DirectRxToken {
                 frame: Some(frame),
@@ -292,6 +314,7 @@ impl phy::Device for DirectEndpoint {
                 free: &mut self.free,
                 frame_len: self.frame_len,
                 tx_frames: &mut self.tx_frames,
+                tx_burst: &mut self.tx_burst,
             },
         ))
     }
@@ -303,6 +326,7 @@ impl phy::Device for DirectEndpoint {
             free: &mut self.free,
             frame_len: self.frame_len,
             tx_frames: &mut self.tx_frames,
+            tx_burst: &mut self.tx_burst,
         })
     }
 
@@ -403,6 +427,31 @@ mod tests {
         // Whether the waiter blocked before or after the shutdown, it must return false.
         link.shutdown().unwrap();
         assert!(!h.join().unwrap());
+    }
+
+    #[test]
+    fn receive_budget_ends_a_poll_until_flush() {
+        let mut c = cfg();
+        c.mtu = 65000;
+        let mut link = DirectLink::new();
+        let (mut a, mut b) = link.build(&c).unwrap();
+        let n = BURST_BYTES / 65014 + 3;
+        for _ in 0..n {
+            send(&mut a, 3, 65014);
+        }
+        a.flush();
+        let mut got = 0;
+        while let Some((rx, _)) = b.receive(Instant::ZERO) {
+            rx.consume(|_| ());
+            got += 1;
+        }
+        assert_eq!(got, BURST_BYTES.div_ceil(65014), "budget not applied");
+        b.flush();
+        while let Some((rx, _)) = b.receive(Instant::ZERO) {
+            rx.consume(|_| ());
+            got += 1;
+        }
+        assert_eq!(got, n, "frames lost across polls");
     }
 
     #[test]
