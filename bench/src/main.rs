@@ -1,12 +1,27 @@
 //! `bench`: splitnet's command-line benchmarks.
 //!
-//! `cargo run --release -p bench -- <command>`; with no command it runs the main job. Until the
-//! single-TCP-stream receive benchmark lands, the main job is the cross-thread ring benchmark.
+//! `cargo run --release -p bench -- <command>`:
+//! - `tcp-rx`: the single-TCP-stream receive benchmark over a link (today: `--link direct`);
+//! - `ladder`: the optimization ladder over the splitnet link (refuses until netback and
+//!   netfront land);
+//! - `ring`: the cross-thread ring benchmark. With no command it runs `ring` for now.
 #![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use bench::Error;
+use bench::chart::{ladder_svg, step_svg};
+use bench::ladder::{render_ladder, run_ladder};
+use bench::link::direct::DirectLink;
+use bench::link::{
+    DOM0, GUEST_DOMID, LinkConfig, LinkKind, REMOTE_DOMID, RxMode, SPLITNET_NOT_BUILT,
+};
+use bench::report::{StepResult, render_step, run_step, write_json};
 use bench::ringpair::{array_queue_round_trips, ring_round_trips};
+use bench::tcp_rx::{ProfileMode, RunConfig};
 
 #[derive(Parser, Debug)]
 #[command(name = "bench", about = "splitnet benchmarks", version)]
@@ -17,6 +32,77 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// One TCP stream from a remote host into a guest: throughput, CPU per domain, cycles per
+    /// packet by class and the xenoprof profile.
+    TcpRx {
+        /// What carries the frames: `direct` (smoltcp to smoltcp, no driver domain: an upper
+        /// bound) or `splitnet` (bridge-lite + netback + netfront; not built yet).
+        #[arg(long, value_enum, default_value_t = LinkKind::Direct)]
+        link: LinkKind,
+        /// Netback's receive path: grant copy or page flip.
+        #[arg(long, value_enum, default_value_t = CliMode::Copy)]
+        mode: CliMode,
+        /// IP MTU (1500, 9000 or 65000; any value in 576..=65535 works).
+        #[arg(long, default_value_t = 1500)]
+        mtu: usize,
+        /// Netback batch: grant operations per hypercall.
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        /// Measured seconds (after the warm-up).
+        #[arg(long, default_value_t = 8.0)]
+        seconds: f64,
+        /// Warm-up seconds before measuring.
+        #[arg(long, default_value_t = 2.0)]
+        warmup: f64,
+        /// Profiling: `exact` counts cycles per class (needed for cycles per packet), `sampled`
+        /// runs a class sampler, `off` is the baseline for profiling overhead.
+        #[arg(long, value_enum, default_value_t = ProfileMode::Exact)]
+        profile: ProfileMode,
+        /// Sampler rate with `--profile sampled`.
+        #[arg(long, default_value_t = 1000)]
+        sample_hz: u32,
+        /// Check every received byte against the sender's counting pattern.
+        #[arg(long)]
+        verify: bool,
+        /// Write the result as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Write an SVG chart of cycles per packet by class here (needs `--profile exact`).
+        #[arg(long)]
+        svg: Option<PathBuf>,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// The optimization ladder over the splitnet link: (1) rx-flip, one hypercall per packet;
+    /// (2) rx-copy unbatched; (3) rx-copy batched 64. Prints cycles saved in mm, grant_table
+    /// and bridge per step.
+    Ladder {
+        /// IP MTU.
+        #[arg(long, default_value_t = 1500)]
+        mtu: usize,
+        /// Measured seconds per step (after a warm-up of a quarter of that, at most 2 s).
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Write the steps as a JSON array here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Write the ladder's SVG chart here.
+        #[arg(long)]
+        svg: Option<PathBuf>,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Re-renders a saved `tcp-rx` JSON object or `ladder` JSON array: the text report, and
+    /// the chart with `--svg`.
+    Report {
+        /// The JSON file written by `--json`.
+        json: PathBuf,
+        /// Write the chart here.
+        #[arg(long)]
+        svg: Option<PathBuf>,
+    },
     /// Cross-thread request/response throughput of a netif tx ring beside crossbeam's ArrayQueue.
     Ring {
         /// Round trips per run.
@@ -31,15 +117,176 @@ enum Command {
     },
 }
 
+/// `--mode` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum CliMode {
+    Copy,
+    Flip,
+}
+
 fn main() {
     let cli = Cli::parse();
-    match cli.command.unwrap_or(Command::Ring {
+    let result = match cli.command.unwrap_or(Command::Ring {
         slots: 1 << 22,
         burst: 64,
         runs: 5,
     }) {
-        Command::Ring { slots, burst, runs } => ring(slots, burst, runs),
+        Command::Ring { slots, burst, runs } => {
+            ring(slots, burst, runs);
+            Ok(())
+        }
+        Command::Report { json, svg } => report(json, svg),
+        Command::TcpRx {
+            link,
+            mode,
+            mtu,
+            batch,
+            seconds,
+            warmup,
+            profile,
+            sample_hz,
+            verify,
+            json,
+            svg,
+            quiet,
+        } => run_config(mtu, mode, batch, seconds, warmup, profile, !quiet).and_then(|mut cfg| {
+            cfg.sample_hz = sample_hz;
+            cfg.verify = verify;
+            tcp_rx(link, &cfg, json, svg)
+        }),
+        Command::Ladder {
+            mtu,
+            seconds,
+            json,
+            svg,
+            quiet,
+        } => run_config(
+            mtu,
+            CliMode::Copy,
+            64,
+            seconds,
+            (seconds / 4.0).min(2.0),
+            ProfileMode::Exact,
+            !quiet,
+        )
+        .and_then(|cfg| ladder(&cfg, json, svg)),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e}");
+        std::process::exit(1);
     }
+}
+
+fn secs(what: &str, s: f64) -> Result<Duration, Error> {
+    Duration::try_from_secs_f64(s)
+        .ok()
+        .filter(|d| *d <= Duration::from_secs(24 * 3600))
+        .ok_or_else(|| Error::Config(format!("{what} must be between 0 and 86400 seconds")))
+}
+
+fn run_config(
+    mtu: usize,
+    mode: CliMode,
+    batch: usize,
+    seconds: f64,
+    warmup: f64,
+    profile: ProfileMode,
+    progress: bool,
+) -> Result<RunConfig, Error> {
+    if batch == 0 {
+        return Err(Error::Config("--batch must be at least 1".into()));
+    }
+    if !(576..=65535).contains(&mtu) {
+        return Err(Error::Config(format!(
+            "--mtu {mtu}: use an IP MTU in 576..=65535 (1500, 9000, 65000)"
+        )));
+    }
+    Ok(RunConfig {
+        link: LinkConfig {
+            mtu,
+            mode: match mode {
+                CliMode::Copy => RxMode::Copy,
+                CliMode::Flip => RxMode::Flip,
+            },
+            batch,
+            dom0: DOM0,
+            guest: GUEST_DOMID,
+            remote: REMOTE_DOMID,
+        },
+        warmup: secs("--warmup", warmup)?,
+        measure: secs("--seconds", seconds)?,
+        profile,
+        sample_hz: 1000,
+        verify: false,
+        progress,
+    })
+}
+
+fn tcp_rx(
+    link: LinkKind,
+    cfg: &RunConfig,
+    json: Option<PathBuf>,
+    svg: Option<PathBuf>,
+) -> Result<(), Error> {
+    let r = match link {
+        LinkKind::Direct => run_step("tcp-rx", &mut DirectLink::new(), cfg)?,
+        LinkKind::Splitnet => return Err(SPLITNET_NOT_BUILT),
+    };
+    print!("{}", render_step(&r));
+    write_outputs(&r, json, svg, step_svg)
+}
+
+fn ladder(cfg: &RunConfig, json: Option<PathBuf>, svg: Option<PathBuf>) -> Result<(), Error> {
+    // The ladder's steps differ only inside netback, so it runs over the splitnet link only.
+    let steps = run_ladder(
+        || -> Result<DirectLink, Error> { Err(SPLITNET_NOT_BUILT) },
+        cfg,
+    )?;
+    print!("{}", render_ladder(&steps));
+    write_outputs(&steps, json, svg, |s: &Vec<StepResult>| ladder_svg(s))
+}
+
+fn report(json: PathBuf, svg: Option<PathBuf>) -> Result<(), Error> {
+    let text = std::fs::read_to_string(&json).map_err(|source| Error::Io {
+        path: json.clone(),
+        source,
+    })?;
+    let bad = |e: serde_json::Error| {
+        Error::Config(format!(
+            "{} is not a tcp-rx or ladder result ({e}); pass a file written by --json",
+            json.display()
+        ))
+    };
+    if text.trim_start().starts_with('[') {
+        let steps: Vec<StepResult> = serde_json::from_str(&text).map_err(bad)?;
+        print!("{}", render_ladder(&steps));
+        write_outputs(&steps, None, svg, |s: &Vec<StepResult>| ladder_svg(s))
+    } else {
+        let r: StepResult = serde_json::from_str(&text).map_err(bad)?;
+        print!("{}", render_step(&r));
+        write_outputs(&r, None, svg, step_svg)
+    }
+}
+
+fn write_outputs<T: serde::Serialize>(
+    value: &T,
+    json: Option<PathBuf>,
+    svg: Option<PathBuf>,
+    draw: impl Fn(&T) -> Result<String, Error>,
+) -> Result<(), Error> {
+    if let Some(path) = json {
+        write_json(&path, value)?;
+        println!("JSON written to {}", path.display());
+    }
+    if let Some(path) = svg {
+        let text = draw(value)?;
+        std::fs::write(&path, text).map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
+        println!("SVG chart written to {}", path.display());
+    }
+    Ok(())
 }
 
 fn ring(slots: u32, burst: u32, runs: u32) {
