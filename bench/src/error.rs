@@ -6,13 +6,6 @@ use std::path::PathBuf;
 /// Everything that can go wrong in a benchmark run, its reports or its CLI.
 #[derive(Debug)]
 pub enum Error {
-    /// The requested link is not built yet.
-    LinkNotBuilt {
-        /// The link's name.
-        link: &'static str,
-        /// What to use instead.
-        hint: &'static str,
-    },
     /// A configuration value is out of range.
     Config(String),
     /// A thread could not be spawned.
@@ -53,7 +46,6 @@ pub enum Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::LinkNotBuilt { link, hint } => write!(f, "{link}: {hint}"),
             Error::Config(what) => write!(f, "invalid configuration: {what}"),
             Error::Spawn(e) => write!(
                 f,

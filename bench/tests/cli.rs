@@ -1,4 +1,4 @@
-//! The command line: the smoke run CI relies on, and the refusals.
+//! The command line: the smoke runs CI relies on (tcp-rx and the ladder), and refusals.
 
 use std::process::Command;
 
@@ -60,21 +60,39 @@ fn smoke_run_writes_json_that_parses() {
 }
 
 #[test]
-fn splitnet_link_and_ladder_refuse_until_built() {
-    for args in [
-        &["tcp-rx", "--link", "splitnet", "--quiet"][..],
-        &["ladder", "--seconds", "0.2", "--quiet"][..],
-    ] {
-        let out = bench().args(args).output().unwrap();
-        assert!(!out.status.success(), "{args:?} must fail");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            err.contains(
-                "the splitnet link (netback + netfront) is not built yet; use --link direct"
-            ),
-            "{args:?}: {err}"
-        );
+fn ladder_smoke_run_writes_three_steps_and_a_chart() {
+    let dir = std::env::temp_dir().join(format!("bench-ladder-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (json, svg) = (dir.join("l.json"), dir.join("l.svg"));
+    let out = bench()
+        .args(["ladder", "--seconds", "0.3", "--quiet", "--json"])
+        .arg(&json)
+        .arg("--svg")
+        .arg(&svg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let steps = v
+        .as_array()
+        .expect("the ladder's JSON is an array of steps");
+    assert_eq!(steps.len(), 3);
+    let modes: Vec<_> = steps.iter().map(|s| s["mode"].as_str().unwrap()).collect();
+    assert_eq!(modes, ["flip", "copy", "copy"]);
+    let batches: Vec<_> = steps.iter().map(|s| s["batch"].as_u64().unwrap()).collect();
+    assert_eq!(batches, [1, 1, 64]);
+    for s in steps {
+        assert_eq!(s["link"], "splitnet");
+        assert!(s["packets"].as_u64().unwrap() > 0, "{s}");
+        assert!(s["cycles_per_packet"]["mm"].is_number());
     }
+    assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -439,6 +439,9 @@ impl DomainHandle {
                 return Ok(PendingPorts::EMPTY);
             }
             p.waiters += 1;
+            // The vCPU is blocked, not working: samplers skip it and exact mode charges the
+            // sleep to nothing, as Xenoprof sees a blocked vCPU (no samples while descheduled).
+            let blocked = xenoprof::blocked();
             p = match deadline {
                 None => ev.cond.wait(p).unwrap_or_else(|e| e.into_inner()),
                 Some(dl) => {
@@ -455,6 +458,7 @@ impl DomainHandle {
                     g
                 }
             };
+            drop(blocked);
             if deadline.is_none() {
                 woke = true;
             }

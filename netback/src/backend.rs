@@ -206,12 +206,16 @@ impl Netback {
                     .forward(port, &mut self.frames, since, &mut self.out)?;
             }
         }
-        // Wire → switch.
-        if let Some(up) = self.uplink.as_mut()
+        // Wire → switch, flow-controlled like a NIC honouring PAUSE frames: dom0 takes from the
+        // wire only as many bytes as the fullest vif queue still has room for, so a burst from
+        // the wire is held on the wire (the far end sees a full NIC) rather than dropped at a vif.
+        let budget = self.uplink_budget();
+        if budget > 0
+            && let Some(up) = self.uplink.as_mut()
             && let Some(port) = up.bridge_port()
         {
             self.frames.clear();
-            work |= up.receive(&self.pool, &mut self.frames);
+            work |= up.receive(&self.pool, &mut self.frames, budget);
             if !self.frames.is_empty() {
                 self.bridge
                     .forward(port, &mut self.frames, since, &mut self.out)?;
@@ -253,7 +257,9 @@ impl Netback {
                 Err(e) => vif.disable(crate::vif::Fatal::Ring(e)),
             }
         }
-        if let Some(up) = self.uplink.as_ref() {
+        if let Some(up) = self.uplink.as_ref()
+            && self.uplink_budget() > 0
+        {
             more |= up.has_work();
         }
         if more {
@@ -281,6 +287,17 @@ impl Netback {
             }
         }
         Ok(())
+    }
+
+    /// Bytes the uplink may take from the wire this pass: the room left in the fullest rx queue
+    /// of a live vif (any frame may flood to every vif).
+    fn uplink_budget(&self) -> usize {
+        self.vifs
+            .iter()
+            .filter(|v| !v.is_disabled())
+            .map(|v| self.cfg.rx_queue_bytes.saturating_sub(v.rx_queued_bytes))
+            .min()
+            .unwrap_or(self.cfg.rx_queue_bytes)
     }
 
     /// An event that led to a pass with no work for its vif is spurious (XSA-332 accounting).

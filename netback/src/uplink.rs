@@ -69,6 +69,8 @@ pub struct Uplink {
     port: Port,
     bridge_port: Option<PortId>,
     nic: xenoprof::Class,
+    /// Largest frame the wire carries (the budget check's unit).
+    max_frame: usize,
     /// Frames received from the wire.
     pub rx_frames: u64,
     /// Frames dropped for want of dom0 buffers.
@@ -127,6 +129,7 @@ pub fn uplink(
             port,
             bridge_port: None,
             nic,
+            max_frame: mtu,
             rx_frames: 0,
             rx_no_buffer: 0,
             tx_frames: 0,
@@ -160,14 +163,27 @@ impl Uplink {
         self.shared.to_dom0.arm()
     }
 
-    /// Takes frames from the wire into dom0 buffers (at most a ring's worth per pass).
-    pub(crate) fn receive(&mut self, pool: &BufPool, out: &mut Vec<NetFrame>) -> bool {
+    /// Takes frames from the wire into dom0 buffers: at most a ring's worth per pass, and no
+    /// more than `budget` bytes (a frame that would exceed it stays on the wire).
+    pub(crate) fn receive(
+        &mut self,
+        pool: &BufPool,
+        out: &mut Vec<NetFrame>,
+        budget: usize,
+    ) -> bool {
         let _s = xenoprof::scope(self.nic);
         let d = &self.shared.to_dom0;
         let mut n = 0;
+        let mut taken = 0usize;
         while n < 256 {
+            // The queue has no peek, so the budget is checked against the largest frame the
+            // wire carries: never more than `budget` bytes are taken.
+            if taken + self.max_frame > budget {
+                break;
+            }
             let Some(mut data) = d.full.pop() else { break };
             n += 1;
+            taken += data.len();
             match pool.alloc(data.len()) {
                 Some(mut buf) => {
                     if buf.fill(&data).is_ok() {
@@ -219,6 +235,11 @@ impl Wire {
         &self.remote
     }
 
+    /// Whether a frame from dom0 waits on the wire.
+    pub fn has_frame(&self) -> bool {
+        !self.shared.to_wire.full.is_empty()
+    }
+
     /// Whether the NIC has room for another frame.
     pub fn can_send(&self) -> bool {
         !self.shared.to_dom0.empty.is_empty()
@@ -255,8 +276,47 @@ impl Wire {
         Some(r)
     }
 
+    /// Takes the next frame from the wire as an owned buffer, recycled when dropped (for a
+    /// device whose receive token must outlive the borrow of the wire).
+    pub fn take_frame(&mut self) -> Option<WireFrame> {
+        let data = self.shared.to_wire.full.pop()?;
+        Some(WireFrame {
+            data,
+            shared: self.shared.clone(),
+        })
+    }
+
     /// Before sleeping: asks dom0 for an event on the next frame; true if one already waits.
     pub fn arm(&self) -> bool {
         self.shared.to_wire.arm()
+    }
+}
+
+/// A frame taken off the wire; its buffer goes back to the NIC when dropped.
+pub struct WireFrame {
+    data: Vec<u8>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for WireFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WireFrame")
+            .field("len", &self.data.len())
+            .finish()
+    }
+}
+
+impl std::ops::Deref for WireFrame {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+impl Drop for WireFrame {
+    fn drop(&mut self) {
+        let mut data = std::mem::take(&mut self.data);
+        data.clear();
+        let _ = self.shared.to_wire.empty.push(data);
     }
 }

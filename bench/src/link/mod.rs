@@ -14,10 +14,12 @@
 //!   or the link is shut down; it is the only place a thread sleeps, and it is called only after a
 //!   bounded backoff found nothing to do. A spurious return is allowed.
 //!
-//! Today there is one link, [`direct::DirectLink`]: smoltcp to smoltcp through in-memory queues,
-//! no driver domain. It is the yardstick's upper bound for the splitnet path.
+//! Two links: [`splitnet::SplitnetLink`], the real path (remote host on bridge-lite's uplink in
+//! dom0, netback, netfront in the guest), and [`direct::DirectLink`]: smoltcp to smoltcp through
+//! in-memory queues, no driver domain, the upper bound for the splitnet path.
 
 pub mod direct;
+pub mod splitnet;
 
 use std::time::Duration;
 
@@ -131,9 +133,3 @@ pub enum LinkKind {
     /// The remote host on bridge-lite's uplink in dom0, netback, netfront in the guest.
     Splitnet,
 }
-
-/// The message a caller gets for the splitnet link until netback and netfront land.
-pub const SPLITNET_NOT_BUILT: Error = Error::LinkNotBuilt {
-    link: "splitnet",
-    hint: "the splitnet link (netback + netfront) is not built yet; use --link direct",
-};

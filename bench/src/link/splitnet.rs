@@ -1,0 +1,338 @@
+//! The `splitnet` link: the remote host on bridge-lite's uplink in dom0, netback serving the
+//! guest, netfront and smoltcp in the guest — the seed's experiment on the embedded hypervisor.
+//!
+//! `build` makes a machine with three domains: dom0 (the driver domain), the guest, and a small
+//! pseudo-domain for the remote host, whose only job is to own the wire's event channel. The
+//! toolstack step (`add_vif`) creates the vif; a dom0 vCPU thread runs netback (with the uplink
+//! attached) and completes the xenbus handshake with the guest's netfront, which `build` connects
+//! before handing it to the experiment's guest thread. The remote host's device is the wire's far
+//! end (`netback::Wire`): frames it sends are copied by dom0's NIC driver into dom0 pages.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use hypervisor::{DomainHandle, Hypervisor};
+use netback::{Config, Netback, NetbackSnapshot, Wire, WireFrame};
+use netfront::{FrontConfig, Netfront};
+use smoltcp::phy::{self, ChecksumCapabilities, Device, DeviceCapabilities, Medium};
+use smoltcp::time::Instant;
+
+use super::{Endpoint, Link, LinkConfig, LinkStats, RxMode};
+use crate::Error;
+
+/// The remote host's domain id in the hypervisor (the highest id the model has); xenoprof
+/// knows it by `LinkConfig::remote`.
+const REMOTE_HV_DOMID: u16 = hypervisor::MAX_DOMAINS as u16 - 1;
+/// Bytes the remote host's device hands smoltcp per poll before the next `flush`.
+const BURST_BYTES: usize = 256 << 10;
+
+fn hv(what: &'static str) -> impl FnOnce(hypervisor::Error) -> Error {
+    move |e| Error::Config(format!("splitnet link: {what}: {e}"))
+}
+
+/// The splitnet link. See the module documentation.
+#[derive(Default)]
+pub struct SplitnetLink {
+    stop: Arc<AtomicBool>,
+    backend: Option<JoinHandle<Result<NetbackSnapshot, String>>>,
+    xen: Option<Hypervisor>,
+}
+
+impl std::fmt::Debug for SplitnetLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SplitnetLink")
+            .field("running", &self.backend.is_some())
+            .finish()
+    }
+}
+
+impl SplitnetLink {
+    /// A link not yet built.
+    pub fn new() -> SplitnetLink {
+        SplitnetLink::default()
+    }
+}
+
+impl Link for SplitnetLink {
+    type Remote = WireEndpoint;
+    type Guest = GuestEndpoint;
+
+    fn name(&self) -> &'static str {
+        "splitnet"
+    }
+
+    fn description(&self) -> String {
+        "splitnet: remote host on bridge-lite's uplink in dom0, netback, netfront + smoltcp in \
+         the guest, on the embedded hypervisor"
+            .to_string()
+    }
+
+    fn build(&mut self, cfg: &LinkConfig) -> Result<(WireEndpoint, GuestEndpoint), Error> {
+        if !(576..=65521).contains(&cfg.mtu) {
+            return Err(Error::Config(format!(
+                "IP MTU {} is outside 576..=65521 (a netif frame is at most 65535 bytes)",
+                cfg.mtu
+            )));
+        }
+        let xen = Hypervisor::new(64 * 1024).map_err(hv("machine"))?;
+        let dom0 = xen
+            .create_domain_with_id(cfg.dom0, 16 * 1024)
+            .map_err(hv("dom0"))?;
+        let guest = xen
+            .create_domain_with_id(cfg.guest, 8 * 1024)
+            .map_err(hv("guest"))?;
+        let remote = xen
+            .create_domain_with_id(REMOTE_HV_DOMID, 16)
+            .map_err(hv("remote host"))?;
+        xen.add_vif(cfg.guest, cfg.dom0, 0, "02:00:00:00:00:02")
+            .map_err(hv("add_vif"))?;
+        let (uplink, wire) =
+            netback::uplink(&dom0, &remote, cfg.ethernet_mtu()).map_err(hv("uplink"))?;
+
+        let nb_cfg = Config {
+            copy_batch_ops: cfg.batch.max(1),
+            flip_batch_pages: cfg.batch.max(1),
+            ..Config::default()
+        };
+        let stop = self.stop.clone();
+        let dom0_id = cfg.dom0;
+        let backend = thread::Builder::new()
+            .name("dom0-netback".into())
+            .spawn(move || -> Result<NetbackSnapshot, String> {
+                xenoprof::register_vcpu(dom0_id, xenoprof::Context::Kernel);
+                let mut nb = Netback::new(dom0, nb_cfg, 8 * 1024).map_err(|e| e.to_string())?;
+                nb.attach_uplink(uplink).map_err(|e| e.to_string())?;
+                // Relaxed: a stop flag; the join in `shutdown` orders what matters.
+                nb.run_until(|| stop.load(Ordering::Relaxed))
+                    .map_err(|e| e.to_string())?;
+                Ok(nb.snapshot())
+            })
+            .map_err(|e| Error::Config(format!("splitnet link: spawning dom0: {e}")))?;
+        self.backend = Some(backend);
+
+        let fcfg = FrontConfig {
+            rx_mode: match cfg.mode {
+                RxMode::Copy => netfront::RxMode::Copy,
+                RxMode::Flip => netfront::RxMode::Flip,
+            },
+            mtu: cfg.mtu,
+            timeout: Duration::from_secs(10),
+            ..FrontConfig::default()
+        };
+        let nf = Netfront::connect(guest, 0, fcfg)
+            .map_err(|e| Error::Config(format!("splitnet link: netfront: {e}")))?;
+        self.xen = Some(xen);
+        Ok((
+            WireEndpoint {
+                wire,
+                remote,
+                eth_mtu: cfg.ethernet_mtu(),
+                stop: self.stop.clone(),
+                rx_frames: 0,
+                tx_frames: 0,
+                rx_burst: 0,
+            },
+            GuestEndpoint {
+                nf,
+                stop: self.stop.clone(),
+            },
+        ))
+    }
+
+    fn shutdown(&mut self) -> Result<LinkStats, Error> {
+        // Relaxed: endpoints and the backend poll the flag; joins order the rest.
+        self.stop.store(true, Ordering::Relaxed);
+        let snap = match self.backend.take() {
+            Some(h) => h
+                .join()
+                .map_err(|_| Error::Config("splitnet link: dom0 thread panicked".into()))?
+                .map_err(|e| Error::Config(format!("splitnet link: netback: {e}")))?,
+            None => return Ok(LinkStats::default()),
+        };
+        let mut stats = LinkStats::default();
+        for (_, v) in snap.vifs.iter().chain(&snap.departed) {
+            stats.dropped += v.rx_queue_full + v.rx_copy_errors + v.rx_drained;
+            stats.notifies += v.notifies;
+        }
+        self.xen = None;
+        Ok(stats)
+    }
+}
+
+/// The remote host's device: the wire's far end.
+pub struct WireEndpoint {
+    wire: Wire,
+    remote: DomainHandle,
+    eth_mtu: usize,
+    stop: Arc<AtomicBool>,
+    rx_frames: u64,
+    tx_frames: u64,
+    rx_burst: usize,
+}
+
+impl std::fmt::Debug for WireEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WireEndpoint")
+            .field("rx_frames", &self.rx_frames)
+            .field("tx_frames", &self.tx_frames)
+            .finish()
+    }
+}
+
+/// A frame taken off the wire, lent to smoltcp; the buffer goes back to the NIC afterwards.
+#[derive(Debug)]
+pub struct WireRxToken {
+    frame: WireFrame,
+}
+
+impl phy::RxToken for WireRxToken {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.frame)
+    }
+}
+
+/// A slot on the wire towards dom0.
+#[derive(Debug)]
+pub struct WireTxToken<'a> {
+    wire: &'a mut Wire,
+    tx_frames: &'a mut u64,
+}
+
+impl phy::TxToken for WireTxToken<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut f = Some(f);
+        let sent = self.wire.send(len, |buf| f.take().map(|f| f(buf)));
+        match (sent.flatten(), f) {
+            (Some(r), _) => {
+                *self.tx_frames += 1;
+                r
+            }
+            // The NIC filled up between `transmit` and here: the frame is lost, as on a wire.
+            (None, Some(f)) => f(&mut vec![0; len]),
+            (None, None) => unreachable!("the closure ran or it did not"),
+        }
+    }
+}
+
+impl Device for WireEndpoint {
+    type RxToken<'a> = WireRxToken;
+    type TxToken<'a> = WireTxToken<'a>;
+
+    fn receive(&mut self, _now: Instant) -> Option<(WireRxToken, WireTxToken<'_>)> {
+        if self.rx_burst >= BURST_BYTES || !self.wire.can_send() {
+            return None;
+        }
+        let frame = self.wire.take_frame()?;
+        self.rx_frames += 1;
+        self.rx_burst += frame.len();
+        Some((
+            WireRxToken { frame },
+            WireTxToken {
+                wire: &mut self.wire,
+                tx_frames: &mut self.tx_frames,
+            },
+        ))
+    }
+
+    fn transmit(&mut self, _now: Instant) -> Option<WireTxToken<'_>> {
+        if !self.wire.can_send() {
+            return None;
+        }
+        Some(WireTxToken {
+            wire: &mut self.wire,
+            tx_frames: &mut self.tx_frames,
+        })
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ethernet;
+        caps.max_transmission_unit = self.eth_mtu;
+        caps.checksum = ChecksumCapabilities::default();
+        caps
+    }
+}
+
+impl Endpoint for WireEndpoint {
+    fn flush(&mut self) {
+        self.rx_burst = 0;
+        self.wire.flush();
+    }
+
+    fn wait(&mut self, timeout: Duration) -> bool {
+        // Relaxed: a stop flag polled at every wait.
+        if self.stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        if self.wire.arm() {
+            return true;
+        }
+        let _b = xenoprof::blocked();
+        let _ = self.remote.wait(Some(timeout));
+        !self.stop.load(Ordering::Relaxed)
+    }
+
+    fn rx_frames(&self) -> u64 {
+        self.rx_frames
+    }
+
+    fn tx_frames(&self) -> u64 {
+        self.tx_frames
+    }
+}
+
+/// The guest's device: netfront, plus the link's stop flag.
+pub struct GuestEndpoint {
+    nf: Netfront<DomainHandle>,
+    stop: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for GuestEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuestEndpoint").finish()
+    }
+}
+
+impl Device for GuestEndpoint {
+    type RxToken<'a> = <Netfront<DomainHandle> as Device>::RxToken<'a>;
+    type TxToken<'a> = <Netfront<DomainHandle> as Device>::TxToken<'a>;
+
+    fn receive(&mut self, now: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        self.nf.receive(now)
+    }
+
+    fn transmit(&mut self, now: Instant) -> Option<Self::TxToken<'_>> {
+        self.nf.transmit(now)
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        self.nf.capabilities()
+    }
+}
+
+impl Endpoint for GuestEndpoint {
+    fn flush(&mut self) {
+        // Reclaims tx responses, consumes rx responses and refills rx buffers.
+        let _ = self.nf.poll();
+    }
+
+    fn wait(&mut self, timeout: Duration) -> bool {
+        // Relaxed: a stop flag polled at every wait.
+        if self.stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        let _b = xenoprof::blocked();
+        let _ = self.nf.wait(Some(timeout));
+        !self.stop.load(Ordering::Relaxed)
+    }
+
+    fn rx_frames(&self) -> u64 {
+        self.nf.stats().rx_packets
+    }
+
+    fn tx_frames(&self) -> u64 {
+        self.nf.stats().tx_packets
+    }
+}
