@@ -12,9 +12,9 @@
 # omitted warm-up (-O 1); the figure is the receiver's goodput (sum_received). A fresh namespace
 # has no firewall rules; br_netfilter's hooks apply if the module is loaded (as in a dom0).
 #
-# Then splitnet's tcp-rx runs for the same MTU and seconds (the link it used is printed: today
-# `direct`, smoltcp to smoltcp with no driver domain, until the splitnet link is built), and the
-# script prints both figures and the ratio splitnet / Linux.
+# Then splitnet's tcp-rx runs for the same MTU and seconds over the splitnet link (remote host on
+# bridge-lite's uplink, netback, netfront; YARDSTICK_LINK=direct runs the smoltcp-to-smoltcp upper
+# bound instead), and the script prints both figures and the ratio splitnet / Linux.
 #
 # Usage: sudo bench/scripts/linux-yardstick.sh [--mtu N] [--seconds S]   (default 1500, 10)
 # Needs: root, iproute2, iperf3 (apt-get install -y iperf3), python3, cargo. Not run by CI.
@@ -22,7 +22,7 @@ set -euo pipefail
 
 MTU=1500
 SECS=10
-LINK="${YARDSTICK_LINK:-direct}"
+LINK="${YARDSTICK_LINK:-splitnet}"
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --mtu) MTU="$2"; shift 2 ;;
