@@ -40,6 +40,7 @@ mod mem;
 pub mod ringpage;
 pub mod traits;
 pub mod types;
+pub mod xenbus;
 mod xenstore;
 
 pub use abi::{GnttabCopy, GnttabCopyPtr, GnttabTransfer, GrantEntryV1, GrantStatus};
@@ -54,4 +55,5 @@ pub use traits::{
     EventChannel, ForeignMapping, GrantOps, GrantTable, GuestMemory, XenDomain, XenStore,
 };
 pub use types::*;
+pub use xenbus::XenbusState;
 pub use xenstore::{VifPaths, WatchEvent, XsConnection, XsPerm, XsPermLevel};

@@ -383,7 +383,7 @@ impl Netback {
             d.state = state;
             let _ = self
                 .xs
-                .write(&format!("{}/state", d.be_path), &(state as u32).to_string());
+                .write(&format!("{}/state", d.be_path), state.as_str());
         }
     }
 

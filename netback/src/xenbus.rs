@@ -12,47 +12,7 @@ use hypervisor::{DomId, GrantRef, Port, XsConnection};
 
 use crate::vif::{FrontendKeys, RxMode, VifId};
 
-/// `enum xenbus_state`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u32)]
-pub enum XenbusState {
-    /// 0.
-    Unknown = 0,
-    /// 1.
-    Initialising = 1,
-    /// 2: the backend's features are written; waiting for the frontend's keys.
-    InitWait = 2,
-    /// 3.
-    Initialised = 3,
-    /// 4.
-    Connected = 4,
-    /// 5.
-    Closing = 5,
-    /// 6.
-    Closed = 6,
-    /// 7.
-    Reconfiguring = 7,
-    /// 8.
-    Reconfigured = 8,
-}
-
-impl XenbusState {
-    /// Parses a `state` node.
-    pub fn parse(s: &str) -> Option<XenbusState> {
-        Some(match s.trim().parse::<u32>().ok()? {
-            0 => Self::Unknown,
-            1 => Self::Initialising,
-            2 => Self::InitWait,
-            3 => Self::Initialised,
-            4 => Self::Connected,
-            5 => Self::Closing,
-            6 => Self::Closed,
-            7 => Self::Reconfiguring,
-            8 => Self::Reconfigured,
-            _ => return None,
-        })
-    }
-}
+pub use hypervisor::XenbusState;
 
 /// The features this backend offers, written to its directory before InitWait.
 pub fn features(allow_flip: bool) -> [(&'static str, &'static str); 11] {
