@@ -21,6 +21,8 @@ use crate::vif::{FrontendKeys, Vif, VifId, VifStats};
 use crate::xenbus::{Device, XenbusState, features, parse_device_path, read_frontend_keys};
 
 const BE_TOKEN: &str = "netback";
+/// How long a vif may post no rx buffers before it stops holding the uplink back.
+const STALL_GRACE: Duration = Duration::from_millis(100);
 const FE_TOKEN: &str = "netback-frontend";
 
 /// A snapshot of the backend's counters, `Send` so it can leave the dom0 thread.
@@ -210,8 +212,8 @@ impl Netback {
         // wire only as many bytes as the fullest vif queue still has room for, so a burst from
         // the wire is held on the wire (the far end sees a full NIC) rather than dropped at a vif.
         let budget = self.uplink_budget();
-        if budget > 0
-            && let Some(up) = self.uplink.as_mut()
+        if let Some(up) = self.uplink.as_mut()
+            && budget >= up.max_frame()
             && let Some(port) = up.bridge_port()
         {
             self.frames.clear();
@@ -243,8 +245,9 @@ impl Netback {
         Ok(work)
     }
 
-    /// Re-arms every ring and blocks until an event arrives or `timeout` (capped at
-    /// `Config::poll_interval`) passes. Events that then find no work are counted as spurious.
+    /// Re-arms the tx rings (`final_check_for_requests`; rx rings are armed by the rx pass when
+    /// it lacks buffers) and the uplink, then blocks until an event arrives or `timeout` (capped
+    /// at `Config::poll_interval`) passes. Events that then find no work are counted as spurious.
     pub fn wait(&mut self, timeout: Duration) -> Result<(), Error> {
         let mut more = false;
         for vif in &mut self.vifs {
@@ -257,8 +260,10 @@ impl Netback {
                 Err(e) => vif.disable(crate::vif::Fatal::Ring(e)),
             }
         }
+        // Only if the uplink may take a frame now: with less room than one frame, waiting frames
+        // are not work, and counting them would turn this wait into a spin.
         if let Some(up) = self.uplink.as_ref()
-            && self.uplink_budget() > 0
+            && self.uplink_budget() >= up.max_frame()
         {
             more |= up.has_work();
         }
@@ -281,7 +286,7 @@ impl Netback {
     pub fn run_until(&mut self, mut stop: impl FnMut() -> bool) -> Result<(), Error> {
         while !stop() {
             let work = self.poll()?;
-            self.account_spurious(work);
+            self.account_spurious();
             if !work {
                 self.wait(self.cfg.poll_interval)?;
             }
@@ -290,18 +295,25 @@ impl Netback {
     }
 
     /// Bytes the uplink may take from the wire this pass: the room left in the fullest rx queue
-    /// of a live vif (any frame may flood to every vif).
+    /// of a live vif (any frame may flood to every vif). A vif whose guest has posted no buffers
+    /// for `STALL_GRACE` does not hold the wire back: frames for it are dropped at its queue (as
+    /// Linux drops), so one stalled guest cannot pause the wire for the others.
     fn uplink_budget(&self) -> usize {
+        let now = Instant::now();
         self.vifs
             .iter()
             .filter(|v| !v.is_disabled())
+            .filter(|v| {
+                v.rx_stalled_since
+                    .is_none_or(|t| now.duration_since(t) < STALL_GRACE)
+            })
             .map(|v| self.cfg.rx_queue_bytes.saturating_sub(v.rx_queued_bytes))
             .min()
             .unwrap_or(self.cfg.rx_queue_bytes)
     }
 
     /// An event that led to a pass with no work for its vif is spurious (XSA-332 accounting).
-    fn account_spurious(&mut self, _work: bool) {
+    fn account_spurious(&mut self) {
         for vif in &mut self.vifs {
             if std::mem::take(&mut vif.event_pending) && !vif.did_work {
                 vif.stats.spurious_events += 1;

@@ -1,7 +1,7 @@
 //! A grant-copy batch as an object (Linux's `xenvif_copy_state`).
 //!
-//! Ops are collected with the owner each belongs to (a packet of the pass, or the ring index of
-//! the response to patch); the batch flushes with one hypercall when full or at the end of a pass
+//! Ops are collected with the owner each belongs to (a packet of the tx pass, or the position of
+//! the rx response to patch among those put this pass); the batch flushes with one hypercall when full or at the end of a pass
 //! and reports every failed op to the caller, who patches it into its response.
 
 use hypervisor::{DomainHandle, GnttabCopy, GrantStatus};

@@ -37,14 +37,20 @@ impl Vif {
             return false;
         }
         let _s = xenoprof::scope(xenoprof::Class::NETBACK);
+        // Every pass flushes the shared batch before returning, so no other vif's ops wait in it.
+        debug_assert!(
+            batch.is_empty(),
+            "a previous pass left grant copies unflushed"
+        );
         let hc = batch.hypercalls;
+        let mut fatal: Option<Fatal> = None;
         let mut inflight: Vec<NetFrame> = Vec::new();
         let mut transfers: Vec<GnttabTransfer> = Vec::new();
         let mut transfer_rsp: Vec<u32> = Vec::new();
         // Responses put this pass, by position: a failed op's owner is its position here.
         let mut puts: Vec<(u32, RxResponse)> = Vec::new();
         let mut delivered = 0usize;
-        while delivered < cfg.rx_batch_packets {
+        'frames: while delivered < cfg.rx_batch_packets {
             let Some(len) = self.rx_queue.front().map(|f| f.len()) else {
                 break;
             };
@@ -53,8 +59,10 @@ impl Vif {
                 Ok(true) => {}
                 Ok(false) => break,
                 Err(e) => {
-                    self.disable(Fatal::Ring(e));
-                    return delivered > 0;
+                    // Not `return`: the ops already queued for earlier frames must be flushed
+                    // (or their pages would go back to the pool while still named as sources).
+                    fatal = Some(Fatal::Ring(e));
+                    break;
                 }
             }
             let Some(mut frame) = self.rx_queue.pop_front() else {
@@ -73,15 +81,18 @@ impl Vif {
                 }
             }
             let pages = frame.0.pages();
-            let mut failed = false;
             for (i, pfn) in pages.iter().enumerate() {
+                // `rx_slots_available` validated `needed` requests, and each consumed request is
+                // answered at once below, so neither the ring nor put_response can come up short.
                 let req: RxRequest = match self.rx.next_request() {
                     Ok(Some(r)) => r,
-                    // Counted as available above; the ring cannot take it back.
-                    Ok(None) => break,
+                    Ok(None) => {
+                        debug_assert!(false, "validated rx request vanished");
+                        break 'frames;
+                    }
                     Err(e) => {
-                        self.disable(Fatal::Ring(e));
-                        return delivered > 0;
+                        fatal = Some(Fatal::Ring(e));
+                        break 'frames;
                     }
                 };
                 let chunk = (len - i * PAGE_SIZE).min(PAGE_SIZE);
@@ -93,7 +104,8 @@ impl Vif {
                     status: chunk as i16,
                 };
                 let Ok(idx) = self.rx.put_response(rsp) else {
-                    break;
+                    debug_assert!(false, "a consumed rx request had no response slot");
+                    break 'frames;
                 };
                 let owner = puts.len() as u32;
                 puts.push((idx, rsp));
@@ -105,10 +117,11 @@ impl Vif {
                             chunk as u16,
                         );
                         let (rx, stats) = (&mut self.rx, &mut self.stats);
-                        let r = batch.push(dom0, op, owner, &mut |o, _| {
+                        // A failed hypercall reports every op of the batch as failed, so the
+                        // error itself needs no handling here.
+                        let _ = batch.push(dom0, op, owner, &mut |o, _| {
                             patch_error(rx, &puts, o, stats)
                         });
-                        failed |= r.is_err();
                     }
                     RxMode::Flip => {
                         transfers.push(GnttabTransfer::new(
@@ -123,9 +136,6 @@ impl Vif {
                     }
                 }
             }
-            if failed {
-                self.stats.rx_copy_errors += 1;
-            }
             self.stats.rx_packets += 1;
             self.stats.rx_bytes += len as u64;
             inflight.push(frame);
@@ -139,6 +149,14 @@ impl Vif {
         self.stats.hypercalls += batch.hypercalls - hc;
         // The copies are done (or the pages given away): the backend buffers can be reused.
         drop(inflight);
+        if let Some(f) = fatal {
+            if self.rx.rsp_prod_pvt() != self.rx.req_cons() {
+                debug_assert!(false, "fatal rx pass left a request unanswered");
+            }
+            self.rx.push_responses();
+            self.disable(f);
+            return delivered > 0;
+        }
         if delivered > 0 {
             self.did_work = true;
             self.rx_stalled_since = None;
@@ -152,8 +170,9 @@ impl Vif {
     }
 
     /// Whether `needed` rx requests are posted. If not, asks the frontend to notify when they
-    /// are (`req_event = req_cons + needed`) and checks once more, as Linux's
-    /// `xenvif_rx_ring_slots_available` does, so a posting that raced with us is not missed.
+    /// are (`req_event = req_cons + needed`; Linux's `xenvif_rx_ring_slots_available` arms
+    /// `req_prod + 1` and re-checks on every event instead) and checks once more, so a posting
+    /// that raced with us is not missed.
     fn rx_slots_available(&mut self, needed: u32) -> Result<bool, ring::RingError> {
         if self.rx.unconsumed_requests()? >= needed {
             return Ok(true);

@@ -2,8 +2,9 @@
 //!
 //! Each request is copied out of the shared ring once (the ring does that) and validated here as
 //! Linux's `xenvif_count_requests` / `xenvif_get_extras` do. Good packets are grant-copied into
-//! backend buffers in batches; every slot is answered after the copies, and the frontend is
-//! notified once per pass if it asked to be.
+//! backend buffers in batches; every slot of every complete packet is answered after the copies,
+//! and the frontend is notified once per pass if it asked to be. A fatal error leaves the
+//! offending packet's slots unanswered and disables the vif, as Linux's `fatal_tx_err` does.
 
 use hypervisor::{DomainHandle, GnttabCopy, GnttabCopyPtr, GrantRef, PAGE_SIZE};
 use ring::netif::{
@@ -30,7 +31,8 @@ struct Pending {
 
 impl Vif {
     /// Takes up to `cfg.tx_batch_packets` packets from the tx ring, copies them into backend
-    /// buffers, answers every slot and appends the good frames to `frames`. Returns whether any
+    /// buffers, answers every slot of each packet read whole and appends the good frames to
+    /// `frames`. Returns whether any
     /// request was consumed. A fatal frontend error disables the vif.
     pub(crate) fn tx_action(
         &mut self,
@@ -44,6 +46,10 @@ impl Vif {
             return false;
         }
         let _s = xenoprof::scope(xenoprof::Class::NETBACK);
+        debug_assert!(
+            batch.is_empty(),
+            "a previous pass left grant copies unflushed"
+        );
         let hc = batch.hypercalls;
         let mut pending: Vec<Pending> = Vec::new();
         let mut fatal = None;
@@ -117,12 +123,11 @@ impl Vif {
         // Extra-info slots follow the first request.
         if first.flags & NETTXF_EXTRA_INFO != 0 {
             loop {
-                let extra: ExtraInfo = self.tx.next_request_as().map_err(Fatal::Ring)?.ok_or(
-                    Fatal::TruncatedPacket {
-                        needed: ids.len() + 1,
-                        available: 0,
-                    },
-                )?;
+                let extra: ExtraInfo = self
+                    .tx
+                    .next_request_as()
+                    .map_err(Fatal::Ring)?
+                    .ok_or(Fatal::TruncatedPacket { got: ids.len() })?;
                 // The extra slot's id field overlays type/flags; answer it by its position with
                 // the request id Linux uses (the slot's first u16).
                 ids.push((u16::from_le_bytes([extra.type_, extra.flags]), true));
@@ -141,14 +146,11 @@ impl Vif {
                     limit: cfg.tx_slots_fatal,
                 });
             }
-            let next: TxRequest =
-                self.tx
-                    .next_request()
-                    .map_err(Fatal::Ring)?
-                    .ok_or(Fatal::TruncatedPacket {
-                        needed: slots.len() + 1,
-                        available: 0,
-                    })?;
+            let next: TxRequest = self
+                .tx
+                .next_request()
+                .map_err(Fatal::Ring)?
+                .ok_or(Fatal::TruncatedPacket { got: ids.len() })?;
             ids.push((next.id, false));
             flags = next.flags;
             slots.push(next);
@@ -173,10 +175,11 @@ impl Vif {
         let rest: usize = slots[1..].iter().map(|s| s.size as usize).sum();
         if slots.len() > cfg.tx_slots_drop {
             self.stats.tx_too_many_slots += 1;
-        } else if first.size < ETH_HLEN {
-            self.stats.tx_runt += 1;
-        } else if rest > total || slots[1..].iter().any(|s| s.size as usize > total) {
+        } else if rest > total {
             self.stats.tx_oversize_slot += 1;
+        } else if total - rest < ETH_HLEN as usize {
+            // Linux checks the first slot's own share (count_requests has subtracted the rest).
+            self.stats.tx_runt += 1;
         } else if first.offset as usize + (total - rest) > PAGE_SIZE {
             return Err(Fatal::SlotCrossesPage {
                 offset: first.offset,

@@ -153,6 +153,11 @@ impl Uplink {
         self.bridge_port
     }
 
+    /// Largest frame the wire carries: the uplink takes a frame only with this much budget.
+    pub(crate) fn max_frame(&self) -> usize {
+        self.max_frame
+    }
+
     /// dom0's event-channel port for the wire.
     pub fn port(&self) -> Port {
         self.port

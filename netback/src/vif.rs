@@ -59,12 +59,11 @@ pub enum Fatal {
     },
     /// A malformed extra-info slot.
     BadExtra(ExtraError),
-    /// A packet whose `more_data` chain runs past the requests the frontend pushed.
+    /// A packet whose `more_data` chain (or extra-info chain) runs past the requests the
+    /// frontend pushed.
     TruncatedPacket {
-        /// Slots the chain needed at least.
-        needed: usize,
-        /// Requests available.
-        available: u32,
+        /// Slots of the packet read before the pushed requests ran out.
+        got: usize,
     },
 }
 
@@ -83,23 +82,25 @@ impl fmt::Display for Fatal {
                 "tx slot offset {offset} + size {size} crosses the 4096-byte page"
             ),
             Fatal::BadExtra(e) => write!(f, "{e}"),
-            Fatal::TruncatedPacket { needed, available } => write!(
+            Fatal::TruncatedPacket { got } => write!(
                 f,
-                "tx packet chain needs {needed} slots but only {available} requests were pushed"
+                "tx packet chain continues after {got} slots but no further request was pushed \
+                 (a frontend must push whole packets)"
             ),
         }
     }
 }
 
-/// Per-vif counters. Names follow the guest's view? No: the backend's, as Linux's vif stats do
-/// (`tx_*` is guest → backend, `rx_*` is backend → guest).
+/// Per-vif counters, named as Linux's vif stats are: `tx_*` is guest → backend, `rx_*` is
+/// backend → guest.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VifStats {
     /// Packets taken from the tx ring and handed to the switch.
     pub tx_packets: u64,
     /// Their bytes.
     pub tx_bytes: u64,
-    /// Tx packets answered with an error and dropped: first slot shorter than 14 bytes.
+    /// Tx packets answered with an error and dropped: the first slot's own data (the packet's
+    /// size less what the later slots carry) is shorter than an Ethernet header, as Linux checks.
     pub tx_runt: u64,
     /// Tx packets dropped for using more than `tx_slots_drop` slots.
     pub tx_too_many_slots: u64,
@@ -115,7 +116,8 @@ pub struct VifStats {
     pub rx_bytes: u64,
     /// Frames dropped because the vif's rx queue was at its byte cap.
     pub rx_queue_full: u64,
-    /// Frames dropped because a grant copy or transfer into the guest failed.
+    /// Grant copies or page transfers into the guest that failed (bad gref, permissions, ...);
+    /// each failed slot is answered with `NETIF_RSP_ERROR`.
     pub rx_copy_errors: u64,
     /// Frames dropped by draining a stalled queue (the guest posted no buffers in time).
     pub rx_drained: u64,

@@ -17,15 +17,15 @@ pub enum RingError {
         size: u32,
     },
     /// `RESPONSE_PROD_OVERFLOW`: the backend's `rsp_prod` claims responses to requests the
-    /// frontend never pushed (`rsp_prod - rsp_cons > req_prod_pvt - rsp_cons`, which includes
-    /// `> size`).
+    /// frontend never pushed (`rsp_prod - rsp_cons > req_prod - rsp_cons` with the frontend's
+    /// last pushed `req_prod`, which includes `> size`).
     ResponseOverflow {
         /// The `rsp_prod` read from the shared page.
         rsp_prod: u32,
         /// The frontend's private response consumer.
         rsp_cons: u32,
-        /// The frontend's private request producer.
-        req_prod_pvt: u32,
+        /// The frontend's last pushed request producer.
+        req_prod: u32,
     },
 }
 
@@ -46,13 +46,13 @@ impl fmt::Display for RingError {
             RingError::ResponseOverflow {
                 rsp_prod,
                 rsp_cons,
-                req_prod_pvt,
+                req_prod,
             } => write!(
                 f,
                 "backend response producer overflow: rsp_prod {rsp_prod} is past the {} \
-                 outstanding requests (rsp_cons {rsp_cons}, req_prod_pvt {req_prod_pvt}); the \
-                 backend is buggy or hostile, disconnect it",
-                req_prod_pvt.wrapping_sub(rsp_cons)
+                 outstanding requests (rsp_cons {rsp_cons}, req_prod {req_prod}); the backend \
+                 is buggy or hostile, disconnect it",
+                req_prod.wrapping_sub(rsp_cons)
             ),
         }
     }

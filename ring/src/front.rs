@@ -136,12 +136,14 @@ impl<K: RingKind, M: RingMem> FrontRing<K, M> {
         // Acquire: pairs with the Release store of rsp_prod in `BackRing::push_responses`, so the
         // response slots below it are visible to `read_slot`.
         let prod = self.mem.header().rsp_prod.load(Ordering::Acquire);
-        let outstanding = self.req_prod_pvt.wrapping_sub(self.rsp_cons);
+        // Only pushed requests can have responses: bounding by req_prod_pvt would let a hostile
+        // backend make us read slots we have put but not yet published.
+        let outstanding = self.req_prod_pushed.wrapping_sub(self.rsp_cons);
         if prod.wrapping_sub(self.rsp_cons) > outstanding {
             let e = RingError::ResponseOverflow {
                 rsp_prod: prod,
                 rsp_cons: self.rsp_cons,
-                req_prod_pvt: self.req_prod_pvt,
+                req_prod: self.req_prod_pushed,
             };
             self.broken = Some(e);
             self.rsp_prod_seen = self.rsp_cons;

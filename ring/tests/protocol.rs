@@ -204,7 +204,7 @@ fn hostile_rsp_prod_is_an_error_not_a_panic() {
         Err(RingError::ResponseOverflow {
             rsp_prod: 3,
             rsp_cons: 0,
-            req_prod_pvt: 2
+            req_prod: 2
         })
     );
     assert!(front.next_response().is_err());
