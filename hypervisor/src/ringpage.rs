@@ -21,9 +21,12 @@ pub fn mapped_ring(mapping: GrantMapping) -> Result<PageRing<GrantMapping>> {
     // SAFETY: `GrantMapping::as_ptr` is 4096 bytes, page-aligned and mapped until the mapping
     // drops; `PageRing` owns the mapping, so the page outlives every borrow of the ring. Within
     // this process the page is otherwise reached through the granting domain's own ring handle
-    // (atomics, by `own_ring`'s contract below) and the hypervisor's grant copy, which never
-    // targets a ring page a well-formed frontend granted (and a hostile frontend racing its own
-    // ring page only harms its own connection: every ring access here is atomic).
+    // (atomics, by `own_ring`'s contract below). Known gap: a hostile frontend may also name its
+    // ring page's grant as the source or destination of a grant copy, and the copy engine's raw
+    // accesses would then race with the rings' atomics on that one page. Marking ring frames
+    // atomic-only while mapped (as grant-table frames are) would close it; until then the race
+    // is confined to the hostile guest's own ring page, whose every ring access is atomic and
+    // whose contents are validated after each copy.
     unsafe { PageRing::new(mapping, ptr) }.map_err(|_| Error::Grant(GrantStatus::BadVirtAddr))
 }
 
