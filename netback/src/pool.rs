@@ -67,7 +67,7 @@ impl BufPool {
             return None;
         }
         let n = len.div_ceil(PAGE_SIZE);
-        let mut pages = Vec::with_capacity(n);
+        let mut pages = Pages::new();
         while pages.len() < n {
             let pfn = self.0.free.borrow_mut().pop();
             let pfn = match pfn {
@@ -75,7 +75,7 @@ impl BufPool {
                 None => {
                     let mut owned = self.0.owned.borrow_mut();
                     if owned.len() >= self.0.limit {
-                        self.0.free.borrow_mut().extend(pages.drain(..));
+                        self.0.free.borrow_mut().extend_from_slice(pages.as_slice());
                         return None;
                     }
                     let _s = xenoprof::scope(xenoprof::Class::PAGE_ALLOC);
@@ -86,7 +86,7 @@ impl BufPool {
                         }
                         Err(_) => {
                             drop(owned);
-                            self.0.free.borrow_mut().extend(pages.drain(..));
+                            self.0.free.borrow_mut().extend_from_slice(pages.as_slice());
                             return None;
                         }
                     }
@@ -125,9 +125,39 @@ impl BufPool {
     }
 }
 
+/// A frame's pages, inline: a buffer never allocates on the heap per frame.
+#[derive(Clone, Copy)]
+struct Pages {
+    pfns: [Pfn; MAX_FRAME_PAGES],
+    n: u8,
+}
+
+impl Pages {
+    fn new() -> Self {
+        Self {
+            pfns: [Pfn(0); MAX_FRAME_PAGES],
+            n: 0,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.n as usize
+    }
+
+    /// Callers push at most `MAX_FRAME_PAGES` (`alloc` bounds the frame length).
+    fn push(&mut self, p: Pfn) {
+        self.pfns[self.n as usize] = p;
+        self.n += 1;
+    }
+
+    fn as_slice(&self) -> &[Pfn] {
+        &self.pfns[..self.n as usize]
+    }
+}
+
 /// One frame's pages in dom0 memory.
 pub struct Buf {
-    pages: Vec<Pfn>,
+    pages: Pages,
     len: usize,
     head: [u8; HEAD],
     pool: Rc<PoolInner>,
@@ -136,7 +166,7 @@ pub struct Buf {
 impl fmt::Debug for Buf {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Buf")
-            .field("pages", &self.pages)
+            .field("pages", &self.pages.as_slice())
             .field("len", &self.len)
             .finish()
     }
@@ -146,7 +176,7 @@ impl Buf {
     /// The frame's pages, in order; byte `i` of the frame is at offset `i % 4096` of page
     /// `i / 4096`.
     pub fn pages(&self) -> &[Pfn] {
-        &self.pages
+        self.pages.as_slice()
     }
 
     /// Frame length.
@@ -163,22 +193,30 @@ impl Buf {
     /// frame's data is in place.
     pub fn load_head(&mut self) -> hypervisor::Result<()> {
         let n = self.len.min(HEAD);
-        self.pool.dom.read(self.pages[0], 0, &mut self.head[..n])
+        self.pool.dom.read(self.pages.as_slice()[0], 0, &mut self.head[..n])
     }
 
-    /// Writes `data` (exactly `len` bytes) into the buffer and loads the head: what a NIC's DMA
-    /// does for a received frame.
+    /// Writes `data` (at least `len` bytes; the first `len` are used) into the buffer and keeps
+    /// its head: what a NIC's DMA does for a received frame.
     pub fn fill(&mut self, data: &[u8]) -> hypervisor::Result<()> {
-        for (pfn, chunk) in self.pages.iter().zip(data[..self.len].chunks(PAGE_SIZE)) {
+        for (pfn, chunk) in self
+            .pages
+            .as_slice()
+            .iter()
+            .zip(data[..self.len].chunks(PAGE_SIZE))
+        {
             self.pool.dom.write(*pfn, 0, chunk)?;
         }
-        self.load_head()
+        // The head comes from the bytes just written, not a second trip through the hypervisor.
+        let n = self.len.min(HEAD);
+        self.head[..n].copy_from_slice(&data[..n]);
+        Ok(())
     }
 
     /// Reads the whole frame into `out` (for the uplink's transmit side and for tests).
     pub fn read_into(&self, out: &mut Vec<u8>) -> hypervisor::Result<()> {
         out.resize(self.len, 0);
-        for (pfn, chunk) in self.pages.iter().zip(out.chunks_mut(PAGE_SIZE)) {
+        for (pfn, chunk) in self.pages.as_slice().iter().zip(out.chunks_mut(PAGE_SIZE)) {
             self.pool.dom.read(*pfn, 0, chunk)?;
         }
         Ok(())
@@ -187,7 +225,10 @@ impl Buf {
 
 impl Drop for Buf {
     fn drop(&mut self) {
-        self.pool.free.borrow_mut().extend(self.pages.drain(..));
+        self.pool
+            .free
+            .borrow_mut()
+            .extend_from_slice(self.pages.as_slice());
     }
 }
 
