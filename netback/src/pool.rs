@@ -193,7 +193,9 @@ impl Buf {
     /// frame's data is in place.
     pub fn load_head(&mut self) -> hypervisor::Result<()> {
         let n = self.len.min(HEAD);
-        self.pool.dom.read(self.pages.as_slice()[0], 0, &mut self.head[..n])
+        self.pool
+            .dom
+            .read(self.pages.as_slice()[0], 0, &mut self.head[..n])
     }
 
     /// Writes `data` (at least `len` bytes; the first `len` are used) into the buffer and keeps
