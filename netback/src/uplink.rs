@@ -25,6 +25,9 @@ struct Direction {
     empty: ArrayQueue<Vec<u8>>,
     /// The receiving side is about to sleep and wants an event for the next frame.
     want_event: AtomicBool,
+    /// The sending side found no empty buffer and wants an event when one is returned (a NIC's
+    /// queue-wake interrupt).
+    want_space: AtomicBool,
 }
 
 impl Direction {
@@ -33,7 +36,27 @@ impl Direction {
             full: ArrayQueue::new(WIRE_SLOTS),
             empty: ArrayQueue::new(WIRE_SLOTS),
             want_event: AtomicBool::new(false),
+            want_space: AtomicBool::new(false),
         }
+    }
+
+    /// Consumer side, after returning buffers: should the producer be told there is room?
+    fn check_space_notify(&self) -> bool {
+        // Full fence: orders our buffer returns before the want_space read; pairs with the fence
+        // in `arm_space` between the producer's want_space store and its re-check of `empty`.
+        fence(Ordering::SeqCst);
+        // Relaxed: ordered by the fence; the swap makes one notification per arming.
+        self.want_space.load(Ordering::Relaxed) && self.want_space.swap(false, Ordering::Relaxed)
+    }
+
+    /// Producer side, before sleeping on a full queue: ask for an event when a buffer comes
+    /// back, then re-check. True: there is room already.
+    fn arm_space(&self) -> bool {
+        // Relaxed store ordered before the re-check by the fence below.
+        self.want_space.store(true, Ordering::Relaxed);
+        // Full fence: pairs with the fence in `check_space_notify`.
+        fence(Ordering::SeqCst);
+        !self.empty.is_empty()
     }
 
     /// Producer side: after pushing, should the consumer be notified?
@@ -203,6 +226,10 @@ impl Uplink {
             data.clear();
             let _ = d.empty.push(data);
         }
+        // The far end may be asleep on a full NIC: tell it there is room again.
+        if n > 0 && d.check_space_notify() {
+            let _ = self.dom0.notify(self.port);
+        }
         n > 0
     }
 
@@ -291,9 +318,12 @@ impl Wire {
         })
     }
 
-    /// Before sleeping: asks dom0 for an event on the next frame; true if one already waits.
+    /// Before sleeping: asks dom0 for an event on the next frame, and, if the NIC is full, for
+    /// an event when it has room again; true if either is already the case.
     pub fn arm(&self) -> bool {
-        self.shared.to_wire.arm()
+        let frame = self.shared.to_wire.arm();
+        let room = !self.can_send() && self.shared.to_dom0.arm_space();
+        frame || room
     }
 }
 
