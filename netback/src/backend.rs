@@ -211,7 +211,7 @@ impl Netback {
         // Wire → switch, flow-controlled like a NIC honouring PAUSE frames: dom0 takes from the
         // wire only as many bytes as the fullest vif queue still has room for, so a burst from
         // the wire is held on the wire (the far end sees a full NIC) rather than dropped at a vif.
-        let budget = self.uplink_budget();
+        let budget = self.uplink_budget(now);
         if let Some(up) = self.uplink.as_mut()
             && budget >= up.max_frame()
             && let Some(port) = up.bridge_port()
@@ -263,7 +263,7 @@ impl Netback {
         // Only if the uplink may take a frame now: with less room than one frame, waiting frames
         // are not work, and counting them would turn this wait into a spin.
         if let Some(up) = self.uplink.as_ref()
-            && self.uplink_budget() >= up.max_frame()
+            && self.uplink_budget(Instant::now()) >= up.max_frame()
         {
             more |= up.has_work();
         }
@@ -298,8 +298,7 @@ impl Netback {
     /// of a live vif (any frame may flood to every vif). A vif whose guest has posted no buffers
     /// for `STALL_GRACE` does not hold the wire back: frames for it are dropped at its queue (as
     /// Linux drops), so one stalled guest cannot pause the wire for the others.
-    fn uplink_budget(&self) -> usize {
-        let now = Instant::now();
+    fn uplink_budget(&self, now: Instant) -> usize {
         self.vifs
             .iter()
             .filter(|v| !v.is_disabled())
