@@ -18,6 +18,20 @@ use crate::config::Config;
 use crate::pool::{BufPool, NetFrame};
 use crate::vif::{Fatal, RxMode, Vif};
 
+/// Working storage of an rx pass, kept in the vif so a pass allocates nothing once warm.
+#[derive(Default)]
+pub(crate) struct RxScratch {
+    /// Frames whose copies or transfers are queued: their pages stay out of the pool until the
+    /// pass has flushed.
+    inflight: Vec<NetFrame>,
+    /// Page transfers waiting for their hypercall (flip mode).
+    transfers: Vec<GnttabTransfer>,
+    /// Each transfer's owner: its response's position in `puts`.
+    transfer_rsp: Vec<u32>,
+    /// Responses put this pass, by position: a failed op's owner is its position here.
+    puts: Vec<(u32, RxResponse)>,
+}
+
 /// Slots a frame of `len` bytes needs.
 pub(crate) fn slots_for(len: usize) -> u32 {
     len.div_ceil(PAGE_SIZE) as u32
@@ -44,11 +58,14 @@ impl Vif {
         );
         let hc = batch.hypercalls;
         let mut fatal: Option<Fatal> = None;
-        let mut inflight: Vec<NetFrame> = Vec::new();
-        let mut transfers: Vec<GnttabTransfer> = Vec::new();
-        let mut transfer_rsp: Vec<u32> = Vec::new();
-        // Responses put this pass, by position: a failed op's owner is its position here.
-        let mut puts: Vec<(u32, RxResponse)> = Vec::new();
+        let mut sc = std::mem::take(&mut self.rx_scratch);
+        let RxScratch {
+            inflight,
+            transfers,
+            transfer_rsp,
+            puts,
+        } = &mut sc;
+        puts.clear();
         let mut delivered = 0usize;
         'frames: while delivered < cfg.rx_batch_packets {
             let Some(len) = self.rx_queue.front().map(|f| f.len()) else {
@@ -119,9 +136,8 @@ impl Vif {
                         let (rx, stats) = (&mut self.rx, &mut self.stats);
                         // A failed hypercall reports every op of the batch as failed, so the
                         // error itself needs no handling here.
-                        let _ = batch.push(dom0, op, owner, &mut |o, _| {
-                            patch_error(rx, &puts, o, stats)
-                        });
+                        let _ = batch
+                            .push(dom0, op, owner, &mut |o, _| patch_error(rx, puts, o, stats));
                     }
                     RxMode::Flip => {
                         transfers.push(GnttabTransfer::new(
@@ -131,7 +147,7 @@ impl Vif {
                         ));
                         transfer_rsp.push(owner);
                         if transfers.len() >= cfg.flip_batch_pages {
-                            self.flush_transfers(dom0, &mut transfers, &mut transfer_rsp, &puts);
+                            self.flush_transfers(dom0, transfers, transfer_rsp, puts);
                         }
                     }
                 }
@@ -143,12 +159,13 @@ impl Vif {
         }
         {
             let (rx, stats) = (&mut self.rx, &mut self.stats);
-            let _ = batch.flush(dom0, &mut |o, _| patch_error(rx, &puts, o, stats));
+            let _ = batch.flush(dom0, &mut |o, _| patch_error(rx, puts, o, stats));
         }
-        self.flush_transfers(dom0, &mut transfers, &mut transfer_rsp, &puts);
+        self.flush_transfers(dom0, transfers, transfer_rsp, puts);
         self.stats.hypercalls += batch.hypercalls - hc;
         // The copies are done (or the pages given away): the backend buffers can be reused.
-        drop(inflight);
+        inflight.clear();
+        self.rx_scratch = sc;
         if let Some(f) = fatal {
             if self.rx.rsp_prod_pvt() != self.rx.req_cons() {
                 debug_assert!(false, "fatal rx pass left a request unanswered");

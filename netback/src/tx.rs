@@ -6,6 +6,8 @@
 //! and the frontend is notified once per pass if it asked to be. A fatal error leaves the
 //! offending packet's slots unanswered and disables the vif, as Linux's `fatal_tx_err` does.
 
+use std::ops::Range;
+
 use hypervisor::{DomainHandle, GnttabCopy, GnttabCopyPtr, GrantRef, PAGE_SIZE};
 use ring::netif::{
     ExtraInfo, ExtraRepr, NETIF_RSP_ERROR, NETIF_RSP_NULL, NETIF_RSP_OKAY, NETTXF_EXTRA_INFO,
@@ -23,10 +25,23 @@ const ETH_HLEN: u16 = 14;
 /// One packet of the pass: its slots' ids (to answer), how many extra-info slots followed the
 /// first, and its fate.
 struct Pending {
-    /// Request ids, in ring order; extras answered with NETIF_RSP_NULL at their positions.
-    ids: Vec<(u16, bool)>,
+    /// This packet's slots in `TxScratch::ids`.
+    ids: Range<usize>,
     buf: Option<crate::pool::Buf>,
     ok: bool,
+}
+
+/// Working storage of a tx pass, kept in the vif so a pass allocates nothing once warm.
+#[derive(Default)]
+pub(crate) struct TxScratch {
+    pending: Vec<Pending>,
+    /// Request ids of every slot read this pass, in ring order, and whether each is an
+    /// extra-info slot (answered with NETIF_RSP_NULL).
+    ids: Vec<(u16, bool)>,
+    /// The current packet's requests (first, then its more_data chain).
+    slots: Vec<TxRequest>,
+    /// The current packet's grant-copy ops.
+    ops: Vec<GnttabCopy>,
 }
 
 impl Vif {
@@ -51,10 +66,12 @@ impl Vif {
             "a previous pass left grant copies unflushed"
         );
         let hc = batch.hypercalls;
-        let mut pending: Vec<Pending> = Vec::new();
+        let mut sc = std::mem::take(&mut self.tx_scratch);
+        sc.pending.clear();
+        sc.ids.clear();
         let mut fatal = None;
-        while pending.len() < cfg.tx_batch_packets {
-            match self.take_packet(cfg, pool, batch, dom0, &mut pending) {
+        while sc.pending.len() < cfg.tx_batch_packets {
+            match self.take_packet(cfg, pool, batch, dom0, &mut sc) {
                 Ok(true) => {}
                 Ok(false) => break,
                 Err(f) => {
@@ -65,19 +82,19 @@ impl Vif {
         }
         // Finish the copies of this pass; a failed op fails its packet.
         let _ = batch.flush(dom0, &mut |owner, _| {
-            if let Some(p) = pending.get_mut(owner as usize) {
+            if let Some(p) = sc.pending.get_mut(owner as usize) {
                 p.ok = false;
             }
         });
         self.stats.hypercalls += batch.hypercalls - hc;
-        let consumed = !pending.is_empty();
-        for p in pending {
+        let consumed = !sc.pending.is_empty();
+        for p in sc.pending.drain(..) {
             let status = if p.ok {
                 NETIF_RSP_OKAY
             } else {
                 NETIF_RSP_ERROR
             };
-            for (id, extra) in p.ids {
+            for &(id, extra) in &sc.ids[p.ids] {
                 let st = if extra { NETIF_RSP_NULL } else { status };
                 // Cannot fail: one response per consumed request.
                 let _ = self.tx.put_response(TxResponse { id, status: st });
@@ -99,6 +116,7 @@ impl Vif {
         if consumed && self.tx.push_responses_and_check_notify() {
             self.notify(dom0);
         }
+        self.tx_scratch = sc;
         if let Some(f) = fatal {
             self.disable(f);
         }
@@ -114,30 +132,34 @@ impl Vif {
         pool: &BufPool,
         batch: &mut CopyBatch,
         dom0: &DomainHandle,
-        pending: &mut Vec<Pending>,
+        sc: &mut TxScratch,
     ) -> Result<bool, Fatal> {
         let Some(first) = self.tx.next_request().map_err(Fatal::Ring)? else {
             return Ok(false);
         };
-        let mut ids = vec![(first.id, false)];
+        let start = sc.ids.len();
+        sc.ids.push((first.id, false));
         // Extra-info slots follow the first request.
         if first.flags & NETTXF_EXTRA_INFO != 0 {
             loop {
-                let extra: ExtraInfo = self
-                    .tx
-                    .next_request_as()
-                    .map_err(Fatal::Ring)?
-                    .ok_or(Fatal::TruncatedPacket { got: ids.len() })?;
+                let extra: ExtraInfo = self.tx.next_request_as().map_err(Fatal::Ring)?.ok_or(
+                    Fatal::TruncatedPacket {
+                        got: sc.ids.len() - start,
+                    },
+                )?;
                 // The extra slot's id field overlays type/flags; answer it by its position with
                 // the request id Linux uses (the slot's first u16).
-                ids.push((u16::from_le_bytes([extra.type_, extra.flags]), true));
+                sc.ids
+                    .push((u16::from_le_bytes([extra.type_, extra.flags]), true));
                 ExtraRepr::parse(&extra).map_err(Fatal::BadExtra)?;
                 if extra.flags & XEN_NETIF_EXTRA_FLAG_MORE == 0 {
                     break;
                 }
             }
         }
-        let mut slots = vec![first];
+        let slots = &mut sc.slots;
+        slots.clear();
+        slots.push(first);
         let mut flags = first.flags;
         while flags & NETTXF_MORE_DATA != 0 {
             if slots.len() >= cfg.tx_slots_fatal {
@@ -146,12 +168,14 @@ impl Vif {
                     limit: cfg.tx_slots_fatal,
                 });
             }
-            let next: TxRequest = self
-                .tx
-                .next_request()
-                .map_err(Fatal::Ring)?
-                .ok_or(Fatal::TruncatedPacket { got: ids.len() })?;
-            ids.push((next.id, false));
+            let next: TxRequest =
+                self.tx
+                    .next_request()
+                    .map_err(Fatal::Ring)?
+                    .ok_or(Fatal::TruncatedPacket {
+                        got: sc.ids.len() - start,
+                    })?;
+            sc.ids.push((next.id, false));
             flags = next.flags;
             slots.push(next);
         }
@@ -166,7 +190,7 @@ impl Vif {
             }
         }
         let mut p = Pending {
-            ids,
+            ids: start..sc.ids.len(),
             buf: None,
             ok: false,
         };
@@ -187,7 +211,8 @@ impl Vif {
             });
         } else if let Some(buf) = pool.alloc(total) {
             // The first slot carries what the later ones do not.
-            let mut ops = Vec::with_capacity(slots.len() + 1);
+            let ops = &mut sc.ops;
+            ops.clear();
             let mut dst = 0usize;
             for (i, s) in slots.iter().enumerate() {
                 let size = if i == 0 {
@@ -214,9 +239,10 @@ impl Vif {
             }
             p.ok = true;
             p.buf = Some(buf);
-            let owner = pending.len() as u32;
-            pending.push(p);
-            for op in ops {
+            let owner = sc.pending.len() as u32;
+            sc.pending.push(p);
+            let pending = &mut sc.pending;
+            for op in sc.ops.drain(..) {
                 // A flush here may report failures of earlier packets of the pass too: each
                 // owner is the packet's index in `pending`.
                 let _ = batch.push(dom0, op, owner, &mut |o, _| {
@@ -229,7 +255,7 @@ impl Vif {
         } else {
             self.stats.tx_no_buffer += 1;
         }
-        pending.push(p);
+        sc.pending.push(p);
         Ok(true)
     }
 }

@@ -148,6 +148,9 @@ pub struct Vif {
     pub(crate) event_pending: bool,
     /// The last pass found work for this vif.
     pub(crate) did_work: bool,
+    /// Reused working storage of the tx and rx passes.
+    pub(crate) tx_scratch: crate::tx::TxScratch,
+    pub(crate) rx_scratch: crate::rx::RxScratch,
 }
 
 impl fmt::Debug for Vif {
@@ -201,6 +204,8 @@ impl Vif {
             stats: VifStats::default(),
             event_pending: false,
             did_work: false,
+            tx_scratch: Default::default(),
+            rx_scratch: Default::default(),
         })
     }
 
