@@ -326,32 +326,12 @@ pub(crate) mod tests {
         let arr = v.as_array().unwrap();
         assert_eq!(arr.len(), 3);
         for o in arr {
-            for key in [
-                "mode",
-                "mtu",
-                "batch",
-                "throughput_gbps",
-                "packets",
-                "cycles_per_packet",
-                "link",
-                "seconds",
-                "cpu",
-                "profile",
-            ] {
-                assert!(o.get(key).is_some(), "missing {key}");
+            for key in crate::report::REQUIRED_KEYS {
+                assert!(o.get(*key).is_some(), "missing {key}");
             }
             let cpp = o["cycles_per_packet"].as_object().unwrap();
-            for c in [
-                "mm",
-                "grant_table",
-                "bridge",
-                "netback",
-                "copy",
-                "event_channel",
-                "find_domain",
-                "page_alloc",
-            ] {
-                assert!(cpp.contains_key(c), "cycles_per_packet lacks {c}");
+            for c in crate::report::REQUIRED_CLASSES {
+                assert!(cpp.contains_key(*c), "cycles_per_packet lacks {c}");
             }
         }
         assert_eq!(arr[0]["mode"], "flip");

@@ -28,6 +28,33 @@ pub struct Split {
     pub user: f64,
 }
 
+/// Top-level keys every `tcp-rx` JSON object (and every ladder step) carries: the contract
+/// scripts rely on.
+pub const REQUIRED_KEYS: &[&str] = &[
+    "mode",
+    "mtu",
+    "batch",
+    "throughput_gbps",
+    "packets",
+    "cycles_per_packet",
+    "link",
+    "seconds",
+    "cpu",
+    "profile",
+];
+
+/// Classes `cycles_per_packet` always names (more may follow).
+pub const REQUIRED_CLASSES: &[&str] = &[
+    "mm",
+    "grant_table",
+    "bridge",
+    "netback",
+    "copy",
+    "event_channel",
+    "find_domain",
+    "page_alloc",
+];
+
 /// One run (a `tcp-rx` result or one ladder step): the JSON object scripts read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepResult {

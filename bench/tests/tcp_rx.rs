@@ -8,7 +8,7 @@ use bench::Error;
 use bench::link::direct::DirectLink;
 use bench::link::splitnet::SplitnetLink;
 use bench::link::{DOM0, GUEST_DOMID, LinkConfig, REMOTE_DOMID, RxMode};
-use bench::report::{StepResult, render_step, run_step};
+use bench::report::{REQUIRED_CLASSES, REQUIRED_KEYS, StepResult, render_step, run_step};
 use bench::tcp_rx::{ProfileMode, RunConfig};
 
 static RUN: Mutex<()> = Mutex::new(());
@@ -66,31 +66,11 @@ fn direct_link_carries_the_stream_intact_and_the_json_has_the_required_keys() {
     assert!(guest_cpu.cpu_seconds > 0.0);
 
     let v: serde_json::Value = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
-    for key in [
-        "mode",
-        "mtu",
-        "batch",
-        "throughput_gbps",
-        "packets",
-        "cycles_per_packet",
-        "link",
-        "seconds",
-        "cpu",
-        "profile",
-    ] {
-        assert!(v.get(key).is_some(), "JSON lacks {key}");
+    for key in REQUIRED_KEYS {
+        assert!(v.get(*key).is_some(), "JSON lacks {key}");
     }
-    for class in [
-        "mm",
-        "grant_table",
-        "bridge",
-        "netback",
-        "copy",
-        "event_channel",
-        "find_domain",
-        "page_alloc",
-    ] {
-        assert!(v["cycles_per_packet"][class].is_number(), "{class}");
+    for class in REQUIRED_CLASSES {
+        assert!(v["cycles_per_packet"][*class].is_number(), "{class}");
     }
     assert_eq!(v["mode"], "copy");
     assert_eq!(v["mtu"], 1500);
