@@ -40,6 +40,8 @@ pub struct NetbackSnapshot {
     pub copy_ops: u64,
     /// dom0 pages held by the frame pool.
     pub pool_pages: usize,
+    /// The uplink's counters, if one is attached.
+    pub uplink: Option<crate::uplink::UplinkStats>,
 }
 
 /// The backend. Lives on a dom0 vCPU thread (it is not `Send`: frames are `Rc`s).
@@ -182,6 +184,7 @@ impl Netback {
             copy_hypercalls: self.batch.hypercalls,
             copy_ops: self.batch.ops_done,
             pool_pages: self.pool.owned_pages(),
+            uplink: self.uplink.as_ref().map(|u| u.stats()),
         }
     }
 

@@ -30,5 +30,5 @@ pub use backend::{Netback, NetbackSnapshot};
 pub use batch::CopyBatch;
 pub use config::Config;
 pub use error::Error;
-pub use uplink::{Uplink, Wire, WireFrame, uplink};
+pub use uplink::{Uplink, UplinkStats, Wire, WireFrame, uplink};
 pub use vif::{Fatal, FrontendKeys, RxMode, Vif, VifId, VifStats};

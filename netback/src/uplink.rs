@@ -94,6 +94,12 @@ pub struct Uplink {
     nic: xenoprof::Class,
     /// Largest frame the wire carries (the budget check's unit).
     max_frame: usize,
+    stats: UplinkStats,
+}
+
+/// The NIC driver's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UplinkStats {
     /// Frames received from the wire.
     pub rx_frames: u64,
     /// Frames dropped for want of dom0 buffers.
@@ -108,8 +114,7 @@ impl std::fmt::Debug for Uplink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Uplink")
             .field("port", &self.port)
-            .field("rx_frames", &self.rx_frames)
-            .field("tx_frames", &self.tx_frames)
+            .field("stats", &self.stats)
             .finish()
     }
 }
@@ -153,10 +158,7 @@ pub fn uplink(
             bridge_port: None,
             nic,
             max_frame: mtu,
-            rx_frames: 0,
-            rx_no_buffer: 0,
-            tx_frames: 0,
-            tx_dropped: 0,
+            stats: UplinkStats::default(),
         },
         Wire {
             shared,
@@ -179,6 +181,11 @@ impl Uplink {
     /// Largest frame the wire carries: the uplink takes a frame only with this much budget.
     pub(crate) fn max_frame(&self) -> usize {
         self.max_frame
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> UplinkStats {
+        self.stats
     }
 
     /// dom0's event-channel port for the wire.
@@ -215,13 +222,13 @@ impl Uplink {
             match pool.alloc(data.len()) {
                 Some(mut buf) => {
                     if buf.fill(&data).is_ok() {
-                        self.rx_frames += 1;
+                        self.stats.rx_frames += 1;
                         out.push(NetFrame::new(buf));
                     } else {
-                        self.rx_no_buffer += 1;
+                        self.stats.rx_no_buffer += 1;
                     }
                 }
-                None => self.rx_no_buffer += 1,
+                None => self.stats.rx_no_buffer += 1,
             }
             data.clear();
             let _ = d.empty.push(data);
@@ -240,14 +247,14 @@ impl Uplink {
         let mut sent = false;
         for f in frames {
             let Some(mut data) = d.empty.pop() else {
-                self.tx_dropped += 1;
+                self.stats.tx_dropped += 1;
                 continue;
             };
             if f.0.read_into(&mut data).is_ok() && d.full.push(data).is_ok() {
-                self.tx_frames += 1;
+                self.stats.tx_frames += 1;
                 sent = true;
             } else {
-                self.tx_dropped += 1;
+                self.stats.tx_dropped += 1;
             }
         }
         if sent && d.check_notify() {
@@ -265,11 +272,6 @@ impl Wire {
     /// The remote domain.
     pub fn domain(&self) -> &DomainHandle {
         &self.remote
-    }
-
-    /// Whether a frame from dom0 waits on the wire.
-    pub fn has_frame(&self) -> bool {
-        !self.shared.to_wire.full.is_empty()
     }
 
     /// Whether the NIC has room for another frame.
@@ -296,16 +298,6 @@ impl Wire {
         if self.shared.to_dom0.check_notify() {
             let _ = self.remote.notify(self.port);
         }
-    }
-
-    /// Takes the next frame from the wire, lending it to `f`.
-    pub fn recv<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
-        let d = &self.shared.to_wire;
-        let mut data = d.full.pop()?;
-        let r = f(&data);
-        data.clear();
-        let _ = d.empty.push(data);
-        Some(r)
     }
 
     /// Takes the next frame from the wire as an owned buffer, recycled when dropped (for a

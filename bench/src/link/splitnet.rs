@@ -156,6 +156,9 @@ impl Link for SplitnetLink {
             stats.dropped += v.rx_queue_full + v.rx_drained;
             stats.notifies += v.notifies;
         }
+        if let Some(u) = snap.uplink {
+            stats.dropped += u.rx_no_buffer + u.tx_dropped;
+        }
         self.xen = None;
         Ok(stats)
     }
