@@ -50,6 +50,8 @@ pub enum BridgeError {
         /// What the pcap writer reported.
         source: pcap_file::PcapError,
     },
+    /// A MAC address string is not six colon-separated hex bytes.
+    BadMacString(String),
     /// A frame failed validation ([`crate::inspect`]).
     Malformed {
         /// What the parser found wrong.
@@ -92,6 +94,11 @@ impl fmt::Display for BridgeError {
                 f,
                 "pcap capture of {port} failed and was stopped: {source}; check that the \
                  output file is writable and the disk is not full"
+            ),
+            BridgeError::BadMacString(s) => write!(
+                f,
+                "{s:?} is not a MAC address; write six hex bytes separated by colons, \
+                 e.g. 00:16:3e:00:00:02"
             ),
             BridgeError::Malformed { reason } => write!(f, "malformed frame: {reason}"),
         }

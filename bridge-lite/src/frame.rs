@@ -17,6 +17,8 @@ use std::fmt;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use crate::error::BridgeError;
+
 /// Length of the fixed Ethernet II header: destination, source, EtherType.
 pub const ETH_HLEN: usize = 14;
 
@@ -152,6 +154,28 @@ impl fmt::Display for MacAddr {
     }
 }
 
+impl std::str::FromStr for MacAddr {
+    type Err = BridgeError;
+
+    /// Parses `aa:bb:cc:dd:ee:ff` (hex, case-insensitive), as xenstore's `mac` node holds it.
+    fn from_str(s: &str) -> Result<Self, BridgeError> {
+        let bad = || BridgeError::BadMacString(s.to_string());
+        let mut out = [0u8; 6];
+        let mut parts = s.trim().split(':');
+        for b in &mut out {
+            let p = parts.next().ok_or_else(bad)?;
+            if p.is_empty() || p.len() > 2 {
+                return Err(bad());
+            }
+            *b = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+        }
+        if parts.next().is_some() {
+            return Err(bad());
+        }
+        Ok(MacAddr(out))
+    }
+}
+
 impl fmt::Debug for MacAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "MacAddr({self})")
@@ -195,5 +219,26 @@ mod tests {
         let (d, s) = read_macs(&f).unwrap();
         assert_eq!(MacAddr::from_u64(d), MacAddr([1, 2, 3, 4, 5, 6]));
         assert_eq!(MacAddr::from_u64(s), MacAddr([7, 8, 9, 10, 11, 12]));
+    }
+}
+
+#[cfg(test)]
+mod mac_tests {
+    use super::*;
+
+    #[test]
+    fn mac_strings_parse_like_xenstore_writes_them() {
+        let m: MacAddr = "00:16:3e:0A:00:02".parse().unwrap();
+        assert_eq!(m, MacAddr([0x00, 0x16, 0x3e, 0x0a, 0x00, 0x02]));
+        assert_eq!(m.to_string(), "00:16:3e:0a:00:02");
+        for bad in [
+            "",
+            "00:16:3e:00:00",
+            "00:16:3e:00:00:02:03",
+            "00:16:3e:00:00:2g",
+            "0016:3e:00:00:02:03:",
+        ] {
+            assert!(bad.parse::<MacAddr>().is_err(), "{bad:?}");
+        }
     }
 }

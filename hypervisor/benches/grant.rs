@@ -8,6 +8,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use hypervisor::abi::*;
+use hypervisor::embedded::*;
 use hypervisor::*;
 
 const BATCH: usize = 64;
@@ -114,7 +116,7 @@ fn bench_copy_vs_memcpy(c: &mut Criterion) {
                 })
                 .collect();
             let mut grant = || {
-                s.d0.grant_copy(black_box(&mut ops)).expect("copy");
+                s.d0.grant_copy_abi(black_box(&mut ops)).expect("copy");
                 debug_assert!(ops.iter().all(|op| op.status() == GrantStatus::Okay));
             };
             // Baseline 1: glibc memcpy between the very same frames (direct map), no grant work.
@@ -162,7 +164,7 @@ fn bench_copy_vs_memcpy(c: &mut Criterion) {
 
 fn check_all_ok(s: &Setup) {
     let mut ops = copy_ops(s, 1500, 2);
-    s.d0.grant_copy(&mut ops).expect("copy");
+    s.d0.grant_copy_abi(&mut ops).expect("copy");
     assert!(
         ops.iter().all(|op| op.status() == GrantStatus::Okay),
         "bench ops must succeed"
@@ -176,11 +178,11 @@ fn bench_batched_vs_single(c: &mut Criterion) {
     let s = setup();
     let mut grp = c.benchmark_group("batched_vs_single");
     let mut ops = copy_ops(&s, 1500, 2);
-    let mut batched = || s.d0.grant_copy(black_box(&mut ops)).expect("copy");
+    let mut batched = || s.d0.grant_copy_abi(black_box(&mut ops)).expect("copy");
     let mut ops1 = copy_ops(&s, 1500, 2);
     let mut single = || {
         for op in ops1.chunks_mut(1) {
-            s.d0.grant_copy(black_box(op)).expect("copy");
+            s.d0.grant_copy_abi(black_box(op)).expect("copy");
         }
     };
     let (tb, ts) = compare(&mut batched, &mut single);
@@ -207,8 +209,8 @@ fn bench_batched_vs_single(c: &mut Criterion) {
         .collect();
     let mut distinct = copy_ops(&s, 1000, 0);
     let (tsh, tdi) = compare(
-        || s.d0.grant_copy(black_box(&mut shared)).expect("copy"),
-        || s.d0.grant_copy(black_box(&mut distinct)).expect("copy"),
+        || s.d0.grant_copy_abi(black_box(&mut shared)).expect("copy"),
+        || s.d0.grant_copy_abi(black_box(&mut distinct)).expect("copy"),
     );
     eprintln!(
         "RATIO 64 x 1000B: 4 consecutive ops per grant {:.1} ns/op vs a grant per op {:.1} ns/op",
@@ -232,7 +234,7 @@ fn bench_flip_vs_copy(c: &mut Criterion) {
     let mut flip = || {
         let r = s.g.grant_accept_transfer(0, accept_pfn).expect("accept");
         let mut op = [GnttabTransfer::new(give, 1, r)];
-        s.d0.grant_transfer(&mut op).expect("transfer");
+        s.d0.grant_transfer_abi(&mut op).expect("transfer");
         debug_assert_eq!(op[0].status(), GrantStatus::Okay);
         s.g.end_transfer(r).expect("end");
         s.g.read(accept_pfn, 0, &mut first).expect("read");
@@ -244,7 +246,7 @@ fn bench_flip_vs_copy(c: &mut Criterion) {
             GnttabCopyPtr::gref(1, r, 2),
             len,
         )];
-        s.d0.grant_copy(&mut op).expect("copy");
+        s.d0.grant_copy_abi(&mut op).expect("copy");
         s.g.end_access(r).expect("end");
         s.g.read(copy_pfn, 2, &mut first_c).expect("read");
     };
@@ -268,7 +270,8 @@ fn bench_flip_vs_copy(c: &mut Criterion) {
             let r = s.g.grant_accept_transfer(0, accept_pfn).expect("accept");
             let mut op = [GnttabTransfer::new(give, 1, r)];
             let t = Instant::now();
-            s.d0.grant_transfer(black_box(&mut op)).expect("transfer");
+            s.d0.grant_transfer_abi(black_box(&mut op))
+                .expect("transfer");
             total += t.elapsed();
             s.g.end_transfer(r).expect("end");
         }
@@ -287,7 +290,7 @@ fn bench_flip_vs_copy(c: &mut Criterion) {
             len,
         )];
         grp.bench_function(format!("hypercall/copy_{len}B"), |b| {
-            b.iter(|| s.d0.grant_copy(black_box(&mut op)).expect("copy"))
+            b.iter(|| s.d0.grant_copy_abi(black_box(&mut op)).expect("copy"))
         });
     }
     grp.finish();

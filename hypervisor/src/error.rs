@@ -1,4 +1,5 @@
-//! The crate's one error type.
+//! The crate's one error type: what the seam's calls return, whichever hypervisor is behind
+//! them.
 
 use std::fmt;
 
@@ -102,6 +103,15 @@ pub enum Error {
         /// `read` or `write`.
         access: &'static str,
     },
+    /// The hypervisor interface cannot do this (e.g. page transfer from Linux userspace).
+    Unsupported {
+        /// What was asked for.
+        what: &'static str,
+        /// What to do instead.
+        hint: &'static str,
+    },
+    /// The page is pinned as a shared ring: only atomics may touch it until the ring is gone.
+    PageIsRing(Pfn),
     /// No watch with this path and token on the connection.
     XsNoWatch {
         /// Path.
@@ -215,6 +225,11 @@ impl fmt::Display for Error {
                 f,
                 "xenstore: domain {domid} may not {access} {path}: a guest writes only under \
                  /local/domain/{domid} and nodes whose permissions grant it access; ask dom0 to set permissions"
+            ),
+            Error::Unsupported { what, hint } => write!(f, "{what} is not supported here: {hint}"),
+            Error::PageIsRing(p) => write!(
+                f,
+                "{p} is a shared ring page: only the ring may touch it; drop the ring first"
             ),
             Error::XsNoWatch { path, token } => {
                 write!(

@@ -1,28 +1,42 @@
-//! The hypervisor interface netback and netfront are written against (DESIGN decision 2).
+//! The hypervisor seam netback and netfront are written against (DESIGN decision 2).
 //!
-//! Small and Xen-shaped, so a real-Xen implementation (`/dev/xen/gntdev`, `/dev/xen/evtchn`,
-//! xenbus) can sit behind the same traits later. The embedded model implements them all on
-//! [`DomainHandle`] (calls act on behalf of that domain) and [`XsConnection`].
+//! Small and Xen-shaped, in the vocabulary of the interfaces a Linux dom0 offers userspace:
+//! grant copies whose local side is an address ([`GrantOps::grant_copy`], gntdev's
+//! `IOCTL_GNTDEV_GRANT_COPY`), foreign pages mapped for shared rings
+//! ([`GrantOps::map_grant_ref`]), event-channel *handles* that own their ports and receive only
+//! their own events ([`EventChannel`], one `/dev/xen/evtchn` descriptor), and xenstore
+//! connections ([`XenStore`]). Everything here speaks the crate's neutral types
+//! ([`crate::Error`], [`crate::WatchEvent`], [`crate::CopyOp`], ports as `Vec<Port>`), never an
+//! implementation's. Two implementations exist: [`crate::embedded`] (the model) and `xen`
+//! (Linux dom0 userspace on real Xen); tests add a third, minimal one to show nothing leaks.
 
+use std::os::fd::BorrowedFd;
 use std::ptr::NonNull;
 use std::time::Duration;
 
-use crate::abi::{GnttabCopy, GnttabTransfer};
-use crate::domain::DomainHandle;
-use crate::error::Result;
-use crate::evtchn::PendingPorts;
-use crate::grant::TransferState;
-use crate::grant::map::GrantMapping;
-use crate::types::{DomId, GrantRef, Mfn, Pfn, Port};
-use crate::xenstore::{WatchEvent, XsConnection, XsPerm};
+use crate::error::{Error, Result};
+use crate::ops::{CopyOp, TransferOp};
+use crate::types::{DomId, GrantRef, LocalAddr, Mfn, Pfn, Port, TransferState, WatchEvent, XsPerm};
 
-/// A domain's own memory, through its own view.
-pub trait GuestMemory {
+/// A domain's own memory, in pages it allocates from its reservation.
+///
+/// # Safety
+///
+/// Implementers vouch for two things the audited ring code ([`crate::ringpage`]) relies on:
+/// - [`GuestMemory::page_ptr`] returns, for an allocated page, an address valid for 4096 bytes,
+///   page-aligned, readable and writable through atomics, and mapped at that same address for
+///   as long as any clone of `self` lives;
+/// - between a successful [`GuestMemory::pin_ring`] and the matching
+///   [`GuestMemory::unpin_ring`], nothing the implementation does or lets safe code do touches
+///   the page non-atomically: `read`, `write`, `with_page` and `free_page` refuse it, and grant
+///   copies naming it (as a local address, or through a grant of it) fail.
+#[allow(unsafe_code)] // the contract ringpage relies on: implementers vouch for it
+pub unsafe trait GuestMemory {
     /// The calling domain.
     fn domid(&self) -> DomId;
     /// Allocates a page of the reservation.
     fn alloc_page(&self) -> Result<Pfn>;
-    /// Returns a page to the reservation.
+    /// Returns a page to the reservation (refused while the page is pinned for a ring).
     fn free_page(&self, pfn: Pfn) -> Result<()>;
     /// Copies bytes out of a page (bounds-checked).
     fn read(&self, pfn: Pfn, offset: usize, buf: &mut [u8]) -> Result<()>;
@@ -31,15 +45,21 @@ pub trait GuestMemory {
     /// Lends the page to `f` as `&[u8]`; refused while the page can be written by anyone, and
     /// holds every writer off while `f` runs.
     fn with_page<R>(&self, pfn: Pfn, f: impl FnOnce(&[u8]) -> R) -> Result<R>;
-    /// The page's address, for atomics-only users (shared rings); valid while the handle lives.
+    /// The page's address as a number, for the local side of a grant copy.
+    fn local_addr(&self, pfn: Pfn) -> Result<LocalAddr>;
+    /// The page's address, for ring memory (see the trait's safety section).
     fn page_ptr(&self, pfn: Pfn) -> Result<NonNull<u8>>;
+    /// Marks the page as a shared ring: from now on it is accessed through atomics only.
+    fn pin_ring(&self, pfn: Pfn) -> Result<()>;
+    /// Ends [`GuestMemory::pin_ring`].
+    fn unpin_ring(&self, pfn: Pfn);
 }
 
-/// The guest side of grant table v1 (entries in the granting domain's own memory).
+/// The guest side of grant table v1: entries in the granting domain's own memory.
 pub trait GrantTable {
     /// Grants `remote` access to `pfn`.
     fn grant_access(&self, remote: DomId, pfn: Pfn, readonly: bool) -> Result<GrantRef>;
-    /// Revokes a grant; fails while the hypervisor reads or writes through it.
+    /// Revokes a grant; [`Error::GrantInUse`] while the hypervisor reads or writes through it.
     fn end_access(&self, gref: GrantRef) -> Result<()>;
     /// Accepts a page transfer from `remote` into `pfn`.
     fn grant_accept_transfer(&self, remote: DomId, pfn: Pfn) -> Result<GrantRef>;
@@ -50,8 +70,15 @@ pub trait GrantTable {
 }
 
 /// A foreign page mapped into the caller's address space; unmapped on drop.
-pub trait ForeignMapping: Send + Sync {
-    /// The page: 4096 bytes, page-aligned, valid until drop.
+///
+/// # Safety
+///
+/// Implementers vouch that [`ForeignMapping::as_ptr`] is 4096 bytes, page-aligned and mapped
+/// until drop, and that while it is mapped nothing the implementation does or lets safe code do
+/// in this process touches the page non-atomically (mappings exist for shared rings).
+#[allow(unsafe_code)] // the contract ringpage relies on: implementers vouch for it
+pub unsafe trait ForeignMapping: Send {
+    /// The page.
     fn as_ptr(&self) -> NonNull<u8>;
 }
 
@@ -59,41 +86,57 @@ pub trait ForeignMapping: Send + Sync {
 pub trait GrantOps {
     /// The mapping type.
     type Mapping: ForeignMapping;
-    /// `GNTTABOP_copy`, batched; per-op status in each op.
-    fn grant_copy(&self, ops: &mut [GnttabCopy]) -> Result<()>;
-    /// `GNTTABOP_map_grant_ref`.
+    /// Copies in one batch (`GNTTABOP_copy`); each op gets its own status. An `Err` is the call
+    /// itself failing: then no op's status can be trusted.
+    fn grant_copy(&self, ops: &mut [CopyOp]) -> Result<()>;
+    /// Maps `remote`'s grant (`GNTTABOP_map_grant_ref`), for a shared ring.
     fn map_grant_ref(&self, remote: DomId, gref: GrantRef, readonly: bool)
     -> Result<Self::Mapping>;
-    /// `GNTTABOP_transfer`, batched; per-op status in each op.
-    fn grant_transfer(&self, ops: &mut [GnttabTransfer]) -> Result<()>;
+    /// Whether this hypervisor can move page ownership between domains (page flipping).
+    fn can_transfer(&self) -> bool {
+        false
+    }
+    /// Page transfers in one batch (`GNTTABOP_transfer`); each op gets its own status.
+    fn grant_transfer(&self, ops: &mut [TransferOp]) -> Result<()> {
+        let _ = ops;
+        Err(Error::Unsupported {
+            what: "page transfer (GNTTABOP_transfer)",
+            hint: "this hypervisor interface cannot flip pages; use copy mode",
+        })
+    }
 }
 
-/// Event channels.
-pub trait EventChannel {
-    /// A port `remote` may bind to.
+/// An event-channel handle: the ports bound or allocated through it are delivered to it alone
+/// (a `xenevtchn_handle`, one `/dev/xen/evtchn` descriptor). Two drivers in one domain each
+/// open their own handle and never see each other's events. Closing the handle (drop) closes
+/// its ports.
+///
+/// Delivery masks a port: after [`EventChannel::wait`] reports it, further events on it stay
+/// pending until [`EventChannel::unmask`] (the late end-of-interrupt), which redelivers a
+/// pending one.
+pub trait EventChannel: Send + Sync + std::fmt::Debug {
+    /// A port `remote` may bind to (the frontend's side).
     fn alloc_unbound(&self, remote: DomId) -> Result<Port>;
-    /// Binds to `remote`'s unbound port.
+    /// Binds a new local port to `remote`'s unbound port (the backend's side).
     fn bind_interdomain(&self, remote: DomId, remote_port: Port) -> Result<Port>;
-    /// Signals the remote end.
+    /// Closes a port of this handle.
+    fn unbind(&self, port: Port) -> Result<()>;
+    /// Signals the other end of a port of this handle.
     fn notify(&self, port: Port) -> Result<()>;
-    /// Masks a port.
-    fn mask(&self, port: Port) -> Result<()>;
-    /// Unmasks a port (re-raising a pending event).
-    fn unmask(&self, port: Port) -> Result<()>;
-    /// Whether the port is pending.
-    fn is_pending(&self, port: Port) -> Result<bool>;
-    /// Clears the pending bit; returns whether it was set.
-    fn clear_pending(&self, port: Port) -> Result<bool>;
-    /// Closes a port.
-    fn close(&self, port: Port) -> Result<()>;
-    /// Blocks until some unmasked port is pending (or the timeout); returns and clears them.
-    fn wait(&self, timeout: Option<Duration>) -> Result<PendingPorts>;
-    /// Counts an event that found no work (lateeoi spirit).
-    fn report_spurious(&self, port: Port);
+    /// Blocks until a port of this handle is pending, or `timeout` passes (`None`: no limit;
+    /// zero: just look), and appends the delivered ports to `pending`; each stays masked until
+    /// unmasked.
+    fn wait(&self, timeout: Option<Duration>, pending: &mut Vec<Port>) -> Result<()>;
+    /// Unmasks ports (the end of interrupt); a port with an event pending is delivered again.
+    fn unmask(&self, ports: &[Port]) -> Result<()>;
+    /// A descriptor that polls readable while a port is deliverable, for a loop that also
+    /// waits on other descriptors; after it does, [`EventChannel::wait`] with a zero timeout
+    /// collects the ports. `None` if the implementation has none.
+    fn as_fd(&self) -> Option<BorrowedFd<'_>>;
 }
 
 /// A xenstore connection.
-pub trait XenStore {
+pub trait XenStore: Send + std::fmt::Debug {
     /// Reads a node.
     fn read(&self, path: &str) -> Result<String>;
     /// Writes a node (creating parents).
@@ -106,151 +149,35 @@ pub trait XenStore {
     fn directory(&self, path: &str) -> Result<Vec<String>>;
     /// Sets permissions (owner or dom0).
     fn set_permissions(&self, path: &str, perms: &[XsPerm]) -> Result<()>;
-    /// Watches a subtree.
+    /// Watches a subtree; the watch fires once at once, then on every change at or below.
     fn watch(&self, path: &str, token: &str) -> Result<()>;
     /// Removes a watch.
     fn unwatch(&self, path: &str, token: &str) -> Result<()>;
-    /// Next watch event, or None on timeout.
+    /// The next watch event, waiting up to `timeout` (`None`: forever; zero: just look).
     fn read_watch(&self, timeout: Option<Duration>) -> Result<Option<WatchEvent>>;
+    /// A descriptor that polls readable while a watch event may be waiting (`None` if the
+    /// implementation has none).
+    fn as_fd(&self) -> Option<BorrowedFd<'_>>;
 }
 
-/// Everything a domain can do: what netback and netfront are generic over.
-pub trait XenDomain:
-    GuestMemory + GrantTable + GrantOps + EventChannel + Clone + Send + Sync + 'static
-{
+/// A domain as a driver sees it: its memory, and how it opens xenstore connections and event
+/// channel handles. netback is generic over `XenDomain + GrantOps`, netfront over
+/// `XenDomain + GrantTable`.
+pub trait XenDomain: GuestMemory + Clone + Send + Sync + 'static {
     /// The xenstore connection type.
-    type Store: XenStore + Send + Sync;
+    type Store: XenStore;
+    /// The event-channel handle type.
+    type Evtchn: EventChannel;
     /// Opens a xenstore connection for this domain.
-    fn xenstore(&self) -> Self::Store;
+    fn xenstore(&self) -> Result<Self::Store>;
+    /// Opens an event-channel handle for this domain.
+    fn open_evtchn(&self) -> Result<Self::Evtchn>;
 }
 
-impl GuestMemory for DomainHandle {
-    fn domid(&self) -> DomId {
-        DomainHandle::domid(self)
-    }
-    fn alloc_page(&self) -> Result<Pfn> {
-        DomainHandle::alloc_page(self)
-    }
-    fn free_page(&self, pfn: Pfn) -> Result<()> {
-        DomainHandle::free_page(self, pfn)
-    }
-    fn read(&self, pfn: Pfn, offset: usize, buf: &mut [u8]) -> Result<()> {
-        DomainHandle::read(self, pfn, offset, buf)
-    }
-    fn write(&self, pfn: Pfn, offset: usize, data: &[u8]) -> Result<()> {
-        DomainHandle::write(self, pfn, offset, data)
-    }
-    fn with_page<R>(&self, pfn: Pfn, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
-        DomainHandle::with_page(self, pfn, f)
-    }
-    fn page_ptr(&self, pfn: Pfn) -> Result<NonNull<u8>> {
-        DomainHandle::page_ptr(self, pfn)
-    }
-}
+/// What netback needs of its domain: memory, grant copies and maps, xenstore, event channels.
+pub trait BackendDomain: XenDomain + GrantOps {}
+impl<T: XenDomain + GrantOps> BackendDomain for T {}
 
-impl GrantTable for DomainHandle {
-    fn grant_access(&self, remote: DomId, pfn: Pfn, readonly: bool) -> Result<GrantRef> {
-        DomainHandle::grant_access(self, remote, pfn, readonly)
-    }
-    fn end_access(&self, gref: GrantRef) -> Result<()> {
-        DomainHandle::end_access(self, gref)
-    }
-    fn grant_accept_transfer(&self, remote: DomId, pfn: Pfn) -> Result<GrantRef> {
-        DomainHandle::grant_accept_transfer(self, remote, pfn)
-    }
-    fn transfer_state(&self, gref: GrantRef) -> Result<TransferState> {
-        DomainHandle::transfer_state(self, gref)
-    }
-    fn end_transfer(&self, gref: GrantRef) -> Result<Option<Mfn>> {
-        DomainHandle::end_transfer(self, gref)
-    }
-}
-
-impl ForeignMapping for GrantMapping {
-    fn as_ptr(&self) -> NonNull<u8> {
-        GrantMapping::as_ptr(self)
-    }
-}
-
-impl GrantOps for DomainHandle {
-    type Mapping = GrantMapping;
-    fn grant_copy(&self, ops: &mut [GnttabCopy]) -> Result<()> {
-        DomainHandle::grant_copy(self, ops)
-    }
-    fn map_grant_ref(&self, remote: DomId, gref: GrantRef, readonly: bool) -> Result<GrantMapping> {
-        DomainHandle::map_grant_ref(self, remote, gref, readonly)
-    }
-    fn grant_transfer(&self, ops: &mut [GnttabTransfer]) -> Result<()> {
-        DomainHandle::grant_transfer(self, ops)
-    }
-}
-
-impl EventChannel for DomainHandle {
-    fn alloc_unbound(&self, remote: DomId) -> Result<Port> {
-        DomainHandle::alloc_unbound(self, remote)
-    }
-    fn bind_interdomain(&self, remote: DomId, remote_port: Port) -> Result<Port> {
-        DomainHandle::bind_interdomain(self, remote, remote_port)
-    }
-    fn notify(&self, port: Port) -> Result<()> {
-        DomainHandle::notify(self, port)
-    }
-    fn mask(&self, port: Port) -> Result<()> {
-        DomainHandle::mask(self, port)
-    }
-    fn unmask(&self, port: Port) -> Result<()> {
-        DomainHandle::unmask(self, port)
-    }
-    fn is_pending(&self, port: Port) -> Result<bool> {
-        DomainHandle::is_pending(self, port)
-    }
-    fn clear_pending(&self, port: Port) -> Result<bool> {
-        DomainHandle::clear_pending(self, port)
-    }
-    fn close(&self, port: Port) -> Result<()> {
-        DomainHandle::close(self, port)
-    }
-    fn wait(&self, timeout: Option<Duration>) -> Result<PendingPorts> {
-        DomainHandle::wait(self, timeout)
-    }
-    fn report_spurious(&self, port: Port) {
-        DomainHandle::report_spurious(self, port)
-    }
-}
-
-impl XenStore for XsConnection {
-    fn read(&self, path: &str) -> Result<String> {
-        XsConnection::read(self, path)
-    }
-    fn write(&self, path: &str, value: &str) -> Result<()> {
-        XsConnection::write(self, path, value)
-    }
-    fn mkdir(&self, path: &str) -> Result<()> {
-        XsConnection::mkdir(self, path)
-    }
-    fn rm(&self, path: &str) -> Result<()> {
-        XsConnection::rm(self, path)
-    }
-    fn directory(&self, path: &str) -> Result<Vec<String>> {
-        XsConnection::directory(self, path)
-    }
-    fn set_permissions(&self, path: &str, perms: &[XsPerm]) -> Result<()> {
-        XsConnection::set_permissions(self, path, perms)
-    }
-    fn watch(&self, path: &str, token: &str) -> Result<()> {
-        XsConnection::watch(self, path, token)
-    }
-    fn unwatch(&self, path: &str, token: &str) -> Result<()> {
-        XsConnection::unwatch(self, path, token)
-    }
-    fn read_watch(&self, timeout: Option<Duration>) -> Result<Option<WatchEvent>> {
-        XsConnection::read_watch(self, timeout)
-    }
-}
-
-impl XenDomain for DomainHandle {
-    type Store = XsConnection;
-    fn xenstore(&self) -> XsConnection {
-        DomainHandle::xenstore(self)
-    }
-}
+/// What netfront needs of its domain: memory, grant entries, xenstore, event channels.
+pub trait FrontendDomain: XenDomain + GrantTable {}
+impl<T: XenDomain + GrantTable> FrontendDomain for T {}

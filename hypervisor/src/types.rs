@@ -71,3 +71,111 @@ impl Mfn {
         self.0 as usize
     }
 }
+
+/// An address in the calling process's own memory: the local side of a grant copy. Real Xen's
+/// gntdev takes a virtual address for it; the embedded model translates it back to one of the
+/// caller's pages (and refuses an address outside them with `GNTST_bad_virt_addr`). Build one
+/// with [`crate::traits::GuestMemory::local_addr`]; it is only ever compared and offset, never
+/// dereferenced by safe code.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[repr(transparent)]
+pub struct LocalAddr(pub usize);
+
+impl fmt::Debug for LocalAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "local {:#x}", self.0)
+    }
+}
+
+impl LocalAddr {
+    /// The address `n` bytes further on.
+    pub const fn add(self, n: usize) -> Self {
+        Self(self.0 + n)
+    }
+
+    /// The offset within its 4 KiB page.
+    pub const fn page_offset(self) -> usize {
+        self.0 % PAGE_SIZE
+    }
+}
+
+/// Where a page transfer into an accept-transfer grant stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferState {
+    /// No transfer yet.
+    Pending,
+    /// The hypervisor has claimed the entry (`GTF_transfer_committed`) and is moving the page.
+    Committed,
+    /// The page is in place (`GTF_transfer_completed`): `pfn` is now backed by `mfn`.
+    Completed {
+        /// The accepting pfn.
+        pfn: Pfn,
+        /// The frame now behind it.
+        mfn: Mfn,
+    },
+}
+
+/// Xenstore access levels (xenstored's `n`, `r`, `w`, `b`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XsPermLevel {
+    /// No access.
+    None,
+    /// Read.
+    Read,
+    /// Write.
+    Write,
+    /// Read and write.
+    Both,
+}
+
+impl XsPermLevel {
+    /// Whether the level allows reading.
+    pub fn can_read(self) -> bool {
+        matches!(self, Self::Read | Self::Both)
+    }
+
+    /// Whether the level allows writing.
+    pub fn can_write(self) -> bool {
+        matches!(self, Self::Write | Self::Both)
+    }
+
+    /// xenstored's letter for the level.
+    pub fn letter(self) -> char {
+        match self {
+            Self::None => 'n',
+            Self::Read => 'r',
+            Self::Write => 'w',
+            Self::Both => 'b',
+        }
+    }
+
+    /// The level for xenstored's letter.
+    pub fn from_letter(c: char) -> Option<Self> {
+        Some(match c {
+            'n' => Self::None,
+            'r' => Self::Read,
+            'w' => Self::Write,
+            'b' => Self::Both,
+            _ => return None,
+        })
+    }
+}
+
+/// One xenstore permission entry. In a node's list the first entry names the owner and the
+/// default for domains not listed; later entries are the ACL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct XsPerm {
+    /// The domain.
+    pub domid: DomId,
+    /// Its access.
+    pub perm: XsPermLevel,
+}
+
+/// A watch firing: the path that changed and the token the watch was registered with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchEvent {
+    /// The changed path (or the watch path for a removed ancestor).
+    pub path: String,
+    /// The watch's token.
+    pub token: String,
+}

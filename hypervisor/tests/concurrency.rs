@@ -7,6 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use hypervisor::abi::*;
 use hypervisor::*;
 
 #[test]
@@ -32,7 +33,7 @@ fn after_end_access_nothing_writes_the_page() {
                     GnttabCopyPtr::gref(1, r, 0),
                     256,
                 ); 4];
-                d0.grant_copy(&mut ops).unwrap();
+                d0.grant_copy_abi(&mut ops).unwrap();
                 failures += ops
                     .iter()
                     .filter(|o| o.status() != GrantStatus::Okay)

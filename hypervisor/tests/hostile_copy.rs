@@ -3,6 +3,8 @@
 //! exactly its copy. Guard pages filled with sentinels (ungranted, read-only granted, granted to
 //! someone else, another domain's) stay intact; afterwards every grant can end (no pin leaked).
 
+use hypervisor::abi::*;
+use hypervisor::embedded::*;
 use hypervisor::*;
 use proptest::prelude::*;
 
@@ -155,7 +157,7 @@ proptest! {
             batch.push(GnttabCopy::with_flags(s, d, o.len, flags));
             plan.push((target(&w, &o.src, sg, s.domid, false), target(&w, &o.dst, dg, d.domid, true), flags));
         }
-        w.d0.grant_copy(&mut batch).unwrap();
+        w.d0.grant_copy_abi(&mut batch).unwrap();
         for (op, (src, dst, flags)) in batch.iter().zip(&plan) {
             let (so, dof, len) = (op.source.offset as usize, op.dest.offset as usize, op.len as usize);
             let legal = flags & !3 == 0 && so + len <= 4096 && dof + len <= 4096 && src.is_some() && dst.is_some();

@@ -2,7 +2,8 @@
 
 mod common;
 
-use hypervisor::{Error, GNTTAB_FRAMES, Hypervisor, PAGE_SIZE, Pfn};
+use hypervisor::embedded::Hypervisor;
+use hypervisor::{Error, GNTTAB_FRAMES, PAGE_SIZE, Pfn};
 
 #[test]
 fn destroy_returns_every_frame() {

@@ -2,7 +2,7 @@
 
 mod common;
 
-use hypervisor::*;
+use hypervisor::abi::*;
 use xenoprof::{Class, Context};
 
 #[test]
@@ -18,14 +18,15 @@ fn hypercalls_are_charged_to_xen_under_their_classes() {
         GnttabCopyPtr::gref(1, r, 0),
         64,
     ); 4];
-    d0.grant_copy(&mut ops).unwrap();
+    d0.grant_copy_abi(&mut ops).unwrap();
     let acc = g.grant_accept_transfer(0, g.alloc_page().unwrap()).unwrap();
     let mut t = [GnttabTransfer::new(d0.alloc_page().unwrap(), 1, acc)];
-    d0.grant_transfer(&mut t).unwrap();
+    d0.grant_transfer_abi(&mut t).unwrap();
     assert_eq!(t[0].status(), GrantStatus::Okay);
-    let p = g.alloc_unbound(0).unwrap();
-    let p0 = d0.bind_interdomain(1, p).unwrap();
-    d0.notify(p0).unwrap();
+    let (ge, de) = (g.open_evtchn(), d0.open_evtchn());
+    let p = ge.alloc_unbound(0).unwrap();
+    let p0 = de.bind_interdomain(1, p).unwrap();
+    de.notify(p0).unwrap();
     xenoprof::flush();
     let calls = |c| vcpu.calls(Context::Xen, c);
     assert_eq!(

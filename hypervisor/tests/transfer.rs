@@ -2,11 +2,13 @@
 
 mod common;
 
+use hypervisor::abi::*;
+use hypervisor::embedded::*;
 use hypervisor::*;
 
 fn transfer1(caller: &DomainHandle, op: GnttabTransfer) -> GrantStatus {
     let mut ops = [op];
-    caller.grant_transfer(&mut ops).unwrap();
+    caller.grant_transfer_abi(&mut ops).unwrap();
     ops[0].status()
 }
 
@@ -119,7 +121,7 @@ fn every_transfer_status_the_model_produces() {
         ),
     ];
     let mut ops: Vec<_> = cases.iter().map(|c| c.0).collect();
-    d0.grant_transfer(&mut ops).unwrap();
+    d0.grant_transfer_abi(&mut ops).unwrap();
     for (i, (op, c)) in ops.iter().zip(cases.iter()).enumerate() {
         assert_eq!(op.status(), c.1, "case {i}");
     }
@@ -164,7 +166,9 @@ fn map_grant_ref_maps_the_real_frame_and_pins_it() {
     );
     // The mapping pins the grant.
     assert_eq!(g.end_access(r), Err(Error::GrantInUse(r)));
-    // Two mappings share the pin; copies work meanwhile.
+    // Two mappings share the pin. A mapped page is a shared ring, atomic-only: a grant copy
+    // naming it fails (a hostile frontend naming its own ring page gets an error, never a race
+    // with the ring's atomics), and the granter's own raw accesses are refused.
     let m2 = d0.map_grant_ref(1, r, true).unwrap();
     let src = common::filled_page(&d0, 9);
     let mut ops = [GnttabCopy::new(
@@ -172,8 +176,10 @@ fn map_grant_ref_maps_the_real_frame_and_pins_it() {
         GnttabCopyPtr::gref(1, r, 100),
         4,
     )];
-    d0.grant_copy(&mut ops).unwrap();
-    assert_eq!(ops[0].status(), GrantStatus::Okay);
+    d0.grant_copy_abi(&mut ops).unwrap();
+    assert_eq!(ops[0].status(), GrantStatus::GeneralError);
+    assert_eq!(g.write(ring, 0, &[0]), Err(Error::PageIsRing(ring)));
+    assert_eq!(g.read(ring, 0, &mut [0]), Err(Error::PageIsRing(ring)));
     drop(m);
     assert_eq!(
         g.end_access(r),
@@ -181,6 +187,9 @@ fn map_grant_ref_maps_the_real_frame_and_pins_it() {
         "m2 still holds it"
     );
     drop(m2);
+    // Unmapped: plain memory again.
+    d0.grant_copy_abi(&mut ops).unwrap();
+    assert_eq!(ops[0].status(), GrantStatus::Okay);
     g.end_access(r).unwrap();
     let mut b = [0u8; 4];
     g.read(ring, 100, &mut b).unwrap();

@@ -1,83 +1,107 @@
-//! The driver-domain backend: every vif, the switch, and the loop a dom0 vCPU runs.
+//! The driver-domain backend: every vif, the switch, the uplinks, and the loop a backend vCPU
+//! runs.
 //!
-//! One pass ([`Netback::poll`]): control-plane events (non-blocking), then each vif's tx ring into
-//! the switch, the switch's output into each vif's rx queue (or the uplink), then each vif's rx
-//! delivery. When a pass finds nothing to do, [`Netback::wait`] blocks on dom0's event channels
-//! (bounded by `Config::poll_interval`, so watches and timers are looked at regularly). Rings are
-//! re-armed with the final checks before blocking, so no notification is lost.
+//! One pass ([`Netback::poll`]): control-plane events (a bounded number), then each vif's tx
+//! ring into the switch, each uplink into the switch, the switch's output into each vif's rx
+//! queue (or an uplink), then each vif's rx delivery. When a pass finds nothing to do,
+//! [`Netback::wait`] re-arms every ring and uplink with the final checks and blocks until an
+//! event arrives: on one `poll` over the backend's event-channel handle, its xenstore
+//! connection, the uplinks' descriptors and an optional wake descriptor, where the hypervisor
+//! offers descriptors (both implementations do), else on the event-channel handle alone. Ports
+//! delivered by a wait are unmasked after the pass that served them (the late EOI).
 
-use std::collections::HashMap;
+use std::collections::VecDeque;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use bridge_lite::{Bridge, BridgeConfig, BridgeSnapshot, Output, PortId, PortKind};
-use hypervisor::{DomainHandle, Port, XsConnection};
+use bridge_lite::{Bridge, BridgeConfig, BridgeSnapshot, MacAddr, Output, PortId, PortKind};
+use hypervisor::{BackendDomain, EventChannel, Port, XenStore};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use crate::batch::CopyBatch;
 use crate::config::Config;
-use crate::error::Error;
+use crate::error::{Error, FrontendError};
 use crate::pool::{BufPool, MAX_FRAME_PAGES, NetFrame};
-use crate::uplink::Uplink;
+use crate::uplink::{Uplink, UplinkIo, UplinkStats, Wakeup, Wire, wire_nic};
 use crate::vif::{FrontendKeys, Vif, VifId, VifStats};
-use crate::xenbus::{Device, XenbusState, features, parse_device_path, read_frontend_keys};
+use crate::xenbus::{VifControl, Xenbus};
 
-const BE_TOKEN: &str = "netback";
-/// How long a vif may post no rx buffers before it stops holding the uplink back.
+/// How long a vif may post no rx buffers before it stops holding the uplinks back.
 const STALL_GRACE: Duration = Duration::from_millis(100);
-const FE_TOKEN: &str = "netback-frontend";
+/// Departed vifs whose final counters are kept.
+const DEPARTED_KEPT: usize = 64;
 
-/// A snapshot of the backend's counters, `Send` so it can leave the dom0 thread.
+/// A snapshot of the backend's counters, `Send` so it can leave the backend thread.
 #[derive(Debug, Clone)]
 pub struct NetbackSnapshot {
     /// Each connected vif's counters (disabled vifs included, with their reason).
     pub vifs: Vec<(VifId, VifStats)>,
-    /// Final counters of vifs that have disconnected, in the order they left.
+    /// Final counters of the most recent vifs that disconnected (at most 64), oldest first.
     pub departed: Vec<(VifId, VifStats)>,
+    /// Vifs that have disconnected since the backend started.
+    pub departed_total: u64,
     /// The switch's per-port counters.
     pub bridge: BridgeSnapshot,
-    /// Grant-copy hypercalls and ops, all vifs.
+    /// Grant-copy hypercalls, all vifs.
     pub copy_hypercalls: u64,
     /// Grant-copy ops submitted.
     pub copy_ops: u64,
-    /// dom0 pages held by the frame pool.
+    /// Backend pages held by the frame pool.
     pub pool_pages: usize,
-    /// The uplink's counters, if one is attached.
-    pub uplink: Option<crate::uplink::UplinkStats>,
+    /// Each uplink's name, switch port and counters.
+    pub uplinks: Vec<(String, PortId, UplinkStats)>,
+    /// Devices the control plane tracks.
+    pub devices: usize,
 }
 
-/// The backend. Lives on a dom0 vCPU thread (it is not `Send`: frames are `Rc`s).
-pub struct Netback {
-    dom0: DomainHandle,
-    xs: XsConnection,
+struct UplinkSlot<D: BackendDomain> {
+    dev: Box<dyn Uplink<D>>,
+    port: PortId,
+}
+
+/// The data path: everything a pass touches. The control plane drives it through
+/// [`VifControl`].
+struct Datapath<D: BackendDomain> {
+    dom0: D,
+    evtchn: D::Evtchn,
     cfg: Config,
-    allow_flip: bool,
     bridge: Bridge,
-    pool: BufPool,
+    pool: BufPool<D>,
     batch: CopyBatch,
-    vifs: Vec<Vif>,
-    /// Devices the control plane knows, by (fe, devid).
-    devices: HashMap<VifId, Device>,
-    departed: Vec<(VifId, VifStats)>,
-    uplink: Option<Uplink>,
-    out: Output<NetFrame>,
-    frames: Vec<NetFrame>,
+    vifs: Vec<Vif<D>>,
+    departed: VecDeque<(VifId, VifStats)>,
+    departed_total: u64,
+    uplinks: Vec<UplinkSlot<D>>,
+    out: Output<NetFrame<D>>,
+    frames: Vec<NetFrame<D>>,
+    /// Ports delivered by the last wait, unmasked after the next pass.
+    delivered: Vec<Port>,
     start: Instant,
-    be_base: String,
 }
 
-impl std::fmt::Debug for Netback {
+/// The backend. Lives on one backend vCPU thread (it is not `Send`: frames are `Rc`s).
+pub struct Netback<D: BackendDomain> {
+    xenbus: Xenbus<D::Store>,
+    dp: Datapath<D>,
+    wake: Option<OwnedFd>,
+}
+
+impl<D: BackendDomain> std::fmt::Debug for Netback<D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Netback")
-            .field("dom0", &self.dom0.domid())
-            .field("vifs", &self.vifs)
-            .field("pool", &self.pool)
+            .field("dom0", &self.dp.dom0.domid())
+            .field("vifs", &self.dp.vifs)
+            .field("pool", &self.dp.pool)
+            .field("xenbus", &self.xenbus)
             .finish()
     }
 }
 
-impl Netback {
-    /// A backend in `dom0` with an empty switch. `pool_pages` bounds the dom0 pages used for
-    /// frames. Starts watching the backend directory for vifs the toolstack adds.
-    pub fn new(dom0: DomainHandle, cfg: Config, pool_pages: usize) -> Result<Netback, Error> {
+impl<D: BackendDomain> Netback<D> {
+    /// A backend in `dom0` with an empty switch. `pool_pages` bounds the backend pages used for
+    /// frames. Starts watching the backend directory for vifs the toolstack adds. Page flipping
+    /// is offered if the hypervisor can transfer pages.
+    pub fn new(dom0: D, cfg: Config, pool_pages: usize) -> Result<Netback<D>, Error> {
         cfg.validate()?;
         if pool_pages < MAX_FRAME_PAGES {
             return Err(Error::Config {
@@ -85,112 +109,231 @@ impl Netback {
                 why: "must hold at least one maximum-size frame (17 pages)",
             });
         }
-        let xs = dom0.xenstore();
-        let be_base = format!("/local/domain/{}/backend/vif", dom0.domid());
-        xs.watch(&be_base, BE_TOKEN)?;
-        let pool = BufPool::new(dom0.clone(), pool_pages);
+        let xenbus = Xenbus::new(dom0.xenstore()?, dom0.domid(), dom0.can_transfer())?;
+        let evtchn = dom0.open_evtchn()?;
         Ok(Netback {
-            batch: CopyBatch::new(cfg.copy_batch_ops),
-            xs,
-            allow_flip: true,
-            bridge: Bridge::new(BridgeConfig::default())?,
-            pool,
-            vifs: Vec::new(),
-            devices: HashMap::new(),
-            departed: Vec::new(),
-            uplink: None,
-            out: Output::new(),
-            frames: Vec::new(),
-            start: Instant::now(),
-            be_base,
-            cfg,
-            dom0,
+            xenbus,
+            dp: Datapath {
+                batch: CopyBatch::new(cfg.copy_batch_ops),
+                bridge: Bridge::new(BridgeConfig::default())?,
+                pool: BufPool::new(dom0.clone(), pool_pages),
+                vifs: Vec::new(),
+                departed: VecDeque::new(),
+                departed_total: 0,
+                uplinks: Vec::new(),
+                out: Output::new(),
+                frames: Vec::new(),
+                delivered: Vec::new(),
+                start: Instant::now(),
+                cfg,
+                evtchn,
+                dom0,
+            },
+            wake: None,
         })
     }
 
-    /// Whether frontends may ask for page flipping (`feature-rx-flip`); on by default.
-    pub fn set_allow_flip(&mut self, allow: bool) {
-        self.allow_flip = allow;
+    /// Whether frontends may ask for page flipping (`feature-rx-flip`). On by default where the
+    /// hypervisor can transfer pages; refused where it cannot (real Xen from userspace).
+    pub fn set_allow_flip(&mut self, allow: bool) -> Result<(), Error> {
+        if allow && !self.dp.dom0.can_transfer() {
+            return Err(Error::Config {
+                what: "page flipping",
+                why: "is not possible here: this hypervisor interface cannot transfer pages \
+                      (use copy mode)",
+            });
+        }
+        self.xenbus.set_allow_flip(allow);
+        Ok(())
+    }
+
+    /// A descriptor whose readability ends a [`Netback::wait`] (for example the read end of a
+    /// self-pipe a signal handler writes); the backend drains it.
+    pub fn set_wake_fd(&mut self, fd: OwnedFd) {
+        self.wake = Some(fd);
     }
 
     /// The switch, to add ports, static MACs or captures.
     pub fn bridge(&mut self) -> &mut Bridge {
-        &mut self.bridge
+        &mut self.dp.bridge
     }
 
-    /// The frame pool (dom0 pages).
-    pub fn pool(&self) -> &BufPool {
-        &self.pool
+    /// The frame pool (backend pages).
+    pub fn pool(&self) -> &BufPool<D> {
+        &self.dp.pool
     }
 
-    /// Plugs an uplink (the NIC towards the wire) into the switch.
-    pub fn attach_uplink(&mut self, mut uplink: Uplink) -> Result<PortId, Error> {
-        let port = self.bridge.add_port(PortKind::Uplink)?;
-        uplink.set_bridge_port(port);
-        self.uplink = Some(uplink);
+    /// The backend's event-channel handle (for uplinks that are woken through a port).
+    pub fn evtchn(&self) -> &D::Evtchn {
+        &self.dp.evtchn
+    }
+
+    /// Plugs an uplink into the switch; returns its port.
+    pub fn attach_uplink(&mut self, dev: Box<dyn Uplink<D>>) -> Result<PortId, Error> {
+        let port = self.dp.bridge.add_port(PortKind::Uplink)?;
+        log::info!("uplink {} on switch port {port}", dev.name());
+        self.dp.uplinks.push(UplinkSlot { dev, port });
         Ok(port)
     }
 
+    /// Builds the NIC model towards `remote` (a pseudo-domain for the remote host) and plugs it
+    /// in; returns its port and the wire's far end for the remote host's thread.
+    pub fn attach_wire(&mut self, remote: &D, mtu: usize) -> Result<(PortId, Wire<D>), Error> {
+        let (nic, wire) = wire_nic(self.dp.dom0.domid(), &self.dp.evtchn, remote, mtu)?;
+        let port = self.attach_uplink(Box::new(nic))?;
+        Ok((port, wire))
+    }
+
     /// Connects a vif from keys read elsewhere (the control plane does this itself; tests and
-    /// tools that drive a frontend by hand call it directly).
+    /// tools that drive a frontend by hand call it directly). Returns its local port.
     pub fn connect_vif(&mut self, id: VifId, keys: FrontendKeys) -> Result<Port, Error> {
-        let port = self.bridge.add_port(PortKind::Vif {
-            domid: id.domid,
-            handle: id.devid,
-        })?;
-        match Vif::connect(&self.dom0, id, keys, port) {
-            Ok(vif) => {
-                let p = vif.port();
-                self.vifs.push(vif);
-                Ok(p)
-            }
-            Err(e) => {
-                let _ = self.bridge.remove_port(port);
-                Err(e.into())
-            }
-        }
+        self.dp
+            .connect(id, keys, None)
+            .map_err(|reason| Error::Frontend { id, reason })?;
+        Ok(self.dp.vifs.last().map(|v| v.port).unwrap_or_default())
     }
 
     /// Disconnects a vif: unbinds its channel, unmaps its rings, unplugs it from the switch.
     pub fn disconnect_vif(&mut self, id: VifId) -> Option<VifStats> {
-        let i = self.vifs.iter().position(|v| v.id == id)?;
-        let vif = self.vifs.swap_remove(i);
-        let _ = self.dom0.close(vif.port);
-        let _ = self.bridge.remove_port(vif.bridge_port);
-        self.out.clear();
-        self.departed.push((id, vif.stats.clone()));
-        Some(vif.stats.clone())
+        self.dp.remove(id)
+    }
+
+    /// Closes every device (Closing, then Closed), releasing every mapping and event channel:
+    /// what a backend does when it stops.
+    pub fn close_all(&mut self) {
+        self.xenbus.close_all(&mut self.dp);
+        let ids: Vec<VifId> = self.dp.vifs.iter().map(|v| v.id).collect();
+        for id in ids {
+            self.dp.remove(id);
+        }
     }
 
     /// The vif's counters.
     pub fn vif_stats(&self, id: VifId) -> Option<VifStats> {
-        self.vifs
+        self.dp
+            .vifs
             .iter()
             .find(|v| v.id == id)
             .map(|v| v.stats.clone())
     }
 
     /// Connected vifs.
-    pub fn vifs(&self) -> impl Iterator<Item = &Vif> {
-        self.vifs.iter()
+    pub fn vifs(&self) -> impl Iterator<Item = &Vif<D>> {
+        self.dp.vifs.iter()
     }
 
     /// Counters of everything, for reports.
     pub fn snapshot(&self) -> NetbackSnapshot {
+        let dp = &self.dp;
         NetbackSnapshot {
-            vifs: self.vifs.iter().map(|v| (v.id, v.stats.clone())).collect(),
-            departed: self.departed.clone(),
-            bridge: self.bridge.snapshot(),
-            copy_hypercalls: self.batch.hypercalls,
-            copy_ops: self.batch.ops_done,
-            pool_pages: self.pool.owned_pages(),
-            uplink: self.uplink.as_ref().map(|u| u.stats()),
+            vifs: dp.vifs.iter().map(|v| (v.id, v.stats.clone())).collect(),
+            departed: dp.departed.iter().cloned().collect(),
+            departed_total: dp.departed_total,
+            bridge: dp.bridge.snapshot(),
+            copy_hypercalls: dp.batch.hypercalls,
+            copy_ops: dp.batch.ops_done,
+            pool_pages: dp.pool.owned_pages(),
+            uplinks: dp
+                .uplinks
+                .iter()
+                .map(|u| (u.dev.name().to_string(), u.port, u.dev.stats()))
+                .collect(),
+            devices: self.xenbus.devices(),
         }
     }
 
-    /// One pass over the control plane and every vif. Returns whether any work was done.
+    /// One pass over the control plane and every vif and uplink. Returns whether any work was
+    /// done (or control-plane events are still waiting).
     pub fn poll(&mut self) -> Result<bool, Error> {
-        self.poll_xenbus()?;
+        let more = self.xenbus.poll(&mut self.dp)?;
+        let work = self.dp.pass()?;
+        self.dp.end_of_interrupt();
+        Ok(work || more)
+    }
+
+    /// Re-arms the tx rings (`final_check_for_requests`; rx rings are armed by the rx pass when
+    /// it lacks buffers) and the uplinks, then blocks until an event arrives or `timeout`
+    /// (capped at `Config::poll_interval`) passes.
+    pub fn wait(&mut self, timeout: Duration) -> Result<(), Error> {
+        if self.dp.rearm() {
+            return Ok(());
+        }
+        let timeout = timeout.min(self.dp.cfg.poll_interval);
+        let dp = &mut self.dp;
+        let mut fds: Vec<BorrowedFd<'_>> = Vec::with_capacity(4 + dp.uplinks.len());
+        let evtchn_fd = dp.evtchn.as_fd();
+        let xs_fd = self.xenbus.store().as_fd();
+        match (evtchn_fd, xs_fd) {
+            (Some(e), Some(x)) => {
+                fds.push(e);
+                fds.push(x);
+                for u in &dp.uplinks {
+                    if let Wakeup::Fd(fd) = u.dev.wakeup() {
+                        fds.push(fd);
+                    }
+                }
+                if let Some(w) = &self.wake {
+                    fds.push(w.as_fd());
+                }
+                let mut pfds: Vec<PollFd<'_>> = fds
+                    .iter()
+                    .map(|fd| PollFd::new(*fd, PollFlags::POLLIN))
+                    .collect();
+                let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+                {
+                    let _b = xenoprof::blocked();
+                    match poll(
+                        &mut pfds,
+                        PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+                    ) {
+                        Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                        Err(e) => {
+                            return Err(Error::Hypervisor(hypervisor::Error::Os {
+                                op: "poll",
+                                errno: e as i32,
+                            }));
+                        }
+                    }
+                }
+                if let Some(w) = &self.wake
+                    && pfds
+                        .last()
+                        .and_then(|p| p.revents())
+                        .is_some_and(|r| !r.is_empty())
+                {
+                    let mut buf = [0u8; 64];
+                    let _ = nix::unistd::read(w, &mut buf);
+                }
+                drop(pfds);
+                dp.evtchn.wait(Some(Duration::ZERO), &mut dp.delivered)?;
+            }
+            _ => {
+                let _b = xenoprof::blocked();
+                dp.evtchn.wait(Some(timeout), &mut dp.delivered)?;
+            }
+        }
+        for vif in &mut dp.vifs {
+            if dp.delivered.contains(&vif.port) {
+                vif.event_pending = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// Serves until `stop` returns true: poll while there is work, wait when there is none.
+    pub fn run_until(&mut self, mut stop: impl FnMut() -> bool) -> Result<(), Error> {
+        while !stop() {
+            if !self.poll()? {
+                self.wait(self.dp.cfg.poll_interval)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<D: BackendDomain> Datapath<D> {
+    /// One pass over every vif and uplink. Returns whether any work was done.
+    fn pass(&mut self) -> Result<bool, Error> {
         let now = Instant::now();
         let since = now.duration_since(self.start);
         let mut work = false;
@@ -200,6 +343,7 @@ impl Netback {
             let vif = &mut self.vifs[i];
             work |= vif.tx_action(
                 &self.dom0,
+                &self.evtchn,
                 &self.pool,
                 &self.cfg,
                 &mut self.batch,
@@ -211,17 +355,25 @@ impl Netback {
                     .forward(port, &mut self.frames, since, &mut self.out)?;
             }
         }
-        // Wire → switch, flow-controlled like a NIC honouring PAUSE frames: dom0 takes from the
-        // wire only as many bytes as the fullest vif queue still has room for, so a burst from
-        // the wire is held on the wire (the far end sees a full NIC) rather than dropped at a vif.
-        let budget = self.uplink_budget(now);
-        if let Some(up) = self.uplink.as_mut()
-            && budget >= up.max_frame()
-            && let Some(port) = up.bridge_port()
-        {
+        // Outside → switch, flow-controlled like a NIC honouring PAUSE frames: the uplinks take
+        // only as many bytes as the fullest vif queue still has room for, so a burst is held
+        // outside rather than dropped at a vif.
+        let mut budget = self.uplink_budget(now);
+        for i in 0..self.uplinks.len() {
+            let max = self.uplinks[i].dev.max_frame();
+            if budget < max {
+                break;
+            }
             self.frames.clear();
-            work |= up.receive(&self.pool, &mut self.frames, budget);
+            let io = UplinkIo {
+                pool: &self.pool,
+                evtchn: &self.evtchn,
+            };
+            work |= self.uplinks[i].dev.receive(&io, &mut self.frames, budget);
             if !self.frames.is_empty() {
+                let taken: usize = self.frames.iter().map(NetFrame::len).sum();
+                budget = budget.saturating_sub(taken);
+                let port = self.uplinks[i].port;
                 self.bridge
                     .forward(port, &mut self.frames, since, &mut self.out)?;
             }
@@ -231,27 +383,32 @@ impl Netback {
             let cap = self.cfg.rx_queue_bytes;
             for vif in &mut self.vifs {
                 for f in self.out.drain(vif.bridge_port) {
-                    vif.enqueue_rx(f, cap);
+                    vif.enqueue_rx(f, now, cap);
                 }
             }
-            if let Some(up) = self.uplink.as_mut()
-                && let Some(port) = up.bridge_port()
-            {
-                up.transmit(self.out.drain(port));
+            for i in 0..self.uplinks.len() {
+                let port = self.uplinks[i].port;
+                self.frames.clear();
+                self.frames.extend(self.out.drain(port));
+                if !self.frames.is_empty() {
+                    let io = UplinkIo {
+                        pool: &self.pool,
+                        evtchn: &self.evtchn,
+                    };
+                    self.uplinks[i].dev.transmit(&io, &mut self.frames);
+                }
             }
             self.out.clear();
         }
         // Queues → guests.
         for vif in &mut self.vifs {
-            work |= vif.rx_action(&self.dom0, &self.pool, &self.cfg, &mut self.batch, now);
+            work |= vif.rx_action(&self.dom0, &self.evtchn, &self.cfg, &mut self.batch, now);
         }
         Ok(work)
     }
 
-    /// Re-arms the tx rings (`final_check_for_requests`; rx rings are armed by the rx pass when
-    /// it lacks buffers) and the uplink, then blocks until an event arrives or `timeout` (capped
-    /// at `Config::poll_interval`) passes. Events that then find no work are counted as spurious.
-    pub fn wait(&mut self, timeout: Duration) -> Result<(), Error> {
+    /// Before blocking: the final checks on every tx ring and uplink. True if work arrived.
+    fn rearm(&mut self) -> bool {
         let mut more = false;
         for vif in &mut self.vifs {
             if vif.is_disabled() {
@@ -263,44 +420,37 @@ impl Netback {
                 Err(e) => vif.disable(crate::vif::Fatal::Ring(e)),
             }
         }
-        // Only if the uplink may take a frame now: with less room than one frame, waiting frames
-        // are not work, and counting them would turn this wait into a spin.
-        if let Some(up) = self.uplink.as_ref()
-            && self.uplink_budget(Instant::now()) >= up.max_frame()
-        {
-            more |= up.has_work();
+        // Only if the uplinks may take a frame now: with less room than one frame, waiting
+        // frames are not work, and counting them would turn the wait into a spin.
+        let budget = self.uplink_budget(Instant::now());
+        for u in &mut self.uplinks {
+            if budget >= u.dev.max_frame() {
+                more |= u.dev.arm();
+            }
         }
-        if more {
-            return Ok(());
-        }
-        let pending = {
-            let _b = xenoprof::blocked();
-            self.dom0.wait(Some(timeout.min(self.cfg.poll_interval)))?
-        };
+        more
+    }
+
+    /// The late EOI: unmasks the ports the last wait delivered, now that the pass has served
+    /// them, and counts events that found no work as spurious (XSA-332 accounting).
+    fn end_of_interrupt(&mut self) {
         for vif in &mut self.vifs {
-            if pending.contains(vif.port) {
-                vif.event_pending = true;
+            if std::mem::take(&mut vif.event_pending) && !vif.did_work {
+                vif.stats.spurious_events += 1;
             }
+            vif.did_work = false;
         }
-        Ok(())
+        if !self.delivered.is_empty() {
+            // A port that was closed meanwhile is simply not ours any more.
+            let _ = self.evtchn.unmask(&self.delivered);
+            self.delivered.clear();
+        }
     }
 
-    /// Serves until `stop` returns true: poll while there is work, wait when there is none.
-    pub fn run_until(&mut self, mut stop: impl FnMut() -> bool) -> Result<(), Error> {
-        while !stop() {
-            let work = self.poll()?;
-            self.account_spurious();
-            if !work {
-                self.wait(self.cfg.poll_interval)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Bytes the uplink may take from the wire this pass: the room left in the fullest rx queue
-    /// of a live vif (any frame may flood to every vif). A vif whose guest has posted no buffers
-    /// for `STALL_GRACE` does not hold the wire back: frames for it are dropped at its queue (as
-    /// Linux drops), so one stalled guest cannot pause the wire for the others.
+    /// Bytes the uplinks may take this pass: the room left in the fullest rx queue of a live
+    /// vif (any frame may flood to every vif). A vif whose guest has posted no buffers for
+    /// `STALL_GRACE` does not hold the uplinks back: frames for it are dropped at its queue (as
+    /// Linux drops), so one stalled guest cannot pause traffic for the others.
     fn uplink_budget(&self, now: Instant) -> usize {
         self.vifs
             .iter()
@@ -309,158 +459,91 @@ impl Netback {
                 v.rx_stalled_since
                     .is_none_or(|t| now.duration_since(t) < STALL_GRACE)
             })
-            .map(|v| self.cfg.rx_queue_bytes.saturating_sub(v.rx_queued_bytes))
+            .map(|v| self.cfg.rx_queue_bytes.saturating_sub(v.rx_queue.bytes()))
             .min()
             .unwrap_or(self.cfg.rx_queue_bytes)
     }
 
-    /// An event that led to a pass with no work for its vif is spurious (XSA-332 accounting).
-    fn account_spurious(&mut self) {
-        for vif in &mut self.vifs {
-            if std::mem::take(&mut vif.event_pending) && !vif.did_work {
-                vif.stats.spurious_events += 1;
-                self.dom0.report_spurious(vif.port);
-            }
-            vif.did_work = false;
+    /// Takes a vif out: unbinds its channel, unmaps its rings (dropping the ring mappings),
+    /// unplugs it from the switch, keeps its final counters.
+    fn remove(&mut self, id: VifId) -> Option<VifStats> {
+        let i = self.vifs.iter().position(|v| v.id == id)?;
+        let vif = self.vifs.swap_remove(i);
+        let _ = self.evtchn.unbind(vif.port);
+        let _ = self.bridge.remove_port(vif.bridge_port);
+        self.out.clear();
+        self.delivered.retain(|p| *p != vif.port);
+        let stats = vif.stats.clone();
+        drop(vif);
+        if self.departed.len() == DEPARTED_KEPT {
+            self.departed.pop_front();
         }
-    }
-
-    fn poll_xenbus(&mut self) -> Result<(), Error> {
-        while let Some(ev) = self.xs.read_watch(Some(Duration::ZERO))? {
-            if ev.token == BE_TOKEN {
-                match parse_device_path(&self.be_base, &ev.path) {
-                    Some((fe, devid)) => self.probe(VifId { domid: fe, devid }),
-                    // The watch's own registration event, or a change above the device level
-                    // (vifs created before the backend started): look at everything.
-                    None => self.scan(),
-                }
-            } else if ev.token == FE_TOKEN {
-                let ids: Vec<VifId> = self
-                    .devices
-                    .values()
-                    .filter(|d| ev.path.starts_with(&d.fe_path))
-                    .map(|d| d.id)
-                    .collect();
-                for id in ids {
-                    self.frontend_changed(id);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Probes every device directory under the backend tree.
-    fn scan(&mut self) {
-        let Ok(fes) = self.xs.directory(&self.be_base) else {
-            return;
-        };
-        for fe in fes {
-            let Ok(domid) = fe.parse() else { continue };
-            let Ok(devs) = self.xs.directory(&format!("{}/{fe}", self.be_base)) else {
-                continue;
-            };
-            for dev in devs {
-                if let Ok(devid) = dev.parse() {
-                    self.probe(VifId { domid, devid });
-                }
-            }
-        }
-    }
-
-    /// A new device directory: write features, go to InitWait, watch the frontend.
-    fn probe(&mut self, id: VifId) {
-        if self.devices.contains_key(&id) {
-            return;
-        }
-        let be_path = format!("{}/{}/{}", self.be_base, id.domid, id.devid);
-        let Ok(fe_path) = self.xs.read(&format!("{be_path}/frontend")) else {
-            return; // Not fully created yet; the next watch event retries.
-        };
-        for (k, v) in features(self.allow_flip) {
-            let _ = self.xs.write(&format!("{be_path}/{k}"), v);
-        }
-        let _ = self.xs.write(&format!("{be_path}/state"), "2");
-        let _ = self.xs.watch(&fe_path, FE_TOKEN);
-        self.devices.insert(
-            id,
-            Device {
-                id,
-                be_path,
-                fe_path,
-                state: XenbusState::InitWait,
-            },
-        );
-    }
-
-    fn set_state(&mut self, id: VifId, state: XenbusState) {
-        if let Some(d) = self.devices.get_mut(&id) {
-            d.state = state;
-            let _ = self
-                .xs
-                .write(&format!("{}/state", d.be_path), state.as_str());
-        }
-    }
-
-    /// The frontend's directory changed: follow its state.
-    fn frontend_changed(&mut self, id: VifId) {
-        let Some(dev) = self.devices.get(&id).cloned() else {
-            return;
-        };
-        let fe_state = self
-            .xs
-            .read(&format!("{}/state", dev.fe_path))
-            .ok()
-            .and_then(|s| XenbusState::parse(&s));
-        match (fe_state, dev.state) {
-            (Some(XenbusState::Initialised | XenbusState::Connected), XenbusState::InitWait) => {
-                match read_frontend_keys(&self.xs, &dev.fe_path, self.allow_flip) {
-                    Ok(keys) => match self.connect_vif(id, keys) {
-                        Ok(_) => self.set_state(id, XenbusState::Connected),
-                        Err(e) => self.fail(id, &e.to_string()),
-                    },
-                    Err(reason) => self.fail(id, &reason),
-                }
-            }
-            (Some(XenbusState::Closing), s) if s != XenbusState::Closed => {
-                self.disconnect_vif(id);
-                self.set_state(id, XenbusState::Closing);
-            }
-            (Some(XenbusState::Closed) | None, s) if s != XenbusState::Closed => {
-                self.disconnect_vif(id);
-                self.set_state(id, XenbusState::Closed);
-            }
-            // A frontend that comes back after a close: offer the device again.
-            (Some(XenbusState::Initialising), XenbusState::Closed) => {
-                for (k, v) in features(self.allow_flip) {
-                    let _ = self.xs.write(&format!("{}/{k}", dev.be_path), v);
-                }
-                let _ = self.xs.rm(&format!("{}/error", dev.be_path));
-                self.set_state(id, XenbusState::InitWait);
-            }
-            _ => {}
-        }
-    }
-
-    /// `xenbus_dev_fatal`: log, write `error`, close.
-    fn fail(&mut self, id: VifId, reason: &str) {
-        eprintln!("netback: {id}: cannot connect the frontend: {reason}");
-        if let Some(d) = self.devices.get(&id) {
-            let _ = self.xs.write(&format!("{}/error", d.be_path), reason);
-        }
-        self.disconnect_vif(id);
-        self.set_state(id, XenbusState::Closed);
+        self.departed.push_back((id, stats.clone()));
+        self.departed_total += 1;
+        Some(stats)
     }
 }
 
-impl Drop for Netback {
-    fn drop(&mut self) {
-        let ids: Vec<VifId> = self.vifs.iter().map(|v| v.id).collect();
-        for id in ids {
-            self.disconnect_vif(id);
+impl<D: BackendDomain> VifControl for Datapath<D> {
+    fn connect(
+        &mut self,
+        id: VifId,
+        keys: FrontendKeys,
+        mac: Option<MacAddr>,
+    ) -> Result<(), FrontendError> {
+        if self.vifs.iter().any(|v| v.id == id) {
+            self.remove(id);
         }
-        self.out.clear();
-        self.frames.clear();
-        self.uplink = None;
-        self.pool.release();
+        let port = self
+            .bridge
+            .add_port(PortKind::Vif {
+                domid: id.domid,
+                handle: id.devid,
+            })
+            .map_err(|e| {
+                FrontendError::Connect(hypervisor::Error::Unsupported {
+                    what: "another switch port",
+                    hint: if matches!(e, bridge_lite::BridgeError::TooManyPorts { .. }) {
+                        "the switch is full; detach a vif first"
+                    } else {
+                        "the switch refused the port"
+                    },
+                })
+            })?;
+        if let Some(mac) = mac {
+            // Anti-spoofing: the port accepts only the MAC the toolstack configured.
+            if self.bridge.add_static(mac, port).is_ok() {
+                let _ = self.bridge.set_port_locked(port, true);
+            } else {
+                log::warn!("{id}: cannot pin {mac} to its port; the port is not locked");
+            }
+        }
+        match Vif::connect(&self.dom0, &self.evtchn, id, keys, port, mac) {
+            Ok(vif) => {
+                self.vifs.push(vif);
+                Ok(())
+            }
+            Err(e) => {
+                let _ = self.bridge.remove_port(port);
+                Err(FrontendError::Connect(e))
+            }
+        }
+    }
+
+    fn disconnect(&mut self, id: VifId) {
+        self.remove(id);
+    }
+}
+
+impl<D: BackendDomain> Drop for Netback<D> {
+    fn drop(&mut self) {
+        let ids: Vec<VifId> = self.dp.vifs.iter().map(|v| v.id).collect();
+        for id in ids {
+            self.dp.remove(id);
+        }
+        self.dp.out.clear();
+        self.dp.frames.clear();
+        self.dp.uplinks.clear();
+        self.dp.pool.release();
     }
 }

@@ -1,15 +1,16 @@
 //! A grant-copy batch as an object (Linux's `xenvif_copy_state`).
 //!
 //! Ops are collected with the owner each belongs to (a packet of the tx pass, or the position of
-//! the rx response to patch among those put this pass); the batch flushes with one hypercall when full or at the end of a pass
-//! and reports every failed op to the caller, who patches it into its response.
+//! the rx response to patch among those put this pass); the batch flushes with one hypercall
+//! when full or at the end of a pass and reports every failed op to the caller, who patches it
+//! into its response.
 
-use hypervisor::{DomainHandle, GnttabCopy, GrantStatus};
+use hypervisor::{CopyOp, GrantOps, GrantStatus};
 
 /// Collected grant-copy ops and their owners.
 #[derive(Debug)]
 pub struct CopyBatch {
-    ops: Vec<GnttabCopy>,
+    ops: Vec<CopyOp>,
     owners: Vec<u32>,
     max: usize,
     /// Hypercalls made (for the profile and the ladder).
@@ -31,21 +32,20 @@ impl CopyBatch {
         }
     }
 
-    /// Adds an op; flushes first-come when the batch is full, reporting failures to `failed`.
+    /// Adds an op; flushes first when the batch is full, reporting failures to `failed`.
     #[inline]
-    pub fn push(
+    pub fn push<D: GrantOps>(
         &mut self,
-        dom: &DomainHandle,
-        op: GnttabCopy,
+        dom: &D,
+        op: CopyOp,
         owner: u32,
         failed: &mut impl FnMut(u32, GrantStatus),
-    ) -> hypervisor::Result<()> {
+    ) {
         self.ops.push(op);
         self.owners.push(owner);
         if self.ops.len() >= self.max {
-            self.flush(dom, failed)?;
+            self.flush(dom, failed);
         }
-        Ok(())
     }
 
     /// Whether ops are waiting.
@@ -53,33 +53,29 @@ impl CopyBatch {
         self.ops.is_empty()
     }
 
-    /// One `GNTTABOP_copy` for every collected op; each failed op's owner and status go to
-    /// `failed`. An error here is the hypercall itself failing (not a per-op status).
-    pub fn flush(
-        &mut self,
-        dom: &DomainHandle,
-        failed: &mut impl FnMut(u32, GrantStatus),
-    ) -> hypervisor::Result<()> {
+    /// One grant-copy call for every collected op; each failed op's owner and status go to
+    /// `failed`. If the call itself fails, every op of the batch is reported failed.
+    pub fn flush<D: GrantOps>(&mut self, dom: &D, failed: &mut impl FnMut(u32, GrantStatus)) {
         if self.ops.is_empty() {
-            return Ok(());
+            return;
         }
         self.hypercalls += 1;
         self.ops_done += self.ops.len() as u64;
-        let r = dom.grant_copy(&mut self.ops);
-        if r.is_ok() {
-            for (op, owner) in self.ops.iter().zip(&self.owners) {
-                let st = op.status();
-                if st != GrantStatus::Okay {
-                    failed(*owner, st);
+        match dom.grant_copy(&mut self.ops) {
+            Ok(()) => {
+                for (op, owner) in self.ops.iter().zip(&self.owners) {
+                    if op.status != GrantStatus::Okay {
+                        failed(*owner, op.status);
+                    }
                 }
             }
-        } else {
-            for owner in &self.owners {
-                failed(*owner, GrantStatus::GeneralError);
+            Err(_) => {
+                for owner in &self.owners {
+                    failed(*owner, GrantStatus::GeneralError);
+                }
             }
         }
         self.ops.clear();
         self.owners.clear();
-        r
     }
 }

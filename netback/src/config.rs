@@ -15,15 +15,17 @@ pub struct Config {
     pub tx_batch_packets: usize,
     /// Bytes queued for one vif's rx before further frames are dropped (Linux: 512 KiB).
     pub rx_queue_bytes: usize,
-    /// A tx packet using more slots than this is dropped (`XEN_NETBK_LEGACY_SLOTS_MAX`, 18).
+    /// A tx packet chaining more slots than this after its first is dropped
+    /// (`XEN_NETBK_LEGACY_SLOTS_MAX`, 18: so 19 slots in all pass, as in Linux).
     pub tx_slots_drop: usize,
-    /// A tx packet using more slots than this disables the vif (`fatal_skb_slots`, 20).
+    /// A tx packet chaining more slots than this after its first disables the vif
+    /// (`fatal_skb_slots`, 20).
     pub tx_slots_fatal: usize,
-    /// A vif whose frontend posts no rx buffers for this long has its rx queue drained
-    /// (Linux `rx_drain_timeout_msecs`, 10 s), so a stalled guest cannot pin backend memory.
+    /// A frame that waits in a vif's rx queue longer than this is dropped (Linux stamps each
+    /// skb with `rx_drain_timeout_msecs`, 10 s), so a stalled guest cannot pin backend memory.
     pub rx_drain_timeout: Duration,
-    /// Upper bound on how long the backend blocks waiting for events before it re-checks the
-    /// control plane (xenstore watches) and timers.
+    /// Upper bound on how long the backend blocks before it looks at its timers (rx expiry).
+    /// Events, watches and uplinks wake it at once; this is not what keeps traffic flowing.
     pub poll_interval: Duration,
 }
 
@@ -59,16 +61,16 @@ impl Config {
         if self.tx_slots_drop > self.tx_slots_fatal {
             return bad("tx_slots_drop", "must not exceed tx_slots_fatal");
         }
-        if self.tx_slots_drop < ring::netif::XEN_NETIF_NR_SLOTS_MIN as usize {
+        if self.tx_slots_drop + 1 < ring::netif::XEN_NETIF_NR_SLOTS_MIN as usize {
             return bad(
                 "tx_slots_drop",
-                "every backend must accept XEN_NETIF_NR_SLOTS_MIN (18)",
+                "every backend must accept XEN_NETIF_NR_SLOTS_MIN (18) slots per packet",
             );
         }
-        if self.rx_queue_bytes < 65536 + 14 {
+        if self.rx_queue_bytes < ring::netif::MAX_FRAME {
             return bad(
                 "rx_queue_bytes",
-                "must hold at least one maximum-size frame (65550 B)",
+                "must hold at least one maximum-size frame (65549 B)",
             );
         }
         Ok(())

@@ -1,15 +1,20 @@
-//! The driver-domain network backend (Linux's `xen-netback`, rebuilt).
+//! The driver-domain network backend (Linux's `xen-netback`, rebuilt), generic over the
+//! hypervisor seam ([`hypervisor::BackendDomain`]): the same code runs on the embedded model and
+//! on real Xen.
 //!
 //! - [`xenbus`]: the control plane (features, InitWait, reading the frontend's keys, Connected,
-//!   teardown), as Linux's `xenbus.c`.
+//!   teardown, the toolstack's online/state), as Linux's `xenbus.c`.
 //! - [`Vif`]: one frontend's mapped rings, event channel, rx queue and counters (`interface.c`).
 //! - tx path (`tx.rs`): guest → switch; every request copied once and validated as Linux does;
 //!   batched grant copies into backend pages.
 //! - rx path (`rx.rs`): switch → guest; copy mode with batched grant copies (`CopyBatch`, one
 //!   hypercall per `copy_batch_ops` ops, failures patched into their responses) or flip mode
-//!   (page transfer); one notification per pass, with ring.h suppression.
-//! - [`Netback`]: the loop a dom0 vCPU runs, with [`bridge_lite`] between the vifs and the
-//!   [`uplink`].
+//!   (page transfer, where the hypervisor can); one notification per pass, with ring.h
+//!   suppression.
+//! - [`uplink`]: ports towards the outside (the NIC model here; TAP and `AF_PACKET` in the
+//!   `netbackd` program).
+//! - [`Netback`]: the loop a backend vCPU runs, with [`bridge_lite`] between the vifs and the
+//!   uplinks.
 //!
 //! Guest misbehaviour never panics the backend: a bad packet is dropped and counted, a protocol
 //! violation disables that vif ([`Fatal`]) with a log line; other vifs carry on.
@@ -29,6 +34,7 @@ pub mod xenbus;
 pub use backend::{Netback, NetbackSnapshot};
 pub use batch::CopyBatch;
 pub use config::Config;
-pub use error::Error;
-pub use uplink::{Uplink, UplinkStats, Wire, WireFrame, uplink};
-pub use vif::{Fatal, FrontendKeys, RxMode, Vif, VifId, VifStats};
+pub use error::{Error, FrontendError};
+pub use ring::netif::RxMode;
+pub use uplink::{Uplink, UplinkIo, UplinkStats, Wakeup, Wire, WireFrame, WireNic};
+pub use vif::{Fatal, FrontendKeys, Vif, VifId, VifStats};

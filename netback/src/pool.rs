@@ -1,40 +1,53 @@
 //! Backend-owned frame buffers: pages of the driver domain's own memory.
 //!
-//! A frame lives in one or more dom0 pages, starting at offset 0 of its first page, one page per
-//! 4096 bytes: exactly the layout an rx slot wants (copy: one op per slot; flip: one page per
-//! slot). The bridge gets a [`NetFrame`] handle, never bytes: the handle carries the frame's
-//! length and a copy of its first [`HEAD`] bytes (the Ethernet header the switch reads, as an skb
-//! carries its MAC header pointer) and a refcount on the buffer, so flooding clones a pointer.
-//! Dropping the last handle returns the pages to the pool.
+//! A frame lives in one or more backend pages, starting at offset 0 of its first page, one page
+//! per 4096 bytes: exactly the layout an rx slot wants (copy: one op per slot; flip: one page per
+//! slot). Each page is known by its pfn (for reads, writes and flips) and its address (the local
+//! side of a grant copy, as gntdev wants it). The bridge gets a [`NetFrame`] handle, never
+//! bytes: the handle carries the frame's length and a copy of its first [`HEAD`] bytes (the
+//! Ethernet header the switch reads, as an skb carries its MAC header pointer) and a refcount
+//! on the buffer, so flooding clones a pointer. Dropping the last handle returns the pages.
 
 use std::cell::RefCell;
 use std::fmt;
 use std::rc::Rc;
 
-use hypervisor::{DomainHandle, PAGE_SIZE, Pfn};
+use hypervisor::{GuestMemory, LocalAddr, PAGE_SIZE, Pfn};
+use ring::netif::MAX_FRAME;
 
 /// Bytes of each frame kept in its handle for the switch (and a pcap snapshot of the head).
 pub const HEAD: usize = 64;
 
-/// Largest frame a buffer holds: a 64 KiB IP packet plus its Ethernet header.
-pub const MAX_FRAME: usize = 65535 + 14;
-
 /// Pages of a maximum-size frame.
 pub const MAX_FRAME_PAGES: usize = MAX_FRAME.div_ceil(PAGE_SIZE);
 
-struct PoolInner {
-    dom: DomainHandle,
-    free: RefCell<Vec<Pfn>>,
+/// One backend page: its pfn and its address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Page {
+    /// The page in the backend's own memory.
+    pub pfn: Pfn,
+    /// Its address, for the local side of grant copies.
+    pub addr: LocalAddr,
+}
+
+struct PoolInner<D> {
+    dom: D,
+    free: RefCell<Vec<Page>>,
     /// Pages taken from the reservation so far.
     owned: RefCell<Vec<Pfn>>,
     limit: usize,
 }
 
-/// A pool of dom0 pages for frames, grown on demand up to a limit.
-#[derive(Clone)]
-pub struct BufPool(Rc<PoolInner>);
+/// A pool of backend pages for frames, grown on demand up to a limit.
+pub struct BufPool<D: GuestMemory>(Rc<PoolInner<D>>);
 
-impl fmt::Debug for BufPool {
+impl<D: GuestMemory> Clone for BufPool<D> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<D: GuestMemory> fmt::Debug for BufPool<D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BufPool")
             .field("owned", &self.0.owned.borrow().len())
@@ -44,9 +57,9 @@ impl fmt::Debug for BufPool {
     }
 }
 
-impl BufPool {
+impl<D: GuestMemory> BufPool<D> {
     /// A pool drawing at most `limit_pages` pages from `dom`'s reservation.
-    pub fn new(dom: DomainHandle, limit_pages: usize) -> Self {
+    pub fn new(dom: D, limit_pages: usize) -> Self {
         Self(Rc::new(PoolInner {
             dom,
             free: RefCell::new(Vec::new()),
@@ -56,43 +69,24 @@ impl BufPool {
     }
 
     /// The domain whose pages these are.
-    pub fn dom(&self) -> &DomainHandle {
+    pub fn dom(&self) -> &D {
         &self.0.dom
     }
 
     /// A buffer for a frame of `len` bytes (`1..=MAX_FRAME`), or `None` if the pool and the
     /// reservation are exhausted (the caller drops the frame and counts it).
-    pub fn alloc(&self, len: usize) -> Option<Buf> {
+    pub fn alloc(&self, len: usize) -> Option<Buf<D>> {
         if len == 0 || len > MAX_FRAME {
             return None;
         }
         let n = len.div_ceil(PAGE_SIZE);
         let mut pages = Pages::new();
         while pages.len() < n {
-            let pfn = self.0.free.borrow_mut().pop();
-            let pfn = match pfn {
-                Some(p) => p,
-                None => {
-                    let mut owned = self.0.owned.borrow_mut();
-                    if owned.len() >= self.0.limit {
-                        self.0.free.borrow_mut().extend_from_slice(pages.as_slice());
-                        return None;
-                    }
-                    let _s = xenoprof::scope(xenoprof::Class::PAGE_ALLOC);
-                    match self.0.dom.alloc_page() {
-                        Ok(p) => {
-                            owned.push(p);
-                            p
-                        }
-                        Err(_) => {
-                            drop(owned);
-                            self.0.free.borrow_mut().extend_from_slice(pages.as_slice());
-                            return None;
-                        }
-                    }
-                }
+            let Some(page) = self.0.free.borrow_mut().pop().or_else(|| self.grow()) else {
+                self.0.free.borrow_mut().extend_from_slice(pages.as_slice());
+                return None;
             };
-            pages.push(pfn);
+            pages.push(page);
         }
         Some(Buf {
             pages,
@@ -100,6 +94,22 @@ impl BufPool {
             head: [0; HEAD],
             pool: self.0.clone(),
         })
+    }
+
+    /// Takes one more page from the reservation, if the limit allows.
+    fn grow(&self) -> Option<Page> {
+        let mut owned = self.0.owned.borrow_mut();
+        if owned.len() >= self.0.limit {
+            return None;
+        }
+        let _s = xenoprof::scope(xenoprof::Class::PAGE_ALLOC);
+        let pfn = self.0.dom.alloc_page().ok()?;
+        let Ok(addr) = self.0.dom.local_addr(pfn) else {
+            let _ = self.0.dom.free_page(pfn);
+            return None;
+        };
+        owned.push(pfn);
+        Some(Page { pfn, addr })
     }
 
     /// Pages taken from the reservation.
@@ -115,11 +125,11 @@ impl BufPool {
     /// Returns every free page to the reservation (on teardown). Pages still held by frames are
     /// returned when those frames drop and the pool is released again.
     pub fn release(&self) {
-        let free: Vec<Pfn> = self.0.free.borrow_mut().drain(..).collect();
+        let free: Vec<Page> = self.0.free.borrow_mut().drain(..).collect();
         let mut owned = self.0.owned.borrow_mut();
-        for pfn in free {
-            if self.0.dom.free_page(pfn).is_ok() {
-                owned.retain(|p| *p != pfn);
+        for page in free {
+            if self.0.dom.free_page(page.pfn).is_ok() {
+                owned.retain(|p| *p != page.pfn);
             }
         }
     }
@@ -128,14 +138,17 @@ impl BufPool {
 /// A frame's pages, inline: a buffer never allocates on the heap per frame.
 #[derive(Clone, Copy)]
 struct Pages {
-    pfns: [Pfn; MAX_FRAME_PAGES],
+    pages: [Page; MAX_FRAME_PAGES],
     n: u8,
 }
 
 impl Pages {
     fn new() -> Self {
         Self {
-            pfns: [Pfn(0); MAX_FRAME_PAGES],
+            pages: [Page {
+                pfn: Pfn(0),
+                addr: LocalAddr(0),
+            }; MAX_FRAME_PAGES],
             n: 0,
         }
     }
@@ -145,25 +158,25 @@ impl Pages {
     }
 
     /// Callers push at most `MAX_FRAME_PAGES` (`alloc` bounds the frame length).
-    fn push(&mut self, p: Pfn) {
-        self.pfns[self.n as usize] = p;
+    fn push(&mut self, p: Page) {
+        self.pages[self.n as usize] = p;
         self.n += 1;
     }
 
-    fn as_slice(&self) -> &[Pfn] {
-        &self.pfns[..self.n as usize]
+    fn as_slice(&self) -> &[Page] {
+        &self.pages[..self.n as usize]
     }
 }
 
-/// One frame's pages in dom0 memory.
-pub struct Buf {
+/// One frame's pages in backend memory.
+pub struct Buf<D: GuestMemory> {
     pages: Pages,
     len: usize,
     head: [u8; HEAD],
-    pool: Rc<PoolInner>,
+    pool: Rc<PoolInner<D>>,
 }
 
-impl fmt::Debug for Buf {
+impl<D: GuestMemory> fmt::Debug for Buf<D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Buf")
             .field("pages", &self.pages.as_slice())
@@ -172,10 +185,10 @@ impl fmt::Debug for Buf {
     }
 }
 
-impl Buf {
+impl<D: GuestMemory> Buf<D> {
     /// The frame's pages, in order; byte `i` of the frame is at offset `i % 4096` of page
     /// `i / 4096`.
-    pub fn pages(&self) -> &[Pfn] {
+    pub fn pages(&self) -> &[Page] {
         self.pages.as_slice()
     }
 
@@ -193,21 +206,20 @@ impl Buf {
     /// frame's data is in place.
     pub fn load_head(&mut self) -> hypervisor::Result<()> {
         let n = self.len.min(HEAD);
-        self.pool
-            .dom
-            .read(self.pages.as_slice()[0], 0, &mut self.head[..n])
+        let first = self.pages.as_slice()[0].pfn;
+        self.pool.dom.read(first, 0, &mut self.head[..n])
     }
 
     /// Writes `data` (at least `len` bytes; the first `len` are used) into the buffer and keeps
     /// its head: what a NIC's DMA does for a received frame.
     pub fn fill(&mut self, data: &[u8]) -> hypervisor::Result<()> {
-        for (pfn, chunk) in self
+        for (page, chunk) in self
             .pages
             .as_slice()
             .iter()
             .zip(data[..self.len].chunks(PAGE_SIZE))
         {
-            self.pool.dom.write(*pfn, 0, chunk)?;
+            self.pool.dom.write(page.pfn, 0, chunk)?;
         }
         // The head comes from the bytes just written, not a second trip through the hypervisor.
         let n = self.len.min(HEAD);
@@ -215,17 +227,33 @@ impl Buf {
         Ok(())
     }
 
-    /// Reads the whole frame into `out` (for the uplink's transmit side and for tests).
+    /// Reads the whole frame into `out` (for an uplink's transmit side and for tests).
     pub fn read_into(&self, out: &mut Vec<u8>) -> hypervisor::Result<()> {
         out.resize(self.len, 0);
-        for (pfn, chunk) in self.pages.as_slice().iter().zip(out.chunks_mut(PAGE_SIZE)) {
-            self.pool.dom.read(*pfn, 0, chunk)?;
+        for (page, chunk) in self.pages.as_slice().iter().zip(out.chunks_mut(PAGE_SIZE)) {
+            self.pool.dom.read(page.pfn, 0, chunk)?;
         }
         Ok(())
     }
+
+    /// Copies the frame into a fresh buffer of the same pool, page by page through the backend's
+    /// own memory (flip mode gives a shared frame's guest a private copy this way).
+    pub fn duplicate(&self) -> Option<Buf<D>> {
+        let pool = BufPool(self.pool.clone());
+        let mut copy = pool.alloc(self.len)?;
+        for (i, (src, dst)) in self.pages().iter().zip(copy.pages()).enumerate() {
+            let n = (self.len - i * PAGE_SIZE).min(PAGE_SIZE);
+            let dom = &self.pool.dom;
+            dom.with_page(src.pfn, |b| dom.write(dst.pfn, 0, &b[..n]))
+                .ok()?
+                .ok()?;
+        }
+        copy.head = self.head;
+        Some(copy)
+    }
 }
 
-impl Drop for Buf {
+impl<D: GuestMemory> Drop for Buf<D> {
     fn drop(&mut self) {
         self.pool
             .free
@@ -235,12 +263,23 @@ impl Drop for Buf {
 }
 
 /// The handle the switch moves: a shared reference to a filled buffer.
-#[derive(Clone, Debug)]
-pub struct NetFrame(pub Rc<Buf>);
+pub struct NetFrame<D: GuestMemory>(pub Rc<Buf<D>>);
 
-impl NetFrame {
+impl<D: GuestMemory> Clone for NetFrame<D> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<D: GuestMemory> fmt::Debug for NetFrame<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<D: GuestMemory> NetFrame<D> {
     /// Wraps a filled buffer (its head loaded).
-    pub fn new(buf: Buf) -> Self {
+    pub fn new(buf: Buf<D>) -> Self {
         Self(Rc::new(buf))
     }
 
@@ -260,7 +299,7 @@ impl NetFrame {
     }
 }
 
-impl bridge_lite::Frame for NetFrame {
+impl<D: GuestMemory> bridge_lite::Frame for NetFrame<D> {
     #[inline]
     fn bytes(&self) -> &[u8] {
         &self.0.head[..self.0.len.min(HEAD)]

@@ -1,35 +1,50 @@
 //! The receive path, switch → guest (Linux's `rx.c`), in copy or flip mode.
 //!
-//! Frames wait in the vif's queue (capped in bytes). A pass delivers up to `rx_batch_packets`
-//! frames while the frontend has posted enough buffers: a frame of `len` bytes takes
-//! `ceil(len / 4096)` slots, one per backend page, with `NETRXF_more_data` on all but the last.
-//! Copy mode builds one grant-copy op per slot (chunks stop at both page boundaries: backend
-//! pages and guest buffers both start at offset 0) and flushes in batches; flip mode transfers
-//! the backend page itself. Responses are put as the ops are built, failures are patched in after
-//! the flush, and the frontend is notified once per pass.
+//! Frames wait in the vif's queue (capped in bytes, each stamped when queued). One pass
+//! ([`Vif::rx_action`], Linux's `xenvif_rx_action`):
+//! - drops frames that waited longer than `rx_drain_timeout` (`xenvif_rx_queue_drop_expired`);
+//! - while the frontend has posted enough buffers for the head frame
+//!   ([`Vif::rx_slots_available`]), delivers it ([`Vif::rx_skb`]): a frame of `len` bytes takes
+//!   `ceil(len / 4096)` requests, one per backend page, answered in request order with
+//!   `NETRXF_more_data` on all but the last; copy mode queues one grant copy per slot (chunks
+//!   stop at both page boundaries: backend pages and guest buffers both start at offset 0),
+//!   flip mode one page transfer;
+//! - flushes the copies and transfers, patching each failed op into its response
+//!   ([`Vif::rx_flush`]), then pushes the responses and notifies once ([`Vif::rx_complete`]).
 
 use std::time::Instant;
 
-use hypervisor::{DomainHandle, GnttabCopy, GnttabCopyPtr, GnttabTransfer, GrantRef, PAGE_SIZE};
-use ring::netif::{NETIF_RSP_ERROR, NETRXF_MORE_DATA, RxRequest, RxResponse};
+use hypervisor::{BackendDomain, CopyOp, CopyPtr, GrantRef, GrantStatus, PAGE_SIZE, TransferOp};
+use ring::netif::{NETIF_RSP_ERROR, NETRXF_MORE_DATA, RxMode, RxRequest, RxResponse};
+use ring::{BackRing, PageRing, RxRing};
 
 use crate::batch::CopyBatch;
 use crate::config::Config;
-use crate::pool::{BufPool, NetFrame};
-use crate::vif::{Fatal, RxMode, Vif};
+use crate::pool::NetFrame;
+use crate::vif::{Fatal, Vif, VifStats};
 
 /// Working storage of an rx pass, kept in the vif so a pass allocates nothing once warm.
-#[derive(Default)]
-pub(crate) struct RxScratch {
+pub(crate) struct RxScratch<D: BackendDomain> {
     /// Frames whose copies or transfers are queued: their pages stay out of the pool until the
     /// pass has flushed.
-    inflight: Vec<NetFrame>,
-    /// Page transfers waiting for their hypercall (flip mode).
-    transfers: Vec<GnttabTransfer>,
-    /// Each transfer's owner: its response's position in `puts`.
+    inflight: Vec<NetFrame<D>>,
+    /// Page transfers waiting for their hypercall (flip mode), with each one's owner (its
+    /// response's position in `puts`).
+    transfers: Vec<TransferOp>,
     transfer_rsp: Vec<u32>,
     /// Responses put this pass, by position: a failed op's owner is its position here.
     puts: Vec<(u32, RxResponse)>,
+}
+
+impl<D: BackendDomain> Default for RxScratch<D> {
+    fn default() -> Self {
+        Self {
+            inflight: Vec::new(),
+            transfers: Vec::new(),
+            transfer_rsp: Vec::new(),
+            puts: Vec::new(),
+        }
+    }
 }
 
 /// Slots a frame of `len` bytes needs.
@@ -37,12 +52,12 @@ pub(crate) fn slots_for(len: usize) -> u32 {
     len.div_ceil(PAGE_SIZE) as u32
 }
 
-impl Vif {
+impl<D: BackendDomain> Vif<D> {
     /// Delivers queued frames into the guest. Returns whether any frame was delivered.
     pub(crate) fn rx_action(
         &mut self,
-        dom0: &DomainHandle,
-        pool: &BufPool,
+        dom0: &D,
+        evtchn: &D::Evtchn,
         cfg: &Config,
         batch: &mut CopyBatch,
         now: Instant,
@@ -51,28 +66,22 @@ impl Vif {
             return false;
         }
         let _s = xenoprof::scope(xenoprof::Class::NETBACK);
+        self.stats.rx_expired += self.rx_queue.drop_expired(now, cfg.rx_drain_timeout) as u64;
         // Every pass flushes the shared batch before returning, so no other vif's ops wait in it.
         debug_assert!(
             batch.is_empty(),
             "a previous pass left grant copies unflushed"
         );
         let hc = batch.hypercalls;
-        let mut fatal: Option<Fatal> = None;
         let mut sc = std::mem::take(&mut self.rx_scratch);
-        let RxScratch {
-            inflight,
-            transfers,
-            transfer_rsp,
-            puts,
-        } = &mut sc;
-        puts.clear();
+        sc.puts.clear();
+        let mut fatal = None;
         let mut delivered = 0usize;
-        'frames: while delivered < cfg.rx_batch_packets {
-            let Some(len) = self.rx_queue.front().map(|f| f.len()) else {
+        while delivered < cfg.rx_batch_packets {
+            let Some(len) = self.rx_queue.front_len() else {
                 break;
             };
-            let needed = slots_for(len);
-            match self.rx_slots_available(needed) {
+            match self.rx_slots_available(slots_for(len)) {
                 Ok(true) => {}
                 Ok(false) => break,
                 Err(e) => {
@@ -82,108 +91,19 @@ impl Vif {
                     break;
                 }
             }
-            let Some(mut frame) = self.rx_queue.pop_front() else {
+            let Some(frame) = self.rx_queue.pop() else {
                 break;
             };
-            self.rx_queued_bytes -= len;
-            if self.mode == RxMode::Flip && !frame.is_exclusive() {
-                // Another vif holds the same frame (a flood): give the guest a private copy, as
-                // Linux's flipping netback copied shared skbs.
-                match private_copy(dom0, pool, &frame) {
-                    Some(f) => frame = f,
-                    None => {
-                        self.stats.rx_copy_errors += 1;
-                        continue;
-                    }
-                }
+            if let Err(f) = self.rx_skb(dom0, cfg, batch, &mut sc, frame) {
+                fatal = Some(f);
+                break;
             }
-            let pages = frame.0.pages();
-            for (i, pfn) in pages.iter().enumerate() {
-                // `rx_slots_available` validated `needed` requests, and each consumed request is
-                // answered at once below, so neither the ring nor put_response can come up short.
-                let req: RxRequest = match self.rx.next_request() {
-                    Ok(Some(r)) => r,
-                    Ok(None) => {
-                        debug_assert!(false, "validated rx request vanished");
-                        break 'frames;
-                    }
-                    Err(e) => {
-                        fatal = Some(Fatal::Ring(e));
-                        break 'frames;
-                    }
-                };
-                let chunk = (len - i * PAGE_SIZE).min(PAGE_SIZE);
-                let last = i + 1 == pages.len();
-                let rsp = RxResponse {
-                    id: req.id,
-                    offset: 0,
-                    flags: if last { 0 } else { NETRXF_MORE_DATA },
-                    status: chunk as i16,
-                };
-                let Ok(idx) = self.rx.put_response(rsp) else {
-                    debug_assert!(false, "a consumed rx request had no response slot");
-                    break 'frames;
-                };
-                let owner = puts.len() as u32;
-                puts.push((idx, rsp));
-                match self.mode {
-                    RxMode::Copy => {
-                        let op = GnttabCopy::new(
-                            GnttabCopyPtr::local(*pfn, 0),
-                            GnttabCopyPtr::gref(self.id.domid, GrantRef(req.gref), 0),
-                            chunk as u16,
-                        );
-                        let (rx, stats) = (&mut self.rx, &mut self.stats);
-                        // A failed hypercall reports every op of the batch as failed, so the
-                        // error itself needs no handling here.
-                        let _ = batch
-                            .push(dom0, op, owner, &mut |o, _| patch_error(rx, puts, o, stats));
-                    }
-                    RxMode::Flip => {
-                        transfers.push(GnttabTransfer::new(
-                            *pfn,
-                            self.id.domid,
-                            GrantRef(req.gref),
-                        ));
-                        transfer_rsp.push(owner);
-                        if transfers.len() >= cfg.flip_batch_pages {
-                            self.flush_transfers(dom0, transfers, transfer_rsp, puts);
-                        }
-                    }
-                }
-            }
-            self.stats.rx_packets += 1;
-            self.stats.rx_bytes += len as u64;
-            inflight.push(frame);
             delivered += 1;
         }
-        {
-            let (rx, stats) = (&mut self.rx, &mut self.stats);
-            let _ = batch.flush(dom0, &mut |o, _| patch_error(rx, puts, o, stats));
-        }
-        self.flush_transfers(dom0, transfers, transfer_rsp, puts);
+        self.rx_flush(dom0, batch, &mut sc);
         self.stats.hypercalls += batch.hypercalls - hc;
-        // The copies are done (or the pages given away): the backend buffers can be reused.
-        inflight.clear();
         self.rx_scratch = sc;
-        if let Some(f) = fatal {
-            if self.rx.rsp_prod_pvt() != self.rx.req_cons() {
-                debug_assert!(false, "fatal rx pass left a request unanswered");
-            }
-            self.rx.push_responses();
-            self.disable(f);
-            return delivered > 0;
-        }
-        if delivered > 0 {
-            self.did_work = true;
-            self.rx_stalled_since = None;
-            if self.rx.push_responses_and_check_notify() {
-                self.notify(dom0);
-            }
-        } else if !self.rx_queue.is_empty() {
-            self.check_rx_stall(cfg, now);
-        }
-        delivered > 0
+        self.rx_complete(evtchn, delivered, fatal, now)
     }
 
     /// Whether `needed` rx requests are posted. If not, asks the frontend to notify when they
@@ -199,48 +119,151 @@ impl Vif {
         Ok(self.rx.unconsumed_requests()? >= needed)
     }
 
-    /// One `GNTTABOP_transfer` for the collected pages; a failed transfer's response becomes an
-    /// error. The hypervisor gives the backend a replacement frame for every page it gave away.
-    fn flush_transfers(
+    /// Delivers one frame (Linux's `xenvif_rx_skb`): one request per backend page, each
+    /// answered at once in request order, its copy or transfer queued. The caller checked that
+    /// enough requests are posted.
+    fn rx_skb(
         &mut self,
-        dom0: &DomainHandle,
-        transfers: &mut Vec<GnttabTransfer>,
-        owners: &mut Vec<u32>,
-        puts: &[(u32, RxResponse)],
-    ) {
-        if transfers.is_empty() {
+        dom0: &D,
+        cfg: &Config,
+        batch: &mut CopyBatch,
+        sc: &mut RxScratch<D>,
+        mut frame: NetFrame<D>,
+    ) -> Result<(), Fatal> {
+        let len = frame.len();
+        if self.mode == RxMode::Flip && !frame.is_exclusive() {
+            // Another vif holds the same frame (a flood): give the guest a private copy, as
+            // Linux's flipping netback copied shared skbs.
+            match frame.0.duplicate() {
+                Some(b) => {
+                    self.stats.rx_private_copies += 1;
+                    frame = NetFrame::new(b);
+                }
+                None => {
+                    self.stats.rx_copy_errors += 1;
+                    return Ok(());
+                }
+            }
+        }
+        let pages = frame.0.pages();
+        for (i, page) in pages.iter().enumerate() {
+            // `rx_slots_available` validated enough requests, and each consumed request is
+            // answered at once below, so neither the ring nor put_response can come up short.
+            let req: RxRequest = match self.rx.next_request() {
+                Ok(Some(r)) => r,
+                Ok(None) => {
+                    debug_assert!(false, "validated rx request vanished");
+                    break;
+                }
+                Err(e) => return Err(Fatal::Ring(e)),
+            };
+            let chunk = (len - i * PAGE_SIZE).min(PAGE_SIZE);
+            let rsp = RxResponse {
+                id: req.id,
+                offset: 0,
+                flags: if i + 1 == pages.len() {
+                    0
+                } else {
+                    NETRXF_MORE_DATA
+                },
+                status: chunk as i16,
+            };
+            let Ok(idx) = self.rx.put_response(rsp) else {
+                debug_assert!(false, "a consumed rx request had no response slot");
+                break;
+            };
+            let owner = sc.puts.len() as u32;
+            sc.puts.push((idx, rsp));
+            let gref = GrantRef(req.gref);
+            match self.mode {
+                RxMode::Copy => {
+                    let op = CopyOp::new(
+                        CopyPtr::Local(page.addr),
+                        CopyPtr::gref(self.id.domid, gref, 0),
+                        chunk as u16,
+                    );
+                    let (rx, stats, puts) = (&mut self.rx, &mut self.stats, &sc.puts);
+                    batch.push(dom0, op, owner, &mut |o, _| patch_error(rx, puts, o, stats));
+                }
+                RxMode::Flip => {
+                    sc.transfers
+                        .push(TransferOp::new(page.pfn, self.id.domid, gref));
+                    sc.transfer_rsp.push(owner);
+                    if sc.transfers.len() >= cfg.flip_batch_pages {
+                        self.rx_flush_transfers(dom0, sc);
+                    }
+                }
+            }
+        }
+        self.stats.rx_packets += 1;
+        self.stats.rx_bytes += len as u64;
+        sc.inflight.push(frame);
+        Ok(())
+    }
+
+    /// Flushes the pass's copies and transfers, patching failures into their responses; the
+    /// backend pages of the delivered frames can be reused afterwards.
+    fn rx_flush(&mut self, dom0: &D, batch: &mut CopyBatch, sc: &mut RxScratch<D>) {
+        let (rx, stats, puts) = (&mut self.rx, &mut self.stats, &sc.puts);
+        batch.flush(dom0, &mut |o, _| patch_error(rx, puts, o, stats));
+        self.rx_flush_transfers(dom0, sc);
+        sc.inflight.clear();
+    }
+
+    /// One page-transfer call for the collected pages; a failed transfer's response becomes an
+    /// error. The hypervisor gives the backend a replacement frame for every page it gave away.
+    fn rx_flush_transfers(&mut self, dom0: &D, sc: &mut RxScratch<D>) {
+        if sc.transfers.is_empty() {
             return;
         }
         self.stats.hypercalls += 1;
-        let r = dom0.grant_transfer(transfers);
-        for (t, o) in transfers.iter().zip(owners.iter()) {
-            if r.is_err() || t.status() != hypervisor::GrantStatus::Okay {
-                patch_error(&mut self.rx, puts, *o, &mut self.stats);
+        let r = dom0.grant_transfer(&mut sc.transfers);
+        for (t, o) in sc.transfers.iter().zip(sc.transfer_rsp.iter()) {
+            if r.is_err() || t.status != GrantStatus::Okay {
+                patch_error(&mut self.rx, &sc.puts, *o, &mut self.stats);
             }
         }
-        transfers.clear();
-        owners.clear();
+        sc.transfers.clear();
+        sc.transfer_rsp.clear();
     }
 
-    /// Drains the rx queue if the frontend has posted no buffers for `rx_drain_timeout`
-    /// (XSA-392: a guest that stops receiving must not pin backend memory forever).
-    fn check_rx_stall(&mut self, cfg: &Config, now: Instant) {
-        let since = *self.rx_stalled_since.get_or_insert(now);
-        if now.duration_since(since) >= cfg.rx_drain_timeout {
-            self.stats.rx_drained += self.rx_queue.len() as u64;
-            self.rx_queue.clear();
-            self.rx_queued_bytes = 0;
-            self.rx_stalled_since = None;
+    /// Pushes the pass's responses and notifies once (or disables the vif after a fatal
+    /// error); notes a queue stalled for want of buffers.
+    fn rx_complete(
+        &mut self,
+        evtchn: &D::Evtchn,
+        delivered: usize,
+        fatal: Option<Fatal>,
+        now: Instant,
+    ) -> bool {
+        if let Some(f) = fatal {
+            debug_assert!(
+                self.rx.rsp_prod_pvt() == self.rx.req_cons(),
+                "fatal rx pass left a request unanswered"
+            );
+            self.rx.push_responses();
+            self.disable(f);
+            return delivered > 0;
         }
+        if delivered > 0 {
+            self.did_work = true;
+            self.rx_stalled_since = None;
+            if self.rx.push_responses_and_check_notify() {
+                self.notify(evtchn);
+            }
+        } else if !self.rx_queue.is_empty() {
+            self.rx_stalled_since.get_or_insert(now);
+        }
+        delivered > 0
     }
 }
 
 /// Rewrites the response put at position `owner` of this pass with `NETIF_RSP_ERROR`.
-fn patch_error(
-    rx: &mut ring::BackRing<ring::RxRing, ring::PageRing<hypervisor::GrantMapping>>,
+fn patch_error<M>(
+    rx: &mut BackRing<RxRing, PageRing<M>>,
     puts: &[(u32, RxResponse)],
     owner: u32,
-    stats: &mut crate::vif::VifStats,
+    stats: &mut VifStats,
 ) {
     stats.rx_copy_errors += 1;
     if let Some(&(idx, rsp)) = puts.get(owner as usize) {
@@ -253,33 +276,4 @@ fn patch_error(
             },
         );
     }
-}
-
-/// Copies a shared frame into fresh backend pages with one local grant copy, for flip mode.
-fn private_copy(dom0: &DomainHandle, pool: &BufPool, frame: &NetFrame) -> Option<NetFrame> {
-    let mut buf = pool.alloc(frame.len())?;
-    let mut ops: Vec<GnttabCopy> = frame
-        .0
-        .pages()
-        .iter()
-        .zip(buf.pages())
-        .enumerate()
-        .map(|(i, (src, dst))| {
-            let chunk = (frame.len() - i * PAGE_SIZE).min(PAGE_SIZE);
-            GnttabCopy::new(
-                GnttabCopyPtr::local(*src, 0),
-                GnttabCopyPtr::local(*dst, 0),
-                chunk as u16,
-            )
-        })
-        .collect();
-    dom0.grant_copy(&mut ops).ok()?;
-    if ops
-        .iter()
-        .any(|o| o.status() != hypervisor::GrantStatus::Okay)
-    {
-        return None;
-    }
-    buf.load_head().ok()?;
-    Some(NetFrame::new(buf))
 }

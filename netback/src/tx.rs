@@ -1,61 +1,100 @@
 //! The transmit path, guest → switch (Linux's `netback.c` tx half).
 //!
-//! Each request is copied out of the shared ring once (the ring does that) and validated here as
-//! Linux's `xenvif_count_requests` / `xenvif_get_extras` do. Good packets are grant-copied into
-//! backend buffers in batches; every slot of every complete packet is answered after the copies,
-//! and the frontend is notified once per pass if it asked to be. A fatal error leaves the
-//! offending packet's slots unanswered and disables the vif, as Linux's `fatal_tx_err` does.
+//! One pass ([`Vif::tx_action`], Linux's `xenvif_tx_action`) takes packets while requests wait:
+//! - [`Vif::tx_count_requests`] reads a packet's chain (first request, extra-info slots, the
+//!   `more_data` slots), each request copied out of the shared ring once, and applies Linux's
+//!   fatal checks (`xenvif_count_requests`, `xenvif_get_extras`);
+//! - [`Vif::tx_check_packet`] applies the drop checks (too many slots, an oversize later slot,
+//!   a runt first slot);
+//! - `tx_build_gops` lays out the grant copies into backend pages (`xenvif_tx_build_gops`),
+//!   queued in the pass's batch;
+//! - after one flush, [`Vif::tx_make_responses`] answers every slot of every packet in ring
+//!   order (extras with `NETIF_RSP_NULL`) and hands the good frames to the switch; the frontend
+//!   is notified once per pass if it asked to be.
+//!
+//! A fatal error leaves the offending packet's slots unanswered and disables the vif, as
+//! Linux's `xenvif_fatal_tx_err` does. Multicast add/remove requests are dummy requests:
+//! answered, never forwarded.
 
 use std::ops::Range;
 
-use hypervisor::{DomainHandle, GnttabCopy, GnttabCopyPtr, GrantRef, PAGE_SIZE};
+use hypervisor::{BackendDomain, CopyOp, CopyPtr, GrantRef, PAGE_SIZE};
 use ring::netif::{
-    ExtraInfo, ExtraRepr, NETIF_RSP_ERROR, NETIF_RSP_NULL, NETIF_RSP_OKAY, NETTXF_EXTRA_INFO,
-    NETTXF_MORE_DATA, TxRequest, TxResponse, XEN_NETIF_EXTRA_FLAG_MORE,
+    ETH_HLEN, ExtraInfo, ExtraRepr, NETIF_RSP_ERROR, NETIF_RSP_NULL, NETIF_RSP_OKAY,
+    NETTXF_EXTRA_INFO, NETTXF_MORE_DATA, TxRequest, TxResponse, XEN_NETIF_EXTRA_FLAG_MORE,
 };
 
 use crate::batch::CopyBatch;
 use crate::config::Config;
-use crate::pool::{BufPool, NetFrame};
+use crate::pool::{Buf, BufPool, NetFrame};
 use crate::vif::{Fatal, Vif};
 
-/// Ethernet header length: a first slot shorter than this is answered with an error.
-const ETH_HLEN: u16 = 14;
+/// What becomes of a packet read this pass.
+// The buffer is held inline on purpose: boxing it would allocate per packet, and the vector of
+// pending packets is reused from pass to pass.
+#[allow(clippy::large_enum_variant)]
+enum Fate<D: BackendDomain> {
+    /// Copies queued into this buffer; becomes a frame unless a copy fails.
+    Copying(Buf<D>),
+    /// A copy failed.
+    CopyFailed,
+    /// Dropped by a check (counted when it was dropped); answered with an error.
+    Dropped,
+    /// A multicast control request: answered OK, no data.
+    Dummy,
+}
 
-/// One packet of the pass: its slots' ids (to answer), how many extra-info slots followed the
-/// first, and its fate.
-struct Pending {
+/// One packet of the pass: its slots (to answer) and its fate.
+struct Pending<D: BackendDomain> {
     /// This packet's slots in `TxScratch::ids`.
     ids: Range<usize>,
-    buf: Option<crate::pool::Buf>,
-    ok: bool,
+    fate: Fate<D>,
+}
+
+/// A packet's chain as read from the ring.
+struct Chain {
+    first: TxRequest,
+    /// A multicast add/remove extra came with it.
+    mcast: bool,
 }
 
 /// Working storage of a tx pass, kept in the vif so a pass allocates nothing once warm.
-#[derive(Default)]
-pub(crate) struct TxScratch {
-    pending: Vec<Pending>,
+pub(crate) struct TxScratch<D: BackendDomain> {
+    /// The packets of the pass, in ring order.
+    pending: Vec<Pending<D>>,
     /// Request ids of every slot read this pass, in ring order, and whether each is an
     /// extra-info slot (answered with NETIF_RSP_NULL).
     ids: Vec<(u16, bool)>,
-    /// The current packet's requests (first, then its more_data chain).
+    /// The current packet's data requests (first, then its more_data chain).
     slots: Vec<TxRequest>,
     /// The current packet's grant-copy ops.
-    ops: Vec<GnttabCopy>,
+    ops: Vec<CopyOp>,
 }
 
-impl Vif {
+impl<D: BackendDomain> Default for TxScratch<D> {
+    fn default() -> Self {
+        Self {
+            pending: Vec::new(),
+            ids: Vec::new(),
+            slots: Vec::new(),
+            ops: Vec::new(),
+        }
+    }
+}
+
+impl<D: BackendDomain> Vif<D> {
     /// Takes up to `cfg.tx_batch_packets` packets from the tx ring, copies them into backend
     /// buffers, answers every slot of each packet read whole and appends the good frames to
-    /// `frames`. Returns whether any
-    /// request was consumed. A fatal frontend error disables the vif.
+    /// `frames`. Returns whether any request was consumed. A fatal frontend error disables the
+    /// vif.
     pub(crate) fn tx_action(
         &mut self,
-        dom0: &DomainHandle,
-        pool: &BufPool,
+        dom0: &D,
+        evtchn: &D::Evtchn,
+        pool: &BufPool<D>,
         cfg: &Config,
         batch: &mut CopyBatch,
-        frames: &mut Vec<NetFrame>,
+        frames: &mut Vec<NetFrame<D>>,
     ) -> bool {
         if self.is_disabled() {
             return false;
@@ -67,54 +106,61 @@ impl Vif {
         );
         let hc = batch.hypercalls;
         let mut sc = std::mem::take(&mut self.tx_scratch);
-        sc.pending.clear();
         sc.ids.clear();
+        let mut pending = std::mem::take(&mut sc.pending);
         let mut fatal = None;
-        while sc.pending.len() < cfg.tx_batch_packets {
-            match self.take_packet(cfg, pool, batch, dom0, &mut sc) {
-                Ok(true) => {}
-                Ok(false) => break,
+        while pending.len() < cfg.tx_batch_packets {
+            let start = sc.ids.len();
+            let chain = match self.tx_count_requests(cfg, &mut sc) {
+                Ok(Some(c)) => c,
+                Ok(None) => break,
                 Err(f) => {
                     fatal = Some(f);
                     break;
                 }
-            }
+            };
+            let ids = start..sc.ids.len();
+            let fate = match self.tx_check_packet(cfg, &chain, &sc.slots) {
+                Err(f) => {
+                    fatal = Some(f);
+                    break;
+                }
+                Ok(false) => Fate::Dropped,
+                Ok(true) if chain.mcast => {
+                    self.stats.tx_mcast_requests += 1;
+                    Fate::Dummy
+                }
+                Ok(true) => match pool.alloc(chain.first.size as usize) {
+                    Some(buf) => {
+                        tx_build_gops(self.id.domid, &buf, &chain, &sc.slots, &mut sc.ops);
+                        let owner = pending.len() as u32;
+                        pending.push(Pending {
+                            ids,
+                            fate: Fate::Copying(buf),
+                        });
+                        // A flush here may report failures of earlier packets of the pass too:
+                        // each owner is the packet's index in `pending`.
+                        for op in sc.ops.drain(..) {
+                            batch.push(dom0, op, owner, &mut |o, _| fail(&mut pending, o));
+                        }
+                        continue;
+                    }
+                    None => {
+                        self.stats.tx_no_buffer += 1;
+                        Fate::Dropped
+                    }
+                },
+            };
+            pending.push(Pending { ids, fate });
         }
         // Finish the copies of this pass; a failed op fails its packet.
-        let _ = batch.flush(dom0, &mut |owner, _| {
-            if let Some(p) = sc.pending.get_mut(owner as usize) {
-                p.ok = false;
-            }
-        });
+        batch.flush(dom0, &mut |owner, _| fail(&mut pending, owner));
         self.stats.hypercalls += batch.hypercalls - hc;
-        let consumed = !sc.pending.is_empty();
-        for p in sc.pending.drain(..) {
-            let status = if p.ok {
-                NETIF_RSP_OKAY
-            } else {
-                NETIF_RSP_ERROR
-            };
-            for &(id, extra) in &sc.ids[p.ids] {
-                let st = if extra { NETIF_RSP_NULL } else { status };
-                // Cannot fail: one response per consumed request.
-                let _ = self.tx.put_response(TxResponse { id, status: st });
-            }
-            match (p.ok, p.buf) {
-                (true, Some(mut buf)) => {
-                    if buf.load_head().is_ok() {
-                        self.stats.tx_packets += 1;
-                        self.stats.tx_bytes += buf.len() as u64;
-                        frames.push(NetFrame::new(buf));
-                    } else {
-                        self.stats.tx_copy_errors += 1;
-                    }
-                }
-                (false, Some(_)) => self.stats.tx_copy_errors += 1,
-                _ => {}
-            }
-        }
+        let consumed = !pending.is_empty();
+        self.tx_make_responses(&sc, &mut pending, frames);
+        sc.pending = pending;
         if consumed && self.tx.push_responses_and_check_notify() {
-            self.notify(dom0);
+            self.notify(evtchn);
         }
         self.tx_scratch = sc;
         if let Some(f) = fatal {
@@ -124,138 +170,182 @@ impl Vif {
         consumed
     }
 
-    /// Reads one packet's slots (first request, extras, more_data chain), validates them and
-    /// queues its copies. `Ok(false)`: no request waiting.
-    fn take_packet(
+    /// Reads one packet's chain: the first request, its extra-info slots and its `more_data`
+    /// slots (into `sc.slots`), recording every slot's id in `sc.ids`. `Ok(None)`: no request
+    /// waits. Fatal as Linux's `xenvif_count_requests`/`xenvif_get_extras`: a chain running past
+    /// the pushed requests, a bad extra, more than `tx_slots_fatal` slots after the first, a
+    /// later slot crossing its page.
+    fn tx_count_requests(
         &mut self,
         cfg: &Config,
-        pool: &BufPool,
-        batch: &mut CopyBatch,
-        dom0: &DomainHandle,
-        sc: &mut TxScratch,
-    ) -> Result<bool, Fatal> {
+        sc: &mut TxScratch<D>,
+    ) -> Result<Option<Chain>, Fatal> {
         let Some(first) = self.tx.next_request().map_err(Fatal::Ring)? else {
-            return Ok(false);
+            return Ok(None);
         };
         let start = sc.ids.len();
         sc.ids.push((first.id, false));
-        // Extra-info slots follow the first request.
+        let truncated = |sc: &TxScratch<D>| Fatal::TruncatedPacket {
+            got: sc.ids.len() - start,
+        };
+        let mut mcast = false;
         if first.flags & NETTXF_EXTRA_INFO != 0 {
             loop {
-                let extra: ExtraInfo = self.tx.next_request_as().map_err(Fatal::Ring)?.ok_or(
-                    Fatal::TruncatedPacket {
-                        got: sc.ids.len() - start,
-                    },
-                )?;
-                // The extra slot's id field overlays type/flags; answer it by its position with
-                // the request id Linux uses (the slot's first u16).
+                let extra: ExtraInfo = self
+                    .tx
+                    .next_request_as()
+                    .map_err(Fatal::Ring)?
+                    .ok_or_else(|| truncated(sc))?;
+                // The extra slot's id field overlays type/flags; its response goes in its
+                // position with whatever id the slot holds, as Linux's make_tx_response does.
                 sc.ids
                     .push((u16::from_le_bytes([extra.type_, extra.flags]), true));
-                ExtraRepr::parse(&extra).map_err(Fatal::BadExtra)?;
+                match ExtraRepr::parse(&extra).map_err(Fatal::BadExtra)? {
+                    ExtraRepr::McastAdd(_) | ExtraRepr::McastDel(_) => mcast = true,
+                    ExtraRepr::Gso { .. } | ExtraRepr::Hash { .. } | ExtraRepr::Xdp { .. } => {}
+                }
                 if extra.flags & XEN_NETIF_EXTRA_FLAG_MORE == 0 {
                     break;
                 }
             }
         }
-        let slots = &mut sc.slots;
-        slots.clear();
-        slots.push(first);
-        let mut flags = first.flags;
-        while flags & NETTXF_MORE_DATA != 0 {
-            if slots.len() >= cfg.tx_slots_fatal {
+        sc.slots.clear();
+        sc.slots.push(first);
+        let mut more = first.flags & NETTXF_MORE_DATA != 0;
+        while more {
+            // Slots read after the first; Linux checks before reading the next one.
+            let after_first = sc.slots.len() - 1;
+            if after_first >= cfg.tx_slots_fatal {
                 return Err(Fatal::TooManySlots {
-                    slots: slots.len() + 1,
+                    slots: after_first + 1,
                     limit: cfg.tx_slots_fatal,
                 });
             }
-            let next: TxRequest =
-                self.tx
-                    .next_request()
-                    .map_err(Fatal::Ring)?
-                    .ok_or(Fatal::TruncatedPacket {
-                        got: sc.ids.len() - start,
-                    })?;
+            let next: TxRequest = self
+                .tx
+                .next_request()
+                .map_err(Fatal::Ring)?
+                .ok_or_else(|| truncated(sc))?;
             sc.ids.push((next.id, false));
-            flags = next.flags;
-            slots.push(next);
-        }
-        // Later slots carry their own size; the first carries the packet's total, and its own
-        // share is what the others leave (Linux's count_requests subtracts as it goes).
-        for s in &slots[1..] {
-            if s.offset as usize + s.size as usize > PAGE_SIZE {
+            if next.offset as usize + next.size as usize > PAGE_SIZE {
                 return Err(Fatal::SlotCrossesPage {
-                    offset: s.offset,
-                    size: s.size,
+                    offset: next.offset,
+                    size: next.size,
                 });
             }
+            more = next.flags & NETTXF_MORE_DATA != 0;
+            sc.slots.push(next);
         }
-        let mut p = Pending {
-            ids: start..sc.ids.len(),
-            buf: None,
-            ok: false,
-        };
-        // Drops: the packet is answered with an error and counted, the vif lives on.
-        let total = first.size as usize;
+        Ok(Some(Chain { first, mcast }))
+    }
+
+    /// The drop checks on a whole chain. `Ok(false)`: dropped (counted); `Err`: the first slot
+    /// crosses its page (fatal, as Linux).
+    fn tx_check_packet(
+        &mut self,
+        cfg: &Config,
+        chain: &Chain,
+        slots: &[TxRequest],
+    ) -> Result<bool, Fatal> {
+        let total = chain.first.size as usize;
         let rest: usize = slots[1..].iter().map(|s| s.size as usize).sum();
-        if slots.len() > cfg.tx_slots_drop {
+        if slots.len() - 1 > cfg.tx_slots_drop {
             self.stats.tx_too_many_slots += 1;
-        } else if rest > total {
-            self.stats.tx_oversize_slot += 1;
-        } else if total - rest < ETH_HLEN as usize {
-            // Linux checks the first slot's own share (count_requests has subtracted the rest).
-            self.stats.tx_runt += 1;
-        } else if first.offset as usize + (total - rest) > PAGE_SIZE {
-            return Err(Fatal::SlotCrossesPage {
-                offset: first.offset,
-                size: (total - rest) as u16,
-            });
-        } else if let Some(buf) = pool.alloc(total) {
-            // The first slot carries what the later ones do not.
-            let ops = &mut sc.ops;
-            ops.clear();
-            let mut dst = 0usize;
-            for (i, s) in slots.iter().enumerate() {
-                let size = if i == 0 {
-                    total - rest
-                } else {
-                    s.size as usize
-                };
-                let mut src_off = s.offset as usize;
-                let mut left = size;
-                while left > 0 {
-                    // Chunks stop at the destination page boundary; the source never crosses one
-                    // (checked above).
-                    let (page, in_page) = (dst / PAGE_SIZE, dst % PAGE_SIZE);
-                    let n = left.min(PAGE_SIZE - in_page);
-                    ops.push(GnttabCopy::new(
-                        GnttabCopyPtr::gref(self.id.domid, GrantRef(s.gref), src_off as u16),
-                        GnttabCopyPtr::local(buf.pages()[page], in_page as u16),
-                        n as u16,
-                    ));
-                    src_off += n;
-                    dst += n;
-                    left -= n;
-                }
-            }
-            p.ok = true;
-            p.buf = Some(buf);
-            let owner = sc.pending.len() as u32;
-            sc.pending.push(p);
-            let pending = &mut sc.pending;
-            for op in sc.ops.drain(..) {
-                // A flush here may report failures of earlier packets of the pass too: each
-                // owner is the packet's index in `pending`.
-                let _ = batch.push(dom0, op, owner, &mut |o, _| {
-                    if let Some(q) = pending.get_mut(o as usize) {
-                        q.ok = false;
-                    }
-                });
-            }
-            return Ok(true);
-        } else {
-            self.stats.tx_no_buffer += 1;
+            return Ok(false);
         }
-        sc.pending.push(p);
+        if rest > total {
+            self.stats.tx_oversize_slot += 1;
+            return Ok(false);
+        }
+        // The first slot carries what the later ones do not (Linux's count_requests subtracts).
+        let own = total - rest;
+        if own < ETH_HLEN {
+            self.stats.tx_runt += 1;
+            return Ok(false);
+        }
+        if chain.first.offset as usize + own > PAGE_SIZE {
+            return Err(Fatal::SlotCrossesPage {
+                offset: chain.first.offset,
+                size: own as u16,
+            });
+        }
         Ok(true)
+    }
+
+    /// Answers every slot of the pass in ring order and hands good frames to the switch.
+    fn tx_make_responses(
+        &mut self,
+        sc: &TxScratch<D>,
+        pending: &mut Vec<Pending<D>>,
+        frames: &mut Vec<NetFrame<D>>,
+    ) {
+        for p in pending.drain(..) {
+            let status = match &p.fate {
+                Fate::Copying(_) | Fate::Dummy => NETIF_RSP_OKAY,
+                Fate::CopyFailed | Fate::Dropped => NETIF_RSP_ERROR,
+            };
+            for &(id, extra) in &sc.ids[p.ids] {
+                let st = if extra { NETIF_RSP_NULL } else { status };
+                // Cannot fail: one response per consumed request.
+                let _ = self.tx.put_response(TxResponse { id, status: st });
+            }
+            match p.fate {
+                Fate::Copying(mut buf) => {
+                    if buf.load_head().is_ok() {
+                        self.stats.tx_packets += 1;
+                        self.stats.tx_bytes += buf.len() as u64;
+                        frames.push(NetFrame::new(buf));
+                    } else {
+                        self.stats.tx_copy_errors += 1;
+                    }
+                }
+                Fate::CopyFailed => self.stats.tx_copy_errors += 1,
+                Fate::Dropped | Fate::Dummy => {}
+            }
+        }
+    }
+}
+
+/// The grant copies of a checked chain into `buf`: one op per piece of a slot that fits in the
+/// current backend page (the source never crosses a page: checked).
+fn tx_build_gops<D: BackendDomain>(
+    domid: hypervisor::DomId,
+    buf: &Buf<D>,
+    chain: &Chain,
+    slots: &[TxRequest],
+    ops: &mut Vec<CopyOp>,
+) {
+    let total = chain.first.size as usize;
+    let rest: usize = slots[1..].iter().map(|s| s.size as usize).sum();
+    let mut dst = 0usize;
+    for (i, s) in slots.iter().enumerate() {
+        let size = if i == 0 {
+            total - rest
+        } else {
+            s.size as usize
+        };
+        let mut src_off = s.offset as usize;
+        let mut left = size;
+        while left > 0 {
+            let (page, in_page) = (dst / PAGE_SIZE, dst % PAGE_SIZE);
+            let n = left.min(PAGE_SIZE - in_page);
+            ops.push(CopyOp::new(
+                CopyPtr::gref(domid, GrantRef(s.gref), src_off as u16),
+                CopyPtr::Local(buf.pages()[page].addr.add(in_page)),
+                n as u16,
+            ));
+            src_off += n;
+            dst += n;
+            left -= n;
+        }
+    }
+}
+
+/// Marks packet `owner` of the pass as failed (its buffer goes back to the pool).
+fn fail<D: BackendDomain>(pending: &mut [Pending<D>], owner: u32) {
+    if let Some(p) = pending.get_mut(owner as usize)
+        && matches!(p.fate, Fate::Copying(_))
+    {
+        p.fate = Fate::CopyFailed;
     }
 }

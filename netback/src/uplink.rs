@@ -1,23 +1,92 @@
-//! The uplink: a NIC between the switch and the wire, and the wire's far end.
+//! Uplinks: bridge-lite ports backed by something other than a guest, and the NIC model.
 //!
-//! The far end (a remote host, running as its own pseudo-domain) hands frames to the NIC through
-//! a bounded queue of recycled buffers; dom0's NIC driver copies each into dom0 pages (the DMA of
-//! a real NIC, charged to class `nic` as the seed profile charged `e1000`) and feeds the switch.
-//! Frames the switch sends to the uplink go the other way. Each side wakes the other through a
-//! real event channel, and only when the other asked to be woken (a want-event flag set before it
-//! sleeps and re-checked after a full fence: ring.h's final check, in miniature), so a busy
-//! stream sends almost no events.
+//! An [`Uplink`] moves frames between the switch and the outside: the embedded NIC model
+//! ([`WireNic`], whose far end is a remote host on a [`Wire`]), or, in the `netbackd` program,
+//! a Linux TAP device or an `AF_PACKET` socket on a real NIC. Several may be attached at once;
+//! each is a switch port with counters and pcap like any other. Each says how it wakes the
+//! backend ([`Wakeup`]): an event-channel port on the backend's handle, or a descriptor the
+//! backend's loop polls together with its event channels.
+//!
+//! The NIC model: the far end (a remote host, running as its own pseudo-domain) hands frames
+//! to the NIC through a bounded queue of recycled buffers; the backend's NIC driver copies each
+//! into backend pages (the DMA of a real NIC, charged to class `nic` as the seed profile charged
+//! `e1000`) and feeds the switch. Frames the switch sends to the uplink go the other way. Each
+//! side wakes the other through a real event channel, and only when the other asked to be woken
+//! (a want-event flag set before it sleeps and re-checked after a full fence: ring.h's final
+//! check, in miniature), so a busy stream sends almost no events.
 
+use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering, fence};
+use std::time::Duration;
 
-use bridge_lite::PortId;
 use crossbeam_queue::ArrayQueue;
-use hypervisor::{DomainHandle, Port};
+use hypervisor::{BackendDomain, EventChannel, Port, XenDomain};
 
 use crate::pool::{BufPool, NetFrame};
 
-/// Frames in flight per direction.
+/// How an uplink wakes the backend when it has work.
+#[derive(Debug, Clone, Copy)]
+pub enum Wakeup<'a> {
+    /// An event-channel port bound on the backend's own handle.
+    Port(Port),
+    /// A descriptor the backend polls (readable: frames wait).
+    Fd(BorrowedFd<'a>),
+}
+
+/// An uplink's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UplinkStats {
+    /// Frames received from outside and handed to the switch.
+    pub rx_frames: u64,
+    /// Their bytes.
+    pub rx_bytes: u64,
+    /// Frames dropped for want of backend buffers.
+    pub rx_no_buffer: u64,
+    /// Frames dropped because writing them into backend pages failed.
+    pub rx_fill_errors: u64,
+    /// Frames the device handed over damaged (truncated, or with a header that does not parse).
+    pub rx_errors: u64,
+    /// Frames sent outside.
+    pub tx_frames: u64,
+    /// Their bytes.
+    pub tx_bytes: u64,
+    /// Frames dropped because the device was full.
+    pub tx_dropped: u64,
+    /// Frames that could not be read out of backend pages or written to the device.
+    pub tx_errors: u64,
+}
+
+/// What an uplink may use while the backend runs it.
+#[derive(Debug)]
+pub struct UplinkIo<'a, D: BackendDomain> {
+    /// The backend's frame pool: received frames go into its pages.
+    pub pool: &'a BufPool<D>,
+    /// The backend's event-channel handle (for uplinks woken through a port).
+    pub evtchn: &'a D::Evtchn,
+}
+
+/// A switch port backed by something outside the guests.
+pub trait Uplink<D: BackendDomain> {
+    /// A name for logs and reports (`wire`, `tap:sn0`, `nic:eth0`).
+    fn name(&self) -> &str;
+    /// The largest frame it delivers: the unit of the receive budget.
+    fn max_frame(&self) -> usize;
+    /// Takes frames from outside into backend buffers (appended to `out`), at most `budget`
+    /// bytes; returns whether it took any.
+    fn receive(&mut self, io: &UplinkIo<'_, D>, out: &mut Vec<NetFrame<D>>, budget: usize) -> bool;
+    /// Sends the frames the switch queued for this port (draining `frames`).
+    fn transmit(&mut self, io: &UplinkIo<'_, D>, frames: &mut Vec<NetFrame<D>>);
+    /// Before the backend blocks: arranges to be woken when frames arrive, and says whether
+    /// some already wait.
+    fn arm(&mut self) -> bool;
+    /// How this uplink wakes the backend.
+    fn wakeup(&self) -> Wakeup<'_>;
+    /// Counters.
+    fn stats(&self) -> UplinkStats;
+}
+
+/// Frames in flight per direction on a [`Wire`].
 pub const WIRE_SLOTS: usize = 1024;
 
 struct Direction {
@@ -84,61 +153,50 @@ struct Shared {
     to_wire: Direction,
 }
 
-/// dom0's end: the NIC driver.
-pub struct Uplink {
+/// The backend's end of the NIC model: its driver.
+pub struct WireNic {
     shared: Arc<Shared>,
-    dom0: DomainHandle,
-    /// dom0's port bound to the wire's.
+    /// The backend's port bound to the wire's.
     port: Port,
-    bridge_port: Option<PortId>,
     nic: xenoprof::Class,
     /// Largest frame the wire carries (the budget check's unit).
     max_frame: usize,
     stats: UplinkStats,
 }
 
-/// The NIC driver's counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct UplinkStats {
-    /// Frames received from the wire.
-    pub rx_frames: u64,
-    /// Frames dropped for want of dom0 buffers.
-    pub rx_no_buffer: u64,
-    /// Frames sent to the wire.
-    pub tx_frames: u64,
-    /// Frames dropped because the wire was full.
-    pub tx_dropped: u64,
-}
-
-impl std::fmt::Debug for Uplink {
+impl std::fmt::Debug for WireNic {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Uplink")
+        f.debug_struct("WireNic")
             .field("port", &self.port)
             .field("stats", &self.stats)
             .finish()
     }
 }
 
-/// The wire's far end, for the remote host's thread.
-pub struct Wire {
+/// The wire's far end, for the remote host's thread: frames to and from the NIC, and the
+/// remote domain's own event-channel handle to wait on.
+pub struct Wire<D: XenDomain> {
     shared: Arc<Shared>,
-    remote: DomainHandle,
+    evtchn: D::Evtchn,
     port: Port,
+    delivered: Vec<Port>,
 }
 
-impl std::fmt::Debug for Wire {
+impl<D: XenDomain> std::fmt::Debug for Wire<D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Wire").field("port", &self.port).finish()
     }
 }
 
-/// Builds a NIC in `dom0` and the wire to `remote` (a pseudo-domain for the remote host), with an
-/// event channel between them. `mtu` is the largest Ethernet frame (bytes, header included).
-pub fn uplink(
-    dom0: &DomainHandle,
-    remote: &DomainHandle,
+/// Builds the NIC model: the backend's driver, bound on `dom0_evtchn` (the backend's handle),
+/// and the wire to `remote` (a pseudo-domain for the remote host). `mtu` is the largest
+/// Ethernet frame (bytes, header included).
+pub fn wire_nic<D: XenDomain>(
+    dom0: hypervisor::DomId,
+    dom0_evtchn: &D::Evtchn,
+    remote: &D,
     mtu: usize,
-) -> Result<(Uplink, Wire), hypervisor::Error> {
+) -> Result<(WireNic, Wire<D>), hypervisor::Error> {
     let shared = Arc::new(Shared {
         to_dom0: Direction::new(),
         to_wire: Direction::new(),
@@ -147,65 +205,39 @@ pub fn uplink(
         let _ = shared.to_dom0.empty.push(Vec::with_capacity(mtu));
         let _ = shared.to_wire.empty.push(Vec::with_capacity(mtu));
     }
-    let remote_port = remote.alloc_unbound(dom0.domid())?;
-    let port = dom0.bind_interdomain(remote.domid(), remote_port)?;
+    let evtchn = remote.open_evtchn()?;
+    let remote_port = evtchn.alloc_unbound(dom0)?;
+    let port = dom0_evtchn.bind_interdomain(remote.domid(), remote_port)?;
     let nic = xenoprof::Class::register("nic").unwrap_or(xenoprof::Class::OTHER);
     Ok((
-        Uplink {
+        WireNic {
             shared: shared.clone(),
-            dom0: dom0.clone(),
             port,
-            bridge_port: None,
             nic,
             max_frame: mtu,
             stats: UplinkStats::default(),
         },
         Wire {
             shared,
-            remote: remote.clone(),
+            evtchn,
             port: remote_port,
+            delivered: Vec::new(),
         },
     ))
 }
 
-impl Uplink {
-    pub(crate) fn set_bridge_port(&mut self, port: PortId) {
-        self.bridge_port = Some(port);
+impl<D: BackendDomain> Uplink<D> for WireNic {
+    fn name(&self) -> &str {
+        "wire"
     }
 
-    /// The switch port the uplink is plugged into, once attached.
-    pub fn bridge_port(&self) -> Option<PortId> {
-        self.bridge_port
-    }
-
-    /// Largest frame the wire carries: the uplink takes a frame only with this much budget.
-    pub(crate) fn max_frame(&self) -> usize {
+    fn max_frame(&self) -> usize {
         self.max_frame
     }
 
-    /// Counters.
-    pub fn stats(&self) -> UplinkStats {
-        self.stats
-    }
-
-    /// dom0's event-channel port for the wire.
-    pub fn port(&self) -> Port {
-        self.port
-    }
-
-    /// Whether frames wait, arming the wire's event if none do.
-    pub(crate) fn has_work(&self) -> bool {
-        self.shared.to_dom0.arm()
-    }
-
-    /// Takes frames from the wire into dom0 buffers: at most a ring's worth per pass, and no
+    /// Takes frames from the wire into backend buffers: at most a ring's worth per pass, and no
     /// more than `budget` bytes (a frame that would exceed it stays on the wire).
-    pub(crate) fn receive(
-        &mut self,
-        pool: &BufPool,
-        out: &mut Vec<NetFrame>,
-        budget: usize,
-    ) -> bool {
+    fn receive(&mut self, io: &UplinkIo<'_, D>, out: &mut Vec<NetFrame<D>>, budget: usize) -> bool {
         let _s = xenoprof::scope(self.nic);
         let d = &self.shared.to_dom0;
         let mut n = 0;
@@ -219,13 +251,14 @@ impl Uplink {
             let Some(mut data) = d.full.pop() else { break };
             n += 1;
             taken += data.len();
-            match pool.alloc(data.len()) {
+            match io.pool.alloc(data.len()) {
                 Some(mut buf) => {
                     if buf.fill(&data).is_ok() {
                         self.stats.rx_frames += 1;
+                        self.stats.rx_bytes += data.len() as u64;
                         out.push(NetFrame::new(buf));
                     } else {
-                        self.stats.rx_no_buffer += 1;
+                        self.stats.rx_fill_errors += 1;
                     }
                 }
                 None => self.stats.rx_no_buffer += 1,
@@ -235,43 +268,57 @@ impl Uplink {
         }
         // The far end may be asleep on a full NIC: tell it there is room again.
         if n > 0 && d.check_space_notify() {
-            let _ = self.dom0.notify(self.port);
+            let _ = io.evtchn.notify(self.port);
         }
         n > 0
     }
 
-    /// Sends switched frames to the wire.
-    pub(crate) fn transmit(&mut self, frames: impl Iterator<Item = NetFrame>) {
+    fn transmit(&mut self, io: &UplinkIo<'_, D>, frames: &mut Vec<NetFrame<D>>) {
         let _s = xenoprof::scope(self.nic);
         let d = &self.shared.to_wire;
         let mut sent = false;
-        for f in frames {
+        for f in frames.drain(..) {
             let Some(mut data) = d.empty.pop() else {
                 self.stats.tx_dropped += 1;
                 continue;
             };
-            if f.0.read_into(&mut data).is_ok() && d.full.push(data).is_ok() {
+            if f.0.read_into(&mut data).is_err() {
+                self.stats.tx_errors += 1;
+                data.clear();
+                let _ = d.empty.push(data);
+                continue;
+            }
+            let len = data.len() as u64;
+            if d.full.push(data).is_ok() {
                 self.stats.tx_frames += 1;
+                self.stats.tx_bytes += len;
                 sent = true;
             } else {
                 self.stats.tx_dropped += 1;
             }
         }
         if sent && d.check_notify() {
-            let _ = self.dom0.notify(self.port);
+            let _ = io.evtchn.notify(self.port);
         }
+    }
+
+    fn arm(&mut self) -> bool {
+        self.shared.to_dom0.arm()
+    }
+
+    fn wakeup(&self) -> Wakeup<'_> {
+        Wakeup::Port(self.port)
+    }
+
+    fn stats(&self) -> UplinkStats {
+        self.stats
     }
 }
 
-impl Wire {
+impl<D: XenDomain> Wire<D> {
     /// The remote host's event-channel port.
     pub fn port(&self) -> Port {
         self.port
-    }
-
-    /// The remote domain.
-    pub fn domain(&self) -> &DomainHandle {
-        &self.remote
     }
 
     /// Whether the NIC has room for another frame.
@@ -293,10 +340,10 @@ impl Wire {
         Some(r)
     }
 
-    /// Wakes dom0 if it asked for an event; call after a burst of `send`s.
+    /// Wakes the backend if it asked for an event; call after a burst of `send`s.
     pub fn flush(&self) {
         if self.shared.to_dom0.check_notify() {
-            let _ = self.remote.notify(self.port);
+            let _ = self.evtchn.notify(self.port);
         }
     }
 
@@ -310,12 +357,22 @@ impl Wire {
         })
     }
 
-    /// Before sleeping: asks dom0 for an event on the next frame, and, if the NIC is full, for
-    /// an event when it has room again; true if either is already the case.
+    /// Before sleeping: asks the backend for an event on the next frame, and, if the NIC is
+    /// full, for an event when it has room again; true if either is already the case.
     pub fn arm(&self) -> bool {
         let frame = self.shared.to_wire.arm();
         let room = !self.can_send() && self.shared.to_dom0.arm_space();
         frame || room
+    }
+
+    /// Blocks on the remote's event channel until the backend signals (or `timeout`), then
+    /// unmasks it for the next event.
+    pub fn wait(&mut self, timeout: Duration) {
+        self.delivered.clear();
+        let _ = self.evtchn.wait(Some(timeout), &mut self.delivered);
+        if !self.delivered.is_empty() {
+            let _ = self.evtchn.unmask(&self.delivered);
+        }
     }
 }
 

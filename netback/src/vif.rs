@@ -3,27 +3,18 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use bridge_lite::PortId;
+use bridge_lite::{MacAddr, PortId};
 use hypervisor::ringpage::mapped_ring;
-use hypervisor::{DomId, DomainHandle, GrantMapping, GrantRef, Port};
-use ring::netif::ExtraError;
+use hypervisor::{BackendDomain, DomId, EventChannel, GrantOps, GrantRef, Port};
+use ring::netif::{ExtraError, RxMode};
 use ring::{BackRing, PageRing, RingError, RxRing, TxRing};
 
 use crate::pool::NetFrame;
 
-/// How the frontend wants received frames delivered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RxMode {
-    /// Grant copy into buffers the guest posts (`request-rx-copy=1`).
-    Copy,
-    /// Page flip: transfer the backend page into the guest (`request-rx-copy=0`).
-    Flip,
-}
-
 /// A vif's identity: frontend domain and device id (`vif<domid>.<devid>`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct VifId {
     /// The frontend domain.
     pub domid: DomId,
@@ -43,9 +34,9 @@ impl fmt::Display for VifId {
 pub enum Fatal {
     /// A producer index beyond what the ring holds.
     Ring(RingError),
-    /// A packet using more slots than `Config::tx_slots_fatal`.
+    /// A packet chaining more slots than `Config::tx_slots_fatal` after its first.
     TooManySlots {
-        /// Slots the packet claimed (at least).
+        /// Slots after the first that the packet claimed (at least).
         slots: usize,
         /// The limit.
         limit: usize,
@@ -71,12 +62,11 @@ impl fmt::Display for Fatal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Fatal::Ring(e) => write!(f, "{e}"),
-            Fatal::TooManySlots { slots, limit } => {
-                write!(
-                    f,
-                    "tx packet uses {slots} slots, more than the fatal limit {limit}"
-                )
-            }
+            Fatal::TooManySlots { slots, limit } => write!(
+                f,
+                "tx packet chains {slots} slots after its first, more than the fatal limit \
+                 {limit} (a malicious frontend, as Linux's fatal_skb_slots judges)"
+            ),
             Fatal::SlotCrossesPage { offset, size } => write!(
                 f,
                 "tx slot offset {offset} + size {size} crosses the 4096-byte page"
@@ -102,7 +92,7 @@ pub struct VifStats {
     /// Tx packets answered with an error and dropped: the first slot's own data (the packet's
     /// size less what the later slots carry) is shorter than an Ethernet header, as Linux checks.
     pub tx_runt: u64,
-    /// Tx packets dropped for using more than `tx_slots_drop` slots.
+    /// Tx packets dropped for chaining more than `tx_slots_drop` slots after their first.
     pub tx_too_many_slots: u64,
     /// Tx packets dropped because a later slot was bigger than the bytes left in the packet.
     pub tx_oversize_slot: u64,
@@ -110,6 +100,8 @@ pub struct VifStats {
     pub tx_copy_errors: u64,
     /// Tx packets dropped for want of backend buffers.
     pub tx_no_buffer: u64,
+    /// Multicast add/remove requests (extra-info only, no data), answered and not forwarded.
+    pub tx_mcast_requests: u64,
     /// Frames delivered into the guest.
     pub rx_packets: u64,
     /// Their bytes.
@@ -119,8 +111,11 @@ pub struct VifStats {
     /// Grant copies or page transfers into the guest that failed (bad gref, permissions, ...);
     /// each failed slot is answered with `NETIF_RSP_ERROR`.
     pub rx_copy_errors: u64,
-    /// Frames dropped by draining a stalled queue (the guest posted no buffers in time).
-    pub rx_drained: u64,
+    /// Frames dropped because they waited in the rx queue longer than `rx_drain_timeout`
+    /// (the guest posted no buffers for them in time).
+    pub rx_expired: u64,
+    /// Frames copied privately before being flipped (flooded frames another vif also holds).
+    pub rx_private_copies: u64,
     /// Notifications sent to the frontend.
     pub notifies: u64,
     /// Events from the frontend that found no work (lateeoi accounting, XSA-332).
@@ -129,40 +124,6 @@ pub struct VifStats {
     pub hypercalls: u64,
     /// Set when the vif was disabled.
     pub fatal: Option<Fatal>,
-}
-
-/// A connected vif.
-pub struct Vif {
-    pub(crate) id: VifId,
-    pub(crate) tx: BackRing<TxRing, PageRing<GrantMapping>>,
-    pub(crate) rx: BackRing<RxRing, PageRing<GrantMapping>>,
-    pub(crate) port: Port,
-    pub(crate) mode: RxMode,
-    pub(crate) bridge_port: PortId,
-    pub(crate) rx_queue: VecDeque<NetFrame>,
-    pub(crate) rx_queued_bytes: usize,
-    /// Since when the head of the rx queue has waited for buffers.
-    pub(crate) rx_stalled_since: Option<Instant>,
-    pub(crate) stats: VifStats,
-    /// An event arrived for this vif since the last pass.
-    pub(crate) event_pending: bool,
-    /// The last pass found work for this vif.
-    pub(crate) did_work: bool,
-    /// Reused working storage of the tx and rx passes.
-    pub(crate) tx_scratch: crate::tx::TxScratch,
-    pub(crate) rx_scratch: crate::rx::RxScratch,
-}
-
-impl fmt::Debug for Vif {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Vif")
-            .field("id", &self.id)
-            .field("port", &self.port)
-            .field("mode", &self.mode)
-            .field("rx_queued_bytes", &self.rx_queued_bytes)
-            .field("stats", &self.stats)
-            .finish()
-    }
 }
 
 /// What the frontend wrote to xenstore, enough to connect a vif.
@@ -178,19 +139,133 @@ pub struct FrontendKeys {
     pub mode: RxMode,
 }
 
-impl Vif {
-    /// Maps the frontend's rings and binds its event channel (`xenvif_connect_data`).
-    pub fn connect(
-        dom0: &DomainHandle,
+/// A vif's rx queue: frames waiting for guest buffers, capped in bytes, each stamped with when
+/// it was queued so one that waits too long is dropped (as Linux stamps each skb).
+pub(crate) struct RxQueue<D: BackendDomain> {
+    frames: VecDeque<(NetFrame<D>, Instant)>,
+    bytes: usize,
+}
+
+impl<D: BackendDomain> RxQueue<D> {
+    pub fn new() -> Self {
+        Self {
+            frames: VecDeque::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Queues a frame, or hands it back if it would take the queue past `cap` bytes.
+    pub fn push(
+        &mut self,
+        frame: NetFrame<D>,
+        now: Instant,
+        cap: usize,
+    ) -> Result<(), NetFrame<D>> {
+        if self.bytes + frame.len() > cap {
+            return Err(frame);
+        }
+        self.bytes += frame.len();
+        self.frames.push_back((frame, now));
+        Ok(())
+    }
+
+    /// The length of the frame at the head.
+    pub fn front_len(&self) -> Option<usize> {
+        self.frames.front().map(|(f, _)| f.len())
+    }
+
+    /// Takes the frame at the head.
+    pub fn pop(&mut self) -> Option<NetFrame<D>> {
+        let (f, _) = self.frames.pop_front()?;
+        self.bytes -= f.len();
+        Some(f)
+    }
+
+    /// Drops frames at the head queued more than `timeout` before `now`; returns how many.
+    pub fn drop_expired(&mut self, now: Instant, timeout: Duration) -> usize {
+        let mut n = 0;
+        while let Some((f, at)) = self.frames.front() {
+            if now.saturating_duration_since(*at) < timeout {
+                break;
+            }
+            self.bytes -= f.len();
+            self.frames.pop_front();
+            n += 1;
+        }
+        n
+    }
+
+    /// Drops everything; returns how many frames.
+    pub fn clear(&mut self) -> usize {
+        let n = self.frames.len();
+        self.frames.clear();
+        self.bytes = 0;
+        n
+    }
+
+    /// Bytes queued.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Whether nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+}
+
+/// A connected vif.
+pub struct Vif<D: BackendDomain> {
+    pub(crate) id: VifId,
+    pub(crate) tx: BackRing<TxRing, PageRing<<D as GrantOps>::Mapping>>,
+    pub(crate) rx: BackRing<RxRing, PageRing<<D as GrantOps>::Mapping>>,
+    pub(crate) port: Port,
+    pub(crate) mode: RxMode,
+    pub(crate) bridge_port: PortId,
+    /// The MAC the toolstack configured (`mac` in the backend directory); the vif's bridge
+    /// port accepts only this source when set.
+    pub(crate) mac: Option<MacAddr>,
+    pub(crate) rx_queue: RxQueue<D>,
+    /// Since when the head of the rx queue has waited for buffers.
+    pub(crate) rx_stalled_since: Option<Instant>,
+    pub(crate) stats: VifStats,
+    /// An event arrived for this vif since the last pass.
+    pub(crate) event_pending: bool,
+    /// The last pass found work for this vif.
+    pub(crate) did_work: bool,
+    /// Reused working storage of the tx and rx passes.
+    pub(crate) tx_scratch: crate::tx::TxScratch<D>,
+    pub(crate) rx_scratch: crate::rx::RxScratch<D>,
+}
+
+impl<D: BackendDomain> fmt::Debug for Vif<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Vif")
+            .field("id", &self.id)
+            .field("port", &self.port)
+            .field("mode", &self.mode)
+            .field("rx_queued_bytes", &self.rx_queue.bytes())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+impl<D: BackendDomain> Vif<D> {
+    /// Maps the frontend's rings and binds its event channel on `evtchn`
+    /// (`xenvif_connect_data`).
+    pub(crate) fn connect(
+        dom0: &D,
+        evtchn: &D::Evtchn,
         id: VifId,
         keys: FrontendKeys,
         bridge_port: PortId,
-    ) -> Result<Vif, hypervisor::Error> {
+        mac: Option<MacAddr>,
+    ) -> Result<Vif<D>, hypervisor::Error> {
         let tx_map = dom0.map_grant_ref(id.domid, keys.tx_ring_ref, false)?;
         let rx_map = dom0.map_grant_ref(id.domid, keys.rx_ring_ref, false)?;
         let tx = BackRing::attach(mapped_ring(tx_map)?);
         let rx = BackRing::attach(mapped_ring(rx_map)?);
-        let port = dom0.bind_interdomain(id.domid, keys.event_channel)?;
+        let port = evtchn.bind_interdomain(id.domid, keys.event_channel)?;
         Ok(Vif {
             id,
             tx,
@@ -198,10 +273,12 @@ impl Vif {
             port,
             mode: keys.mode,
             bridge_port,
-            rx_queue: VecDeque::new(),
-            rx_queued_bytes: 0,
+            mac,
+            rx_queue: RxQueue::new(),
             rx_stalled_since: None,
             stats: VifStats::default(),
+            // Binding marks the port pending on real Xen (the event is delivered and unmasked
+            // like any other); every pass looks at both rings anyway, events or not.
             event_pending: false,
             did_work: false,
             tx_scratch: Default::default(),
@@ -224,6 +301,11 @@ impl Vif {
         self.bridge_port
     }
 
+    /// The MAC its switch port is locked to, if the toolstack configured one.
+    pub fn mac(&self) -> Option<MacAddr> {
+        self.mac
+    }
+
     /// Counters.
     pub fn stats(&self) -> &VifStats {
         &self.stats
@@ -238,34 +320,30 @@ impl Vif {
     /// the frontend disconnects (as Linux keeps them until `xenvif_disconnect`).
     pub(crate) fn disable(&mut self, why: Fatal) {
         if self.stats.fatal.is_none() {
-            eprintln!(
-                "netback: {}: frontend misbehaved, disabling the vif (carrier off): {why}",
+            log::error!(
+                "{}: frontend misbehaved, disabling the vif (carrier off): {why}",
                 self.id
             );
             self.stats.fatal = Some(why);
             self.rx_queue.clear();
-            self.rx_queued_bytes = 0;
         }
     }
 
     /// Queues a frame for delivery to the guest, dropping it (counted) at the byte cap.
-    pub(crate) fn enqueue_rx(&mut self, frame: NetFrame, cap: usize) {
+    pub(crate) fn enqueue_rx(&mut self, frame: NetFrame<D>, now: Instant, cap: usize) {
         if self.is_disabled() {
             return;
         }
-        if self.rx_queued_bytes + frame.len() > cap {
+        if self.rx_queue.push(frame, now, cap).is_err() {
             self.stats.rx_queue_full += 1;
-            return;
         }
-        self.rx_queued_bytes += frame.len();
-        self.rx_queue.push_back(frame);
     }
 
     /// Sends an event to the frontend.
-    pub(crate) fn notify(&mut self, dom0: &DomainHandle) {
+    pub(crate) fn notify(&mut self, evtchn: &D::Evtchn) {
         self.stats.notifies += 1;
         // A notify to a closed port means the frontend went away; the control plane tears the
         // vif down when it sees the state change.
-        let _ = dom0.notify(self.port);
+        let _ = evtchn.notify(self.port);
     }
 }

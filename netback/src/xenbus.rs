@@ -1,18 +1,35 @@
-//! The backend's control plane over xenstore (Linux's `xenbus.c`).
+//! The backend's control plane over xenstore (Linux's `xenbus.c`, with the lifecycle rules of
+//! QEMU's `xen-bus.c` and libxl).
 //!
-//! The toolstack creates `/local/domain/<be>/backend/vif/<fe>/<devid>` (see
-//! `Hypervisor::add_vif`). The backend watches that tree; for each new device in state
-//! Initialising it writes its features and goes to InitWait, then watches the frontend's state.
-//! When the frontend reaches Connected (having written its ring refs and event channel), the
-//! backend reads the keys, maps the rings, binds the channel and goes to Connected. Frontend
-//! Closing/Closed tears the vif down and the backend goes Closed. A frontend whose keys are
-//! missing or ask for something the backend does not do gets a clear `error` node and Closed.
+//! The toolstack creates `/local/domain/<be>/backend/vif/<fe>/<devid>` with `online=1` and
+//! `state=1` (Initialising); only such a device is picked up. The backend writes its features,
+//! goes to InitWait and watches the frontend's `state` node (only that node, as Linux does).
+//! When the frontend reaches Initialised or Connected (its ring refs and event channel
+//! written), the backend reads the keys, maps the rings, binds the channel and goes to
+//! Connected. Frontend Closing/Closed tears the vif down (unmapped and unbound *before* the
+//! backend's state says so, which netfront's close waits for); a frontend that returns to
+//! Initialising after Closed is offered the device again. The toolstack detaches a device by
+//! writing `online=0` or `state=5`: the vif goes Closing then Closed at once (libxl waits 10
+//! s). A removed backend directory forgets the device, so a re-attach with the same devid is a
+//! fresh device. A frontend whose keys are missing or ask for what this backend does not do
+//! gets a clear `error` node and Closed.
 
-use hypervisor::{DomId, GrantRef, Port, XsConnection};
+use std::collections::HashMap;
+use std::time::Duration;
 
-use crate::vif::{FrontendKeys, RxMode, VifId};
+use bridge_lite::MacAddr;
+use hypervisor::{DomId, GrantRef, Port, XenStore};
+use ring::netif::RxMode;
+
+use crate::error::{Error, FrontendError};
+use crate::vif::{FrontendKeys, VifId};
 
 pub use hypervisor::XenbusState;
+
+/// Watch token of the backend tree.
+const BE_TOKEN: &str = "netback";
+/// Watch events handled per pass: a guest writing junk cannot stall the data path.
+const EVENTS_PER_PASS: usize = 64;
 
 /// The features this backend offers, written to its directory before InitWait.
 pub fn features(allow_flip: bool) -> [(&'static str, &'static str); 11] {
@@ -31,75 +48,430 @@ pub fn features(allow_flip: bool) -> [(&'static str, &'static str); 11] {
     ]
 }
 
-/// One vif device as the control plane tracks it.
-#[derive(Debug, Clone)]
-pub struct Device {
-    /// Which vif.
-    pub id: VifId,
-    /// Its backend directory.
-    pub be_path: String,
-    /// The frontend's directory (from the backend dir's `frontend` node).
-    pub fe_path: String,
-    /// The state this backend last wrote.
-    pub state: XenbusState,
+/// What the control plane asks of the data path.
+pub(crate) trait VifControl {
+    /// Connects a vif with the keys its frontend wrote; `mac` locks its switch port.
+    fn connect(
+        &mut self,
+        id: VifId,
+        keys: FrontendKeys,
+        mac: Option<MacAddr>,
+    ) -> Result<(), FrontendError>;
+    /// Disconnects a vif (unmaps, unbinds, unplugs); nothing if it is not connected.
+    fn disconnect(&mut self, id: VifId);
 }
 
-/// Parses `<base>/<fe>/<devid>[/...]` into (fe, devid).
-pub fn parse_device_path(base: &str, path: &str) -> Option<(DomId, u32)> {
+/// One vif device as the control plane tracks it.
+#[derive(Debug, Clone)]
+struct Device {
+    be_path: String,
+    fe_path: String,
+    fe_token: String,
+    /// The state this backend last wrote.
+    state: XenbusState,
+}
+
+/// The control plane: the backend tree's watch, and every device it knows.
+pub(crate) struct Xenbus<S: XenStore> {
+    xs: S,
+    be_base: String,
+    allow_flip: bool,
+    devices: HashMap<VifId, Device>,
+}
+
+impl<S: XenStore> std::fmt::Debug for Xenbus<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Xenbus")
+            .field("be_base", &self.be_base)
+            .field("devices", &self.devices.len())
+            .finish()
+    }
+}
+
+/// Parses `<base>/<fe>/<devid>[/...]` into the vif it is about, comparing whole components.
+pub fn parse_device_path(base: &str, path: &str) -> Option<VifId> {
     let rest = path.strip_prefix(base)?.strip_prefix('/')?;
     let mut it = rest.split('/');
-    let fe = it.next()?.parse().ok()?;
+    let domid: DomId = it.next()?.parse().ok()?;
+    let devid: u32 = it.next()?.parse().ok()?;
+    Some(VifId { domid, devid })
+}
+
+fn fe_token(id: VifId) -> String {
+    format!("netback-fe:{}:{}", id.domid, id.devid)
+}
+
+fn parse_fe_token(token: &str) -> Option<VifId> {
+    let mut it = token.strip_prefix("netback-fe:")?.split(':');
+    let domid = it.next()?.parse().ok()?;
     let devid = it.next()?.parse().ok()?;
-    Some((fe, devid))
+    it.next().is_none().then_some(VifId { domid, devid })
+}
+
+impl<S: XenStore> Xenbus<S> {
+    /// Watches the backend tree of domain `backend`.
+    pub fn new(xs: S, backend: DomId, allow_flip: bool) -> Result<Self, Error> {
+        let be_base = format!("/local/domain/{backend}/backend/vif");
+        xs.watch(&be_base, BE_TOKEN)?;
+        Ok(Self {
+            xs,
+            be_base,
+            allow_flip,
+            devices: HashMap::new(),
+        })
+    }
+
+    /// The connection, for its descriptor.
+    pub fn store(&self) -> &S {
+        &self.xs
+    }
+
+    /// Devices known (each with a backend directory).
+    pub fn devices(&self) -> usize {
+        self.devices.len()
+    }
+
+    /// Whether `feature-rx-flip=1` is offered to devices probed from now on.
+    pub fn set_allow_flip(&mut self, allow: bool) {
+        self.allow_flip = allow;
+    }
+
+    /// Closes every device: disconnect, then Closing and Closed (the backend is stopping).
+    pub fn close_all(&mut self, vifs: &mut impl VifControl) {
+        let mut ids: Vec<VifId> = self.devices.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            vifs.disconnect(id);
+            if self
+                .devices
+                .get(&id)
+                .is_some_and(|d| d.state != XenbusState::Closed)
+            {
+                self.set_state(id, XenbusState::Closing);
+                self.set_state(id, XenbusState::Closed);
+            }
+        }
+    }
+
+    /// Handles up to [`EVENTS_PER_PASS`] watch events. Returns whether more may be waiting.
+    pub fn poll(&mut self, vifs: &mut impl VifControl) -> Result<bool, Error> {
+        for _ in 0..EVENTS_PER_PASS {
+            let Some(ev) = self.xs.read_watch(Some(Duration::ZERO))? else {
+                return Ok(false);
+            };
+            if ev.token == BE_TOKEN {
+                match parse_device_path(&self.be_base, &ev.path) {
+                    Some(id) => self.backend_changed(id, vifs),
+                    // The watch's own registration event, or a change above the device level
+                    // (vifs created before the backend started): look at everything.
+                    None => self.scan(vifs),
+                }
+            } else if let Some(id) = parse_fe_token(&ev.token) {
+                self.frontend_changed(id, vifs);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Looks at every device directory under the backend tree, and at every known device.
+    fn scan(&mut self, vifs: &mut impl VifControl) {
+        let mut ids: Vec<VifId> = self.devices.keys().copied().collect();
+        if let Ok(fes) = self.xs.directory(&self.be_base) {
+            for fe in fes {
+                let Ok(domid) = fe.parse() else { continue };
+                let Ok(devs) = self.xs.directory(&format!("{}/{fe}", self.be_base)) else {
+                    continue;
+                };
+                ids.extend(
+                    devs.iter()
+                        .filter_map(|d| d.parse().ok())
+                        .map(|devid| VifId { domid, devid }),
+                );
+            }
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        for id in ids {
+            self.backend_changed(id, vifs);
+        }
+    }
+
+    fn be_path(&self, id: VifId) -> String {
+        format!("{}/{}/{}", self.be_base, id.domid, id.devid)
+    }
+
+    /// Something under the device's backend directory changed (the toolstack's `online` or
+    /// `state`, our own writes, or the directory's removal).
+    fn backend_changed(&mut self, id: VifId, vifs: &mut impl VifControl) {
+        let be_path = self.be_path(id);
+        let state = self
+            .xs
+            .read(&format!("{be_path}/state"))
+            .ok()
+            .and_then(|s| XenbusState::parse(&s));
+        if state.is_none() && self.xs.directory(&be_path).is_err() {
+            self.forget(id, vifs);
+            return;
+        }
+        let online = self
+            .xs
+            .read(&format!("{be_path}/online"))
+            .is_ok_and(|v| v.trim() == "1");
+        let Some(dev) = self.devices.get(&id) else {
+            if online && state == Some(XenbusState::Initialising) {
+                self.probe(id, be_path);
+            }
+            return;
+        };
+        let ours = dev.state;
+        let toolstack_closing = state == Some(XenbusState::Closing) && ours != XenbusState::Closing;
+        if (!online || toolstack_closing) && ours != XenbusState::Closed {
+            log::info!(
+                "{id}: the toolstack detaches the device (online={online:?}, state={state:?})"
+            );
+            vifs.disconnect(id);
+            self.set_state(id, XenbusState::Closing);
+            self.set_state(id, XenbusState::Closed);
+        } else if online && state == Some(XenbusState::Initialising) && ours == XenbusState::Closed
+        {
+            // Re-attached in place: offer the device again.
+            self.offer(id);
+        }
+    }
+
+    /// A new device: write features, go to InitWait, watch the frontend's state.
+    fn probe(&mut self, id: VifId, be_path: String) {
+        let Ok(fe_path) = self.xs.read(&format!("{be_path}/frontend")) else {
+            return; // Not fully created yet; the next watch event retries.
+        };
+        let expected = format!("/local/domain/{}/device/vif/{}", id.domid, id.devid);
+        if fe_path != expected {
+            log::warn!(
+                "{id}: backend's frontend node names {fe_path:?}, expected {expected}; ignoring the device"
+            );
+            return;
+        }
+        let fe_token = fe_token(id);
+        if let Err(e) = self.xs.watch(&format!("{fe_path}/state"), &fe_token) {
+            log::warn!("{id}: cannot watch the frontend's state: {e}");
+            return;
+        }
+        log::info!("{id}: new device, frontend {fe_path}");
+        self.devices.insert(
+            id,
+            Device {
+                be_path,
+                fe_path,
+                fe_token,
+                state: XenbusState::Initialising,
+            },
+        );
+        self.offer(id);
+    }
+
+    /// Writes the features and goes to InitWait.
+    fn offer(&mut self, id: VifId) {
+        let Some(dev) = self.devices.get(&id) else {
+            return;
+        };
+        for (k, v) in features(self.allow_flip) {
+            let _ = self.xs.write(&format!("{}/{k}", dev.be_path), v);
+        }
+        let _ = self.xs.rm(&format!("{}/error", dev.be_path));
+        self.set_state(id, XenbusState::InitWait);
+    }
+
+    /// The backend directory went away: disconnect and stop tracking the device.
+    fn forget(&mut self, id: VifId, vifs: &mut impl VifControl) {
+        let Some(dev) = self.devices.remove(&id) else {
+            return;
+        };
+        vifs.disconnect(id);
+        let _ = self
+            .xs
+            .unwatch(&format!("{}/state", dev.fe_path), &dev.fe_token);
+        log::info!("{id}: device removed");
+    }
+
+    fn set_state(&mut self, id: VifId, state: XenbusState) {
+        if let Some(d) = self.devices.get_mut(&id) {
+            if d.state != state {
+                log::info!("{id}: backend {:?} -> {state:?}", d.state);
+            }
+            d.state = state;
+            let _ = self
+                .xs
+                .write(&format!("{}/state", d.be_path), state.as_str());
+        }
+    }
+
+    /// The frontend's state changed: follow it.
+    fn frontend_changed(&mut self, id: VifId, vifs: &mut impl VifControl) {
+        let Some(dev) = self.devices.get(&id) else {
+            return;
+        };
+        let fe_state = self
+            .xs
+            .read(&format!("{}/state", dev.fe_path))
+            .ok()
+            .and_then(|s| XenbusState::parse(&s));
+        let ours = dev.state;
+        let online = self
+            .xs
+            .read(&format!("{}/online", dev.be_path))
+            .is_ok_and(|v| v.trim() == "1");
+        match (fe_state, ours) {
+            (Some(XenbusState::Initialised | XenbusState::Connected), XenbusState::InitWait) => {
+                let fe_path = dev.fe_path.clone();
+                let be_path = dev.be_path.clone();
+                match self.connect(id, &fe_path, &be_path, vifs) {
+                    Ok(()) => self.set_state(id, XenbusState::Connected),
+                    Err(reason) => self.fail(id, reason, vifs),
+                }
+            }
+            (Some(XenbusState::Closing), s)
+                if s != XenbusState::Closed && s != XenbusState::Closing =>
+            {
+                vifs.disconnect(id);
+                self.set_state(id, XenbusState::Closing);
+            }
+            (Some(XenbusState::Closed | XenbusState::Unknown) | None, s)
+                if s != XenbusState::Closed =>
+            {
+                vifs.disconnect(id);
+                self.set_state(id, XenbusState::Closed);
+            }
+            // A frontend that comes back after a close: offer the device again.
+            (Some(XenbusState::Initialising), XenbusState::Closed) if online => self.offer(id),
+            _ => {}
+        }
+    }
+
+    fn connect(
+        &mut self,
+        id: VifId,
+        fe_path: &str,
+        be_path: &str,
+        vifs: &mut impl VifControl,
+    ) -> Result<(), FrontendError> {
+        let keys = read_frontend_keys(&self.xs, fe_path, self.allow_flip)?;
+        let mac = match self.xs.read(&format!("{be_path}/mac")) {
+            Ok(m) => match m.parse::<MacAddr>() {
+                Ok(mac) => Some(mac),
+                Err(e) => {
+                    log::warn!("{id}: {e}; the vif's port is not locked to a MAC");
+                    None
+                }
+            },
+            Err(_) => None,
+        };
+        vifs.connect(id, keys, mac)?;
+        log::info!(
+            "{id}: connected ({:?} mode, mac {})",
+            keys.mode,
+            mac.map_or("any".to_string(), |m| m.to_string())
+        );
+        Ok(())
+    }
+
+    /// `xenbus_dev_fatal`: log, write `error`, close.
+    fn fail(&mut self, id: VifId, reason: FrontendError, vifs: &mut impl VifControl) {
+        log::error!("{id}: cannot connect the frontend: {reason}");
+        if let Some(d) = self.devices.get(&id) {
+            let _ = self
+                .xs
+                .write(&format!("{}/error", d.be_path), &reason.to_string());
+        }
+        vifs.disconnect(id);
+        self.set_state(id, XenbusState::Closed);
+    }
 }
 
 /// Reads and validates the frontend's keys (`connect_data_rings`, `read_xenbus_vif_flags`).
-/// The error string is what the backend writes to its `error` node and logs.
 pub fn read_frontend_keys(
-    xs: &XsConnection,
+    xs: &impl XenStore,
     fe_path: &str,
     allow_flip: bool,
-) -> Result<FrontendKeys, String> {
-    let read_u32 = |key: &str| -> Result<Option<u32>, String> {
+) -> Result<FrontendKeys, FrontendError> {
+    let read_u32 = |key: &'static str| -> Result<Option<u32>, FrontendError> {
         match xs.read(&format!("{fe_path}/{key}")) {
             Ok(v) => v
                 .trim()
                 .parse::<u32>()
                 .map(Some)
-                .map_err(|_| format!("{key} is {v:?}, not a number")),
+                .map_err(|_| FrontendError::NotANumber { key, value: v }),
             Err(_) => Ok(None),
         }
     };
+    let required = |key: &'static str| read_u32(key)?.ok_or(FrontendError::Missing { key });
     if let Some(n) = read_u32("multi-queue-num-queues")?
         && n > 1
     {
-        return Err(format!(
-            "multi-queue-num-queues {n} is above this backend's maximum of 1"
-        ));
+        return Err(FrontendError::TooManyQueues { asked: n, max: 1 });
     }
     if read_u32("event-channel-tx")?.is_some() && read_u32("event-channel")?.is_none() {
-        return Err("split event channels requested but feature-split-event-channels is 0".into());
+        return Err(FrontendError::SplitEventChannels);
     }
-    let tx = read_u32("tx-ring-ref")?.ok_or("tx-ring-ref missing")?;
-    let rx = read_u32("rx-ring-ref")?.ok_or("rx-ring-ref missing")?;
-    let evtchn = read_u32("event-channel")?.ok_or("event-channel missing")?;
+    let tx = required("tx-ring-ref")?;
+    let rx = required("rx-ring-ref")?;
+    let evtchn = required("event-channel")?;
     let mode = match read_u32("request-rx-copy")?.unwrap_or(0) {
         0 if allow_flip => RxMode::Flip,
-        0 => {
-            return Err(
-                "frontend asks for page flipping (request-rx-copy=0) but feature-rx-flip is 0"
-                    .into(),
-            );
-        }
+        0 => return Err(FrontendError::FlipNotOffered),
         _ => RxMode::Copy,
     };
-    if read_u32("feature-rx-notify")?.unwrap_or(0) == 0 {
-        return Err("feature-rx-notify is mandatory".into());
-    }
+    // `feature-rx-notify` is not required: Linux only shortens its drain timeout without it,
+    // and this backend arms `req_event` itself when it waits for buffers.
     Ok(FrontendKeys {
         tx_ring_ref: GrantRef(tx),
         rx_ring_ref: GrantRef(rx),
         event_channel: Port(evtchn),
         mode,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_paths_match_whole_components() {
+        let base = "/local/domain/0/backend/vif";
+        let id = |domid, devid| Some(VifId { domid, devid });
+        assert_eq!(parse_device_path(base, &format!("{base}/1/0")), id(1, 0));
+        assert_eq!(
+            parse_device_path(base, &format!("{base}/10/2/state")),
+            id(10, 2)
+        );
+        assert_eq!(parse_device_path(base, &format!("{base}/1")), None);
+        assert_eq!(parse_device_path(base, base), None);
+        // A sibling tree whose name merely starts with the base is not ours.
+        assert_eq!(parse_device_path(base, &format!("{base}x/1/0")), None);
+        assert_eq!(parse_device_path(base, &format!("{base}/1x/0")), None);
+    }
+
+    #[test]
+    fn frontend_tokens_round_trip_and_reject_junk() {
+        let v = VifId {
+            domid: 10,
+            devid: 1,
+        };
+        assert_eq!(parse_fe_token(&fe_token(v)), Some(v));
+        // vif1.0 and vif10.0 never collide (the old prefix match on paths did).
+        assert_ne!(
+            fe_token(VifId { domid: 1, devid: 0 }),
+            fe_token(VifId {
+                domid: 10,
+                devid: 0
+            })
+        );
+        for junk in [
+            "netback",
+            "netback-fe:1",
+            "netback-fe:1:2:3",
+            "netback-fe:a:b",
+        ] {
+            assert_eq!(parse_fe_token(junk), None, "{junk}");
+        }
+    }
 }

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{RawFront, frame, machine};
-use hypervisor::{DomainHandle, Hypervisor};
+use hypervisor::embedded::{DomainHandle, Hypervisor};
 use netback::{Config, Fatal, Netback, RxMode};
 use ring::netif::{
     ExtraInfo, NETIF_RSP_ERROR, NETIF_RSP_NULL, NETIF_RSP_OKAY, NETTXF_EXTRA_INFO,
@@ -20,7 +20,7 @@ use ring::{RingError, raw};
 struct Scene {
     xen: Hypervisor,
     dom0: DomainHandle,
-    nb: Netback,
+    nb: Netback<DomainHandle>,
     h: RawFront,
     a: RawFront,
     b: RawFront,
@@ -108,15 +108,24 @@ fn tx_ring_overflow_is_fatal() {
     s.others_carry_on();
 }
 
+impl Scene {
+    /// A chain of `n` slots in all, 100 bytes each, from the hostile guest.
+    fn chain(&mut self, n: u16) -> Vec<TxRequest> {
+        (0..n)
+            .map(|i| {
+                let flags = if i + 1 < n { NETTXF_MORE_DATA } else { 0 };
+                self.req(if i == 0 { n * 100 } else { 100 }, flags, 0, i)
+            })
+            .collect()
+    }
+}
+
 #[test]
-fn more_than_20_slots_is_fatal() {
+fn more_than_20_slots_after_the_first_is_fatal_as_in_linux() {
+    // Linux's xenvif_count_requests: fatal once `slots >= fatal_skb_slots` (20) before reading
+    // another, where `slots` counts those after the first: 22 slots in all.
     let mut s = scene(Config::default());
-    let reqs: Vec<TxRequest> = (0..21)
-        .map(|i| {
-            let flags = if i < 20 { NETTXF_MORE_DATA } else { 0 };
-            s.req(if i == 0 { 21 * 100 } else { 100 }, flags, 0, i)
-        })
-        .collect();
+    let reqs = s.chain(22);
     s.push(&reqs);
     assert_eq!(
         s.fatal(),
@@ -129,20 +138,30 @@ fn more_than_20_slots_is_fatal() {
 }
 
 #[test]
-fn more_than_18_slots_drops_the_packet() {
+fn slot_limits_match_linux_19_pass_20_and_21_are_dropped() {
+    // XEN_NETBK_LEGACY_SLOTS_MAX (18) counts slots after the first: 19 in all pass.
     let mut s = scene(Config::default());
-    let reqs: Vec<TxRequest> = (0..19)
-        .map(|i| {
-            let flags = if i < 18 { NETTXF_MORE_DATA } else { 0 };
-            s.req(if i == 0 { 19 * 100 } else { 100 }, flags, 0, i)
-        })
-        .collect();
+    let reqs = s.chain(19);
     s.push(&reqs);
     let st = s.nb.vif_stats(s.h.id()).unwrap();
-    assert!(st.fatal.is_none());
-    assert_eq!(st.tx_too_many_slots, 1);
-    assert_eq!(s.h.reap_tx(), 19, "every slot answered");
-    assert!(s.h.tx_responses.iter().all(|r| r.status == NETIF_RSP_ERROR));
+    assert_eq!((st.tx_packets, st.tx_too_many_slots), (1, 0), "{st:?}");
+    assert_eq!(s.h.reap_tx(), 19);
+    assert!(s.h.tx_responses.iter().all(|r| r.status == NETIF_RSP_OKAY));
+    let got = s.b.recv();
+    assert!(
+        got.len() == 1 && got[0].as_ref().is_ok_and(|f| f.len() == 1900),
+        "the 19-slot packet reached its destination"
+    );
+    for (n, dropped) in [(20u16, 1u64), (21, 2)] {
+        s.h.tx_responses.clear();
+        let reqs = s.chain(n);
+        s.push(&reqs);
+        let st = s.nb.vif_stats(s.h.id()).unwrap();
+        assert!(st.fatal.is_none(), "{n} slots are dropped, not fatal");
+        assert_eq!(st.tx_too_many_slots, dropped);
+        assert_eq!(s.h.reap_tx(), n as usize, "every slot answered");
+        assert!(s.h.tx_responses.iter().all(|r| r.status == NETIF_RSP_ERROR));
+    }
     s.others_carry_on();
 }
 
@@ -345,8 +364,8 @@ fn rx_queue_is_capped_in_bytes_and_drained_when_the_guest_stalls() {
     let st = s.nb.vif_stats(s.h.id()).unwrap();
     // 7 jumbo frames plus the 60-byte hello b flooded before it was learned.
     assert_eq!(
-        st.rx_drained, 8,
-        "a stalled queue is drained after the timeout"
+        st.rx_expired, 8,
+        "frames older than the drain timeout are dropped"
     );
     assert!(st.fatal.is_none());
     // b posted 32 buffers: each 9014-byte frame takes 3, so b got 10 and queued the rest.
@@ -358,11 +377,11 @@ fn event_storm_is_counted_as_spurious() {
     let mut s = scene(Config::default());
     // The hostile guest notifies on every iteration of the backend's loop without ever
     // queueing work: each event finds nothing to do and is counted, and the loop still ends.
-    let (dom, port) = (s.h.dom.clone(), s.h.port);
+    let (ev, port) = (&s.h.evtchn, s.h.port);
     let mut n = 0;
     s.nb.run_until(|| {
         n += 1;
-        dom.notify(port).unwrap();
+        ev.notify(port).unwrap();
         n > 20
     })
     .unwrap();

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant as StdInstant};
 
-use hypervisor::{DomainHandle, Hypervisor};
+use hypervisor::embedded::{DomainHandle, Hypervisor};
 use netback::{Config, Netback, NetbackSnapshot};
 use netfront::{FrontConfig, Netfront, RxMode};
 use smoltcp::iface::{Config as IfConfig, Interface, PollResult, SocketHandle, SocketSet};

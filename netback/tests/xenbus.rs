@@ -3,9 +3,9 @@
 
 mod common;
 
-use common::{RawFront, frame, machine};
-use hypervisor::{DomainHandle, XsConnection};
-use netback::{Config, Netback, RxMode};
+use common::{Nb, RawFront, frame, machine};
+use hypervisor::embedded::{DomainHandle, Hypervisor, XsConnection};
+use netback::{Config, RxMode};
 
 fn state(xs: &XsConnection, dir: &str) -> String {
     xs.read(&format!("{dir}/state")).unwrap_or_default()
@@ -14,7 +14,7 @@ fn state(xs: &XsConnection, dir: &str) -> String {
 /// Polls the backend until `cond` holds (bounded: the control plane is event-driven, a few
 /// passes suffice).
 #[track_caller]
-fn settle(nb: &mut Netback, mut cond: impl FnMut() -> bool) {
+fn settle(nb: &mut Nb, mut cond: impl FnMut() -> bool) {
     for _ in 0..50 {
         nb.poll().unwrap();
         if cond() {
@@ -42,16 +42,7 @@ fn write_keys(f: &RawFront, fe: &str, extra: &[(&str, &str)]) {
     }
 }
 
-fn setup(
-    extra: &[(&str, &str)],
-) -> (
-    hypervisor::Hypervisor,
-    DomainHandle,
-    Netback,
-    RawFront,
-    String,
-    String,
-) {
+fn setup(extra: &[(&str, &str)]) -> (Hypervisor, DomainHandle, Nb, RawFront, String, String) {
     let (xen, dom0, mut nb) = machine(Config::default());
     let f = RawFront::new(&xen, &dom0, 1, RxMode::Copy);
     let paths = xen
@@ -99,13 +90,12 @@ fn handshake_connects_and_teardown_closes() {
 }
 
 #[test]
-fn missing_rx_notify_is_refused_with_an_error_node() {
+fn a_frontend_without_rx_notify_still_connects() {
+    // Linux only shortens its drain timeout without feature-rx-notify; so does nothing here.
     let (_xen, dom0, mut nb, _f, be, _fe) = setup(&[("feature-rx-notify", "0")]);
     let xs = dom0.xenstore();
-    settle(&mut nb, || state(&xs, &be) == "6");
-    let err = xs.read(&format!("{be}/error")).unwrap();
-    assert!(err.contains("feature-rx-notify is mandatory"), "{err}");
-    assert_eq!(nb.vifs().count(), 0);
+    settle(&mut nb, || state(&xs, &be) == "4");
+    assert_eq!(nb.vifs().count(), 1);
 }
 
 #[test]
@@ -120,7 +110,7 @@ fn too_many_queues_is_refused() {
 #[test]
 fn flip_request_refused_when_flip_is_off() {
     let (xen, dom0, mut nb) = machine(Config::default());
-    nb.set_allow_flip(false);
+    nb.set_allow_flip(false).unwrap();
     let f = RawFront::new(&xen, &dom0, 1, RxMode::Flip);
     let paths = xen
         .add_vif(f.dom.domid(), dom0.domid(), 0, "02:00:00:00:00:01")

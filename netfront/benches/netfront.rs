@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use common::{Opts, Route, TestBackend, frame, machine};
 use criterion::{BenchmarkId, Criterion, Throughput};
-use hypervisor::{DomainHandle, Hypervisor};
+use hypervisor::embedded::{DomainHandle, Hypervisor};
 use netfront::{FrontConfig, Netfront, RxMode};
 use smoltcp::phy::{Device, RxToken, TxToken};
 

@@ -2,8 +2,9 @@
 
 use std::time::{Duration, Instant};
 
-use hypervisor::traits::{XenDomain, XenStore};
-use hypervisor::{DomId, GrantRef, Pfn, Port};
+use std::sync::Arc;
+
+use hypervisor::{DomId, EventChannel, FrontendDomain, GrantRef, Pfn, Port, XenStore};
 use ring::FrontRing;
 use smoltcp::phy::{self, ChecksumCapabilities, DeviceCapabilities, Medium};
 use xenoprof::Class;
@@ -20,13 +21,16 @@ const WATCH_TOKEN: &str = "netfront-backend-state";
 
 /// A connected vif frontend: the guest's network device.
 #[derive(Debug)]
-pub struct Netfront<D: XenDomain> {
+pub struct Netfront<D: FrontendDomain> {
     dom: D,
     xs: D::Store,
     fe_dir: String,
     be_dir: String,
     backend: DomId,
     port: Port,
+    evtchn: Arc<D::Evtchn>,
+    /// Ports delivered by the last wait (reused).
+    delivered: Vec<Port>,
     tx_ring: (Pfn, GrantRef),
     rx_ring: (Pfn, GrantRef),
     tx: TxPath<D>,
@@ -37,13 +41,13 @@ pub struct Netfront<D: XenDomain> {
     spurious: u64,
 }
 
-impl<D: XenDomain> Netfront<D> {
+impl<D: FrontendDomain> Netfront<D> {
     /// Connects vif `devid` of domain `dom` (blocking handshake; the backend must be running on
     /// another thread). See the crate docs for the order of steps.
     pub fn connect(dom: D, devid: u32, cfg: FrontConfig) -> Result<Self> {
         cfg.validate()?;
         let _s = xenoprof::scope(Class::NETFRONT);
-        let xs = dom.xenstore();
+        let xs = dom.xenstore().map_err(Error::hv("open xenstore"))?;
         let fe_dir = format!("/local/domain/{}/device/vif/{devid}", dom.domid());
         let be_dir = xs
             .read(&format!("{fe_dir}/backend"))
@@ -121,16 +125,17 @@ impl<D: XenDomain> Netfront<D> {
     ) -> std::result::Result<Self, (Error, D::Store)> {
         let mut pages: Vec<Pfn> = Vec::new();
         let mut grants: Vec<GrantRef> = Vec::new();
-        let mut port = None;
-        let undo = |dom: &D, pages: &[Pfn], grants: &[GrantRef], port: Option<Port>| {
+        // Closing the handle (drop) closes its port.
+        let evtchn = match dom.open_evtchn() {
+            Ok(h) => Arc::new(h),
+            Err(e) => return Err((Error::hv("open event channel")(e), xs)),
+        };
+        let undo = |dom: &D, pages: &[Pfn], grants: &[GrantRef]| {
             for g in grants {
                 let _ = dom.end_access(*g);
             }
             for p in pages {
                 let _ = dom.free_page(*p);
-            }
-            if let Some(p) = port {
-                let _ = dom.close(p);
             }
         };
         let alloc = |n: usize, pages: &mut Vec<Pfn>| -> Result<Vec<Pfn>> {
@@ -158,16 +163,24 @@ impl<D: XenDomain> Netfront<D> {
                 .grant_access(backend, rx_pfn, false)
                 .map_err(Error::hv("grant rx ring"))?;
             grants.push(rx_gref);
-            let p = dom
+            let p = evtchn
                 .alloc_unbound(backend)
                 .map_err(Error::hv("alloc_unbound"))?;
-            port = Some(p);
             let max_frame = cfg.max_frame();
-            let tx = TxPath::new(dom.clone(), backend, p, tx_ring, tx_pages, max_frame);
+            let tx = TxPath::new(
+                dom.clone(),
+                backend,
+                p,
+                evtchn.clone(),
+                tx_ring,
+                tx_pages,
+                max_frame,
+            );
             let rx = RxPath::new(
                 dom.clone(),
                 backend,
                 p,
+                evtchn.clone(),
                 cfg.rx_mode,
                 rx_ring,
                 rx_pages,
@@ -176,11 +189,13 @@ impl<D: XenDomain> Netfront<D> {
             );
             Ok(Self {
                 dom: dom.clone(),
-                xs: dom.xenstore(),
+                xs: dom.xenstore().map_err(Error::hv("open xenstore"))?,
                 fe_dir: fe_dir.clone(),
                 be_dir: be_dir.clone(),
                 backend,
                 port: p,
+                evtchn: evtchn.clone(),
+                delivered: Vec::new(),
                 tx_ring: (tx_pfn, tx_gref),
                 rx_ring: (rx_pfn, rx_gref),
                 tx,
@@ -198,7 +213,7 @@ impl<D: XenDomain> Netfront<D> {
                 Ok(nf)
             }
             Err(e) => {
-                undo(&dom, &pages, &grants, port);
+                undo(&dom, &pages, &grants);
                 Err((e, xs))
             }
         }
@@ -240,7 +255,7 @@ impl<D: XenDomain> Netfront<D> {
                 |s| s == XenbusState::Connected,
             )?;
             // The backend is bound now: tell it about the buffers posted above.
-            self.dom
+            self.evtchn
                 .notify(self.port)
                 .map_err(Error::hv("notify(connect)"))?;
             Ok(())
@@ -343,9 +358,16 @@ impl<D: XenDomain> Netfront<D> {
                 return Err(self.disconnect(Error::Ring(e)));
             }
         }
-        let pending = self.dom.wait(timeout).map_err(Error::hv("evtchn wait"))?;
-        if !pending.is_empty() && !pending.contains(self.port) {
-            self.spurious += 1;
+        self.delivered.clear();
+        self.evtchn
+            .wait(timeout, &mut self.delivered)
+            .map_err(Error::hv("evtchn wait"))?;
+        if !self.delivered.is_empty() {
+            // Unmask at once: the final checks above re-armed both rings, so an event that
+            // arrives while we process is delivered again, never lost.
+            self.evtchn
+                .unmask(&self.delivered)
+                .map_err(Error::hv("evtchn unmask"))?;
         }
         Ok(())
     }
@@ -388,6 +410,7 @@ impl<D: XenDomain> Netfront<D> {
             fe_dir,
             be_dir,
             port,
+            evtchn,
             tx_ring,
             rx_ring,
             mut tx,
@@ -450,7 +473,7 @@ impl<D: XenDomain> Netfront<D> {
                 });
             }
         }
-        if let Err(e) = dom.close(port) {
+        if let Err(e) = evtchn.unbind(port) {
             first_err.get_or_insert(Error::Hypervisor {
                 op: "close event channel",
                 source: e,
@@ -467,17 +490,17 @@ impl<D: XenDomain> Netfront<D> {
 
 /// A received frame, lent to the stack by [`phy::RxToken::consume`].
 #[derive(Debug)]
-pub struct NetfrontRxToken<'a, D: XenDomain> {
+pub struct NetfrontRxToken<'a, D: FrontendDomain> {
     rx: &'a mut RxPath<D>,
 }
 
 /// Room for one frame on the tx ring.
 #[derive(Debug)]
-pub struct NetfrontTxToken<'a, D: XenDomain> {
+pub struct NetfrontTxToken<'a, D: FrontendDomain> {
     tx: &'a mut TxPath<D>,
 }
 
-impl<D: XenDomain> phy::RxToken for NetfrontRxToken<'_, D> {
+impl<D: FrontendDomain> phy::RxToken for NetfrontRxToken<'_, D> {
     fn consume<R, F>(self, f: F) -> R
     where
         F: FnOnce(&[u8]) -> R,
@@ -486,7 +509,7 @@ impl<D: XenDomain> phy::RxToken for NetfrontRxToken<'_, D> {
     }
 }
 
-impl<D: XenDomain> phy::TxToken for NetfrontTxToken<'_, D> {
+impl<D: FrontendDomain> phy::TxToken for NetfrontTxToken<'_, D> {
     fn consume<R, F>(self, len: usize, f: F) -> R
     where
         F: FnOnce(&mut [u8]) -> R,
@@ -505,7 +528,7 @@ impl<D: XenDomain> phy::TxToken for NetfrontTxToken<'_, D> {
     }
 }
 
-impl<D: XenDomain> phy::Device for Netfront<D> {
+impl<D: FrontendDomain> phy::Device for Netfront<D> {
     type RxToken<'a>
         = NetfrontRxToken<'a, D>
     where

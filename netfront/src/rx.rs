@@ -3,8 +3,10 @@
 
 use std::collections::VecDeque;
 
-use hypervisor::traits::XenDomain;
+use std::sync::Arc;
+
 use hypervisor::{DomId, GrantRef, Pfn, Port};
+use hypervisor::{EventChannel, FrontendDomain};
 use ring::netif::{
     ExtraInfo, NETRXF_EXTRA_INFO, NETRXF_MORE_DATA, RxRequest, RxResponse,
     XEN_NETIF_EXTRA_FLAG_MORE,
@@ -58,10 +60,11 @@ struct Partial {
 
 /// Receive state.
 #[derive(Debug)]
-pub(crate) struct RxPath<D: XenDomain> {
+pub(crate) struct RxPath<D: FrontendDomain> {
     pub(crate) dom: D,
     backend: DomId,
     pub(crate) port: Port,
+    pub(crate) evtchn: Arc<D::Evtchn>,
     pub(crate) mode: RxMode,
     pub(crate) ring: RxFrontRing<GuestRing<D>>,
     /// The buffer posted in each ring slot (the request id is the slot index, as in Linux).
@@ -84,12 +87,13 @@ pub(crate) struct RxPath<D: XenDomain> {
     pub(crate) stats: Stats,
 }
 
-impl<D: XenDomain> RxPath<D> {
+impl<D: FrontendDomain> RxPath<D> {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         dom: D,
         backend: DomId,
         port: Port,
+        evtchn: Arc<D::Evtchn>,
         mode: RxMode,
         ring: RxFrontRing<GuestRing<D>>,
         pages: Vec<Pfn>,
@@ -99,6 +103,7 @@ impl<D: XenDomain> RxPath<D> {
         let size = ring.size() as usize;
         Self {
             dom,
+            evtchn,
             backend,
             port,
             mode,
@@ -171,7 +176,7 @@ impl<D: XenDomain> RxPath<D> {
             self.stats.rx_posted += n as u64;
             if self.ring.push_requests_and_check_notify() && notify {
                 self.stats.notifies += 1;
-                self.dom
+                self.evtchn
                     .notify(self.port)
                     .map_err(Error::hv("notify(rx refill)"))?;
             }

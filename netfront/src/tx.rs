@@ -1,8 +1,10 @@
 //! The transmit path: frames into pool pages, one read-only grant per slot, revoked on the
 //! response.
 
-use hypervisor::traits::XenDomain;
+use std::sync::Arc;
+
 use hypervisor::{DomId, GrantRef, Pfn, Port};
+use hypervisor::{EventChannel, FrontendDomain};
 use ring::netif::{NETIF_RSP_NULL, NETTXF_MORE_DATA, TxRequest, TxResponse};
 use ring::{PAGE_SIZE, RingError, TxFrontRing};
 
@@ -15,10 +17,11 @@ const MAX_SLOTS: usize = (ring::netif::XEN_NETIF_MAX_TX_SIZE as usize).div_ceil(
 
 /// Transmit state: the ring, the page pool and the grants in flight.
 #[derive(Debug)]
-pub(crate) struct TxPath<D: XenDomain> {
+pub(crate) struct TxPath<D: FrontendDomain> {
     pub(crate) dom: D,
     pub(crate) backend: DomId,
     pub(crate) port: Port,
+    pub(crate) evtchn: Arc<D::Evtchn>,
     pub(crate) ring: TxFrontRing<GuestRing<D>>,
     /// One page per request id.
     pub(crate) pages: Vec<Pfn>,
@@ -36,11 +39,12 @@ pub(crate) struct TxPath<D: XenDomain> {
     pub(crate) stats: Stats,
 }
 
-impl<D: XenDomain> TxPath<D> {
+impl<D: FrontendDomain> TxPath<D> {
     pub(crate) fn new(
         dom: D,
         backend: DomId,
         port: Port,
+        evtchn: Arc<D::Evtchn>,
         ring: TxFrontRing<GuestRing<D>>,
         pages: Vec<Pfn>,
         max_frame: usize,
@@ -50,6 +54,7 @@ impl<D: XenDomain> TxPath<D> {
             dom,
             backend,
             port,
+            evtchn,
             ring,
             grefs: vec![None; n],
             free_ids: (0..n as u16).rev().collect(),
@@ -146,7 +151,7 @@ impl<D: XenDomain> TxPath<D> {
     fn push_and_notify(&mut self) -> Result<()> {
         if self.ring.push_requests_and_check_notify() {
             self.stats.notifies += 1;
-            self.dom
+            self.evtchn
                 .notify(self.port)
                 .map_err(Error::hv("notify(tx)"))?;
         }

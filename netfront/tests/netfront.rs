@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Hostile, Opts, Route, TestBackend, frame, machine};
-use hypervisor::DomainHandle;
+use hypervisor::embedded::DomainHandle;
 use netfront::{Error, FrontConfig, Netfront, RxMode};
 use smoltcp::phy::{Device, RxToken, TxToken};
 use smoltcp::time::Instant;
@@ -355,7 +355,11 @@ fn backend_that_keeps_the_rings_mapped_makes_close_report_grants_in_use() {
 fn with_hostile(
     hostile: Hostile,
     mtu: usize,
-) -> (hypervisor::Hypervisor, TestBackend, Netfront<DomainHandle>) {
+) -> (
+    hypervisor::embedded::Hypervisor,
+    TestBackend,
+    Netfront<DomainHandle>,
+) {
     let (xen, dom0, g) = machine(1);
     let opts = Opts {
         hostile,

@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Opts, Route, TestBackend, machine};
-use hypervisor::DomainHandle;
+use hypervisor::embedded::DomainHandle;
 use netfront::{FrontConfig, Netfront, RxMode};
 use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::socket::tcp;

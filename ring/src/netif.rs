@@ -149,8 +149,10 @@ pub const XEN_NETIF_EXTRA_TYPE_MCAST_ADD: u8 = 2;
 pub const XEN_NETIF_EXTRA_TYPE_MCAST_DEL: u8 = 3;
 /// Hash: `u.hash`.
 pub const XEN_NETIF_EXTRA_TYPE_HASH: u8 = 4;
-/// One past the last valid type.
-pub const XEN_NETIF_EXTRA_TYPE_MAX: u8 = 5;
+/// XDP headroom: `u.xdp` (Linux 5.9+).
+pub const XEN_NETIF_EXTRA_TYPE_XDP: u8 = 5;
+/// One past the last valid type (6 since the XDP type; older headers said 5).
+pub const XEN_NETIF_EXTRA_TYPE_MAX: u8 = 6;
 /// Another extra-info slot follows.
 pub const XEN_NETIF_EXTRA_FLAG_MORE: u8 = 1 << 0;
 
@@ -177,6 +179,24 @@ pub const XEN_NETIF_MAX_TX_SIZE: u32 = 0xFFFF;
 /// `XEN_NETIF_NR_SLOTS_MIN`: slots per packet every backend must accept.
 pub const XEN_NETIF_NR_SLOTS_MIN: u32 = 18;
 
+/// Length of an Ethernet header (`ETH_HLEN`): a tx packet's first slot carries at least this.
+pub const ETH_HLEN: usize = 14;
+/// The largest frame either end handles: a maximum (65535-byte) IP packet with its Ethernet
+/// header. A tx chain describes at most `XEN_NETIF_MAX_TX_SIZE` bytes (its first `size` is a
+/// u16); rx responses carry sizes per slot, so an rx frame may reach this.
+pub const MAX_FRAME: usize = 0xFFFF + ETH_HLEN;
+
+/// How the frontend wants received frames delivered (its `request-rx-copy` key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RxMode {
+    /// Grant copy into buffers the frontend posts (`request-rx-copy=1`).
+    #[default]
+    Copy,
+    /// Page flip: the backend transfers its page into the frontend (`request-rx-copy=0`,
+    /// offered only with `feature-rx-flip=1`).
+    Flip,
+}
+
 /// An extra-info slot, parsed. Emit with [`ExtraRepr::emit`], parse with [`ExtraRepr::parse`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExtraRepr {
@@ -193,6 +213,11 @@ pub enum ExtraRepr {
     McastAdd([u8; 6]),
     /// Remove a multicast address from the vif's filter.
     McastDel([u8; 6]),
+    /// XDP headroom the frontend asks for (`u.xdp.headroom`).
+    Xdp {
+        /// Bytes of headroom.
+        headroom: u16,
+    },
     /// A receive-side hash value.
     Hash {
         /// Hash type.
@@ -266,6 +291,9 @@ impl ExtraRepr {
                     value: h.value,
                 })
             }
+            XEN_NETIF_EXTRA_TYPE_XDP => Ok(ExtraRepr::Xdp {
+                headroom: u16::from_le_bytes([info.u[0], info.u[1]]),
+            }),
             t => Err(ExtraError::BadType(t)),
         }
     }
@@ -289,6 +317,10 @@ impl ExtraRepr {
             }
             ExtraRepr::McastAdd(a) => (XEN_NETIF_EXTRA_TYPE_MCAST_ADD, a),
             ExtraRepr::McastDel(a) => (XEN_NETIF_EXTRA_TYPE_MCAST_DEL, a),
+            ExtraRepr::Xdp { headroom } => {
+                let h = headroom.to_le_bytes();
+                (XEN_NETIF_EXTRA_TYPE_XDP, [h[0], h[1], 0, 0, 0, 0])
+            }
             ExtraRepr::Hash {
                 hash_type,
                 algorithm,
@@ -401,7 +433,14 @@ mod tests {
         let mut info = ExtraInfo::default();
         assert_eq!(ExtraRepr::parse(&info), Err(ExtraError::BadType(0)));
         info.type_ = XEN_NETIF_EXTRA_TYPE_MAX;
-        assert_eq!(ExtraRepr::parse(&info), Err(ExtraError::BadType(5)));
+        assert_eq!(ExtraRepr::parse(&info), Err(ExtraError::BadType(6)));
+        // Type 5 (XDP) is valid since XEN_NETIF_EXTRA_TYPE_MAX became 6, as Linux 5.9+ has it.
+        info.type_ = XEN_NETIF_EXTRA_TYPE_XDP;
+        info.u = [0x00, 0x01, 0, 0, 0, 0];
+        let xdp = ExtraRepr::parse(&info).unwrap();
+        assert_eq!(xdp, ExtraRepr::Xdp { headroom: 256 });
+        assert_eq!(xdp.emit(false).as_bytes(), info.as_bytes());
+        info.u = [0; 6];
         info.type_ = XEN_NETIF_EXTRA_TYPE_GSO;
         assert_eq!(ExtraRepr::parse(&info), Err(ExtraError::GsoSizeZero));
         info.u = [0xdc, 0x05, 7, 0, 0, 0];

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use hypervisor::{DomainHandle, Hypervisor};
+use hypervisor::embedded::{DomainHandle, Hypervisor};
 use netback::{Config, Netback, NetbackSnapshot, Wire, WireFrame};
 use netfront::{FrontConfig, Netfront};
 use smoltcp::phy::{self, ChecksumCapabilities, Device, DeviceCapabilities, Medium};
@@ -88,8 +88,8 @@ impl Link for SplitnetLink {
             .map_err(hv("remote host"))?;
         xen.add_vif(cfg.guest, cfg.dom0, 0, "02:00:00:00:00:02")
             .map_err(hv("add_vif"))?;
-        let (uplink, wire) =
-            netback::uplink(&dom0, &remote, cfg.ethernet_mtu()).map_err(hv("uplink"))?;
+        let eth_mtu = cfg.ethernet_mtu();
+        let (wire_tx, wire_rx) = std::sync::mpsc::channel();
 
         let nb_cfg = Config {
             copy_batch_ops: cfg.batch.max(1),
@@ -103,7 +103,12 @@ impl Link for SplitnetLink {
             .spawn(move || -> Result<NetbackSnapshot, String> {
                 xenoprof::register_vcpu(dom0_id, xenoprof::Context::Kernel);
                 let mut nb = Netback::new(dom0, nb_cfg, 8 * 1024).map_err(|e| e.to_string())?;
-                nb.attach_uplink(uplink).map_err(|e| e.to_string())?;
+                let wire = nb.attach_wire(&remote, eth_mtu).map(|(_, w)| w);
+                let ok = wire.is_ok();
+                let _ = wire_tx.send(wire.map_err(|e| e.to_string()));
+                if !ok {
+                    return Err("the wire could not be attached".into());
+                }
                 // Relaxed: a stop flag; the join in `shutdown` orders what matters.
                 nb.run_until(|| stop.load(Ordering::Relaxed))
                     .map_err(|e| e.to_string())?;
@@ -111,6 +116,10 @@ impl Link for SplitnetLink {
             })
             .map_err(|e| Error::Config(format!("splitnet link: spawning dom0: {e}")))?;
         self.backend = Some(backend);
+        let wire = wire_rx
+            .recv()
+            .map_err(|_| Error::Config("splitnet link: dom0 exited before the wire".into()))?
+            .map_err(|e| Error::Config(format!("splitnet link: uplink: {e}")))?;
 
         let fcfg = FrontConfig {
             rx_mode: match cfg.mode {
@@ -127,7 +136,6 @@ impl Link for SplitnetLink {
         Ok((
             WireEndpoint {
                 wire,
-                remote,
                 eth_mtu: cfg.ethernet_mtu(),
                 stop: self.stop.clone(),
                 rx_frames: 0,
@@ -153,10 +161,10 @@ impl Link for SplitnetLink {
         };
         let mut stats = LinkStats::default();
         for (_, v) in snap.vifs.iter().chain(&snap.departed) {
-            stats.dropped += v.rx_queue_full + v.rx_drained;
+            stats.dropped += v.rx_queue_full + v.rx_expired;
             stats.notifies += v.notifies;
         }
-        if let Some(u) = snap.uplink {
+        for (_, _, u) in &snap.uplinks {
             stats.dropped += u.rx_no_buffer + u.tx_dropped;
         }
         self.xen = None;
@@ -166,8 +174,7 @@ impl Link for SplitnetLink {
 
 /// The remote host's device: the wire's far end.
 pub struct WireEndpoint {
-    wire: Wire,
-    remote: DomainHandle,
+    wire: Wire<DomainHandle>,
     eth_mtu: usize,
     stop: Arc<AtomicBool>,
     rx_frames: u64,
@@ -199,7 +206,7 @@ impl phy::RxToken for WireRxToken {
 /// A slot on the wire towards dom0.
 #[derive(Debug)]
 pub struct WireTxToken<'a> {
-    wire: &'a mut Wire,
+    wire: &'a mut Wire<DomainHandle>,
     tx_frames: &'a mut u64,
 }
 
@@ -275,7 +282,7 @@ impl Endpoint for WireEndpoint {
             return true;
         }
         let _b = xenoprof::blocked();
-        let _ = self.remote.wait(Some(timeout));
+        self.wire.wait(timeout);
         !self.stop.load(Ordering::Relaxed)
     }
 

@@ -1,7 +1,8 @@
 //! Shared test helpers.
 #![allow(dead_code)]
 
-use hypervisor::{DomainHandle, Hypervisor, Pfn};
+use hypervisor::Pfn;
+use hypervisor::embedded::{DomainHandle, Hypervisor};
 
 /// A small machine with a backend (dom0) and a guest.
 pub fn machine() -> (Hypervisor, DomainHandle, DomainHandle) {

@@ -4,19 +4,21 @@
 
 use std::collections::HashMap;
 
-use hypervisor::ringpage::own_ring;
-use hypervisor::{DomainHandle, GrantRef, Hypervisor, PAGE_SIZE, Pfn, Port};
+use hypervisor::embedded::{DomainHandle, EvtchnHandle, Hypervisor};
+use hypervisor::ringpage::{OwnRingPage, own_ring};
+use hypervisor::{GrantRef, PAGE_SIZE, Pfn, Port};
 use netback::{Config, FrontendKeys, Netback, RxMode, VifId};
 use ring::netif::{
     NETRXF_MORE_DATA, NETTXF_MORE_DATA, RxRequest, RxResponse, TxRequest, TxResponse,
 };
 use ring::{FrontRing, PageRing, RxRing, TxRing};
 
-pub type TxFront = FrontRing<TxRing, PageRing<DomainHandle>>;
-pub type RxFront = FrontRing<RxRing, PageRing<DomainHandle>>;
+pub type TxFront = FrontRing<TxRing, PageRing<OwnRingPage<DomainHandle>>>;
+pub type RxFront = FrontRing<RxRing, PageRing<OwnRingPage<DomainHandle>>>;
+pub type Nb = Netback<DomainHandle>;
 
 /// A machine with dom0 and a netback on the calling thread.
-pub fn machine(cfg: Config) -> (Hypervisor, DomainHandle, Netback) {
+pub fn machine(cfg: Config) -> (Hypervisor, DomainHandle, Nb) {
     let xen = Hypervisor::new(16 * 1024).unwrap();
     let dom0 = xen.create_domain(4096).unwrap();
     let nb = Netback::new(dom0.clone(), cfg, 2048).unwrap();
@@ -38,6 +40,7 @@ pub fn frame(src: u8, dst: u8, len: usize, seq: u8) -> Vec<u8> {
 
 pub struct RawFront {
     pub dom: DomainHandle,
+    pub evtchn: EvtchnHandle,
     pub backend: u16,
     pub tx: TxFront,
     pub rx: RxFront,
@@ -64,9 +67,11 @@ impl RawFront {
         let rx = FrontRing::init(own_ring(&dom, rxp).unwrap());
         let tx_ring_ref = dom.grant_access(be, txp, false).unwrap();
         let rx_ring_ref = dom.grant_access(be, rxp, false).unwrap();
-        let port = dom.alloc_unbound(be).unwrap();
+        let evtchn = dom.open_evtchn();
+        let port = evtchn.alloc_unbound(be).unwrap();
         RawFront {
             dom,
+            evtchn,
             backend: be,
             tx,
             rx,
@@ -94,7 +99,7 @@ impl RawFront {
     }
 
     /// Connects this frontend to `nb` directly (no xenbus).
-    pub fn connect(&self, nb: &mut Netback) {
+    pub fn connect(&self, nb: &mut Nb) {
         nb.connect_vif(self.id(), self.keys).unwrap();
     }
 
@@ -141,7 +146,7 @@ impl RawFront {
 
     pub fn push_tx(&mut self) {
         if self.tx.push_requests_and_check_notify() {
-            self.dom.notify(self.port).unwrap();
+            self.evtchn.notify(self.port).unwrap();
         }
     }
 
@@ -178,7 +183,7 @@ impl RawFront {
                 .unwrap();
         }
         if self.rx.push_requests_and_check_notify() {
-            self.dom.notify(self.port).unwrap();
+            self.evtchn.notify(self.port).unwrap();
         }
     }
 

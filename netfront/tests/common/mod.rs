@@ -11,10 +11,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use hypervisor::{
-    DomId, DomainHandle, GnttabCopy, GnttabCopyPtr, GnttabTransfer, GrantMapping, GrantRef,
-    GrantStatus, Hypervisor, Pfn, Port, XsConnection,
-};
+use hypervisor::abi::{GnttabCopy, GnttabCopyPtr, GnttabTransfer};
+use hypervisor::embedded::{DomainHandle, EvtchnHandle, GrantMapping, Hypervisor, XsConnection};
+use hypervisor::ringpage::mapped_ring;
+use hypervisor::{DomId, GrantRef, GrantStatus, Pfn, Port};
 use ring::netif::{
     ExtraInfo, NETIF_RSP_ERROR, NETIF_RSP_OKAY, NETRXF_EXTRA_INFO, NETRXF_MORE_DATA,
     NETTXF_MORE_DATA, RxResponse, TxResponse, XEN_NETIF_EXTRA_TYPE_GSO,
@@ -189,6 +189,8 @@ fn run(
     inject: Receiver<(usize, Vec<u8>)>,
 ) {
     let xs = dom0.xenstore();
+    let evtchn = dom0.open_evtchn();
+    let mut delivered = Vec::new();
     for v in &vifs {
         for (k, val) in &opts.features {
             xs.write(&format!("{}/{k}", v.be_dir), val).unwrap();
@@ -206,9 +208,11 @@ fn run(
             for v in vifs.iter_mut() {
                 let s = state(&xs, &v.fe_dir);
                 if s == 4 && v.conn.is_none() && !v.closed {
-                    v.conn = Some(connect(&dom0, &xs, v, opts.hostile));
+                    v.conn = Some(connect(&dom0, &evtchn, &xs, v, opts.hostile));
                 } else if s >= 5 && v.conn.is_some() && opts.hostile != Hostile::IgnoreClose {
-                    v.conn = None; // unmaps the rings
+                    if let Some(c) = v.conn.take() {
+                        let _ = evtchn.unbind(c.port);
+                    } // unmaps the rings
                     xs.write(&format!("{}/state", v.be_dir), "5").unwrap();
                     v.closed = true;
                 } else if s == 6 && v.closed {
@@ -259,7 +263,7 @@ fn run(
                         len as u16,
                     ));
                 }
-                dom0.grant_copy(&mut ops).unwrap();
+                dom0.grant_copy_abi(&mut ops).unwrap();
                 let ok = ops.iter().all(|o| o.status() == GrantStatus::Okay);
                 let mut at = 0;
                 for (k, o) in ops.iter().enumerate() {
@@ -281,7 +285,7 @@ fn run(
                 }
             }
             if answered && c.tx.push_responses_and_check_notify() {
-                dom0.notify(c.port).unwrap();
+                evtchn.notify(c.port).unwrap();
             }
             for f in out {
                 seen.lock().unwrap().frames.push((i, f.clone()));
@@ -316,7 +320,7 @@ fn run(
             if delivered > 0 {
                 seen.lock().unwrap().delivered += delivered;
                 if c.rx.push_responses_and_check_notify() {
-                    dom0.notify(c.port).unwrap();
+                    evtchn.notify(c.port).unwrap();
                 }
             }
         }
@@ -331,7 +335,9 @@ fn run(
                 }
             }
             if !work {
-                let _ = dom0.wait(Some(Duration::from_millis(2)));
+                delivered.clear();
+                let _ = evtchn.wait(Some(Duration::from_millis(2)), &mut delivered);
+                let _ = evtchn.unmask(&delivered);
             }
         }
     }
@@ -340,7 +346,13 @@ fn run(
     }
 }
 
-fn connect(dom0: &DomainHandle, xs: &XsConnection, v: &Vif, hostile: Hostile) -> Conn {
+fn connect(
+    dom0: &DomainHandle,
+    evtchn: &EvtchnHandle,
+    xs: &XsConnection,
+    v: &Vif,
+    hostile: Hostile,
+) -> Conn {
     let rd = |k: &str| -> u32 {
         xs.read(&format!("{}/{k}", v.fe_dir))
             .unwrap_or_else(|_| panic!("frontend key {k} missing"))
@@ -348,26 +360,22 @@ fn connect(dom0: &DomainHandle, xs: &XsConnection, v: &Vif, hostile: Hostile) ->
             .unwrap()
     };
     let map = |gref: u32| -> Mapped {
-        let m = dom0.map_grant_ref(v.fe, GrantRef(gref), false).unwrap();
-        let ptr = m.as_ptr();
-        // SAFETY: the mapping keeps 4096 page-aligned bytes mapped until it drops (it is the
-        // owner), and this test backend touches them only through the ring (atomics).
-        unsafe { PageRing::new(m, ptr) }.unwrap()
+        mapped_ring(dom0.map_grant_ref(v.fe, GrantRef(gref), false).unwrap()).unwrap()
     };
     let tx = TxBackRing::attach(map(rd("tx-ring-ref")));
     let rx = RxBackRing::attach(map(rd("rx-ring-ref")));
-    let port = dom0
+    let port = evtchn
         .bind_interdomain(v.fe, Port(rd("event-channel")))
         .unwrap();
     let copy = rd("request-rx-copy") == 1;
     match hostile {
         Hostile::BogusTxRspProd => {
             ring::raw::set_rsp_prod(tx.mem(), 1000);
-            dom0.notify(port).unwrap();
+            evtchn.notify(port).unwrap();
         }
         Hostile::BogusRxRspProd => {
             ring::raw::set_rsp_prod(rx.mem(), 1000);
-            dom0.notify(port).unwrap();
+            evtchn.notify(port).unwrap();
         }
         _ => {}
     }
@@ -398,11 +406,11 @@ fn deliver(
                 GnttabCopyPtr::gref(fe, GrantRef(req.gref), 0),
                 chunk.len() as u16,
             )];
-            dom0.grant_copy(&mut op).unwrap();
+            dom0.grant_copy_abi(&mut op).unwrap();
             op[0].status() == GrantStatus::Okay
         } else {
             let mut op = [GnttabTransfer::new(staging[k], fe, GrantRef(req.gref))];
-            dom0.grant_transfer(&mut op).unwrap();
+            dom0.grant_transfer_abi(&mut op).unwrap();
             op[0].status() == GrantStatus::Okay
         };
         let offset = if hostile == Hostile::RxOffsetPastPage {

@@ -6,13 +6,13 @@ use std::sync::{Arc, Mutex};
 
 use xenoprof::Class;
 
+use crate::embedded::evtchn::EventChannels;
+use crate::embedded::grant::GrantTableState;
+use crate::embedded::machine::Machine;
+use crate::embedded::mem::{MapArea, PageBorrow, View};
+use crate::embedded::xenstore::XsConnection;
 use crate::error::{Error, Result};
-use crate::evtchn::EventChannels;
-use crate::grant::GrantTableState;
-use crate::machine::Machine;
-use crate::mem::{MapArea, PageBorrow, View};
-use crate::types::{DomId, GNTTAB_FRAMES, Mfn, PAGE_SIZE, Pfn};
-use crate::xenstore::XsConnection;
+use crate::types::{DomId, GNTTAB_FRAMES, LocalAddr, Mfn, PAGE_SIZE, Pfn};
 
 /// Grant-mapping slots per domain (pages of address space reserved for foreign grants).
 pub const MAP_AREA_SLOTS: usize = 4096;
@@ -74,7 +74,10 @@ impl Domain {
             }
         };
         let gnttab = GrantTableState::new(
-            crate::mem::GrantFrames::new(machine.mem.clone(), mfns[pages as usize..].to_vec()),
+            crate::embedded::mem::GrantFrames::new(
+                machine.mem.clone(),
+                mfns[pages as usize..].to_vec(),
+            ),
             pages as usize,
         );
         Ok(Self {
@@ -207,8 +210,11 @@ impl DomainHandle {
         Ok(pfn)
     }
 
-    /// Returns a page to the reservation.
+    /// Returns a page to the reservation (refused while it is pinned as a ring).
     pub fn free_page(&self, pfn: Pfn) -> Result<()> {
+        if self.d.view.is_ring(pfn) {
+            return Err(Error::PageIsRing(pfn));
+        }
         let mut a = self.d.pfn_alloc.lock().unwrap_or_else(|e| e.into_inner());
         match a.allocated.get_mut(pfn.index()) {
             Some(x) if *x => *x = false,
@@ -244,14 +250,39 @@ impl DomainHandle {
         Ok(f(&b))
     }
 
-    /// The address of page `pfn` in the domain's view, for the shared-ring crate
-    /// (`ring::SharedPage::from_raw`): valid for 4096 bytes, page-aligned, and mapped for as long
-    /// as this handle or any clone of it lives (a transfer into the pfn swaps the frame behind the
-    /// same address). Access through it must be atomic (or raw and racing only with accesses from
-    /// other address spaces: the hypervisor's direct map, another domain's mapping); do not use it
-    /// on a page you also borrow or write through this handle.
+    /// The address of page `pfn` in the domain's view: valid for 4096 bytes, page-aligned, and
+    /// mapped for as long as this handle or any clone of it lives (a transfer into the pfn swaps
+    /// the frame behind the same address). Only atomics may touch it, and only while the page
+    /// is pinned with [`DomainHandle::pin_ring`] (see `hypervisor::ringpage::own_ring`).
     pub fn page_ptr(&self, pfn: Pfn) -> Result<NonNull<u8>> {
         self.d.view.page_ptr(pfn)
+    }
+
+    /// The address of page `pfn` as a number: the local side of a grant copy.
+    pub fn local_addr(&self, pfn: Pfn) -> Result<LocalAddr> {
+        self.d.view.addr_of(pfn).map(LocalAddr)
+    }
+
+    /// Pins an unused page of the reservation as a shared ring: until
+    /// [`DomainHandle::unpin_ring`], this domain's reads, writes, borrows and frees of it are
+    /// refused, and so is every grant copy or transfer naming it.
+    pub fn pin_ring(&self, pfn: Pfn) -> Result<()> {
+        let _l = self.d.mm_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mfn = self.pfn_to_mfn(pfn)?;
+        self.d.view.ring_begin(pfn, false)?;
+        self.d.machine.mem.atomic_begin(mfn);
+        Ok(())
+    }
+
+    /// Ends one [`DomainHandle::pin_ring`].
+    pub fn unpin_ring(&self, pfn: Pfn) {
+        let _l = self.d.mm_lock.lock().unwrap_or_else(|e| e.into_inner());
+        if self.d.view.is_ring(pfn)
+            && let Ok(mfn) = self.pfn_to_mfn(pfn)
+        {
+            self.d.machine.mem.atomic_end(mfn);
+            self.d.view.ring_end(pfn);
+        }
     }
 
     /// A xenstore connection for this domain (its own watch queue).

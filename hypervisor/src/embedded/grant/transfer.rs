@@ -20,10 +20,11 @@ use xenoprof::Class;
 
 use super::copy::DomCache;
 use crate::abi::*;
-use crate::domain::{Domain, DomainHandle};
+use crate::embedded::domain::{Domain, DomainHandle};
+use crate::embedded::machine::Stats;
 use crate::error::Result;
-use crate::machine::Stats;
-use crate::types::{GrantRef, Mfn, Pfn};
+use crate::ops::TransferOp;
+use crate::types::{DomId, GrantRef, Mfn, Pfn};
 
 fn steal_page(caller: &Domain, pfn: Pfn) -> Result<Mfn, GrantStatus> {
     if pfn.0 >= caller.pages || !caller.view.moving_begin(pfn) {
@@ -44,8 +45,14 @@ fn steal_page(caller: &Domain, pfn: Pfn) -> Result<Mfn, GrantStatus> {
     })
 }
 
-fn transfer_one(caller: &Arc<Domain>, cache: &mut DomCache, op: &GnttabTransfer) -> GrantStatus {
-    let page = match steal_page(caller, Pfn(op.mfn)) {
+fn transfer_one(
+    caller: &Arc<Domain>,
+    cache: &mut DomCache,
+    pfn: Pfn,
+    domid: DomId,
+    gref: GrantRef,
+) -> GrantStatus {
+    let page = match steal_page(caller, pfn) {
         Ok(m) => m,
         Err(s) => return s,
     };
@@ -53,13 +60,12 @@ fn transfer_one(caller: &Arc<Domain>, cache: &mut DomCache, op: &GnttabTransfer)
         caller.machine.alloc.free(&[page]);
         s
     };
-    let Some(rd) = cache.get(caller, op.domid) else {
+    let Some(rd) = cache.get(caller, domid) else {
         return give_up(GrantStatus::BadDomain);
     };
     if rd.is_dying() {
         return give_up(GrantStatus::GeneralError);
     }
-    let gref = GrantRef(op.gref);
     let Some(e) = rd.gnttab.entry(gref) else {
         return give_up(GrantStatus::BadGntref);
     };
@@ -86,10 +92,10 @@ fn transfer_one(caller: &Arc<Domain>, cache: &mut DomCache, op: &GnttabTransfer)
         }
     }
     // Relaxed: the entry is committed to us; the receiver cannot change it now.
-    let pfn = Pfn(e.frame.load(Ordering::Relaxed) as u64);
+    let at = Pfn(e.frame.load(Ordering::Relaxed) as u64);
     let old = {
         let _l = rd.mm_lock.lock().unwrap_or_else(|e| e.into_inner());
-        rd.set_p2m(pfn, page)
+        rd.set_p2m(at, page)
     };
     match old {
         Ok(old) => caller.machine.alloc.free(&[old]),
@@ -107,15 +113,33 @@ fn transfer_one(caller: &Arc<Domain>, cache: &mut DomCache, op: &GnttabTransfer)
 }
 
 impl DomainHandle {
-    /// `GNTTABOP_transfer` over a batch (page flip); each op gets its own status.
-    pub fn grant_transfer(&self, ops: &mut [GnttabTransfer]) -> Result<()> {
+    /// `GNTTABOP_transfer` over a batch of Xen ABI ops (page flip); each op gets its own status.
+    pub fn grant_transfer_abi(&self, ops: &mut [GnttabTransfer]) -> Result<()> {
+        self.run_transfers(ops, |d, c, op| {
+            let s = transfer_one(d, c, Pfn(op.mfn), op.domid, GrantRef(op.gref));
+            op.status = s.raw();
+            s
+        })
+    }
+
+    /// The seam's page transfer.
+    pub fn grant_transfer(&self, ops: &mut [TransferOp]) -> Result<()> {
+        self.run_transfers(ops, |d, c, op| {
+            op.status = transfer_one(d, c, op.pfn, op.domid, op.gref);
+            op.status
+        })
+    }
+
+    fn run_transfers<T>(
+        &self,
+        ops: &mut [T],
+        mut each: impl FnMut(&Arc<Domain>, &mut DomCache, &mut T) -> GrantStatus,
+    ) -> Result<()> {
         let _h = xenoprof::hypercall(Class::GRANT_TABLE);
         let mut cache = DomCache::new();
         let mut failed = 0;
         for op in ops.iter_mut() {
-            let s = transfer_one(&self.d, &mut cache, op);
-            op.status = s.raw();
-            failed += (s != GrantStatus::Okay) as u64;
+            failed += (each(&self.d, &mut cache, op) != GrantStatus::Okay) as u64;
         }
         let st = &self.d.machine.stats;
         Stats::add(&st.transfer_ops, ops.len() as u64);

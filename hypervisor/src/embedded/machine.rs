@@ -5,12 +5,12 @@ use std::sync::{Arc, RwLock};
 
 use xenoprof::Class;
 
-use crate::alloc::FrameAllocator;
-use crate::domain::{Domain, DomainHandle};
+use crate::embedded::alloc::FrameAllocator;
+use crate::embedded::domain::{Domain, DomainHandle};
+use crate::embedded::mem::MachineMemory;
+use crate::embedded::xenstore::{Store, XsConnection};
 use crate::error::{Error, Result};
-use crate::mem::MachineMemory;
 use crate::types::{DomId, MAX_DOMAINS};
-use crate::xenstore::{Store, XsConnection};
 
 /// Machine-wide counters (relaxed; a snapshot is [`HypervisorStats`]).
 #[derive(Debug, Default)]
@@ -231,7 +231,7 @@ impl Hypervisor {
 
     /// The name of the copy engine in use (`avx2-64` or `memcpy`).
     pub fn copy_engine(&self) -> &'static str {
-        crate::mem::engine_name()
+        crate::embedded::mem::engine_name()
     }
 }
 

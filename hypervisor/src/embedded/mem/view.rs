@@ -17,6 +17,8 @@ const RO_ONE: u64 = 1 << 32; // bits 32..48: read-only grants
 const FIELD: u64 = 0xFFFF;
 const TARGET: u64 = 1 << 48; // an accept-transfer entry names this pfn
 const MOVING: u64 = 1 << 49; // the frame is being given away
+const RING_ONE: u64 = 1 << 50; // bits 50..64: pins as a shared ring (atomics only)
+const RING_FIELD: u64 = 0x3FFF;
 
 fn borrows(s: u64) -> u64 {
     s & FIELD
@@ -26,6 +28,9 @@ fn writers(s: u64) -> u64 {
 }
 fn ro_grants(s: u64) -> u64 {
     (s >> 32) & FIELD
+}
+fn rings(s: u64) -> u64 {
+    (s >> 50) & RING_FIELD
 }
 
 /// Reserves `pages` of address space with no access and no commit charge.
@@ -193,19 +198,88 @@ impl View {
         })
     }
 
-    /// Copies bytes out of a page through the view.
+    /// Copies bytes out of a page through the view; refused while the page is a shared ring
+    /// (a transient borrow without the no-writer condition: raw reads may race with raw writes
+    /// from other address spaces, never with ring atomics).
     pub fn read(&self, pfn: Pfn, off: usize, buf: &mut [u8]) -> Result<()> {
         let p = self.check(pfn, off, buf.len())?;
-        // SAFETY: `p..p+len` is mapped (check); `buf` is private memory, so no overlap.
+        if !self.update(pfn, |s| {
+            (rings(s) == 0 && s & MOVING == 0 && borrows(s) < FIELD).then_some(s + BORROW_ONE)
+        }) {
+            return Err(self.busy(pfn));
+        }
+        // SAFETY: `p..p+len` is mapped (check); `buf` is private memory, so no overlap; the
+        // page is not a ring (held off by our transient borrow).
         unsafe { copy::copy_nonoverlapping(buf.as_mut_ptr(), p, buf.len()) };
+        self.update(pfn, |s| (borrows(s) > 0).then(|| s - BORROW_ONE));
         Ok(())
+    }
+
+    /// Why `pfn` refuses an access: a ring page, or a borrow/transfer in progress.
+    fn busy(&self, pfn: Pfn) -> Error {
+        let s = self
+            .state
+            .get(pfn.index())
+            // Relaxed: only picks the error message.
+            .map_or(0, |w| w.load(Ordering::Relaxed));
+        if rings(s) > 0 {
+            Error::PageIsRing(pfn)
+        } else if borrows(s) > 0 {
+            Error::PageBorrowed(pfn)
+        } else {
+            Error::PageBusy(pfn)
+        }
+    }
+
+    /// Pins the page as a shared ring: reads, writes, borrows, local copies and transfers are
+    /// refused until [`View::ring_end`]. `granted`: the pin comes from a mapping of a grant of
+    /// the page (a writable grant exists, and its owner may have pinned it too); otherwise the
+    /// page must be entirely unused (so one page backs one ring).
+    pub fn ring_begin(&self, pfn: Pfn, granted: bool) -> Result<()> {
+        if self.update(pfn, |s| {
+            let idle = if granted {
+                borrows(s) == 0 && s & (MOVING | TARGET) == 0
+            } else {
+                s == 0
+            };
+            (idle && rings(s) < RING_FIELD).then_some(s + RING_ONE)
+        }) {
+            Ok(())
+        } else {
+            Err(self.busy(pfn))
+        }
+    }
+
+    /// Ends one [`View::ring_begin`].
+    pub fn ring_end(&self, pfn: Pfn) {
+        self.update(pfn, |s| (rings(s) > 0).then(|| s - RING_ONE));
+    }
+
+    /// Whether the page is pinned as a ring.
+    pub fn is_ring(&self, pfn: Pfn) -> bool {
+        self.state
+            .get(pfn.index())
+            // Acquire: pairs with the Release of ring_begin's transition.
+            .is_some_and(|w| rings(w.load(Ordering::Acquire)) > 0)
+    }
+
+    /// The pfn and offset of `addr` if it lies in this view's reservation.
+    pub fn pfn_of(&self, addr: usize) -> Option<(Pfn, usize)> {
+        let off = addr.checked_sub(self.base.as_ptr().addr())?;
+        let pfn = off / PAGE_SIZE;
+        (pfn < self.pages).then_some((Pfn(pfn as u64), off % PAGE_SIZE))
+    }
+
+    /// The address of `pfn` in this view, as a number (for grant-copy local sides).
+    pub fn addr_of(&self, pfn: Pfn) -> Result<usize> {
+        Ok(self.check(pfn, 0, 0)?.addr())
     }
 
     /// Copies bytes into a page through the view; refused while the page is borrowed.
     pub fn write(&self, pfn: Pfn, off: usize, data: &[u8]) -> Result<()> {
         let p = self.check(pfn, off, data.len())?;
         if !self.write_begin(pfn) {
-            return Err(Error::PageBorrowed(pfn));
+            return Err(self.busy(pfn));
         }
         // SAFETY: mapped range (check); no PageBorrow exists (write_begin holds them off).
         unsafe { copy::copy_nonoverlapping(p, data.as_ptr(), data.len()) };
@@ -217,10 +291,10 @@ impl View {
     pub fn borrow(&self, pfn: Pfn) -> Result<PageBorrow<'_>> {
         let p = self.check(pfn, 0, PAGE_SIZE)?;
         if !self.update(pfn, |s| {
-            (writers(s) == 0 && s & (TARGET | MOVING) == 0 && borrows(s) < FIELD)
+            (writers(s) == 0 && rings(s) == 0 && s & (TARGET | MOVING) == 0 && borrows(s) < FIELD)
                 .then_some(s + BORROW_ONE)
         }) {
-            return Err(Error::PageBusy(pfn));
+            return Err(self.busy(pfn));
         }
         Ok(PageBorrow {
             view: self,
@@ -242,7 +316,8 @@ impl View {
     /// A transient local write (own write, or a copy into a local page) begins.
     pub fn write_begin(&self, pfn: Pfn) -> bool {
         self.update(pfn, |s| {
-            (borrows(s) == 0 && s & MOVING == 0 && writers(s) < FIELD).then_some(s + WRITER_ONE)
+            (borrows(s) == 0 && rings(s) == 0 && s & MOVING == 0 && writers(s) < FIELD)
+                .then_some(s + WRITER_ONE)
         })
     }
 

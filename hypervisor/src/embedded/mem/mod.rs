@@ -18,7 +18,7 @@ mod view;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 
 pub use copy::engine_name;
 pub use view::PageBorrow;
@@ -39,8 +39,9 @@ pub(crate) struct MachineMemory {
     fd: OwnedFd,
     base: NonNull<u8>,
     frames: u64,
-    /// Frames that hold grant tables: only atomics may touch them.
-    atomic_only: Box<[AtomicBool]>,
+    /// Per frame, how many reasons it has to be touched by atomics only (it holds a grant table,
+    /// or is pinned as a shared ring by its owner or by a mapping): raw copies refuse it.
+    atomic_only: Box<[AtomicU16]>,
 }
 
 // SAFETY: `base` is a shared mapping that lives as long as `self`; all access through it is raw
@@ -90,7 +91,7 @@ impl MachineMemory {
             return Err(os_err("mmap(direct map)"));
         }
         let base = NonNull::new(p.cast::<u8>()).ok_or_else(|| os_err("mmap(direct map)"))?;
-        let atomic_only = (0..frames).map(|_| AtomicBool::new(false)).collect();
+        let atomic_only = (0..frames).map(|_| AtomicU16::new(0)).collect();
         Ok(Self {
             fd,
             base,
@@ -108,10 +109,12 @@ impl MachineMemory {
     #[inline]
     fn plain_frame(&self, mfn: Mfn) -> Option<*mut u8> {
         let flag = self.atomic_only.get(mfn.index())?;
-        // Relaxed: the flag only changes while the frame is owned by a GrantFrames being
-        // created or torn down, when no copy can name the frame (it is in no p2m range that
-        // copies accept); pairs with the stores in `GrantFrames::new`/`take_frames`.
-        if flag.load(Ordering::Relaxed) {
+        // Relaxed: the count only rises before any copy can name the frame (grant frames are
+        // in no p2m range copies accept; a ring pin comes before the page is granted, or, for a
+        // mapped ring, before the backend reads requests that could name it: both ordered before
+        // this load by the grant entry's Release/Acquire pair or program order) and falls only
+        // when no atomic user is left.
+        if flag.load(Ordering::Relaxed) != 0 {
             return None;
         }
         // SAFETY: mfn < frames (the `get` above), so the offset is inside the mapping.
@@ -227,6 +230,23 @@ impl MachineMemory {
         }
     }
 
+    /// The frame gains a reason to be atomic-only (see `plain_frame`).
+    pub fn atomic_begin(&self, mfn: Mfn) {
+        if let Some(f) = self.atomic_only.get(mfn.index()) {
+            // Relaxed: see `plain_frame`. Saturating: 65535 pins of one frame is a bug elsewhere,
+            // and staying atomic-only is the safe side.
+            let _ = f.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| c.checked_add(1));
+        }
+    }
+
+    /// The frame loses one reason to be atomic-only.
+    pub fn atomic_end(&self, mfn: Mfn) {
+        if let Some(f) = self.atomic_only.get(mfn.index()) {
+            // Relaxed: see `plain_frame`.
+            let _ = f.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| c.checked_sub(1));
+        }
+    }
+
     fn fd(&self) -> i32 {
         self.fd.as_raw_fd()
     }
@@ -263,10 +283,7 @@ impl GrantFrames {
     pub fn new(mem: Arc<MachineMemory>, mfns: Vec<Mfn>) -> Self {
         for &m in &mfns {
             mem.write(m, 0, &[0u8; PAGE_SIZE]);
-            if let Some(f) = mem.atomic_only.get(m.index()) {
-                // Relaxed: see `plain_frame`; the frame is not yet reachable by anyone else.
-                f.store(true, Ordering::Relaxed);
-            }
+            mem.atomic_begin(m);
         }
         Self { mem, mfns }
     }
@@ -304,10 +321,7 @@ impl GrantFrames {
     pub fn take_frames(&mut self) -> Vec<Mfn> {
         let mfns = std::mem::take(&mut self.mfns);
         for &m in &mfns {
-            if let Some(f) = self.mem.atomic_only.get(m.index()) {
-                // Relaxed: see `plain_frame`; no entry reference outlives `&mut self`.
-                f.store(false, Ordering::Relaxed);
-            }
+            self.mem.atomic_end(m);
         }
         mfns
     }

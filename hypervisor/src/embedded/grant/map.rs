@@ -1,6 +1,11 @@
 //! `GNTTABOP_map_grant_ref` / `unmap_grant_ref`: a foreign frame mapped into the caller's address
 //! space (its map area) with a real `mmap(MAP_FIXED)`, pinned (`reading`/`writing` set) for as
 //! long as the mapping lives.
+//!
+//! Mappings exist for shared rings, whose every access is atomic: while a page is mapped it is
+//! atomic-only (raw copies through the direct map refuse its frame, and the granting domain's
+//! own reads, writes and borrows of it are refused), so a frontend that names its own ring page
+//! in a grant copy gets a failed op, never a data race with the ring.
 
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -9,11 +14,11 @@ use xenoprof::Class;
 
 use super::{acquire, release};
 use crate::abi::GrantStatus;
-use crate::domain::{Domain, DomainHandle};
+use crate::embedded::domain::{Domain, DomainHandle};
+use crate::embedded::machine::Stats;
+use crate::embedded::mem::MappedSlot;
 use crate::error::{Error, Result};
-use crate::machine::Stats;
-use crate::mem::MappedSlot;
-use crate::types::{DOMID_SELF, DomId, GrantRef};
+use crate::types::{DOMID_SELF, DomId, GrantRef, Mfn, Pfn};
 
 /// A mapped grant. Unmaps (and unpins the grant) on drop. Keeps the granting domain's memory
 /// alive even if it is destroyed meanwhile (as Xen keeps a zombie domain).
@@ -24,6 +29,9 @@ pub struct GrantMapping {
     gref: GrantRef,
     write: bool,
     slot: MappedSlot,
+    /// The granter's page and its frame, atomic-only while mapped.
+    pfn: Pfn,
+    mfn: Mfn,
 }
 
 impl GrantMapping {
@@ -57,6 +65,8 @@ impl Drop for GrantMapping {
             let _m = xenoprof::scope(Class::MM);
             self.caller.map_area.unmap(self.slot.slot);
         }
+        self.caller.machine.mem.atomic_end(self.mfn);
+        self.remote.view.ring_end(self.pfn);
         release(&self.remote, self.gref, self.write);
         Stats::add(&self.caller.machine.stats.unmaps, 1);
     }
@@ -94,6 +104,16 @@ impl DomainHandle {
             release(&rdom, gref, write);
             return Err(Error::Grant(GrantStatus::GeneralError));
         };
+        if rdom.view.ring_begin(pfn, true).is_err() {
+            release(&rdom, gref, write);
+            return Err(Error::Grant(GrantStatus::GeneralError));
+        }
+        caller.machine.mem.atomic_begin(mfn);
+        let unpin = || {
+            caller.machine.mem.atomic_end(mfn);
+            rdom.view.ring_end(pfn);
+            release(&rdom, gref, write);
+        };
         let mapped = {
             let _m = xenoprof::scope(Class::MM);
             caller.map_area.map(mfn, write)
@@ -101,11 +121,11 @@ impl DomainHandle {
         let slot = match mapped {
             Ok(Some(s)) => s,
             Ok(None) => {
-                release(&rdom, gref, write);
+                unpin();
                 return Err(Error::Grant(GrantStatus::NoDeviceSpace));
             }
             Err(e) => {
-                release(&rdom, gref, write);
+                unpin();
                 return Err(e);
             }
         };
@@ -116,6 +136,8 @@ impl DomainHandle {
             gref,
             write,
             slot,
+            pfn,
+            mfn,
         })
     }
 }

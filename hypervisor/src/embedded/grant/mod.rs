@@ -22,10 +22,12 @@ use crossbeam_utils::Backoff;
 use xenoprof::Class;
 
 use crate::abi::*;
-use crate::domain::{Domain, DomainHandle};
+use crate::embedded::domain::{Domain, DomainHandle};
+use crate::embedded::mem::{EntryAtomics, GrantFrames};
 use crate::error::{Error, Result};
-use crate::mem::{EntryAtomics, GrantFrames};
-use crate::types::{DOMID_SELF, DomId, GNTTAB_NR_RESERVED_ENTRIES, GrantRef, Mfn, Pfn};
+use crate::types::{
+    DOMID_SELF, DomId, GNTTAB_NR_RESERVED_ENTRIES, GrantRef, Mfn, Pfn, TransferState,
+};
 
 // Guest-side record per ref (guest kernel state, like Linux's): kind << 60 | pfn.
 const META_KIND_SHIFT: u32 = 60;
@@ -41,22 +43,6 @@ const PIN_READ: u32 = 1;
 const PIN_WRITE: u32 = 1 << 15;
 const PIN_FIELD: u32 = 0x7FFF;
 const PIN_BUSY: u32 = 1 << 31;
-
-/// Where a transfer into an accept-transfer entry stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TransferState {
-    /// No transfer yet.
-    Pending,
-    /// The hypervisor has claimed the entry (`GTF_transfer_committed`) and is moving the page.
-    Committed,
-    /// The page is in place (`GTF_transfer_completed`): `pfn` is now backed by `mfn`.
-    Completed {
-        /// The accepting pfn.
-        pfn: Pfn,
-        /// The frame now behind it.
-        mfn: Mfn,
-    },
-}
 
 /// A domain's grant table: entries in its own frames, the guest's free list, and the
 /// hypervisor's private pin counts.

@@ -15,9 +15,10 @@ use xenoprof::Class;
 
 use super::{acquire, release};
 use crate::abi::*;
-use crate::domain::{Domain, DomainHandle};
+use crate::embedded::domain::{Domain, DomainHandle};
+use crate::embedded::machine::Stats;
 use crate::error::Result;
-use crate::machine::Stats;
+use crate::ops::{CopyOp, CopyPtr};
 use crate::types::{DOMID_SELF, DomId, GrantRef, Mfn, PAGE_SIZE, Pfn};
 
 /// The last domain looked up for one side of the batch.
@@ -45,6 +46,69 @@ impl DomCache {
             });
         }
         self.cached.as_ref()
+    }
+}
+
+/// One side of a copy, decoded: a grant of some domain, or a page of the caller.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ptr {
+    Gref {
+        domid: DomId,
+        gref: GrantRef,
+        offset: u16,
+    },
+    Local {
+        pfn: Pfn,
+        offset: u16,
+    },
+}
+
+impl Ptr {
+    fn offset(&self) -> usize {
+        match self {
+            Ptr::Gref { offset, .. } | Ptr::Local { offset, .. } => *offset as usize,
+        }
+    }
+
+    /// Decodes a side of Xen's `gnttab_copy`: a gref if `is_gref`, else the caller's gmfn
+    /// (which must say `DOMID_SELF`).
+    fn from_abi(p: &GnttabCopyPtr, is_gref: bool) -> Result<Ptr, GrantStatus> {
+        if is_gref {
+            Ok(Ptr::Gref {
+                domid: p.domid,
+                gref: p.as_gref(),
+                offset: p.offset,
+            })
+        } else if p.domid != DOMID_SELF {
+            Err(GrantStatus::PermissionDenied)
+        } else {
+            Ok(Ptr::Local {
+                pfn: Pfn(p.u),
+                offset: p.offset,
+            })
+        }
+    }
+
+    /// Decodes a side of a neutral [`CopyOp`]: a local address must lie in the caller's view.
+    fn from_seam(caller: &Domain, p: &CopyPtr) -> Result<Ptr, GrantStatus> {
+        match *p {
+            CopyPtr::Gref {
+                domid,
+                gref,
+                offset,
+            } => Ok(Ptr::Gref {
+                domid,
+                gref,
+                offset,
+            }),
+            CopyPtr::Local(a) => {
+                let (pfn, offset) = caller.view.pfn_of(a.0).ok_or(GrantStatus::BadVirtAddr)?;
+                Ok(Ptr::Local {
+                    pfn,
+                    offset: offset as u16,
+                })
+            }
+        }
     }
 }
 
@@ -87,66 +151,62 @@ impl Side {
         }
     }
 
-    fn claim(
-        &mut self,
-        caller: &Arc<Domain>,
-        ptr: &GnttabCopyPtr,
-        is_gref: bool,
-        write: bool,
-    ) -> Result<Claim, GrantStatus> {
+    fn claim(&mut self, caller: &Arc<Domain>, ptr: Ptr, write: bool) -> Result<Claim, GrantStatus> {
         if let Some(h) = self.held {
             let same = h.write == write
-                && if is_gref {
-                    let id = if ptr.domid == DOMID_SELF {
-                        caller.id
-                    } else {
-                        ptr.domid
-                    };
-                    h.gref == Some(ptr.as_gref())
-                        && self.cache.cached.as_ref().is_some_and(|d| d.id == id)
-                } else {
-                    h.gref.is_none() && h.pfn == Pfn(ptr.u)
+                && match ptr {
+                    Ptr::Gref { domid, gref, .. } => {
+                        let id = if domid == DOMID_SELF {
+                            caller.id
+                        } else {
+                            domid
+                        };
+                        h.gref == Some(gref)
+                            && self.cache.cached.as_ref().is_some_and(|d| d.id == id)
+                    }
+                    Ptr::Local { pfn, .. } => h.gref.is_none() && h.pfn == pfn,
                 };
             if same {
                 return Ok(h);
             }
             self.release_held(caller);
         }
-        let c = if is_gref {
-            let dom = self
-                .cache
-                .get(caller, ptr.domid)
-                .ok_or(GrantStatus::BadDomain)?;
-            let gref = ptr.as_gref();
-            let pfn = acquire(dom, gref, caller.id, write)?;
-            let Some(mfn) = dom.p2m(pfn) else {
-                release(dom, gref, write);
-                return Err(GrantStatus::GeneralError);
-            };
-            Claim {
-                gref: Some(gref),
-                pfn,
-                mfn,
-                write,
-            }
-        } else {
-            let pfn = Pfn(ptr.u);
-            caller.p2m(pfn).ok_or(GrantStatus::BadPage)?;
-            if write && !caller.view.write_begin(pfn) {
-                return Err(GrantStatus::GeneralError);
-            }
-            // Read after write_begin: a transfer of this pfn cannot start while we write it.
-            let Some(mfn) = caller.p2m(pfn) else {
-                if write {
-                    caller.view.write_end(pfn);
+        let c = match ptr {
+            Ptr::Gref { domid, gref, .. } => {
+                let dom = self
+                    .cache
+                    .get(caller, domid)
+                    .ok_or(GrantStatus::BadDomain)?;
+                let pfn = acquire(dom, gref, caller.id, write)?;
+                let Some(mfn) = dom.p2m(pfn) else {
+                    release(dom, gref, write);
+                    return Err(GrantStatus::GeneralError);
+                };
+                Claim {
+                    gref: Some(gref),
+                    pfn,
+                    mfn,
+                    write,
                 }
-                return Err(GrantStatus::BadPage);
-            };
-            Claim {
-                gref: None,
-                pfn,
-                mfn,
-                write,
+            }
+            Ptr::Local { pfn, .. } => {
+                caller.p2m(pfn).ok_or(GrantStatus::BadPage)?;
+                if write && !caller.view.write_begin(pfn) {
+                    return Err(GrantStatus::GeneralError);
+                }
+                // Read after write_begin: a transfer of this pfn cannot start while we write it.
+                let Some(mfn) = caller.p2m(pfn) else {
+                    if write {
+                        caller.view.write_end(pfn);
+                    }
+                    return Err(GrantStatus::BadPage);
+                };
+                Claim {
+                    gref: None,
+                    pfn,
+                    mfn,
+                    write,
+                }
             }
         };
         self.held = Some(c);
@@ -161,29 +221,23 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
+/// Copies `len` bytes between two decoded sides, claiming each (the checks every op shares).
 fn copy_one(
     caller: &Arc<Domain>,
     src_side: &mut Side,
     dst_side: &mut Side,
-    op: &GnttabCopy,
+    src: Ptr,
+    dst: Ptr,
+    len: usize,
 ) -> GrantStatus {
-    if op.flags & !(GNTCOPY_SOURCE_GREF | GNTCOPY_DEST_GREF) != 0 {
+    if src.offset() + len > PAGE_SIZE || dst.offset() + len > PAGE_SIZE {
         return GrantStatus::BadCopyArg;
     }
-    let len = op.len as usize;
-    if op.source.offset as usize + len > PAGE_SIZE || op.dest.offset as usize + len > PAGE_SIZE {
-        return GrantStatus::BadCopyArg;
-    }
-    let src_gref = op.flags & GNTCOPY_SOURCE_GREF != 0;
-    let dst_gref = op.flags & GNTCOPY_DEST_GREF != 0;
-    if (!src_gref && op.source.domid != DOMID_SELF) || (!dst_gref && op.dest.domid != DOMID_SELF) {
-        return GrantStatus::PermissionDenied;
-    }
-    let src = match src_side.claim(caller, &op.source, src_gref, false) {
+    let s = match src_side.claim(caller, src, false) {
         Ok(c) => c,
         Err(s) => return s,
     };
-    let dst = match dst_side.claim(caller, &op.dest, dst_gref, true) {
+    let d = match dst_side.claim(caller, dst, true) {
         Ok(c) => c,
         Err(s) => return s,
     };
@@ -194,13 +248,10 @@ fn copy_one(
         }
     });
     let _c = xenoprof::scope(Class::COPY);
-    let ok = caller.machine.mem.copy(
-        dst.mfn,
-        op.dest.offset as usize,
-        src.mfn,
-        op.source.offset as usize,
-        len,
-    );
+    let ok = caller
+        .machine
+        .mem
+        .copy(d.mfn, dst.offset(), s.mfn, src.offset(), len);
     if ok {
         GrantStatus::Okay
     } else {
@@ -208,18 +259,75 @@ fn copy_one(
     }
 }
 
+/// Decodes and checks one ABI op, then copies.
+fn copy_abi(caller: &Arc<Domain>, src: &mut Side, dst: &mut Side, op: &GnttabCopy) -> GrantStatus {
+    if op.flags & !(GNTCOPY_SOURCE_GREF | GNTCOPY_DEST_GREF) != 0 {
+        return GrantStatus::BadCopyArg;
+    }
+    let len = op.len as usize;
+    if op.source.offset as usize + len > PAGE_SIZE || op.dest.offset as usize + len > PAGE_SIZE {
+        return GrantStatus::BadCopyArg;
+    }
+    let s = Ptr::from_abi(&op.source, op.flags & GNTCOPY_SOURCE_GREF != 0);
+    let d = Ptr::from_abi(&op.dest, op.flags & GNTCOPY_DEST_GREF != 0);
+    match (s, d) {
+        (Ok(s), Ok(d)) => copy_one(caller, src, dst, s, d, len),
+        (Err(e), _) | (_, Err(e)) => e,
+    }
+}
+
+/// Decodes and checks one neutral op, then copies. As gntdev requires, at least one side is a
+/// grant.
+fn copy_seam(caller: &Arc<Domain>, src: &mut Side, dst: &mut Side, op: &CopyOp) -> GrantStatus {
+    let len = op.len as usize;
+    if op.source.page_offset() + len > PAGE_SIZE || op.dest.page_offset() + len > PAGE_SIZE {
+        return GrantStatus::BadCopyArg;
+    }
+    if matches!((op.source, op.dest), (CopyPtr::Local(_), CopyPtr::Local(_))) {
+        return GrantStatus::BadCopyArg;
+    }
+    let s = Ptr::from_seam(caller, &op.source);
+    let d = Ptr::from_seam(caller, &op.dest);
+    match (s, d) {
+        (Ok(s), Ok(d)) => copy_one(caller, src, dst, s, d, len),
+        (Err(e), _) | (_, Err(e)) => e,
+    }
+}
+
 impl DomainHandle {
-    /// `GNTTABOP_copy` over a batch: each op gets its own status. Never fails as a whole in the
-    /// embedded model (the `Result` is for platforms where the hypercall itself can fail).
-    pub fn grant_copy(&self, ops: &mut [GnttabCopy]) -> Result<()> {
+    /// `GNTTABOP_copy` over a batch of Xen ABI ops: each op gets its own status. Never fails as
+    /// a whole in the embedded model (the `Result` is for platforms where the hypercall itself
+    /// can fail).
+    pub fn grant_copy_abi(&self, ops: &mut [GnttabCopy]) -> Result<()> {
+        self.run_copies(ops, |d, s, t, op| {
+            let st = copy_abi(d, s, t, op);
+            op.status = st.raw();
+            (st, op.len)
+        })
+    }
+
+    /// The seam's grant copy: neutral ops whose local side is an address in this domain's view
+    /// (`GNTST_bad_virt_addr` if it is not), at least one side a grant.
+    pub fn grant_copy(&self, ops: &mut [CopyOp]) -> Result<()> {
+        self.run_copies(ops, |d, s, t, op| {
+            op.status = copy_seam(d, s, t, op);
+            (op.status, op.len)
+        })
+    }
+
+    /// One hypercall: runs `each` over the ops with shared claims, then releases and counts.
+    fn run_copies<T>(
+        &self,
+        ops: &mut [T],
+        mut each: impl FnMut(&Arc<Domain>, &mut Side, &mut Side, &mut T) -> (GrantStatus, u16),
+    ) -> Result<()> {
         let _h = xenoprof::hypercall(Class::GRANT_TABLE);
         let (mut src, mut dst) = (Side::new(), Side::new());
         let (mut failed, mut bytes) = (0u64, 0u64);
         for op in ops.iter_mut() {
-            let s = copy_one(&self.d, &mut src, &mut dst, op);
-            op.status = s.raw();
+            let (s, len) = each(&self.d, &mut src, &mut dst, op);
             if s == GrantStatus::Okay {
-                bytes += op.len as u64;
+                bytes += len as u64;
             } else {
                 failed += 1;
             }
@@ -238,7 +346,7 @@ impl DomainHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Hypervisor;
+    use crate::embedded::Hypervisor;
     use crate::error::Error;
 
     #[test]
@@ -275,7 +383,7 @@ mod tests {
                 10,
             ),
         ];
-        d0.grant_copy(&mut ops).unwrap();
+        d0.grant_copy_abi(&mut ops).unwrap();
         MID_COPY_HOOK.with(|h| *h.borrow_mut() = None);
         assert!(ops.iter().all(|o| o.status() == GrantStatus::Okay));
         assert_eq!(
@@ -291,7 +399,7 @@ mod tests {
 #[cfg(test)]
 mod reuse_tests {
     use super::*;
-    use crate::Hypervisor;
+    use crate::embedded::Hypervisor;
     use crate::error::Error;
 
     #[test]
@@ -329,7 +437,7 @@ mod reuse_tests {
                 1000,
             ),
         ];
-        d0.grant_copy(&mut ops).unwrap();
+        d0.grant_copy_abi(&mut ops).unwrap();
         MID_COPY_HOOK.with(|h| *h.borrow_mut() = None);
         assert!(ops.iter().all(|o| o.status() == GrantStatus::Okay));
         assert_eq!(*seen.borrow(), vec![Err(Error::GrantInUse(r)); 3]);

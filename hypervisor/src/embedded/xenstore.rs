@@ -9,55 +9,17 @@
 //! registration (as xenstored does), and for `@introduceDomain` / `@releaseDomain`.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use nix::sys::eventfd::{EfdFlags, EventFd};
 use std::time::Duration;
 
+use crate::embedded::machine::Machine;
 use crate::error::{Error, Result};
-use crate::machine::Machine;
-use crate::types::DomId;
-
-/// Access levels (xenstored's `n`, `r`, `w`, `b`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum XsPermLevel {
-    /// No access.
-    None,
-    /// Read.
-    Read,
-    /// Write.
-    Write,
-    /// Read and write.
-    Both,
-}
-
-impl XsPermLevel {
-    fn can_read(self) -> bool {
-        matches!(self, Self::Read | Self::Both)
-    }
-    fn can_write(self) -> bool {
-        matches!(self, Self::Write | Self::Both)
-    }
-}
-
-/// One permission entry. In a node's list the first entry names the owner and the default for
-/// domains not listed; later entries are the ACL.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct XsPerm {
-    /// The domain.
-    pub domid: DomId,
-    /// Its access.
-    pub perm: XsPermLevel,
-}
-
-/// A watch firing: the path that changed and the token the watch was registered with.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WatchEvent {
-    /// The changed path (or the watch path for a removed ancestor).
-    pub path: String,
-    /// The watch's token.
-    pub token: String,
-}
+use crate::types::{DomId, WatchEvent, XsPerm, XsPermLevel};
 
 #[derive(Debug, Clone)]
 struct Node {
@@ -72,6 +34,7 @@ struct WatchReg {
     path: String,
     token: String,
     tx: Sender<WatchEvent>,
+    sig: Arc<WatchSignal>,
 }
 
 #[derive(Debug)]
@@ -204,6 +167,7 @@ impl Tree {
                         path: ev.to_string(),
                         token: w.token.clone(),
                     });
+                    w.sig.raise();
                 }
             }
         }
@@ -288,6 +252,38 @@ pub struct XsConnection {
     id: u64,
     tx: Sender<WatchEvent>,
     rx: Mutex<Receiver<WatchEvent>>,
+    sig: Arc<WatchSignal>,
+}
+
+/// Makes a connection's watch queue pollable: an eventfd (made on the first `as_fd`) written
+/// when an event is queued and drained before the queue is read.
+#[derive(Debug, Default)]
+struct WatchSignal {
+    signalled: AtomicBool,
+    efd: OnceLock<Option<EventFd>>,
+}
+
+impl WatchSignal {
+    /// An event was queued (after the send).
+    fn raise(&self) {
+        if let Some(Some(efd)) = self.efd.get()
+            // AcqRel: pairs with the swap in `drain`; one write per drain, and a drain that
+            // misses our event leaves the descriptor readable.
+            && !self.signalled.swap(true, Ordering::AcqRel)
+        {
+            let _ = efd.write(1);
+        }
+    }
+
+    /// Before reading the queue: clears the readiness an earlier `raise` left.
+    fn drain(&self) {
+        // AcqRel: pairs with the swap in `raise`.
+        if self.signalled.swap(false, Ordering::AcqRel)
+            && let Some(Some(efd)) = self.efd.get()
+        {
+            let _ = efd.read();
+        }
+    }
 }
 
 impl XsConnection {
@@ -301,6 +297,7 @@ impl XsConnection {
             id,
             tx,
             rx: Mutex::new(rx),
+            sig: Arc::new(WatchSignal::default()),
         }
     }
 
@@ -445,12 +442,14 @@ impl XsConnection {
             path: path.to_string(),
             token: token.to_string(),
             tx: self.tx.clone(),
+            sig: self.sig.clone(),
         });
         // A dropped receiver cannot happen: we hold it.
         let _ = self.tx.send(WatchEvent {
             path: path.to_string(),
             token: token.to_string(),
         });
+        self.sig.raise();
         Ok(())
     }
 
@@ -472,12 +471,35 @@ impl XsConnection {
     /// The next watch event, waiting up to `timeout` (`None`: forever). `Ok(None)` on timeout.
     pub fn read_watch(&self, timeout: Option<Duration>) -> Result<Option<WatchEvent>> {
         let rx = self.rx.lock().unwrap_or_else(|e| e.into_inner());
+        self.sig.drain();
         Ok(match timeout {
             // We hold a sender, so recv cannot fail with Disconnected.
             None => rx.recv().ok(),
             // Timeout (or, impossibly, Disconnected) is None.
             Some(t) => rx.recv_timeout(t).ok(),
         })
+    }
+}
+
+impl XsConnection {
+    /// An eventfd that polls readable while a watch event may be queued (made on first use).
+    pub fn as_fd(&self) -> Option<BorrowedFd<'_>> {
+        let mut created = false;
+        let efd = self
+            .sig
+            .efd
+            .get_or_init(|| {
+                created = true;
+                EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC).ok()
+            })
+            .as_ref()?;
+        if created {
+            // Events may have been queued before the descriptor existed: make it readable.
+            // Release: pairs with the AcqRel swap in `drain`.
+            self.sig.signalled.store(true, Ordering::Release);
+            let _ = efd.write(1);
+        }
+        Some(efd.as_fd())
     }
 }
 
@@ -497,7 +519,7 @@ pub struct VifPaths {
     pub frontend: String,
 }
 
-impl crate::machine::Hypervisor {
+impl crate::embedded::machine::Hypervisor {
     /// Toolstack (libxl): creates a vif's backend and frontend directories with Xen's
     /// permissions (each end owns its directory, the other end may read it) and cross-links
     /// them: `frontend`, `frontend-id`, `backend`, `backend-id`, `handle`, `mac`, `online`,
