@@ -22,7 +22,10 @@ pub fn check_name(name: &str) -> Result<(), Error> {
     if name == "." || name == ".." {
         return bad("'.' and '..' are not interface names");
     }
-    if name.bytes().any(|b| b == b'/' || b == b':' || b == 0 || b.is_ascii_whitespace()) {
+    if name
+        .bytes()
+        .any(|b| b == b'/' || b == b':' || b == 0 || b.is_ascii_whitespace())
+    {
         return bad("it contains '/', ':', a NUL or whitespace");
     }
     Ok(())
@@ -32,7 +35,9 @@ pub fn check_name(name: &str) -> Result<(), Error> {
 pub(crate) fn index(sock: impl AsFd, name: &str) -> Result<u32, Error> {
     check_name(name)?;
     rustix::net::netdevice::name_to_index(sock, name).map_err(|e| match e {
-        rustix::io::Errno::NODEV => Error::NoSuchInterface { name: name.to_owned() },
+        rustix::io::Errno::NODEV => Error::NoSuchInterface {
+            name: name.to_owned(),
+        },
         e => Error::io("looking up interface", name, e),
     })
 }
@@ -46,7 +51,17 @@ mod tests {
         for ok in ["tap0", "a", "uplink-0.1_x", "fifteen-bytes15", "tap%d"] {
             assert!(check_name(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "sixteen-bytes-16", ".", "..", "a/b", "a:b", "a b", "tab\t", "nul\0"] {
+        for bad in [
+            "",
+            "sixteen-bytes-16",
+            ".",
+            "..",
+            "a/b",
+            "a:b",
+            "a b",
+            "tab\t",
+            "nul\0",
+        ] {
             match check_name(bad) {
                 Err(Error::BadName { name, .. }) => assert_eq!(name, bad),
                 other => panic!("{bad:?}: {other:?}"),

@@ -107,7 +107,12 @@ impl Request {
 impl Route {
     /// Opens an rtnetlink socket in the calling thread's network namespace.
     pub(crate) fn open() -> io::Result<Self> {
-        let fd = rustix::net::socket_with(AddressFamily::NETLINK, SocketType::RAW, SocketFlags::CLOEXEC, None)?;
+        let fd = rustix::net::socket_with(
+            AddressFamily::NETLINK,
+            SocketType::RAW,
+            SocketFlags::CLOEXEC,
+            None,
+        )?;
         Ok(Route { fd, seq: 0 })
     }
 
@@ -130,7 +135,12 @@ impl Route {
     }
 
     /// Adds `addr/prefix_len` to `ifindex`; `EEXIST` if it is already there.
-    pub(crate) fn add_ipv4(&mut self, ifindex: u32, addr: Ipv4Addr, prefix_len: u8) -> io::Result<()> {
+    pub(crate) fn add_ipv4(
+        &mut self,
+        ifindex: u32,
+        addr: Ipv4Addr,
+        prefix_len: u8,
+    ) -> io::Result<()> {
         let body = IfAddrMsg {
             family: libc::AF_INET as u8,
             prefixlen: prefix_len,
@@ -211,7 +221,10 @@ mod tests {
 
     #[test]
     fn request_layout() {
-        let req = Request::new(RTM_NEWLINK, 0, 7, &[0xaa; 16]).attr(IFLA_MTU, &9000u32.to_ne_bytes()).attr(99, &[1]).finish();
+        let req = Request::new(RTM_NEWLINK, 0, 7, &[0xaa; 16])
+            .attr(IFLA_MTU, &9000u32.to_ne_bytes())
+            .attr(99, &[1])
+            .finish();
         // 16 header + 16 body + 8 (MTU attr) + 8 (5-byte attr padded to 8).
         assert_eq!(req.len(), 48);
         let (hdr, _) = NlMsgHdr::read_from_prefix(&req[..]).unwrap();

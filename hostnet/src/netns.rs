@@ -102,8 +102,11 @@ impl Netns {
         let file = File::open(&path).map_err(|e| Error::io("opening namespace", &path, e))?;
         std::thread::scope(|s| {
             let worker = s.spawn(|| {
-                rustix::thread::move_into_link_name_space(file.as_fd(), Some(LinkNameSpaceType::Network))
-                    .map_err(|e| Error::io("entering namespace (setns)", &path, e))?;
+                rustix::thread::move_into_link_name_space(
+                    file.as_fd(),
+                    Some(LinkNameSpaceType::Network),
+                )
+                .map_err(|e| Error::io("entering namespace (setns)", &path, e))?;
                 Ok(f())
             });
             match worker.join() {
@@ -118,7 +121,10 @@ impl Drop for Netns {
     fn drop(&mut self) {
         let _serial = IP_NETNS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         if let Err(e) = run(Command::new("ip").args(["netns", "del", &self.name])) {
-            eprintln!("hostnet: could not delete network namespace {}: {e}", self.name);
+            eprintln!(
+                "hostnet: could not delete network namespace {}: {e}",
+                self.name
+            );
         }
     }
 }

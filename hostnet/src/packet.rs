@@ -29,8 +29,11 @@ pub struct PacketStats {
 
 /// An AF_PACKET raw socket bound to one interface (see the [module docs](self)).
 ///
-/// It is promiscuous (frames for the guests' MACs arrive), never sees its own transmits
-/// (`PACKET_IGNORE_OUTGOING`), and is non-blocking: poll its descriptor for input.
+/// It is promiscuous (frames for the guests' MACs arrive) and sees only frames arriving at the
+/// interface: never its own transmits (Linux never loops a socket's frames back to it) nor
+/// frames the host's stack or other sockets send out of the interface
+/// (`PACKET_IGNORE_OUTGOING`), which a switch port must not take in as if from the wire. It is
+/// non-blocking: poll its descriptor for input.
 #[derive(Debug)]
 pub struct PacketSocket {
     fd: OwnedFd,
@@ -56,11 +59,19 @@ impl PacketSocket {
         .map_err(|e| Error::io("opening AF_PACKET socket", ifname, e))?;
         let ifindex = iface::index(&fd, ifname)?;
         let fail = |op| move |e| Error::io(op, ifname, e);
-        sys::set_int_opt(fd.as_fd(), libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1)
-            .map_err(fail("PACKET_IGNORE_OUTGOING"))?;
-        sys::packet_add_membership(fd.as_fd(), ifindex, libc::PACKET_MR_PROMISC).map_err(fail("PACKET_MR_PROMISC"))?;
+        sys::set_int_opt(
+            fd.as_fd(),
+            libc::SOL_PACKET,
+            libc::PACKET_IGNORE_OUTGOING,
+            1,
+        )
+        .map_err(fail("PACKET_IGNORE_OUTGOING"))?;
+        sys::packet_add_membership(fd.as_fd(), ifindex, libc::PACKET_MR_PROMISC)
+            .map_err(fail("PACKET_MR_PROMISC"))?;
         sys::packet_bind(fd.as_fd(), ifindex, ETH_P_ALL).map_err(|e| match e.raw_os_error() {
-            Some(libc::ENODEV) => Error::NoSuchInterface { name: ifname.to_owned() },
+            Some(libc::ENODEV) => Error::NoSuchInterface {
+                name: ifname.to_owned(),
+            },
             _ => Error::io("binding AF_PACKET socket", ifname, e),
         })?;
         Ok(PacketSocket {

@@ -70,14 +70,26 @@ pub(crate) fn tun_set_iff(tun: BorrowedFd<'_>, req: &mut IfReq) -> io::Result<()
 /// `TUNSETOFFLOAD`: the `TUN_F_*` offloads this reader accepts; the argument is passed by value.
 pub(crate) fn tun_set_offload(tun: BorrowedFd<'_>, flags: u32) -> io::Result<()> {
     // SAFETY: TUNSETOFFLOAD takes its argument as an integer, not a pointer; no memory is shared.
-    check(unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETOFFLOAD, libc::c_ulong::from(flags)) })?;
+    check(unsafe {
+        libc::ioctl(
+            tun.as_raw_fd(),
+            libc::TUNSETOFFLOAD,
+            libc::c_ulong::from(flags),
+        )
+    })?;
     Ok(())
 }
 
 /// `TUNSETVNETHDRSZ`: the size of the virtio-net header before each frame.
 pub(crate) fn tun_set_vnet_hdr_sz(tun: BorrowedFd<'_>, size: libc::c_int) -> io::Result<()> {
     // SAFETY: TUNSETVNETHDRSZ reads one `int` through the pointer, which points at a live local.
-    check(unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETVNETHDRSZ, &size as *const libc::c_int) })?;
+    check(unsafe {
+        libc::ioctl(
+            tun.as_raw_fd(),
+            libc::TUNSETVNETHDRSZ,
+            &size as *const libc::c_int,
+        )
+    })?;
     Ok(())
 }
 
@@ -85,7 +97,13 @@ pub(crate) fn tun_set_vnet_hdr_sz(tun: BorrowedFd<'_>, size: libc::c_int) -> io:
 pub(crate) fn tun_set_vnet_le(tun: BorrowedFd<'_>) -> io::Result<()> {
     let on: libc::c_int = 1;
     // SAFETY: TUNSETVNETLE reads one `int` through the pointer, which points at a live local.
-    check(unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETVNETLE, &on as *const libc::c_int) })?;
+    check(unsafe {
+        libc::ioctl(
+            tun.as_raw_fd(),
+            libc::TUNSETVNETLE,
+            &on as *const libc::c_int,
+        )
+    })?;
     Ok(())
 }
 
@@ -102,12 +120,21 @@ pub(crate) fn hw_addr(sock: BorrowedFd<'_>, name: &[u8]) -> io::Result<[u8; 6]> 
 }
 
 /// `setsockopt` of a plain `int` option.
-pub(crate) fn set_int_opt(sock: BorrowedFd<'_>, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+pub(crate) fn set_int_opt(
+    sock: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
     set_opt(sock, level, name, &value)
 }
 
 /// `PACKET_ADD_MEMBERSHIP` of type `mr_type` on `ifindex` (no address: promiscuous, all-multi).
-pub(crate) fn packet_add_membership(sock: BorrowedFd<'_>, ifindex: u32, mr_type: libc::c_int) -> io::Result<()> {
+pub(crate) fn packet_add_membership(
+    sock: BorrowedFd<'_>,
+    ifindex: u32,
+    mr_type: libc::c_int,
+) -> io::Result<()> {
     let mreq = libc::packet_mreq {
         mr_ifindex: ifindex_c(ifindex)?,
         mr_type: mr_type as libc::c_ushort,
@@ -117,7 +144,12 @@ pub(crate) fn packet_add_membership(sock: BorrowedFd<'_>, ifindex: u32, mr_type:
     set_opt(sock, libc::SOL_PACKET, libc::PACKET_ADD_MEMBERSHIP, &mreq)
 }
 
-fn set_opt<T: Copy>(sock: BorrowedFd<'_>, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
+fn set_opt<T: Copy>(
+    sock: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &T,
+) -> io::Result<()> {
     // SAFETY: the kernel reads `size_of::<T>()` bytes from `value`, a live borrowed `T`; callers
     // pass the C type the option is defined with (int, packet_mreq).
     check(unsafe {
@@ -192,7 +224,12 @@ pub(crate) struct RecvMeta {
 
 /// Non-blocking `recvmmsg` into consecutive `slot`-byte slots of `buf`, one frame per slot, at
 /// most `meta.len()` (and [`MMSG_MAX`]) frames. Returns how many arrived; 0 when none was waiting.
-pub(crate) fn recvmmsg(sock: BorrowedFd<'_>, buf: &mut [u8], slot: usize, meta: &mut [RecvMeta]) -> io::Result<usize> {
+pub(crate) fn recvmmsg(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    slot: usize,
+    meta: &mut [RecvMeta],
+) -> io::Result<usize> {
     if slot == 0 {
         return Ok(0);
     }
@@ -272,7 +309,14 @@ pub(crate) fn sendmmsg(sock: BorrowedFd<'_>, frames: &[&[u8]]) -> io::Result<usi
     }
     // SAFETY: the first `n` headers each point at one iovec covering one borrowed frame, which
     // sendmmsg only reads; no address (the socket is bound); the arrays outlive the call.
-    let sent = unsafe { libc::sendmmsg(sock.as_raw_fd(), msgs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT) };
+    let sent = unsafe {
+        libc::sendmmsg(
+            sock.as_raw_fd(),
+            msgs.as_mut_ptr(),
+            n as libc::c_uint,
+            libc::MSG_DONTWAIT,
+        )
+    };
     check(sent).map(|s| s as usize)
 }
 
@@ -288,7 +332,10 @@ mod tests {
         req.set_flags(0x9002);
         assert_eq!(req.name(), b"tap-x");
         // `ifr_flags` is the union's first field: the two bytes right after the name.
-        assert_eq!(&req.as_bytes()[IFNAMSIZ..IFNAMSIZ + 2], &0x9002u16.to_ne_bytes());
+        assert_eq!(
+            &req.as_bytes()[IFNAMSIZ..IFNAMSIZ + 2],
+            &0x9002u16.to_ne_bytes()
+        );
     }
 
     #[test]

@@ -61,7 +61,11 @@ pub struct TapConfig {
 
 impl TapConfig {
     fn check(&self) -> Result<(), Error> {
-        let bad = |what: &str| Err(Error::BadConfig { what: what.to_owned() });
+        let bad = |what: &str| {
+            Err(Error::BadConfig {
+                what: what.to_owned(),
+            })
+        };
         let o = self.offload;
         if o & !offload::ALL != 0 {
             return bad("unknown TUN_F_* offload bits: use the constants in hostnet::tap::offload");
@@ -127,8 +131,12 @@ impl Tap {
                 req = IfReq::new(name.as_bytes());
                 req.set_flags(flags);
                 sys::tun_set_iff(fd.as_fd(), &mut req).map_err(|e| match e.raw_os_error() {
-                    Some(libc::EINVAL) => Error::NameInUse { name: name.to_owned() },
-                    Some(libc::EBUSY) => Error::TapBusy { name: name.to_owned() },
+                    Some(libc::EINVAL) => Error::NameInUse {
+                        name: name.to_owned(),
+                    },
+                    Some(libc::EBUSY) => Error::TapBusy {
+                        name: name.to_owned(),
+                    },
                     _ => Error::io("attaching to TAP", name, e),
                 })?;
                 false
@@ -140,7 +148,8 @@ impl Tap {
 
         if let Some(len) = config.vnet_hdr {
             let size = len.bytes() as libc::c_int;
-            sys::tun_set_vnet_hdr_sz(fd.as_fd(), size).map_err(|e| Error::io("TUNSETVNETHDRSZ", &name, e))?;
+            sys::tun_set_vnet_hdr_sz(fd.as_fd(), size)
+                .map_err(|e| Error::io("TUNSETVNETHDRSZ", &name, e))?;
             sys::tun_set_vnet_le(fd.as_fd()).map_err(|e| Error::io("TUNSETVNETLE", &name, e))?;
         }
         sys::tun_set_offload(fd.as_fd(), config.offload).map_err(|e| match e.raw_os_error() {
@@ -195,7 +204,8 @@ impl Tap {
     /// The interface's MAC address (the host side's; a frame for the host carries it).
     pub fn mac(&self) -> Result<[u8; 6], Error> {
         let route = self.route.lock().unwrap_or_else(PoisonError::into_inner);
-        sys::hw_addr(route.as_fd(), self.name.as_bytes()).map_err(|e| Error::io("SIOCGIFHWADDR", &self.name, e))
+        sys::hw_addr(route.as_fd(), self.name.as_bytes())
+            .map_err(|e| Error::io("SIOCGIFHWADDR", &self.name, e))
     }
 
     /// Brings the interface up (`ip link set NAME up`).
@@ -207,12 +217,17 @@ impl Tap {
 
     /// Sets the interface's MTU (`ip link set NAME mtu MTU`).
     pub fn set_mtu(&self, mtu: u32) -> Result<(), Error> {
-        self.route().set_mtu(self.ifindex, mtu).map_err(|e| match e.raw_os_error() {
-            Some(libc::EINVAL) => Error::BadConfig {
-                what: format!("MTU {mtu} is out of range for {}: use 68 to 65521", self.name),
-            },
-            _ => Error::io("setting MTU", &self.name, e),
-        })
+        self.route()
+            .set_mtu(self.ifindex, mtu)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::EINVAL) => Error::BadConfig {
+                    what: format!(
+                        "MTU {mtu} is out of range for {}: use 68 to 65521",
+                        self.name
+                    ),
+                },
+                _ => Error::io("setting MTU", &self.name, e),
+            })
     }
 
     /// Adds an IPv4 address to the interface (`ip addr add ADDR/PREFIX dev NAME`).
@@ -282,12 +297,52 @@ mod tests {
     fn configs_the_kernel_would_refuse_are_caught_first() {
         let vnet = Some(HdrLen::Legacy);
         let cases = [
-            (TapConfig { offload: offload::CSUM, ..Default::default() }, false),
-            (TapConfig { vnet_hdr: vnet, offload: offload::TSO4, ..Default::default() }, false),
-            (TapConfig { vnet_hdr: vnet, offload: 0x100, ..Default::default() }, false),
-            (TapConfig { vnet_hdr: vnet, offload: offload::CSUM | offload::TSO_ECN, ..Default::default() }, false),
-            (TapConfig { vnet_hdr: vnet, offload: offload::CSUM | offload::TSO4 | offload::TSO6, ..Default::default() }, true),
-            (TapConfig { vnet_hdr: vnet, ..Default::default() }, true),
+            (
+                TapConfig {
+                    offload: offload::CSUM,
+                    ..Default::default()
+                },
+                false,
+            ),
+            (
+                TapConfig {
+                    vnet_hdr: vnet,
+                    offload: offload::TSO4,
+                    ..Default::default()
+                },
+                false,
+            ),
+            (
+                TapConfig {
+                    vnet_hdr: vnet,
+                    offload: 0x100,
+                    ..Default::default()
+                },
+                false,
+            ),
+            (
+                TapConfig {
+                    vnet_hdr: vnet,
+                    offload: offload::CSUM | offload::TSO_ECN,
+                    ..Default::default()
+                },
+                false,
+            ),
+            (
+                TapConfig {
+                    vnet_hdr: vnet,
+                    offload: offload::CSUM | offload::TSO4 | offload::TSO6,
+                    ..Default::default()
+                },
+                true,
+            ),
+            (
+                TapConfig {
+                    vnet_hdr: vnet,
+                    ..Default::default()
+                },
+                true,
+            ),
             (TapConfig::default(), true),
         ];
         for (config, ok) in cases {

@@ -61,7 +61,19 @@ impl HdrLen {
 }
 
 /// `struct virtio_net_hdr` (10 bytes, little-endian, no padding).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    Immutable,
+    KnownLayout,
+    Unaligned,
+)]
 #[repr(C)]
 pub struct VirtioNetHdr {
     /// `FLAG_*`.
@@ -79,7 +91,19 @@ pub struct VirtioNetHdr {
 }
 
 /// `struct virtio_net_hdr_mrg_rxbuf` (12 bytes): the header and `num_buffers`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    Immutable,
+    KnownLayout,
+    Unaligned,
+)]
 #[repr(C)]
 pub struct VirtioNetHdrMrgRxbuf {
     /// The legacy header.
@@ -103,7 +127,14 @@ const _: () = {
 
 impl VirtioNetHdr {
     /// A header from host-order values.
-    pub fn new(flags: u8, gso_type: u8, hdr_len: u16, gso_size: u16, csum_start: u16, csum_offset: u16) -> Self {
+    pub fn new(
+        flags: u8,
+        gso_type: u8,
+        hdr_len: u16,
+        gso_size: u16,
+        csum_start: u16,
+        csum_offset: u16,
+    ) -> Self {
         VirtioNetHdr {
             flags,
             gso_type,
@@ -154,8 +185,18 @@ mod tests {
         assert_eq!(HdrLen::MrgRxbuf.bytes(), 12);
         assert_eq!(align_of::<VirtioNetHdr>(), 1);
         // Little-endian on the wire, whatever the host.
-        let hdr = VirtioNetHdr::new(FLAG_NEEDS_CSUM, GSO_TCPV4 | GSO_ECN, 0x0142, 0x05a8, 0x0022, 0x0010);
-        assert_eq!(hdr.as_bytes(), &[1, 0x81, 0x42, 0x01, 0xa8, 0x05, 0x22, 0x00, 0x10, 0x00]);
+        let hdr = VirtioNetHdr::new(
+            FLAG_NEEDS_CSUM,
+            GSO_TCPV4 | GSO_ECN,
+            0x0142,
+            0x05a8,
+            0x0022,
+            0x0010,
+        );
+        assert_eq!(
+            hdr.as_bytes(),
+            &[1, 0x81, 0x42, 0x01, 0xa8, 0x05, 0x22, 0x00, 0x10, 0x00]
+        );
         assert_eq!(hdr.gso_kind(), GSO_TCPV4);
         assert!(hdr.needs_csum());
     }

@@ -30,19 +30,33 @@ fn veth_pair(test: &str) -> Option<(Netns, PacketSocket, PacketSocket)> {
     let ns = netns_or_skip(test)?;
     ns.exec(
         "sysctl",
-        &["-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"],
+        &[
+            "-qw",
+            "net.ipv6.conf.all.disable_ipv6=1",
+            "net.ipv6.conf.default.disable_ipv6=1",
+        ],
     )
     .unwrap();
-    ns.ip(&["link", "add", "va", "type", "veth", "peer", "name", "vb"]).unwrap();
+    ns.ip(&["link", "add", "va", "type", "veth", "peer", "name", "vb"])
+        .unwrap();
     ns.ip(&["link", "set", "va", "up"]).unwrap();
     ns.ip(&["link", "set", "vb", "up"]).unwrap();
-    let (a, b) = ns.run(|| (PacketSocket::bind("va").unwrap(), PacketSocket::bind("vb").unwrap())).unwrap();
+    let (a, b) = ns
+        .run(|| {
+            (
+                PacketSocket::bind("va").unwrap(),
+                PacketSocket::bind("vb").unwrap(),
+            )
+        })
+        .unwrap();
     Some((ns, a, b))
 }
 
 #[test]
-fn packet_socket_batches_both_ways_and_never_sees_its_own_frames() {
-    let Some((ns, a, b)) = veth_pair("packet_socket_batches_both_ways_and_never_sees_its_own_frames") else {
+fn packet_socket_batches_both_ways_and_sees_only_arriving_frames() {
+    let Some((ns, a, b)) =
+        veth_pair("packet_socket_batches_both_ways_and_sees_only_arriving_frames")
+    else {
         return;
     };
     assert_eq!(a.name(), "va");
@@ -51,7 +65,9 @@ fn packet_socket_batches_both_ways_and_never_sees_its_own_frames() {
     assert!(details.contains("promiscuity 1"), "{details}");
 
     // Frames into the far end arrive at `a` together, byte-exact, in order.
-    let inbound: Vec<Vec<u8>> = (0..16u8).map(|n| frame(GUEST_MAC, REMOTE_MAC, n, 60 + usize::from(n) * 90)).collect();
+    let inbound: Vec<Vec<u8>> = (0..16u8)
+        .map(|n| frame(GUEST_MAC, REMOTE_MAC, n, 60 + usize::from(n) * 90))
+        .collect();
     let refs: Vec<&[u8]> = inbound.iter().map(Vec::as_slice).collect();
     assert_eq!(b.send_batch(&refs).unwrap(), inbound.len());
     assert!(
@@ -60,18 +76,28 @@ fn packet_socket_batches_both_ways_and_never_sees_its_own_frames() {
         a.stats()
     );
     let mut batch = RecvBatch::new(32, 2048);
-    assert_eq!(a.recv_batch(&mut batch).unwrap(), inbound.len(), "all queued frames in one call");
+    assert_eq!(
+        a.recv_batch(&mut batch).unwrap(),
+        inbound.len(),
+        "all queued frames in one call"
+    );
     for (got, sent) in batch.iter().zip(&inbound) {
         assert_eq!(got.data, sent.as_slice());
         assert_eq!(got.len, sent.len());
         assert!(!got.truncated);
         assert_eq!(got.pkttype, PACKET_OTHERHOST);
     }
-    assert_eq!(a.recv_batch(&mut batch).unwrap(), 0, "nothing else was waiting");
+    assert_eq!(
+        a.recv_batch(&mut batch).unwrap(),
+        0,
+        "nothing else was waiting"
+    );
     assert!(batch.is_empty());
 
     // Frames from `a` (a batch and a single one) go out of va and arrive at vb.
-    let outbound: Vec<Vec<u8>> = (0..5u8).map(|n| frame(REMOTE_MAC, GUEST_MAC, 100 + n, 1514 - usize::from(n))).collect();
+    let outbound: Vec<Vec<u8>> = (0..5u8)
+        .map(|n| frame(REMOTE_MAC, GUEST_MAC, 100 + n, 1514 - usize::from(n)))
+        .collect();
     let refs: Vec<&[u8]> = outbound.iter().map(Vec::as_slice).collect();
     assert_eq!(a.send_batch(&refs[..4]).unwrap(), 4);
     assert_eq!(a.send(refs[4]).unwrap(), outbound[4].len());
@@ -89,9 +115,28 @@ fn packet_socket_batches_both_ways_and_never_sees_its_own_frames() {
     // Exactly ours: `b` saw none of its own 16 transmits either.
     assert_eq!(got, outbound);
 
-    // `a` sees neither its own transmits (PACKET_IGNORE_OUTGOING) nor them arriving at vb
-    // (it is bound to va only). They were queued, if at all, before vb received them.
+    // `a` sees neither its own transmits nor them arriving at vb (it is bound to va only).
+    // Had they been queued to it, that happened before vb received them.
     assert_eq!(a.recv_batch(&mut batch).unwrap(), 0);
+
+    // Nor frames that others send out of va (the host's stack, other sockets): Linux never
+    // loops a socket's own frames back, but shows everyone else's outgoing frames to every
+    // ETH_P_ALL socket unless PACKET_IGNORE_OUTGOING is set. A second socket on va sends.
+    let other = ns.run(|| PacketSocket::bind("va").unwrap()).unwrap();
+    let by_other = frame(REMOTE_MAC, GUEST_MAC, 200, 300);
+    assert_eq!(other.send(&by_other).unwrap(), by_other.len());
+    got.clear();
+    assert!(eventually(|| {
+        b.recv_batch(&mut batch).unwrap();
+        got.extend(batch.iter().map(|f| f.data.to_vec()));
+        !got.is_empty()
+    }));
+    assert_eq!(got, [by_other]);
+    assert_eq!(
+        a.recv_batch(&mut batch).unwrap(),
+        0,
+        "another sender's frame came up on va"
+    );
     let stats = a.stats().unwrap();
     assert_eq!(stats.packets, inbound.len() as u64, "{stats:?}");
     assert_eq!(stats.drops, 0);

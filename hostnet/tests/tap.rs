@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use common::{HOST_MAC, PATIENCE, eventually, netns_or_skip, sys_class_net, wait_readable};
 use etherparse::{
-    ArpHardwareId, ArpOperation, ArpPacket, EtherType, Icmpv4Type, NetSlice, PacketBuilder, SlicedPacket,
-    TransportSlice, UdpHeader,
+    ArpHardwareId, ArpOperation, ArpPacket, EtherType, Icmpv4Type, NetSlice, PacketBuilder,
+    SlicedPacket, TransportSlice, UdpHeader,
 };
 use hostnet::tap::offload;
 use hostnet::vnet::{FLAG_NEEDS_CSUM, GSO_NONE, HdrLen, VirtioNetHdr};
@@ -25,7 +25,7 @@ fn arp_request_for(frame: &[u8], ip: [u8; 4]) -> Option<([u8; 6], [u8; 4])> {
     };
     let arp = arp.try_eth_ipv4().ok()?;
     (arp.operation == ArpOperation::REQUEST && arp.target_ipv4_addr().octets() == ip)
-        .then(|| (arp.sender_mac, arp.sender_ipv4))
+        .then_some((arp.sender_mac, arp.sender_ipv4))
 }
 
 /// The ARP reply of the fake host, owner of `HOST_IP`, to `to_mac`/`to_ip`.
@@ -41,7 +41,10 @@ fn arp_reply(to_mac: [u8; 6], to_ip: [u8; 4]) -> Vec<u8> {
     )
     .unwrap();
     let mut out = Vec::new();
-    PacketBuilder::ethernet2(HOST_MAC, to_mac).arp(arp).write(&mut out).unwrap();
+    PacketBuilder::ethernet2(HOST_MAC, to_mac)
+        .arp(arp)
+        .write(&mut out)
+        .unwrap();
     out
 }
 
@@ -50,7 +53,10 @@ fn tap_carries_icmp_both_ways() {
     let Some(ns) = netns_or_skip("tap_carries_icmp_both_ways") else {
         return;
     };
-    let tap = ns.run(|| Tap::open("tap0", &TapConfig::default())).unwrap().unwrap();
+    let tap = ns
+        .run(|| Tap::open("tap0", &TapConfig::default()))
+        .unwrap()
+        .unwrap();
     assert!(tap.created());
     assert_eq!(tap.name(), "tap0");
     assert_eq!(tap.vnet_hdr_len(), 0);
@@ -58,7 +64,10 @@ fn tap_carries_icmp_both_ways() {
     tap.add_ipv4(Ipv4Addr::from(TAP_IP), 24).unwrap();
     let tap_mac = tap.mac().unwrap();
     let link = ns.ip(&["link", "show", "tap0"]).unwrap();
-    assert!(link.starts_with(&format!("{}: tap0:", tap.ifindex())), "{link}");
+    assert!(
+        link.starts_with(&format!("{}: tap0:", tap.ifindex())),
+        "{link}"
+    );
 
     // The fake host pings the kernel. With a packet-information prefix (no IFF_NO_PI) the
     // kernel would read our first 4 bytes as that prefix and never see an echo request.
@@ -82,23 +91,38 @@ fn tap_carries_icmp_both_ways() {
         while let Some(n) = tap.recv(&mut buf).unwrap() {
             let frame = &buf[..n];
             if let Some((mac, ip)) = arp_request_for(frame, HOST_IP) {
-                assert_eq!((mac, ip), (tap_mac, TAP_IP), "the kernel asks from the TAP's own MAC and address");
+                assert_eq!(
+                    (mac, ip),
+                    (tap_mac, TAP_IP),
+                    "the kernel asks from the TAP's own MAC and address"
+                );
                 assert_eq!(tap.send(&arp_reply(mac, ip)).unwrap(), 42);
                 answered_arp = true;
                 continue;
             }
-            let Ok(p) = SlicedPacket::from_ethernet(frame) else { continue };
-            let Some(TransportSlice::Icmpv4(icmp)) = &p.transport else { continue };
-            let Icmpv4Type::EchoReply(echo) = icmp.icmp_type() else { continue };
+            let Ok(p) = SlicedPacket::from_ethernet(frame) else {
+                continue;
+            };
+            let Some(TransportSlice::Icmpv4(icmp)) = &p.transport else {
+                continue;
+            };
+            let Icmpv4Type::EchoReply(echo) = icmp.icmp_type() else {
+                continue;
+            };
             // Frames start at the Ethernet header: nothing before the destination MAC.
             assert_eq!(&frame[..6], &HOST_MAC);
             assert_eq!(&frame[6..12], &tap_mac);
-            let Some(NetSlice::Ipv4(ip)) = &p.net else { panic!("echo reply without IPv4") };
+            let Some(NetSlice::Ipv4(ip)) = &p.net else {
+                panic!("echo reply without IPv4")
+            };
             assert_eq!(ip.header().source(), TAP_IP);
             assert_eq!(ip.header().destination(), HOST_IP);
             assert_eq!((echo.id, echo.seq), (0x4e54, 7));
             assert_eq!(icmp.payload(), payload);
-            assert!(answered_arp, "the kernel replied without resolving the fake host");
+            assert!(
+                answered_arp,
+                "the kernel replied without resolving the fake host"
+            );
             return;
         }
     }
@@ -106,18 +130,29 @@ fn tap_carries_icmp_both_ways() {
 
 #[test]
 fn tap_attaches_to_a_persistent_tap_and_removes_only_what_it_created() {
-    let Some(ns) = netns_or_skip("tap_attaches_to_a_persistent_tap_and_removes_only_what_it_created") else {
+    let Some(ns) =
+        netns_or_skip("tap_attaches_to_a_persistent_tap_and_removes_only_what_it_created")
+    else {
         return;
     };
-    ns.ip(&["tuntap", "add", "dev", "ptap0", "mode", "tap"]).unwrap();
+    ns.ip(&["tuntap", "add", "dev", "ptap0", "mode", "tap"])
+        .unwrap();
     let config = TapConfig::default();
-    let (attached, created) = ns.run(|| (Tap::open("ptap0", &config), Tap::open("ctap0", &config))).unwrap();
+    let (attached, created) = ns
+        .run(|| (Tap::open("ptap0", &config), Tap::open("ctap0", &config)))
+        .unwrap();
     let attached = attached.unwrap();
     let created = created.unwrap();
-    assert!(!attached.created(), "ptap0 existed before: attached, not created");
+    assert!(
+        !attached.created(),
+        "ptap0 existed before: attached, not created"
+    );
     assert!(created.created());
     let names = sys_class_net(&ns);
-    assert!(names.iter().any(|n| n == "ptap0") && names.iter().any(|n| n == "ctap0"), "{names:?}");
+    assert!(
+        names.iter().any(|n| n == "ptap0") && names.iter().any(|n| n == "ctap0"),
+        "{names:?}"
+    );
 
     // A TAP has one reader: a second open, while ours is attached, is refused.
     match ns.run(|| Tap::open("ptap0", &config)).unwrap() {
@@ -131,7 +166,10 @@ fn tap_attaches_to_a_persistent_tap_and_removes_only_what_it_created() {
         eventually(|| !sys_class_net(&ns).iter().any(|n| n == "ctap0")),
         "the TAP we created outlived its handle"
     );
-    assert!(sys_class_net(&ns).iter().any(|n| n == "ptap0"), "the persistent TAP must stay");
+    assert!(
+        sys_class_net(&ns).iter().any(|n| n == "ptap0"),
+        "the persistent TAP must stay"
+    );
 
     // Closed, the persistent TAP can be attached again.
     let again = ns.run(|| Tap::open("ptap0", &config)).unwrap().unwrap();
@@ -168,10 +206,25 @@ fn tap_vnet_header_carries_the_partial_udp_checksum() {
         assert_eq!(tap.vnet_hdr_len(), len.bytes());
         tap.set_up().unwrap();
         tap.add_ipv4(Ipv4Addr::from(TAP_IP), 24).unwrap();
-        assert!(ns.ip(&["link", "show", "vtap0"]).unwrap().contains("mtu 9000"));
+        assert!(
+            ns.ip(&["link", "show", "vtap0"])
+                .unwrap()
+                .contains("mtu 9000")
+        );
         let host = "10.199.7.2";
         let mac = HOST_MAC.map(|b| format!("{b:02x}")).join(":");
-        ns.ip(&["neigh", "add", host, "lladdr", &mac, "dev", "vtap0", "nud", "permanent"]).unwrap();
+        ns.ip(&[
+            "neigh",
+            "add",
+            host,
+            "lladdr",
+            &mac,
+            "dev",
+            "vtap0",
+            "nud",
+            "permanent",
+        ])
+        .unwrap();
 
         let payload = b"a datagram whose checksum the TAP reader finishes";
         let sport = ns
@@ -185,10 +238,15 @@ fn tap_vnet_header_carries_the_partial_udp_checksum() {
         let mut buf = vec![0u8; 65536 + 12];
         let deadline = Instant::now() + PATIENCE;
         let (hdr, frame) = 'found: loop {
-            assert!(wait_readable(&tap, deadline), "{len:?}: the datagram never reached the TAP");
+            assert!(
+                wait_readable(&tap, deadline),
+                "{len:?}: the datagram never reached the TAP"
+            );
             while let Some(n) = tap.recv(&mut buf).unwrap() {
                 let (hdr, frame) = VirtioNetHdr::parse(&buf[..n], len).expect("header");
-                let Ok(p) = SlicedPacket::from_ethernet(frame) else { continue };
+                let Ok(p) = SlicedPacket::from_ethernet(frame) else {
+                    continue;
+                };
                 if let Some(TransportSlice::Udp(udp)) = &p.transport
                     && udp.destination_port() == 9999
                 {
@@ -205,7 +263,10 @@ fn tap_vnet_header_carries_the_partial_udp_checksum() {
         let field_at = 34 + 6;
         let field = u16::from_be_bytes([frame[field_at], frame[field_at + 1]]);
         let udp = &frame[34..];
-        assert_eq!(usize::from(u16::from_be_bytes([udp[4], udp[5]])), 8 + payload.len());
+        assert_eq!(
+            usize::from(u16::from_be_bytes([udp[4], udp[5]])),
+            8 + payload.len()
+        );
         assert_eq!(u16::from_be_bytes([udp[0], udp[1]]), sport);
 
         // The frame carries only the pseudo-header sum...
@@ -216,7 +277,9 @@ fn tap_vnet_header_carries_the_partial_udp_checksum() {
         let pseudo_sum = ones_sum(17 + udp_len, &pseudo);
         assert_eq!(field, pseudo_sum, "partial checksum");
         let (udp_hdr, _) = UdpHeader::from_slice(udp).unwrap();
-        let full = udp_hdr.calc_checksum_ipv4_raw(TAP_IP, HOST_IP, &udp[8..]).unwrap();
+        let full = udp_hdr
+            .calc_checksum_ipv4_raw(TAP_IP, HOST_IP, &udp[8..])
+            .unwrap();
         assert_ne!(field, full, "the kernel left the checksum to us");
         // ...and summing from csum_start with that field in place completes it, as a NIC would.
         let finished = !ones_sum(0, udp);
