@@ -176,3 +176,22 @@ impl std::error::Error for Error {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn privilege_errnos_become_not_permitted() {
+        for errno in [libc::EPERM, libc::EACCES] {
+            let e = Error::io("creating TAP", "tap0", io::Error::from_raw_os_error(errno));
+            assert!(matches!(e, Error::NotPermitted { .. }), "{e:?}");
+            let msg = e.to_string();
+            assert!(msg.starts_with("creating TAP on tap0: not permitted"), "{msg}");
+            assert!(msg.contains("CAP_NET_ADMIN"), "{msg}");
+        }
+        let e = Error::io("creating TAP", "tap0", io::Error::from_raw_os_error(libc::ENOMEM));
+        assert!(matches!(e, Error::Io { .. }));
+        assert!(std::error::Error::source(&e).is_some(), "the errno stays reachable");
+    }
+}
