@@ -187,11 +187,21 @@ mod tests {
             let e = Error::io("creating TAP", "tap0", io::Error::from_raw_os_error(errno));
             assert!(matches!(e, Error::NotPermitted { .. }), "{e:?}");
             let msg = e.to_string();
-            assert!(msg.starts_with("creating TAP on tap0: not permitted"), "{msg}");
+            assert!(
+                msg.starts_with("creating TAP on tap0: not permitted"),
+                "{msg}"
+            );
             assert!(msg.contains("CAP_NET_ADMIN"), "{msg}");
         }
-        let e = Error::io("creating TAP", "tap0", io::Error::from_raw_os_error(libc::ENOMEM));
+        let e = Error::io(
+            "creating TAP",
+            "tap0",
+            io::Error::from_raw_os_error(libc::ENOMEM),
+        );
         assert!(matches!(e, Error::Io { .. }));
-        assert!(std::error::Error::source(&e).is_some(), "the errno stays reachable");
+        assert!(
+            std::error::Error::source(&e).is_some(),
+            "the errno stays reachable"
+        );
     }
 }

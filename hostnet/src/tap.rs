@@ -98,6 +98,10 @@ pub struct Tap {
 }
 
 impl Tap {
+    /// A receive buffer this long holds any frame a TAP hands out, with any header and offload
+    /// (a 64 KiB GSO super-frame plus Ethernet, VLAN tag and a 12-byte header).
+    pub const RECV_BUF_LEN: usize = 12 + 14 + 4 + 65535;
+
     /// Creates TAP `name`, or attaches to an existing persistent TAP of that name, in the calling
     /// thread's network namespace. The descriptor is non-blocking.
     ///
@@ -203,8 +207,7 @@ impl Tap {
 
     /// The interface's MAC address (the host side's; a frame for the host carries it).
     pub fn mac(&self) -> Result<[u8; 6], Error> {
-        let route = self.route.lock().unwrap_or_else(PoisonError::into_inner);
-        sys::hw_addr(route.as_fd(), self.name.as_bytes())
+        sys::hw_addr(self.route().as_fd(), self.name.as_bytes())
             .map_err(|e| Error::io("SIOCGIFHWADDR", &self.name, e))
     }
 
@@ -254,9 +257,9 @@ impl Tap {
     }
 
     /// Reads one frame (virtio-net header first, if enabled) into `buf`. `Ok(None)` when none
-    /// is waiting. `buf` must hold the largest frame: MTU + 14 (+ 4 for a VLAN tag) + the
-    /// header, or 65536 + header with TSO offloads; for a shorter buffer Linux drops the frame
-    /// and returns an error (EFAULT), it does not truncate.
+    /// is waiting. Linux cuts a frame longer than `buf` without any sign, so `buf` must hold the
+    /// largest frame: the header + MTU + 18 (Ethernet and a VLAN tag), or
+    /// [`RECV_BUF_LEN`](Tap::RECV_BUF_LEN) with TSO offloads.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
         match rustix::io::read(&self.fd, buf) {
             Ok(n) => Ok(Some(n)),

@@ -245,7 +245,7 @@ fn tap_vnet_header_carries_the_partial_udp_checksum() {
             })
             .unwrap();
 
-        let mut buf = vec![0u8; 65536 + 12];
+        let mut buf = vec![0u8; Tap::RECV_BUF_LEN];
         let deadline = Instant::now() + PATIENCE;
         let (hdr, frame) = 'found: loop {
             assert!(
@@ -347,7 +347,7 @@ fn tap_tso_hands_out_tcp_super_frames() {
             .unwrap()
         });
 
-        let mut buf = vec![0u8; 65536 + 10];
+        let mut buf = vec![0u8; Tap::RECV_BUF_LEN];
         let deadline = Instant::now() + PATIENCE;
         let mut data_frames = Vec::new();
         'read: loop {
