@@ -28,19 +28,20 @@ fn frame(dst: [u8; 6], src: [u8; 6], n: u8, len: usize) -> Vec<u8> {
 /// each end.
 fn veth_pair(test: &str) -> Option<(Netns, PacketSocket, PacketSocket)> {
     let ns = netns_or_skip(test)?;
-    ns.exec(
-        "sysctl",
-        &[
-            "-qw",
-            "net.ipv6.conf.all.disable_ipv6=1",
-            "net.ipv6.conf.default.disable_ipv6=1",
-        ],
-    )
+    // /proc/sys/net is the namespace's own for a thread inside it.
+    ns.run(|| {
+        for conf in ["all", "default"] {
+            let knob = format!("/proc/sys/net/ipv6/conf/{conf}/disable_ipv6");
+            std::fs::write(&knob, "1").unwrap_or_else(|e| panic!("{knob}: {e}"));
+        }
+    })
     .unwrap();
     ns.ip(&["link", "add", "va", "type", "veth", "peer", "name", "vb"])
         .unwrap();
     ns.ip(&["link", "set", "va", "up"]).unwrap();
     ns.ip(&["link", "set", "vb", "up"]).unwrap();
+    let addrs = ns.ip(&["addr", "show", "va"]).unwrap();
+    assert!(!addrs.contains("inet6"), "IPv6 still on: {addrs}");
     let (a, b) = ns
         .run(|| {
             (
