@@ -1,0 +1,71 @@
+//! Interface names and indices.
+
+use std::os::fd::AsFd;
+
+use crate::Error;
+
+/// Checks `name` against the kernel's rules for an interface name (`dev_valid_name`): 1 to 15
+/// bytes, not `.` or `..`, no `/`, `:`, whitespace or NUL.
+pub fn check_name(name: &str) -> Result<(), Error> {
+    let bad = |reason| {
+        Err(Error::BadName {
+            name: name.to_owned(),
+            reason,
+        })
+    };
+    if name.is_empty() {
+        return bad("it is empty");
+    }
+    if name.len() >= crate::sys::IFNAMSIZ {
+        return bad("it is longer than 15 bytes");
+    }
+    if name == "." || name == ".." {
+        return bad("'.' and '..' are not interface names");
+    }
+    if name
+        .bytes()
+        .any(|b| b == b'/' || b == b':' || b == 0 || b.is_ascii_whitespace())
+    {
+        return bad("it contains '/', ':', a NUL or whitespace");
+    }
+    Ok(())
+}
+
+/// The index of interface `name` in the network namespace of socket `sock` (any socket).
+pub(crate) fn index(sock: impl AsFd, name: &str) -> Result<u32, Error> {
+    check_name(name)?;
+    rustix::net::netdevice::name_to_index(sock, name).map_err(|e| match e {
+        rustix::io::Errno::NODEV => Error::NoSuchInterface {
+            name: name.to_owned(),
+        },
+        e => Error::io("looking up interface", name, e),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_kernel_rules() {
+        for ok in ["tap0", "a", "uplink-0.1_x", "fifteen-bytes15", "tap%d"] {
+            assert!(check_name(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "sixteen-bytes-16",
+            ".",
+            "..",
+            "a/b",
+            "a:b",
+            "a b",
+            "tab\t",
+            "nul\0",
+        ] {
+            match check_name(bad) {
+                Err(Error::BadName { name, .. }) => assert_eq!(name, bad),
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+    }
+}
