@@ -14,8 +14,8 @@
 //! time in the caller's scratch buffer and lent to `out`; nothing is allocated.
 
 use crate::csum::{self, Checksum};
-use crate::parse::{self, L3Kind, L4Kind, field, tcp_flags};
-use crate::{Csum, Error, GsoKind, OffloadMeta};
+use crate::parse::{self, L3Kind, field, tcp_flags};
+use crate::{Csum, Error, OffloadMeta};
 
 /// The largest Ethernet frame this crate handles: an 802.1Q-tagged header and a 65 535-byte IP
 /// datagram. A scratch buffer of this size fits any segment.
@@ -52,11 +52,7 @@ where
         return Err(Error::GsoSizeZero);
     }
     let loc = parse::locate(frame)?;
-    let kind_ok = match (gso.kind, loc.l3) {
-        (GsoKind::Tcpv4, L3Kind::Ipv4) | (GsoKind::Tcpv6, L3Kind::Ipv6) => true,
-        _ => false,
-    };
-    if !kind_ok || loc.l4 != L4Kind::Tcp {
+    if loc.gso_kind() != Some(gso.kind) {
         return Err(Error::GsoMismatch { kind: gso.kind });
     }
     if frame.len() < loc.ip_end {

@@ -21,7 +21,7 @@ use ring::netif::{
     XEN_NETIF_GSO_TYPE_TCPV4, XEN_NETIF_GSO_TYPE_TCPV6,
 };
 
-use crate::parse::{self, L3Kind, L4Kind};
+use crate::parse;
 use crate::{Csum, Error, Gso, GsoKind, OffloadMeta, csum};
 
 /// Bytes of frame data netback puts in each rx slot: one page, from offset 0.
@@ -157,15 +157,10 @@ fn checksum_setup(
     } else {
         parse::locate(frame)?
     };
-    if let Some(g) = gso {
-        let matches = matches!(
-            (g.kind, loc.l3, loc.l4),
-            (GsoKind::Tcpv4, L3Kind::Ipv4, L4Kind::Tcp)
-                | (GsoKind::Tcpv6, L3Kind::Ipv6, L4Kind::Tcp)
-        );
-        if !matches {
-            return Err(Error::GsoMismatch { kind: g.kind });
-        }
+    if let Some(g) = gso
+        && loc.gso_kind() != Some(g.kind)
+    {
+        return Err(Error::GsoMismatch { kind: g.kind });
     }
     Ok(OffloadMeta {
         csum: Csum::Partial {

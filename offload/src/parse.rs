@@ -5,7 +5,7 @@
 //! The IP header's declared length gives [`L4Loc::ip_end`]; callers that need the whole datagram
 //! check the frame reaches it.
 
-use crate::Error;
+use crate::{Error, GsoKind};
 
 /// EtherType of IPv4.
 pub const ETHERTYPE_IPV4: u16 = 0x0800;
@@ -146,6 +146,15 @@ impl L4Loc {
     /// Offset of the checksum field in the frame.
     pub fn csum_field(&self) -> usize {
         self.csum_start + self.csum_offset
+    }
+
+    /// The GSO kind a TCP super-frame with these headers needs; `None` for UDP.
+    pub fn gso_kind(&self) -> Option<GsoKind> {
+        match (self.l3, self.l4) {
+            (L3Kind::Ipv4, L4Kind::Tcp) => Some(GsoKind::Tcpv4),
+            (L3Kind::Ipv6, L4Kind::Tcp) => Some(GsoKind::Tcpv6),
+            (_, L4Kind::Udp) => None,
+        }
     }
 
     /// The IP protocol number of the L4 header.

@@ -18,7 +18,7 @@
 //! UDP fragmentation (`UDP` 3) and UDP segmentation (`UDP_L4` 5) are refused: do not enable
 //! `TUN_F_UFO`/`TUN_F_USO*` on the device.
 
-use crate::parse::{self, L3Kind, L4Kind, field, tcp_flags};
+use crate::parse::{self, field, tcp_flags};
 use crate::{Csum, Error, Gso, GsoKind, OffloadMeta};
 
 /// `VIRTIO_NET_HDR_F_NEEDS_CSUM`: checksum from `csum_start` to the end, store at
@@ -87,7 +87,8 @@ impl VirtioNetHdr {
     /// to be written into one). Follows `virtio_net_hdr_to_skb`: GSO size 0 or an unknown or UDP
     /// GSO type is refused; the checksum range must lie in the frame (and reach past the TCP
     /// header for GSO); a TCP GSO frame's checksum offset must be 16; a GSO frame whose payload
-    /// fits in one MSS is not GSO; a GSO frame without `NEEDS_CSUM` must be TCP over the IP
+    /// fits in one MSS is not GSO (Linux counts the bytes after a bare 20-byte TCP header, so
+    /// options count as payload here); a GSO frame without `NEEDS_CSUM` must be TCP over the IP
     /// version its type names.
     pub fn to_meta(&self, frame: &[u8]) -> Result<OffloadMeta, Error> {
         let kind = match self.gso_type & !VIRTIO_NET_HDR_GSO_ECN {
@@ -128,11 +129,7 @@ impl VirtioNetHdr {
             if let Some(kind) = kind {
                 // Linux probes the headers of a GSO frame that names no checksum range.
                 let loc = parse::locate(frame)?;
-                let l3_ok = match kind {
-                    GsoKind::Tcpv4 => loc.l3 == L3Kind::Ipv4,
-                    GsoKind::Tcpv6 => loc.l3 == L3Kind::Ipv6,
-                };
-                if !l3_ok || loc.l4 != L4Kind::Tcp {
+                if loc.gso_kind() != Some(kind) {
                     return Err(Error::GsoMismatch { kind });
                 }
                 payload_off = loc.csum_start + thlen;
@@ -154,7 +151,7 @@ impl VirtioNetHdr {
         let mut h = VirtioNetHdr::default();
         if let Some(g) = meta.gso {
             let loc = parse::locate(frame)?;
-            if loc.l4 != L4Kind::Tcp {
+            if loc.gso_kind() != Some(g.kind) {
                 return Err(Error::GsoMismatch { kind: g.kind });
             }
             h.gso_type = match g.kind {
