@@ -29,7 +29,8 @@
 //! segment, options byte-identical; payload 1..=MSS, the MSS being the first segment's payload;
 //! the IP datagram staying below 64 KiB. A segment with PSH or FIN, or shorter than the MSS, is
 //! merged and then ends the flow. A segment with SYN, RST or URG never merges and never starts a
-//! flow, nor does a segment without payload.
+//! flow, nor does a segment without payload, nor a frame that is itself GSO (Linux merges those
+//! when their MSS matches; no uplink here delivers them to GRO).
 //!
 //! Whatever does not merge first flushes the held flow it belongs to, so a flow's frames are
 //! never reordered. (Linux skips that flush for an IPv4 frame with options, which it does not
