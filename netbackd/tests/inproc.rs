@@ -223,6 +223,36 @@ fn iperf3_reverse_test_sends_the_pattern_and_reports_what_arrived() {
 }
 
 #[test]
+fn iperf3_omitted_seconds_are_not_counted() {
+    let mut net = Net::new(&config());
+    let omit_1s = r#"{"tcp":true,"omit":1,"time":3,"parallel":1,"len":131072}"#;
+    let ctrl = start_test(&mut net, omit_1s);
+    let stream = connect_streams(&mut net, ctrl, 1)[0];
+    let started = net.now();
+    net.send(stream, &[1; 100_000]);
+    net.flush(stream);
+    net.run_until("the omitted second to pass", |n| {
+        (n.now() - started).total_millis() > 1_100
+    });
+    net.send(stream, &[2; 50_000]);
+    net.flush(stream);
+    net.send(ctrl, &[TEST_END]);
+    let results = finish_test(&mut net, ctrl, &[(1, 50_000)]);
+    assert_eq!(results["streams"][0]["bytes"], 50_000);
+    let end_time = results["streams"][0]["end_time"]
+        .as_f64()
+        .expect("end_time");
+    assert!(
+        end_time > 0.0 && end_time < 1.0,
+        "counted time {end_time} s should start after the omitted second"
+    );
+    net.close(stream);
+    net.run_until("test counted", |n| n.stats().iperf3_tests_completed == 1);
+    // The counters count every byte; the results only the counted ones.
+    assert_eq!(net.stats().iperf3.bytes_in, 150_000);
+}
+
+#[test]
 fn iperf3_two_streams_get_ids_1_and_3() {
     let mut net = Net::new(&config());
     let ctrl = start_test(&mut net, &params(2, ""));
