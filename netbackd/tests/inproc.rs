@@ -460,6 +460,51 @@ fn iperf3_terminated_or_vanished_clients_abort_the_test() {
     assert_eq!(normal_test(&mut net, 1000)["streams"][0]["bytes"], 1000);
 }
 
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+
+        /// Whatever a client sends on the control connection, in any phase, the server ends
+        /// that test (once the client goes away) and runs the next one normally.
+        #[test]
+        fn random_control_bytes_in_any_phase_leave_the_server_ready(
+            phase in 0..3usize,
+            garbage in prop::collection::vec(any::<u8>(), 1..48),
+        ) {
+            let mut net = Net::new(&config());
+            let ctrl = net.connect(IPERF3_PORT);
+            net.send(ctrl, COOKIE);
+            prop_assert_eq!(net.recv_exact(ctrl, 1), [PARAM_EXCHANGE]);
+            let mut streams = Vec::new();
+            if phase >= 1 {
+                net.send(ctrl, &message(&params(1, "")));
+                prop_assert_eq!(net.recv_exact(ctrl, 1), [CREATE_STREAMS]);
+                streams = connect_streams(&mut net, ctrl, 1);
+            }
+            if phase == 2 {
+                net.send(ctrl, &[TEST_END]);
+                prop_assert_eq!(net.recv_exact(ctrl, 1), [EXCHANGE_RESULTS]);
+            }
+            net.send(ctrl, &garbage);
+            for _ in 0..2000 {
+                net.step();
+            }
+            for h in streams.into_iter().chain([ctrl]) {
+                net.sock(h).abort();
+            }
+            // Promptly: the server's own time limit must not be what ends it.
+            net.run_until_within("the test to end", 1000, |n| {
+                let s = n.stats();
+                s.iperf3_tests_aborted + s.iperf3_tests_completed == 1
+            });
+            prop_assert_eq!(normal_test(&mut net, 5000)["streams"][0]["bytes"].as_u64(), Some(5000));
+        }
+    }
+}
+
 #[test]
 fn echo_returns_1_mib_byte_exact_on_4_concurrent_connections_and_listens_again() {
     let mut net = Net::new(&config());

@@ -254,3 +254,101 @@ fn errors_say_what_was_wrong() {
     );
     assert!(ProtoError::UnexpectedState(0xFD).to_string().contains("-3"));
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    const KEYS: &[&str] = &[
+        "tcp",
+        "udp",
+        "sctp",
+        "omit",
+        "time",
+        "num",
+        "blockcount",
+        "parallel",
+        "reverse",
+        "bidirectional",
+        "len",
+        "window",
+        "MSS",
+        "nodelay",
+        "bandwidth",
+        "client_version",
+        "cpu_util_total",
+        "cpu_util_user",
+        "cpu_util_system",
+        "sender_has_retransmits",
+        "streams",
+        "id",
+        "bytes",
+        "retransmits",
+        "jitter",
+        "errors",
+        "packets",
+        "unknown",
+    ];
+
+    fn value() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<u64>().prop_map(serde_json::Value::from),
+            any::<f64>().prop_map(serde_json::Value::from),
+            Just(serde_json::json!(1e300)),
+            Just(serde_json::json!(-0.0)),
+            ".{0,8}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                prop::collection::vec((prop::sample::select(KEYS), inner), 0..6).prop_map(|kv| {
+                    serde_json::Value::Object(
+                        kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+                    )
+                }),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn json_shaped_junk_never_panics_the_parsers(v in value()) {
+            let bytes = serde_json::to_vec(&v).expect("serialize");
+            if let Ok(p) = TestParams::from_json(&bytes) {
+                prop_assert!(p.parallel >= 1);
+            }
+            let _ = Results::from_json(&bytes);
+        }
+
+        #[test]
+        fn raw_bytes_never_panic_the_parsers(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            let _ = TestParams::from_json(&bytes);
+            let _ = Results::from_json(&bytes);
+        }
+
+        #[test]
+        fn frame_reader_never_takes_more_than_its_message(
+            chunks in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..64), 0..16),
+        ) {
+            let mut r = FrameReader::new(64);
+            for chunk in &chunks {
+                match r.push(chunk) {
+                    Ok((used, done)) => {
+                        prop_assert!(used <= chunk.len());
+                        prop_assert!(r.body().len() <= 64);
+                        if done {
+                            let len = r.body().len();
+                            prop_assert!(len > 0);
+                            break;
+                        }
+                        prop_assert_eq!(used, chunk.len());
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+}
