@@ -40,6 +40,7 @@ mod mem;
 pub mod ringpage;
 pub mod traits;
 pub mod types;
+pub mod xen;
 pub mod xenbus;
 mod xenstore;
 
