@@ -41,6 +41,7 @@ pub mod ops;
 pub mod ringpage;
 pub mod traits;
 pub mod types;
+pub mod xen;
 pub mod xenbus;
 
 pub use abi::{GrantEntryV1, GrantStatus};
