@@ -91,6 +91,13 @@ impl Netns {
         cmd
     }
 
+    /// Moves the calling thread into the namespace (`setns(CLONE_NEWNET)`) for good: for a
+    /// long-lived thread of the test's own (a guest, a peer) whose sockets and devices must
+    /// belong to the namespace.
+    pub fn enter(&self) -> Result<(), Error> {
+        enter(&self.name)
+    }
+
     /// Runs `f` on a new thread that has joined the namespace (`setns(CLONE_NEWNET)`), and
     /// returns what it returns. A panic in `f` is passed on to the caller.
     pub fn run<R, F>(&self, f: F) -> Result<R, Error>
@@ -98,15 +105,9 @@ impl Netns {
         F: FnOnce() -> R + Send,
         R: Send,
     {
-        let path = format!("/run/netns/{}", self.name);
-        let file = File::open(&path).map_err(|e| Error::io("opening namespace", &path, e))?;
         std::thread::scope(|s| {
             let worker = s.spawn(|| {
-                rustix::thread::move_into_link_name_space(
-                    file.as_fd(),
-                    Some(LinkNameSpaceType::Network),
-                )
-                .map_err(|e| Error::io("entering namespace (setns)", &path, e))?;
+                self.enter()?;
                 Ok(f())
             });
             match worker.join() {
@@ -115,6 +116,15 @@ impl Netns {
             }
         })
     }
+}
+
+/// Moves the calling thread into the named namespace (see [`Netns::enter`]), for a thread that
+/// does not hold the guard.
+pub fn enter(name: &str) -> Result<(), Error> {
+    let path = format!("/run/netns/{name}");
+    let file = File::open(&path).map_err(|e| Error::io("opening namespace", &path, e))?;
+    rustix::thread::move_into_link_name_space(file.as_fd(), Some(LinkNameSpaceType::Network))
+        .map_err(|e| Error::io("entering namespace (setns)", &path, e))
 }
 
 impl Drop for Netns {

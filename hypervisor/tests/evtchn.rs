@@ -24,8 +24,15 @@ fn wait(h: &EvtchnHandle, timeout: Option<Duration>) -> Vec<Port> {
 
 /// Whether `fd` polls readable now.
 fn readable(fd: std::os::fd::BorrowedFd<'_>) -> bool {
-    let mut pfd = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
-    nix::poll::poll(&mut pfd, nix::poll::PollTimeout::ZERO).unwrap() == 1
+    poll_for(fd, Duration::ZERO)
+}
+
+/// Whether `fd` becomes readable within `t`.
+fn poll_for(fd: std::os::fd::BorrowedFd<'_>, t: Duration) -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    let mut pfd = [PollFd::new(&fd, PollFlags::IN)];
+    let ts = Timespec::try_from(t).unwrap();
+    poll(&mut pfd, Some(&ts)).unwrap() == 1
 }
 
 #[test]
@@ -156,11 +163,7 @@ fn the_descriptor_polls_readable_exactly_while_a_port_is_deliverable() {
         h0.notify(p0).unwrap();
         h0
     });
-    let mut pfd = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
-    assert_eq!(
-        nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(10_000u16)).unwrap(),
-        1
-    );
+    assert!(poll_for(fd, Duration::from_secs(10)));
     let _h0 = t.join().unwrap();
     assert_eq!(wait(&hg, Some(Duration::ZERO)), vec![pg]);
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use bridge_lite::{Bridge, BridgeConfig, BridgeSnapshot, MacAddr, Output, PortId, PortKind};
 use hypervisor::{BackendDomain, EventChannel, Port, XenStore};
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use rustix::event::{PollFd, PollFlags, Timespec, poll};
 
 use crate::batch::CopyBatch;
 use crate::config::Config;
@@ -277,32 +277,29 @@ impl<D: BackendDomain> Netback<D> {
                 }
                 let mut pfds: Vec<PollFd<'_>> = fds
                     .iter()
-                    .map(|fd| PollFd::new(*fd, PollFlags::POLLIN))
+                    .map(|fd| PollFd::new(fd, PollFlags::IN))
                     .collect();
-                let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+                let ts = Timespec::try_from(timeout).unwrap_or(Timespec {
+                    tv_sec: i64::MAX,
+                    tv_nsec: 0,
+                });
                 {
                     let _b = xenoprof::blocked();
-                    match poll(
-                        &mut pfds,
-                        PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
-                    ) {
-                        Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                    match poll(&mut pfds, Some(&ts)) {
+                        Ok(_) | Err(rustix::io::Errno::INTR) => {}
                         Err(e) => {
                             return Err(Error::Hypervisor(hypervisor::Error::Os {
                                 op: "poll",
-                                errno: e as i32,
+                                errno: e.raw_os_error(),
                             }));
                         }
                     }
                 }
                 if let Some(w) = &self.wake
-                    && pfds
-                        .last()
-                        .and_then(|p| p.revents())
-                        .is_some_and(|r| !r.is_empty())
+                    && pfds.last().is_some_and(|p| !p.revents().is_empty())
                 {
                     let mut buf = [0u8; 64];
-                    let _ = nix::unistd::read(w, &mut buf);
+                    let _ = rustix::io::read(w, &mut buf);
                 }
                 drop(pfds);
                 dp.evtchn.wait(Some(Duration::ZERO), &mut dp.delivered)?;

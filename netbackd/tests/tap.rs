@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use netbackd::guest::{ECHO_PORT, ServicesConfig};
 use smoltcp::wire::Ipv4Address;
-use support::netns::{Guest, Netns, run, skip_reason};
+use support::netns::{Guest, Netns, netns, run};
 
 const TAP: &str = "svc0";
 const HOST: &str = "10.199.5.1/24";
@@ -20,8 +20,7 @@ const GUEST: Ipv4Address = Ipv4Address::new(10, 199, 5, 2);
 const GUEST_STR: &str = "10.199.5.2";
 
 /// A namespace with a TAP device whose far end is a guest serving `Services`.
-fn setup(tag: &str) -> (Netns, Guest) {
-    let ns = Netns::create(tag);
+fn setup(ns: Netns) -> (Netns, Guest) {
     let guest = Guest::start(&ns, TAP, GUEST, ServicesConfig::default());
     run(ns.command("ip").args(["addr", "add", HOST, "dev", TAP]));
     run(ns.command("ip").args(["link", "set", TAP, "up"]));
@@ -83,11 +82,14 @@ fn received(report: &serde_json::Value) -> (u64, f64) {
 
 #[test]
 fn tap_guest_answers_ping_and_echoes_8_mib_byte_exact() {
-    if let Some(why) = skip_reason(&["ip", "ping"]) {
-        eprintln!("SKIP tap_guest_answers_ping_and_echoes_8_mib_byte_exact: {why}");
-        return;
-    }
-    let (ns, guest) = setup("echo");
+    let ns = match netns("snsvc-echo", &["ip", "ping"]) {
+        Ok(ns) => ns,
+        Err(why) => {
+            eprintln!("SKIP tap_guest_answers_ping_and_echoes_8_mib_byte_exact: {why}");
+            return;
+        }
+    };
+    let (ns, guest) = setup(ns);
 
     // ICMP echo is smoltcp's Interface's own; -W bounds each wait, no timing is asserted.
     run(ns.command("ping").args(["-c", "3", "-W", "5", GUEST_STR]));
@@ -138,11 +140,14 @@ fn tap_guest_answers_ping_and_echoes_8_mib_byte_exact() {
 
 #[test]
 fn tap_guest_serves_stock_iperf3_normal_reverse_and_again() {
-    if let Some(why) = skip_reason(&["ip", "iperf3"]) {
-        eprintln!("SKIP tap_guest_serves_stock_iperf3_normal_reverse_and_again: {why}");
-        return;
-    }
-    let (ns, guest) = setup("iperf3");
+    let ns = match netns("snsvc-iperf3", &["ip", "iperf3"]) {
+        Ok(ns) => ns,
+        Err(why) => {
+            eprintln!("SKIP tap_guest_serves_stock_iperf3_normal_reverse_and_again: {why}");
+            return;
+        }
+    };
+    let (ns, guest) = setup(ns);
     // Reachability first (ARP resolved), so iperf3's own connect does not race the link.
     let _ = ns
         .command("ping")

@@ -18,10 +18,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use nix::sys::eventfd::{EfdFlags, EventFd};
 use xenoprof::Class;
 
 use crate::embedded::domain::{Domain, DomainHandle};
+use crate::embedded::efd::EventFd;
 use crate::error::{Error, Result};
 use crate::types::{DOMID_SELF, DomId, NR_EVENT_CHANNELS, Port};
 
@@ -91,7 +91,7 @@ impl Ports {
         {
             // Cannot block (non-blocking, far from the counter's limit); a failure leaves the
             // poller to its timeout, never loses the event (it stays pending).
-            let _ = efd.write(1);
+            efd.signal();
             h.signalled = true;
         }
     }
@@ -100,7 +100,7 @@ impl Ports {
         for h in self.handles.iter_mut().flatten() {
             h.shared.cond.notify_all();
             if let Some(Some(efd)) = h.shared.efd.get() {
-                let _ = efd.write(1);
+                efd.signal();
                 h.signalled = true;
             }
         }
@@ -530,7 +530,7 @@ impl EvtchnHandle {
             if h.signalled {
                 h.signalled = false;
                 if let Some(Some(efd)) = h.shared.efd.get() {
-                    let _ = efd.read();
+                    efd.drain();
                 }
             }
             if out.len() > before {
@@ -587,7 +587,7 @@ impl EvtchnHandle {
             .efd
             .get_or_init(|| {
                 created = true;
-                EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC).ok()
+                EventFd::new()
             })
             .as_ref()?;
         if created {
@@ -602,7 +602,7 @@ impl EvtchnHandle {
                         .is_some_and(|s| s.pending && !s.masked)
                 })
             {
-                let _ = efd.write(1);
+                efd.signal();
                 h.signalled = true;
             }
         }

@@ -5,6 +5,7 @@
 
 mod alloc;
 mod domain;
+mod efd;
 mod evtchn;
 mod grant;
 mod machine;

@@ -14,9 +14,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use nix::sys::eventfd::{EfdFlags, EventFd};
 use std::time::Duration;
 
+use crate::embedded::efd::EventFd;
 use crate::embedded::machine::Machine;
 use crate::error::{Error, Result};
 use crate::types::{DomId, WatchEvent, XsPerm, XsPermLevel};
@@ -271,7 +271,7 @@ impl WatchSignal {
             // misses our event leaves the descriptor readable.
             && !self.signalled.swap(true, Ordering::AcqRel)
         {
-            let _ = efd.write(1);
+            efd.signal();
         }
     }
 
@@ -281,7 +281,7 @@ impl WatchSignal {
         if self.signalled.swap(false, Ordering::AcqRel)
             && let Some(Some(efd)) = self.efd.get()
         {
-            let _ = efd.read();
+            efd.drain();
         }
     }
 }
@@ -490,14 +490,14 @@ impl XsConnection {
             .efd
             .get_or_init(|| {
                 created = true;
-                EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC).ok()
+                EventFd::new()
             })
             .as_ref()?;
         if created {
             // Events may have been queued before the descriptor existed: make it readable.
             // Release: pairs with the AcqRel swap in `drain`.
             self.sig.signalled.store(true, Ordering::Release);
-            let _ = efd.write(1);
+            efd.signal();
         }
         Some(efd.as_fd())
     }

@@ -1,8 +1,6 @@
 //! A network namespace of the test's own, and a guest (smoltcp on a TAP device inside it)
 //! running `Services`. Root only; callers skip otherwise.
 
-use std::fs::File;
-use std::io;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -16,63 +14,23 @@ use smoltcp::phy::{self, Medium, TunTapInterface};
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address};
 
-/// Why the test cannot run here, if it cannot: not root, or a tool missing.
-pub fn skip_reason(tools: &[&str]) -> Option<String> {
-    if !nix::unistd::geteuid().is_root() {
-        return Some("not root: network namespaces and TAP devices need root".into());
-    }
+pub use hostnet::netns::Netns;
+
+/// The namespace for a test, or why the test cannot run here (not root, a tool missing).
+pub fn netns(tag: &str, tools: &[&str]) -> Result<Netns, String> {
     if !Path::new("/dev/net/tun").exists() {
-        return Some("no /dev/net/tun: load the tun module (modprobe tun)".into());
+        return Err("no /dev/net/tun: load the tun module (modprobe tun)".into());
     }
     for tool in tools {
         let found = std::env::var_os("PATH")
             .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()));
         if !found {
-            return Some(format!(
+            return Err(format!(
                 "`{tool}` not found: install it (apt-get install -y iproute2 iputils-ping iperf3)"
             ));
         }
     }
-    None
-}
-
-/// A network namespace, deleted on drop.
-#[derive(Debug)]
-pub struct Netns {
-    name: String,
-}
-
-impl Netns {
-    /// Create `snsvc-<pid>-<tag>`.
-    pub fn create(tag: &str) -> Netns {
-        let name = format!("snsvc-{}-{tag}", std::process::id());
-        // A leftover from a crashed run of this very pid is impossible; from an earlier run
-        // with a recycled pid, remove it.
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        run(Command::new("ip").args(["netns", "add", &name]));
-        Netns { name }
-    }
-
-    /// A command to run inside the namespace.
-    pub fn command(&self, program: &str) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.name, program]);
-        cmd
-    }
-
-    /// Move the calling thread into the namespace.
-    pub fn enter(&self) -> io::Result<()> {
-        let file = File::open(format!("/var/run/netns/{}", self.name))?;
-        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(io::Error::from)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
+    Netns::new(tag).map_err(|e| e.to_string())
 }
 
 /// Run a command and insist it succeeds.
@@ -104,23 +62,22 @@ pub struct Guest {
 impl Guest {
     /// Create TAP `tap` inside `ns` and serve on `addr`/24 from a thread of its own.
     pub fn start(ns: &Netns, tap: &str, addr: Ipv4Address, cfg: ServicesConfig) -> Guest {
-        let path = format!("/var/run/netns/{}", ns.name);
         let tap = tap.to_owned();
+        let ns_name = ns.name().to_owned();
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
         let stats = Arc::new(Mutex::new(ServicesStats::default()));
         let published = Arc::clone(&stats);
         let thread = thread::spawn(move || {
-            let opened = File::open(&path)
-                .and_then(|f| {
-                    nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)
-                        .map_err(io::Error::from)
-                })
-                .and_then(|()| TunTapInterface::new(&tap, Medium::Ethernet));
+            let opened = hostnet::netns::enter(&ns_name)
+                .map_err(|e| e.to_string())
+                .and_then(|()| {
+                    TunTapInterface::new(&tap, Medium::Ethernet).map_err(|e| e.to_string())
+                });
             let mut dev = match opened {
                 Ok(dev) => dev,
                 Err(e) => {
-                    let _ = ready_tx.send(Err(format!("TAP {tap} in {path}: {e}")));
+                    let _ = ready_tx.send(Err(format!("TAP {tap} in {ns_name}: {e}")));
                     return ServicesStats::default();
                 }
             };
