@@ -80,7 +80,7 @@ pub enum Learned {
 }
 
 /// Table-wide counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct FdbStats {
     /// Slots in the table (fixed at construction).
     pub capacity: usize,

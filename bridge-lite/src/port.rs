@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use serde::ser::{Serialize, SerializeMap, Serializer};
+
 use crate::fdb::FdbStats;
 
 /// A port's number on its bridge. Numbers of removed ports are reused by later ports.
@@ -12,6 +14,12 @@ impl PortId {
     /// The port number as an index (0-based).
     pub const fn index(self) -> usize {
         self.0 as usize
+    }
+}
+
+impl Serialize for PortId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u16(self.0)
     }
 }
 
@@ -28,7 +36,8 @@ impl fmt::Display for PortId {
 }
 
 /// What sits behind a port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum PortKind {
     /// A guest's virtual interface, `vif<domid>.<handle>` in Xen's naming.
     Vif {
@@ -103,6 +112,17 @@ pub struct DropCounts {
     counts: [u64; DropReason::ALL.len()],
 }
 
+impl Serialize for DropCounts {
+    /// As a map from each reason's name to its count.
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(DropReason::ALL.len()))?;
+        for r in DropReason::ALL {
+            m.serialize_entry(r.name(), &self.get(r))?;
+        }
+        m.end()
+    }
+}
+
 impl DropCounts {
     /// Frames dropped for `reason`.
     pub fn get(&self, reason: DropReason) -> u64 {
@@ -121,7 +141,7 @@ impl DropCounts {
 }
 
 /// Counters of one port. A snapshot is a plain copy ([`crate::Bridge::port_stats`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct PortStats {
     /// Frames received on this port (handed to the bridge), including dropped ones.
     pub rx_frames: u64,
@@ -150,7 +170,7 @@ pub struct PortStats {
 }
 
 /// One port in a [`BridgeSnapshot`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct PortSnapshot {
     /// The port.
     pub id: PortId,
@@ -171,7 +191,7 @@ pub struct PortSnapshot {
 }
 
 /// A copy of every counter of a bridge.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct BridgeSnapshot {
     /// Live ports in id order.
     pub ports: Vec<PortSnapshot>,

@@ -10,11 +10,14 @@
 //! offers descriptors (both implementations do), else on the event-channel handle alone. Ports
 //! delivered by a wait are unmasked after the pass that served them (the late EOI).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use bridge_lite::{Bridge, BridgeConfig, BridgeSnapshot, MacAddr, Output, PortId, PortKind};
+use bridge_lite::{
+    Bridge, BridgeConfig, BridgeSnapshot, CaptureDirection, MacAddr, Output, PortId, PortKind,
+};
 use hypervisor::{BackendDomain, EventChannel, Port, XenStore};
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 
@@ -32,7 +35,7 @@ const STALL_GRACE: Duration = Duration::from_millis(100);
 const DEPARTED_KEPT: usize = 64;
 
 /// A snapshot of the backend's counters, `Send` so it can leave the backend thread.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct NetbackSnapshot {
     /// Each connected vif's counters (disabled vifs included, with their reason).
     pub vifs: Vec<(VifId, VifStats)>,
@@ -76,6 +79,8 @@ struct Datapath<D: BackendDomain> {
     frames: Vec<NetFrame<D>>,
     /// Ports delivered by the last wait, unmasked after the next pass.
     delivered: Vec<Port>,
+    /// pcap files to capture vifs into, started whenever the vif connects.
+    captures: HashMap<VifId, PathBuf>,
     start: Instant,
 }
 
@@ -124,6 +129,7 @@ impl<D: BackendDomain> Netback<D> {
                 out: Output::new(),
                 frames: Vec::new(),
                 delivered: Vec::new(),
+                captures: HashMap::new(),
                 start: Instant::now(),
                 cfg,
                 evtchn,
@@ -151,6 +157,12 @@ impl<D: BackendDomain> Netback<D> {
     /// self-pipe a signal handler writes); the backend drains it.
     pub fn set_wake_fd(&mut self, fd: OwnedFd) {
         self.wake = Some(fd);
+    }
+
+    /// Captures vif `id`'s traffic (both directions) into a pcap file at `path` from its next
+    /// connect on (each connect starts the file afresh).
+    pub fn capture_vif(&mut self, id: VifId, path: PathBuf) {
+        self.dp.captures.insert(id, path);
     }
 
     /// The switch, to add ports, static MACs or captures.
@@ -518,6 +530,22 @@ impl<D: BackendDomain> VifControl for Datapath<D> {
         match Vif::connect(&self.dom0, &self.evtchn, id, keys, port, mac) {
             Ok(vif) => {
                 self.vifs.push(vif);
+                if let Some(path) = self.captures.get(&id) {
+                    let started = std::fs::File::create(path)
+                        .map_err(|e| e.to_string())
+                        .and_then(|f| {
+                            self.bridge
+                                .start_capture(
+                                    port,
+                                    std::io::BufWriter::new(f),
+                                    CaptureDirection::Both,
+                                )
+                                .map_err(|e| e.to_string())
+                        });
+                    if let Err(e) = started {
+                        log::warn!("{id}: cannot capture into {}: {e}", path.display());
+                    }
+                }
                 Ok(())
             }
             Err(e) => {

@@ -72,7 +72,7 @@ impl<D: BackendDomain> Vif<D> {
             batch.is_empty(),
             "a previous pass left grant copies unflushed"
         );
-        let hc = batch.hypercalls;
+        let (hc, ops) = (batch.hypercalls, batch.ops_done);
         let mut sc = std::mem::take(&mut self.rx_scratch);
         sc.puts.clear();
         let mut fatal = None;
@@ -102,6 +102,7 @@ impl<D: BackendDomain> Vif<D> {
         }
         self.rx_flush(dom0, batch, &mut sc);
         self.stats.hypercalls += batch.hypercalls - hc;
+        self.stats.grant_ops += batch.ops_done - ops;
         self.rx_scratch = sc;
         self.rx_complete(evtchn, delivered, fatal, now)
     }
@@ -217,6 +218,7 @@ impl<D: BackendDomain> Vif<D> {
             return;
         }
         self.stats.hypercalls += 1;
+        self.stats.grant_ops += sc.transfers.len() as u64;
         let r = dom0.grant_transfer(&mut sc.transfers);
         for (t, o) in sc.transfers.iter().zip(sc.transfer_rsp.iter()) {
             if r.is_err() || t.status != GrantStatus::Okay {

@@ -104,7 +104,7 @@ impl<D: BackendDomain> Vif<D> {
             batch.is_empty(),
             "a previous pass left grant copies unflushed"
         );
-        let hc = batch.hypercalls;
+        let (hc, ops) = (batch.hypercalls, batch.ops_done);
         let mut sc = std::mem::take(&mut self.tx_scratch);
         sc.ids.clear();
         let mut pending = std::mem::take(&mut sc.pending);
@@ -156,6 +156,7 @@ impl<D: BackendDomain> Vif<D> {
         // Finish the copies of this pass; a failed op fails its packet.
         batch.flush(dom0, &mut |owner, _| fail(&mut pending, owner));
         self.stats.hypercalls += batch.hypercalls - hc;
+        self.stats.grant_ops += batch.ops_done - ops;
         let consumed = !pending.is_empty();
         self.tx_make_responses(&sc, &mut pending, frames);
         sc.pending = pending;

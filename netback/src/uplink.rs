@@ -35,7 +35,7 @@ pub enum Wakeup<'a> {
 }
 
 /// An uplink's counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct UplinkStats {
     /// Frames received from outside and handed to the switch.
     pub rx_frames: u64,

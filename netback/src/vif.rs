@@ -14,7 +14,7 @@ use ring::{BackRing, PageRing, RingError, RxRing, TxRing};
 use crate::pool::NetFrame;
 
 /// A vif's identity: frontend domain and device id (`vif<domid>.<devid>`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub struct VifId {
     /// The frontend domain.
     pub domid: DomId,
@@ -83,7 +83,7 @@ impl fmt::Display for Fatal {
 
 /// Per-vif counters, named as Linux's vif stats are: `tx_*` is guest → backend, `rx_*` is
 /// backend → guest.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct VifStats {
     /// Packets taken from the tx ring and handed to the switch.
     pub tx_packets: u64,
@@ -122,8 +122,19 @@ pub struct VifStats {
     pub spurious_events: u64,
     /// Grant-copy or transfer hypercalls made for this vif.
     pub hypercalls: u64,
+    /// Grant operations (copies and transfers) submitted for this vif.
+    pub grant_ops: u64,
     /// Set when the vif was disabled.
+    #[serde(serialize_with = "fatal_as_text")]
     pub fatal: Option<Fatal>,
+}
+
+/// A fatal reason as its message (or null).
+fn fatal_as_text<S: serde::Serializer>(f: &Option<Fatal>, s: S) -> Result<S::Ok, S::Error> {
+    match f {
+        Some(f) => s.collect_str(f),
+        None => s.serialize_none(),
+    }
 }
 
 /// What the frontend wrote to xenstore, enough to connect a vif.

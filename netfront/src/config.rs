@@ -4,20 +4,12 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 
-/// How the backend delivers received frames.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RxMode {
-    /// The backend grant-copies into pages the frontend granted (`request-rx-copy=1`).
-    Copy,
-    /// The backend transfers whole pages into accept-transfer entries (`request-rx-copy=0`,
-    /// needs `feature-rx-flip=1`). The old path, kept as a baseline.
-    Flip,
-}
+use ring::netif::ETH_HLEN;
+pub use ring::netif::RxMode;
 
-/// The largest Ethernet frame a netif tx request can describe: the first slot's `size` is u16.
-pub const MAX_FRAME: usize = ring::netif::XEN_NETIF_MAX_TX_SIZE as usize;
-/// Ethernet header length.
-pub const ETH_HLEN: usize = 14;
+/// The largest Ethernet frame a netif tx request can describe: the first slot's `size` is u16
+/// (so the IP MTU is at most 65521, as in Linux).
+const MAX_TX_FRAME: usize = ring::netif::XEN_NETIF_MAX_TX_SIZE as usize;
 
 /// Frontend settings for [`crate::Netfront::connect`].
 #[derive(Debug, Clone)]
@@ -63,11 +55,11 @@ impl FrontConfig {
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
-        if self.mtu < 68 || self.mtu > MAX_FRAME - ETH_HLEN {
+        if self.mtu < 68 || self.mtu > MAX_TX_FRAME - ETH_HLEN {
             return Err(Error::BadConfig(format!(
                 "mtu {} is outside 68..={}",
                 self.mtu,
-                MAX_FRAME - ETH_HLEN
+                MAX_TX_FRAME - ETH_HLEN
             )));
         }
         if self.rx_buffers == 0 {

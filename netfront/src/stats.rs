@@ -1,7 +1,7 @@
 //! Counters.
 
 /// A snapshot of the frontend's counters ([`crate::Netfront::stats`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Stats {
     /// Frames handed to the stack.
     pub rx_packets: u64,

@@ -1,5 +1,5 @@
 //! Shared by the integration tests; each test binary uses part of it.
 #![allow(dead_code)]
 
-pub mod netns;
+pub mod daemon;
 pub mod pipe;

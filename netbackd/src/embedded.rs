@@ -1,0 +1,174 @@
+//! netbackd on the embedded hypervisor: a machine with dom0 (the driver domain, whose vCPU runs
+//! the backend) and `--guests N` guests created at start; the toolstack adds each guest's vif,
+//! and each guest connects to the backend through xenbus as a frontend does.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use hypervisor::embedded::{DomainHandle, Hypervisor};
+use netfront::RxMode;
+
+use crate::Error;
+use crate::cli::{Args, Mode};
+use crate::daemon::{self, POOL_PAGES, Run, Signals};
+use crate::guests::{Guest, GuestSpec};
+
+/// The driver domain's reservation: the frame pool plus room for everything else it allocates.
+const DOM0_PAGES: u64 = POOL_PAGES as u64 + 1024;
+/// Each guest's reservation: netfront's 256 rx buffers, 256 tx pages and two rings, with room.
+const GUEST_PAGES: u64 = 1024;
+
+/// Runs until SIGINT/SIGTERM. Returns once every guest has closed its netfront, every domain is
+/// destroyed and every frame is back with the machine.
+pub fn run(args: &Args, mut signals: Signals) -> Result<(), Error> {
+    let start = Instant::now();
+    let n = args.guests;
+    let frames = DOM0_PAGES + u64::from(n) * GUEST_PAGES + 64 * (u64::from(n) + 1);
+    let xen = Arc::new(Hypervisor::new(frames).map_err(Error::Hypervisor)?);
+    let dom0 = xen
+        .create_domain_with_id(0, DOM0_PAGES)
+        .map_err(Error::Hypervisor)?;
+    let doms: Vec<DomainHandle> = (1..=n)
+        .map(|k| xen.create_domain_with_id(k, GUEST_PAGES))
+        .collect::<Result<_, _>>()
+        .map_err(Error::Hypervisor)?;
+    log::info!(
+        "embedded hypervisor: {} frames, dom0 and {n} guest(s) on {}",
+        xen.total_frames(),
+        args.guest_net
+    );
+
+    let guest_reports = Arc::new(Mutex::new(Vec::new()));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), Error>>();
+    let backend = {
+        let xen = xen.clone();
+        let mut run = Run {
+            args: args.clone(),
+            start,
+            stop: signals.stop.clone(),
+            report: signals.report.clone(),
+            wake: signals.take_wake_fd(),
+            guests: guest_reports.clone(),
+            hypervisor: Box::new(move || serde_json::to_value(xen_stats(&xen)).ok()),
+        };
+        std::thread::Builder::new()
+            .name("dom0-netback".into())
+            .spawn(move || -> Result<(), Error> {
+                let run = &mut run;
+                xenoprof::register_vcpu(0, xenoprof::Context::Kernel);
+                let mut nb = match daemon::build(dom0, run) {
+                    Ok(nb) => {
+                        let _ = ready_tx.send(Ok(()));
+                        nb
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return Ok(());
+                    }
+                };
+                daemon::serve(&mut nb, run)
+            })
+            .map_err(|e| Error::Os("spawning the backend's thread", e))?
+    };
+    match ready_rx.recv() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            let _ = backend.join();
+            return Err(e);
+        }
+        Err(_) => return Err(thread_died(backend)),
+    }
+
+    // The toolstack adds each guest's vif; each guest then connects through xenbus.
+    let stop_guests = Arc::new(AtomicBool::new(false));
+    let mut guests = Vec::new();
+    for (k, dom) in (1..=n).zip(doms) {
+        let mac = Args::guest_mac(k);
+        let mac_s = mac.map(|b| format!("{b:02x}")).join(":");
+        xen.add_vif(k, 0, 0, &mac_s).map_err(Error::Hypervisor)?;
+        let spec = GuestSpec {
+            index: k,
+            mac,
+            addr: args.guest_addr(k),
+            prefix: args.guest_net.prefix_len(),
+            mtu: args.mtu as usize,
+            mode: match args.mode {
+                Mode::Copy => RxMode::Copy,
+                Mode::Flip => RxMode::Flip,
+            },
+        };
+        let g = Guest::start(dom, spec, stop_guests.clone())
+            .map_err(|e| Error::Os("spawning a guest's thread", e))?;
+        if let Ok(mut v) = guest_reports.lock() {
+            v.push(g.report.clone());
+        }
+        guests.push(g);
+    }
+    log::info!(
+        "serving {n} guest(s); SIGUSR1 prints counters, SIGINT/SIGTERM stops (twice: at once)"
+    );
+
+    let served = backend.join().map_err(|_| {
+        Error::Os(
+            "the backend's thread panicked",
+            std::io::Error::other("panic"),
+        )
+    });
+    // The backend has closed every device: the guests' netfronts see it and close, giving back
+    // every page and grant.
+    // Relaxed: a stop flag; joins order the rest.
+    stop_guests.store(true, Ordering::Relaxed);
+    for g in guests {
+        let r = g.join();
+        if let Some(e) = r.error {
+            log::warn!("guest {}: {e}", r.index);
+        }
+    }
+    for k in (1..=n).chain([0]) {
+        let _ = xen.destroy_domain(k);
+    }
+    let (free, total) = (xen.free_frames(), xen.total_frames());
+    if free == total {
+        log::info!("exit: every frame is back with the machine ({free} of {total} free)");
+    } else {
+        log::error!(
+            "exit: {} frame(s) still held ({free} of {total} free): a grant or mapping leaked",
+            total - free
+        );
+    }
+    served??;
+    if free != total {
+        return Err(Error::Leak {
+            frames: total - free,
+        });
+    }
+    Ok(())
+}
+
+fn thread_died(h: std::thread::JoinHandle<Result<(), Error>>) -> Error {
+    match h.join() {
+        Ok(Err(e)) => e,
+        _ => Error::Os(
+            "the backend's thread",
+            std::io::Error::other("it exited before it was ready"),
+        ),
+    }
+}
+
+/// The machine's counters as JSON-able data.
+fn xen_stats(xen: &Hypervisor) -> serde_json::Value {
+    let s = xen.stats();
+    serde_json::json!({
+        "kind": "embedded",
+        "total_frames": xen.total_frames(),
+        "free_frames": s.free_frames,
+        "copy_calls": s.copy_calls,
+        "copy_ops": s.copy_ops,
+        "copy_failed": s.copy_failed,
+        "copy_bytes": s.copy_bytes,
+        "transfer_ops": s.transfer_ops,
+        "maps": s.maps,
+        "unmaps": s.unmaps,
+    })
+}

@@ -1,0 +1,134 @@
+//! The real `netbackd` binary, run inside a network namespace of the test's own.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub use hostnet::netns::Netns;
+use rustix::process::{Pid, Signal, kill_process};
+
+/// The namespace for a test, or why the test cannot run here (not root, a tool missing).
+pub fn netns(tag: &str, tools: &[&str]) -> Result<Netns, String> {
+    if !Path::new("/dev/net/tun").exists() {
+        return Err("no /dev/net/tun: load the tun module (modprobe tun)".into());
+    }
+    for tool in tools {
+        let found = std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()));
+        if !found {
+            return Err(format!(
+                "`{tool}` not found: install it (apt-get install -y iproute2 iputils-ping iperf3)"
+            ));
+        }
+    }
+    Netns::new(tag).map_err(|e| e.to_string())
+}
+
+/// Runs a command to completion and insists it succeeds.
+#[track_caller]
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Waits for a child, killing it after `limit` (a hang guard, not a performance threshold).
+pub fn wait_bounded(mut child: Child, limit: Duration) -> Output {
+    let start = Instant::now();
+    while child.try_wait().expect("try_wait").is_none() {
+        if start.elapsed() >= limit {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("wait")
+}
+
+/// A running netbackd; killed on drop if still running.
+#[derive(Debug)]
+pub struct Daemon {
+    child: Option<Child>,
+}
+
+impl Daemon {
+    /// Starts `netbackd ARGS` inside `ns` (stdout and stderr captured).
+    pub fn start(ns: &Netns, args: &[&str]) -> Daemon {
+        let child = ns
+            .command(env!("CARGO_BIN_EXE_netbackd"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn netbackd");
+        Daemon { child: Some(child) }
+    }
+
+    /// Sends a signal to the `ip netns exec` wrapper's child: `ip netns exec` execs the
+    /// program, so the pid is netbackd's own.
+    pub fn signal(&self, sig: Signal) {
+        let pid = self.child.as_ref().expect("running").id();
+        kill_process(Pid::from_raw(pid as i32).expect("pid"), sig).expect("kill");
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().expect("try_wait").is_none())
+    }
+
+    /// Waits for it to exit (bounded), returning what it printed.
+    pub fn wait(mut self, limit: Duration) -> Output {
+        wait_bounded(self.child.take().expect("running"), limit)
+    }
+
+    /// Kills it and returns its stderr (for a failure message).
+    pub fn kill_and_log(&mut self) -> String {
+        let Some(mut c) = self.child.take() else {
+            return String::new();
+        };
+        let _ = c.kill();
+        let mut s = String::new();
+        if let Some(mut e) = c.stderr.take() {
+            let _ = e.read_to_string(&mut s);
+        }
+        let _ = c.wait();
+        s
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Polls `cond` every 50 ms until it holds or `limit` passes (a hang guard); returns whether
+/// it held.
+pub fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if cond() {
+            return true;
+        }
+        if start.elapsed() >= limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
