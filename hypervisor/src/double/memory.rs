@@ -241,6 +241,11 @@ impl Arena {
         }
     }
 
+    /// Pages allocated.
+    pub fn allocated(&self) -> usize {
+        self.lock().iter().filter(|s| s.allocated).count()
+    }
+
     /// A grant entry now names the page (`writable`: the grantee may write it).
     pub fn add_grant(&self, pfn: Pfn, writable: bool) -> Result<()> {
         let mut st = self.lock();

@@ -5,17 +5,17 @@
 //! [`Double`] is a tiny machine; [`Double::domain`] gives a [`Dom`], which implements every
 //! seam trait:
 //! - memory: a fixed arena of page-aligned 4 KiB pages per domain, allocated once; pfn = index,
-//!   local address = the page's address in this process ([`memory`]);
+//!   local address = the page's address in this process (`memory.rs`);
 //! - grants: a mutex-guarded table per domain; real byte copies with Xen's per-op statuses;
 //!   maps that hand out the granter's page itself and pin it as a ring; no transfers
-//!   ([`grants`]);
+//!   (`grants.rs`);
 //! - event channels: handles owning their ports, delivery masking until unmask, a condvar wait,
-//!   and deliberately no descriptor ([`evtchn`]);
+//!   and deliberately no descriptor (`evtchn.rs`);
 //! - xenstore: one shared `BTreeMap`, watches firing on registration and on changes at or below
-//!   their path, permissions ignored, no descriptor ([`xenstore`]).
+//!   their path, permissions ignored, no descriptor (`xenstore.rs`).
 //!
-//! The double counts what it hands out (mappings, ports, watches) so tests can check that a
-//! driver releases everything.
+//! The double counts what it hands out (pages, grants, mappings, ports, watches) so tests can
+//! check that a driver releases everything.
 //!
 //! ```
 //! use hypervisor::double::Double;
@@ -220,6 +220,11 @@ impl Double {
     /// Xenstore watches registered, all connections.
     pub fn watches(&self) -> usize {
         self.m.store.watches()
+    }
+
+    /// Pages of `domid`'s arena allocated and not freed.
+    pub fn pages_in_use(&self, domid: DomId) -> usize {
+        self.m.find(domid).map_or(0, |d| d.mem.allocated())
     }
 
     /// Grant entries `domid` has made and not ended.
