@@ -34,6 +34,8 @@
 #![deny(unsafe_code)]
 
 pub mod abi;
+#[cfg(feature = "double")]
+pub mod double;
 pub mod embedded;
 pub mod error;
 pub mod ops;
