@@ -61,7 +61,7 @@ pub enum Error {
     },
     /// `free_page` on a page that is not allocated.
     PageNotAllocated(Pfn),
-    /// The page is lent out as `&[u8]` (a [`crate::PageBorrow`]); writers must wait for it.
+    /// The page is lent out as `&[u8]` (a borrow: `GuestMemory::with_page`); writers must wait for it.
     PageBorrowed(Pfn),
     /// The page is granted writable, accepting a transfer, or being moved; it cannot be
     /// borrowed (or re-granted for a transfer) now.
