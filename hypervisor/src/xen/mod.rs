@@ -25,6 +25,7 @@ mod error;
 pub mod evtchn;
 #[allow(unsafe_code)]
 pub mod gntdev;
+mod store;
 #[allow(unsafe_code)]
 mod sys;
 pub mod xs;
@@ -35,6 +36,7 @@ use std::path::Path;
 pub use error::{Error, Result};
 pub use evtchn::{DevEvtchn, EVTCHN_PATH, Evtchn, EvtchnIo, EvtchnIoctl, Notifier};
 pub use gntdev::{GNTDEV_PATH, Gntdev, GntdevMapping, GrantCopySegment, GrantSide};
+pub use store::XenXs;
 pub use xs::XsClient;
 
 /// Checks that this process can use real Xen: the device nodes exist and open, and xenstore is
