@@ -119,6 +119,10 @@ pub enum Error {
         /// Token.
         token: String,
     },
+    /// Real Xen's raw layer failed in a way the variants above do not name (a device missing,
+    /// an ioctl refused, xenstored answering an error or breaking the protocol). Its message
+    /// says what was wrong and what to do.
+    Xen(crate::xen::Error),
 }
 
 impl fmt::Display for Error {
@@ -237,11 +241,25 @@ impl fmt::Display for Error {
                     "xenstore: no watch on {path} with token {token:?} on this connection"
                 )
             }
+            Error::Xen(e) => e.fmt(f),
         }
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Xen(e) => e.source(),
+            _ => None,
+        }
+    }
+}
+
+impl From<crate::xen::Error> for Error {
+    fn from(e: crate::xen::Error) -> Self {
+        Error::Xen(e)
+    }
+}
 
 /// Result alias.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -170,6 +170,12 @@ fn addr_bytes(addr: usize) -> [u8; 8] {
     b
 }
 
+fn local_addr(b: [u8; 8]) -> usize {
+    let mut a = [0u8; size_of::<usize>()];
+    a.copy_from_slice(&b[..size_of::<usize>()]);
+    usize::from_ne_bytes(a)
+}
+
 /// `struct gntdev_grant_copy_segment`: one copy between a local buffer and a granted page, or
 /// between two granted pages. It borrows its local buffer for `'a`, so the buffer outlives the
 /// ioctl that reads or writes it.
@@ -225,6 +231,31 @@ impl<'a> GrantCopySegment<'a> {
         ))
     }
 
+    /// Copies `len` bytes between a local address and a granted page, `grant` being the
+    /// destination if `to_grant`, else the source. For memory this crate manages itself (the
+    /// [`super::Arena`] of a [`super::XenHost`]), where no slice can be lent to the kernel.
+    ///
+    /// # Safety
+    ///
+    /// While any ioctl that is handed this segment runs, `local .. local + len` must be mapped
+    /// in this process (writable if it is the destination, i.e. `!to_grant`), and no Rust
+    /// reference may point into it: the kernel reads or writes those bytes behind the
+    /// compiler's back. The segment's lifetime `'a` must not outlive the memory.
+    pub(crate) unsafe fn with_local(
+        local: usize,
+        grant: GrantSide,
+        len: u16,
+        to_grant: bool,
+    ) -> Result<Self> {
+        let len = usize::from(len);
+        grant.check(len)?;
+        Ok(if to_grant {
+            Self::new(addr_bytes(local), grant.bytes(), len, GNTCOPY_DEST_GREF)
+        } else {
+            Self::new(grant.bytes(), addr_bytes(local), len, GNTCOPY_SOURCE_GREF)
+        })
+    }
+
     /// Copies `len` bytes between two granted pages.
     pub fn grant_to_grant(src: GrantSide, dest: GrantSide, len: u16) -> Result<Self> {
         let len = usize::from(len);
@@ -261,6 +292,22 @@ impl<'a> GrantCopySegment<'a> {
     /// The granted destination, if the destination is a grant.
     pub fn dest_grant(&self) -> Option<GrantSide> {
         (self.flags & GNTCOPY_DEST_GREF != 0).then(|| GrantSide::from_bytes(self.dest))
+    }
+
+    /// The local source address, if the source is local.
+    pub fn source_local(&self) -> Option<usize> {
+        (self.flags & GNTCOPY_SOURCE_GREF == 0).then(|| local_addr(self.source))
+    }
+
+    /// The local destination address, if the destination is local.
+    pub fn dest_local(&self) -> Option<usize> {
+        (self.flags & GNTCOPY_DEST_GREF == 0).then(|| local_addr(self.dest))
+    }
+
+    /// Sets the status, as the kernel does (for fake devices in tests).
+    #[cfg(test)]
+    pub(crate) fn set_raw_status(&mut self, status: i16) {
+        self.status = status;
     }
 
     /// The status after [`Gntdev::grant_copy`]: `GeneralError` before it, after a failed ioctl,
@@ -377,7 +424,8 @@ impl Gntdev {
             // segments that stay borrowed, so alive and unaliased, across the call; the kernel
             // writes only their `status`. Each local address in them comes from a slice
             // borrowed for the segment's lifetime, of at least `len` bytes (writable for a
-            // destination), so every byte the kernel touches is live memory of this process.
+            // destination), or from `with_local`, whose caller vouched for the same while an
+            // ioctl runs; so every byte the kernel touches is live memory of this process.
             let res =
                 unsafe { self.ioctl("IOCTL_GNTDEV_GRANT_COPY", IOCTL_GNTDEV_GRANT_COPY, &mut op) };
             if let Err(e) = res {
@@ -479,6 +527,34 @@ impl Gntdev {
     }
 }
 
+/// What [`super::XenHost`] needs from gntdev: the real one is [`Gntdev`]; tests use a fake
+/// that records the segments it is handed and answers with scripted statuses.
+pub trait GntdevIo: Send + Sync + fmt::Debug {
+    /// [`Gntdev::grant_copy`]: one ioctl for the whole batch.
+    fn grant_copy(&self, segs: &mut [GrantCopySegment<'_>]) -> Result<()>;
+    /// [`Gntdev::map_grant_ref`].
+    fn map_grant_ref(&self, domid: DomId, gref: GrantRef, writable: bool) -> Result<GntdevMapping>;
+    /// ioctls issued so far ([`Gntdev::hypercalls`]).
+    fn ioctls(&self) -> u64;
+    /// Mappings whose release failed ([`Gntdev::unmap_failures`]).
+    fn unmap_failures(&self) -> u64;
+}
+
+impl GntdevIo for Gntdev {
+    fn grant_copy(&self, segs: &mut [GrantCopySegment<'_>]) -> Result<()> {
+        Gntdev::grant_copy(self, segs)
+    }
+    fn map_grant_ref(&self, domid: DomId, gref: GrantRef, writable: bool) -> Result<GntdevMapping> {
+        Gntdev::map_grant_ref(self, domid, gref, writable)
+    }
+    fn ioctls(&self) -> u64 {
+        self.hypercalls()
+    }
+    fn unmap_failures(&self) -> u64 {
+        Gntdev::unmap_failures(self)
+    }
+}
+
 impl AsFd for Gntdev {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.inner.file.as_fd()
@@ -514,6 +590,11 @@ impl GntdevMapping {
     /// only if mapped writable).
     pub fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()
+    }
+
+    /// The page's address, as the seam's [`crate::ForeignMapping`] hands it out.
+    pub fn as_non_null(&self) -> NonNull<u8> {
+        self.ptr
     }
 
     /// [`PAGE_SIZE`].

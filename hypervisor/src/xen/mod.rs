@@ -1,6 +1,14 @@
-//! Real Xen, from a Linux dom0 or driver domain's userspace: the raw layer under the seam.
+//! Real Xen, from a Linux dom0 or driver domain's userspace: the seam's implementation and the
+//! raw layer under it.
 //!
-//! Pure Rust over `libc`, no libxen* libraries:
+//! The seam: [`XenHost`] is the calling domain as netback's `BackendDomain` (`XenDomain +
+//! GrantOps + GuestMemory`): its memory is an [`Arena`] of this process, grant copies go to
+//! gntdev in one ioctl per batch, grant maps are [`GntdevMapping`]s, and it opens
+//! [`XenEvtchn`] event-channel handles and [`XenXs`] xenstore connections. Errors cross the
+//! seam as [`crate::Error`]: the neutral variant where there is one (`XsNoEntry`, `BadPort`,
+//! ...), else `crate::Error::Xen` carrying this layer's [`Error`] with its own advice.
+//!
+//! The raw layer, pure Rust over `libc`, no libxen* libraries:
 //!
 //! - [`Gntdev`] (`/dev/xen/gntdev`): batched grant copies with the local side given by virtual
 //!   address, and grant maps ([`GntdevMapping`]) of a guest's pages (rings).
@@ -20,11 +28,17 @@
 //! Every descriptor is close-on-exec and owned; dropping a handle closes it, which also makes
 //! the kernel release what was bound or mapped through it.
 
+#[allow(unsafe_code)]
+mod arena;
 mod error;
 #[allow(unsafe_code)]
 pub mod evtchn;
 #[allow(unsafe_code)]
 pub mod gntdev;
+mod handle;
+mod host;
+mod stats;
+mod store;
 #[allow(unsafe_code)]
 mod sys;
 pub mod xs;
@@ -32,9 +46,14 @@ pub mod xs;
 use std::fs::OpenOptions;
 use std::path::Path;
 
+pub use arena::Arena;
 pub use error::{Error, Result};
 pub use evtchn::{DevEvtchn, EVTCHN_PATH, Evtchn, EvtchnIo, EvtchnIoctl, Notifier};
-pub use gntdev::{GNTDEV_PATH, Gntdev, GntdevMapping, GrantCopySegment, GrantSide};
+pub use gntdev::{GNTDEV_PATH, Gntdev, GntdevIo, GntdevMapping, GrantCopySegment, GrantSide};
+pub use handle::XenEvtchn;
+pub use host::XenHost;
+pub use stats::XenStats;
+pub use store::XenXs;
 pub use xs::XsClient;
 
 /// Checks that this process can use real Xen: the device nodes exist and open, and xenstore is

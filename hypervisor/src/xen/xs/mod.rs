@@ -3,7 +3,7 @@
 
 mod client;
 #[cfg(test)]
-mod fake;
+pub(crate) mod fake;
 pub mod wire;
 
 pub use client::{
