@@ -15,6 +15,7 @@ pub mod guest;
 pub mod guests;
 pub mod report;
 pub mod uplinks;
+pub mod xen;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -49,8 +50,6 @@ pub enum Error {
         /// How many.
         frames: u64,
     },
-    /// Not built yet.
-    NotBuilt(&'static str),
 }
 
 impl fmt::Display for Error {
@@ -71,7 +70,6 @@ impl fmt::Display for Error {
                 "{frames} frame(s) were still held after every domain was destroyed: a grant \
                  or mapping leaked (a bug: please report it with the log above)"
             ),
-            Error::NotBuilt(what) => write!(f, "{what} is not built yet"),
         }
     }
 }

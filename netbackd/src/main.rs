@@ -27,9 +27,7 @@ fn run(args: &Args) -> Result<(), Error> {
     args.validate().map_err(Error::Args)?;
     let signals = Signals::install()?;
     if args.xen {
-        return Err(Error::NotBuilt(
-            "--xen (serving real Xen guests through /dev/xen and xenstore)",
-        ));
+        return netbackd::xen::run(args, signals);
     }
     netbackd::embedded::run(args, signals)
 }

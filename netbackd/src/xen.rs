@@ -1,0 +1,57 @@
+//! netbackd on real Xen: the calling domain (dom0 or a driver domain) serves every vif the
+//! toolstack gives it, through `/dev/xen/gntdev`, `/dev/xen/evtchn` and xenstore
+//! (`hypervisor::xen::XenHost`). Guests are real domains; there are no embedded ones.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use hypervisor::GuestMemory;
+use hypervisor::xen::XenHost;
+
+use crate::Error;
+use crate::cli::Args;
+use crate::daemon::{self, POOL_PAGES, Run, Signals};
+
+/// Serves until SIGINT/SIGTERM, then closes every device (Closing, then Closed) and releases
+/// every mapping and event channel.
+pub fn run(args: &Args, mut signals: Signals) -> Result<(), Error> {
+    // The frame pool plus room for the rings' and the program's own pages.
+    let host = XenHost::open(POOL_PAGES + 256).map_err(Error::Hypervisor)?;
+    log::info!(
+        "real Xen: serving vifs of domain {} ({}); guests attach with the toolstack \
+         (xl network-attach, or vif = [...] in their config)",
+        host.domid(),
+        host.xs_endpoint().display()
+    );
+    let stats = host.clone();
+    let mut run = Run {
+        args: args.clone(),
+        start: Instant::now(),
+        stop: signals.stop.clone(),
+        report: signals.report.clone(),
+        wake: signals.take_wake_fd(),
+        guests: Arc::new(Mutex::new(Vec::new())),
+        hypervisor: Box::new(move || {
+            let s = stats.stats();
+            Some(serde_json::json!({
+                "kind": "xen",
+                "gntdev_ioctls": s.gntdev_ioctls,
+                "copy_calls": s.copy_calls,
+                "copy_ops": s.copy_ops,
+                "copy_failed": s.copy_failed,
+                "copy_refused": s.copy_refused,
+                "copy_bytes": s.copy_bytes,
+                "maps": s.maps,
+                "map_failures": s.map_failures,
+                "unmap_failures": s.unmap_failures,
+                "evtchn_ioctls": s.evtchn_ioctls,
+                "evtchn_overflows": s.evtchn_overflows,
+            }))
+        }),
+    };
+    let mut nb = daemon::build(host.clone(), &mut run)?;
+    daemon::serve(&mut nb, &run)?;
+    drop(nb);
+    log::info!("exit: {}", host.stats());
+    Ok(())
+}
