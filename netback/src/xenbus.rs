@@ -8,11 +8,12 @@
 //! written), the backend reads the keys, maps the rings, binds the channel and goes to
 //! Connected. Frontend Closing/Closed tears the vif down (unmapped and unbound *before* the
 //! backend's state says so, which netfront's close waits for); a frontend that returns to
-//! Initialising after Closed is offered the device again. The toolstack detaches a device by
-//! writing `online=0` or `state=5`: the vif goes Closing then Closed at once (libxl waits 10
-//! s). A removed backend directory forgets the device, so a re-attach with the same devid is a
-//! fresh device. A frontend whose keys are missing or ask for what this backend does not do
-//! gets a clear `error` node and Closed.
+//! Initialising after Closed is offered the device again (also when its Closed was overwritten
+//! by the Initialising before the backend read it: watches carry no values). The toolstack
+//! detaches a device by writing `online=0` or `state=5`: the vif goes Closing then Closed at
+//! once (libxl waits 10 s). A removed backend directory forgets the device, so a re-attach
+//! with the same devid is a fresh device. A frontend whose keys are missing or ask for what
+//! this backend does not do gets a clear `error` node and Closed.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -341,8 +342,18 @@ impl<S: XenStore> Xenbus<S> {
                 vifs.disconnect(id);
                 self.set_state(id, XenbusState::Closed);
             }
-            // A frontend that comes back after a close: offer the device again.
-            (Some(XenbusState::Initialising), XenbusState::Closed) if online => self.offer(id),
+            // A frontend that comes back after a close: offer the device again. A watch event
+            // carries no value, so a frontend that wrote Closed and then Initialising before
+            // this backend looked shows only Initialising; from Closing (or Connected: a
+            // frontend that restarted without closing) let go of the old rings and go Closed
+            // first, else the device would wait in Closing for a Closed already overwritten.
+            (Some(XenbusState::Initialising), s) if online && s != XenbusState::InitWait => {
+                if s != XenbusState::Closed {
+                    vifs.disconnect(id);
+                    self.set_state(id, XenbusState::Closed);
+                }
+                self.offer(id);
+            }
             _ => {}
         }
     }
