@@ -8,11 +8,13 @@
 //! written), the backend reads the keys, maps the rings, binds the channel and goes to
 //! Connected. Frontend Closing/Closed tears the vif down (unmapped and unbound *before* the
 //! backend's state says so, which netfront's close waits for); a frontend that returns to
-//! Initialising after Closed is offered the device again. The toolstack detaches a device by
-//! writing `online=0` or `state=5`: the vif goes Closing then Closed at once (libxl waits 10
-//! s). A removed backend directory forgets the device, so a re-attach with the same devid is a
-//! fresh device. A frontend whose keys are missing or ask for what this backend does not do
-//! gets a clear `error` node and Closed.
+//! Initialising after Closed is offered the device again (also when its Closed was overwritten
+//! by the Initialising before the backend read it: watches carry no values). The toolstack
+//! detaches a device by writing `online=0` or `state=5`: the vif goes Closing then Closed at
+//! once (libxl waits 10 s). A removed backend directory (no `frontend` node) forgets the
+//! device, so a re-attach with the same devid is a fresh device; the backend never writes into
+//! a removed directory (which would recreate it). A frontend whose keys are missing or ask for
+//! what this backend does not do gets a clear `error` node and Closed.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -200,19 +202,26 @@ impl<S: XenStore> Xenbus<S> {
         format!("{}/{}/{}", self.be_base, id.domid, id.devid)
     }
 
+    /// Whether the toolstack's backend directory is there: its `frontend` node, which only the
+    /// toolstack writes. (A `state` node is no proof: a write of ours that raced with the
+    /// toolstack's `rm` can leave one behind.)
+    fn present(&self, be_path: &str) -> bool {
+        self.xs.read(&format!("{be_path}/frontend")).is_ok()
+    }
+
     /// Something under the device's backend directory changed (the toolstack's `online` or
     /// `state`, our own writes, or the directory's removal).
     fn backend_changed(&mut self, id: VifId, vifs: &mut impl VifControl) {
         let be_path = self.be_path(id);
+        if !self.present(&be_path) {
+            self.forget(id, vifs);
+            return;
+        }
         let state = self
             .xs
             .read(&format!("{be_path}/state"))
             .ok()
             .and_then(|s| XenbusState::parse(&s));
-        if state.is_none() && self.xs.directory(&be_path).is_err() {
-            self.forget(id, vifs);
-            return;
-        }
         let online = self
             .xs
             .read(&format!("{be_path}/online"))
@@ -274,6 +283,9 @@ impl<S: XenStore> Xenbus<S> {
         let Some(dev) = self.devices.get(&id) else {
             return;
         };
+        if !self.present(&dev.be_path) {
+            return; // Removed meanwhile: writing would recreate it.
+        }
         for (k, v) in features(self.allow_flip) {
             let _ = self.xs.write(&format!("{}/{k}", dev.be_path), v);
         }
@@ -293,15 +305,18 @@ impl<S: XenStore> Xenbus<S> {
         log::info!("{id}: device removed");
     }
 
+    /// Records and writes the backend's state; as Linux's `xenbus_switch_state`, only while the
+    /// `state` node exists, so a device whose directory the toolstack removed is not recreated.
     fn set_state(&mut self, id: VifId, state: XenbusState) {
         if let Some(d) = self.devices.get_mut(&id) {
             if d.state != state {
                 log::info!("{id}: backend {:?} -> {state:?}", d.state);
             }
             d.state = state;
-            let _ = self
-                .xs
-                .write(&format!("{}/state", d.be_path), state.as_str());
+            let path = format!("{}/state", d.be_path);
+            if self.xs.read(&path).is_ok() {
+                let _ = self.xs.write(&path, state.as_str());
+            }
         }
     }
 
@@ -341,8 +356,18 @@ impl<S: XenStore> Xenbus<S> {
                 vifs.disconnect(id);
                 self.set_state(id, XenbusState::Closed);
             }
-            // A frontend that comes back after a close: offer the device again.
-            (Some(XenbusState::Initialising), XenbusState::Closed) if online => self.offer(id),
+            // A frontend that comes back after a close: offer the device again. A watch event
+            // carries no value, so a frontend that wrote Closed and then Initialising before
+            // this backend looked shows only Initialising; from Closing (or Connected: a
+            // frontend that restarted without closing) let go of the old rings and go Closed
+            // first, else the device would wait in Closing for a Closed already overwritten.
+            (Some(XenbusState::Initialising), s) if online && s != XenbusState::InitWait => {
+                if s != XenbusState::Closed {
+                    vifs.disconnect(id);
+                    self.set_state(id, XenbusState::Closed);
+                }
+                self.offer(id);
+            }
             _ => {}
         }
     }
@@ -377,7 +402,9 @@ impl<S: XenStore> Xenbus<S> {
     /// `xenbus_dev_fatal`: log, write `error`, close.
     fn fail(&mut self, id: VifId, reason: FrontendError, vifs: &mut impl VifControl) {
         log::error!("{id}: cannot connect the frontend: {reason}");
-        if let Some(d) = self.devices.get(&id) {
+        if let Some(d) = self.devices.get(&id)
+            && self.present(&d.be_path)
+        {
             let _ = self
                 .xs
                 .write(&format!("{}/error", d.be_path), &reason.to_string());

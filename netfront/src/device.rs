@@ -72,13 +72,7 @@ impl<D: FrontendDomain> Netfront<D> {
         let unwatch = |xs: &D::Store| {
             let _ = xs.unwatch(&watch_path, WATCH_TOKEN);
         };
-        let waited =
-            xenbus::wait_for_state(&xs, &be_dir, "the backend's InitWait", cfg.timeout, |s| {
-                matches!(
-                    s,
-                    XenbusState::InitWait | XenbusState::Initialised | XenbusState::Connected
-                )
-            });
+        let waited = xenbus::wait_for_offer(&xs, &be_dir, cfg.timeout);
         if let Err(e) = waited {
             unwatch(&xs);
             return Err(e);

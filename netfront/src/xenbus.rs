@@ -41,13 +41,38 @@ pub fn wait_for_state(
     timeout: Duration,
     done: impl Fn(XenbusState) -> bool,
 ) -> Result<XenbusState> {
+    wait(xs, dir, what, timeout, done, true)
+}
+
+/// Waits for the backend to offer the device (InitWait or later) after the frontend switched
+/// to Initialising, as Linux's `xennet_create_dev` does: a backend still Closing or Closed from
+/// the device's previous connection has not seen the new Initialising yet, so those states are
+/// waited through, not taken as an answer. Fails with [`Error::Timeout`] after `timeout`.
+pub fn wait_for_offer(xs: &impl XenStore, dir: &str, timeout: Duration) -> Result<XenbusState> {
+    let offered = |s| {
+        matches!(
+            s,
+            XenbusState::InitWait | XenbusState::Initialised | XenbusState::Connected
+        )
+    };
+    wait(xs, dir, "the backend's InitWait", timeout, offered, false)
+}
+
+fn wait(
+    xs: &impl XenStore,
+    dir: &str,
+    what: &str,
+    timeout: Duration,
+    done: impl Fn(XenbusState) -> bool,
+    closed_is_final: bool,
+) -> Result<XenbusState> {
     let start = Instant::now();
     loop {
         let s = read_state(xs, dir)?;
         if done(s) {
             return Ok(s);
         }
-        if matches!(s, XenbusState::Closing | XenbusState::Closed) {
+        if closed_is_final && matches!(s, XenbusState::Closing | XenbusState::Closed) {
             return Err(Error::BackendClosed { state: s as u32 });
         }
         let left = timeout.saturating_sub(start.elapsed());
