@@ -24,6 +24,7 @@ use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use crate::batch::CopyBatch;
 use crate::config::Config;
 use crate::error::{Error, FrontendError};
+use crate::offloads::{SegScratch, fit};
 use crate::pool::{BufPool, MAX_FRAME_PAGES, NetFrame};
 use crate::uplink::{Uplink, UplinkIo, UplinkStats, Wakeup, Wire, wire_nic};
 use crate::vif::{FrontendKeys, Vif, VifId, VifStats};
@@ -60,6 +61,8 @@ pub struct NetbackSnapshot {
 struct UplinkSlot<D: BackendDomain> {
     dev: Box<dyn Uplink<D>>,
     port: PortId,
+    /// Frames that could not be fitted to what it takes (counted into its `tx_errors`).
+    unfit: u64,
 }
 
 /// The data path: everything a pass touches. The control plane drives it through
@@ -81,6 +84,8 @@ struct Datapath<D: BackendDomain> {
     delivered: Vec<Port>,
     /// pcap files to capture vifs into, started whenever the vif connects.
     captures: HashMap<VifId, PathBuf>,
+    /// Software segmentation's buffers.
+    seg: SegScratch,
     start: Instant,
 }
 
@@ -130,6 +135,7 @@ impl<D: BackendDomain> Netback<D> {
                 frames: Vec::new(),
                 delivered: Vec::new(),
                 captures: HashMap::new(),
+                seg: SegScratch::new(),
                 start: Instant::now(),
                 cfg,
                 evtchn,
@@ -184,7 +190,11 @@ impl<D: BackendDomain> Netback<D> {
     pub fn attach_uplink(&mut self, dev: Box<dyn Uplink<D>>) -> Result<PortId, Error> {
         let port = self.dp.bridge.add_port(PortKind::Uplink)?;
         log::info!("uplink {} on switch port {port}", dev.name());
-        self.dp.uplinks.push(UplinkSlot { dev, port });
+        self.dp.uplinks.push(UplinkSlot {
+            dev,
+            port,
+            unfit: 0,
+        });
         Ok(port)
     }
 
@@ -248,7 +258,11 @@ impl<D: BackendDomain> Netback<D> {
             uplinks: dp
                 .uplinks
                 .iter()
-                .map(|u| (u.dev.name().to_string(), u.port, u.dev.stats()))
+                .map(|u| {
+                    let mut st = u.dev.stats();
+                    st.tx_errors += u.unfit;
+                    (u.dev.name().to_string(), u.port, st)
+                })
                 .collect(),
             devices: self.xenbus.devices(),
         }
@@ -387,18 +401,31 @@ impl<D: BackendDomain> Datapath<D> {
                     .forward(port, &mut self.frames, since, &mut self.out)?;
             }
         }
-        // Switch → queues.
+        // Switch → queues, each frame fitted to what its port takes (a checksum completed, a
+        // super-frame segmented) only if the port cannot take it as it is.
         if !self.out.is_empty() {
             let cap = self.cfg.rx_queue_bytes;
             for vif in &mut self.vifs {
+                let to = vif.accepts;
                 for f in self.out.drain(vif.bridge_port) {
-                    vif.enqueue_rx(f, now, cap);
+                    let fitted = fit(f, to, &self.pool, &mut self.seg, &mut |f| {
+                        vif.enqueue_rx(f, now, cap)
+                    });
+                    if fitted.is_err() {
+                        vif.stats.rx_unfit += 1;
+                    }
                 }
             }
             for i in 0..self.uplinks.len() {
                 let port = self.uplinks[i].port;
+                let to = self.uplinks[i].dev.accepts();
                 self.frames.clear();
-                self.frames.extend(self.out.drain(port));
+                for f in self.out.drain(port) {
+                    let frames = &mut self.frames;
+                    if fit(f, to, &self.pool, &mut self.seg, &mut |f| frames.push(f)).is_err() {
+                        self.uplinks[i].unfit += 1;
+                    }
+                }
                 if !self.frames.is_empty() {
                     let io = UplinkIo {
                         pool: &self.pool,

@@ -8,15 +8,19 @@
 //! Ethernet header the switch reads, as an skb carries its MAC header pointer) and a refcount
 //! on the buffer, so flooding clones a pointer. Dropping the last handle returns the pages.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::rc::Rc;
 
 use hypervisor::{GuestMemory, LocalAddr, PAGE_SIZE, Pfn};
+use offload::{Csum, OffloadMeta};
 use ring::netif::MAX_FRAME;
 
 /// Bytes of each frame kept in its handle for the switch (and a pcap snapshot of the head).
 pub const HEAD: usize = 64;
+/// Bytes of a frame's start read to find its headers (Ethernet, IP with options or extension
+/// headers, TCP with options) for offload work.
+pub const HDR_PEEK: usize = 256;
 
 /// Pages of a maximum-size frame.
 pub const MAX_FRAME_PAGES: usize = MAX_FRAME.div_ceil(PAGE_SIZE);
@@ -92,6 +96,7 @@ impl<D: GuestMemory> BufPool<D> {
             pages,
             len,
             head: [0; HEAD],
+            meta: Cell::new(OffloadMeta::NONE),
             pool: self.0.clone(),
         })
     }
@@ -173,6 +178,9 @@ pub struct Buf<D: GuestMemory> {
     pages: Pages,
     len: usize,
     head: [u8; HEAD],
+    /// What is known of its checksum and whether it is a GSO super-frame (a `Cell`: completing
+    /// the checksum of a frame several ports share updates it for all of them).
+    meta: Cell<OffloadMeta>,
     pool: Rc<PoolInner<D>>,
 }
 
@@ -200,6 +208,117 @@ impl<D: GuestMemory> Buf<D> {
     /// Whether the frame is empty (never: buffers hold 1 byte or more).
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// The frame's offload metadata.
+    pub fn meta(&self) -> OffloadMeta {
+        self.meta.get()
+    }
+
+    /// Sets the frame's offload metadata.
+    pub fn set_meta(&self, meta: OffloadMeta) {
+        self.meta.set(meta);
+    }
+
+    /// Reads the frame's first bytes (at most `buf.len()`, and at most one page) into `buf`;
+    /// returns how many.
+    pub fn peek(&self, buf: &mut [u8]) -> hypervisor::Result<usize> {
+        let n = self.len.min(buf.len()).min(PAGE_SIZE);
+        self.pool
+            .dom
+            .read(self.pages.as_slice()[0].pfn, 0, &mut buf[..n])?;
+        Ok(n)
+    }
+
+    /// Writes `data` at byte `at` of the frame (within its first page).
+    pub fn poke(&self, at: usize, data: &[u8]) -> hypervisor::Result<()> {
+        self.pool.dom.write(self.pages.as_slice()[0].pfn, at, data)
+    }
+
+    /// Completes a partial checksum in place (the frame's pages are rewritten at the checksum
+    /// field) and marks the frame validated: for an egress that cannot take `csum_blank`. A
+    /// frame with nothing partial is left alone. On error the frame is not touched. The head
+    /// copy the switch and pcap see keeps the partial sum (as tcpdump on a Linux sender shows
+    /// offloaded checksums).
+    pub fn complete_csum(&self) -> Result<(), offload::Error> {
+        let meta = self.meta.get();
+        let Csum::Partial { .. } = meta.csum else {
+            return Ok(());
+        };
+        let mut hdr = [0u8; HDR_PEEK];
+        let n = self.peek(&mut hdr).map_err(|_| offload::Error::Truncated {
+            what: "frame headers",
+            need: HDR_PEEK,
+            have: 0,
+        })?;
+        let loc = offload::parse::locate(&hdr[..n])?;
+        if loc.ip_end > self.len {
+            return Err(offload::Error::Truncated {
+                what: "IP datagram",
+                need: loc.ip_end,
+                have: self.len,
+            });
+        }
+        // The field holds the pseudo-header sum: summing the whole L4 span completes it.
+        let mut c = offload::csum::Checksum::new();
+        let dom = &self.pool.dom;
+        for (i, page) in self.pages.as_slice().iter().enumerate() {
+            let (lo, hi) = (i * PAGE_SIZE, ((i + 1) * PAGE_SIZE).min(self.len));
+            let (a, b) = (loc.csum_start.max(lo), loc.ip_end.min(hi));
+            if a >= b {
+                continue;
+            }
+            dom.with_page(page.pfn, |p| {
+                c.add(&p[a - lo..b - lo]);
+            })
+            .map_err(|_| offload::Error::Truncated {
+                what: "frame page",
+                need: b,
+                have: a,
+            })?;
+        }
+        let mut v = c.finish();
+        if v == 0 && loc.l4 == offload::parse::L4Kind::Udp {
+            v = 0xFFFF;
+        }
+        let field = loc.csum_field();
+        self.write_at(field, &v.to_be_bytes())
+            .map_err(|_| offload::Error::CsumOutOfRange {
+                start: loc.csum_start,
+                offset: loc.csum_offset,
+                len: self.len,
+            })?;
+        self.meta.set(OffloadMeta {
+            csum: Csum::Validated,
+            ..meta
+        });
+        Ok(())
+    }
+
+    /// Writes `data` at logical byte `at` of the frame, across a page boundary if need be.
+    fn write_at(&self, at: usize, data: &[u8]) -> hypervisor::Result<()> {
+        let mut at = at;
+        let mut src = data;
+        while !src.is_empty() {
+            let (page, off) = (at / PAGE_SIZE, at % PAGE_SIZE);
+            let n = src.len().min(PAGE_SIZE - off);
+            let pfn = self
+                .pages
+                .as_slice()
+                .get(page)
+                .ok_or(hypervisor::Error::OutOfBounds { offset: at, len: n })?
+                .pfn;
+            self.pool.dom.write(pfn, off, &src[..n])?;
+            src = &src[n..];
+            at += n;
+        }
+        Ok(())
+    }
+
+    /// Sets the handle's header copy from the frame's first bytes, read by the caller.
+    pub fn set_head(&mut self, first: &[u8]) {
+        let n = self.len.min(HEAD).min(first.len());
+        self.head[..n].copy_from_slice(&first[..n]);
     }
 
     /// Reads the frame's first bytes from memory into the handle's header copy. Call once the
@@ -249,6 +368,7 @@ impl<D: GuestMemory> Buf<D> {
                 .ok()?;
         }
         copy.head = self.head;
+        copy.meta.set(self.meta.get());
         Some(copy)
     }
 }
@@ -296,6 +416,11 @@ impl<D: GuestMemory> NetFrame<D> {
     /// Whether this handle is the only one (a flip may give the pages away only then).
     pub fn is_exclusive(&self) -> bool {
         Rc::strong_count(&self.0) == 1
+    }
+
+    /// The frame's offload metadata.
+    pub fn meta(&self) -> OffloadMeta {
+        self.0.meta()
     }
 }
 

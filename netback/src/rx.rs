@@ -47,9 +47,9 @@ impl<D: BackendDomain> Default for RxScratch<D> {
     }
 }
 
-/// Slots a frame of `len` bytes needs.
-pub(crate) fn slots_for(len: usize) -> u32 {
-    len.div_ceil(PAGE_SIZE) as u32
+/// Slots a frame needs: one per page of data, plus one for a GSO extra-info slot.
+pub(crate) fn slots_for<D: BackendDomain>(f: &NetFrame<D>) -> u32 {
+    f.len().div_ceil(PAGE_SIZE) as u32 + u32::from(f.meta().gso.is_some())
 }
 
 impl<D: BackendDomain> Vif<D> {
@@ -78,10 +78,10 @@ impl<D: BackendDomain> Vif<D> {
         let mut fatal = None;
         let mut delivered = 0usize;
         while delivered < cfg.rx_batch_packets {
-            let Some(len) = self.rx_queue.front_len() else {
+            let Some(needed) = self.rx_queue.front().map(slots_for) else {
                 break;
             };
-            match self.rx_slots_available(slots_for(len)) {
+            match self.rx_slots_available(needed) {
                 Ok(true) => {}
                 Ok(false) => break,
                 Err(e) => {
@@ -121,8 +121,10 @@ impl<D: BackendDomain> Vif<D> {
     }
 
     /// Delivers one frame (Linux's `xenvif_rx_skb`): one request per backend page, each
-    /// answered at once in request order, its copy or transfer queued. The caller checked that
-    /// enough requests are posted.
+    /// answered at once in request order, its copy or transfer queued. The first response
+    /// carries the frame's checksum flags; a super-frame's first is followed by its GSO
+    /// extra-info slot, which consumes a request of its own (netfront finds buffers by ring
+    /// index), as Linux netback lays it out. The caller checked that enough requests are posted.
     fn rx_skb(
         &mut self,
         dom0: &D,
@@ -146,6 +148,10 @@ impl<D: BackendDomain> Vif<D> {
                 }
             }
         }
+        let (first_flags, mut extra) = offload::netif::to_rx(&frame.meta(), len);
+        if extra.is_some() {
+            self.stats.rx_gso_frames += 1;
+        }
         let pages = frame.0.pages();
         for (i, page) in pages.iter().enumerate() {
             // `rx_slots_available` validated enough requests, and each consumed request is
@@ -159,13 +165,18 @@ impl<D: BackendDomain> Vif<D> {
                 Err(e) => return Err(Fatal::Ring(e)),
             };
             let chunk = (len - i * PAGE_SIZE).min(PAGE_SIZE);
+            let more = if i + 1 == pages.len() {
+                0
+            } else {
+                NETRXF_MORE_DATA
+            };
             let rsp = RxResponse {
                 id: req.id,
                 offset: 0,
-                flags: if i + 1 == pages.len() {
-                    0
+                flags: if i == 0 {
+                    (first_flags & !NETRXF_MORE_DATA) | more
                 } else {
-                    NETRXF_MORE_DATA
+                    more
                 },
                 status: chunk as i16,
             };
@@ -193,6 +204,17 @@ impl<D: BackendDomain> Vif<D> {
                     if sc.transfers.len() >= cfg.flip_batch_pages {
                         self.rx_flush_transfers(dom0, sc);
                     }
+                }
+            }
+            if let Some(e) = extra.take() {
+                // The extra-info slot right after the first: it consumes a request whose
+                // buffer stays unused, and overlays its response.
+                match self.rx.next_request() {
+                    Ok(Some(_)) => {
+                        let _ = self.rx.put_response_as(e);
+                    }
+                    Ok(None) => debug_assert!(false, "validated rx request vanished"),
+                    Err(err) => return Err(Fatal::Ring(err)),
                 }
             }
         }

@@ -21,12 +21,13 @@ use std::ops::Range;
 use hypervisor::{BackendDomain, CopyOp, CopyPtr, GrantRef, PAGE_SIZE};
 use ring::netif::{
     ETH_HLEN, ExtraInfo, ExtraRepr, NETIF_RSP_ERROR, NETIF_RSP_NULL, NETIF_RSP_OKAY,
-    NETTXF_EXTRA_INFO, NETTXF_MORE_DATA, TxRequest, TxResponse, XEN_NETIF_EXTRA_FLAG_MORE,
+    NETTXF_CSUM_BLANK, NETTXF_DATA_VALIDATED, NETTXF_EXTRA_INFO, NETTXF_MORE_DATA, TxRequest,
+    TxResponse, XEN_NETIF_EXTRA_FLAG_MORE,
 };
 
 use crate::batch::CopyBatch;
 use crate::config::Config;
-use crate::pool::{Buf, BufPool, NetFrame};
+use crate::pool::{Buf, BufPool, HDR_PEEK, NetFrame};
 use crate::vif::{Fatal, Vif};
 
 /// What becomes of a packet read this pass.
@@ -44,10 +45,12 @@ enum Fate<D: BackendDomain> {
     Dummy,
 }
 
-/// One packet of the pass: its slots (to answer) and its fate.
+/// One packet of the pass: its slots (to answer), its offload flags and GSO slot, its fate.
 struct Pending<D: BackendDomain> {
     /// This packet's slots in `TxScratch::ids`.
     ids: Range<usize>,
+    flags: u16,
+    gso: Option<ExtraInfo>,
     fate: Fate<D>,
 }
 
@@ -56,6 +59,8 @@ struct Chain {
     first: TxRequest,
     /// A multicast add/remove extra came with it.
     mcast: bool,
+    /// Its GSO extra-info slot, if any.
+    gso: Option<ExtraInfo>,
 }
 
 /// Working storage of a tx pass, kept in the vif so a pass allocates nothing once warm.
@@ -120,6 +125,7 @@ impl<D: BackendDomain> Vif<D> {
                 }
             };
             let ids = start..sc.ids.len();
+            let (flags, gso) = (chain.first.flags, chain.gso);
             let fate = match self.tx_check_packet(cfg, &chain, &sc.slots) {
                 Err(f) => {
                     fatal = Some(f);
@@ -136,6 +142,8 @@ impl<D: BackendDomain> Vif<D> {
                         let owner = pending.len() as u32;
                         pending.push(Pending {
                             ids,
+                            flags,
+                            gso,
                             fate: Fate::Copying(buf),
                         });
                         // A flush here may report failures of earlier packets of the pass too:
@@ -151,7 +159,12 @@ impl<D: BackendDomain> Vif<D> {
                     }
                 },
             };
-            pending.push(Pending { ids, fate });
+            pending.push(Pending {
+                ids,
+                flags,
+                gso,
+                fate,
+            });
         }
         // Finish the copies of this pass; a failed op fails its packet.
         batch.flush(dom0, &mut |owner, _| fail(&mut pending, owner));
@@ -190,6 +203,7 @@ impl<D: BackendDomain> Vif<D> {
             got: sc.ids.len() - start,
         };
         let mut mcast = false;
+        let mut gso = None;
         if first.flags & NETTXF_EXTRA_INFO != 0 {
             loop {
                 let extra: ExtraInfo = self
@@ -203,7 +217,8 @@ impl<D: BackendDomain> Vif<D> {
                     .push((u16::from_le_bytes([extra.type_, extra.flags]), true));
                 match ExtraRepr::parse(&extra).map_err(Fatal::BadExtra)? {
                     ExtraRepr::McastAdd(_) | ExtraRepr::McastDel(_) => mcast = true,
-                    ExtraRepr::Gso { .. } | ExtraRepr::Hash { .. } | ExtraRepr::Xdp { .. } => {}
+                    ExtraRepr::Gso { .. } => gso = Some(extra),
+                    ExtraRepr::Hash { .. } | ExtraRepr::Xdp { .. } => {}
                 }
                 if extra.flags & XEN_NETIF_EXTRA_FLAG_MORE == 0 {
                     break;
@@ -237,7 +252,7 @@ impl<D: BackendDomain> Vif<D> {
             more = next.flags & NETTXF_MORE_DATA != 0;
             sc.slots.push(next);
         }
-        Ok(Some(Chain { first, mcast }))
+        Ok(Some(Chain { first, mcast, gso }))
     }
 
     /// The drop checks on a whole chain. `Ok(false)`: dropped (counted); `Err`: the first slot
@@ -291,20 +306,55 @@ impl<D: BackendDomain> Vif<D> {
                 let _ = self.tx.put_response(TxResponse { id, status: st });
             }
             match p.fate {
-                Fate::Copying(mut buf) => {
-                    if buf.load_head().is_ok() {
+                Fate::Copying(mut buf) => match tx_checksum_setup(&mut buf, p.flags, p.gso) {
+                    Ok(()) => {
                         self.stats.tx_packets += 1;
                         self.stats.tx_bytes += buf.len() as u64;
+                        self.stats.tx_gso_frames += u64::from(p.gso.is_some());
                         frames.push(NetFrame::new(buf));
-                    } else {
-                        self.stats.tx_copy_errors += 1;
                     }
-                }
+                    // Answered OK already; Linux drops such a packet silently too.
+                    Err(SetupError::Offload) => self.stats.tx_csum_errors += 1,
+                    Err(SetupError::Read) => self.stats.tx_copy_errors += 1,
+                },
                 Fate::CopyFailed => self.stats.tx_copy_errors += 1,
                 Fate::Dropped | Fate::Dummy => {}
             }
         }
     }
+}
+
+/// Why a copied packet cannot go on.
+enum SetupError {
+    /// Its offload flags or GSO slot do not match its headers.
+    Offload,
+    /// Its first page could not be read back.
+    Read,
+}
+
+/// Reads the packet's offload flags and GSO slot against its headers (Linux's
+/// `checksum_setup` and `xenvif_set_skb_gso`), stores the result in the buffer and loads the
+/// switch's copy of its head. A GSO frame sent without `csum_blank` gets its pseudo-header sum
+/// written, as netback's fixup does.
+fn tx_checksum_setup<D: BackendDomain>(
+    buf: &mut Buf<D>,
+    flags: u16,
+    gso: Option<ExtraInfo>,
+) -> Result<(), SetupError> {
+    if flags & (NETTXF_CSUM_BLANK | NETTXF_DATA_VALIDATED) == 0 && gso.is_none() {
+        return buf.load_head().map_err(|_| SetupError::Read);
+    }
+    let mut hdr = [0u8; HDR_PEEK];
+    let n = buf.peek(&mut hdr).map_err(|_| SetupError::Read)?;
+    let before = hdr;
+    let meta = offload::netif::from_tx(flags, gso.as_ref(), &mut hdr[..n])
+        .map_err(|_| SetupError::Offload)?;
+    if hdr[..n] != before[..n] {
+        buf.poke(0, &hdr[..n]).map_err(|_| SetupError::Read)?;
+    }
+    buf.set_meta(meta);
+    buf.set_head(&hdr[..n]);
+    Ok(())
 }
 
 /// The grant copies of a checked chain into `buf`: one op per piece of a slot that fits in the

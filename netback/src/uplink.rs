@@ -53,7 +53,8 @@ pub struct UplinkStats {
     pub tx_bytes: u64,
     /// Frames dropped because the device was full.
     pub tx_dropped: u64,
-    /// Frames that could not be read out of backend pages or written to the device.
+    /// Frames that could not be read out of backend pages or written to the device, or fixed
+    /// up for it (a checksum to complete, a super-frame to segment).
     pub tx_errors: u64,
 }
 
@@ -84,6 +85,11 @@ pub trait Uplink<D: BackendDomain> {
     fn wakeup(&self) -> Wakeup<'_>;
     /// Counters.
     fn stats(&self) -> UplinkStats;
+    /// What it takes as is (partial checksums, super-frames); anything else is fixed up in
+    /// software before `transmit` sees it. A plain NIC takes whole frames only.
+    fn accepts(&self) -> crate::Accepts {
+        crate::Accepts::NONE
+    }
 }
 
 /// Frames in flight per direction on a [`Wire`].

@@ -102,6 +102,11 @@ pub struct VifStats {
     pub tx_no_buffer: u64,
     /// Multicast add/remove requests (extra-info only, no data), answered and not forwarded.
     pub tx_mcast_requests: u64,
+    /// Tx packets answered OK and dropped because their checksum setup failed (offload flags
+    /// that do not match their headers), as Linux drops them.
+    pub tx_csum_errors: u64,
+    /// Tx super-frames (a GSO extra-info slot) taken from the guest.
+    pub tx_gso_frames: u64,
     /// Frames delivered into the guest.
     pub rx_packets: u64,
     /// Their bytes.
@@ -116,6 +121,12 @@ pub struct VifStats {
     pub rx_expired: u64,
     /// Frames copied privately before being flipped (flooded frames another vif also holds).
     pub rx_private_copies: u64,
+    /// Super-frames delivered whole, with a GSO extra-info slot.
+    pub rx_gso_frames: u64,
+    /// Frames dropped because they could not be fitted to what the frontend takes: longer than a
+    /// page without `feature-sg`, offload metadata not matching the headers, or no buffers for
+    /// software segmentation.
+    pub rx_unfit: u64,
     /// Notifications sent to the frontend.
     pub notifies: u64,
     /// Events from the frontend that found no work (lateeoi accounting, XSA-332).
@@ -148,6 +159,36 @@ pub struct FrontendKeys {
     pub event_channel: Port,
     /// From `request-rx-copy`.
     pub mode: RxMode,
+    /// What the frontend takes on its rx ring.
+    pub offload: FrontendOffloads,
+}
+
+/// What a frontend takes on its rx ring, from its `feature-*` keys (Linux's
+/// `read_xenbus_vif_flags`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct FrontendOffloads {
+    /// `feature-sg`: frames longer than one page (several slots).
+    pub sg: bool,
+    /// Not `feature-no-csum-offload`: IPv4 TCP/UDP frames with only a partial checksum
+    /// (`NETRXF_csum_blank`).
+    pub csum: bool,
+    /// `feature-ipv6-csum-offload`: the same for IPv6.
+    pub ipv6_csum: bool,
+    /// `feature-gso-tcpv4`: TCPv4 super-frames with a GSO extra-info slot.
+    pub gso_tcpv4: bool,
+    /// `feature-gso-tcpv6`: TCPv6 super-frames.
+    pub gso_tcpv6: bool,
+}
+
+impl FrontendOffloads {
+    /// Everything: what this project's netfront and Linux's take.
+    pub const ALL: FrontendOffloads = FrontendOffloads {
+        sg: true,
+        csum: true,
+        ipv6_csum: true,
+        gso_tcpv4: true,
+        gso_tcpv6: true,
+    };
 }
 
 /// A vif's rx queue: frames waiting for guest buffers, capped in bytes, each stamped with when
@@ -180,9 +221,9 @@ impl<D: BackendDomain> RxQueue<D> {
         Ok(())
     }
 
-    /// The length of the frame at the head.
-    pub fn front_len(&self) -> Option<usize> {
-        self.frames.front().map(|(f, _)| f.len())
+    /// The frame at the head.
+    pub fn front(&self) -> Option<&NetFrame<D>> {
+        self.frames.front().map(|(f, _)| f)
     }
 
     /// Takes the frame at the head.
@@ -232,6 +273,8 @@ pub struct Vif<D: BackendDomain> {
     pub(crate) rx: BackRing<RxRing, PageRing<<D as GrantOps>::Mapping>>,
     pub(crate) port: Port,
     pub(crate) mode: RxMode,
+    /// What the frontend takes on its rx ring.
+    pub(crate) accepts: crate::Accepts,
     pub(crate) bridge_port: PortId,
     /// The MAC the toolstack configured (`mac` in the backend directory); the vif's bridge
     /// port accepts only this source when set.
@@ -283,6 +326,15 @@ impl<D: BackendDomain> Vif<D> {
             rx,
             port,
             mode: keys.mode,
+            // A flipped page carries one slot's data: no super-frames in flip mode.
+            accepts: match keys.mode {
+                RxMode::Copy => keys.offload.into(),
+                RxMode::Flip => crate::Accepts {
+                    gso_tcpv4: false,
+                    gso_tcpv6: false,
+                    ..keys.offload.into()
+                },
+            },
             bridge_port,
             mac,
             rx_queue: RxQueue::new(),

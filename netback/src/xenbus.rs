@@ -24,7 +24,7 @@ use hypervisor::{DomId, GrantRef, Port, XenStore};
 use ring::netif::RxMode;
 
 use crate::error::{Error, FrontendError};
-use crate::vif::{FrontendKeys, VifId};
+use crate::vif::{FrontendKeys, FrontendOffloads, VifId};
 
 pub use hypervisor::XenbusState;
 
@@ -37,9 +37,9 @@ const EVENTS_PER_PASS: usize = 64;
 pub fn features(allow_flip: bool) -> [(&'static str, &'static str); 11] {
     [
         ("feature-sg", "1"),
-        ("feature-gso-tcpv4", "0"),
-        ("feature-gso-tcpv6", "0"),
-        ("feature-ipv6-csum-offload", "0"),
+        ("feature-gso-tcpv4", "1"),
+        ("feature-gso-tcpv6", "1"),
+        ("feature-ipv6-csum-offload", "1"),
         ("feature-rx-copy", "1"),
         ("feature-rx-flip", if allow_flip { "1" } else { "0" }),
         ("feature-rx-notify", "1"),
@@ -449,11 +449,22 @@ pub fn read_frontend_keys(
     };
     // `feature-rx-notify` is not required: Linux only shortens its drain timeout without it,
     // and this backend arms `req_event` itself when it waits for buffers.
+    let flag =
+        |key: &'static str| -> Result<bool, FrontendError> { Ok(read_u32(key)?.unwrap_or(0) != 0) };
+    // What the frontend takes on its rx ring (Linux's read_xenbus_vif_flags).
+    let offload = FrontendOffloads {
+        sg: flag("feature-sg")?,
+        csum: !flag("feature-no-csum-offload")?,
+        ipv6_csum: flag("feature-ipv6-csum-offload")?,
+        gso_tcpv4: flag("feature-gso-tcpv4")?,
+        gso_tcpv6: flag("feature-gso-tcpv6")?,
+    };
     Ok(FrontendKeys {
         tx_ring_ref: GrantRef(tx),
         rx_ring_ref: GrantRef(rx),
         event_channel: Port(evtchn),
         mode,
+        offload,
     })
 }
 

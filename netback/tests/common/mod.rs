@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use hypervisor::embedded::{DomainHandle, EvtchnHandle, Hypervisor};
 use hypervisor::ringpage::{OwnRingPage, own_ring};
 use hypervisor::{GrantRef, PAGE_SIZE, Pfn, Port};
-use netback::{Config, FrontendKeys, Netback, RxMode, VifId};
+use netback::{Config, FrontendKeys, FrontendOffloads, Netback, RxMode, VifId};
 use ring::netif::{
     NETRXF_MORE_DATA, NETTXF_MORE_DATA, RxRequest, RxResponse, TxRequest, TxResponse,
 };
@@ -51,6 +51,8 @@ pub struct RawFront {
     tx_pages: HashMap<u16, (Pfn, GrantRef)>,
     /// Rx buffers by request id.
     rx_bufs: HashMap<u16, (Pfn, GrantRef)>,
+    /// Rx request ids in the order they were posted (responses come back in that order).
+    rx_order: std::collections::VecDeque<u16>,
     next_id: u16,
     pub tx_responses: Vec<TxResponse>,
     partial: Vec<u8>,
@@ -80,11 +82,18 @@ impl RawFront {
                 rx_ring_ref,
                 event_channel: port,
                 mode,
+                // A frontend driven by hand: it reassembles multi-slot frames but takes no
+                // partial checksums or super-frames unless a test says so.
+                offload: FrontendOffloads {
+                    sg: true,
+                    ..FrontendOffloads::default()
+                },
             },
             port,
             mac,
             tx_pages: HashMap::new(),
             rx_bufs: HashMap::new(),
+            rx_order: std::collections::VecDeque::new(),
             next_id: 0,
             tx_responses: Vec::new(),
             partial: Vec::new(),
@@ -174,6 +183,7 @@ impl RawFront {
             };
             let id = self.id_next();
             self.rx_bufs.insert(id, (pfn, gref));
+            self.rx_order.push_back(id);
             self.rx
                 .put_request(RxRequest {
                     id,
@@ -196,6 +206,7 @@ impl RawFront {
                 out.push(Err(i16::MIN));
                 continue;
             };
+            self.rx_order.retain(|i| *i != rsp.id);
             match self.keys.mode {
                 RxMode::Copy => self.dom.end_access(gref).unwrap(),
                 RxMode::Flip => {
@@ -217,4 +228,119 @@ impl RawFront {
         }
         out
     }
+
+    /// Received frames with their offload metadata, checking the rx protocol as netfront relies
+    /// on it: one response per request, in request order (an extra-info slot consumes the
+    /// request posted after the frame's first).
+    pub fn recv_meta(&mut self) -> Vec<RxFrame> {
+        let mut out = Vec::new();
+        let mut cur: Option<RxFrame> = None;
+        let mut want_extra = false;
+        while let Some(&id) = self.rx_order.front() {
+            let (pfn, gref) = self.rx_bufs[&id];
+            if want_extra {
+                // The extra-info slot overlays this request's response; its buffer is unused.
+                let Some(e) = self
+                    .rx
+                    .next_response_as::<ring::netif::ExtraInfo>()
+                    .unwrap()
+                else {
+                    break;
+                };
+                want_extra = false;
+                let f = cur.as_mut().expect("an extra slot follows a first slot");
+                f.extra = Some(zerocopy::IntoBytes::as_bytes(&e).try_into().unwrap());
+                self.dom.end_access(gref).unwrap();
+                if f.first_flags & NETRXF_MORE_DATA == 0 {
+                    out.push(cur.take().unwrap());
+                }
+            } else {
+                let Some(rsp) = self.rx.next_response().unwrap() else {
+                    break;
+                };
+                let rsp: RxResponse = rsp;
+                assert_eq!(rsp.id, id, "responses come back in request order");
+                assert!(rsp.status >= 0, "an rx error: {}", rsp.status);
+                self.dom.end_access(gref).unwrap();
+                let mut buf = vec![0u8; rsp.status as usize];
+                self.dom.read(pfn, rsp.offset as usize, &mut buf).unwrap();
+                let f = cur.get_or_insert_with(|| RxFrame {
+                    first_flags: rsp.flags,
+                    ..RxFrame::default()
+                });
+                f.data.extend_from_slice(&buf);
+                f.slots += 1;
+                want_extra = f.slots == 1 && rsp.flags & ring::netif::NETRXF_EXTRA_INFO != 0;
+                if rsp.flags & NETRXF_MORE_DATA == 0 && !want_extra {
+                    out.push(cur.take().unwrap());
+                }
+            }
+            self.rx_bufs.remove(&id);
+            self.rx_order.pop_front();
+            self.dom.free_page(pfn).unwrap();
+        }
+        if self.rx_order.is_empty() {
+            assert!(
+                self.rx.next_response().unwrap().is_none(),
+                "a response for no posted request"
+            );
+        }
+        out
+    }
+
+    /// Transmits `data` (one slot per page-sized chunk) with offload `flags` on the first
+    /// request and, if given, a GSO extra-info slot after it, as Linux netfront lays it out.
+    pub fn send_with(&mut self, data: &[u8], flags: u16, extra: Option<ring::netif::ExtraInfo>) {
+        let chunks: Vec<&[u8]> = data.chunks(PAGE_SIZE).collect();
+        for (i, c) in chunks.iter().enumerate() {
+            let pfn = self.dom.alloc_page().unwrap();
+            self.dom.write(pfn, 0, c).unwrap();
+            let gref = self.dom.grant_access(self.backend, pfn, true).unwrap();
+            let id = self.id_next();
+            self.tx_pages.insert(id, (pfn, gref));
+            let mut f = if i + 1 < chunks.len() {
+                NETTXF_MORE_DATA
+            } else {
+                0
+            };
+            if i == 0 {
+                f |= flags;
+                if extra.is_some() {
+                    f |= ring::netif::NETTXF_EXTRA_INFO;
+                }
+            }
+            self.tx
+                .put_request(TxRequest {
+                    gref: gref.0,
+                    offset: 0,
+                    flags: f,
+                    id,
+                    size: if i == 0 {
+                        data.len() as u16
+                    } else {
+                        c.len() as u16
+                    },
+                })
+                .unwrap();
+            if i == 0
+                && let Some(e) = extra
+            {
+                self.tx.put_request_as(e).unwrap();
+            }
+        }
+        self.push_tx();
+    }
+}
+
+/// A frame received with its rx metadata.
+#[derive(Debug, Default, Clone)]
+pub struct RxFrame {
+    /// The frame.
+    pub data: Vec<u8>,
+    /// The first slot's flags.
+    pub first_flags: u16,
+    /// The GSO extra-info slot's bytes, if one followed.
+    pub extra: Option<[u8; 8]>,
+    /// Data slots it took.
+    pub slots: usize,
 }
