@@ -2,19 +2,21 @@
 //! arriving in one poll are merged into one super-frame, so everything after the driver pays per
 //! 64 KiB instead of per 1.5 KiB.
 //!
-//! A driver's poll feeds every frame to [`Gro::receive`] in arrival order and calls
-//! [`Gro::flush`] at the end of the poll. Frames come out through the caller's `out` closure:
-//! - a frame Linux would not merge or hold passes straight through, lent back from the caller's
-//!   own buffer with no copy;
-//! - a frame that starts a flow is copied once into that flow's buffer; each later segment that
-//!   continues the flow has its payload appended there (one copy of its payload, the same copy a
-//!   driver's copy-break would make; Linux instead chains the page as a fragment);
-//! - when a flow ends (a segment that cannot merge, a short or PSH/FIN segment, a full table, the
-//!   end of the poll), its super-frame is lent to `out` straight from the engine's buffer, so the
-//!   consumer (netback's grant copy, a TAP write) reads it in place, and the buffer is reused.
+//! A driver's poll feeds every frame to the engine in arrival order and flushes it at the end of
+//! the poll. Two ways in, one set of rules:
 //!
-//! The engine owns [`MAX_FLOWS`] buffers of [`MAX_FRAME_LEN`] bytes, allocated once in
-//! [`Gro::new`]; nothing is allocated per frame.
+//! - [`GroEngine`] decides and keeps each held flow's headers; the frames themselves stay in the
+//!   caller's storage behind a [`GroSink`]. A NIC driver's sink holds a flow's first segment in
+//!   the very buffer the device wrote it into, has each later segment's payload appended to that
+//!   buffer (one copy of the payload, into memory that is handed on as it is), recycles the
+//!   merged segment's buffer, and writes the patched headers back when the flow completes.
+//!   Frames that are not held go back through the sink untouched.
+//! - [`Gro`] is that engine over byte slices, with engine-owned flow buffers: a frame that starts
+//!   a flow is copied once into that flow's buffer, each later segment's payload appended there,
+//!   and the super-frame lent to the caller's `out` closure at completion; frames that are not
+//!   held are lent straight back from the caller's buffer with no copy. [`Gro`] owns
+//!   [`MAX_FLOWS`] buffers of [`MAX_FRAME_LEN`] bytes, allocated once in [`Gro::new`]; neither
+//!   way allocates per frame.
 //!
 //! # When frames merge
 //!
@@ -24,13 +26,14 @@
 //! bits, same TOS, TTL and DF, ids incrementing by one per segment (or, for a DF flow whose
 //! second segment repeats the first id, fixed); IPv6 without extension headers, same traffic class
 //! and hop limit; the IP length matching the frame (no Ethernet padding); a valid TCP checksum
-//! (verified here unless the meta says `Validated` or `Partial`); TCP seq exactly continuing,
-//! same ack, same data offset, window and flags except CWR/FIN/PSH, CWR not set on the new
-//! segment, options byte-identical; payload 1..=MSS, the MSS being the first segment's payload;
-//! the IP datagram staying below 64 KiB. A segment with PSH or FIN, or shorter than the MSS, is
-//! merged and then ends the flow. A segment with SYN, RST or URG never merges and never starts a
-//! flow, nor does a segment without payload, nor a frame that is itself GSO (Linux merges those
-//! when their MSS matches; no uplink here delivers them to GRO).
+//! (verified through the sink unless the meta says `Validated` or `Partial`); TCP seq exactly
+//! continuing, same ack, same data offset, window and flags except CWR/FIN/PSH, CWR not set on
+//! the new segment, options byte-identical; payload 1..=MSS, the MSS being the first segment's
+//! payload; the IP datagram staying below 64 KiB. A segment with PSH or FIN, or shorter than the
+//! MSS, is merged and then ends the flow. A segment with SYN, RST or URG never merges and never
+//! starts a flow, nor does a segment without payload, nor a frame that is itself GSO (Linux
+//! merges those when their MSS matches; no uplink here delivers them to GRO). A segment the sink
+//! cannot append (out of buffers) ends its flow and starts a new one, as a merge Linux refuses.
 //!
 //! Whatever does not merge first flushes the held flow it belongs to, so a flow's frames are
 //! never reordered. (Linux skips that flush for an IPv4 frame with options, which it does not
@@ -46,6 +49,9 @@
 //! gso: Some(Gso { kind, size: MSS, fixed_id }) }`. [`crate::gso::segment`] turns it back into
 //! the original segments. A flow that held one segment comes out byte for byte as it went in.
 
+use core::marker::PhantomData;
+use core::ops::Range;
+
 use crate::csum;
 use crate::gso::MAX_FRAME_LEN;
 use crate::parse::{self, L3Kind, L4Kind, L4Loc, field, tcp_flags};
@@ -53,6 +59,10 @@ use crate::{Csum, Gso, GsoKind, OffloadMeta};
 
 /// Flows held at once, as Linux's `MAX_GRO_SKBS`.
 pub const MAX_FLOWS: usize = 8;
+
+/// Header bytes the engine keeps per held flow: the most a mergeable frame has (Ethernet with
+/// one 802.1Q tag, IPv6 without extension headers, TCP with 40 bytes of options).
+pub const MAX_HDR: usize = 18 + 40 + 60;
 
 /// Counters of what the engine did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -71,12 +81,56 @@ pub struct GroStats {
     pub evicted: u64,
 }
 
-struct Flow {
-    buf: Box<[u8]>,
-    active: bool,
+/// Where a [`GroEngine`]'s frames live, and where they go: the caller's storage.
+///
+/// The engine never sees a frame's payload; it reads the headers it is given with each frame
+/// and tells the sink what to do with the frames themselves.
+pub trait GroSink {
+    /// A received frame, as the engine is fed it.
+    type In;
+    /// A frame the engine holds: a flow's first segment, later payloads appended to it.
+    type Held;
+    /// Starts holding `frame` as the flow in table slot `slot` (`0..MAX_FLOWS`; the slot's
+    /// previous flow, if any, has been completed).
+    fn hold(&mut self, slot: usize, frame: Self::In) -> Self::Held;
+    /// Appends `frame`'s bytes `payload` (its TCP payload) to `held`, whose frame is `at` bytes
+    /// long so far. Returns false if it cannot (no room): the segment is then not merged, and
+    /// `held`'s first `at` bytes must be as they were. `frame` is dropped after a successful
+    /// append (its storage can be recycled).
+    fn append(
+        &mut self,
+        held: &mut Self::Held,
+        at: usize,
+        frame: &Self::In,
+        payload: Range<usize>,
+    ) -> bool;
+    /// Whether `frame`'s TCP checksum (at `loc`) is correct: asked only of a frame whose meta
+    /// says [`Csum::None`], as Linux's `skb_gro_checksum_validate` checks in software what the
+    /// device did not.
+    fn verify(&mut self, frame: &Self::In, loc: &L4Loc) -> bool;
+    /// Hands on a frame the engine did not hold, unchanged, with the meta it carries now
+    /// (`Validated` if `verify` checked it).
+    fn pass(&mut self, frame: Self::In, meta: &OffloadMeta);
+    /// Hands on a held flow's frame, `len` bytes long. With `headers`, its first
+    /// `headers.len()` bytes are to be replaced by them (the headers as `tcp*_gro_complete`
+    /// leaves a super-frame's); without, the frame is exactly as it was received.
+    fn complete(
+        &mut self,
+        held: Self::Held,
+        len: usize,
+        headers: Option<&[u8]>,
+        meta: &OffloadMeta,
+    );
+}
+
+struct Flow<T> {
+    /// The frame, while the flow is held.
+    held: Option<T>,
     /// Hold order; the smallest is the oldest.
     age: u64,
-    /// Bytes of `buf` in use: the head frame plus appended payload.
+    /// The first segment's headers, patched as segments merge.
+    hdr: [u8; MAX_HDR],
+    /// Bytes of the held frame: the head frame plus appended payload.
     len: usize,
     loc: L4Loc,
     /// TCP payload bytes of the first segment: the flow's MSS.
@@ -90,34 +144,26 @@ struct Flow {
     csum: Csum,
 }
 
-impl core::fmt::Debug for Flow {
-    // The 64 KiB buffer is left out: a debug print shows the flow, not its bytes.
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Flow")
-            .field("active", &self.active)
-            .field("age", &self.age)
-            .field("len", &self.len)
-            .field("loc", &self.loc)
-            .field("mss", &self.mss)
-            .field("count", &self.count)
-            .field("payload", &self.payload)
-            .field("fixed_id", &self.fixed_id)
-            .field("csum", &self.csum)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The GRO engine of one receive queue. See the [module docs](self).
-#[derive(Debug)]
-pub struct Gro {
-    flows: Vec<Flow>,
+/// The GRO engine of one receive queue, over frames of type `T` kept by a [`GroSink`]. See the
+/// [module docs](self).
+pub struct GroEngine<T> {
+    flows: Vec<Flow<T>>,
     next_age: u64,
     stats: GroStats,
 }
 
-impl Default for Gro {
-    fn default() -> Gro {
-        Gro::new()
+impl<T> core::fmt::Debug for GroEngine<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("GroEngine")
+            .field("held", &self.held())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> Default for GroEngine<T> {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -127,18 +173,18 @@ struct Seg {
     payload: usize,
     /// Passes the IP-level and checksum checks: may merge or be held.
     clean: bool,
-    /// Checksum state to hand on (Validated once verified here).
+    /// Checksum state to hand on (Validated once verified through the sink).
     csum: Csum,
 }
 
-impl Gro {
-    /// An engine with [`MAX_FLOWS`] flow buffers of [`MAX_FRAME_LEN`] bytes (about 512 KiB).
-    pub fn new() -> Gro {
+impl<T> GroEngine<T> {
+    /// An engine with an empty table of [`MAX_FLOWS`] flows.
+    pub fn new() -> Self {
         let flows = (0..MAX_FLOWS)
             .map(|_| Flow {
-                buf: vec![0u8; MAX_FRAME_LEN].into_boxed_slice(),
-                active: false,
+                held: None,
                 age: 0,
+                hdr: [0; MAX_HDR],
                 len: 0,
                 loc: L4Loc {
                     l3: L3Kind::Ipv4,
@@ -156,7 +202,7 @@ impl Gro {
                 csum: Csum::None,
             })
             .collect();
-        Gro {
+        Self {
             flows,
             next_age: 0,
             stats: GroStats::default(),
@@ -170,89 +216,106 @@ impl Gro {
 
     /// Flows currently held.
     pub fn held(&self) -> usize {
-        self.flows.iter().filter(|f| f.active).count()
+        self.flows.iter().filter(|f| f.held.is_some()).count()
     }
 
-    /// Feeds one received frame. `out` is called zero, one or two times: first with a held flow
-    /// this frame ends, then with the frame itself if it is neither merged nor held.
-    pub fn receive<F>(&mut self, frame: &[u8], meta: &OffloadMeta, out: &mut F)
-    where
-        F: FnMut(&[u8], &OffloadMeta),
-    {
-        let Some(seg) = classify(frame, meta) else {
+    /// Feeds one received frame of `len` bytes. `headers` is its beginning: at least through
+    /// its TCP header for it to be merged or held (the whole frame will do; a NIC driver reads
+    /// the first few hundred bytes of the first page). The sink is told, in order, to complete
+    /// the held flow this frame ends (if any), then to append, hold or pass the frame itself
+    /// (and to complete its flow when the frame ends it).
+    pub fn receive<S: GroSink<Held = T>>(
+        &mut self,
+        frame: S::In,
+        headers: &[u8],
+        len: usize,
+        meta: &OffloadMeta,
+        sink: &mut S,
+    ) {
+        let Some(seg) = classify(headers, len, meta, &frame, sink) else {
             self.stats.passed += 1;
-            out(frame, meta);
+            sink.pass(frame, meta);
             return;
         };
-        if let Some(i) = self.find(frame, &seg.loc) {
+        let th = seg.loc.csum_start;
+        let flags = headers[th + field::TCP_FLAGS];
+        if let Some(i) = self.find(headers, &seg.loc) {
             let flow = &mut self.flows[i];
-            if seg.clean && try_merge(flow, frame, &seg) {
+            if seg.clean
+                && let Some(fixed_id) = mergeable(flow, headers, &seg)
+                && let Some(held) = flow.held.as_mut()
+                && sink.append(held, flow.len, &frame, seg.loc.hdr_len()..seg.loc.ip_end)
+            {
+                flow.len += seg.payload;
+                flow.payload += seg.payload;
+                flow.count += 1;
+                flow.fixed_id = fixed_id;
+                flow.hdr[th + field::TCP_FLAGS] |= flags & (tcp_flags::FIN | tcp_flags::PSH);
                 self.stats.merged += 1;
-                let flags = frame[seg.loc.csum_start + field::TCP_FLAGS];
                 if seg.payload < flow.mss || flags & (tcp_flags::PSH | tcp_flags::FIN) != 0 {
-                    emit(flow, &mut self.stats, out);
+                    complete(flow, &mut self.stats, sink);
                 }
                 return;
             }
-            emit(flow, &mut self.stats, out);
+            complete(flow, &mut self.stats, sink);
         }
-        let flags = frame[seg.loc.csum_start + field::TCP_FLAGS];
         let ends =
             tcp_flags::URG | tcp_flags::PSH | tcp_flags::RST | tcp_flags::SYN | tcp_flags::FIN;
         if seg.clean && seg.payload > 0 && flags & ends == 0 {
-            self.hold(frame, &seg, out);
+            self.hold(frame, headers, &seg, sink);
         } else {
             self.stats.passed += 1;
             let meta = OffloadMeta {
                 csum: seg.csum,
                 gso: meta.gso,
             };
-            out(frame, &meta);
+            sink.pass(frame, &meta);
         }
     }
 
-    /// Hands out every held flow, oldest first; the end of a poll.
-    pub fn flush<F>(&mut self, out: &mut F)
-    where
-        F: FnMut(&[u8], &OffloadMeta),
-    {
+    /// Completes every held flow, oldest first: the end of a poll.
+    pub fn flush<S: GroSink<Held = T>>(&mut self, sink: &mut S) {
         while let Some(i) = self.oldest() {
-            emit(&mut self.flows[i], &mut self.stats, out);
+            complete(&mut self.flows[i], &mut self.stats, sink);
         }
     }
 
     fn oldest(&self) -> Option<usize> {
         (0..self.flows.len())
-            .filter(|&i| self.flows[i].active)
+            .filter(|&i| self.flows[i].held.is_some())
             .min_by_key(|&i| self.flows[i].age)
     }
 
-    fn find(&self, frame: &[u8], loc: &L4Loc) -> Option<usize> {
+    fn find(&self, headers: &[u8], loc: &L4Loc) -> Option<usize> {
         self.flows
             .iter()
-            .position(|f| f.active && same_flow(&f.buf[..f.len], &f.loc, frame, loc))
+            .position(|f| f.held.is_some() && same_flow(&f.hdr, &f.loc, headers, loc))
     }
 
-    fn hold<F>(&mut self, frame: &[u8], seg: &Seg, out: &mut F)
-    where
-        F: FnMut(&[u8], &OffloadMeta),
-    {
-        let i = match self.flows.iter().position(|f| !f.active) {
+    fn hold<S: GroSink<Held = T>>(
+        &mut self,
+        frame: S::In,
+        headers: &[u8],
+        seg: &Seg,
+        sink: &mut S,
+    ) {
+        let i = match self.flows.iter().position(|f| f.held.is_none()) {
             Some(i) => i,
             None => {
                 // Table full: as Linux's gro_flush_oldest, the flow held longest goes out.
                 let Some(i) = self.oldest() else { return };
                 self.stats.evicted += 1;
-                emit(&mut self.flows[i], &mut self.stats, out);
+                complete(&mut self.flows[i], &mut self.stats, sink);
                 i
             }
         };
         let flow = &mut self.flows[i];
-        flow.buf[..frame.len()].copy_from_slice(frame);
-        flow.active = true;
+        let hl = seg.loc.hdr_len();
+        flow.hdr[..hl].copy_from_slice(&headers[..hl]);
+        flow.held = Some(sink.hold(i, frame));
         flow.age = self.next_age;
         self.next_age += 1;
-        flow.len = frame.len();
+        flow.len = seg.loc.ip_end;
         flow.loc = seg.loc;
         flow.mss = seg.payload;
         flow.count = 1;
@@ -265,21 +328,31 @@ impl Gro {
 
 /// Parses a frame for GRO; `None` for anything that is not TCP over IP (it cannot belong to a
 /// flow).
-fn classify(frame: &[u8], meta: &OffloadMeta) -> Option<Seg> {
-    let loc = parse::locate(frame).ok()?;
+fn classify<S: GroSink>(
+    headers: &[u8],
+    len: usize,
+    meta: &OffloadMeta,
+    frame: &S::In,
+    sink: &mut S,
+) -> Option<Seg> {
+    let loc = parse::locate(headers).ok()?;
     if loc.l4 != L4Kind::Tcp {
         return None;
     }
     let l3 = loc.l3_start;
     let payload = loc.ip_end.saturating_sub(loc.hdr_len());
     // inet_gro_receive / ipv6_gro_receive: flush unless the IP length is the frame's length.
-    let mut clean = frame.len() == loc.ip_end && meta.gso.is_none();
+    // The whole header must be at hand (and fit the flow's copy) to be compared.
+    let mut clean = len == loc.ip_end
+        && meta.gso.is_none()
+        && loc.hdr_len() <= headers.len()
+        && loc.hdr_len() <= MAX_HDR;
     match loc.l3 {
         L3Kind::Ipv4 => {
             // Only a 20-byte header, a correct header checksum and no flag but DF.
-            clean &= frame[l3] == 0x45
-                && csum::ipv4_header_ok(frame, l3, 20)
-                && parse::be16(frame, l3 + field::V4_FRAG) & !parse::IP_DF == 0;
+            clean &= headers[l3] == 0x45
+                && csum::ipv4_header_ok(headers, l3, 20)
+                && parse::be16(headers, l3 + field::V4_FRAG) & !parse::IP_DF == 0;
         }
         L3Kind::Ipv6 => clean &= loc.csum_start == l3 + 40,
     }
@@ -291,7 +364,7 @@ fn classify(frame: &[u8], meta: &OffloadMeta) -> Option<Seg> {
             Csum::Partial { start, offset } => {
                 usize::from(start) == loc.csum_start && usize::from(offset) == field::TCP_CSUM
             }
-            Csum::None => csum::verify(frame),
+            Csum::None => sink.verify(frame, &loc),
         };
         if clean && meta.csum == Csum::None {
             state = Csum::Validated;
@@ -321,35 +394,33 @@ fn same_flow(head: &[u8], hl: &L4Loc, frame: &[u8], fl: &L4Loc) -> bool {
     addrs && head[hl.csum_start..hl.csum_start + 4] == frame[fl.csum_start..fl.csum_start + 4]
 }
 
-/// `tcp_gro_receive` and the network-layer flush checks; appends the payload when they pass.
-fn try_merge(flow: &mut Flow, frame: &[u8], seg: &Seg) -> bool {
+/// `tcp_gro_receive` and the network-layer flush checks: whether the segment whose headers are
+/// `frame` may be appended to `flow`, and if so whether the flow then keeps fixed IPv4 ids.
+fn mergeable<T>(flow: &Flow<T>, frame: &[u8], seg: &Seg) -> Option<bool> {
     let (hl, fl) = (&flow.loc, &seg.loc);
     if hl.csum_start != fl.csum_start {
-        return false;
+        return None;
     }
-    let head = &flow.buf[..flow.len];
+    let head = &flow.hdr[..];
     let l3 = fl.l3_start;
+    let mut fixed_id = flow.fixed_id;
     match fl.l3 {
         L3Kind::Ipv4 => {
             let same = |at: usize| head[l3 + at] == frame[l3 + at];
             let df = |p: &[u8]| parse::be16(p, l3 + field::V4_FRAG) & parse::IP_DF != 0;
             // inet_gro_flush: TTL, TOS and DF equal.
             if !same(field::V4_TTL) || !same(field::V4_TOS) || df(head) != df(frame) {
-                return false;
+                return None;
             }
             let offset = parse::be16(frame, l3 + field::V4_ID)
                 .wrapping_sub(parse::be16(head, l3 + field::V4_ID));
             // The second segment decides: a DF flow repeating its id keeps a fixed id.
             if flow.count == 1 && df(frame) && offset == 0 {
-                flow.fixed_id = true;
+                fixed_id = true;
             }
-            let want = if flow.fixed_id && df(frame) {
-                0
-            } else {
-                flow.count
-            };
+            let want = if fixed_id && df(frame) { 0 } else { flow.count };
             if offset != want {
-                return false;
+                return None;
             }
         }
         L3Kind::Ipv6 => {
@@ -358,7 +429,7 @@ fn try_merge(flow: &mut Flow, frame: &[u8], seg: &Seg) -> bool {
             if tclass(head) != tclass(frame)
                 || head[l3 + field::V6_HOP_LIMIT] != frame[l3 + field::V6_HOP_LIMIT]
             {
-                return false;
+                return None;
             }
         }
     }
@@ -372,14 +443,14 @@ fn try_merge(flow: &mut Flow, frame: &[u8], seg: &Seg) -> bool {
         && head[th + 12] == frame[th + 12]
         && head[th + 14..th + 16] == frame[th + 14..th + 16];
     if !flags_ok {
-        return false;
+        return None;
     }
     // Equal data offsets (checked above), so both headers hold these bytes.
     let doff = fl.l4_hdr_len;
     if head[th + field::TCP_ACK..th + 12] != frame[th + field::TCP_ACK..th + 12]
         || head[th + 20..th + doff] != frame[th + 20..th + doff]
     {
-        return false;
+        return None;
     }
     let next_seq = parse::be32(head, th + field::TCP_SEQ).wrapping_add(flow.payload as u32);
     let len = seg.payload;
@@ -388,51 +459,44 @@ fn try_merge(flow: &mut Flow, frame: &[u8], seg: &Seg) -> bool {
         || parse::be32(frame, th + field::TCP_SEQ) != next_seq
         || flow.len - l3 + len >= 65_536
     {
-        return false;
+        return None;
     }
-    let start = flow.len;
-    flow.buf[start..start + len].copy_from_slice(&frame[fl.hdr_len()..fl.ip_end]);
-    flow.len += len;
-    flow.payload += len;
-    flow.count += 1;
-    flow.buf[th + field::TCP_FLAGS] |= nf & (tcp_flags::FIN | tcp_flags::PSH);
-    true
+    Some(fixed_id)
 }
 
-/// Hands a held flow out (`napi_gro_complete`) and frees its slot.
-fn emit<F>(flow: &mut Flow, stats: &mut GroStats, out: &mut F)
-where
-    F: FnMut(&[u8], &OffloadMeta),
-{
-    flow.active = false;
-    let frame = &mut flow.buf[..flow.len];
+/// Hands a held flow on (`napi_gro_complete`) and frees its slot.
+fn complete<T, S: GroSink<Held = T>>(flow: &mut Flow<T>, stats: &mut GroStats, sink: &mut S) {
+    let Some(held) = flow.held.take() else {
+        return;
+    };
     if flow.count == 1 {
         stats.singles += 1;
         let meta = OffloadMeta {
             csum: flow.csum,
             gso: None,
         };
-        out(frame, &meta);
+        sink.complete(held, flow.len, None, &meta);
         return;
     }
     stats.super_frames += 1;
     let loc = flow.loc;
     let l3 = loc.l3_start;
-    let ip_len = frame.len() - l3;
+    let ip_len = flow.len - l3;
+    let hdr = &mut flow.hdr[..loc.hdr_len()];
     let kind = match loc.l3 {
         L3Kind::Ipv4 => {
-            parse::put16(frame, l3 + field::V4_TOTAL_LEN, ip_len as u16);
-            csum::fill_ipv4_header(frame, l3, 20);
+            parse::put16(hdr, l3 + field::V4_TOTAL_LEN, ip_len as u16);
+            csum::fill_ipv4_header(hdr, l3, 20);
             GsoKind::Tcpv4
         }
         L3Kind::Ipv6 => {
-            parse::put16(frame, l3 + field::V6_PAYLOAD_LEN, (ip_len - 40) as u16);
+            parse::put16(hdr, l3 + field::V6_PAYLOAD_LEN, (ip_len - 40) as u16);
             GsoKind::Tcpv6
         }
     };
     let th = loc.csum_start;
-    let p = csum::pseudo(frame, &loc, frame.len() - th).sum();
-    parse::put16(frame, th + field::TCP_CSUM, p);
+    let p = csum::pseudo(hdr, &loc, flow.len - th).sum();
+    parse::put16(hdr, th + field::TCP_CSUM, p);
     let meta = OffloadMeta {
         csum: Csum::Partial {
             start: th as u16,
@@ -444,5 +508,130 @@ where
             fixed_id: flow.fixed_id,
         }),
     };
-    out(frame, &meta);
+    sink.complete(held, flow.len, Some(hdr), &meta);
+}
+
+/// The GRO engine over byte slices, with its own flow buffers. See the [module docs](self).
+pub struct Gro {
+    engine: GroEngine<usize>,
+    /// One buffer of [`MAX_FRAME_LEN`] bytes per flow slot.
+    bufs: Vec<Box<[u8]>>,
+}
+
+impl core::fmt::Debug for Gro {
+    // The 64 KiB buffers are left out: a debug print shows the flows, not their bytes.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Gro")
+            .field("engine", &self.engine)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Gro {
+    fn default() -> Gro {
+        Gro::new()
+    }
+}
+
+impl Gro {
+    /// An engine with [`MAX_FLOWS`] flow buffers of [`MAX_FRAME_LEN`] bytes (about 512 KiB).
+    pub fn new() -> Gro {
+        Gro {
+            engine: GroEngine::new(),
+            bufs: (0..MAX_FLOWS)
+                .map(|_| vec![0u8; MAX_FRAME_LEN].into_boxed_slice())
+                .collect(),
+        }
+    }
+
+    /// What the engine has done so far.
+    pub fn stats(&self) -> GroStats {
+        self.engine.stats()
+    }
+
+    /// Flows currently held.
+    pub fn held(&self) -> usize {
+        self.engine.held()
+    }
+
+    /// Feeds one received frame. `out` is called zero, one or two times: first with a held flow
+    /// this frame ends, then with the frame itself if it is neither merged nor held (or with its
+    /// flow, if it merged and ended it).
+    pub fn receive<F>(&mut self, frame: &[u8], meta: &OffloadMeta, out: &mut F)
+    where
+        F: FnMut(&[u8], &OffloadMeta),
+    {
+        let mut sink = Slices {
+            bufs: &mut self.bufs,
+            out,
+            _in: PhantomData,
+        };
+        self.engine
+            .receive(frame, frame, frame.len(), meta, &mut sink);
+    }
+
+    /// Hands out every held flow, oldest first; the end of a poll.
+    pub fn flush<F>(&mut self, out: &mut F)
+    where
+        F: FnMut(&[u8], &OffloadMeta),
+    {
+        let mut sink = Slices {
+            bufs: &mut self.bufs,
+            out,
+            _in: PhantomData,
+        };
+        self.engine.flush(&mut sink);
+    }
+}
+
+/// [`Gro`]'s sink: held flows in its buffers (by slot), everything lent to `out`.
+struct Slices<'a, 'b, F> {
+    bufs: &'b mut [Box<[u8]>],
+    out: &'b mut F,
+    _in: PhantomData<&'a [u8]>,
+}
+
+impl<'a, F> GroSink for Slices<'a, '_, F>
+where
+    F: FnMut(&[u8], &OffloadMeta),
+{
+    type In = &'a [u8];
+    type Held = usize;
+
+    fn hold(&mut self, slot: usize, frame: &'a [u8]) -> usize {
+        // A held frame is one whole IP datagram: at most MAX_FRAME_LEN bytes.
+        self.bufs[slot][..frame.len()].copy_from_slice(frame);
+        slot
+    }
+
+    fn append(
+        &mut self,
+        held: &mut usize,
+        at: usize,
+        frame: &&'a [u8],
+        payload: Range<usize>,
+    ) -> bool {
+        let n = payload.len();
+        let Some(dst) = self.bufs[*held].get_mut(at..at + n) else {
+            return false;
+        };
+        dst.copy_from_slice(&frame[payload]);
+        true
+    }
+
+    fn verify(&mut self, frame: &&'a [u8], _loc: &L4Loc) -> bool {
+        csum::verify(frame)
+    }
+
+    fn pass(&mut self, frame: &'a [u8], meta: &OffloadMeta) {
+        (self.out)(frame, meta);
+    }
+
+    fn complete(&mut self, held: usize, len: usize, headers: Option<&[u8]>, meta: &OffloadMeta) {
+        let frame = &mut self.bufs[held][..len];
+        if let Some(h) = headers {
+            frame[..h.len()].copy_from_slice(h);
+        }
+        (self.out)(frame, meta);
+    }
 }

@@ -16,8 +16,10 @@
 //!   with hop-by-hop, routing, destination-options, AH and atomic-fragment headers; TCP or UDP).
 //! - [`gso::segment`]: software segmentation for an egress that cannot take a super-frame
 //!   (Linux's `tcp_gso_segment`), into the caller's one scratch buffer.
-//! - [`gro::Gro`]: receive coalescing as Linux's NAPI GRO does it (`tcp_gro_receive`,
-//!   `inet_gro_receive`, `tcp4_gro_complete`), with engine-owned flow buffers lent to the caller.
+//! - [`gro::GroEngine`]: receive coalescing as Linux's NAPI GRO does it (`tcp_gro_receive`,
+//!   `inet_gro_receive`, `tcp4_gro_complete`) over frames the caller keeps behind a
+//!   [`gro::GroSink`] (a NIC driver's own buffers); [`gro::Gro`] is the same engine over byte
+//!   slices, with engine-owned flow buffers lent to the caller.
 //! - [`netif`]: `NETTXF_*`/`NETRXF_*` flags and the GSO extra-info slot, both directions, as
 //!   Linux's netback and netfront lay them out.
 //! - [`virtio`]: the 10-byte `virtio_net_hdr` a TAP device with `IFF_VNET_HDR` carries, both
