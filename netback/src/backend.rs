@@ -201,7 +201,7 @@ impl<D: BackendDomain> Netback<D> {
     /// Builds the NIC model towards `remote` (a pseudo-domain for the remote host) and plugs it
     /// in; returns its port and the wire's far end for the remote host's thread.
     pub fn attach_wire(&mut self, remote: &D, mtu: usize) -> Result<(PortId, Wire<D>), Error> {
-        let (nic, wire) = wire_nic(self.dp.dom0.domid(), &self.dp.evtchn, remote, mtu)?;
+        let (nic, wire) = wire_nic(&self.dp.pool, &self.dp.evtchn, remote, mtu)?;
         let port = self.attach_uplink(Box::new(nic))?;
         Ok((port, wire))
     }

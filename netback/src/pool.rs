@@ -10,6 +10,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
+use std::ops::Range;
 use std::rc::Rc;
 
 use hypervisor::{GuestMemory, LocalAddr, PAGE_SIZE, Pfn};
@@ -86,7 +87,7 @@ impl<D: GuestMemory> BufPool<D> {
         let n = len.div_ceil(PAGE_SIZE);
         let mut pages = Pages::new();
         while pages.len() < n {
-            let Some(page) = self.0.free.borrow_mut().pop().or_else(|| self.grow()) else {
+            let Some(page) = self.0.take_page() else {
                 self.0.free.borrow_mut().extend_from_slice(pages.as_slice());
                 return None;
             };
@@ -101,22 +102,6 @@ impl<D: GuestMemory> BufPool<D> {
         })
     }
 
-    /// Takes one more page from the reservation, if the limit allows.
-    fn grow(&self) -> Option<Page> {
-        let mut owned = self.0.owned.borrow_mut();
-        if owned.len() >= self.0.limit {
-            return None;
-        }
-        let _s = xenoprof::scope(xenoprof::Class::PAGE_ALLOC);
-        let pfn = self.0.dom.alloc_page().ok()?;
-        let Ok(addr) = self.0.dom.local_addr(pfn) else {
-            let _ = self.0.dom.free_page(pfn);
-            return None;
-        };
-        owned.push(pfn);
-        Some(Page { pfn, addr })
-    }
-
     /// Pages taken from the reservation.
     pub fn owned_pages(&self) -> usize {
         self.0.owned.borrow().len()
@@ -125,6 +110,11 @@ impl<D: GuestMemory> BufPool<D> {
     /// Pages currently free in the pool.
     pub fn free_pages(&self) -> usize {
         self.0.free.borrow().len()
+    }
+
+    /// The most pages the pool may take from the reservation.
+    pub fn limit_pages(&self) -> usize {
+        self.0.limit
     }
 
     /// Returns every free page to the reservation (on teardown). Pages still held by frames are
@@ -137,6 +127,27 @@ impl<D: GuestMemory> BufPool<D> {
                 owned.retain(|p| *p != page.pfn);
             }
         }
+    }
+}
+
+impl<D: GuestMemory> PoolInner<D> {
+    /// A free page, or one more from the reservation if the limit allows.
+    fn take_page(&self) -> Option<Page> {
+        if let Some(page) = self.free.borrow_mut().pop() {
+            return Some(page);
+        }
+        let mut owned = self.owned.borrow_mut();
+        if owned.len() >= self.limit {
+            return None;
+        }
+        let _s = xenoprof::scope(xenoprof::Class::PAGE_ALLOC);
+        let pfn = self.dom.alloc_page().ok()?;
+        let Ok(addr) = self.dom.local_addr(pfn) else {
+            let _ = self.dom.free_page(pfn);
+            return None;
+        };
+        owned.push(pfn);
+        Some(Page { pfn, addr })
     }
 }
 
@@ -170,6 +181,14 @@ impl Pages {
 
     fn as_slice(&self) -> &[Page] {
         &self.pages[..self.n as usize]
+    }
+
+    /// Keeps the first `n` pages; the others are handed to `free`.
+    fn truncate(&mut self, n: usize, free: &mut Vec<Page>) {
+        if n < self.len() {
+            free.extend_from_slice(&self.pages[n..self.len()]);
+            self.n = n as u8;
+        }
     }
 }
 
@@ -353,6 +372,89 @@ impl<D: GuestMemory> Buf<D> {
             self.pool.dom.read(page.pfn, 0, chunk)?;
         }
         Ok(())
+    }
+
+    /// Shortens the frame to `len` bytes (`1..=len()`), giving the pages it no longer needs back
+    /// to the pool: for a buffer posted to a device at its largest and filled with less. False
+    /// (and nothing changed) for a length out of that range.
+    pub fn truncate(&mut self, len: usize) -> bool {
+        if len == 0 || len > self.len {
+            return false;
+        }
+        self.len = len;
+        let mut free = self.pool.free.borrow_mut();
+        self.pages.truncate(len.div_ceil(PAGE_SIZE), &mut free);
+        true
+    }
+
+    /// Appends bytes `range` of `src` to the end of this frame, taking more pages from the pool
+    /// as it grows: GRO merging a segment's payload into the frame it continues, one copy
+    /// through the backend's own memory (each chunk bounded by both pages' ends). False if it
+    /// cannot (`range` is not within `src`, the frame would pass `MAX_FRAME`, the pool is out of
+    /// pages, a page cannot be accessed); the frame then keeps its length and pages.
+    pub fn append_from(&mut self, src: &Buf<D>, range: Range<usize>) -> bool {
+        let (old_len, old_pages) = (self.len, self.pages.len());
+        let new_len = old_len + range.len();
+        if range.start > range.end || range.end > src.len || new_len > MAX_FRAME {
+            return false;
+        }
+        while self.pages.len() < new_len.div_ceil(PAGE_SIZE) {
+            let Some(page) = self.pool.take_page() else {
+                self.pages
+                    .truncate(old_pages, &mut self.pool.free.borrow_mut());
+                return false;
+            };
+            self.pages.push(page);
+        }
+        let dom = &self.pool.dom;
+        let (mut from, mut to) = (range.start, old_len);
+        while from < range.end {
+            let (sp, so) = (from / PAGE_SIZE, from % PAGE_SIZE);
+            let (dp, doff) = (to / PAGE_SIZE, to % PAGE_SIZE);
+            let n = (range.end - from).min(PAGE_SIZE - so).min(PAGE_SIZE - doff);
+            let (s, d) = (src.pages.as_slice()[sp].pfn, self.pages.as_slice()[dp].pfn);
+            let copied = dom.with_page(s, |bytes| dom.write(d, doff, &bytes[so..so + n]));
+            if !matches!(copied, Ok(Ok(()))) {
+                self.pages
+                    .truncate(old_pages, &mut self.pool.free.borrow_mut());
+                return false;
+            }
+            from += n;
+            to += n;
+        }
+        self.len = new_len;
+        true
+    }
+
+    /// Whether the frame's L4 checksum (located at `loc`) is correct, summed in software over
+    /// its pages: what a receiver does for a frame whose device did not validate it.
+    pub fn l4_csum_ok(&self, loc: &offload::parse::L4Loc) -> bool {
+        if loc.ip_end > self.len {
+            return false;
+        }
+        let mut hdr = [0u8; HDR_PEEK];
+        let Ok(n) = self.peek(&mut hdr) else {
+            return false;
+        };
+        if n < loc.hdr_len() {
+            return false;
+        }
+        let mut c = offload::csum::pseudo(&hdr[..n], loc, loc.l4_len());
+        let dom = &self.pool.dom;
+        for (i, page) in self.pages.as_slice().iter().enumerate() {
+            let (lo, hi) = (i * PAGE_SIZE, ((i + 1) * PAGE_SIZE).min(self.len));
+            let (a, b) = (loc.csum_start.max(lo), loc.ip_end.min(hi));
+            if a < b
+                && dom
+                    .with_page(page.pfn, |p| {
+                        c.add(&p[a - lo..b - lo]);
+                    })
+                    .is_err()
+            {
+                return false;
+            }
+        }
+        c.sum() == 0xFFFF
     }
 
     /// Copies the frame into a fresh buffer of the same pool, page by page through the backend's

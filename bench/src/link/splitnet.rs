@@ -6,7 +6,9 @@
 //! toolstack step (`add_vif`) creates the vif; a dom0 vCPU thread runs netback (with the uplink
 //! attached) and completes the xenbus handshake with the guest's netfront, which `build` connects
 //! before handing it to the experiment's guest thread. The remote host's device is the wire's far
-//! end (`netback::Wire`): frames it sends are copied by dom0's NIC driver into dom0 pages.
+//! end (`netback::Wire`): smoltcp builds each frame in the device's buffer, and the device writes
+//! it straight into a receive buffer dom0's NIC driver posted (DMA, on the remote host's thread,
+//! class `dma`) and checks its checksum; dom0's driver merges the segments with GRO.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -165,7 +167,7 @@ impl Link for SplitnetLink {
             stats.notifies += v.notifies;
         }
         for (_, _, u) in &snap.uplinks {
-            stats.dropped += u.rx_no_buffer + u.tx_dropped;
+            stats.dropped += u.rx_no_buffer + u.rx_errors + u.rx_fill_errors + u.tx_dropped;
         }
         self.xen = None;
         Ok(stats)
@@ -219,11 +221,11 @@ impl phy::TxToken for WireTxToken<'_> {
                 *self.tx_frames += 1;
                 r
             }
-            // The NIC filled up between `transmit` and here: the frame is lost, as on a wire.
+            // No receive buffer is posted any more (only this thread takes them, and
+            // `transmit` checked, so this does not happen): the frame is lost, as on a wire.
             (None, Some(f)) => f(&mut vec![0; len]),
-            // `fill` ran but the NIC refused the frame (it cannot today: the wire's buffers are a
-            // fixed set, so an empty buffer always has a slot); smoltcp still needs a result.
-            (None, None) => unreachable!("a wire buffer without a queue slot"),
+            // `send` returns `None` only before calling `fill`.
+            (None, None) => unreachable!("the wire ran fill and refused the frame"),
         }
     }
 }

@@ -1,0 +1,314 @@
+//! The NIC model's driver in the backend: [`WireNic`], a NAPI-style poll over the device's
+//! completed receive descriptors, with GRO, and the transmit side towards the remote host.
+//!
+//! Receive, per poll: take completed descriptors (at most 256 and within the backend's byte
+//! budget); each names a posted buffer (backend pages the device wrote one frame into); shorten
+//! it to the frame's length, read its headers, and feed it to GRO ([`GroEngine`], charged to
+//! class `gro`). GRO holds the first segment of each flow in its own buffer and appends later
+//! segments' payloads to it (pages are added from the pool as it grows), so a merged segment
+//! costs one copy of its payload through the backend's memory and its buffer goes straight back
+//! to the pool; at the end of the poll (or when a flow ends) the headers are patched in place as
+//! `tcp4_gro_complete` leaves them and the super-frame goes to the switch. Then post fresh
+//! buffers for every descriptor completed (class `nic`, as the seed profile charged `e1000`),
+//! and wake the device if it waits for them.
+
+use std::sync::Arc;
+
+use hypervisor::{BackendDomain, EventChannel, GuestMemory, Pfn, Port};
+use offload::gro::{GroEngine, GroSink};
+use offload::parse::L4Loc;
+use offload::{Csum, OffloadMeta};
+
+use super::wire::{RxDesc, Shared, WIRE_SLOTS};
+use super::{Uplink, UplinkIo, UplinkStats, Wakeup};
+use crate::pool::{Buf, BufPool, MAX_FRAME_PAGES, NetFrame};
+
+/// Backend pages the driver keeps posted at most (fewer when the pool is small: at most a
+/// quarter of its limit).
+pub const RX_RING_PAGES: usize = 1024;
+/// Completions taken per poll at most (a NAPI budget).
+const POLL_BUDGET: usize = 256;
+/// Bytes of a frame's start read for GRO and the switch: every header GRO merges fits.
+const PEEK: usize = 128;
+
+/// The backend's end of the NIC model: its driver. See the [module docs](self).
+pub struct WireNic<D: GuestMemory> {
+    shared: Arc<Shared>,
+    /// The backend's port bound to the wire's.
+    port: Port,
+    nic: xenoprof::Class,
+    gro_class: xenoprof::Class,
+    /// Largest frame the wire carries (the budget check's unit, and each buffer's size).
+    max_frame: usize,
+    /// Descriptors kept posted.
+    ring: usize,
+    /// Buffers posted to the device, by descriptor id.
+    posted: Vec<Option<Buf<D>>>,
+    /// Descriptor ids not posted.
+    free_ids: Vec<u16>,
+    /// `None`: GRO is off and frames go to the switch as the device delivered them.
+    gro: Option<GroEngine<Buf<D>>>,
+    stats: UplinkStats,
+}
+
+impl<D: GuestMemory> std::fmt::Debug for WireNic<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WireNic")
+            .field("port", &self.port)
+            .field("ring", &self.ring)
+            .field("gro", &self.gro.is_some())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+impl<D: GuestMemory> WireNic<D> {
+    /// A driver on `shared`, woken through `port`, with its receive ring posted from `pool`.
+    pub(super) fn new(shared: Arc<Shared>, port: Port, pool: &BufPool<D>, mtu: usize) -> Self {
+        let pages = mtu.div_ceil(hypervisor::PAGE_SIZE).max(1);
+        let ring = (RX_RING_PAGES.min(pool.limit_pages() / 4) / pages).clamp(1, WIRE_SLOTS);
+        let mut nic = Self {
+            shared,
+            port,
+            nic: xenoprof::Class::register("nic").unwrap_or(xenoprof::Class::OTHER),
+            gro_class: xenoprof::Class::register("gro").unwrap_or(xenoprof::Class::OTHER),
+            max_frame: mtu,
+            ring,
+            posted: (0..ring).map(|_| None).collect(),
+            free_ids: (0..ring as u16).rev().collect(),
+            gro: Some(GroEngine::new()),
+            stats: UplinkStats::default(),
+        };
+        nic.refill(pool);
+        nic
+    }
+
+    /// Turns GRO on (the default) or off. Off, every frame goes to the switch as the device
+    /// delivered it.
+    pub fn set_gro(&mut self, on: bool) {
+        // Held flows are flushed at the end of every poll: none is held here.
+        self.gro = on.then(GroEngine::new);
+    }
+
+    /// Receive descriptors the driver keeps posted.
+    pub fn ring_size(&self) -> usize {
+        self.ring
+    }
+
+    /// Posts a fresh buffer for every descriptor not posted, as far as the pool allows. Returns
+    /// whether it posted any.
+    fn refill(&mut self, pool: &BufPool<D>) -> bool {
+        let q = &self.shared.to_dom0.empty;
+        let mut any = false;
+        while let Some(&id) = self.free_ids.last() {
+            let Some(buf) = pool.alloc(self.max_frame) else {
+                // Posted later, when frames have given pages back.
+                break;
+            };
+            let mut desc = RxDesc {
+                id,
+                n: buf.pages().len() as u8,
+                pfns: [Pfn(0); MAX_FRAME_PAGES],
+            };
+            for (d, p) in desc.pfns.iter_mut().zip(buf.pages()) {
+                *d = p.pfn;
+            }
+            // Release (inside the queue), pairs with the device's pop: our last use of these
+            // pages happens before its writes. Cannot fail: at most `ring` ids exist.
+            if q.push(desc).is_err() {
+                break;
+            }
+            self.free_ids.pop();
+            self.posted[usize::from(id)] = Some(buf);
+            any = true;
+        }
+        any
+    }
+}
+
+impl<D: BackendDomain> Uplink<D> for WireNic<D> {
+    fn name(&self) -> &str {
+        "wire"
+    }
+
+    fn max_frame(&self) -> usize {
+        self.max_frame
+    }
+
+    /// Takes completed frames into the switch's hands: at most `POLL_BUDGET` per pass, and no
+    /// more than `budget` bytes (a frame that would exceed it stays completed on the ring).
+    fn receive(&mut self, io: &UplinkIo<'_, D>, out: &mut Vec<NetFrame<D>>, budget: usize) -> bool {
+        let _s = xenoprof::scope(self.nic);
+        let d = &self.shared.to_dom0;
+        let mut n = 0;
+        let mut taken = 0usize;
+        let mut gro = self.gro.take();
+        while n < POLL_BUDGET {
+            // The queue has no peek, so the budget is checked against the largest frame the
+            // wire carries: never more than `budget` bytes are taken.
+            if taken + self.max_frame > budget {
+                break;
+            }
+            // The pop acquires what the device's push released: its writes into the pages.
+            let Some(done) = d.full.pop() else { break };
+            n += 1;
+            let Some(mut buf) = self
+                .posted
+                .get_mut(usize::from(done.id))
+                .and_then(Option::take)
+            else {
+                // A completion for a descriptor not posted: the device is broken; ignore it.
+                self.stats.rx_errors += 1;
+                continue;
+            };
+            self.free_ids.push(done.id);
+            let len = done.len as usize;
+            if !buf.truncate(len) {
+                // The device could not write the frame (or claims more than the buffer holds):
+                // the buffer goes back to the pool.
+                self.stats.rx_errors += 1;
+                continue;
+            }
+            taken += len;
+            let mut hdr = [0u8; PEEK];
+            let Ok(h) = buf.peek(&mut hdr) else {
+                self.stats.rx_fill_errors += 1;
+                continue;
+            };
+            buf.set_head(&hdr[..h]);
+            self.stats.rx_frames += 1;
+            self.stats.rx_bytes += len as u64;
+            let meta = if done.csum_ok {
+                OffloadMeta::VALIDATED
+            } else {
+                OffloadMeta::NONE
+            };
+            match &mut gro {
+                Some(engine) => {
+                    let _g = xenoprof::scope(self.gro_class);
+                    let mut sink = ToSwitch {
+                        out,
+                        stats: &mut self.stats,
+                    };
+                    engine.receive(buf, &hdr[..h], len, &meta, &mut sink);
+                }
+                None => {
+                    buf.set_meta(meta);
+                    out.push(NetFrame::new(buf));
+                }
+            }
+        }
+        if let Some(engine) = &mut gro {
+            let _g = xenoprof::scope(self.gro_class);
+            engine.flush(&mut ToSwitch {
+                out,
+                stats: &mut self.stats,
+            });
+        }
+        self.gro = gro;
+        // The device may be asleep for want of buffers: tell it there are more.
+        if self.refill(io.pool) && self.shared.to_dom0.check_space_notify() {
+            let _ = io.evtchn.notify(self.port);
+        }
+        n > 0
+    }
+
+    fn transmit(&mut self, io: &UplinkIo<'_, D>, frames: &mut Vec<NetFrame<D>>) {
+        let _s = xenoprof::scope(self.nic);
+        let d = &self.shared.to_wire;
+        let mut sent = false;
+        for f in frames.drain(..) {
+            let Some(mut data) = d.empty.pop() else {
+                self.stats.tx_dropped += 1;
+                continue;
+            };
+            if f.0.read_into(&mut data).is_err() {
+                self.stats.tx_errors += 1;
+                data.clear();
+                let _ = d.empty.push(data);
+                continue;
+            }
+            let len = data.len() as u64;
+            if d.full.push(data).is_ok() {
+                self.stats.tx_frames += 1;
+                self.stats.tx_bytes += len;
+                sent = true;
+            } else {
+                self.stats.tx_dropped += 1;
+            }
+        }
+        if sent && d.check_notify() {
+            let _ = io.evtchn.notify(self.port);
+        }
+    }
+
+    fn arm(&mut self) -> bool {
+        self.shared.to_dom0.arm()
+    }
+
+    fn wakeup(&self) -> Wakeup<'_> {
+        Wakeup::Port(self.port)
+    }
+
+    fn stats(&self) -> UplinkStats {
+        self.stats
+    }
+}
+
+/// GRO's sink in the driver: frames are backend buffers; what comes out goes to the switch.
+struct ToSwitch<'a, D: GuestMemory> {
+    out: &'a mut Vec<NetFrame<D>>,
+    stats: &'a mut UplinkStats,
+}
+
+impl<D: GuestMemory> GroSink for ToSwitch<'_, D> {
+    type In = Buf<D>;
+    type Held = Buf<D>;
+
+    fn hold(&mut self, _slot: usize, frame: Buf<D>) -> Buf<D> {
+        frame
+    }
+
+    fn append(
+        &mut self,
+        held: &mut Buf<D>,
+        at: usize,
+        frame: &Buf<D>,
+        payload: std::ops::Range<usize>,
+    ) -> bool {
+        debug_assert_eq!(held.len(), at, "GRO appends at the end of the held frame");
+        let ok = held.append_from(frame, payload);
+        self.stats.rx_gro_merged += u64::from(ok);
+        ok
+    }
+
+    fn verify(&mut self, frame: &Buf<D>, loc: &L4Loc) -> bool {
+        frame.l4_csum_ok(loc)
+    }
+
+    fn pass(&mut self, frame: Buf<D>, meta: &OffloadMeta) {
+        frame.set_meta(*meta);
+        self.out.push(NetFrame::new(frame));
+    }
+
+    fn complete(
+        &mut self,
+        mut held: Buf<D>,
+        len: usize,
+        headers: Option<&[u8]>,
+        meta: &OffloadMeta,
+    ) {
+        debug_assert_eq!(held.len(), len);
+        if let Some(h) = headers {
+            if held.poke(0, h).is_err() {
+                self.stats.rx_fill_errors += 1;
+                return;
+            }
+            held.set_head(h);
+            self.stats.rx_gro_super += 1;
+        }
+        held.set_meta(*meta);
+        debug_assert!(headers.is_none() || matches!(meta.csum, Csum::Partial { .. }));
+        self.out.push(NetFrame::new(held));
+    }
+}
