@@ -117,6 +117,11 @@ impl<D: GuestMemory> BufPool<D> {
         Some(Page { pfn, addr })
     }
 
+    /// The most pages the pool may take from the reservation.
+    pub fn limit(&self) -> usize {
+        self.0.limit
+    }
+
     /// Pages taken from the reservation.
     pub fn owned_pages(&self) -> usize {
         self.0.owned.borrow().len()
