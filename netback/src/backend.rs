@@ -472,14 +472,16 @@ impl<D: BackendDomain> Datapath<D> {
     }
 
     /// The late EOI: unmasks the ports the last wait delivered, now that the pass has served
-    /// them, and counts events that found no work as spurious (XSA-332 accounting). A vif whose
-    /// events keep finding no work has its EOI held back, 1 ms after the second spurious event in
-    /// a row and doubling up to `max_eoi_delay`, as Linux's lateeoi does, so notifying in a loop
-    /// cannot buy unbounded passes; an event with work resets it.
+    /// them. An event is spurious (XSA-332 accounting) when no work was done for its vif since
+    /// the previous one: passes look at every ring whatever the events, so work an event
+    /// announced is often done before the event is collected, and that is not spurious. A vif
+    /// whose events keep finding no work has its EOI held back, 1 ms after the second spurious
+    /// event in a row and doubling up to `max_eoi_delay`, as Linux's lateeoi does, so notifying
+    /// in a loop cannot buy unbounded passes; work resets it.
     fn end_of_interrupt(&mut self, now: Instant) {
         for vif in &mut self.vifs {
             if std::mem::take(&mut vif.event_pending) {
-                if vif.did_work {
+                if std::mem::take(&mut vif.did_work) {
                     vif.spurious_streak = 0;
                 } else {
                     vif.stats.spurious_events += 1;
@@ -494,7 +496,6 @@ impl<D: BackendDomain> Datapath<D> {
                     }
                 }
             }
-            vif.did_work = false;
             if vif.eoi_at.is_some_and(|t| now >= t) {
                 vif.eoi_at = None;
                 self.delivered.push(vif.port);

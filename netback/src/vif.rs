@@ -303,7 +303,7 @@ pub struct Vif<D: BackendDomain> {
     pub(crate) stats: VifStats,
     /// An event arrived for this vif since the last pass.
     pub(crate) event_pending: bool,
-    /// The last pass found work for this vif.
+    /// Work was done for this vif since its last event was collected.
     pub(crate) did_work: bool,
     /// Consecutive events that found no work (lateeoi's spurious count).
     pub(crate) spurious_streak: u32,
