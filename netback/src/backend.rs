@@ -273,7 +273,7 @@ impl<D: BackendDomain> Netback<D> {
     pub fn poll(&mut self) -> Result<bool, Error> {
         let more = self.xenbus.poll(&mut self.dp)?;
         let work = self.dp.pass()?;
-        self.dp.end_of_interrupt();
+        self.dp.end_of_interrupt(Instant::now());
         Ok(work || more)
     }
 
@@ -284,7 +284,10 @@ impl<D: BackendDomain> Netback<D> {
         if self.dp.rearm() {
             return Ok(());
         }
-        let timeout = timeout.min(self.dp.cfg.poll_interval);
+        let mut timeout = timeout.min(self.dp.cfg.poll_interval);
+        if let Some(t) = self.dp.next_eoi() {
+            timeout = timeout.min(t.saturating_duration_since(Instant::now()));
+        }
         let dp = &mut self.dp;
         let mut fds: Vec<BorrowedFd<'_>> = Vec::with_capacity(4 + dp.uplinks.len());
         let evtchn_fd = dp.evtchn.as_fd();
@@ -405,11 +408,12 @@ impl<D: BackendDomain> Datapath<D> {
         // super-frame segmented) only if the port cannot take it as it is.
         if !self.out.is_empty() {
             let cap = self.cfg.rx_queue_bytes;
+            let share = self.share_pages();
             for vif in &mut self.vifs {
                 let to = vif.accepts;
                 for f in self.out.drain(vif.bridge_port) {
                     let fitted = fit(f, to, &self.pool, &mut self.seg, &mut |f| {
-                        vif.enqueue_rx(f, now, cap)
+                        vif.enqueue_rx(f, now, cap, share)
                     });
                     if fitted.is_err() {
                         vif.stats.rx_unfit += 1;
@@ -468,19 +472,52 @@ impl<D: BackendDomain> Datapath<D> {
     }
 
     /// The late EOI: unmasks the ports the last wait delivered, now that the pass has served
-    /// them, and counts events that found no work as spurious (XSA-332 accounting).
-    fn end_of_interrupt(&mut self) {
+    /// them. An event is spurious (XSA-332 accounting) when no work was done for its vif since
+    /// the previous one: passes look at every ring whatever the events, so work an event
+    /// announced is often done before the event is collected, and that is not spurious. A vif
+    /// whose events keep finding no work has its EOI held back, 1 ms after the second spurious
+    /// event in a row and doubling up to `max_eoi_delay`, as Linux's lateeoi does, so notifying
+    /// in a loop cannot buy unbounded passes; work resets it.
+    fn end_of_interrupt(&mut self, now: Instant) {
         for vif in &mut self.vifs {
-            if std::mem::take(&mut vif.event_pending) && !vif.did_work {
-                vif.stats.spurious_events += 1;
+            if std::mem::take(&mut vif.event_pending) {
+                if std::mem::take(&mut vif.did_work) {
+                    vif.spurious_streak = 0;
+                } else {
+                    vif.stats.spurious_events += 1;
+                    vif.spurious_streak = vif.spurious_streak.saturating_add(1);
+                    if vif.spurious_streak >= 2 {
+                        let delay = Duration::from_millis(1)
+                            .saturating_mul(1 << (vif.spurious_streak - 2).min(20))
+                            .min(self.cfg.max_eoi_delay);
+                        vif.eoi_at = Some(now + delay);
+                        vif.stats.eoi_delayed += 1;
+                        self.delivered.retain(|p| *p != vif.port);
+                    }
+                }
             }
-            vif.did_work = false;
+            if vif.eoi_at.is_some_and(|t| now >= t) {
+                vif.eoi_at = None;
+                self.delivered.push(vif.port);
+            }
         }
         if !self.delivered.is_empty() {
             // A port that was closed meanwhile is simply not ours any more.
             let _ = self.evtchn.unmask(&self.delivered);
             self.delivered.clear();
         }
+    }
+
+    /// The earliest held-back EOI, which the next wait must not sleep past.
+    fn next_eoi(&self) -> Option<Instant> {
+        self.vifs.iter().filter_map(|v| v.eoi_at).min()
+    }
+
+    /// Pages one vif's rx queue may pin: an equal share of the pool, one share kept back for
+    /// frames in flight and on their way to the uplinks, so queued frames of one guest can never
+    /// take the pages another guest's transmit needs.
+    fn share_pages(&self) -> usize {
+        (self.pool.limit() / (self.vifs.len() + 1)).max(crate::pool::MAX_FRAME_PAGES)
     }
 
     /// Bytes the uplinks may take this pass: the room left in the fullest rx queue of a live
@@ -546,6 +583,7 @@ impl<D: BackendDomain> VifControl for Datapath<D> {
                     },
                 })
             })?;
+        let _ = self.bridge.set_port_mac_limit(port, self.cfg.vif_mac_limit);
         if let Some(mac) = mac {
             // Anti-spoofing: the port accepts only the MAC the toolstack configured.
             if self.bridge.add_static(mac, port).is_ok() {

@@ -27,6 +27,14 @@ pub struct Config {
     /// Upper bound on how long the backend blocks before it looks at its timers (rx expiry).
     /// Events, watches and uplinks wake it at once; this is not what keeps traffic flowing.
     pub poll_interval: Duration,
+    /// MACs a vif's switch port may learn at once (`None`: no cap), so a guest cycling source
+    /// addresses cannot push everyone else out of the MAC table. A port locked to the guest's
+    /// configured MAC learns nothing anyway.
+    pub vif_mac_limit: Option<u32>,
+    /// An event channel whose events keep finding no work has its end of interrupt delayed,
+    /// doubling from 1 ms per further spurious event up to this (XSA-332's lateeoi), so a guest
+    /// notifying in a loop cannot buy unbounded backend passes.
+    pub max_eoi_delay: Duration,
 }
 
 impl Default for Config {
@@ -41,6 +49,8 @@ impl Default for Config {
             tx_slots_fatal: 20,
             rx_drain_timeout: Duration::from_secs(10),
             poll_interval: Duration::from_millis(20),
+            vif_mac_limit: Some(64),
+            max_eoi_delay: Duration::from_millis(100),
         }
     }
 }

@@ -102,6 +102,11 @@ impl<D: GuestMemory> BufPool<D> {
         })
     }
 
+    /// The most pages the pool may take from the reservation.
+    pub fn limit(&self) -> usize {
+        self.0.limit
+    }
+
     /// Pages taken from the reservation.
     pub fn owned_pages(&self) -> usize {
         self.0.owned.borrow().len()
@@ -110,11 +115,6 @@ impl<D: GuestMemory> BufPool<D> {
     /// Pages currently free in the pool.
     pub fn free_pages(&self) -> usize {
         self.0.free.borrow().len()
-    }
-
-    /// The most pages the pool may take from the reservation.
-    pub fn limit_pages(&self) -> usize {
-        self.0.limit
     }
 
     /// Returns every free page to the reservation (on teardown). Pages still held by frames are

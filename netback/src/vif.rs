@@ -111,7 +111,8 @@ pub struct VifStats {
     pub rx_packets: u64,
     /// Their bytes.
     pub rx_bytes: u64,
-    /// Frames dropped because the vif's rx queue was at its byte cap.
+    /// Frames dropped because the vif's rx queue was at its byte cap or its share of the
+    /// backend's pages.
     pub rx_queue_full: u64,
     /// Grant copies or page transfers into the guest that failed (bad gref, permissions, ...);
     /// each failed slot is answered with `NETIF_RSP_ERROR`.
@@ -131,6 +132,8 @@ pub struct VifStats {
     pub notifies: u64,
     /// Events from the frontend that found no work (lateeoi accounting, XSA-332).
     pub spurious_events: u64,
+    /// Times the end of interrupt was delayed because events kept finding no work.
+    pub eoi_delayed: u64,
     /// Grant-copy or transfer hypercalls made for this vif.
     pub hypercalls: u64,
     /// Grant operations (copies and transfers) submitted for this vif.
@@ -196,6 +199,13 @@ impl FrontendOffloads {
 pub(crate) struct RxQueue<D: BackendDomain> {
     frames: VecDeque<(NetFrame<D>, Instant)>,
     bytes: usize,
+    /// Backend pages the queued frames pin (a 60-byte frame pins a whole page).
+    pages: usize,
+}
+
+/// Pages a frame pins.
+fn pages_of(len: usize) -> usize {
+    len.div_ceil(hypervisor::PAGE_SIZE)
 }
 
 impl<D: BackendDomain> RxQueue<D> {
@@ -203,20 +213,25 @@ impl<D: BackendDomain> RxQueue<D> {
         Self {
             frames: VecDeque::new(),
             bytes: 0,
+            pages: 0,
         }
     }
 
-    /// Queues a frame, or hands it back if it would take the queue past `cap` bytes.
+    /// Queues a frame, or hands it back if it would take the queue past `cap` bytes or its
+    /// `share` of the backend's pages.
     pub fn push(
         &mut self,
         frame: NetFrame<D>,
         now: Instant,
         cap: usize,
+        share: usize,
     ) -> Result<(), NetFrame<D>> {
-        if self.bytes + frame.len() > cap {
+        let pages = pages_of(frame.len());
+        if self.bytes + frame.len() > cap || self.pages + pages > share {
             return Err(frame);
         }
         self.bytes += frame.len();
+        self.pages += pages;
         self.frames.push_back((frame, now));
         Ok(())
     }
@@ -230,6 +245,7 @@ impl<D: BackendDomain> RxQueue<D> {
     pub fn pop(&mut self) -> Option<NetFrame<D>> {
         let (f, _) = self.frames.pop_front()?;
         self.bytes -= f.len();
+        self.pages -= pages_of(f.len());
         Some(f)
     }
 
@@ -241,6 +257,7 @@ impl<D: BackendDomain> RxQueue<D> {
                 break;
             }
             self.bytes -= f.len();
+            self.pages -= pages_of(f.len());
             self.frames.pop_front();
             n += 1;
         }
@@ -252,6 +269,7 @@ impl<D: BackendDomain> RxQueue<D> {
         let n = self.frames.len();
         self.frames.clear();
         self.bytes = 0;
+        self.pages = 0;
         n
     }
 
@@ -285,8 +303,12 @@ pub struct Vif<D: BackendDomain> {
     pub(crate) stats: VifStats,
     /// An event arrived for this vif since the last pass.
     pub(crate) event_pending: bool,
-    /// The last pass found work for this vif.
+    /// Work was done for this vif since its last event was collected.
     pub(crate) did_work: bool,
+    /// Consecutive events that found no work (lateeoi's spurious count).
+    pub(crate) spurious_streak: u32,
+    /// The port's end of interrupt is held until then (an event storm is being throttled).
+    pub(crate) eoi_at: Option<Instant>,
     /// Reused working storage of the tx and rx passes.
     pub(crate) tx_scratch: crate::tx::TxScratch<D>,
     pub(crate) rx_scratch: crate::rx::RxScratch<D>,
@@ -344,6 +366,8 @@ impl<D: BackendDomain> Vif<D> {
             // like any other); every pass looks at both rings anyway, events or not.
             event_pending: false,
             did_work: false,
+            spurious_streak: 0,
+            eoi_at: None,
             tx_scratch: Default::default(),
             rx_scratch: Default::default(),
         })
@@ -393,11 +417,17 @@ impl<D: BackendDomain> Vif<D> {
     }
 
     /// Queues a frame for delivery to the guest, dropping it (counted) at the byte cap.
-    pub(crate) fn enqueue_rx(&mut self, frame: NetFrame<D>, now: Instant, cap: usize) {
+    pub(crate) fn enqueue_rx(
+        &mut self,
+        frame: NetFrame<D>,
+        now: Instant,
+        cap: usize,
+        share: usize,
+    ) {
         if self.is_disabled() {
             return;
         }
-        if self.rx_queue.push(frame, now, cap).is_err() {
+        if self.rx_queue.push(frame, now, cap, share).is_err() {
             self.stats.rx_queue_full += 1;
         }
     }

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 
-use ring::netif::ETH_HLEN;
 pub use ring::netif::RxMode;
+use ring::netif::{ETH_HLEN, MAX_FRAME, XEN_NETIF_NR_SLOTS_MIN};
 
 /// The largest Ethernet frame a netif tx request can describe: the first slot's `size` is u16
 /// (so the IP MTU is at most 65521, as in Linux).
@@ -28,6 +28,17 @@ pub struct FrontConfig {
     pub mtu: usize,
     /// How long the handshake and teardown wait for the backend (default 5 s).
     pub timeout: Duration,
+    /// Checksum offload (default true), as Linux netfront always has it: TCP/UDP frames leave
+    /// with `NETTXF_csum_blank|NETTXF_data_validated` and only the pseudo-header sum, received
+    /// `csum_blank`/`data_validated` frames are not summed again, and netfront verifies the
+    /// rest itself (smoltcp's TCP/UDP checksum work is off). False writes
+    /// `feature-no-csum-offload=1`: smoltcp computes and verifies every checksum, and GSO is
+    /// not offered either (a GSO frame always has a partial checksum).
+    pub csum_offload: bool,
+    /// Receive GSO (default true; needs `csum_offload`): writes `feature-gso-tcpv4=1` and
+    /// `feature-gso-tcpv6=1`, so the backend may deliver TCP super-frames of up to 64 KiB (17
+    /// data slots and one extra-info slot), handed to smoltcp as one frame whatever the MTU.
+    pub gso: bool,
 }
 
 impl Default for FrontConfig {
@@ -39,6 +50,8 @@ impl Default for FrontConfig {
             tx_pages: 256,
             mtu: 1500,
             timeout: Duration::from_secs(5),
+            csum_offload: true,
+            gso: true,
         }
     }
 }
@@ -47,6 +60,21 @@ impl FrontConfig {
     /// The largest Ethernet frame (header included) this configuration sends or accepts.
     pub fn max_frame(&self) -> usize {
         self.mtu + ETH_HLEN
+    }
+
+    /// Whether receive GSO is offered (asked for, and checksum offload is on).
+    pub fn gso_enabled(&self) -> bool {
+        self.gso && self.csum_offload
+    }
+
+    /// The largest frame accepted on receive: a GSO super-frame (65535 + 14 bytes) when GSO is
+    /// offered, else [`FrontConfig::max_frame`].
+    pub fn max_rx_frame(&self) -> usize {
+        if self.gso_enabled() {
+            MAX_FRAME
+        } else {
+            self.max_frame()
+        }
     }
 
     /// Tx slots the largest frame needs.
@@ -64,6 +92,14 @@ impl FrontConfig {
         }
         if self.rx_buffers == 0 {
             return Err(Error::BadConfig("rx_buffers must be at least 1".into()));
+        }
+        let slots = XEN_NETIF_NR_SLOTS_MIN as usize;
+        if self.gso_enabled() && self.rx_buffers < slots {
+            return Err(Error::BadConfig(format!(
+                "rx_buffers {} cannot hold one 64 KiB GSO frame ({slots} slots); raise rx_buffers \
+                 or set gso: false",
+                self.rx_buffers
+            )));
         }
         if self.rx_refill_batch == 0 {
             return Err(Error::BadConfig(
@@ -106,5 +142,28 @@ mod tests {
             ..FrontConfig::default()
         };
         assert!(matches!(few.validate(), Err(Error::BadConfig(w)) if w.contains("tx_pages")));
+    }
+
+    #[test]
+    fn gso_needs_checksum_offload_and_room_for_a_super_frame() {
+        let d = FrontConfig::default();
+        assert!(d.gso_enabled());
+        assert_eq!(d.max_rx_frame(), 65535 + 14);
+        let no_csum = FrontConfig {
+            csum_offload: false,
+            ..FrontConfig::default()
+        };
+        assert!(!no_csum.gso_enabled());
+        assert_eq!(no_csum.max_rx_frame(), 1514);
+        let small = FrontConfig {
+            rx_buffers: 17,
+            ..FrontConfig::default()
+        };
+        assert!(matches!(small.validate(), Err(Error::BadConfig(w)) if w.contains("GSO")));
+        let small_no_gso = FrontConfig {
+            gso: false,
+            ..small
+        };
+        assert!(small_no_gso.validate().is_ok());
     }
 }

@@ -6,15 +6,16 @@ use std::sync::Arc;
 
 use hypervisor::{DomId, EventChannel, FrontendDomain, GrantRef, Pfn, Port, XenStore};
 use ring::FrontRing;
-use smoltcp::phy::{self, ChecksumCapabilities, DeviceCapabilities, Medium};
+use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
 use xenoprof::Class;
 
 use crate::config::FrontConfig;
 use crate::error::{Error, Result};
 use crate::ringmem::guest_ring;
 use crate::rx::RxPath;
+use crate::rxcheck::RxPolicy;
 use crate::stats::Stats;
-use crate::tx::TxPath;
+use crate::tx::{TxCsum, TxPath};
 use crate::xenbus::{self, BackendFeatures, XenbusState};
 
 const WATCH_TOKEN: &str = "netfront-backend-state";
@@ -169,7 +170,16 @@ impl<D: FrontendDomain> Netfront<D> {
                 tx_ring,
                 tx_pages,
                 max_frame,
+                TxCsum {
+                    offload: cfg.csum_offload,
+                    ipv6: features.ipv6_csum_offload,
+                },
             );
+            let policy = RxPolicy {
+                csum_offload: cfg.csum_offload,
+                gso: cfg.gso_enabled(),
+                max_plain: max_frame,
+            };
             let rx = RxPath::new(
                 dom.clone(),
                 backend,
@@ -179,7 +189,8 @@ impl<D: FrontendDomain> Netfront<D> {
                 rx_ring,
                 rx_pages,
                 cfg.rx_refill_batch,
-                max_frame,
+                cfg.max_rx_frame(),
+                policy,
             );
             Ok(Self {
                 dom: dom.clone(),
@@ -233,11 +244,13 @@ impl<D: FrontendDomain> Netfront<D> {
                 ),
                 ("feature-sg", "1".into()),
                 ("feature-rx-notify", "1".into()),
-                // smoltcp computes and verifies every checksum (see the docs).
-                ("feature-no-csum-offload", "1".into()),
             ];
             for (k, v) in keys {
                 xs.write(&format!("{fe}/{k}"), &v)
+                    .map_err(Error::hv("xenstore write frontend key"))?;
+            }
+            for (k, v) in xenbus::offload_keys(&self.cfg) {
+                xs.write(&format!("{fe}/{k}"), v)
                     .map_err(Error::hv("xenstore write frontend key"))?;
             }
             xenbus::switch_state(xs, fe, XenbusState::Connected)?;
@@ -515,9 +528,10 @@ impl<D: FrontendDomain> phy::TxToken for NetfrontTxToken<'_, D> {
         }
         let r = f(&mut self.tx.scratch[..len]);
         let _s = xenoprof::scope(Class::NETFRONT);
+        let flags = self.tx.offload(len);
         // A failure is counted in tx_errors; smoltcp's TxToken has no error path, and a
         // disconnect shows up in the next poll.
-        let _ = self.tx.send_scratch(len);
+        let _ = self.tx.send_scratch(len, flags);
         r
     }
 }
@@ -584,9 +598,23 @@ impl<D: FrontendDomain> phy::Device for Netfront<D> {
         caps.medium = Medium::Ethernet;
         caps.max_transmission_unit = self.cfg.max_frame();
         caps.max_burst_size = None;
-        // No checksum offload is negotiated (feature-no-csum-offload=1): the stack computes
-        // and verifies every checksum.
-        caps.checksum = ChecksumCapabilities::default();
+        caps.checksum = checksum_caps(self.cfg.csum_offload);
         caps
     }
+}
+
+/// smoltcp's checksum work on this device. Capabilities are per protocol and direction, not per
+/// frame, so with checksum offload TCP and UDP are `Checksum::None` both ways and netfront does
+/// the per-frame part: on transmit it writes the pseudo-header sum and sets `csum_blank` (the
+/// backend or the receiver finishes it only where the frame meets something that needs it); on
+/// receive it verifies only frames that came without `data_validated`/`csum_blank`
+/// ([`crate::rxcheck`]). IPv4 header and ICMP checksums stay smoltcp's (no flag covers them).
+/// Without checksum offload smoltcp does everything.
+fn checksum_caps(csum_offload: bool) -> ChecksumCapabilities {
+    let mut c = ChecksumCapabilities::default();
+    if csum_offload {
+        c.tcp = Checksum::None;
+        c.udp = Checksum::None;
+    }
+    c
 }

@@ -1,5 +1,14 @@
 //! The receive path: posting buffers (granted pages or accept-transfer entries), consuming
-//! responses, assembling `NETRXF_more_data` chains, lending frames to the stack.
+//! responses, assembling `NETRXF_more_data` chains with their extra-info slots, checking them
+//! ([`crate::rxcheck`]), lending frames to the stack.
+//!
+//! Slot layout, as Linux netback writes it (`xenvif_rx_skb`): the first data slot carries the
+//! frame's checksum flags and, for GSO, `NETRXF_extra_info`; the extra-info slot(s) come right
+//! after it, each in a ring slot whose request (and buffer) it consumed; then the remaining data
+//! slots, `NETRXF_more_data` on all but the last. Buffers are found by ring index: one response
+//! per request, in request order. Linux netback publishes a frame's responses together
+//! (`xenvif_rx_complete`), so a frame still unfinished when the responses run out is dropped,
+//! as Linux netfront does ("Missing extra info", "Need more slots").
 
 use std::collections::VecDeque;
 
@@ -8,7 +17,7 @@ use std::sync::Arc;
 use hypervisor::{DomId, GrantRef, Pfn, Port};
 use hypervisor::{EventChannel, FrontendDomain};
 use ring::netif::{
-    ExtraInfo, NETRXF_EXTRA_INFO, NETRXF_MORE_DATA, RxRequest, RxResponse,
+    ExtraInfo, ExtraRepr, NETRXF_EXTRA_INFO, NETRXF_MORE_DATA, RxRequest, RxResponse,
     XEN_NETIF_EXTRA_FLAG_MORE,
 };
 use ring::{PAGE_SIZE, RingError, RxFrontRing};
@@ -16,6 +25,7 @@ use ring::{PAGE_SIZE, RingError, RxFrontRing};
 use crate::config::RxMode;
 use crate::error::{Error, Result};
 use crate::ringmem::GuestRing;
+use crate::rxcheck::{self, Bad, Delivered, FrameSource, RxPolicy};
 use crate::stats::Stats;
 
 /// A posted buffer: the page and its grant (copy) or accept-transfer entry (flip).
@@ -40,22 +50,41 @@ pub(crate) struct Frame {
     pub(crate) len: usize,
 }
 
-/// Why a frame in progress will be dropped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Bad {
-    Status,
-    Slot,
-    TooLong,
-    NoTransfer,
-}
-
-/// The frame being assembled across responses (it may span several `poll`s).
+/// The frame being assembled from responses.
 #[derive(Debug, Default)]
 struct Partial {
     nfrags: usize,
     len: usize,
     bad: Option<Bad>,
     active: bool,
+    /// The first slot's flags (checksum bits, `extra_info`).
+    flags: u16,
+    /// The last data slot had `more_data`.
+    more: bool,
+    /// The GSO extra-info slot.
+    gso: Option<ExtraInfo>,
+}
+
+/// A frame's fragments in the domain's pages.
+struct PageFrags<'a, D> {
+    dom: &'a D,
+    frags: std::collections::vec_deque::Iter<'a, Frag>,
+}
+
+impl<D: FrontendDomain> FrameSource for PageFrags<'_, D> {
+    fn visit(&self, f: &mut dyn FnMut(&[u8]) -> bool) -> bool {
+        for fr in self.frags.clone() {
+            let go_on = self
+                .dom
+                .with_page(fr.pfn, |p| f(&p[fr.offset..fr.offset + fr.len]));
+            match go_on {
+                Ok(true) => {}
+                Ok(false) => return true,
+                Err(_) => return false,
+            }
+        }
+        true
+    }
 }
 
 /// Receive state.
@@ -77,12 +106,14 @@ pub(crate) struct RxPath<D: FrontendDomain> {
     pub(crate) frags: VecDeque<Frag>,
     pub(crate) ready: VecDeque<Frame>,
     partial: Partial,
-    /// Extra-info slots still to skip.
+    /// The next response is an extra-info slot of the frame in progress.
     extra_pending: bool,
-    /// Where multi-slot frames are assembled (reused).
+    /// Where multi-slot frames are assembled, and headers copied for checks (reused).
     pub(crate) scratch: Vec<u8>,
     refill_batch: usize,
+    /// The largest frame accepted (a GSO super-frame when GSO is negotiated).
     max_frame: usize,
+    policy: RxPolicy,
     pub(crate) broken: Option<RingError>,
     pub(crate) stats: Stats,
 }
@@ -99,6 +130,7 @@ impl<D: FrontendDomain> RxPath<D> {
         pages: Vec<Pfn>,
         refill_batch: usize,
         max_frame: usize,
+        policy: RxPolicy,
     ) -> Self {
         let size = ring.size() as usize;
         Self {
@@ -118,6 +150,7 @@ impl<D: FrontendDomain> RxPath<D> {
             scratch: vec![0; max_frame],
             refill_batch: refill_batch.min(size),
             max_frame,
+            policy,
             broken: None,
             stats: Stats::default(),
         }
@@ -233,11 +266,7 @@ impl<D: FrontendDomain> RxPath<D> {
                     Err(e) => return Err(self.fail(e)),
                 };
                 n += 1;
-                self.stats.rx_extra_ignored += 1;
-                self.extra_pending = x.flags & XEN_NETIF_EXTRA_FLAG_MORE != 0;
-                if let Some((buf, _)) = self.take_buf(idx) {
-                    self.free_pages.push(buf.pfn);
-                }
+                self.on_extra(idx, x);
                 continue;
             }
             let rsp: RxResponse = match self.ring.next_response() {
@@ -248,12 +277,39 @@ impl<D: FrontendDomain> RxPath<D> {
             n += 1;
             self.on_response(idx, rsp);
         }
+        if self.partial.active {
+            // The responses ran out inside a frame: a backend publishes whole frames, so the
+            // rest will not come (and what comes next is another frame's first slot).
+            self.extra_pending = false;
+            self.partial.bad.get_or_insert(Bad::Incomplete);
+            self.finish_frame();
+        }
         Ok(n)
     }
 
-    fn on_response(&mut self, idx: u32, rsp: RxResponse) {
+    /// An extra-info slot of the frame in progress: its request's buffer holds no data and goes
+    /// back to the pool; a GSO slot is kept for the checks, anything else condemns the frame.
+    fn on_extra(&mut self, idx: u32, x: ExtraInfo) {
+        if let Some((buf, _)) = self.take_buf(idx) {
+            self.free_pages.push(buf.pfn);
+        }
+        self.extra_pending = x.flags & XEN_NETIF_EXTRA_FLAG_MORE != 0;
         let p = &mut self.partial;
-        p.active = true;
+        // Only GSO is negotiated: a malformed slot (type 0 or >= MAX, GSO size 0, unknown GSO
+        // type), another type, or a second GSO slot is a backend bug.
+        match ExtraRepr::parse(&x) {
+            Ok(ExtraRepr::Gso { .. }) if p.gso.is_none() => p.gso = Some(x),
+            _ => {
+                p.bad.get_or_insert(Bad::Extra);
+            }
+        }
+        if !self.extra_pending && !p.more {
+            self.finish_frame();
+        }
+    }
+
+    fn on_response(&mut self, idx: u32, rsp: RxResponse) {
+        let first = !self.partial.active;
         let status = rsp.status;
         let offset = rsp.offset as usize;
         let mut bad = None;
@@ -284,41 +340,87 @@ impl<D: FrontendDomain> RxPath<D> {
             None => bad = Some(Bad::Slot),
         }
         let p = &mut self.partial;
+        p.active = true;
         if p.bad.is_none() {
             p.bad = bad;
         }
-        if rsp.flags & NETRXF_EXTRA_INFO != 0 {
-            self.extra_pending = true;
+        p.more = rsp.flags & NETRXF_MORE_DATA != 0;
+        if first {
+            p.flags = rsp.flags;
+            // Extra-info slots follow the first slot only (Linux netfront reads the flag there).
+            self.extra_pending = rsp.flags & NETRXF_EXTRA_INFO != 0;
         }
-        if rsp.flags & NETRXF_MORE_DATA == 0 {
+        if !p.more && !self.extra_pending {
             self.finish_frame();
         }
     }
 
+    /// Ends the frame in progress: checks it and queues it for the stack, or drops it and
+    /// counts why.
     fn finish_frame(&mut self) {
         let p = std::mem::take(&mut self.partial);
-        match p.bad {
-            None if p.nfrags > 0 => {
-                self.stats.rx_packets += 1;
-                self.stats.rx_bytes += p.len as u64;
-                self.ready.push_back(Frame {
-                    nfrags: p.nfrags,
-                    len: p.len,
-                });
-            }
-            bad => {
-                match bad {
-                    Some(Bad::Status) | None => self.stats.rx_drop_status += 1,
-                    Some(Bad::Slot) => self.stats.rx_drop_bad_slot += 1,
-                    Some(Bad::TooLong) => self.stats.rx_drop_too_long += 1,
-                    Some(Bad::NoTransfer) => self.stats.rx_drop_no_transfer += 1,
+        let mut bad = p.bad;
+        if bad.is_none() && p.nfrags == 0 {
+            bad = Some(Bad::Status);
+        }
+        if bad.is_none() {
+            let src = PageFrags {
+                dom: &self.dom,
+                frags: self.frags.range(self.frags.len() - p.nfrags..),
+            };
+            let r = rxcheck::check(
+                &src,
+                p.len,
+                p.flags,
+                p.gso.as_ref(),
+                &self.policy,
+                &mut self.scratch,
+            );
+            match r {
+                Ok(how) => {
+                    self.count_delivered(how);
+                    self.stats.rx_packets += 1;
+                    self.stats.rx_bytes += p.len as u64;
+                    self.ready.push_back(Frame {
+                        nfrags: p.nfrags,
+                        len: p.len,
+                    });
+                    return;
                 }
-                for _ in 0..p.nfrags {
-                    if let Some(f) = self.frags.pop_back() {
-                        self.free_pages.push(f.pfn);
-                    }
-                }
+                Err(b) => bad = Some(b),
             }
+        }
+        let s = &mut self.stats;
+        match bad {
+            Some(Bad::Status) | None => s.rx_drop_status += 1,
+            Some(Bad::Slot) => s.rx_drop_bad_slot += 1,
+            Some(Bad::TooLong) => s.rx_drop_too_long += 1,
+            Some(Bad::NoTransfer) => s.rx_drop_no_transfer += 1,
+            Some(Bad::Incomplete) => s.rx_drop_incomplete += 1,
+            Some(Bad::Extra) => s.rx_drop_bad_extra += 1,
+            Some(Bad::NotNegotiated) => s.rx_drop_not_negotiated += 1,
+            Some(Bad::GsoMismatch) => s.rx_drop_gso_mismatch += 1,
+            Some(Bad::CsumBlank) => s.rx_drop_csum_blank += 1,
+            Some(Bad::Csum) => s.rx_drop_csum += 1,
+        }
+        for _ in 0..p.nfrags {
+            if let Some(f) = self.frags.pop_back() {
+                self.free_pages.push(f.pfn);
+            }
+        }
+    }
+
+    fn count_delivered(&mut self, how: Delivered) {
+        let s = &mut self.stats;
+        match how {
+            Delivered::Gso => {
+                s.rx_gso += 1;
+                s.rx_csum_blank += 1;
+            }
+            Delivered::Blank => s.rx_csum_blank += 1,
+            Delivered::Validated => s.rx_csum_validated += 1,
+            Delivered::Verified => s.rx_csum_verified += 1,
+            Delivered::Plain => {}
         }
     }
 
@@ -417,7 +519,7 @@ mod tests {
 
     #[test]
     fn extra_info_flag_more_is_bit_zero() {
-        // The skip loop in `process` relies on this (netif.h XEN_NETIF_EXTRA_FLAG_MORE).
+        // `on_extra` relies on this (netif.h XEN_NETIF_EXTRA_FLAG_MORE).
         assert_eq!(XEN_NETIF_EXTRA_FLAG_MORE, 1);
     }
 }

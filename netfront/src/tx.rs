@@ -1,11 +1,15 @@
-//! The transmit path: frames into pool pages, one read-only grant per slot, revoked on the
-//! response.
+//! The transmit path: checksum offload flags, frames into pool pages, one read-only grant per
+//! slot, revoked on the response.
 
 use std::sync::Arc;
 
 use hypervisor::{DomId, GrantRef, Pfn, Port};
 use hypervisor::{EventChannel, FrontendDomain};
-use ring::netif::{NETIF_RSP_NULL, NETTXF_MORE_DATA, TxRequest, TxResponse};
+use offload::parse::L3Kind;
+use ring::netif::{
+    NETIF_RSP_NULL, NETTXF_CSUM_BLANK, NETTXF_DATA_VALIDATED, NETTXF_MORE_DATA, TxRequest,
+    TxResponse,
+};
 use ring::{PAGE_SIZE, RingError, TxFrontRing};
 
 use crate::error::{Error, Result};
@@ -14,6 +18,15 @@ use crate::stats::Stats;
 
 /// Slots of the largest frame (`XEN_NETIF_MAX_TX_SIZE` bytes).
 const MAX_SLOTS: usize = (ring::netif::XEN_NETIF_MAX_TX_SIZE as usize).div_ceil(PAGE_SIZE);
+
+/// Checksum offload on transmit.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TxCsum {
+    /// Checksum offload: smoltcp leaves TCP/UDP checksums to us (see [`TxPath::offload`]).
+    pub(crate) offload: bool,
+    /// The backend takes IPv6 partial checksums (`feature-ipv6-csum-offload`).
+    pub(crate) ipv6: bool,
+}
 
 /// Transmit state: the ring, the page pool and the grants in flight.
 #[derive(Debug)]
@@ -35,11 +48,13 @@ pub(crate) struct TxPath<D: FrontendDomain> {
     pub(crate) scratch: Vec<u8>,
     max_slots: usize,
     max_frame: usize,
+    csum: TxCsum,
     pub(crate) broken: Option<RingError>,
     pub(crate) stats: Stats,
 }
 
 impl<D: FrontendDomain> TxPath<D> {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         dom: D,
         backend: DomId,
@@ -48,6 +63,7 @@ impl<D: FrontendDomain> TxPath<D> {
         ring: TxFrontRing<GuestRing<D>>,
         pages: Vec<Pfn>,
         max_frame: usize,
+        csum: TxCsum,
     ) -> Self {
         let n = pages.len();
         Self {
@@ -63,8 +79,36 @@ impl<D: FrontendDomain> TxPath<D> {
             scratch: vec![0; max_frame],
             max_slots: max_frame.div_ceil(PAGE_SIZE),
             max_frame,
+            csum,
             broken: None,
             stats: Stats::default(),
+        }
+    }
+
+    /// The first request's offload flags for the frame in `scratch[..len]`, as Linux netfront's
+    /// `xennet_start_xmit` sets them for a `CHECKSUM_PARTIAL` skb. With checksum offload smoltcp
+    /// wrote 0 into every TCP/UDP checksum field; this writes the pseudo-header sum there
+    /// (`offload::csum::set_partial`: a parse and a 12- or 36-byte sum, no pass over the data) and
+    /// returns `csum_blank|data_validated`. An IPv6 frame to a backend without
+    /// `feature-ipv6-csum-offload` is completed here instead (one pass, as Linux's stack does
+    /// without `NETIF_F_IPV6_CSUM`) and goes without flags, like every frame that is not TCP/UDP
+    /// (smoltcp computed its checksums).
+    pub(crate) fn offload(&mut self, len: usize) -> u16 {
+        if !self.csum.offload {
+            return 0;
+        }
+        let frame = &mut self.scratch[..len];
+        match offload::csum::set_partial(frame) {
+            Ok(loc) if loc.l3 == L3Kind::Ipv4 || self.csum.ipv6 => {
+                NETTXF_CSUM_BLANK | NETTXF_DATA_VALIDATED
+            }
+            Ok(_) => {
+                if offload::csum::complete(frame).is_ok() {
+                    self.stats.tx_csum_filled += 1;
+                }
+                0
+            }
+            Err(_) => 0,
         }
     }
 
@@ -77,8 +121,8 @@ impl<D: FrontendDomain> TxPath<D> {
 
     /// Sends `scratch[..len]`: writes it into pages, grants them read-only and pushes one
     /// request per page (`NETTXF_more_data` on all but the last; the first carries the total
-    /// size). Notifies if the backend asked for it.
-    pub(crate) fn send_scratch(&mut self, len: usize) -> Result<()> {
+    /// size and `flags`). Notifies if the backend asked for it.
+    pub(crate) fn send_scratch(&mut self, len: usize, flags: u16) -> Result<()> {
         let slots = len.div_ceil(PAGE_SIZE);
         if len == 0 || len > self.max_frame || self.broken.is_some() {
             self.stats.tx_drop += 1;
@@ -122,10 +166,11 @@ impl<D: FrontendDomain> TxPath<D> {
         for (i, &id) in ids[..slots].iter().enumerate() {
             let chunk_len = (len - i * PAGE_SIZE).min(PAGE_SIZE);
             let gref = self.grefs[id as usize].map_or(0, |g| g.0);
+            let more = if i + 1 < slots { NETTXF_MORE_DATA } else { 0 };
             let req = TxRequest {
                 gref,
                 offset: 0,
-                flags: if i + 1 < slots { NETTXF_MORE_DATA } else { 0 },
+                flags: if i == 0 { flags | more } else { more },
                 id,
                 // Fits: len <= max_frame <= XEN_NETIF_MAX_TX_SIZE (checked by FrontConfig).
                 size: if i == 0 { len as u16 } else { chunk_len as u16 },
@@ -135,6 +180,9 @@ impl<D: FrontendDomain> TxPath<D> {
         }
         self.stats.tx_packets += 1;
         self.stats.tx_bytes += len as u64;
+        if flags & NETTXF_CSUM_BLANK != 0 {
+            self.stats.tx_csum_blank += 1;
+        }
         self.push_and_notify()
     }
 

@@ -99,6 +99,15 @@ pub struct BackendFeatures {
     pub sg: bool,
     /// `feature-rx-notify` (in Linux a frontend key; some backends also advertise it).
     pub rx_notify: bool,
+    /// `feature-gso-tcpv4`: the backend takes TCPv4 GSO frames from the guest (Linux netfront's
+    /// `NETIF_F_TSO`). Not used: smoltcp sends MSS-sized segments (see the crate docs).
+    pub gso_tcpv4: bool,
+    /// `feature-gso-tcpv6`: likewise for TCPv6 (`NETIF_F_TSO6`).
+    pub gso_tcpv6: bool,
+    /// `feature-ipv6-csum-offload`: the backend takes IPv6 TCP/UDP frames with a partial
+    /// checksum (Linux netfront's `NETIF_F_IPV6_CSUM`); without it netfront completes IPv6
+    /// checksums itself before sending.
+    pub ipv6_csum_offload: bool,
 }
 
 fn read_flag(xs: &impl XenStore, dir: &str, key: &str) -> Result<bool> {
@@ -117,6 +126,21 @@ fn read_flag(xs: &impl XenStore, dir: &str, key: &str) -> Result<bool> {
     }
 }
 
+/// The offload keys the frontend writes, as Linux netfront's `talk_to_netback` does: they say
+/// what this frontend *receives*. Linux writes `feature-gso-tcpv4`, `feature-gso-tcpv6` and
+/// `feature-ipv6-csum-offload` unconditionally (whatever the backend offers: the backend's keys
+/// of the same names govern the other direction) and never writes `feature-no-csum-offload`.
+/// Here all four are written, "0" or "1", so a reconnect never inherits a stale value.
+pub fn offload_keys(cfg: &FrontConfig) -> [(&'static str, &'static str); 4] {
+    let flag = |on: bool| if on { "1" } else { "0" };
+    [
+        ("feature-no-csum-offload", flag(!cfg.csum_offload)),
+        ("feature-ipv6-csum-offload", flag(cfg.csum_offload)),
+        ("feature-gso-tcpv4", flag(cfg.gso_enabled())),
+        ("feature-gso-tcpv6", flag(cfg.gso_enabled())),
+    ]
+}
+
 impl BackendFeatures {
     /// Reads the features from the backend directory.
     pub fn read(xs: &impl XenStore, backend_dir: &str) -> Result<Self> {
@@ -125,6 +149,9 @@ impl BackendFeatures {
             rx_flip: read_flag(xs, backend_dir, "feature-rx-flip")?,
             sg: read_flag(xs, backend_dir, "feature-sg")?,
             rx_notify: read_flag(xs, backend_dir, "feature-rx-notify")?,
+            gso_tcpv4: read_flag(xs, backend_dir, "feature-gso-tcpv4")?,
+            gso_tcpv6: read_flag(xs, backend_dir, "feature-gso-tcpv6")?,
+            ipv6_csum_offload: read_flag(xs, backend_dir, "feature-ipv6-csum-offload")?,
         })
     }
 
@@ -167,12 +194,48 @@ mod tests {
     }
 
     #[test]
+    fn offload_keys_follow_linux_and_the_config() {
+        let on = offload_keys(&FrontConfig::default());
+        assert_eq!(
+            on,
+            [
+                ("feature-no-csum-offload", "0"),
+                ("feature-ipv6-csum-offload", "1"),
+                ("feature-gso-tcpv4", "1"),
+                ("feature-gso-tcpv6", "1"),
+            ]
+        );
+        let no_gso = offload_keys(&FrontConfig {
+            gso: false,
+            ..FrontConfig::default()
+        });
+        assert_eq!(no_gso[1], ("feature-ipv6-csum-offload", "1"));
+        assert_eq!(no_gso[2], ("feature-gso-tcpv4", "0"));
+        let off = offload_keys(&FrontConfig {
+            csum_offload: false,
+            ..FrontConfig::default()
+        });
+        assert_eq!(
+            off,
+            [
+                ("feature-no-csum-offload", "1"),
+                ("feature-ipv6-csum-offload", "0"),
+                ("feature-gso-tcpv4", "0"),
+                ("feature-gso-tcpv6", "0"),
+            ]
+        );
+    }
+
+    #[test]
     fn feature_checks_name_the_missing_key() {
         let all = BackendFeatures {
             rx_copy: true,
             rx_flip: true,
             sg: true,
             rx_notify: true,
+            gso_tcpv4: true,
+            gso_tcpv6: true,
+            ipv6_csum_offload: true,
         };
         let copy = FrontConfig::default();
         let flip = FrontConfig {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use common::{Opts, Route, TestBackend, machine};
 use hypervisor::embedded::DomainHandle;
 use netfront::{FrontConfig, Netfront, RxMode};
+use ring::netif::{NETTXF_CSUM_BLANK, NETTXF_DATA_VALIDATED, NETTXF_MORE_DATA};
 use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
@@ -42,8 +43,9 @@ fn guest(dom: DomainHandle, mac: [u8; 6], ip: [u8; 4], cfg: FrontConfig, now: In
     }
 }
 
-/// Moves `total` bytes from guest A to guest B over TCP; returns the transfer time.
-fn tcp_transfer(mode: RxMode, mtu: usize, total: usize) -> Duration {
+/// Moves `total` bytes from guest A to guest B over TCP; returns the transfer time. Checks that
+/// every TCP segment travelled with the checksum state `csum_offload` implies.
+fn tcp_transfer(mode: RxMode, mtu: usize, total: usize, csum_offload: bool) -> Duration {
     let (xen, dom0, g) = machine(2);
     let frames_before = xen.free_frames();
     let opts = Opts {
@@ -57,6 +59,7 @@ fn tcp_transfer(mode: RxMode, mtu: usize, total: usize) -> Duration {
         rx_mode: mode,
         mtu,
         timeout: Duration::from_secs(10),
+        csum_offload,
         ..FrontConfig::default()
     };
     // Connect both frontends in parallel threads: each handshake blocks.
@@ -135,6 +138,43 @@ fn tcp_transfer(mode: RxMode, mtu: usize, total: usize) -> Duration {
     let took = xfer.elapsed();
     assert_eq!(got.len(), total);
     assert!(got == data, "bytes differ");
+    // Checksums: with offload every TCP segment left with csum_blank|data_validated and only the
+    // pseudo-header sum, and arrived as csum_blank, so nobody summed a payload; without it every
+    // segment left whole and was verified by smoltcp.
+    let frames = be.frames();
+    let flags = be.tx_flags();
+    let mut tcp = 0;
+    for (i, (_, f)) in frames.iter().enumerate() {
+        let Ok(loc) = offload::parse::locate(f) else {
+            continue;
+        };
+        tcp += 1;
+        let blank = NETTXF_CSUM_BLANK | NETTXF_DATA_VALIDATED;
+        if csum_offload {
+            assert_eq!(flags[i] & !NETTXF_MORE_DATA, blank, "segment {i}");
+            let mut whole = f.clone();
+            offload::csum::complete(&mut whole).unwrap();
+            assert!(offload::csum::verify(&whole), "segment {i} completes");
+        } else {
+            assert_eq!(flags[i] & !NETTXF_MORE_DATA, 0, "segment {i}");
+            assert!(offload::csum::verify(f), "segment {i} is checksummed");
+        }
+        assert_eq!(loc.l4, offload::parse::L4Kind::Tcp);
+    }
+    assert!(tcp > 100, "{tcp} TCP segments");
+    for s in [a.nf.stats(), b.nf.stats()] {
+        if csum_offload {
+            assert!(s.rx_csum_blank > 0 && s.tx_csum_blank > 0, "{s:?}");
+            assert_eq!(s.rx_csum_verified, 0, "{s:?}");
+        } else {
+            assert_eq!(
+                s.rx_csum_blank + s.tx_csum_blank + s.rx_csum_verified,
+                0,
+                "{s:?}"
+            );
+        }
+        assert_eq!(s.rx_dropped(), 0, "{s:?}");
+    }
     drop((a.iface, a.sockets, b.iface, b.sockets));
     a.nf.close().unwrap();
     b.nf.close().unwrap();
@@ -145,7 +185,12 @@ fn tcp_transfer(mode: RxMode, mtu: usize, total: usize) -> Duration {
 
 #[test]
 fn tcp_between_two_guests_copy_mode() {
-    tcp_transfer(RxMode::Copy, 1500, 1 << 20);
+    tcp_transfer(RxMode::Copy, 1500, 1 << 20, true);
+}
+
+#[test]
+fn tcp_between_two_guests_without_checksum_offload() {
+    tcp_transfer(RxMode::Copy, 1500, 1 << 20, false);
 }
 
 /// Prints throughput (no threshold): run with
@@ -159,21 +204,24 @@ fn tcp_10mib_throughput_report() {
         (RxMode::Copy, 9000),
         (RxMode::Copy, 65521),
     ] {
-        let total = 10 << 20;
-        let t = tcp_transfer(mode, mtu, total);
-        println!(
-            "{mode:?} mtu {mtu}: 10 MiB in {t:?} = {:.2} Gbit/s (one thread drives both guests)",
-            total as f64 * 8.0 / t.as_secs_f64() / 1e9
-        );
+        for csum_offload in [false, true] {
+            let total = 10 << 20;
+            let t = tcp_transfer(mode, mtu, total, csum_offload);
+            println!(
+                "{mode:?} mtu {mtu} csum_offload {csum_offload}: 10 MiB in {t:?} = {:.2} Gbit/s \
+                 (one thread drives both guests)",
+                total as f64 * 8.0 / t.as_secs_f64() / 1e9
+            );
+        }
     }
 }
 
 #[test]
 fn tcp_between_two_guests_flip_mode() {
-    tcp_transfer(RxMode::Flip, 1500, 1 << 20);
+    tcp_transfer(RxMode::Flip, 1500, 1 << 20, true);
 }
 
 #[test]
 fn tcp_between_two_guests_jumbo_multi_slot() {
-    tcp_transfer(RxMode::Copy, 9000, 1 << 20);
+    tcp_transfer(RxMode::Copy, 9000, 1 << 20, true);
 }

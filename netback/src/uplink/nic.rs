@@ -66,7 +66,7 @@ impl<D: GuestMemory> WireNic<D> {
     /// A driver on `shared`, woken through `port`, with its receive ring posted from `pool`.
     pub(super) fn new(shared: Arc<Shared>, port: Port, pool: &BufPool<D>, mtu: usize) -> Self {
         let pages = mtu.div_ceil(hypervisor::PAGE_SIZE).max(1);
-        let ring = (RX_RING_PAGES.min(pool.limit_pages() / 4) / pages).clamp(1, WIRE_SLOTS);
+        let ring = (RX_RING_PAGES.min(pool.limit() / 4) / pages).clamp(1, WIRE_SLOTS);
         let mut nic = Self {
             shared,
             port,

@@ -2,6 +2,11 @@
 //! vifs from dom0 on its own thread: xenbus handshake, tx by grant copy into its own pages, rx by
 //! grant copy (or page transfer in flip mode) into the posted buffers, teardown. Frames from the
 //! frontends are captured and routed per [`Route`]; tests can inject frames for delivery.
+//!
+//! Offloads are laid out as Linux netback lays them out (`xenvif_rx_skb`): the first data slot
+//! carries the checksum flags, `more_data` and `extra_info`; the extra-info slots follow it, each
+//! consuming a request; then the other data slots. A routed frame keeps its checksum state
+//! (tx `csum_blank` becomes rx `csum_blank|data_validated`, as `offload::netif::to_rx` maps it).
 #![allow(dead_code)]
 
 use std::collections::VecDeque;
@@ -15,8 +20,10 @@ use hypervisor::abi::{GnttabCopy, GnttabCopyPtr, GnttabTransfer};
 use hypervisor::embedded::{DomainHandle, EvtchnHandle, GrantMapping, Hypervisor, XsConnection};
 use hypervisor::ringpage::mapped_ring;
 use hypervisor::{DomId, GrantRef, GrantStatus, Pfn, Port};
+use offload::{Csum, Gso, GsoKind, OffloadMeta};
 use ring::netif::{
-    ExtraInfo, NETIF_RSP_ERROR, NETIF_RSP_OKAY, NETRXF_EXTRA_INFO, NETRXF_MORE_DATA,
+    ExtraInfo, NETIF_RSP_ERROR, NETIF_RSP_OKAY, NETRXF_CSUM_BLANK, NETRXF_DATA_VALIDATED,
+    NETRXF_EXTRA_INFO, NETRXF_MORE_DATA, NETTXF_CSUM_BLANK, NETTXF_DATA_VALIDATED,
     NETTXF_MORE_DATA, RxResponse, TxResponse, XEN_NETIF_EXTRA_TYPE_GSO,
 };
 use ring::{PageRing, RxBackRing, TxBackRing};
@@ -76,6 +83,79 @@ impl Default for Opts {
     }
 }
 
+/// A frame to deliver into an rx ring, with the metadata netback would put beside it.
+#[derive(Debug, Clone, Default)]
+pub struct RxFrame {
+    pub data: Vec<u8>,
+    /// `NETRXF_csum_blank` / `NETRXF_data_validated` bits for the first slot.
+    pub csum_flags: u16,
+    /// Extra-info slots after the first slot, in order (netback: one GSO slot). Their flags
+    /// are written as given (set `XEN_NETIF_EXTRA_FLAG_MORE` on all but the last yourself).
+    pub extras: Vec<ExtraInfo>,
+    /// Publish the first slot and the extras only: the rest of the frame never comes.
+    pub truncate_after_extras: bool,
+}
+
+impl RxFrame {
+    /// A frame without offload metadata.
+    pub fn plain(data: Vec<u8>) -> Self {
+        Self {
+            data,
+            ..Self::default()
+        }
+    }
+
+    /// A frame with its offload metadata, laid out by `offload::netif::to_rx` (netback's
+    /// mapping).
+    pub fn with_meta(data: Vec<u8>, meta: &OffloadMeta) -> Self {
+        let (flags, extra) = offload::netif::to_rx(meta, data.len());
+        Self {
+            data,
+            csum_flags: flags & (NETRXF_CSUM_BLANK | NETRXF_DATA_VALIDATED),
+            extras: extra.into_iter().collect(),
+            truncate_after_extras: false,
+        }
+    }
+
+    /// A GSO super-frame (partial checksum) with MSS `mss`.
+    pub fn gso(data: Vec<u8>, kind: GsoKind, mss: u16) -> Self {
+        let loc = offload::parse::locate(&data).expect("a TCP frame");
+        let meta = OffloadMeta {
+            csum: Csum::Partial {
+                start: loc.csum_start as u16,
+                offset: loc.csum_offset as u16,
+            },
+            gso: Some(Gso::new(kind, mss)),
+        };
+        Self::with_meta(data, &meta)
+    }
+}
+
+/// How the double laid out one delivered frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RxLayout {
+    /// The first response's flags.
+    pub first_flags: u16,
+    /// The extra-info slots' bytes, as written into the ring.
+    pub extras: Vec<[u8; 8]>,
+    /// Ring slots used (data and extra).
+    pub slots: usize,
+}
+
+impl Opts {
+    /// The default features plus Linux netback's offload keys (`feature-gso-tcpv4`,
+    /// `feature-gso-tcpv6`, `feature-ipv6-csum-offload`).
+    pub fn offloads() -> Self {
+        let mut o = Self::default();
+        o.features.extend([
+            ("feature-gso-tcpv4", "1"),
+            ("feature-gso-tcpv6", "1"),
+            ("feature-ipv6-csum-offload", "1"),
+        ]);
+        o
+    }
+}
+
 type Mapped = PageRing<GrantMapping>;
 
 struct Conn {
@@ -90,7 +170,7 @@ struct Vif {
     be_dir: String,
     fe_dir: String,
     conn: Option<Conn>,
-    pending: VecDeque<Vec<u8>>,
+    pending: VecDeque<RxFrame>,
     closed: bool,
 }
 
@@ -99,13 +179,17 @@ struct Vif {
 pub struct Seen {
     /// Frames received from frontends: (vif index, bytes).
     pub frames: Vec<(usize, Vec<u8>)>,
+    /// The first tx request's flags of each frame in `frames`.
+    pub tx_flags: Vec<u16>,
     /// Frames delivered into rx rings.
     pub delivered: usize,
+    /// How each delivered frame was laid out, in order.
+    pub rx_layouts: Vec<RxLayout>,
 }
 
 pub struct TestBackend {
     stop: Arc<AtomicBool>,
-    inject: Sender<(usize, Vec<u8>)>,
+    inject: Sender<(usize, RxFrame)>,
     pub seen: Arc<Mutex<Seen>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -145,11 +229,25 @@ impl TestBackend {
 
     /// Queues a frame for delivery into vif `i`'s rx ring.
     pub fn inject(&self, i: usize, frame: Vec<u8>) {
+        self.inject_rx(i, RxFrame::plain(frame));
+    }
+
+    /// Queues a frame with offload metadata for delivery into vif `i`'s rx ring.
+    pub fn inject_rx(&self, i: usize, frame: RxFrame) {
         self.inject.send((i, frame)).expect("backend alive");
     }
 
     pub fn frames(&self) -> Vec<(usize, Vec<u8>)> {
         self.seen.lock().unwrap().frames.clone()
+    }
+
+    /// The first tx request's flags of every captured frame.
+    pub fn tx_flags(&self) -> Vec<u16> {
+        self.seen.lock().unwrap().tx_flags.clone()
+    }
+
+    pub fn rx_layouts(&self) -> Vec<RxLayout> {
+        self.seen.lock().unwrap().rx_layouts.clone()
     }
 
     pub fn stop(mut self) {
@@ -186,7 +284,7 @@ fn run(
     opts: Opts,
     stop: Arc<AtomicBool>,
     seen: Arc<Mutex<Seen>>,
-    inject: Receiver<(usize, Vec<u8>)>,
+    inject: Receiver<(usize, RxFrame)>,
 ) {
     let xs = dom0.xenstore();
     let evtchn = dom0.open_evtchn();
@@ -281,20 +379,36 @@ fn run(
                     c.tx.put_response(TxResponse { id, status }).unwrap();
                 }
                 if ok {
-                    out.push(frame[..total].to_vec());
+                    out.push((frame[..total].to_vec(), first.flags));
                 }
             }
             if answered && c.tx.push_responses_and_check_notify() {
                 evtchn.notify(c.port).unwrap();
             }
-            for f in out {
-                seen.lock().unwrap().frames.push((i, f.clone()));
+            for (f, flags) in out {
+                {
+                    let mut s = seen.lock().unwrap();
+                    s.frames.push((i, f.clone()));
+                    s.tx_flags.push(flags);
+                }
+                // The checksum state travels with the frame, as netback's from_tx/to_rx map it.
+                let csum_flags = if flags & NETTXF_CSUM_BLANK != 0 {
+                    NETRXF_CSUM_BLANK | NETRXF_DATA_VALIDATED
+                } else if flags & NETTXF_DATA_VALIDATED != 0 {
+                    NETRXF_DATA_VALIDATED
+                } else {
+                    0
+                };
+                let rf = RxFrame {
+                    csum_flags,
+                    ..RxFrame::plain(f)
+                };
                 match opts.route {
                     Route::Capture => {}
-                    Route::Loopback => vifs[i].pending.push_back(f),
+                    Route::Loopback => vifs[i].pending.push_back(rf),
                     Route::Cross => {
                         let j = 1 - i;
-                        vifs[j].pending.push_back(f);
+                        vifs[j].pending.push_back(rf);
                     }
                 }
             }
@@ -307,15 +421,29 @@ fn run(
             };
             let mut delivered = 0;
             while let Some(f) = v.pending.front() {
-                let need = f.len().div_ceil(PAGE).max(1)
+                let need = f.data.len().div_ceil(PAGE).max(1)
+                    + f.extras.len()
                     + usize::from(opts.hostile == Hostile::RxExtraInfo);
                 if c.rx.unconsumed_requests().unwrap_or(0) < need as u32 {
                     break;
                 }
-                let f = v.pending.pop_front().unwrap();
+                let mut f = v.pending.pop_front().unwrap();
+                if opts.hostile == Hostile::RxExtraInfo {
+                    // A GSO slot (MSS 1344, TCPv4) on every frame, whatever it holds.
+                    f.extras.push(ExtraInfo {
+                        type_: XEN_NETIF_EXTRA_TYPE_GSO,
+                        flags: 0,
+                        u: [0x40, 0x05, 1, 0, 0, 0],
+                    });
+                }
                 busy = true;
-                deliver(&dom0, fe, c, &staging, &f, opts.hostile);
+                let layout = deliver(&dom0, fe, c, &staging, &f, opts.hostile);
+                seen.lock().unwrap().rx_layouts.push(layout);
                 delivered += 1;
+                if f.truncate_after_extras {
+                    // Publish now: the cut-short frame ends the ring's responses.
+                    break;
+                }
             }
             if delivered > 0 {
                 seen.lock().unwrap().delivered += delivered;
@@ -383,20 +511,26 @@ fn connect(
     Conn { tx, rx, port, copy }
 }
 
+/// Delivers one frame as Linux netback lays it out; returns the layout.
 fn deliver(
     dom0: &DomainHandle,
     fe: DomId,
     c: &mut Conn,
     staging: &[Pfn],
-    f: &[u8],
+    f: &RxFrame,
     hostile: Hostile,
-) {
-    let chunks: Vec<&[u8]> = if f.is_empty() {
-        vec![f]
+) -> RxLayout {
+    let chunks: Vec<&[u8]> = if f.data.is_empty() {
+        vec![&f.data[..]]
     } else {
-        f.chunks(PAGE).collect()
+        f.data.chunks(PAGE).collect()
     };
     let n = chunks.len();
+    let mut layout = RxLayout {
+        first_flags: 0,
+        extras: Vec::new(),
+        slots: 0,
+    };
     for (k, chunk) in chunks.iter().enumerate() {
         let req = c.rx.next_request().unwrap().unwrap();
         dom0.write(staging[k], 0, chunk).unwrap();
@@ -418,10 +552,13 @@ fn deliver(
         } else {
             0
         };
-        let extra = hostile == Hostile::RxExtraInfo && k == 0;
         let mut flags = if k + 1 < n { NETRXF_MORE_DATA } else { 0 };
-        if extra {
-            flags |= NETRXF_EXTRA_INFO;
+        if k == 0 {
+            flags |= f.csum_flags;
+            if !f.extras.is_empty() {
+                flags |= NETRXF_EXTRA_INFO;
+            }
+            layout.first_flags = flags;
         }
         let status = if ok && hostile != Hostile::RxErrorStatus {
             chunk.len() as i16
@@ -435,17 +572,25 @@ fn deliver(
             status,
         })
         .unwrap();
-        if extra {
-            // The extra slot consumes a request (its buffer goes unused), as in Linux.
-            let _ = c.rx.next_request().unwrap().unwrap();
-            c.rx.put_response_as(ExtraInfo {
-                type_: XEN_NETIF_EXTRA_TYPE_GSO,
-                flags: 0,
-                u: [0x40, 0x05, 1, 0, 0, 0],
-            })
-            .unwrap();
+        layout.slots += 1;
+        if k == 0 {
+            for x in &f.extras {
+                // The extra slot consumes a request (its buffer goes unused), as in Linux.
+                let _ = c.rx.next_request().unwrap().unwrap();
+                c.rx.put_response_as(*x).unwrap();
+                layout.slots += 1;
+                let mut b = [0u8; 8];
+                b[0] = x.type_;
+                b[1] = x.flags;
+                b[2..].copy_from_slice(&x.u);
+                layout.extras.push(b);
+            }
+            if f.truncate_after_extras {
+                break;
+            }
         }
     }
+    layout
 }
 
 /// A test frame: Ethernet header then a counting pattern seeded by `seed`.
