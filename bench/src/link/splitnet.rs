@@ -284,7 +284,7 @@ impl Endpoint for WireEndpoint {
             return true;
         }
         let _b = xenoprof::blocked();
-        self.wire.wait(timeout);
+        let _ = self.wire.wait(timeout);
         !self.stop.load(Ordering::Relaxed)
     }
 

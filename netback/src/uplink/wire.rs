@@ -280,13 +280,15 @@ impl<D: XenDomain> Wire<D> {
     }
 
     /// Blocks on the remote's event channel until the backend signals (or `timeout`), then
-    /// unmasks it for the next event.
-    pub fn wait(&mut self, timeout: Duration) {
+    /// unmasks it for the next event. Returns whether an event arrived.
+    pub fn wait(&mut self, timeout: Duration) -> bool {
         self.delivered.clear();
         let _ = self.evtchn.wait(Some(timeout), &mut self.delivered);
-        if !self.delivered.is_empty() {
-            let _ = self.evtchn.unmask(&self.delivered);
+        if self.delivered.is_empty() {
+            return false;
         }
+        let _ = self.evtchn.unmask(&self.delivered);
+        true
     }
 }
 
