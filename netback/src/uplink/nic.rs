@@ -2,8 +2,9 @@
 //! completed receive descriptors, with GRO, and the transmit side towards the remote host.
 //!
 //! Receive, per poll: take completed descriptors (at most 256 and within the backend's byte
-//! budget); each names a posted buffer (backend pages the device wrote one frame into); shorten
-//! it to the frame's length, read its headers, and feed it to GRO ([`GroEngine`], charged to
+//! budget); each names a posted buffer (backend pages the device wrote one frame into) and
+//! carries the frame's first 128 bytes; shorten the buffer to the frame's length and feed it,
+//! with those headers, to GRO ([`GroEngine`], charged to
 //! class `gro`). GRO holds the first segment of each flow in its own buffer and appends later
 //! segments' payloads to it (pages are added from the pool as it grows), so a merged segment
 //! costs one copy of its payload through the backend's memory and its buffer goes straight back
@@ -19,7 +20,7 @@ use offload::gro::{GroEngine, GroSink};
 use offload::parse::L4Loc;
 use offload::{Csum, OffloadMeta};
 
-use super::wire::{RxDesc, Shared, WIRE_SLOTS};
+use super::wire::{HDR_BYTES, RxDesc, Shared, WIRE_SLOTS};
 use super::{Uplink, UplinkIo, UplinkStats, Wakeup};
 use crate::pool::{Buf, BufPool, MAX_FRAME_PAGES, NetFrame};
 
@@ -28,8 +29,6 @@ use crate::pool::{Buf, BufPool, MAX_FRAME_PAGES, NetFrame};
 pub const RX_RING_PAGES: usize = 1024;
 /// Completions taken per poll at most (a NAPI budget).
 const POLL_BUDGET: usize = 256;
-/// Bytes of a frame's start read for GRO and the switch: every header GRO merges fits.
-const PEEK: usize = 128;
 
 /// The backend's end of the NIC model: its driver. See the [module docs](self).
 pub struct WireNic<D: GuestMemory> {
@@ -170,12 +169,8 @@ impl<D: BackendDomain> Uplink<D> for WireNic<D> {
                 continue;
             }
             taken += len;
-            let mut hdr = [0u8; PEEK];
-            let Ok(h) = buf.peek(&mut hdr) else {
-                self.stats.rx_fill_errors += 1;
-                continue;
-            };
-            buf.set_head(&hdr[..h]);
+            let hdr = &done.head[..len.min(HDR_BYTES)];
+            buf.set_head(hdr);
             self.stats.rx_frames += 1;
             self.stats.rx_bytes += len as u64;
             let meta = if done.csum_ok {
@@ -190,7 +185,7 @@ impl<D: BackendDomain> Uplink<D> for WireNic<D> {
                         out,
                         stats: &mut self.stats,
                     };
-                    engine.receive(buf, &hdr[..h], len, &meta, &mut sink);
+                    engine.receive(buf, hdr, len, &meta, &mut sink);
                 }
                 None => {
                     buf.set_meta(meta);

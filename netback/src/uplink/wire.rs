@@ -5,7 +5,8 @@
 //! descriptors (the pfns of one backend buffer each) on one bounded queue; the device takes the
 //! oldest, writes the frame into those pages through the backend domain's memory (DMA), checks
 //! the frame's TCP/UDP checksum as a NIC's rx checksum offload does, and puts a completion (the
-//! descriptor's id, the frame's length, whether the checksum was found good) on a second
+//! descriptor's id, the frame's length, whether the checksum was found good, and a copy of the
+//! frame's first 128 bytes, as a header-split NIC gives the driver its headers) on a second
 //! bounded queue. With no posted descriptor the device cannot send: the remote host waits for
 //! the driver to post more (it asked for an event first), so nothing is lost. Towards the
 //! remote host, frames stay in a queue of recycled buffers.
@@ -35,6 +36,11 @@ pub(super) struct RxDesc {
     pub pfns: [Pfn; MAX_FRAME_PAGES],
 }
 
+/// Bytes of each frame's start the device also puts in its completion.
+pub(super) const HDR_BYTES: usize = 128;
+// Every header GRO merges, and the switch's head copy, fit in a completion.
+const _: () = assert!(HDR_BYTES >= offload::gro::MAX_HDR && HDR_BYTES >= crate::pool::HEAD);
+
 /// A receive descriptor the device is done with.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct RxDone {
@@ -46,6 +52,10 @@ pub(super) struct RxDone {
     /// The device found the frame's TCP/UDP checksum correct (`CHECKSUM_UNNECESSARY`); false
     /// for a wrong checksum and for anything it does not check (not TCP/UDP over IP).
     pub csum_ok: bool,
+    /// The frame's first `min(len, HDR_BYTES)` bytes, as a header-split NIC writes headers to
+    /// a separate buffer (or mlx5 inlines them in the completion): the driver reads the headers
+    /// here, without touching the frame's pages.
+    pub head: [u8; HDR_BYTES],
 }
 
 /// One direction: a queue of items for the consumer (`full`), a queue of items given back to
@@ -232,20 +242,20 @@ impl<D: XenDomain> Wire<D> {
                 .chunks(PAGE_SIZE)
                 .zip(&desc.pfns[..usize::from(desc.n)])
                 .all(|(chunk, pfn)| self.dma.write(*pfn, 0, chunk).is_ok());
-        let done = if written {
-            RxDone {
-                id: desc.id,
-                len: len as u32,
-                csum_ok: offload::csum::verify(frame),
-            }
+        let mut done = RxDone {
+            id: desc.id,
+            len: 0,
+            csum_ok: false,
+            head: [0; HDR_BYTES],
+        };
+        if written {
+            done.len = len as u32;
+            done.csum_ok = offload::csum::verify(frame);
+            let h = len.min(HDR_BYTES);
+            done.head[..h].copy_from_slice(&frame[..h]);
         } else {
             self.dma_errors += 1;
-            RxDone {
-                id: desc.id,
-                len: 0,
-                csum_ok: false,
-            }
-        };
+        }
         // The push publishes the page writes above (release; the driver's pop acquires). It
         // cannot fail: there are never more completions than descriptors, and both queues
         // hold `WIRE_SLOTS`.
