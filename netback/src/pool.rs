@@ -387,6 +387,17 @@ impl<D: GuestMemory> Buf<D> {
         true
     }
 
+    /// Sets the frame's length to `len` within the pages it holds (`len` must need exactly
+    /// that many pages): for a buffer given back to a device to fill again. False (and nothing
+    /// changed) otherwise.
+    pub fn set_len(&mut self, len: usize) -> bool {
+        if len == 0 || len.div_ceil(PAGE_SIZE) != self.pages.len() {
+            return false;
+        }
+        self.len = len;
+        true
+    }
+
     /// Appends bytes `range` of `src` to the end of this frame, taking more pages from the pool
     /// as it grows: GRO merging a segment's payload into the frame it continues, one copy
     /// through the backend's own memory (each chunk bounded by both pages' ends). False if it

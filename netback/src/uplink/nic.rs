@@ -4,14 +4,16 @@
 //! Receive, per poll: take completed descriptors (at most 256 and within the backend's byte
 //! budget); each names a posted buffer (backend pages the device wrote one frame into) and
 //! carries the frame's first 128 bytes; shorten the buffer to the frame's length and feed it,
-//! with those headers, to GRO ([`GroEngine`], charged to
-//! class `gro`). GRO holds the first segment of each flow in its own buffer and appends later
-//! segments' payloads to it (pages are added from the pool as it grows), so a merged segment
-//! costs one copy of its payload through the backend's memory and its buffer goes straight back
-//! to the pool; at the end of the poll (or when a flow ends) the headers are patched in place as
-//! `tcp4_gro_complete` leaves them and the super-frame goes to the switch. Then post fresh
-//! buffers for every descriptor completed (class `nic`, as the seed profile charged `e1000`),
-//! and wake the device if it waits for them.
+//! with those headers, to GRO ([`GroEngine`], charged to class `gro`). Buffers stay in the
+//! driver's table while GRO works on them (it names them by descriptor id). GRO holds the first
+//! segment of each flow in its own buffer and appends later segments' payloads to it (pages are
+//! added from the pool as it grows), so a merged segment costs one copy of its payload through
+//! the backend's memory, and its buffer goes straight back on the ring (as Linux drivers reuse
+//! rx pages). At the end of the poll (or when a flow ends) the headers are patched in place as
+//! `tcp4_gro_complete` leaves them and the super-frame goes to the switch. Then repost the
+//! merged segments' buffers, post fresh ones for the descriptors whose buffers went to the
+//! switch (class `nic`, as the seed profile charged `e1000`), and wake the device if it waits
+//! for them.
 
 use std::sync::Arc;
 
@@ -41,12 +43,16 @@ pub struct WireNic<D: GuestMemory> {
     max_frame: usize,
     /// Descriptors kept posted.
     ring: usize,
-    /// Buffers posted to the device, by descriptor id.
-    posted: Vec<Option<Buf<D>>>,
-    /// Descriptor ids not posted.
+    /// Receive buffers by descriptor id: posted to the device, or (during a poll) the driver's.
+    bufs: Vec<Option<Buf<D>>>,
+    /// Which ids the device holds: a completion for any other is refused.
+    posted: Vec<bool>,
+    /// Ids whose buffer went to the switch: they need a fresh one.
     free_ids: Vec<u16>,
+    /// Ids whose buffer GRO emptied (its payload merged elsewhere): posted again as they are.
+    reuse: Vec<u16>,
     /// `None`: GRO is off and frames go to the switch as the device delivered them.
-    gro: Option<GroEngine<Buf<D>>>,
+    gro: Option<GroEngine<u16>>,
     stats: UplinkStats,
 }
 
@@ -73,8 +79,10 @@ impl<D: GuestMemory> WireNic<D> {
             gro_class: xenoprof::Class::register("gro").unwrap_or(xenoprof::Class::OTHER),
             max_frame: mtu,
             ring,
-            posted: (0..ring).map(|_| None).collect(),
+            bufs: (0..ring).map(|_| None).collect(),
+            posted: vec![false; ring],
             free_ids: (0..ring as u16).rev().collect(),
+            reuse: Vec::new(),
             gro: Some(GroEngine::new()),
             stats: UplinkStats::default(),
         };
@@ -94,34 +102,57 @@ impl<D: GuestMemory> WireNic<D> {
         self.ring
     }
 
-    /// Posts a fresh buffer for every descriptor not posted, as far as the pool allows. Returns
-    /// whether it posted any.
+    /// Posts again the buffers GRO emptied, and a fresh buffer for every other descriptor not
+    /// posted, as far as the pool allows. Returns whether it posted any.
     fn refill(&mut self, pool: &BufPool<D>) -> bool {
-        let q = &self.shared.to_dom0.empty;
         let mut any = false;
+        while let Some(id) = self.reuse.pop() {
+            let i = usize::from(id);
+            let max = self.max_frame;
+            if self.bufs[i].as_mut().is_some_and(|b| b.set_len(max)) {
+                any |= self.post(id);
+            } else {
+                // It gave pages back when it was shortened: a fresh one instead.
+                self.bufs[i] = None;
+                self.free_ids.push(id);
+            }
+        }
         while let Some(&id) = self.free_ids.last() {
             let Some(buf) = pool.alloc(self.max_frame) else {
                 // Posted later, when frames have given pages back.
                 break;
             };
-            let mut desc = RxDesc {
-                id,
-                n: buf.pages().len() as u8,
-                pfns: [Pfn(0); MAX_FRAME_PAGES],
-            };
-            for (d, p) in desc.pfns.iter_mut().zip(buf.pages()) {
-                *d = p.pfn;
-            }
-            // Release (inside the queue), pairs with the device's pop: our last use of these
-            // pages happens before its writes. Cannot fail: at most `ring` ids exist.
-            if q.push(desc).is_err() {
+            self.bufs[usize::from(id)] = Some(buf);
+            if !self.post(id) {
+                self.bufs[usize::from(id)] = None;
                 break;
             }
             self.free_ids.pop();
-            self.posted[usize::from(id)] = Some(buf);
             any = true;
         }
         any
+    }
+
+    /// Hands buffer `id` (in the table, at its full length) to the device.
+    fn post(&mut self, id: u16) -> bool {
+        let Some(buf) = self.bufs[usize::from(id)].as_ref() else {
+            return false;
+        };
+        let mut desc = RxDesc {
+            id,
+            n: buf.pages().len() as u8,
+            pfns: [Pfn(0); MAX_FRAME_PAGES],
+        };
+        for (d, p) in desc.pfns.iter_mut().zip(buf.pages()) {
+            *d = p.pfn;
+        }
+        // Release (inside the queue), pairs with the device's pop: our last use of these pages
+        // happens before its writes. Cannot fail: at most `ring` ids exist.
+        if self.shared.to_dom0.empty.push(desc).is_err() {
+            return false;
+        }
+        self.posted[usize::from(id)] = true;
+        true
     }
 }
 
@@ -151,21 +182,24 @@ impl<D: BackendDomain> Uplink<D> for WireNic<D> {
             // The pop acquires what the device's push released: its writes into the pages.
             let Some(done) = d.full.pop() else { break };
             n += 1;
-            let Some(mut buf) = self
-                .posted
-                .get_mut(usize::from(done.id))
-                .and_then(Option::take)
-            else {
+            let i = usize::from(done.id);
+            if !self.posted.get(i).copied().unwrap_or(false) {
                 // A completion for a descriptor not posted: the device is broken; ignore it.
                 self.stats.rx_errors += 1;
                 continue;
-            };
-            self.free_ids.push(done.id);
+            }
+            self.posted[i] = false;
             let len = done.len as usize;
+            let Some(buf) = self.bufs[i].as_mut() else {
+                // Every posted id has its buffer; should one not, it gets a fresh one.
+                self.free_ids.push(done.id);
+                continue;
+            };
             if !buf.truncate(len) {
                 // The device could not write the frame (or claims more than the buffer holds):
-                // the buffer goes back to the pool.
+                // the buffer is posted again as it is.
                 self.stats.rx_errors += 1;
+                self.reuse.push(done.id);
                 continue;
             }
             taken += len;
@@ -178,24 +212,27 @@ impl<D: BackendDomain> Uplink<D> for WireNic<D> {
             } else {
                 OffloadMeta::NONE
             };
+            let mut sink = ToSwitch {
+                bufs: &mut self.bufs,
+                free_ids: &mut self.free_ids,
+                reuse: &mut self.reuse,
+                out,
+                stats: &mut self.stats,
+            };
             match &mut gro {
                 Some(engine) => {
                     let _g = xenoprof::scope(self.gro_class);
-                    let mut sink = ToSwitch {
-                        out,
-                        stats: &mut self.stats,
-                    };
-                    engine.receive(buf, hdr, len, &meta, &mut sink);
+                    engine.receive(done.id, hdr, len, &meta, &mut sink);
                 }
-                None => {
-                    buf.set_meta(meta);
-                    out.push(NetFrame::new(buf));
-                }
+                None => sink.pass(done.id, &meta),
             }
         }
         if let Some(engine) = &mut gro {
             let _g = xenoprof::scope(self.gro_class);
             engine.flush(&mut ToSwitch {
+                bufs: &mut self.bufs,
+                free_ids: &mut self.free_ids,
+                reuse: &mut self.reuse,
                 out,
                 stats: &mut self.stats,
             });
@@ -250,60 +287,90 @@ impl<D: BackendDomain> Uplink<D> for WireNic<D> {
     }
 }
 
-/// GRO's sink in the driver: frames are backend buffers; what comes out goes to the switch.
+/// GRO's sink in the driver: frames are receive buffers named by descriptor id, in the
+/// driver's table; what comes out goes to the switch.
 struct ToSwitch<'a, D: GuestMemory> {
+    bufs: &'a mut [Option<Buf<D>>],
+    free_ids: &'a mut Vec<u16>,
+    reuse: &'a mut Vec<u16>,
     out: &'a mut Vec<NetFrame<D>>,
     stats: &'a mut UplinkStats,
 }
 
-impl<D: GuestMemory> GroSink for ToSwitch<'_, D> {
-    type In = Buf<D>;
-    type Held = Buf<D>;
+impl<D: GuestMemory> ToSwitch<'_, D> {
+    /// Takes buffer `id` out of the table for the switch; its descriptor needs a fresh one.
+    fn take(&mut self, id: u16) -> Option<Buf<D>> {
+        self.free_ids.push(id);
+        self.bufs[usize::from(id)].take()
+    }
+}
 
-    fn hold(&mut self, _slot: usize, frame: Buf<D>) -> Buf<D> {
+impl<D: GuestMemory> GroSink for ToSwitch<'_, D> {
+    type In = u16;
+    type Held = u16;
+
+    fn hold(&mut self, _slot: usize, frame: u16) -> u16 {
         frame
     }
 
     fn append(
         &mut self,
-        held: &mut Buf<D>,
+        held: &mut u16,
         at: usize,
-        frame: &Buf<D>,
+        frame: &u16,
         payload: std::ops::Range<usize>,
     ) -> bool {
-        debug_assert_eq!(held.len(), at, "GRO appends at the end of the held frame");
-        let ok = held.append_from(frame, payload);
-        self.stats.rx_gro_merged += u64::from(ok);
-        ok
+        let (h, f) = (usize::from(*held), usize::from(*frame));
+        // Two entries of one table: split it between them (GRO never merges a frame into
+        // itself).
+        let (dst, src) = if h < f {
+            let (a, b) = self.bufs.split_at_mut(f);
+            (&mut a[h], &b[0])
+        } else {
+            let (a, b) = self.bufs.split_at_mut(h);
+            (&mut b[0], &a[f])
+        };
+        let (Some(dst), Some(src)) = (dst.as_mut(), src.as_ref()) else {
+            return false;
+        };
+        debug_assert_eq!(dst.len(), at, "GRO appends at the end of the held frame");
+        if !dst.append_from(src, payload) {
+            return false;
+        }
+        self.stats.rx_gro_merged += 1;
+        // Its payload lives on in the held frame: the buffer can take another frame.
+        self.reuse.push(*frame);
+        true
     }
 
-    fn verify(&mut self, frame: &Buf<D>, loc: &L4Loc) -> bool {
-        frame.l4_csum_ok(loc)
+    fn verify(&mut self, frame: &u16, loc: &L4Loc) -> bool {
+        self.bufs[usize::from(*frame)]
+            .as_ref()
+            .is_some_and(|b| b.l4_csum_ok(loc))
     }
 
-    fn pass(&mut self, frame: Buf<D>, meta: &OffloadMeta) {
-        frame.set_meta(*meta);
-        self.out.push(NetFrame::new(frame));
+    fn pass(&mut self, frame: u16, meta: &OffloadMeta) {
+        if let Some(buf) = self.take(frame) {
+            buf.set_meta(*meta);
+            self.out.push(NetFrame::new(buf));
+        }
     }
 
-    fn complete(
-        &mut self,
-        mut held: Buf<D>,
-        len: usize,
-        headers: Option<&[u8]>,
-        meta: &OffloadMeta,
-    ) {
-        debug_assert_eq!(held.len(), len);
+    fn complete(&mut self, held: u16, len: usize, headers: Option<&[u8]>, meta: &OffloadMeta) {
+        let Some(mut buf) = self.take(held) else {
+            return;
+        };
+        debug_assert_eq!(buf.len(), len);
         if let Some(h) = headers {
-            if held.poke(0, h).is_err() {
+            if buf.poke(0, h).is_err() {
                 self.stats.rx_fill_errors += 1;
                 return;
             }
-            held.set_head(h);
+            buf.set_head(h);
             self.stats.rx_gro_super += 1;
         }
-        held.set_meta(*meta);
         debug_assert!(headers.is_none() || matches!(meta.csum, Csum::Partial { .. }));
-        self.out.push(NetFrame::new(held));
+        buf.set_meta(*meta);
+        self.out.push(NetFrame::new(buf));
     }
 }
