@@ -246,7 +246,7 @@ fn a_device_without_buffers_waits_loses_nothing_and_is_woken() {
     );
     assert!(!r.wire.can_send());
     // The device asks to be woken when buffers come; nothing is there yet.
-    assert!(!r.wire.arm(), "no room and no frame from dom0 yet");
+    assert!(!r.wire.arm(true), "no room and no frame from dom0 yet");
     let out = r.poll();
     assert!(
         r.wire.wait(GUARD),
@@ -316,7 +316,7 @@ fn no_wakeup_is_lost_when_both_sides_block() {
                 continue;
             }
             wire.flush();
-            if wire.arm() {
+            if wire.arm(true) {
                 continue;
             }
             assert!(wire.wait(GUARD), "lost wakeup: the device slept {GUARD:?}");
@@ -337,6 +337,8 @@ fn frame_n(n: u32) -> Vec<u8> {
 fn in_order_segments_of_one_flow_come_out_as_one_super_frame() {
     for (mtu, mss) in [(1514, MSS), (9014, 8960)] {
         let mut r = rig(mtu, 2048);
+        // On by default only where frames fit a page.
+        r.nic.set_gro(true);
         let n = (65_000 / mss) as u32;
         let sent: Vec<Vec<u8>> = (0..n).map(|i| seg(40000, i, mss)).collect();
         for f in &sent {
@@ -472,6 +474,18 @@ fn a_frame_with_a_bad_checksum_is_not_merged_and_goes_on_unvalidated() {
         "the bad one: not validated, untouched"
     );
     assert_eq!(got[2], (s[3].clone(), OffloadMeta::VALIDATED));
+}
+
+#[test]
+fn gro_is_on_by_default_only_where_frames_fit_a_page() {
+    for (mtu, merged) in [(1514, true), (9014, false)] {
+        let mut r = rig(mtu, 2048);
+        for i in 0..3 {
+            r.send(&seg(40000, i, MSS));
+        }
+        let got = contents(&r.poll());
+        assert_eq!(got.len() == 1, merged, "mtu {mtu}");
+    }
 }
 
 #[test]

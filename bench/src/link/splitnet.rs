@@ -143,6 +143,7 @@ impl Link for SplitnetLink {
                 rx_frames: 0,
                 tx_frames: 0,
                 rx_burst: 0,
+                starved: false,
             },
             GuestEndpoint {
                 nf,
@@ -182,6 +183,9 @@ pub struct WireEndpoint {
     rx_frames: u64,
     tx_frames: u64,
     rx_burst: usize,
+    /// The last look found no receive buffer posted for the device: smoltcp could not send,
+    /// so a wait must also end when dom0 posts one.
+    starved: bool,
 }
 
 impl std::fmt::Debug for WireEndpoint {
@@ -235,7 +239,9 @@ impl Device for WireEndpoint {
     type TxToken<'a> = WireTxToken<'a>;
 
     fn receive(&mut self, _now: Instant) -> Option<(WireRxToken, WireTxToken<'_>)> {
-        if self.rx_burst >= BURST_BYTES || !self.wire.can_send() {
+        // Every receive hands smoltcp a transmit token too: it needs room on the NIC.
+        self.starved = !self.wire.can_send();
+        if self.starved || self.rx_burst >= BURST_BYTES {
             return None;
         }
         let frame = self.wire.take_frame()?;
@@ -251,7 +257,8 @@ impl Device for WireEndpoint {
     }
 
     fn transmit(&mut self, _now: Instant) -> Option<WireTxToken<'_>> {
-        if !self.wire.can_send() {
+        self.starved = !self.wire.can_send();
+        if self.starved {
             return None;
         }
         Some(WireTxToken {
@@ -280,7 +287,7 @@ impl Endpoint for WireEndpoint {
         if self.stop.load(Ordering::Relaxed) {
             return false;
         }
-        if self.wire.arm() {
+        if self.wire.arm(self.starved) {
             return true;
         }
         let _b = xenoprof::blocked();

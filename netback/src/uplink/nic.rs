@@ -83,15 +83,20 @@ impl<D: GuestMemory> WireNic<D> {
             posted: vec![false; ring],
             free_ids: (0..ring as u16).rev().collect(),
             reuse: Vec::new(),
-            gro: Some(GroEngine::new()),
+            gro: (mtu <= hypervisor::PAGE_SIZE).then(GroEngine::new),
             stats: UplinkStats::default(),
         };
         nic.refill(pool);
         nic
     }
 
-    /// Turns GRO on (the default) or off. Off, every frame goes to the switch as the device
-    /// delivered it.
+    /// Turns GRO on or off. Off, every frame goes to the switch as the device delivered it.
+    ///
+    /// By default GRO is on where the wire's frames fit a page (Ethernet's 1514 bytes) and off
+    /// on jumbo wires: merging here copies each merged payload once (Linux chains the pages
+    /// instead), and with 9000-byte frames that copy costs dom0 more than the per-packet work
+    /// it saves downstream (measured with `bench tcp-rx --mtu 9000`: about 2 990 against 2 140
+    /// dom0 ns per segment, on against off); at 65000 frames are too large to merge at all.
     pub fn set_gro(&mut self, on: bool) {
         // Held flows are flushed at the end of every poll: none is held here.
         self.gro = on.then(GroEngine::new);

@@ -281,11 +281,14 @@ impl<D: XenDomain> Wire<D> {
         })
     }
 
-    /// Before sleeping: asks the backend for an event on the next frame, and, if no receive
-    /// buffer is posted, for an event when one is; true if either is already the case.
-    pub fn arm(&self) -> bool {
+    /// Before sleeping: asks the backend for an event on the next frame, and, with
+    /// `need_room` (the remote host has a frame the device had no buffer for), for an event when
+    /// a receive buffer is posted. True if what it asks for is already there: then do not sleep.
+    pub fn arm(&self, need_room: bool) -> bool {
         let frame = self.shared.to_wire.arm();
-        let room = !self.can_send() && self.shared.to_dom0.arm_space();
+        // The flag is set before the re-check (see `arm_space`), so a buffer posted in between
+        // is either seen here or announced by an event.
+        let room = need_room && self.shared.to_dom0.arm_space();
         frame || room
     }
 
