@@ -114,8 +114,8 @@ impl<D: GuestMemory> WireNic<D> {
         while let Some(id) = self.reuse.pop() {
             let i = usize::from(id);
             let max = self.max_frame;
-            if self.bufs[i].as_mut().is_some_and(|b| b.set_len(max)) {
-                any |= self.post(id);
+            if self.bufs[i].as_mut().is_some_and(|b| b.set_len(max)) && self.post(id) {
+                any = true;
             } else {
                 // It gave pages back when it was shortened: a fresh one instead.
                 self.bufs[i] = None;
