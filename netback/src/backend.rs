@@ -285,8 +285,9 @@ impl<D: BackendDomain> Netback<D> {
             return Ok(());
         }
         let mut timeout = timeout.min(self.dp.cfg.poll_interval);
-        if let Some(t) = self.dp.next_eoi() {
-            timeout = timeout.min(t.saturating_duration_since(Instant::now()));
+        let now = Instant::now();
+        if let Some(t) = self.dp.next_deadline(now) {
+            timeout = timeout.min(t.saturating_duration_since(now));
         }
         let dp = &mut self.dp;
         let mut fds: Vec<BorrowedFd<'_>> = Vec::with_capacity(4 + dp.uplinks.len());
@@ -509,8 +510,25 @@ impl<D: BackendDomain> Datapath<D> {
     }
 
     /// The earliest held-back EOI, which the next wait must not sleep past.
-    fn next_eoi(&self) -> Option<Instant> {
-        self.vifs.iter().filter_map(|v| v.eoi_at).min()
+    /// The earliest moment a pass has timed work to do without any event arriving: a delayed
+    /// end of interrupt, a queued frame expiring, a stalled guest's grace running out. `wait`
+    /// never sleeps past it, so nothing timed depends on `Config::poll_interval`. Only moments
+    /// after `now` count: the pass just run handled those before it (a past one would make
+    /// `wait` spin).
+    fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        self.vifs
+            .iter()
+            .flat_map(|v| {
+                let expiry = v.rx_queue.oldest().map(|t| t + self.cfg.rx_drain_timeout);
+                let grace = v
+                    .rx_stalled_since
+                    .filter(|_| !v.is_disabled())
+                    .map(|t| t + STALL_GRACE);
+                [v.eoi_at, expiry, grace]
+            })
+            .flatten()
+            .filter(|t| *t > now)
+            .min()
     }
 
     /// Pages one vif's rx queue may pin: an equal share of the pool, one share kept back for

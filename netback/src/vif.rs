@@ -241,6 +241,11 @@ impl<D: BackendDomain> RxQueue<D> {
         self.frames.front().map(|(f, _)| f)
     }
 
+    /// When the frame at the head was queued.
+    pub fn oldest(&self) -> Option<Instant> {
+        self.frames.front().map(|(_, at)| *at)
+    }
+
     /// Takes the frame at the head.
     pub fn pop(&mut self) -> Option<NetFrame<D>> {
         let (f, _) = self.frames.pop_front()?;
