@@ -559,7 +559,8 @@ impl<D: BackendDomain> Datapath<D> {
     /// unplugs it from the switch, keeps its final counters.
     fn remove(&mut self, id: VifId) -> Option<VifStats> {
         let i = self.vifs.iter().position(|v| v.id == id)?;
-        let vif = self.vifs.swap_remove(i);
+        let mut vif = self.vifs.swap_remove(i);
+        vif.stats.rx_discarded += vif.rx_queue.clear() as u64;
         let _ = self.evtchn.unbind(vif.port);
         let _ = self.bridge.remove_port(vif.bridge_port);
         self.out.clear();

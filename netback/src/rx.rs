@@ -143,7 +143,7 @@ impl<D: BackendDomain> Vif<D> {
                     frame = NetFrame::new(b);
                 }
                 None => {
-                    self.stats.rx_copy_errors += 1;
+                    self.stats.rx_unfit += 1;
                     return Ok(());
                 }
             }

@@ -107,7 +107,8 @@ pub struct VifStats {
     pub tx_csum_errors: u64,
     /// Tx super-frames (a GSO extra-info slot) taken from the guest.
     pub tx_gso_frames: u64,
-    /// Frames delivered into the guest.
+    /// Frames put on the guest's ring (a slot whose copy or transfer then failed is answered
+    /// with an error and counted in `rx_copy_errors` too).
     pub rx_packets: u64,
     /// Their bytes.
     pub rx_bytes: u64,
@@ -120,13 +121,16 @@ pub struct VifStats {
     /// Frames dropped because they waited in the rx queue longer than `rx_drain_timeout`
     /// (the guest posted no buffers for them in time).
     pub rx_expired: u64,
+    /// Frames dropped unsent because the vif was disabled or disconnected: those still queued
+    /// then, and those switched to it afterwards.
+    pub rx_discarded: u64,
     /// Frames copied privately before being flipped (flooded frames another vif also holds).
     pub rx_private_copies: u64,
     /// Super-frames delivered whole, with a GSO extra-info slot.
     pub rx_gso_frames: u64,
     /// Frames dropped because they could not be fitted to what the frontend takes: longer than a
-    /// page without `feature-sg`, offload metadata not matching the headers, or no buffers for
-    /// software segmentation.
+    /// page without `feature-sg`, offload metadata not matching the headers, or no backend
+    /// buffers for software segmentation or for a flip-mode guest's private copy.
     pub rx_unfit: u64,
     /// Notifications sent to the frontend.
     pub notifies: u64,
@@ -417,7 +421,7 @@ impl<D: BackendDomain> Vif<D> {
                 self.id
             );
             self.stats.fatal = Some(why);
-            self.rx_queue.clear();
+            self.stats.rx_discarded += self.rx_queue.clear() as u64;
         }
     }
 
@@ -430,6 +434,7 @@ impl<D: BackendDomain> Vif<D> {
         share: usize,
     ) {
         if self.is_disabled() {
+            self.stats.rx_discarded += 1;
             return;
         }
         if self.rx_queue.push(frame, now, cap, share).is_err() {
