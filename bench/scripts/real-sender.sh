@@ -103,7 +103,7 @@ trap 'exit 143' TERM
 cat >"$HELPER" <<'PY'
 """Measurement helpers for real-sender.sh: run a command and report its CPU (wait4), snapshot
 a process's per-thread CPU and the machine's, parse iperf3's JSON, and print the report."""
-import json, os, statistics, sys
+import json, os, signal, statistics, sys
 
 TCK = os.sysconf("SC_CLK_TCK")
 
@@ -114,6 +114,9 @@ def rusage(out, argv):
             os.execvp(argv[0], argv)
         finally:
             os._exit(127)
+    # A signal to this wrapper (the script's cleanup) goes to the command too.
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda s, _f: os.kill(pid, s))
     _, status, ru = os.wait4(pid, 0)
     with open(out, "w") as f:
         json.dump({"cpu_s": ru.ru_utime + ru.ru_stime}, f)

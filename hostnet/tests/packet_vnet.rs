@@ -135,7 +135,10 @@ fn vnet_packet_socket_hands_up_super_frames_and_partial_checksums_with_their_hea
                 stream.set_nodelay(true).unwrap();
                 stream.set_nonblocking(true).unwrap();
                 let queued = (&stream).write(&[0x5a; 60000]).unwrap();
-                assert!(queued > 2 * usize::from(MSS), "the socket took {queued} bytes");
+                assert!(
+                    queued > 2 * usize::from(MSS),
+                    "the socket took {queued} bytes"
+                );
                 stream
             })
             .unwrap()
