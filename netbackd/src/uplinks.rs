@@ -2,7 +2,7 @@
 //! `AF_PACKET` socket on an existing interface (guests reach a real network, as Xen's bridge
 //! setups do). Both wake the backend through their descriptor.
 //!
-//! Both carry offloads by default, as a virtio-net header before every frame ([`vnet`]): what
+//! Both carry offloads by default, as a virtio-net header before every frame (`vnet.rs`): what
 //! Linux hands up (a partial checksum, a TCP super-frame of up to 64 KiB) becomes the frame's
 //! [`OffloadMeta`], and a frame leaving with a partial checksum or as a super-frame goes to
 //! Linux as it is, with a header saying so; Linux completes or segments it only if the
@@ -11,7 +11,7 @@
 
 mod nic;
 mod tap;
-pub mod vnet;
+mod vnet;
 
 use hostnet::{PacketConfig, PacketSocket, Tap, TapConfig};
 use netback::UplinkStats;
