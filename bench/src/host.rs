@@ -86,6 +86,9 @@ pub struct Shared {
     pub bytes: AtomicU64,
     /// Frames the guest's device has received.
     pub frames: AtomicU64,
+    /// Frames the remote host's device has sent: TCP segments on the wire, at most MTU-sized
+    /// (retransmissions included).
+    pub wire_frames: AtomicU64,
 }
 
 impl Shared {
@@ -190,6 +193,9 @@ pub fn run_host<E: Endpoint>(
             // anything else they describe.
             shared.bytes.store(offset, Ordering::Relaxed);
             shared.frames.store(dev.rx_frames(), Ordering::Relaxed);
+        } else {
+            // Relaxed: as above.
+            shared.wire_frames.store(dev.tx_frames(), Ordering::Relaxed);
         }
         if moved > 0 || dev.rx_frames() != frames_before || dev.tx_frames() != tx_before {
             backoff.reset();

@@ -19,7 +19,7 @@ use netfront::{FrontConfig, Netfront};
 use smoltcp::phy::{self, ChecksumCapabilities, Device, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 
-use super::{Endpoint, Link, LinkConfig, LinkStats, RxMode};
+use super::{Endpoint, Link, LinkConfig, LinkStats, Offload, RxMode};
 use crate::Error;
 
 /// The remote host's domain id in the hypervisor (the highest id the model has); xenoprof
@@ -128,6 +128,8 @@ impl Link for SplitnetLink {
             },
             mtu: cfg.mtu,
             timeout: Duration::from_secs(10),
+            csum_offload: cfg.offload != Offload::None,
+            gso: cfg.offload == Offload::Gso,
             ..FrontConfig::default()
         };
         let nf = Netfront::connect(guest, 0, fcfg)
@@ -161,11 +163,29 @@ impl Link for SplitnetLink {
         };
         let mut stats = LinkStats::default();
         for (_, v) in snap.vifs.iter().chain(&snap.departed) {
-            stats.dropped += v.rx_queue_full + v.rx_expired;
+            stats.add_drops("vif_rx_queue_full", v.rx_queue_full);
+            stats.add_drops("vif_rx_expired", v.rx_expired);
+            stats.add_drops("vif_rx_unfit", v.rx_unfit);
+            stats.add_drops("vif_rx_discarded", v.rx_discarded);
+            stats.add_drops(
+                "vif_tx_errors",
+                v.tx_runt
+                    + v.tx_too_many_slots
+                    + v.tx_oversize_slot
+                    + v.tx_copy_errors
+                    + v.tx_no_buffer
+                    + v.tx_csum_errors,
+            );
             stats.notifies += v.notifies;
         }
         for (_, _, u) in &snap.uplinks {
-            stats.dropped += u.rx_no_buffer + u.tx_dropped;
+            stats.add_drops("nic_rx_no_buffer", u.rx_no_buffer);
+            stats.add_drops("nic_rx_errors", u.rx_errors + u.rx_fill_errors);
+            stats.add_drops("nic_tx_dropped", u.tx_dropped);
+            stats.add_drops("nic_tx_errors", u.tx_errors);
+        }
+        for p in &snap.bridge.ports {
+            stats.add_drops("bridge", p.stats.drops.total());
         }
         self.xen = None;
         Ok(stats)
