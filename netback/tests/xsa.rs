@@ -798,3 +798,64 @@ fn xsa448_zero_length_later_slots_carry_nothing_and_harm_nothing() {
     assert_eq!(got, [data, data2]);
     s.others_carry_on();
 }
+
+// Linux's rx stall (`rx_stall_timeout_msecs`, and CVE-2021-28715 of XSA-392): a guest that
+// posts no buffers is taken off the carrier, so frames for it are dropped early instead of
+// holding up everything. Here a guest whose queue stalled stops holding the uplinks back after
+// a short grace, and frames for it are dropped at its queue, long before they would expire.
+#[test]
+fn a_stalled_guest_does_not_hold_the_wire_back_for_the_others() {
+    let cfg = Config {
+        rx_queue_bytes: 70_000,
+        // Expiry would free the queue only after this: far past the end of the test.
+        rx_drain_timeout: Duration::from_secs(600),
+        ..Config::default()
+    };
+    let xen = Hypervisor::new(16 * 1024).unwrap();
+    let dom0 = xen.create_domain(4096).unwrap();
+    let mut nb = Netback::new(dom0.clone(), cfg, 2048).unwrap();
+    let remote = xen.create_domain(16).unwrap();
+    let (_, mut wire) = nb.attach_wire(&remote, 1514).unwrap();
+    let h = RawFront::new(&xen, &dom0, 9, RxMode::Copy);
+    let mut a = RawFront::new(&xen, &dom0, 1, RxMode::Copy);
+    h.connect(&mut nb);
+    a.connect(&mut nb);
+    a.post_rx(64);
+    // Four queues' worth of broadcasts from the wire; h posts no buffers at all.
+    const N: usize = 200;
+    let (mut sent, mut got) = (0, 0);
+    for _ in 0..5000 {
+        while sent < N {
+            let f = {
+                let mut f = frame(0x33, 0xff, 1514, sent as u8);
+                f[..6].copy_from_slice(&[0xff; 6]);
+                f
+            };
+            if wire.send(f.len(), |b| b.copy_from_slice(&f)).is_none() {
+                break;
+            }
+            sent += 1;
+        }
+        wire.flush();
+        nb.poll().unwrap();
+        let n = a.recv().len();
+        a.post_rx(n);
+        got += n;
+        if got == N {
+            break;
+        }
+        if n == 0 {
+            // Held back: the grace runs on the clock.
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    assert_eq!(got, N, "the other guest got every frame the wire sent");
+    let hs = nb.vif_stats(h.id()).unwrap();
+    assert_eq!(
+        hs.rx_queue_full,
+        (N - 46) as u64,
+        "h's queue holds 46 frames of 1514 bytes; the rest were dropped at it: {hs:?}"
+    );
+    assert_eq!(hs.rx_expired, 0);
+    assert!(hs.fatal.is_none());
+}
