@@ -859,3 +859,63 @@ fn a_stalled_guest_does_not_hold_the_wire_back_for_the_others() {
     assert_eq!(hs.rx_expired, 0);
     assert!(hs.fatal.is_none());
 }
+
+// Linux's `connect`/`connect_data_rings` end in `xenbus_dev_fatal` when the frontend's keys are
+// missing or name rings and channels that cannot be mapped or bound: the device goes Closed
+// with an `error` node and no vif is made.
+#[test]
+fn bad_ring_refs_and_event_channels_are_refused_with_an_error_node() {
+    // (key, its value or none, what the error node must say)
+    let cases = [
+        ("tx-ring-ref", Some("junk"), "tx-ring-ref"),
+        ("rx-ring-ref", None, "rx-ring-ref missing"),
+        ("tx-ring-ref", Some("60000"), "bad_gntref"),
+        ("event-channel", Some("4000"), "binding its channel"),
+    ];
+    for (case, (key, value, says)) in cases.into_iter().enumerate() {
+        let mut s = scene(Config::default(), 256);
+        let g = RawFront::new(&s.xen, &s.dom0, 7, RxMode::Copy);
+        let paths = s
+            .xen
+            .add_vif(g.dom.domid(), s.dom0.domid(), 0, "02:00:00:00:00:07")
+            .unwrap();
+        let xs = s.dom0.xenstore();
+        let be = |k: &str| xs.read(&format!("{}/{k}", paths.backend)).ok();
+        let settle = |nb: &mut common::Nb, want: &str| {
+            for _ in 0..50 {
+                nb.poll().unwrap();
+                if be("state").as_deref() == Some(want) {
+                    return;
+                }
+            }
+            panic!("case {case}: the backend never reached state {want}");
+        };
+        settle(&mut s.nb, "2");
+        let gx = g.dom.xenstore();
+        let k = &g.keys;
+        for (name, v) in [
+            ("tx-ring-ref", k.tx_ring_ref.0.to_string()),
+            ("rx-ring-ref", k.rx_ring_ref.0.to_string()),
+            ("event-channel", k.event_channel.0.to_string()),
+            ("request-rx-copy", "1".into()),
+        ] {
+            let v = if name == key {
+                value.map(str::to_string)
+            } else {
+                Some(v)
+            };
+            if let Some(v) = v {
+                gx.write(&format!("{}/{name}", paths.frontend), &v).unwrap();
+            }
+        }
+        gx.write(&format!("{}/state", paths.frontend), "4").unwrap();
+        settle(&mut s.nb, "6");
+        let err = be("error").unwrap_or_default();
+        assert!(err.contains(says), "case {case}: {err}");
+        assert!(
+            s.nb.vifs().all(|v| v.id().domid != g.dom.domid()),
+            "case {case}: no vif for the refused frontend"
+        );
+        s.others_carry_on();
+    }
+}
