@@ -148,6 +148,10 @@ impl<D: BackendDomain> Vif<D> {
                 }
             }
         }
+        if self.mode == RxMode::Flip && !clear_tail(dom0, &frame) {
+            self.stats.rx_unfit += 1;
+            return Ok(());
+        }
         let (first_flags, mut extra) = offload::netif::to_rx(&frame.meta(), len);
         if extra.is_some() {
             self.stats.rx_gso_frames += 1;
@@ -279,6 +283,20 @@ impl<D: BackendDomain> Vif<D> {
             self.rx_stalled_since.get_or_insert(now);
         }
         delivered > 0
+    }
+}
+
+/// Zeroes what lies past the frame in its last page. A flipped page is the guest's whole, and
+/// a pool page keeps whatever it carried before (another guest's traffic, or the frame a
+/// transfer's replacement held): without this, a flip-mode guest reads up to 4 KiB of backend
+/// memory past each frame (the XSA-216 class). False if the page could not be written: the
+/// frame must not be flipped then.
+fn clear_tail<D: BackendDomain>(dom0: &D, frame: &NetFrame<D>) -> bool {
+    static ZEROS: [u8; PAGE_SIZE] = [0; PAGE_SIZE];
+    let used = frame.len() % PAGE_SIZE;
+    match frame.0.pages().last() {
+        Some(last) if used != 0 => dom0.write(last.pfn, used, &ZEROS[used..]).is_ok(),
+        _ => true,
     }
 }
 

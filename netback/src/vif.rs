@@ -130,7 +130,8 @@ pub struct VifStats {
     pub rx_gso_frames: u64,
     /// Frames dropped because they could not be fitted to what the frontend takes: longer than a
     /// page without `feature-sg`, offload metadata not matching the headers, or no backend
-    /// buffers for software segmentation or for a flip-mode guest's private copy.
+    /// buffers for software segmentation or for a flip-mode guest's private copy, or (flip
+    /// mode) the unused end of its last page could not be cleared.
     pub rx_unfit: u64,
     /// Notifications sent to the frontend.
     pub notifies: u64,
