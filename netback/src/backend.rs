@@ -30,8 +30,6 @@ use crate::uplink::{Uplink, UplinkIo, UplinkStats, Wakeup, Wire, wire_nic};
 use crate::vif::{FrontendKeys, Vif, VifId, VifStats};
 use crate::xenbus::{VifControl, Xenbus};
 
-/// How long a vif may post no rx buffers before it stops holding the uplinks back.
-const STALL_GRACE: Duration = Duration::from_millis(100);
 /// Departed vifs whose final counters are kept.
 const DEPARTED_KEPT: usize = 64;
 
@@ -382,10 +380,11 @@ impl<D: BackendDomain> Datapath<D> {
                     .forward(port, &mut self.frames, since, &mut self.out)?;
             }
         }
-        // Outside → switch, flow-controlled like a NIC honouring PAUSE frames: the uplinks take
-        // only as many bytes as the fullest vif queue still has room for, so a burst is held
-        // outside rather than dropped at a vif.
-        let mut budget = self.uplink_budget(now);
+        // Outside → switch, NAPI-style: at most one vif queue's worth of bytes per pass, so a
+        // pass's work is bounded. No guest holds the uplinks back: a frame for a vif whose
+        // queue is full is that vif's drop (`rx_queue_full`), as Linux drops at a full vif
+        // queue, and every other guest's traffic keeps flowing.
+        let mut budget = self.cfg.rx_queue_bytes;
         for i in 0..self.uplinks.len() {
             let max = self.uplinks[i].dev.max_frame();
             if budget < max {
@@ -461,13 +460,8 @@ impl<D: BackendDomain> Datapath<D> {
                 Err(e) => vif.disable(crate::vif::Fatal::Ring(e)),
             }
         }
-        // Only if the uplinks may take a frame now: with less room than one frame, waiting
-        // frames are not work, and counting them would turn the wait into a spin.
-        let budget = self.uplink_budget(Instant::now());
         for u in &mut self.uplinks {
-            if budget >= u.dev.max_frame() {
-                more |= u.dev.arm();
-            }
+            more |= u.dev.arm();
         }
         more
     }
@@ -511,7 +505,7 @@ impl<D: BackendDomain> Datapath<D> {
 
     /// The earliest held-back EOI, which the next wait must not sleep past.
     /// The earliest moment a pass has timed work to do without any event arriving: a delayed
-    /// end of interrupt, a queued frame expiring, a stalled guest's grace running out. `wait`
+    /// end of interrupt or a queued frame expiring. `wait`
     /// never sleeps past it, so nothing timed depends on `Config::poll_interval`. Only moments
     /// after `now` count: the pass just run handled those before it (a past one would make
     /// `wait` spin).
@@ -520,11 +514,7 @@ impl<D: BackendDomain> Datapath<D> {
             .iter()
             .flat_map(|v| {
                 let expiry = v.rx_queue.oldest().map(|t| t + self.cfg.rx_drain_timeout);
-                let grace = v
-                    .rx_stalled_since
-                    .filter(|_| !v.is_disabled())
-                    .map(|t| t + STALL_GRACE);
-                [v.eoi_at, expiry, grace]
+                [v.eoi_at, expiry]
             })
             .flatten()
             .filter(|t| *t > now)
@@ -536,23 +526,6 @@ impl<D: BackendDomain> Datapath<D> {
     /// take the pages another guest's transmit needs.
     fn share_pages(&self) -> usize {
         (self.pool.limit() / (self.vifs.len() + 1)).max(crate::pool::MAX_FRAME_PAGES)
-    }
-
-    /// Bytes the uplinks may take this pass: the room left in the fullest rx queue of a live
-    /// vif (any frame may flood to every vif). A vif whose guest has posted no buffers for
-    /// `STALL_GRACE` does not hold the uplinks back: frames for it are dropped at its queue (as
-    /// Linux drops), so one stalled guest cannot pause traffic for the others.
-    fn uplink_budget(&self, now: Instant) -> usize {
-        self.vifs
-            .iter()
-            .filter(|v| !v.is_disabled())
-            .filter(|v| {
-                v.rx_stalled_since
-                    .is_none_or(|t| now.duration_since(t) < STALL_GRACE)
-            })
-            .map(|v| self.cfg.rx_queue_bytes.saturating_sub(v.rx_queue.bytes()))
-            .min()
-            .unwrap_or(self.cfg.rx_queue_bytes)
     }
 
     /// Takes a vif out: unbinds its channel, unmaps its rings (dropping the ring mappings),

@@ -104,7 +104,7 @@ impl<D: BackendDomain> Vif<D> {
         self.stats.hypercalls += batch.hypercalls - hc;
         self.stats.grant_ops += batch.ops_done - ops;
         self.rx_scratch = sc;
-        self.rx_complete(evtchn, delivered, fatal, now)
+        self.rx_complete(evtchn, delivered, fatal)
     }
 
     /// Whether `needed` rx requests are posted. If not, asks the frontend to notify when they
@@ -256,13 +256,12 @@ impl<D: BackendDomain> Vif<D> {
     }
 
     /// Pushes the pass's responses and notifies once (or disables the vif after a fatal
-    /// error); notes a queue stalled for want of buffers.
+    /// error).
     fn rx_complete(
         &mut self,
         evtchn: &D::Evtchn,
         delivered: usize,
         fatal: Option<Fatal>,
-        now: Instant,
     ) -> bool {
         if let Some(f) = fatal {
             debug_assert!(
@@ -275,12 +274,9 @@ impl<D: BackendDomain> Vif<D> {
         }
         if delivered > 0 {
             self.did_work = true;
-            self.rx_stalled_since = None;
             if self.rx.push_responses_and_check_notify() {
                 self.notify(evtchn);
             }
-        } else if !self.rx_queue.is_empty() {
-            self.rx_stalled_since.get_or_insert(now);
         }
         delivered > 0
     }

@@ -308,8 +308,6 @@ pub struct Vif<D: BackendDomain> {
     /// port accepts only this source when set.
     pub(crate) mac: Option<MacAddr>,
     pub(crate) rx_queue: RxQueue<D>,
-    /// Since when the head of the rx queue has waited for buffers.
-    pub(crate) rx_stalled_since: Option<Instant>,
     pub(crate) stats: VifStats,
     /// An event arrived for this vif since the last pass.
     pub(crate) event_pending: bool,
@@ -370,7 +368,6 @@ impl<D: BackendDomain> Vif<D> {
             bridge_port,
             mac,
             rx_queue: RxQueue::new(),
-            rx_stalled_since: None,
             stats: VifStats::default(),
             // Binding marks the port pending on real Xen (the event is delivered and unmasked
             // like any other); every pass looks at both rings anyway, events or not.

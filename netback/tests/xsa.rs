@@ -801,8 +801,8 @@ fn xsa448_zero_length_later_slots_carry_nothing_and_harm_nothing() {
 
 // Linux's rx stall (`rx_stall_timeout_msecs`, and CVE-2021-28715 of XSA-392): a guest that
 // posts no buffers is taken off the carrier, so frames for it are dropped early instead of
-// holding up everything. Here a guest whose queue stalled stops holding the uplinks back after
-// a short grace, and frames for it are dropped at its queue, long before they would expire.
+// holding up everything. Here no guest ever holds the uplinks back: frames for a guest whose
+// queue is full are dropped at its queue, long before they would expire, from the first pass.
 #[test]
 fn a_stalled_guest_does_not_hold_the_wire_back_for_the_others() {
     let cfg = Config {
@@ -823,8 +823,9 @@ fn a_stalled_guest_does_not_hold_the_wire_back_for_the_others() {
     a.post_rx(64);
     // Four queues' worth of broadcasts from the wire; h posts no buffers at all.
     const N: usize = 200;
-    let (mut sent, mut got) = (0, 0);
+    let (mut sent, mut got, mut passes) = (0, 0, 0);
     for _ in 0..5000 {
+        passes += 1;
         while sent < N {
             let f = {
                 let mut f = frame(0x33, 0xff, 1514, sent as u8);
@@ -844,12 +845,10 @@ fn a_stalled_guest_does_not_hold_the_wire_back_for_the_others() {
         if got == N {
             break;
         }
-        if n == 0 {
-            // Held back: the grace runs on the clock.
-            std::thread::sleep(Duration::from_millis(1));
-        }
     }
     assert_eq!(got, N, "the other guest got every frame the wire sent");
+    // No clock involved: the wire's 200 frames cross in a few passes (its queue holds 64).
+    assert!(passes <= 10, "{passes} passes: something held the wire back");
     let hs = nb.vif_stats(h.id()).unwrap();
     assert_eq!(
         hs.rx_queue_full,
