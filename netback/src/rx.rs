@@ -257,12 +257,7 @@ impl<D: BackendDomain> Vif<D> {
 
     /// Pushes the pass's responses and notifies once (or disables the vif after a fatal
     /// error).
-    fn rx_complete(
-        &mut self,
-        evtchn: &D::Evtchn,
-        delivered: usize,
-        fatal: Option<Fatal>,
-    ) -> bool {
+    fn rx_complete(&mut self, evtchn: &D::Evtchn, delivered: usize, fatal: Option<Fatal>) -> bool {
         if let Some(f) = fatal {
             debug_assert!(
                 self.rx.rsp_prod_pvt() == self.rx.req_cons(),

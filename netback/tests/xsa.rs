@@ -848,7 +848,10 @@ fn a_stalled_guest_does_not_hold_the_wire_back_for_the_others() {
     }
     assert_eq!(got, N, "the other guest got every frame the wire sent");
     // No clock involved: the wire's 200 frames cross in a few passes (its queue holds 64).
-    assert!(passes <= 10, "{passes} passes: something held the wire back");
+    assert!(
+        passes <= 10,
+        "{passes} passes: something held the wire back"
+    );
     let hs = nb.vif_stats(h.id()).unwrap();
     assert_eq!(
         hs.rx_queue_full,
