@@ -17,8 +17,17 @@
 # bound instead), and the script prints both figures and the ratio splitnet / Linux.
 #
 # Usage: sudo bench/scripts/linux-yardstick.sh [--mtu N] [--seconds S]   (default 1500, 10)
+#        sudo bench/scripts/linux-yardstick.sh --real-sender [--mtus "M ..."] [--runs N] [--seconds S]
+#          the real-sender mode: Linux's TCP stack and the stock iperf3 client send into a
+#          netbackd guest through a TAP, beside this bridge path, MTUs 1500 9000 65000, 3
+#          interleaved runs, CPU per domain (bench/scripts/real-sender.sh; see there).
 # Needs: root, iproute2, iperf3 (apt-get install -y iperf3), python3, cargo. Not run by CI.
 set -euo pipefail
+
+if [[ "${1:-}" == "--real-sender" ]]; then
+    shift
+    exec "$(dirname "$0")/real-sender.sh" "$@"
+fi
 
 MTU=1500
 SECS=10
@@ -27,8 +36,8 @@ while [[ $# -gt 0 ]]; do
     case "$1" in
         --mtu) MTU="$2"; shift 2 ;;
         --seconds) SECS="$2"; shift 2 ;;
-        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
-        *) echo "linux-yardstick.sh: unknown argument $1 (use --mtu N --seconds S)" >&2; exit 2 ;;
+        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+        *) echo "linux-yardstick.sh: unknown argument $1 (use --mtu N --seconds S, or --real-sender first)" >&2; exit 2 ;;
     esac
 done
 

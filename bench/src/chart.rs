@@ -3,7 +3,9 @@
 //!
 //! One chart shape serves both commands: classes along the x axis, one bar per series in each
 //! class group (ladder: one series per step; `tcp-rx`: one per domain), the value printed on top
-//! of each bar, a title, axis labels and a legend.
+//! of each bar, a title, axis labels and a legend. The y axis is logarithmic, with light grid
+//! lines only at the decades: classes span four orders of magnitude (`mm` in flip mode against
+//! `find_domain`), and on a linear axis the small ones are invisible.
 
 use std::collections::BTreeMap;
 
@@ -51,7 +53,8 @@ pub fn bar_chart_svg(
         .iter()
         .flat_map(|s| s.values.values())
         .fold(0.0f64, |a, &b| a.max(b));
-    let ymax = if max > 0.0 { max * 1.18 } else { 1.0 };
+    // Decades from 1 to above the tallest bar, with room for its label.
+    let ymax = 10f64.powf((max.max(1.0) * 2.0).log10().ceil());
     let n = classes.len();
     let width = (160 + n * (40 + 28 * series.len())).clamp(640, 1800) as u32;
     let mut svg = String::new();
@@ -63,14 +66,15 @@ pub fn bar_chart_svg(
             .margin(16)
             .x_label_area_size(56)
             .y_label_area_size(80)
-            .build_cartesian_2d(0f64..n as f64, 0f64..ymax)
+            .build_cartesian_2d(0f64..n as f64, (1f64..ymax).log_scale())
             .map_err(chart_err)?;
         chart
             .configure_mesh()
             .disable_x_mesh()
             .x_labels(n + 1)
             .x_label_formatter(&|_| String::new())
-            .y_label_formatter(&|y| format!("{y:.0}"))
+            .y_max_light_lines(0)
+            .y_label_formatter(&|y| si(*y))
             .x_desc("class")
             .y_desc(y_desc)
             .axis_desc_style(("sans-serif", 16))
@@ -82,8 +86,8 @@ pub fn bar_chart_svg(
             let color = COLORS[j % COLORS.len()];
             let bars = classes.iter().enumerate().map(|(i, c)| {
                 let x0 = i as f64 + (1.0 - group) / 2.0 + j as f64 * bar;
-                let v = s.values.get(c).copied().unwrap_or(0.0);
-                Rectangle::new([(x0, 0.0), (x0 + bar * 0.92, v)], color.filled())
+                let v = s.values.get(c).copied().unwrap_or(0.0).max(1.0);
+                Rectangle::new([(x0, 1.0), (x0 + bar * 0.92, v)], color.filled())
             });
             chart
                 .draw_series(bars)
@@ -98,7 +102,7 @@ pub fn bar_chart_svg(
             let labels = classes.iter().enumerate().filter_map(|(i, c)| {
                 let v = s.values.get(c).copied().unwrap_or(0.0);
                 let xc = i as f64 + (1.0 - group) / 2.0 + (j as f64 + 0.46) * bar;
-                (v > 0.0).then(|| Text::new(format!("{v:.0}"), (xc, v), label_style.clone()))
+                (v >= 1.0).then(|| Text::new(si(v), (xc, v), label_style.clone()))
             });
             chart.draw_series(labels).map_err(chart_err)?;
         }
@@ -115,13 +119,39 @@ pub fn bar_chart_svg(
             .pos(Pos::new(HPos::Center, VPos::Top))
             .color(&BLACK);
         for (i, c) in classes.iter().enumerate() {
-            let (px, py) = chart.backend_coord(&(i as f64 + 0.5, 0.0));
+            let (px, py) = chart.backend_coord(&(i as f64 + 0.5, 1.0));
             root.draw(&Text::new(c.clone(), (px, py + 8), name_style.clone()))
                 .map_err(chart_err)?;
         }
         root.present().map_err(chart_err)?;
     }
     Ok(svg)
+}
+
+/// A value as the axis and bar labels print it: at most 3 significant figures, no trailing
+/// zeros, k and M suffixes.
+pub fn si(v: f64) -> String {
+    let (x, suffix) = if v >= 1e6 {
+        (v / 1e6, "M")
+    } else if v >= 1e3 {
+        (v / 1e3, "k")
+    } else {
+        (v, "")
+    };
+    let digits = if x >= 100.0 {
+        0
+    } else if x >= 10.0 {
+        1
+    } else {
+        2
+    };
+    let text = format!("{x:.digits$}");
+    let text = if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        &text
+    };
+    format!("{text}{suffix}")
 }
 
 fn exact_only(r: &StepResult) -> Result<(), Error> {
@@ -136,7 +166,9 @@ fn exact_only(r: &StepResult) -> Result<(), Error> {
     }
 }
 
-/// The ladder's chart: dom0 + xen cycles per packet by class, one bar per step.
+/// The ladder's chart: dom0 + xen cycles per KiB of goodput by class, one bar per step (per
+/// KiB, not per packet, because the offload steps change what a packet carries: a GSO
+/// super-frame is one packet of up to 64 KiB).
 pub fn ladder_svg(steps: &[StepResult]) -> Result<String, Error> {
     for s in steps {
         exact_only(s)?;
@@ -148,15 +180,15 @@ pub fn ladder_svg(steps: &[StepResult]) -> Result<String, Error> {
             name: format!("({}) {}", i + 1, s.step),
             values: s
                 .cycles_per_packet
-                .iter()
-                .map(|(k, v)| (k.clone(), v.unwrap_or(0.0)))
+                .keys()
+                .map(|k| (k.clone(), s.cpk(k)))
                 .collect(),
         })
         .collect();
     let mtu = steps.first().map_or(0, |s| s.mtu);
     bar_chart_svg(
-        &format!("splitnet optimization ladder: driver-domain cycles per packet (MTU {mtu})"),
-        "cycles per packet (dom0 kernel + xen)",
+        &format!("splitnet optimization ladder: driver-domain cycles per KiB (MTU {mtu})"),
+        "cycles per KiB of goodput (dom0 kernel + xen, log scale)",
         &classes_in(steps),
         &series,
     )
@@ -220,13 +252,33 @@ mod tests {
         for c in ["mm", "grant_table", "bridge", "copy"] {
             assert!(has_text(&svg, c), "class label {c} missing");
         }
-        assert!(has_text(&svg, "4000"), "bar values are printed");
-        assert!(svg.contains("cycles per packet"), "axis label");
+        let mm = three()[0].cpk("mm");
+        assert!(
+            has_text(&svg, &si(mm)),
+            "bar values are printed: {}",
+            si(mm)
+        );
+        assert!(svg.contains("cycles per KiB"), "axis label");
+        // A log axis: decade labels from 1 up past the tallest bar, a small class still a bar.
+        for decade in ["1", "10", "100", "1k", "10k"] {
+            assert!(has_text(&svg, decade), "y label {decade} missing");
+        }
         // Three series of bars, one colour each.
         for c in &COLORS[..3] {
             let hex = format!("#{:02X}{:02X}{:02X}", c.0, c.1, c.2);
             assert!(svg.contains(&hex), "colour {hex} missing");
         }
+    }
+
+    #[test]
+    fn si_labels_keep_three_figures() {
+        assert_eq!(si(1.0), "1");
+        assert_eq!(si(47.25), "47.2");
+        assert_eq!(si(1000.0), "1k");
+        assert_eq!(si(2818.2), "2.82k");
+        assert_eq!(si(10_000.0), "10k");
+        assert_eq!(si(35.04), "35");
+        assert_eq!(si(217_077_276.0), "217M");
     }
 
     #[test]

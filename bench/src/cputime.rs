@@ -1,4 +1,4 @@
-//! Per-thread CPU time, read from procfs (`/proc/self/task/<tid>/schedstat`: nanoseconds on the
+//! Per-thread CPU time and context switches, read from procfs (`/proc/self/task/<tid>/schedstat`: nanoseconds on the
 //! CPU, as the scheduler accounts them). No unsafe, no libc, and any thread can read another's,
 //! so the experiment reads every vCPU thread, including those a link starts, from one place.
 
@@ -7,6 +7,27 @@
 pub fn thread_cpu_ns(tid: u32) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
     parse_schedstat(&text)
+}
+
+/// Context switches of thread `tid` so far: (voluntary, involuntary). A voluntary switch is the
+/// thread blocking (a vCPU going idle and, later, being woken); an involuntary one is the
+/// scheduler preempting it for another runnable thread.
+pub fn thread_switches(tid: u32) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).ok()?;
+    parse_switches(&text)
+}
+
+/// The `voluntary_ctxt_switches` and `nonvoluntary_ctxt_switches` fields of a status file.
+pub fn parse_switches(text: &str) -> Option<(u64, u64)> {
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    Some((
+        field("voluntary_ctxt_switches:")?,
+        field("nonvoluntary_ctxt_switches:")?,
+    ))
 }
 
 /// The first field of a schedstat line (run time in ns).
@@ -23,6 +44,25 @@ mod tests {
         assert_eq!(parse_schedstat("233607 859675 3\n"), Some(233_607));
         assert_eq!(parse_schedstat(""), None);
         assert_eq!(parse_schedstat("x 1 2"), None);
+    }
+
+    #[test]
+    fn parses_switch_counts() {
+        let status = "Name:\tx\nvoluntary_ctxt_switches:\t12\nnonvoluntary_ctxt_switches:\t3\n";
+        assert_eq!(parse_switches(status), Some((12, 3)));
+        assert_eq!(parse_switches("voluntary_ctxt_switches:\t1\n"), None);
+    }
+
+    #[test]
+    fn own_thread_sleeps_are_counted() {
+        let link = std::fs::read_link("/proc/thread-self").unwrap();
+        let tid: u32 = link.file_name().unwrap().to_str().unwrap().parse().unwrap();
+        let (v0, _) = thread_switches(tid).expect("status readable");
+        for _ in 0..3 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let (v1, _) = thread_switches(tid).unwrap();
+        assert!(v1 >= v0 + 3, "three sleeps, {} voluntary switches", v1 - v0);
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! A run's result: the JSON shape scripts rely on, cycles per packet by class, the text report.
 //!
 //! `cycles_per_packet` is the driver domain's figure: dom0 kernel + xen cycles of each class
-//! (xenoprof exact mode) divided by the frames the guest received. Every class xenoprof knows is
+//! (xenoprof exact mode) divided by the frames the guest received (a GSO super-frame is one
+//! packet); `cycles_per_kib` divides the same cycles by KiB of goodput, the figure that stays
+//! comparable when offloads change what a packet carries. Every class xenoprof knows is
 //! present; values are `null` when the run was not profiled in exact mode (no cycle counts).
 
 use std::collections::BTreeMap;
@@ -12,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use xenoprof::{Class, Context, DomId, Metric, Profile};
 
 use crate::Error;
-use crate::link::{LinkConfig, LinkStats, RxMode};
+use crate::link::{LinkConfig, LinkStats, Offload, RxMode};
 use crate::tcp_rx::{DomainCpu, Measurement, ProfileMode, RunConfig, domain_name};
 
 /// The Kernel / Xen / User split of all monitored domains, in percent.
@@ -76,8 +78,15 @@ pub struct StepResult {
     pub throughput_gbps: f64,
     /// Goodput bytes in the window.
     pub bytes: u64,
-    /// Frames the guest's device received in the window.
+    /// Frames the guest's device received in the window (a GSO super-frame counts once).
     pub packets: u64,
+    /// TCP segments the remote host sent in the window (MTU-sized frames on the wire,
+    /// retransmissions included; 0 in results from before it was recorded).
+    #[serde(default)]
+    pub wire_packets: u64,
+    /// What netfront negotiated (absent in results from before offloads).
+    #[serde(default)]
+    pub offload: Option<Offload>,
     /// `packets` per second.
     pub packets_per_second: f64,
     /// xenoprof's mode during the run.
@@ -154,6 +163,8 @@ impl StepResult {
             throughput_gbps: m.bytes as f64 * 8.0 / m.seconds / 1e9,
             bytes: m.bytes,
             packets: m.packets,
+            wire_packets: m.wire_packets,
+            offload: Some(lc.offload),
             packets_per_second: m.packets as f64 / m.seconds,
             profile_mode: cfg.profile,
             cycles_per_packet,
@@ -168,6 +179,11 @@ impl StepResult {
             link_stats: m.link_stats,
             profile: m.profile,
         }
+    }
+
+    /// dom0 + xen cycles of `class` per KiB of goodput (0 when not measured or absent).
+    pub fn cpk(&self, class: &str) -> f64 {
+        self.cpp(class) * self.packets as f64 / (self.bytes.max(1) as f64 / 1024.0)
     }
 
     /// dom0 + xen cycles per packet of `class` (0 when not measured or absent).
@@ -201,10 +217,11 @@ pub fn render_step(r: &StepResult) -> String {
     };
     let _ = writeln!(
         s,
-        "  mode {}, MTU {}, batch {}{applies}; profile {:?}; {:.2} s measured",
+        "  mode {}, MTU {}, batch {}, offload {}{applies}; profile {:?}; {:.2} s measured",
         r.mode.name(),
         r.mtu,
         r.batch,
+        r.offload.map_or("(not recorded)", Offload::name),
         r.profile_mode,
         r.seconds
     );
@@ -213,18 +230,45 @@ pub fn render_step(r: &StepResult) -> String {
         "\n  throughput  {:.2} Gb/s goodput ({} bytes read by the guest)",
         r.throughput_gbps, r.bytes
     );
+    let why: Vec<String> = r
+        .link_stats
+        .drops
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    let why = if why.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", why.join(", "))
+    };
     let _ = writeln!(
         s,
-        "  packets     {:.3} M/s ({} frames received by the guest; {} dropped by the link)",
+        "  packets     {:.3} M/s ({} frames received by the guest, {} segments sent on the wire; \
+         {} dropped by the link{why})",
         r.packets_per_second / 1e6,
         r.packets,
+        r.wire_packets,
         r.link_stats.dropped
     );
+    let per_pkt = |n: u64| n as f64 / r.packets.max(1) as f64;
+    let sleeps: Vec<String> = r
+        .cpu
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {:.3} (preempted {:.3})",
+                c.name,
+                per_pkt(c.sleeps),
+                per_pkt(c.preemptions)
+            )
+        })
+        .collect();
+    let _ = writeln!(s, "  sleeps      per packet: {}", sleeps.join(", "));
     let _ = writeln!(
         s,
-        "  waits       {:.4} blocks and {:.4} notifications per packet (whole run, both ways)",
-        r.link_stats.blocks as f64 / r.packets.max(1) as f64,
-        r.link_stats.notifies as f64 / r.packets.max(1) as f64
+        "  notifies    {:.4} per packet (whole run, both ways)",
+        per_pkt(r.link_stats.notifies)
     );
     let _ = write!(s, "  CPU         ");
     let cpu: Vec<String> = r

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use xenoprof::{DomId, Mode, Profile, Session};
 
 use crate::Error;
-use crate::cputime::thread_cpu_ns;
+use crate::cputime::{thread_cpu_ns, thread_switches};
 use crate::host::{Role, Shared, run_host};
 use crate::link::{Link, LinkConfig, LinkStats};
 
@@ -74,6 +74,13 @@ pub struct DomainCpu {
     pub cpu_seconds: f64,
     /// `cpu_seconds` / window length (1.0 = one core busy all the time).
     pub utilization: f64,
+    /// Times its vCPUs blocked in the window (voluntary context switches: each is a sleep and
+    /// a wakeup to pay).
+    #[serde(default)]
+    pub sleeps: u64,
+    /// Times its vCPUs were preempted for another runnable thread in the window.
+    #[serde(default)]
+    pub preemptions: u64,
 }
 
 /// What one run measured.
@@ -87,8 +94,12 @@ pub struct Measurement {
     pub seconds: f64,
     /// Goodput: stream bytes the guest's application read in the window.
     pub bytes: u64,
-    /// Frames the guest's device received in the window.
+    /// Frames the guest's device received in the window (a GSO super-frame counts once: the
+    /// per-packet costs offloads pay once per 64 KiB).
     pub packets: u64,
+    /// TCP segments the remote host sent in the window (MTU-sized frames on the wire,
+    /// retransmissions included).
+    pub wire_packets: u64,
     /// CPU use per domain.
     pub cpu: Vec<DomainCpu>,
     /// The xenoprof session over the window (work: `packets`, `bytes`).
@@ -200,15 +211,35 @@ fn failed(threads: &Threads) -> bool {
         .any(|(_, t)| t.as_ref().map_or(true, |h| h.is_finished()))
 }
 
-/// CPU ns per vCPU thread (by tid) of the domains in `lc`, now.
-fn cpu_now(lc: &LinkConfig) -> BTreeMap<u32, (DomId, u64)> {
+/// What the scheduler says about one vCPU thread: CPU ns, voluntary and involuntary switches.
+#[derive(Debug, Clone, Copy, Default)]
+struct ThreadTimes {
+    ns: u64,
+    sleeps: u64,
+    preemptions: u64,
+}
+
+/// Scheduler figures per vCPU thread (by tid) of the domains in `lc`, now.
+fn cpu_now(lc: &LinkConfig) -> BTreeMap<u32, (DomId, ThreadTimes)> {
     let doms = [lc.dom0, lc.guest, lc.remote];
     xenoprof::vcpus()
         .iter()
         .filter(|v| !v.is_offline() && doms.contains(&v.domid()))
         .filter_map(|v| {
             let tid = v.tid()?;
-            Some((tid, (v.domid(), thread_cpu_ns(tid)?)))
+            let (sleeps, preemptions) = thread_switches(tid).unwrap_or_default();
+            let ns = thread_cpu_ns(tid)?;
+            Some((
+                tid,
+                (
+                    v.domid(),
+                    ThreadTimes {
+                        ns,
+                        sleeps,
+                        preemptions,
+                    },
+                ),
+            ))
         })
         .collect()
 }
@@ -223,6 +254,7 @@ fn measure<L: Link>(
     // Relaxed loads below: progress figures (see `run_host`).
     let bytes = || shared.bytes.load(Ordering::Relaxed);
     let frames = || shared.frames.load(Ordering::Relaxed);
+    let wire = || shared.wire_frames.load(Ordering::Relaxed);
     let total = cfg.warmup + cfg.measure;
     let bar = if cfg.progress {
         ProgressBar::new(total.as_millis() as u64)
@@ -265,7 +297,7 @@ fn measure<L: Link>(
         .label(format!("tcp-rx {} MTU {}", link.name(), lc.mtu))
         .build();
     let cpu0 = cpu_now(lc);
-    let (b0, f0, t0) = (bytes(), frames(), Instant::now());
+    let (b0, f0, w0, t0) = (bytes(), frames(), wire(), Instant::now());
     session.start()?;
     let off = cfg.warmup.as_millis() as u64;
     let gbps = |b: u64, t: Instant| (b - b0) as f64 * 8.0 / t.elapsed().as_secs_f64() / 1e9;
@@ -275,28 +307,32 @@ fn measure<L: Link>(
         b
     })?;
     session.stop();
-    let (b1, f1, seconds) = (bytes(), frames(), t0.elapsed().as_secs_f64());
+    let (b1, f1, w1, seconds) = (bytes(), frames(), wire(), t0.elapsed().as_secs_f64());
     let cpu1 = cpu_now(lc);
     bar.finish_and_clear();
 
-    let mut per_dom: BTreeMap<DomId, (u32, u64)> = [lc.dom0, lc.guest, lc.remote]
+    let mut per_dom: BTreeMap<DomId, (u32, ThreadTimes)> = [lc.dom0, lc.guest, lc.remote]
         .into_iter()
-        .map(|d| (d, (0, 0)))
+        .map(|d| (d, (0, ThreadTimes::default())))
         .collect();
     for (tid, (dom, end)) in &cpu1 {
-        let begin = cpu0.get(tid).map_or(0, |(_, ns)| *ns);
+        let begin = cpu0.get(tid).map(|(_, t)| *t).unwrap_or_default();
         let e = per_dom.entry(*dom).or_default();
         e.0 += 1;
-        e.1 += end.saturating_sub(begin);
+        e.1.ns += end.ns.saturating_sub(begin.ns);
+        e.1.sleeps += end.sleeps.saturating_sub(begin.sleeps);
+        e.1.preemptions += end.preemptions.saturating_sub(begin.preemptions);
     }
     let cpu = per_dom
         .into_iter()
-        .map(|(domid, (vcpus, ns))| DomainCpu {
+        .map(|(domid, (vcpus, t))| DomainCpu {
             domid,
             name: domain_name(lc, domid),
             vcpus,
-            cpu_seconds: ns as f64 / 1e9,
-            utilization: ns as f64 / 1e9 / seconds,
+            cpu_seconds: t.ns as f64 / 1e9,
+            utilization: t.ns as f64 / 1e9 / seconds,
+            sleeps: t.sleeps,
+            preemptions: t.preemptions,
         })
         .collect();
     let mut profile = session.snapshot();
@@ -308,6 +344,7 @@ fn measure<L: Link>(
         seconds,
         bytes: b1 - b0,
         packets: f1 - f0,
+        wire_packets: w1 - w0,
         cpu,
         profile,
         link_stats: LinkStats::default(),

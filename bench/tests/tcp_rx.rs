@@ -7,7 +7,7 @@ use std::time::Duration;
 use bench::Error;
 use bench::link::direct::DirectLink;
 use bench::link::splitnet::SplitnetLink;
-use bench::link::{DOM0, GUEST_DOMID, LinkConfig, REMOTE_DOMID, RxMode};
+use bench::link::{DOM0, GUEST_DOMID, LinkConfig, Offload, REMOTE_DOMID, RxMode};
 use bench::report::{REQUIRED_CLASSES, REQUIRED_KEYS, StepResult, render_step, run_step};
 use bench::tcp_rx::{ProfileMode, RunConfig};
 
@@ -19,6 +19,7 @@ fn cfg(mtu: usize, profile: ProfileMode) -> RunConfig {
             mtu,
             mode: RxMode::Copy,
             batch: 64,
+            offload: Offload::Gso,
             dom0: DOM0,
             guest: GUEST_DOMID,
             remote: REMOTE_DOMID,

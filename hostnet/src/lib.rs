@@ -3,7 +3,7 @@
 //! - [`tap`]: a TAP device (the host's own stack as a switch port, like `xenbr0` in dom0), with
 //!   the [virtio-net header](vnet) for checksum and segmentation offload.
 //! - [`packet`]: an AF_PACKET socket on a NIC or veth, promiscuous, batched with
-//!   `recvmmsg`/`sendmmsg`.
+//!   `recvmmsg`/`sendmmsg`, optionally with the virtio-net header (`PACKET_VNET_HDR`).
 //! - [`netns`]: throwaway network namespaces for tests (used by this crate's and netbackd's).
 //!
 //! Everything opens in the network namespace of the calling thread.
@@ -34,5 +34,5 @@ pub mod tap;
 pub mod vnet;
 
 pub use error::Error;
-pub use packet::{PacketSocket, PacketStats, RecvBatch, RecvFrame};
+pub use packet::{PacketConfig, PacketSocket, PacketStats, RecvBatch, RecvFrame};
 pub use tap::{Tap, TapConfig};

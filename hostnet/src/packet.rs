@@ -5,14 +5,21 @@
 //! A `TPACKET_V3` ring would save the copy, at the price of a shared mapping whose frames the
 //! kernel and we hand back and forth; at the rates an uplink of this project sees the copy is
 //! cheap next to the rest of the path, so the simpler, safe-to-use design comes first.
+//!
+//! With [`PacketConfig::vnet_hdr`] (`PACKET_VNET_HDR`) every frame received comes behind a
+//! 10-byte [virtio-net header](crate::vnet) saying what the kernel knows of it (a partial
+//! checksum, a GSO super-frame), as a TAP's do, and every frame sent must carry one: the kernel
+//! then completes checksums and segments super-frames for the interface as it needs. Each
+//! `recvmmsg` slot then holds the header and the frame after it.
 
 use std::cell::Cell;
-use std::io;
+use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
-use rustix::net::{AddressFamily, SendFlags, SocketFlags, SocketType};
+use rustix::net::{AddressFamily, SendAncillaryBuffer, SendFlags, SocketFlags, SocketType};
 
 use crate::sys::{self, MMSG_MAX, RecvMeta};
+use crate::vnet::HdrLen;
 use crate::{Error, iface};
 
 /// `ETH_P_ALL`: every protocol.
@@ -27,6 +34,14 @@ pub struct PacketStats {
     pub drops: u64,
 }
 
+/// How to open a [`PacketSocket`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PacketConfig {
+    /// Put the legacy 10-byte virtio-net header before every frame received and expect one
+    /// before every frame sent (`PACKET_VNET_HDR`).
+    pub vnet_hdr: bool,
+}
+
 /// An AF_PACKET raw socket bound to one interface (see the [module docs](self)).
 ///
 /// It is promiscuous (frames for the guests' MACs arrive) and sees only frames arriving at the
@@ -39,15 +54,26 @@ pub struct PacketSocket {
     fd: OwnedFd,
     name: String,
     ifindex: u32,
+    vnet_hdr: Option<HdrLen>,
     stats: Cell<PacketStats>,
 }
 
 impl PacketSocket {
-    /// Opens a socket on interface `ifname` of the calling thread's network namespace.
+    /// Opens a socket on interface `ifname` of the calling thread's network namespace, with
+    /// bare Ethernet frames.
     ///
     /// Errors: [`Error::BadName`], [`Error::NoSuchInterface`], [`Error::NotPermitted`] (needs
     /// CAP_NET_RAW), or [`Error::Io`].
     pub fn bind(ifname: &str) -> Result<PacketSocket, Error> {
+        PacketSocket::bind_with(ifname, &PacketConfig::default())
+    }
+
+    /// Opens a socket on interface `ifname` of the calling thread's network namespace, as
+    /// `config` says.
+    ///
+    /// Errors: as [`bind`](Self::bind), and [`Error::BadConfig`] when the kernel has no
+    /// `PACKET_VNET_HDR` (then open it without).
+    pub fn bind_with(ifname: &str, config: &PacketConfig) -> Result<PacketSocket, Error> {
         iface::check_name(ifname)?;
         // Protocol 0 receives nothing until bind, so no frame of another interface slips in.
         let fd = rustix::net::socket_with(
@@ -66,6 +92,20 @@ impl PacketSocket {
             1,
         )
         .map_err(fail("PACKET_IGNORE_OUTGOING"))?;
+        // Before bind, so no frame is ever read without its header.
+        if config.vnet_hdr {
+            sys::set_int_opt(fd.as_fd(), libc::SOL_PACKET, libc::PACKET_VNET_HDR, 1).map_err(
+                |e| match e.raw_os_error() {
+                    Some(libc::ENOPROTOOPT | libc::EINVAL) => Error::BadConfig {
+                        what: format!(
+                            "this kernel has no PACKET_VNET_HDR for the socket on {ifname}: \
+                             open it without the virtio-net header"
+                        ),
+                    },
+                    _ => Error::io("PACKET_VNET_HDR", ifname, e),
+                },
+            )?;
+        }
         sys::packet_add_membership(fd.as_fd(), ifindex, libc::PACKET_MR_PROMISC)
             .map_err(fail("PACKET_MR_PROMISC"))?;
         sys::packet_bind(fd.as_fd(), ifindex, ETH_P_ALL).map_err(|e| match e.raw_os_error() {
@@ -78,8 +118,19 @@ impl PacketSocket {
             fd,
             name: ifname.to_owned(),
             ifindex,
+            vnet_hdr: config.vnet_hdr.then_some(HdrLen::Legacy),
             stats: Cell::new(PacketStats::default()),
         })
+    }
+
+    /// The virtio-net header before each frame, if any.
+    pub fn vnet_hdr(&self) -> Option<HdrLen> {
+        self.vnet_hdr
+    }
+
+    /// The virtio-net header's length in bytes (0 without one).
+    pub fn vnet_hdr_len(&self) -> usize {
+        self.vnet_hdr.map_or(0, HdrLen::bytes)
     }
 
     /// The interface's name.
@@ -95,7 +146,12 @@ impl PacketSocket {
     /// Receives the frames waiting, up to the batch's capacity, with one `recvmmsg`. Returns
     /// how many arrived (0 when none was waiting); read them with [`RecvBatch::get`] or
     /// [`RecvBatch::iter`]. A frame longer than a slot is cut and marked
-    /// [`truncated`](RecvFrame::truncated), with its full length kept.
+    /// [`truncated`](RecvFrame::truncated), with its full length kept. With the virtio-net
+    /// header each slot holds the header, then the frame, and the lengths count both.
+    ///
+    /// With the header, a frame the kernel cannot describe in one (a UDP super-frame) is
+    /// dropped by the kernel and the call fails with `InvalidInput` (EINVAL); the frames behind
+    /// it are still there for the next call.
     pub fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
         batch.count = 0;
         let n = sys::recvmmsg(self.fd.as_fd(), &mut batch.buf, batch.slot, &mut batch.meta)?;
@@ -103,9 +159,23 @@ impl PacketSocket {
         Ok(n)
     }
 
-    /// Sends one frame out of the interface. `WouldBlock` when the socket's send queue is full.
+    /// Sends one frame out of the interface (its virtio-net header first, if enabled).
+    /// `WouldBlock` when the socket's send queue is full.
     pub fn send(&self, frame: &[u8]) -> io::Result<usize> {
         Ok(rustix::net::send(&self.fd, frame, SendFlags::DONTWAIT)?)
+    }
+
+    /// Sends one frame gathered from `parts` (for example the virtio-net header and the frame).
+    /// `WouldBlock` when the socket's send queue is full; `EMSGSIZE` for a frame longer than
+    /// the interface's MTU that is not a GSO super-frame.
+    pub fn send_vectored(&self, parts: &[IoSlice<'_>]) -> io::Result<usize> {
+        let mut control = SendAncillaryBuffer::default();
+        Ok(rustix::net::sendmsg(
+            &self.fd,
+            parts,
+            &mut control,
+            SendFlags::DONTWAIT,
+        )?)
     }
 
     /// Sends frames with `sendmmsg` (64 per call). Returns how many were sent; fewer than
@@ -181,7 +251,8 @@ impl RecvBatch {
 
     /// Storage for `frames` frames (clamped to 1..=[`MAX_FRAMES`](Self::MAX_FRAMES)) of up to
     /// `slot` bytes each (at least 1). Use the interface's MTU + 14 (+ 4 for a VLAN tag), or
-    /// 65536 where the NIC hands up GRO super-frames.
+    /// 65549 where the NIC hands up GRO or GSO super-frames, plus the virtio-net header's
+    /// length when the socket has one.
     pub fn new(frames: usize, slot: usize) -> RecvBatch {
         let frames = frames.clamp(1, Self::MAX_FRAMES);
         let slot = slot.max(1);

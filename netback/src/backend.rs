@@ -30,8 +30,6 @@ use crate::uplink::{Uplink, UplinkIo, UplinkStats, Wakeup, Wire, wire_nic};
 use crate::vif::{FrontendKeys, Vif, VifId, VifStats};
 use crate::xenbus::{VifControl, Xenbus};
 
-/// How long a vif may post no rx buffers before it stops holding the uplinks back.
-const STALL_GRACE: Duration = Duration::from_millis(100);
 /// Departed vifs whose final counters are kept.
 const DEPARTED_KEPT: usize = 64;
 
@@ -285,8 +283,9 @@ impl<D: BackendDomain> Netback<D> {
             return Ok(());
         }
         let mut timeout = timeout.min(self.dp.cfg.poll_interval);
-        if let Some(t) = self.dp.next_eoi() {
-            timeout = timeout.min(t.saturating_duration_since(Instant::now()));
+        let now = Instant::now();
+        if let Some(t) = self.dp.next_deadline(now) {
+            timeout = timeout.min(t.saturating_duration_since(now));
         }
         let dp = &mut self.dp;
         let mut fds: Vec<BorrowedFd<'_>> = Vec::with_capacity(4 + dp.uplinks.len());
@@ -381,10 +380,11 @@ impl<D: BackendDomain> Datapath<D> {
                     .forward(port, &mut self.frames, since, &mut self.out)?;
             }
         }
-        // Outside → switch, flow-controlled like a NIC honouring PAUSE frames: the uplinks take
-        // only as many bytes as the fullest vif queue still has room for, so a burst is held
-        // outside rather than dropped at a vif.
-        let mut budget = self.uplink_budget(now);
+        // Outside → switch, NAPI-style: at most one vif queue's worth of bytes per pass, so a
+        // pass's work is bounded. No guest holds the uplinks back: a frame for a vif whose
+        // queue is full is that vif's drop (`rx_queue_full`), as Linux drops at a full vif
+        // queue, and every other guest's traffic keeps flowing.
+        let mut budget = self.cfg.rx_queue_bytes;
         for i in 0..self.uplinks.len() {
             let max = self.uplinks[i].dev.max_frame();
             if budget < max {
@@ -460,13 +460,8 @@ impl<D: BackendDomain> Datapath<D> {
                 Err(e) => vif.disable(crate::vif::Fatal::Ring(e)),
             }
         }
-        // Only if the uplinks may take a frame now: with less room than one frame, waiting
-        // frames are not work, and counting them would turn the wait into a spin.
-        let budget = self.uplink_budget(Instant::now());
         for u in &mut self.uplinks {
-            if budget >= u.dev.max_frame() {
-                more |= u.dev.arm();
-            }
+            more |= u.dev.arm();
         }
         more
     }
@@ -509,8 +504,21 @@ impl<D: BackendDomain> Datapath<D> {
     }
 
     /// The earliest held-back EOI, which the next wait must not sleep past.
-    fn next_eoi(&self) -> Option<Instant> {
-        self.vifs.iter().filter_map(|v| v.eoi_at).min()
+    /// The earliest moment a pass has timed work to do without any event arriving: a delayed
+    /// end of interrupt or a queued frame expiring. `wait`
+    /// never sleeps past it, so nothing timed depends on `Config::poll_interval`. Only moments
+    /// after `now` count: the pass just run handled those before it (a past one would make
+    /// `wait` spin).
+    fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        self.vifs
+            .iter()
+            .flat_map(|v| {
+                let expiry = v.rx_queue.oldest().map(|t| t + self.cfg.rx_drain_timeout);
+                [v.eoi_at, expiry]
+            })
+            .flatten()
+            .filter(|t| *t > now)
+            .min()
     }
 
     /// Pages one vif's rx queue may pin: an equal share of the pool, one share kept back for
@@ -520,28 +528,12 @@ impl<D: BackendDomain> Datapath<D> {
         (self.pool.limit() / (self.vifs.len() + 1)).max(crate::pool::MAX_FRAME_PAGES)
     }
 
-    /// Bytes the uplinks may take this pass: the room left in the fullest rx queue of a live
-    /// vif (any frame may flood to every vif). A vif whose guest has posted no buffers for
-    /// `STALL_GRACE` does not hold the uplinks back: frames for it are dropped at its queue (as
-    /// Linux drops), so one stalled guest cannot pause traffic for the others.
-    fn uplink_budget(&self, now: Instant) -> usize {
-        self.vifs
-            .iter()
-            .filter(|v| !v.is_disabled())
-            .filter(|v| {
-                v.rx_stalled_since
-                    .is_none_or(|t| now.duration_since(t) < STALL_GRACE)
-            })
-            .map(|v| self.cfg.rx_queue_bytes.saturating_sub(v.rx_queue.bytes()))
-            .min()
-            .unwrap_or(self.cfg.rx_queue_bytes)
-    }
-
     /// Takes a vif out: unbinds its channel, unmaps its rings (dropping the ring mappings),
     /// unplugs it from the switch, keeps its final counters.
     fn remove(&mut self, id: VifId) -> Option<VifStats> {
         let i = self.vifs.iter().position(|v| v.id == id)?;
-        let vif = self.vifs.swap_remove(i);
+        let mut vif = self.vifs.swap_remove(i);
+        vif.stats.rx_discarded += vif.rx_queue.clear() as u64;
         let _ = self.evtchn.unbind(vif.port);
         let _ = self.bridge.remove_port(vif.bridge_port);
         self.out.clear();

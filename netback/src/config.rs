@@ -24,8 +24,10 @@ pub struct Config {
     /// A frame that waits in a vif's rx queue longer than this is dropped (Linux stamps each
     /// skb with `rx_drain_timeout_msecs`, 10 s), so a stalled guest cannot pin backend memory.
     pub rx_drain_timeout: Duration,
-    /// Upper bound on how long the backend blocks before it looks at its timers (rx expiry).
-    /// Events, watches and uplinks wake it at once; this is not what keeps traffic flowing.
+    /// Upper bound on how long the backend blocks with nothing to wake it: a safety net only.
+    /// Events, watches and uplinks wake it at once, and it wakes for its own timers (rx
+    /// expiry, delayed end of interrupt) when they are due; `tests/wakeups.rs` runs with this
+    /// set to hours.
     pub poll_interval: Duration,
     /// MACs a vif's switch port may learn at once (`None`: no cap), so a guest cycling source
     /// addresses cannot push everyone else out of the MAC table. A port locked to the guest's

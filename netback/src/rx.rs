@@ -104,7 +104,7 @@ impl<D: BackendDomain> Vif<D> {
         self.stats.hypercalls += batch.hypercalls - hc;
         self.stats.grant_ops += batch.ops_done - ops;
         self.rx_scratch = sc;
-        self.rx_complete(evtchn, delivered, fatal, now)
+        self.rx_complete(evtchn, delivered, fatal)
     }
 
     /// Whether `needed` rx requests are posted. If not, asks the frontend to notify when they
@@ -143,10 +143,14 @@ impl<D: BackendDomain> Vif<D> {
                     frame = NetFrame::new(b);
                 }
                 None => {
-                    self.stats.rx_copy_errors += 1;
+                    self.stats.rx_unfit += 1;
                     return Ok(());
                 }
             }
+        }
+        if self.mode == RxMode::Flip && !clear_tail(dom0, &frame) {
+            self.stats.rx_unfit += 1;
+            return Ok(());
         }
         let (first_flags, mut extra) = offload::netif::to_rx(&frame.meta(), len);
         if extra.is_some() {
@@ -252,14 +256,8 @@ impl<D: BackendDomain> Vif<D> {
     }
 
     /// Pushes the pass's responses and notifies once (or disables the vif after a fatal
-    /// error); notes a queue stalled for want of buffers.
-    fn rx_complete(
-        &mut self,
-        evtchn: &D::Evtchn,
-        delivered: usize,
-        fatal: Option<Fatal>,
-        now: Instant,
-    ) -> bool {
+    /// error).
+    fn rx_complete(&mut self, evtchn: &D::Evtchn, delivered: usize, fatal: Option<Fatal>) -> bool {
         if let Some(f) = fatal {
             debug_assert!(
                 self.rx.rsp_prod_pvt() == self.rx.req_cons(),
@@ -271,14 +269,25 @@ impl<D: BackendDomain> Vif<D> {
         }
         if delivered > 0 {
             self.did_work = true;
-            self.rx_stalled_since = None;
             if self.rx.push_responses_and_check_notify() {
                 self.notify(evtchn);
             }
-        } else if !self.rx_queue.is_empty() {
-            self.rx_stalled_since.get_or_insert(now);
         }
         delivered > 0
+    }
+}
+
+/// Zeroes what lies past the frame in its last page. A flipped page is the guest's whole, and
+/// a pool page keeps whatever it carried before (another guest's traffic, or the frame a
+/// transfer's replacement held): without this, a flip-mode guest reads up to 4 KiB of backend
+/// memory past each frame (the XSA-216 class). False if the page could not be written: the
+/// frame must not be flipped then.
+fn clear_tail<D: BackendDomain>(dom0: &D, frame: &NetFrame<D>) -> bool {
+    static ZEROS: [u8; PAGE_SIZE] = [0; PAGE_SIZE];
+    let used = frame.len() % PAGE_SIZE;
+    match frame.0.pages().last() {
+        Some(last) if used != 0 => dom0.write(last.pfn, used, &ZEROS[used..]).is_ok(),
+        _ => true,
     }
 }
 

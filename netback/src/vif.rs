@@ -107,7 +107,8 @@ pub struct VifStats {
     pub tx_csum_errors: u64,
     /// Tx super-frames (a GSO extra-info slot) taken from the guest.
     pub tx_gso_frames: u64,
-    /// Frames delivered into the guest.
+    /// Frames put on the guest's ring (a slot whose copy or transfer then failed is answered
+    /// with an error and counted in `rx_copy_errors` too).
     pub rx_packets: u64,
     /// Their bytes.
     pub rx_bytes: u64,
@@ -120,13 +121,17 @@ pub struct VifStats {
     /// Frames dropped because they waited in the rx queue longer than `rx_drain_timeout`
     /// (the guest posted no buffers for them in time).
     pub rx_expired: u64,
+    /// Frames dropped unsent because the vif was disabled or disconnected: those still queued
+    /// then, and those switched to it afterwards.
+    pub rx_discarded: u64,
     /// Frames copied privately before being flipped (flooded frames another vif also holds).
     pub rx_private_copies: u64,
     /// Super-frames delivered whole, with a GSO extra-info slot.
     pub rx_gso_frames: u64,
     /// Frames dropped because they could not be fitted to what the frontend takes: longer than a
-    /// page without `feature-sg`, offload metadata not matching the headers, or no buffers for
-    /// software segmentation.
+    /// page without `feature-sg`, offload metadata not matching the headers, or no backend
+    /// buffers for software segmentation or for a flip-mode guest's private copy, or (flip
+    /// mode) the unused end of its last page could not be cleared.
     pub rx_unfit: u64,
     /// Notifications sent to the frontend.
     pub notifies: u64,
@@ -241,6 +246,11 @@ impl<D: BackendDomain> RxQueue<D> {
         self.frames.front().map(|(f, _)| f)
     }
 
+    /// When the frame at the head was queued.
+    pub fn oldest(&self) -> Option<Instant> {
+        self.frames.front().map(|(_, at)| *at)
+    }
+
     /// Takes the frame at the head.
     pub fn pop(&mut self) -> Option<NetFrame<D>> {
         let (f, _) = self.frames.pop_front()?;
@@ -298,8 +308,6 @@ pub struct Vif<D: BackendDomain> {
     /// port accepts only this source when set.
     pub(crate) mac: Option<MacAddr>,
     pub(crate) rx_queue: RxQueue<D>,
-    /// Since when the head of the rx queue has waited for buffers.
-    pub(crate) rx_stalled_since: Option<Instant>,
     pub(crate) stats: VifStats,
     /// An event arrived for this vif since the last pass.
     pub(crate) event_pending: bool,
@@ -360,7 +368,6 @@ impl<D: BackendDomain> Vif<D> {
             bridge_port,
             mac,
             rx_queue: RxQueue::new(),
-            rx_stalled_since: None,
             stats: VifStats::default(),
             // Binding marks the port pending on real Xen (the event is delivered and unmasked
             // like any other); every pass looks at both rings anyway, events or not.
@@ -412,7 +419,7 @@ impl<D: BackendDomain> Vif<D> {
                 self.id
             );
             self.stats.fatal = Some(why);
-            self.rx_queue.clear();
+            self.stats.rx_discarded += self.rx_queue.clear() as u64;
         }
     }
 
@@ -425,6 +432,7 @@ impl<D: BackendDomain> Vif<D> {
         share: usize,
     ) {
         if self.is_disabled() {
+            self.stats.rx_discarded += 1;
             return;
         }
         if self.rx_queue.push(frame, now, cap, share).is_err() {

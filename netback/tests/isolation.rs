@@ -51,6 +51,60 @@ fn queued_small_frames_pin_at_most_the_vifs_share_of_pages_and_others_still_send
     assert_eq!(nb.vif_stats(b.id()).unwrap().tx_no_buffer, 0);
 }
 
+/// A guest that takes its frames slowly (one buffer per pass) is not a PAUSE for everyone: the
+/// wire's frames reach a fast guest at the wire's pace, and the slow guest's surplus is its own
+/// drops, counted at its queue.
+#[test]
+fn a_slow_guest_never_holds_the_wire_back() {
+    let cfg = Config {
+        rx_queue_bytes: 70_000,
+        ..Config::default()
+    };
+    let (xen, dom0, mut nb) = machine(cfg);
+    let remote = xen.create_domain(16).unwrap();
+    let (_, mut wire) = nb.attach_wire(&remote, 1514).unwrap();
+    let mut slow = RawFront::new(&xen, &dom0, 9, RxMode::Copy);
+    let mut fast = RawFront::new(&xen, &dom0, 1, RxMode::Copy);
+    slow.connect(&mut nb);
+    fast.connect(&mut nb);
+    fast.post_rx(64);
+    slow.post_rx(1);
+    // Broadcasts, so every frame is for both guests.
+    const N: usize = 400;
+    let (mut sent, mut fast_got, mut slow_got, mut passes) = (0, 0, 0, 0);
+    while fast_got < N && passes < 1000 {
+        passes += 1;
+        while sent < N {
+            let mut f = frame(0x33, 0xff, 1514, sent as u8);
+            f[..6].copy_from_slice(&[0xff; 6]);
+            if wire.send(f.len(), |b| b.copy_from_slice(&f)).is_none() {
+                break;
+            }
+            sent += 1;
+        }
+        wire.flush();
+        nb.poll().unwrap();
+        let n = fast.recv().len();
+        fast.post_rx(n);
+        fast_got += n;
+        let n = slow.recv().len();
+        slow_got += n;
+        slow.post_rx(1);
+    }
+    assert_eq!(fast_got, N, "the fast guest got every frame");
+    assert!(
+        passes <= 20,
+        "{passes} passes for {N} frames: the slow guest set the pace"
+    );
+    let ss = nb.vif_stats(slow.id()).unwrap();
+    let queued = 70_000 / 1514;
+    assert!(
+        ss.rx_queue_full >= (N - slow_got - queued) as u64,
+        "the slow guest's surplus is dropped at its queue and counted: {ss:?}"
+    );
+    assert!(ss.fatal.is_none());
+}
+
 #[test]
 fn each_queued_frame_expires_even_while_buffers_trickle_in() {
     let cfg = Config {

@@ -71,11 +71,14 @@ impl Report {
                     ("rx_queue_full", v.rx_queue_full),
                     ("rx_expired", v.rx_expired),
                     ("rx_copy_errors", v.rx_copy_errors),
+                    ("rx_unfit", v.rx_unfit),
+                    ("rx_discarded", v.rx_discarded),
                     ("tx_runt", v.tx_runt),
                     ("tx_too_many_slots", v.tx_too_many_slots),
                     ("tx_oversize_slot", v.tx_oversize_slot),
                     ("tx_copy_errors", v.tx_copy_errors),
                     ("tx_no_buffer", v.tx_no_buffer),
+                    ("tx_csum_errors", v.tx_csum_errors),
                 ] {
                     if n > 0 {
                         d.push(format!("{name}={n}"));

@@ -1,32 +1,49 @@
 //! Uplinks into Linux as bridge-lite ports: a TAP device (the dom0 stack, like `xenbr0`) and an
 //! `AF_PACKET` socket on an existing interface (guests reach a real network, as Xen's bridge
 //! setups do). Both wake the backend through their descriptor.
+//!
+//! Both carry offloads by default, as a virtio-net header before every frame (`vnet.rs`): what
+//! Linux hands up (a partial checksum, a TCP super-frame of up to 64 KiB) becomes the frame's
+//! [`OffloadMeta`], and a frame leaving with a partial checksum or as a super-frame goes to
+//! Linux as it is, with a header saying so; Linux completes or segments it only if the
+//! interface behind needs it. With `offload=off` frames cross whole and checksummed (netback
+//! completes checksums and segments super-frames in software for such a port).
 
-use std::os::fd::AsFd;
+mod nic;
+mod tap;
+mod vnet;
 
-use hostnet::{PacketSocket, RecvBatch, Tap, TapConfig};
+use hostnet::{PacketConfig, PacketSocket, Tap, TapConfig};
+use netback::UplinkStats;
 use netback::pool::NetFrame;
-use netback::{Uplink, UplinkIo, UplinkStats, Wakeup};
+use offload::OffloadMeta;
 use ring::netif::{ETH_HLEN, MAX_FRAME};
 
 use crate::cli::UplinkSpec;
 
+pub use nic::NicUplink;
+pub use tap::TapUplink;
+
 /// Frames one receive call may take at most (then the switch runs).
 const RX_BURST: usize = 256;
-/// Frames per `recvmmsg` on a NIC uplink.
-const NIC_BATCH: usize = 4;
 
 /// Opens the uplink `spec` names.
 pub fn open<D: hypervisor::BackendDomain>(
     spec: &UplinkSpec,
     default_mtu: u32,
-) -> Result<Box<dyn Uplink<D>>, hostnet::Error> {
+) -> Result<Box<dyn netback::Uplink<D>>, hostnet::Error> {
     Ok(match spec {
-        UplinkSpec::Tap { name, addr, mtu } => {
+        UplinkSpec::Tap {
+            name,
+            addr,
+            mtu,
+            offload,
+        } => {
+            let mtu = mtu.unwrap_or(default_mtu);
             let cfg = TapConfig {
-                vnet_hdr: None,
-                offload: 0,
-                mtu: Some(mtu.unwrap_or(default_mtu)),
+                vnet_hdr: offload.then_some(hostnet::vnet::HdrLen::Legacy),
+                offload: if *offload { tap::OFFLOADS } else { 0 },
+                mtu: Some(mtu),
             };
             let tap = Tap::open(name, &cfg)?;
             tap.set_up()?;
@@ -34,7 +51,7 @@ pub fn open<D: hypervisor::BackendDomain>(
                 tap.add_ipv4(a.addr(), a.prefix_len())?;
             }
             log::info!(
-                "{}: {} TAP {name} (ifindex {}){}",
+                "{}: {} TAP {name} (ifindex {}){}, offloads {}",
                 spec.port_name(),
                 if tap.created() {
                     "created"
@@ -42,30 +59,48 @@ pub fn open<D: hypervisor::BackendDomain>(
                     "attached to"
                 },
                 tap.ifindex(),
-                addr.map_or(String::new(), |a| format!(", address {a}"))
+                addr.map_or(String::new(), |a| format!(", address {a}")),
+                if *offload {
+                    "on (checksum, TSO4, TSO6)"
+                } else {
+                    "off"
+                }
             );
-            Box::new(TapUplink::new(
-                spec.port_name(),
-                tap,
-                mtu.unwrap_or(default_mtu),
-            ))
+            Box::new(TapUplink::new(spec.port_name(), tap, cfg.offload, mtu))
         }
-        UplinkSpec::Nic { name } => {
-            let sock = PacketSocket::bind(name)?;
+        UplinkSpec::Nic { name, offload } => {
+            let sock = if *offload {
+                match PacketSocket::bind_with(name, &PacketConfig { vnet_hdr: true }) {
+                    Err(hostnet::Error::BadConfig { what }) => {
+                        log::warn!("{}: {what}; offloads off", spec.port_name());
+                        PacketSocket::bind(name)?
+                    }
+                    r => r?,
+                }
+            } else {
+                PacketSocket::bind(name)?
+            };
             log::info!(
-                "{}: AF_PACKET on {name} (ifindex {}), promiscuous",
+                "{}: AF_PACKET on {name} (ifindex {}), promiscuous, offloads {}",
                 spec.port_name(),
-                sock.ifindex()
+                sock.ifindex(),
+                if sock.vnet_hdr().is_some() {
+                    "on (checksum, TSO4, TSO6)"
+                } else {
+                    "off"
+                }
             );
             Box::new(NicUplink::new(spec.port_name(), sock))
         }
     })
 }
 
-/// Copies one frame from outside into backend buffers, counting what fails.
+/// Copies one frame from outside into backend buffers with its offload metadata, counting what
+/// fails.
 fn take_in<D: hypervisor::BackendDomain>(
-    io: &UplinkIo<'_, D>,
+    io: &netback::UplinkIo<'_, D>,
     data: &[u8],
+    meta: OffloadMeta,
     stats: &mut UplinkStats,
     out: &mut Vec<NetFrame<D>>,
 ) {
@@ -76,6 +111,7 @@ fn take_in<D: hypervisor::BackendDomain>(
     match io.pool.alloc(data.len()) {
         Some(mut buf) => {
             if buf.fill(data).is_ok() {
+                buf.set_meta(meta);
                 stats.rx_frames += 1;
                 stats.rx_bytes += data.len() as u64;
                 out.push(NetFrame::new(buf));
@@ -87,185 +123,24 @@ fn take_in<D: hypervisor::BackendDomain>(
     }
 }
 
-/// A TAP device as a switch port.
-#[derive(Debug)]
-pub struct TapUplink {
-    name: String,
-    tap: Tap,
-    rx_buf: Vec<u8>,
-    tx_buf: Vec<u8>,
-    max_frame: usize,
-    stats: UplinkStats,
-}
-
-impl TapUplink {
-    fn new(name: String, tap: Tap, mtu: u32) -> Self {
-        Self {
-            name,
-            tap,
-            rx_buf: vec![0; Tap::RECV_BUF_LEN],
-            tx_buf: Vec::with_capacity(MAX_FRAME),
-            max_frame: (mtu as usize + ETH_HLEN + 4).min(MAX_FRAME),
-            stats: UplinkStats::default(),
+/// Takes one received buffer (`hdr_len` bytes of virtio-net header, then the frame) in, its
+/// header mapped to the frame's metadata; a header that does not fit its frame is an error.
+fn take_in_with_hdr<D: hypervisor::BackendDomain>(
+    io: &netback::UplinkIo<'_, D>,
+    buf: &[u8],
+    hdr_len: usize,
+    stats: &mut UplinkStats,
+    out: &mut Vec<NetFrame<D>>,
+) {
+    if hdr_len == 0 {
+        take_in(io, buf, OffloadMeta::NONE, stats, out);
+        return;
+    }
+    match vnet::split_rx(buf) {
+        Ok((meta, frame)) => take_in(io, frame, meta, stats, out),
+        Err(e) => {
+            stats.rx_errors += 1;
+            log::debug!("dropped a frame whose virtio-net header does not fit it: {e}");
         }
-    }
-}
-
-impl<D: hypervisor::BackendDomain> Uplink<D> for TapUplink {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn max_frame(&self) -> usize {
-        self.max_frame
-    }
-
-    fn receive(&mut self, io: &UplinkIo<'_, D>, out: &mut Vec<NetFrame<D>>, budget: usize) -> bool {
-        let mut taken = 0usize;
-        let mut n = 0;
-        while n < RX_BURST && taken + self.max_frame <= budget {
-            match self.tap.recv(&mut self.rx_buf) {
-                Ok(Some(len)) => {
-                    n += 1;
-                    taken += len;
-                    take_in(io, &self.rx_buf[..len], &mut self.stats, out);
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    self.stats.rx_errors += 1;
-                    log::warn!("{}: read failed: {e}", self.name);
-                    break;
-                }
-            }
-        }
-        n > 0
-    }
-
-    fn transmit(&mut self, _io: &UplinkIo<'_, D>, frames: &mut Vec<NetFrame<D>>) {
-        for f in frames.drain(..) {
-            if f.0.read_into(&mut self.tx_buf).is_err() {
-                self.stats.tx_errors += 1;
-                continue;
-            }
-            match self.tap.send(&self.tx_buf) {
-                Ok(_) => {
-                    self.stats.tx_frames += 1;
-                    self.stats.tx_bytes += self.tx_buf.len() as u64;
-                }
-                // The kernel's queue is full (or the link is down): dropped, as a NIC drops.
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => self.stats.tx_dropped += 1,
-                Err(_) => self.stats.tx_errors += 1,
-            }
-        }
-    }
-
-    fn arm(&mut self) -> bool {
-        // The descriptor is level-triggered: the backend's poll sees waiting frames itself.
-        false
-    }
-
-    fn wakeup(&self) -> Wakeup<'_> {
-        Wakeup::Fd(self.tap.as_fd())
-    }
-
-    fn stats(&self) -> UplinkStats {
-        self.stats
-    }
-}
-
-/// An existing interface, through an `AF_PACKET` socket, as a switch port.
-#[derive(Debug)]
-pub struct NicUplink {
-    name: String,
-    sock: PacketSocket,
-    batch: RecvBatch,
-    tx_buf: Vec<u8>,
-    stats: UplinkStats,
-}
-
-impl NicUplink {
-    fn new(name: String, sock: PacketSocket) -> Self {
-        Self {
-            name,
-            sock,
-            // Slots for a full-size frame: a NIC with GRO hands packet sockets its 64 KiB
-            // super-frames. Four per call keep one call within a vif queue's room.
-            batch: RecvBatch::new(NIC_BATCH, MAX_FRAME),
-            tx_buf: Vec::with_capacity(MAX_FRAME),
-            stats: UplinkStats::default(),
-        }
-    }
-}
-
-impl<D: hypervisor::BackendDomain> Uplink<D> for NicUplink {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn max_frame(&self) -> usize {
-        // One receive call takes up to a batch of full-size frames.
-        MAX_FRAME * NIC_BATCH
-    }
-
-    fn receive(&mut self, io: &UplinkIo<'_, D>, out: &mut Vec<NetFrame<D>>, budget: usize) -> bool {
-        let mut taken = 0usize;
-        let mut any = false;
-        let mut calls = 0;
-        while calls < RX_BURST / NIC_BATCH && taken + MAX_FRAME * NIC_BATCH <= budget {
-            calls += 1;
-            match self.sock.recv_batch(&mut self.batch) {
-                Ok(0) => break,
-                Ok(_) => {
-                    any = true;
-                    for f in self.batch.iter() {
-                        taken += f.len;
-                        if f.truncated {
-                            self.stats.rx_errors += 1;
-                            continue;
-                        }
-                        take_in(io, f.data, &mut self.stats, out);
-                    }
-                    if self.batch.len() < self.batch.capacity() {
-                        break;
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    self.stats.rx_errors += 1;
-                    log::warn!("{}: receive failed: {e}", self.name);
-                    break;
-                }
-            }
-        }
-        any
-    }
-
-    fn transmit(&mut self, _io: &UplinkIo<'_, D>, frames: &mut Vec<NetFrame<D>>) {
-        for f in frames.drain(..) {
-            if f.0.read_into(&mut self.tx_buf).is_err() {
-                self.stats.tx_errors += 1;
-                continue;
-            }
-            match self.sock.send(&self.tx_buf) {
-                Ok(_) => {
-                    self.stats.tx_frames += 1;
-                    self.stats.tx_bytes += self.tx_buf.len() as u64;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => self.stats.tx_dropped += 1,
-                Err(_) => self.stats.tx_errors += 1,
-            }
-        }
-    }
-
-    fn arm(&mut self) -> bool {
-        false
-    }
-
-    fn wakeup(&self) -> Wakeup<'_> {
-        Wakeup::Fd(self.sock.as_fd())
-    }
-
-    fn stats(&self) -> UplinkStats {
-        self.stats
     }
 }

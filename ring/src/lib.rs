@@ -23,6 +23,7 @@ mod back;
 mod error;
 mod front;
 pub mod netif;
+pub mod notify;
 #[allow(unsafe_code)]
 mod page;
 pub mod raw;

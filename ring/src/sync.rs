@@ -1,15 +1,15 @@
 //! The one place that decides between std and loom atomics.
 //!
-//! Everything in this crate imports `AtomicU32`, `Ordering` and `fence` from here, so the same ring
+//! Everything in this crate imports its atomics, `Ordering` and `fence` from here, so the same ring
 //! code runs on real shared pages and under loom's model checker. Under `cfg(loom)` this module
 //! also carries the seeded-bug switch the loom suite uses to show its models have teeth: the
 //! publish store can be weakened to `Relaxed` and the full barrier before reading the peer's event
 //! index can be removed. Outside loom both are constants and compile away.
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicU32, Ordering, fence};
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU32, Ordering, fence};
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{AtomicU32, Ordering, fence};
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicU32, Ordering, fence};
 
 /// Deliberate protocol bugs, injectable only in loom builds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -53,8 +53,6 @@ struct PipeState {
     closed: bool,
     /// Frames dropped because `frames` was full.
     dropped: u64,
-    /// Times the receiving end blocked in `wait`.
-    blocks: u64,
     /// Times a publish woke the receiving end.
     notifies: u64,
 }
@@ -114,8 +112,7 @@ impl Link for DirectLink {
         for p in self.pipes.drain(..) {
             let mut st = p.lock();
             st.closed = true;
-            stats.dropped += st.dropped;
-            stats.blocks += st.blocks;
+            stats.add_drops("pipe_full", st.dropped);
             stats.notifies += st.notifies;
             drop(st);
             p.ready.notify_all();
@@ -210,7 +207,6 @@ impl Endpoint for DirectEndpoint {
             return true;
         }
         st.waiting = true;
-        st.blocks += 1;
         let (mut st, _) = self
             .rx
             .ready
@@ -353,6 +349,7 @@ mod tests {
             mtu: 1500,
             mode: RxMode::Copy,
             batch: 64,
+            offload: crate::link::Offload::Gso,
             dom0: 0,
             guest: GUEST_DOMID,
             remote: REMOTE_DOMID,

@@ -56,6 +56,45 @@ impl RxMode {
     }
 }
 
+/// What the guest's netfront negotiates with netback (and so what the driver domain may hand
+/// it): the ladder's offload steps, and `tcp-rx --offload`.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Offload {
+    /// `feature-no-csum-offload=1`, no GSO: every frame MTU-sized with a full checksum, which
+    /// netback completes (and segments) in software where the path did not.
+    None,
+    /// Checksum offload: frames may carry only a partial checksum (`NETRXF_csum_blank`) or be
+    /// marked validated, so nobody sums a payload twice; no GSO.
+    Csum,
+    /// Checksum offload and GSO (`feature-gso-tcpv4`/`-tcpv6`): super-frames of up to 64 KiB
+    /// with a GSO extra-info slot, as Linux's netfront takes them; the NIC driver merges
+    /// segments with GRO.
+    #[default]
+    Gso,
+}
+
+impl Offload {
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Offload::None => "none",
+            Offload::Csum => "csum",
+            Offload::Gso => "gso",
+        }
+    }
+}
+
 /// What a link is asked to build.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkConfig {
@@ -65,6 +104,8 @@ pub struct LinkConfig {
     pub mode: RxMode,
     /// Netback's batch size (grant copies or flips per hypercall).
     pub batch: usize,
+    /// What the guest's netfront negotiates.
+    pub offload: Offload,
     /// The driver domain.
     pub dom0: DomId,
     /// The receiving guest.
@@ -97,12 +138,25 @@ pub trait Endpoint: Device + Send + 'static {
 /// Figures a link reports about itself at the end of a run.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LinkStats {
-    /// Frames the link dropped (full queues, refused requests), both directions.
+    /// Frames the link dropped (full queues, refused requests), both directions: the sum of
+    /// [`LinkStats::drops`].
     pub dropped: u64,
-    /// Times an endpoint (or a link thread) blocked waiting for frames.
-    pub blocks: u64,
+    /// The drops by where and why, e.g. `vif_rx_queue_full` (toward the guest, its queue at
+    /// its cap), `nic_rx_no_buffer` (from the remote host, no dom0 buffer),
+    /// `nic_tx_dropped` (the guest's ACKs toward the wire, the device full). Zero counts are
+    /// kept so runs compare key by key.
+    #[serde(default)]
+    pub drops: std::collections::BTreeMap<String, u64>,
     /// Notifications sent to a blocked peer (event-channel sends that were not suppressed).
     pub notifies: u64,
+}
+
+impl LinkStats {
+    /// Adds `n` drops under `why` (and to the total).
+    pub fn add_drops(&mut self, why: &str, n: u64) {
+        *self.drops.entry(why.to_string()).or_default() += n;
+        self.dropped += n;
+    }
 }
 
 /// A way to connect the remote host to the guest. See the module documentation.

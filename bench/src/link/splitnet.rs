@@ -16,12 +16,13 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use hypervisor::embedded::{DomainHandle, Hypervisor};
+use netback::uplink::wire_nic;
 use netback::{Config, Netback, NetbackSnapshot, Wire, WireFrame};
 use netfront::{FrontConfig, Netfront};
 use smoltcp::phy::{self, ChecksumCapabilities, Device, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 
-use super::{Endpoint, Link, LinkConfig, LinkStats, RxMode};
+use super::{Endpoint, Link, LinkConfig, LinkStats, Offload, RxMode};
 use crate::Error;
 
 /// The remote host's domain id in the hypervisor (the highest id the model has); xenoprof
@@ -100,12 +101,22 @@ impl Link for SplitnetLink {
         };
         let stop = self.stop.clone();
         let dom0_id = cfg.dom0;
+        // GRO at the NIC goes with GSO to the guest (the ladder adds them together); the NIC
+        // keeps its own default for jumbo frames.
+        let gro_off = cfg.offload != Offload::Gso;
         let backend = thread::Builder::new()
             .name("dom0-netback".into())
             .spawn(move || -> Result<NetbackSnapshot, String> {
                 xenoprof::register_vcpu(dom0_id, xenoprof::Context::Kernel);
                 let mut nb = Netback::new(dom0, nb_cfg, 8 * 1024).map_err(|e| e.to_string())?;
-                let wire = nb.attach_wire(&remote, eth_mtu).map(|(_, w)| w);
+                let wire = wire_nic(nb.pool(), nb.evtchn(), &remote, eth_mtu).and_then(
+                    |(mut nic, wire)| {
+                        if gro_off {
+                            nic.set_gro(false);
+                        }
+                        nb.attach_uplink(Box::new(nic)).map(|_| wire)
+                    },
+                );
                 let ok = wire.is_ok();
                 let _ = wire_tx.send(wire.map_err(|e| e.to_string()));
                 if !ok {
@@ -130,6 +141,8 @@ impl Link for SplitnetLink {
             },
             mtu: cfg.mtu,
             timeout: Duration::from_secs(10),
+            csum_offload: cfg.offload != Offload::None,
+            gso: cfg.offload == Offload::Gso,
             ..FrontConfig::default()
         };
         let nf = Netfront::connect(guest, 0, fcfg)
@@ -164,11 +177,29 @@ impl Link for SplitnetLink {
         };
         let mut stats = LinkStats::default();
         for (_, v) in snap.vifs.iter().chain(&snap.departed) {
-            stats.dropped += v.rx_queue_full + v.rx_expired;
+            stats.add_drops("vif_rx_queue_full", v.rx_queue_full);
+            stats.add_drops("vif_rx_expired", v.rx_expired);
+            stats.add_drops("vif_rx_unfit", v.rx_unfit);
+            stats.add_drops("vif_rx_discarded", v.rx_discarded);
+            stats.add_drops(
+                "vif_tx_errors",
+                v.tx_runt
+                    + v.tx_too_many_slots
+                    + v.tx_oversize_slot
+                    + v.tx_copy_errors
+                    + v.tx_no_buffer
+                    + v.tx_csum_errors,
+            );
             stats.notifies += v.notifies;
         }
         for (_, _, u) in &snap.uplinks {
-            stats.dropped += u.rx_no_buffer + u.rx_errors + u.rx_fill_errors + u.tx_dropped;
+            stats.add_drops("nic_rx_no_buffer", u.rx_no_buffer);
+            stats.add_drops("nic_rx_errors", u.rx_errors + u.rx_fill_errors);
+            stats.add_drops("nic_tx_dropped", u.tx_dropped);
+            stats.add_drops("nic_tx_errors", u.tx_errors);
+        }
+        for p in &snap.bridge.ports {
+            stats.add_drops("bridge", p.stats.drops.total());
         }
         self.xen = None;
         Ok(stats)

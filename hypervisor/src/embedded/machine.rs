@@ -88,7 +88,7 @@ impl Machine {
 /// until those handles drop (like Xen's zombie domains), then return their frames.
 #[derive(Debug)]
 pub struct Hypervisor {
-    m: Arc<Machine>,
+    pub(crate) m: Arc<Machine>,
 }
 
 impl Hypervisor {

@@ -520,6 +520,16 @@ pub struct VifPaths {
 }
 
 impl crate::embedded::machine::Hypervisor {
+    /// Nodes in the store, for leak checks.
+    pub fn xenstore_nodes(&self) -> usize {
+        self.m.store.tree().nodes.len()
+    }
+
+    /// Watches registered in the store, all connections, for leak checks.
+    pub fn xenstore_watches(&self) -> usize {
+        self.m.store.tree().watches.len()
+    }
+
     /// Toolstack (libxl): creates a vif's backend and frontend directories with Xen's
     /// permissions (each end owns its directory, the other end may read it) and cross-links
     /// them: `frontend`, `frontend-id`, `backend`, `backend-id`, `handle`, `mac`, `online`,

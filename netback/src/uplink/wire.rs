@@ -12,11 +12,11 @@
 //! remote host, frames stay in a queue of recycled buffers.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering, fence};
 use std::time::Duration;
 
 use crossbeam_queue::ArrayQueue;
 use hypervisor::{BackendDomain, EventChannel, PAGE_SIZE, Pfn, Port, XenDomain};
+use ring::notify::WantEvent;
 
 use super::nic::WireNic;
 use crate::pool::{BufPool, MAX_FRAME_PAGES};
@@ -59,15 +59,16 @@ pub(super) struct RxDone {
 }
 
 /// One direction: a queue of items for the consumer (`full`), a queue of items given back to
-/// the producer (`empty`), and the two want-event flags.
+/// the producer (`empty`), and a want-event flag for each waiting side
+/// ([`ring::notify::WantEvent`], the loom-checked handshake: flag, full barrier, re-check).
 pub(super) struct Direction<F, E> {
     pub full: ArrayQueue<F>,
     pub empty: ArrayQueue<E>,
     /// The consumer is about to sleep and wants an event for the next item on `full`.
-    want_event: AtomicBool,
+    want_event: WantEvent,
     /// The producer found `empty` empty and wants an event when an item is put back (a NIC's
     /// queue-wake interrupt).
-    want_space: AtomicBool,
+    want_space: WantEvent,
 }
 
 impl<F, E> Direction<F, E> {
@@ -75,48 +76,33 @@ impl<F, E> Direction<F, E> {
         Self {
             full: ArrayQueue::new(WIRE_SLOTS),
             empty: ArrayQueue::new(WIRE_SLOTS),
-            want_event: AtomicBool::new(false),
-            want_space: AtomicBool::new(false),
+            want_event: WantEvent::new(),
+            want_space: WantEvent::new(),
         }
     }
 
-    /// Consumer side, after putting items on `empty`: should the producer be told?
+    /// Consumer side, after putting items on `empty` (the queue's push releases them): should
+    /// the producer be told? Pairs with `arm_space`.
     pub fn check_space_notify(&self) -> bool {
-        // Full fence: orders our pushes to `empty` before the want_space read; pairs with the
-        // fence in `arm_space` between the producer's want_space store and its re-check of
-        // `empty`, so either we see the flag or it sees our items.
-        fence(Ordering::SeqCst);
-        // Relaxed: ordered by the fence; the swap makes one notification per arming.
-        self.want_space.load(Ordering::Relaxed) && self.want_space.swap(false, Ordering::Relaxed)
+        self.want_space.should_notify()
     }
 
     /// Producer side, before sleeping on an empty `empty`: ask for an event when an item comes
-    /// back, then re-check. True: there is one already.
+    /// back, then re-check (the queue's read acquires). True: there is one already.
     pub fn arm_space(&self) -> bool {
-        // Relaxed store ordered before the re-check by the fence below.
-        self.want_space.store(true, Ordering::Relaxed);
-        // Full fence: pairs with the fence in `check_space_notify`.
-        fence(Ordering::SeqCst);
-        !self.empty.is_empty()
+        self.want_space.arm(|| !self.empty.is_empty())
     }
 
-    /// Producer side, after pushing to `full`: should the consumer be notified?
+    /// Producer side, after pushing to `full` (released by the push): should the consumer be
+    /// notified? Pairs with `arm`.
     pub fn check_notify(&self) -> bool {
-        // Full fence: orders our pushes before the want_event read; pairs with the fence in
-        // `arm` between the consumer's want_event store and its queue re-check, so either we
-        // see the flag or it sees our item.
-        fence(Ordering::SeqCst);
-        // Relaxed: ordered by the fence; the swap makes one notification per arming.
-        self.want_event.load(Ordering::Relaxed) && self.want_event.swap(false, Ordering::Relaxed)
+        self.want_event.should_notify()
     }
 
-    /// Consumer side, before sleeping: ask for an event, then re-check. True: work arrived.
+    /// Consumer side, before sleeping: ask for an event, then re-check (the queue's read
+    /// acquires). True: work arrived.
     pub fn arm(&self) -> bool {
-        // Relaxed store ordered before the re-check by the fence below.
-        self.want_event.store(true, Ordering::Relaxed);
-        // Full fence: pairs with the fence in `check_notify`.
-        fence(Ordering::SeqCst);
-        !self.full.is_empty()
+        self.want_event.arm(|| !self.full.is_empty())
     }
 }
 
@@ -286,7 +272,7 @@ impl<D: XenDomain> Wire<D> {
     /// a receive buffer is posted. True if what it asks for is already there: then do not sleep.
     pub fn arm(&self, need_room: bool) -> bool {
         let frame = self.shared.to_wire.arm();
-        // The flag is set before the re-check (see `arm_space`), so a buffer posted in between
+        // The flag is set before the re-check (`WantEvent::arm`), so a buffer posted in between
         // is either seen here or announced by an event.
         let room = need_room && self.shared.to_dom0.arm_space();
         frame || room

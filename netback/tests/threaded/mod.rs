@@ -4,6 +4,7 @@
 //! backend only through a job channel the backend thread checks between passes.
 #![allow(dead_code)]
 
+use std::os::fd::OwnedFd;
 use std::sync::mpsc::{self, TryRecvError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 use hypervisor::embedded::{DomainHandle, Hypervisor, VifPaths};
 use netback::{Config, Netback, NetbackSnapshot, VifId};
 use netfront::{FrontConfig, Netfront, RxMode};
+use rustix::event::{EventfdFlags, eventfd};
 use smoltcp::phy::{Device, RxToken, TxToken};
 
 /// Hang guard for every wait: far above what any step takes, so it never decides a result on
@@ -24,15 +26,26 @@ type Job = Box<dyn FnOnce(&mut Nb) + Send>;
 /// netback serving on its own thread until dropped.
 pub struct Backend {
     jobs: Option<mpsc::Sender<Job>>,
+    /// Written after each job is queued, so a backend blocked in `wait` takes it at once
+    /// (however long its poll interval).
+    wake: OwnedFd,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Backend {
     /// Starts netback in `dom0` on a new thread, with default settings.
     pub fn start(dom0: DomainHandle) -> Backend {
+        Self::start_with(dom0, Config::default())
+    }
+
+    /// Starts netback in `dom0` on a new thread with `cfg`.
+    pub fn start_with(dom0: DomainHandle, cfg: Config) -> Backend {
         let (tx, rx) = mpsc::channel::<Job>();
+        let wake = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK).expect("eventfd");
+        let backend_wake = wake.try_clone().expect("dup eventfd");
         let thread = thread::spawn(move || {
-            let mut nb = Netback::new(dom0, Config::default(), 2048).expect("netback starts");
+            let mut nb = Netback::new(dom0, cfg, 2048).expect("netback starts");
+            nb.set_wake_fd(backend_wake);
             loop {
                 let mut job = None;
                 nb.run_until(|| match rx.try_recv() {
@@ -52,21 +65,28 @@ impl Backend {
         });
         Backend {
             jobs: Some(tx),
+            wake,
             thread: Some(thread),
         }
+    }
+
+    /// Queues `job` and wakes the backend for it.
+    #[track_caller]
+    fn submit(&self, job: Job) {
+        self.jobs
+            .as_ref()
+            .and_then(|j| j.send(job).ok())
+            .expect("the backend thread is gone (did it panic?)");
+        rustix::io::write(&self.wake, &1u64.to_ne_bytes()).expect("eventfd write");
     }
 
     /// Runs `f` on the backend thread between two passes and returns what it returns.
     #[track_caller]
     pub fn run<R: Send + 'static>(&self, f: impl FnOnce(&mut Nb) -> R + Send + 'static) -> R {
         let (tx, rx) = mpsc::channel();
-        let job: Job = Box::new(move |nb| {
+        self.submit(Box::new(move |nb| {
             let _ = tx.send(f(nb));
-        });
-        self.jobs
-            .as_ref()
-            .and_then(|j| j.send(job).ok())
-            .expect("the backend thread is gone (did it panic?)");
+        }));
         rx.recv_timeout(GUARD)
             .expect("the backend thread did not answer (hung or panicked)")
     }
@@ -92,14 +112,10 @@ impl Backend {
     pub fn paused<R>(&self, f: impl FnOnce() -> R) -> R {
         let (parked_tx, parked_rx) = mpsc::channel();
         let (go_tx, go_rx) = mpsc::channel::<()>();
-        let job: Job = Box::new(move |_| {
+        self.submit(Box::new(move |_| {
             let _ = parked_tx.send(());
             let _ = go_rx.recv_timeout(GUARD);
-        });
-        self.jobs
-            .as_ref()
-            .and_then(|j| j.send(job).ok())
-            .expect("the backend thread is gone (did it panic?)");
+        }));
         parked_rx
             .recv_timeout(GUARD)
             .expect("the backend thread did not park");
@@ -112,6 +128,7 @@ impl Backend {
 impl Drop for Backend {
     fn drop(&mut self) {
         drop(self.jobs.take());
+        let _ = rustix::io::write(&self.wake, &1u64.to_ne_bytes());
         if let Some(t) = self.thread.take() {
             let r = t.join();
             if r.is_err() && !thread::panicking() {

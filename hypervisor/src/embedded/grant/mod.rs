@@ -473,4 +473,11 @@ impl DomainHandle {
     pub fn grant_entries(&self) -> usize {
         self.d.gnttab.entries()
     }
+
+    /// Grant entries this domain has in use (granted, or accepting a transfer), for leak checks.
+    pub fn grants_in_use(&self) -> usize {
+        let gt = &self.d.gnttab;
+        let free = gt.free.lock().unwrap_or_else(|e| e.into_inner()).len();
+        gt.entries() - GNTTAB_NR_RESERVED_ENTRIES as usize - free
+    }
 }

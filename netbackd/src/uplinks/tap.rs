@@ -1,0 +1,167 @@
+//! A TAP device as a switch port: the host's own stack behind it.
+
+use std::io::IoSlice;
+use std::os::fd::AsFd;
+
+use hostnet::Tap;
+use hostnet::tap::offload as tun_f;
+use netback::pool::NetFrame;
+use netback::{Accepts, Uplink, UplinkIo, UplinkStats, Wakeup};
+use ring::netif::{ETH_HLEN, MAX_FRAME};
+
+use super::{RX_BURST, take_in_with_hdr, vnet};
+
+/// The offloads a TAP is opened with when they are on: partial checksums and TCP super-frames
+/// over IPv4 and IPv6 (UDP fragmentation and segmentation have no place in netif).
+pub const OFFLOADS: u32 = tun_f::CSUM | tun_f::TSO4 | tun_f::TSO6;
+
+/// What a port takes as is when its TAP was opened with the `TUN_F_*` flags `flags`.
+fn accepts_for(flags: u32) -> Accepts {
+    let csum = flags & tun_f::CSUM != 0;
+    Accepts {
+        sg: true,
+        csum,
+        ipv6_csum: csum,
+        gso_tcpv4: csum && flags & tun_f::TSO4 != 0,
+        gso_tcpv6: csum && flags & tun_f::TSO6 != 0,
+    }
+}
+
+/// A TAP device as a switch port.
+#[derive(Debug)]
+pub struct TapUplink {
+    name: String,
+    tap: Tap,
+    /// Bytes of virtio-net header before each frame (0: bare frames).
+    hdr_len: usize,
+    rx_buf: Vec<u8>,
+    tx_buf: Vec<u8>,
+    max_frame: usize,
+    accepts: Accepts,
+    stats: UplinkStats,
+}
+
+impl TapUplink {
+    /// The port `name` for `tap`, opened with the `TUN_F_*` offloads `offload` and this MTU.
+    pub(super) fn new(name: String, tap: Tap, offload: u32, mtu: u32) -> Self {
+        let max_frame = if offload & (tun_f::TSO4 | tun_f::TSO6) != 0 {
+            // A super-frame: a 64 KiB IP datagram and its Ethernet header.
+            MAX_FRAME
+        } else {
+            (mtu as usize + ETH_HLEN + 4).min(MAX_FRAME)
+        };
+        Self {
+            name,
+            hdr_len: tap.vnet_hdr_len(),
+            accepts: if tap.vnet_hdr_len() == vnet::HDR_LEN {
+                accepts_for(offload)
+            } else {
+                Accepts::NONE
+            },
+            tap,
+            rx_buf: vec![0; Tap::RECV_BUF_LEN],
+            tx_buf: Vec::with_capacity(MAX_FRAME),
+            max_frame,
+            stats: UplinkStats::default(),
+        }
+    }
+}
+
+impl<D: hypervisor::BackendDomain> Uplink<D> for TapUplink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn max_frame(&self) -> usize {
+        self.max_frame
+    }
+
+    fn receive(&mut self, io: &UplinkIo<'_, D>, out: &mut Vec<NetFrame<D>>, budget: usize) -> bool {
+        let mut taken = 0usize;
+        let mut n = 0;
+        while n < RX_BURST && taken + self.max_frame <= budget {
+            match self.tap.recv(&mut self.rx_buf) {
+                Ok(Some(len)) => {
+                    n += 1;
+                    taken += len.saturating_sub(self.hdr_len);
+                    take_in_with_hdr(io, &self.rx_buf[..len], self.hdr_len, &mut self.stats, out);
+                }
+                Ok(None) => break,
+                // The kernel could not describe a frame in the header (and dropped it): the
+                // ones behind it are still there.
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                    n += 1;
+                    self.stats.rx_errors += 1;
+                }
+                Err(e) => {
+                    self.stats.rx_errors += 1;
+                    log::warn!("{}: read failed: {e}", self.name);
+                    break;
+                }
+            }
+        }
+        n > 0
+    }
+
+    fn transmit(&mut self, _io: &UplinkIo<'_, D>, frames: &mut Vec<NetFrame<D>>) {
+        for f in frames.drain(..) {
+            if f.0.read_into(&mut self.tx_buf).is_err() {
+                self.stats.tx_errors += 1;
+                continue;
+            }
+            let sent = if self.hdr_len == vnet::HDR_LEN {
+                // The frame goes as it is, its header saying what is left to do.
+                let Ok(hdr) = vnet::tx_header(&f.meta(), &self.tx_buf) else {
+                    self.stats.tx_errors += 1;
+                    continue;
+                };
+                self.tap
+                    .send_vectored(&[IoSlice::new(&hdr), IoSlice::new(&self.tx_buf)])
+            } else {
+                self.tap.send(&self.tx_buf)
+            };
+            match sent {
+                Ok(_) => {
+                    self.stats.tx_frames += 1;
+                    self.stats.tx_bytes += self.tx_buf.len() as u64;
+                }
+                // The kernel's queue is full (or the link is down): dropped, as a NIC drops.
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => self.stats.tx_dropped += 1,
+                Err(_) => self.stats.tx_errors += 1,
+            }
+        }
+    }
+
+    fn arm(&mut self) -> bool {
+        // The descriptor is level-triggered: the backend's poll sees waiting frames itself.
+        false
+    }
+
+    fn wakeup(&self) -> Wakeup<'_> {
+        Wakeup::Fd(self.tap.as_fd())
+    }
+
+    fn stats(&self) -> UplinkStats {
+        self.stats
+    }
+
+    fn accepts(&self) -> Accepts {
+        self.accepts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tap_takes_what_it_was_opened_with() {
+        assert_eq!(accepts_for(OFFLOADS), Accepts::ALL);
+        assert_eq!(accepts_for(0), Accepts::NONE);
+        let csum_only = accepts_for(tun_f::CSUM);
+        assert!(csum_only.csum && csum_only.ipv6_csum);
+        assert!(!csum_only.gso_tcpv4 && !csum_only.gso_tcpv6);
+        let v4 = accepts_for(tun_f::CSUM | tun_f::TSO4);
+        assert!(v4.gso_tcpv4 && !v4.gso_tcpv6);
+    }
+}
