@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use xenoprof::{DomId, Mode, Profile, Session};
 
 use crate::Error;
-use crate::cputime::thread_cpu_ns;
+use crate::cputime::vcpu_cpu_ns;
 use crate::host::{Role, Shared, run_host};
 use crate::link::{Link, LinkConfig, LinkStats};
 
@@ -183,7 +183,24 @@ pub fn run<L: Link>(link: &mut L, cfg: &RunConfig) -> Result<Measurement, Error>
     Ok(m)
 }
 
-fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
+/// A progress bar over `total` (in ms) on stderr, hidden unless `show`.
+pub(crate) fn progress_bar(show: bool, total: Duration, prefix: String) -> ProgressBar {
+    let bar = if show {
+        ProgressBar::new(total.as_millis() as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {prefix} [{bar:32}] {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(prefix);
+    bar
+}
+
+/// What a panicking thread said.
+pub(crate) fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
     p.downcast_ref::<&str>()
         .map(|s| s.to_string())
         .or_else(|| p.downcast_ref::<String>().cloned())
@@ -203,14 +220,7 @@ fn failed(threads: &Threads) -> bool {
 /// CPU ns per vCPU thread (by tid) of the domains in `lc`, now.
 fn cpu_now(lc: &LinkConfig) -> BTreeMap<u32, (DomId, u64)> {
     let doms = [lc.dom0, lc.guest, lc.remote];
-    xenoprof::vcpus()
-        .iter()
-        .filter(|v| !v.is_offline() && doms.contains(&v.domid()))
-        .filter_map(|v| {
-            let tid = v.tid()?;
-            Some((tid, (v.domid(), thread_cpu_ns(tid)?)))
-        })
-        .collect()
+    vcpu_cpu_ns(|d| doms.contains(&d))
 }
 
 fn measure<L: Link>(
@@ -223,18 +233,11 @@ fn measure<L: Link>(
     // Relaxed loads below: progress figures (see `run_host`).
     let bytes = || shared.bytes.load(Ordering::Relaxed);
     let frames = || shared.frames.load(Ordering::Relaxed);
-    let total = cfg.warmup + cfg.measure;
-    let bar = if cfg.progress {
-        ProgressBar::new(total.as_millis() as u64)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {prefix} [{bar:32}] {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
+    let bar = progress_bar(
+        cfg.progress,
+        cfg.warmup + cfg.measure,
+        format!("tcp-rx {} MTU {}", link.name(), lc.mtu),
     );
-    bar.set_prefix(format!("tcp-rx {} MTU {}", link.name(), lc.mtu));
     bar.set_message("connecting");
     let start = Instant::now();
     while bytes() == 0 {
