@@ -411,6 +411,8 @@ fn measure(
         guests,
         remote,
         notifies_per_packet: notifies as f64 / packets.max(1) as f64,
+        grant_ops_per_hypercall: now.netback.copy_ops as f64
+            / now.netback.copy_hypercalls.max(1) as f64,
         memory: memory(n, rss0, rss1, [&base, &connected, &now]),
         queues: queues(n, &now),
         drops: drops(&now),

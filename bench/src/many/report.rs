@@ -113,6 +113,11 @@ pub fn render(r: &ManyResult) -> String {
         format!("{:.4}", many.notifies_per_packet),
     );
     s += &col(
+        "grant copies/hypercall",
+        format!("{:.1}", one.grant_ops_per_hypercall),
+        format!("{:.1}", many.grant_ops_per_hypercall),
+    );
+    s += &col(
         "backend KiB/vif",
         format!("{:.1}", one.memory.backend_per_vif_kib),
         format!("{:.1}", many.memory.backend_per_vif_kib),
@@ -163,6 +168,12 @@ pub fn render(r: &ManyResult) -> String {
         c.cycles_per_packet.value,
         c.cycles_per_packet.target,
         verdict(&c.cycles_per_packet)
+    );
+    let _ = writeln!(
+        s,
+        "    dom0 CPU cycles/packet {:.2}x one vif (cross-check, preemption excluded): {}",
+        c.cpu_cycles_per_packet.value,
+        verdict(&c.cpu_cycles_per_packet)
     );
     let _ = writeln!(
         s,

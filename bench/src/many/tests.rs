@@ -82,6 +82,7 @@ fn figures(n: usize, cpp: f64, backend_kib: f64, peak: u64) -> RunFigures {
         guests: cpu.clone(),
         remote: cpu,
         notifies_per_packet: 0.01,
+        grant_ops_per_hypercall: 20.0,
         memory: Memory {
             rss_before_kib: 1000,
             rss_streaming_kib: 2000,
@@ -157,6 +158,7 @@ fn targets_are_checked_against_the_scaled_run() {
     );
     let c = &ok.checks;
     assert!(c.jain.met && c.cycles_per_packet.met && c.memory_per_vif.met);
+    assert!(c.cpu_cycles_per_packet.met);
     assert!(c.queues_bounded.met);
     close(c.cycles_per_packet.value, 1.19);
     let bad = ManyResult::new(
