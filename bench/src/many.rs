@@ -158,7 +158,8 @@ struct Hosts {
 
 impl Hosts {
     fn bytes(&self) -> Vec<u64> {
-        // Relaxed: progress figures (see `host::serve`).
+        // Relaxed: pairs with the hosts' stores in `host::serve`; progress figures, ordered
+        // with nothing else.
         self.guests
             .iter()
             .map(|s| s.bytes.load(Ordering::Relaxed))
@@ -166,7 +167,7 @@ impl Hosts {
     }
 
     fn frames(&self) -> u64 {
-        // Relaxed: progress figures.
+        // Relaxed: as in `bytes`.
         self.guests
             .iter()
             .map(|s| s.frames.load(Ordering::Relaxed))
@@ -183,7 +184,8 @@ impl Hosts {
     /// Stops every host and joins them; the first failure.
     fn stop_and_join(self) -> Result<(), Error> {
         for s in self.guests.iter().chain([&self.remote]) {
-            // Relaxed: pairs with the hosts' relaxed loads; the machine's shutdown wakes them.
+            // Relaxed: pairs with the load in `Shared::stopping`; the flag carries no data,
+            // and the machine's shutdown wakes hosts blocked in a wait.
             s.stop.store(true, Ordering::Relaxed);
         }
         let mut first = None;

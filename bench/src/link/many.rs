@@ -24,8 +24,8 @@ use netfront::Netfront;
 use xenoprof::DomId;
 
 use super::splitnet::{
-    DOM0_PAGES, GuestEndpoint, POOL_PAGES, REMOTE_HV_DOMID, WireEndpoint, front_config, hv,
-    netback_config,
+    DOM0_PAGES, GuestEndpoint, POOL_PAGES, REMOTE_HV_DOMID, WireEndpoint, check_mtu, front_config,
+    hv, netback_config,
 };
 use super::{DOM0, RxMode};
 use crate::Error;
@@ -117,17 +117,12 @@ impl ManyMachine {
                 cfg.vifs
             )));
         }
-        if !(576..=65521).contains(&cfg.mtu) {
-            return Err(Error::Config(format!(
-                "IP MTU {} is outside 576..=65521 (a netif frame is at most 65535 bytes)",
-                cfg.mtu
-            )));
-        }
+        check_mtu(cfg.mtu)?;
         let guest_frames = cfg.vifs as u64 * (GUEST_PAGES + hypervisor::GNTTAB_FRAMES as u64);
         let frames = DOM0_PAGES + guest_frames + 4 * 1024;
         let xen = Hypervisor::new(frames).map_err(hv("machine"))?;
         let dom0 = xen
-            .create_domain_with_id(0, DOM0_PAGES)
+            .create_domain_with_id(DOM0, DOM0_PAGES)
             .map_err(hv("dom0"))?;
         let remote = xen
             .create_domain_with_id(REMOTE_HV_DOMID, 16)
@@ -177,7 +172,9 @@ impl ManyMachine {
                 .map(|b| format!("{b:02x}"))
                 .collect::<Vec<_>>()
                 .join(":");
-            self.xen.add_vif(domid, 0, 0, &mac).map_err(hv("add_vif"))?;
+            self.xen
+                .add_vif(domid, DOM0, 0, &mac)
+                .map_err(hv("add_vif"))?;
             let nf = Netfront::connect(guest, 0, front_config(RxMode::Copy, self.cfg.mtu))
                 .map_err(|e| Error::Config(format!("many: guest {domid}'s netfront: {e}")))?;
             out.push(GuestEndpoint::new(nf, self.stop.clone()));
@@ -190,7 +187,8 @@ impl ManyMachine {
     pub fn report(&self) -> Result<Dom0Report, Error> {
         // Drop any answer to an earlier request that timed out.
         while self.replies.try_recv().is_ok() {}
-        // Relaxed: the dom0 thread polls the flag; the reply travels through the channel.
+        // Relaxed: pairs with the swap in `dom0_main`; the flag carries no data (the reply
+        // travels through the channel, which orders it).
         self.mailbox.want.store(true, Ordering::Relaxed);
         match self.replies.recv_timeout(REPORT_TIMEOUT) {
             Ok(r) => Ok(r),
@@ -216,7 +214,8 @@ impl ManyMachine {
     /// Stops everything the machine runs: every endpoint's `wait` returns `false` from now on
     /// and the dom0 thread is joined. Safe to call twice.
     pub fn shutdown(&mut self) -> Result<(), Error> {
-        // Relaxed: endpoints and the backend poll the flag; the join orders the rest.
+        // Relaxed: pairs with the loads in `dom0_main` and the endpoints' waits; the flag
+        // carries no data, and the join orders the rest.
         self.stop.store(true, Ordering::Relaxed);
         match self.dom0.take() {
             Some(h) => h
@@ -256,9 +255,9 @@ fn dom0_main(
     if !ok {
         return Err("the wire could not be attached".into());
     }
-    // Relaxed: a stop flag; the join in `shutdown` orders what matters.
+    // Relaxed: pairs with the store in `ManyMachine::shutdown`; the join orders what matters.
     while !stop.load(Ordering::Relaxed) {
-        // Relaxed: a request flag; the reply travels through the channel.
+        // Relaxed: pairs with the store in `ManyMachine::report`; the reply goes by channel.
         if mailbox.want.swap(false, Ordering::Relaxed) {
             // Read before the snapshot allocates its copy.
             let heap_bytes = heap.map(CountingAlloc::live_bytes);

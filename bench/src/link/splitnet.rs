@@ -36,6 +36,16 @@ pub(crate) fn hv(what: &'static str) -> impl FnOnce(hypervisor::Error) -> Error 
     move |e| Error::Config(format!("splitnet link: {what}: {e}"))
 }
 
+/// Refuses an IP MTU the link cannot carry.
+pub(crate) fn check_mtu(mtu: usize) -> Result<(), Error> {
+    if !(576..=65521).contains(&mtu) {
+        return Err(Error::Config(format!(
+            "IP MTU {mtu} is outside 576..=65521 (a netif frame is at most 65535 bytes)"
+        )));
+    }
+    Ok(())
+}
+
 /// Netback's configuration: Linux's defaults with `batch` grant operations per hypercall.
 pub(crate) fn netback_config(batch: usize) -> Config {
     Config {
@@ -96,12 +106,7 @@ impl Link for SplitnetLink {
     }
 
     fn build(&mut self, cfg: &LinkConfig) -> Result<(WireEndpoint, GuestEndpoint), Error> {
-        if !(576..=65521).contains(&cfg.mtu) {
-            return Err(Error::Config(format!(
-                "IP MTU {} is outside 576..=65521 (a netif frame is at most 65535 bytes)",
-                cfg.mtu
-            )));
-        }
+        check_mtu(cfg.mtu)?;
         let xen = Hypervisor::new(64 * 1024).map_err(hv("machine"))?;
         let dom0 = xen
             .create_domain_with_id(cfg.dom0, DOM0_PAGES)
