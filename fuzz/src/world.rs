@@ -27,9 +27,9 @@ pub type Nb = Netback<DomainHandle>;
 /// Slots of a tx or rx ring in one page.
 pub const RING_SIZE: u32 = 256;
 /// dom0's reservation.
-pub const DOM0_PAGES: u64 = 160;
+pub const DOM0_PAGES: u64 = 2 * POOL_PAGES as u64 + 4;
 /// Pages the backend's frame pool may take (every one between two dom0 sentinels).
-pub const POOL_PAGES: usize = 64;
+pub const POOL_PAGES: usize = 80;
 /// The hostile guest's reservation (2 ring pages, the rest data pages).
 pub const HOSTILE_PAGES: u64 = 40;
 /// Each well-behaved guest's reservation.
@@ -59,18 +59,30 @@ pub fn frame(src: [u8; 6], dst: [u8; 6], len: usize, seq: u32) -> Vec<u8> {
     f
 }
 
-/// The pattern a sentinel page holds: different for every page and every refill.
+/// The pattern a sentinel page holds: pseudo-random bytes, with the page's identity (domain,
+/// pfn, refill generation) stamped at the start of every 64-byte line, so a copy from another
+/// sentinel page or an older generation shows as well as a stray write.
 pub fn pattern(dom: DomId, pfn: Pfn, generation: u32) -> Vec<u8> {
-    let mut x = (u64::from(dom) << 48) ^ (pfn.0 << 16) ^ u64::from(generation) ^ 0x9e37_79b9;
-    let mut out = Vec::with_capacity(PAGE_SIZE);
-    for _ in 0..PAGE_SIZE / 8 {
-        // xorshift64: cheap, and never a constant run.
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
+    thread_local! {
+        static BASE: Vec<u8> = {
+            let mut x = 0x9e37_79b9_7f4a_7c15u64;
+            let mut out = Vec::with_capacity(PAGE_SIZE);
+            for _ in 0..PAGE_SIZE / 8 {
+                // xorshift64: cheap, and never a constant run.
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                out.extend_from_slice(&x.to_le_bytes());
+            }
+            out
+        };
     }
-    out
+    let id = ((u64::from(dom) << 48) ^ (pfn.0 << 20) ^ u64::from(generation)).to_le_bytes();
+    let mut p = BASE.with(|b| b.clone());
+    for line in p.chunks_mut(64) {
+        line[..8].copy_from_slice(&id);
+    }
+    p
 }
 
 /// A well-behaved frontend driven by hand (as netback's own tests do).
@@ -231,6 +243,14 @@ impl Front {
         if self.rx.push_requests_and_check_notify() {
             let _ = self.evtchn.notify(self.port);
         }
+    }
+
+    /// Takes what arrived and posts buffers back up to 64 (a guest that keeps up).
+    pub fn drain(&mut self) -> Vec<Result<Vec<u8>, i16>> {
+        let got = self.recv();
+        let want = 64usize.saturating_sub(self.posted());
+        self.post_rx(want);
+        got
     }
 
     /// Rx buffers posted and not yet answered.

@@ -339,3 +339,33 @@ pub fn run(data: &[u8]) {
     }
     s.finish();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn play(seed: usize) -> Scene {
+        let seed = &crate::seeds::all()[5].1[seed];
+        let mut input = Input::new(seed);
+        let mut s = Scene::new();
+        while !input.is_empty() {
+            s.op(&mut input);
+        }
+        s
+    }
+
+    #[test]
+    fn seed_good_keys_connect() {
+        let s = play(0);
+        assert_eq!(s.be_state(), XenbusState::Connected);
+        s.finish();
+    }
+
+    #[test]
+    fn seed_too_many_queues_is_refused_with_an_error() {
+        let s = play(1);
+        assert_eq!(s.be_state(), XenbusState::Closed);
+        assert!(s.has_error());
+        s.finish();
+    }
+}
