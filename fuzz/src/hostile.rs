@@ -211,6 +211,51 @@ impl Hostile {
         ok
     }
 
+    /// A revocation of grant `i` (modulo the count) for the backend's `at_call`-th grant
+    /// hypercall of the next pass, with the pattern to lay if the page then has no writable
+    /// grant left. `None` if the grant is already revoked.
+    pub fn mid_pass_revoke(&mut self, i: usize, at_call: u32) -> Option<crate::hooked::MidPass> {
+        if self.grants.is_empty() {
+            return None;
+        }
+        let i = i % self.grants.len();
+        let g = self.grants[i];
+        if !g.live {
+            return None;
+        }
+        let others = self.grants.iter().enumerate().any(|(j, o)| {
+            j != i
+                && o.live
+                && o.page == g.page
+                && matches!(o.kind, GrantKind::Rw | GrantKind::Accept)
+        });
+        let refill = (!others).then(|| {
+            self.generation += 1;
+            let pfn = self.pages[g.page];
+            (pfn, pattern(self.dom.domid(), pfn, self.generation))
+        });
+        Some(crate::hooked::MidPass {
+            at_call,
+            guest: self.dom.clone(),
+            grant: i,
+            gref: g.gref,
+            kind: g.kind,
+            refill,
+            ok: false,
+        })
+    }
+
+    /// Takes note of revocations made during a pass.
+    pub fn reconcile(&mut self, done: &[crate::hooked::MidPass]) {
+        for m in done.iter().filter(|m| m.ok) {
+            let page = self.grants[m.grant].page;
+            self.grants[m.grant].live = false;
+            if let Some((_, p)) = &m.refill {
+                self.expected[page] = Some(p.clone());
+            }
+        }
+    }
+
     /// Re-lays the sentinel of `page` if no live grant lets the backend write it.
     fn refresh(&mut self, page: usize) {
         let writable = self.grants.iter().any(|g| {

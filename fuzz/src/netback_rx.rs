@@ -25,6 +25,7 @@ use ring::netif::{NETRXF_MORE_DATA, RxRequest, RxResponse};
 use ring::{RxRing, raw};
 
 use crate::Input;
+use crate::hooked::HookedDom0;
 use crate::hostile::{GrantKind, Hostile, Published};
 use crate::netback_tx::pick_dst;
 use crate::world::{
@@ -59,13 +60,17 @@ pub mod op {
     pub const SET_EVENTS: u8 = 11;
     /// `count`: post that many requests on the live writable grants, and push.
     pub const POST_MANY: u8 = 12;
+    /// `grant, call`: the guest revokes a grant during the next pass, before the backend's
+    /// `1 + call % 4`-th grant hypercall of it.
+    pub const MID_REVOKE: u8 = 13;
     /// Number of op codes.
-    pub const COUNT: u8 = 13;
+    pub const COUNT: u8 = 14;
 }
 
 struct Scene {
     _xen: Hypervisor,
     dom0: DomainHandle,
+    hooked: HookedDom0,
     sentinels: Dom0Sentinels,
     nb: Nb,
     a: Front,
@@ -109,7 +114,15 @@ impl Scene {
             flip_batch_pages: 1 + input.below(64),
             ..Config::default()
         };
-        let (xen, dom0, sentinels, mut nb, mut a, mut b) = world::base(cfg);
+        let world::Base {
+            xen,
+            dom0,
+            hooked,
+            sentinels,
+            mut nb,
+            mut a,
+            mut b,
+        } = world::base(cfg);
         let mut h = Hostile::new(&xen, dom0.domid(), a.dom.domid(), mode);
         world::connect(&mut nb, &h.keys, h.id(), None);
         world::connect(&mut nb, &a.keys, a.id(), Some(MAC_A));
@@ -132,6 +145,7 @@ impl Scene {
         Scene {
             _xen: xen,
             dom0,
+            hooked,
             sentinels,
             nb,
             a,
@@ -174,7 +188,9 @@ impl Scene {
 
     /// Checks one response against the request the backend read in its slot. `shared`: another
     /// response of the same pass names the same page, so its bytes cannot be checked.
-    fn response(&mut self, j: u32, req: RxRequest, rsp: RxResponse, shared: bool) {
+    /// `revoked`: the guest revoked the gref during the pass, so a copy before that was fine
+    /// but the page now holds a fresh sentinel.
+    fn response(&mut self, j: u32, req: RxRequest, rsp: RxResponse, shared: bool, revoked: bool) {
         let mem = self.h.rx.mem();
         let slot = (j % RING_SIZE) as usize;
         assert_eq!(
@@ -183,7 +199,9 @@ impl Scene {
             rsp.id, req.id
         );
         let page = self.h.live_page(req.gref, self.writable());
-        if rsp.status >= 0 {
+        if rsp.status >= 0 && page.is_none() && revoked {
+            self.partial = None;
+        } else if rsp.status >= 0 {
             let Some(pfn) = page else {
                 panic!(
                     "response {j} says {} bytes arrived through gref {}, which is not a live \
@@ -240,7 +258,7 @@ impl Scene {
     fn poll(&mut self) -> bool {
         let req_prod = self.h.rx_indices().req_prod;
         self.rx.before_pass(req_prod);
-        let work = self.nb.poll().expect("netback poll");
+        let (work, revoked) = self.pass();
         let rsp_prod = self.h.rx_indices().rsp_prod;
         let answered: Vec<(u32, RxRequest, RxResponse)> = self
             .rx
@@ -259,7 +277,7 @@ impl Scene {
                     .filter(|(_, r, _)| self.h.live_page(r.gref, kind) == page)
                     .count()
                     > 1;
-            self.response(j, req, rsp, shared);
+            self.response(j, req, rsp, shared, revoked.contains(&req.gref));
         }
         let st = self.stats();
         match (&st.fatal, self.fatal_at) {
@@ -413,8 +431,32 @@ impl Scene {
                 self.h.set_rx_req_prod(self.h.rx_prod);
                 self.h.notify();
             }
+            op::MID_REVOKE => {
+                let i = input.u8() as usize;
+                let at = 1 + input.below(4) as u32;
+                if let Some(m) = self.h.mid_pass_revoke(i, at) {
+                    self.hooked.hook().pending.push(m);
+                }
+            }
             _ => unreachable!(),
         }
+    }
+
+    /// Runs one backend pass with the scheduled mid-pass revocations, and takes note of the
+    /// ones made. Returns the backend's answer and the grefs revoked during the pass.
+    fn pass(&mut self) -> (bool, Vec<u32>) {
+        self.hooked.hook().calls = 0;
+        let work = self.nb.poll().expect("netback poll");
+        let done = {
+            let mut hook = self.hooked.hook();
+            hook.pending.clear();
+            std::mem::take(&mut hook.done)
+        };
+        self.h.reconcile(&done);
+        (
+            work,
+            done.iter().filter(|m| m.ok).map(|m| m.gref.0).collect(),
+        )
     }
 
     fn finish(mut self) {
@@ -458,6 +500,26 @@ mod tests {
             "both frames verified byte-exact in the guest"
         );
         assert_eq!(s.stats().rx_packets, 2);
+        s.finish();
+    }
+
+    /// Buffers revoked between two batched copies of one pass fail their copy (and only
+    /// those), and their pages keep the fresh pattern laid at revocation.
+    #[test]
+    fn seed_mid_pass_revocations_fail_exactly_their_copies() {
+        let seed = &crate::seeds::all()[4].1[6];
+        let mut input = Input::new(seed);
+        let mut s = Scene::new(&mut input);
+        while !input.is_empty() {
+            s.op(&mut input);
+        }
+        assert_eq!(s.error_responses, 2);
+        assert!(!s.h.grants[1].live && !s.h.grants[2].live);
+        assert_eq!(
+            s.next_sent, 4,
+            "the frames in the other buffers arrived whole"
+        );
+        s.h.check_sentinels();
         s.finish();
     }
 

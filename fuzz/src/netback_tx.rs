@@ -27,6 +27,7 @@ use ring::netif::{
 use ring::{TxRing, raw};
 
 use crate::Input;
+use crate::hooked::HookedDom0;
 use crate::hostile::{GrantKind, Hostile, Published};
 use crate::world::{
     self, Dom0Sentinels, Front, MAC_A, MAC_B, MAC_H, Nb, RING_SIZE, frame, mac, pair_exchanges,
@@ -64,8 +65,11 @@ pub mod op {
     pub const CHAIN: u8 = 13;
     /// The pair exchanges a frame mid-sequence.
     pub const PAIR: u8 = 14;
+    /// `grant, call`: the guest revokes a grant during the next pass, before the backend's
+    /// `1 + call % 4`-th grant hypercall of it.
+    pub const MID_REVOKE: u8 = 15;
     /// Number of op codes.
-    pub const COUNT: u8 = 15;
+    pub const COUNT: u8 = 16;
 }
 
 /// A slot size chosen by the input: runts, page-sized, packet-sized or raw.
@@ -106,6 +110,7 @@ pub fn pick_dst(input: &mut Input<'_>) -> [u8; 6] {
 struct Scene {
     _xen: Hypervisor,
     dom0: DomainHandle,
+    hooked: HookedDom0,
     sentinels: Dom0Sentinels,
     nb: Nb,
     a: Front,
@@ -128,7 +133,15 @@ impl Scene {
             tx_batch_packets: 1 + input.below(64),
             ..Config::default()
         };
-        let (xen, dom0, sentinels, mut nb, mut a, mut b) = world::base(cfg);
+        let world::Base {
+            xen,
+            dom0,
+            hooked,
+            sentinels,
+            mut nb,
+            mut a,
+            mut b,
+        } = world::base(cfg);
         let mut h = Hostile::new(&xen, dom0.domid(), a.dom.domid(), RxMode::Copy);
         world::connect(&mut nb, &h.keys, h.id(), None);
         world::connect(&mut nb, &a.keys, a.id(), Some(MAC_A));
@@ -153,6 +166,7 @@ impl Scene {
         Scene {
             _xen: xen,
             dom0,
+            hooked,
             sentinels,
             nb,
             a,
@@ -177,7 +191,7 @@ impl Scene {
     fn poll(&mut self) -> bool {
         let req_prod = self.h.tx_indices().req_prod;
         self.tx.before_pass(req_prod);
-        let work = self.nb.poll().expect("netback poll");
+        let (work, _) = self.pass();
         let st = self.stats();
         let rsp_prod = self.h.tx_indices().rsp_prod;
         for j in self.tx.after_pass(rsp_prod) {
@@ -422,8 +436,32 @@ impl Scene {
                 let want = 64usize.saturating_sub(self.b.posted());
                 self.b.post_rx(want);
             }
+            op::MID_REVOKE => {
+                let i = input.u8() as usize;
+                let at = 1 + input.below(4) as u32;
+                if let Some(m) = self.h.mid_pass_revoke(i, at) {
+                    self.hooked.hook().pending.push(m);
+                }
+            }
             _ => unreachable!(),
         }
+    }
+
+    /// Runs one backend pass with the scheduled mid-pass revocations, and takes note of the
+    /// ones made. Returns the backend's answer and the grefs revoked during the pass.
+    fn pass(&mut self) -> (bool, Vec<u32>) {
+        self.hooked.hook().calls = 0;
+        let work = self.nb.poll().expect("netback poll");
+        let done = {
+            let mut hook = self.hooked.hook();
+            hook.pending.clear();
+            std::mem::take(&mut hook.done)
+        };
+        self.h.reconcile(&done);
+        (
+            work,
+            done.iter().filter(|m| m.ok).map(|m| m.gref.0).collect(),
+        )
     }
 
     fn finish(mut self) {

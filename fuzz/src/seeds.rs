@@ -220,6 +220,13 @@ fn netback_tx() -> Vec<Vec<u8>> {
             .u8(op::PAIR)
             .u8(op::SETTLE)
             .done(),
+        // A grant revoked between the batched copies of one pass (copy batch of 1 op).
+        chain(Enc::new().u8(0).u8(63), 4, None, 0)
+            .u8(op::MID_REVOKE)
+            .u8(0)
+            .u8(1)
+            .u8(op::SETTLE)
+            .done(),
         head()
             .u8(op::PUT_EXTRA)
             .bytes(&[0, 0, 0, 0, 0, 0, 0, 0])
@@ -297,6 +304,27 @@ fn netback_rx() -> Vec<Vec<u8>> {
             2,
             0x20,
         )
+        .u8(op::SETTLE)
+        .done(),
+        // Buffers revoked between the batched copies of one pass (copy batch of 1 op).
+        flood(
+            Enc::new()
+                .u8(0)
+                .u8(63)
+                .u8(0)
+                .u8(0)
+                .u8(op::POST_MANY)
+                .u8(7)
+                .u8(op::MID_REVOKE)
+                .u8(1)
+                .u8(1)
+                .u8(op::MID_REVOKE)
+                .u8(2)
+                .u8(2),
+            4,
+            0x10,
+        )
+        .u8(op::POLL)
         .u8(op::SETTLE)
         .done(),
         flood(flood(head(1), 4, 0x85), 4, 0x10)

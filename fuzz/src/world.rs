@@ -14,6 +14,8 @@ use hypervisor::embedded::{DomainHandle, EvtchnHandle, Hypervisor};
 use hypervisor::ringpage::{OwnRingPage, own_ring};
 use hypervisor::{DomId, GrantRef, PAGE_SIZE, Pfn, Port};
 use netback::{Config, FrontendKeys, Netback, RxMode, VifId};
+
+use crate::hooked::HookedDom0;
 use ring::netif::{NETRXF_MORE_DATA, NETTXF_MORE_DATA, RxRequest, RxResponse, TxRequest};
 use ring::{FrontRing, PageRing, RxRing, TxRing};
 
@@ -21,8 +23,8 @@ use ring::{FrontRing, PageRing, RxRing, TxRing};
 pub type TxFront = FrontRing<TxRing, PageRing<OwnRingPage<DomainHandle>>>;
 /// A frontend's rx ring over one of its own pages.
 pub type RxFront = FrontRing<RxRing, PageRing<OwnRingPage<DomainHandle>>>;
-/// The backend under test.
-pub type Nb = Netback<DomainHandle>;
+/// The backend under test, on dom0 with a hook in its grant hypercalls.
+pub type Nb = Netback<HookedDom0>;
 
 /// Slots of a tx or rx ring in one page.
 pub const RING_SIZE: u32 = 256;
@@ -340,17 +342,44 @@ fn first_diff(a: &[u8], b: &[u8]) -> usize {
     a.iter().zip(b).position(|(x, y)| x != y).unwrap_or(0)
 }
 
+/// The machine, dom0 with its sentinels, the backend and the well-behaved pair.
+#[derive(Debug)]
+pub struct Base {
+    /// The machine.
+    pub xen: Hypervisor,
+    /// dom0, as the harness uses it.
+    pub dom0: DomainHandle,
+    /// dom0 as the backend sees it (with the mid-pass hook).
+    pub hooked: HookedDom0,
+    /// dom0's sentinel pages.
+    pub sentinels: Dom0Sentinels,
+    /// The backend.
+    pub nb: Nb,
+    /// The pair's sender.
+    pub a: Front,
+    /// The pair's receiver.
+    pub b: Front,
+}
+
 /// Builds the machine, dom0 with its sentinels, the backend, and the well-behaved pair `a` →
-/// `b`, connected with their MACs pinned to their switch ports (as the toolstack's `mac` key
-/// does), `b` with rx buffers posted.
-pub fn base(cfg: Config) -> (Hypervisor, DomainHandle, Dom0Sentinels, Nb, Front, Front) {
+/// `b` (not connected yet).
+pub fn base(cfg: Config) -> Base {
     let xen = Hypervisor::new(4096).expect("machine");
     let dom0 = xen.create_domain(DOM0_PAGES).expect("dom0");
     let sentinels = Dom0Sentinels::lay(&dom0);
-    let nb = Netback::new(dom0.clone(), cfg, POOL_PAGES).expect("netback");
+    let hooked = HookedDom0::new(dom0.clone());
+    let nb = Netback::new(hooked.clone(), cfg, POOL_PAGES).expect("netback");
     let a = Front::new(&xen, dom0.domid(), MAC_A, GOOD_PAGES);
     let b = Front::new(&xen, dom0.domid(), MAC_B, GOOD_PAGES);
-    (xen, dom0, sentinels, nb, a, b)
+    Base {
+        xen,
+        dom0,
+        hooked,
+        sentinels,
+        nb,
+        a,
+        b,
+    }
 }
 
 /// Connects `f` directly (no xenbus) and, if `pin`, pins its MAC to its port and locks it.

@@ -125,7 +125,15 @@ fn handshake(xen: &Hypervisor, nb: &mut Nb, f: &Front, xs0: &XsConnection) -> St
 
 impl Scene {
     fn new() -> Scene {
-        let (xen, dom0, sentinels, mut nb, a, mut b) = world::base(Config::default());
+        let world::Base {
+            xen,
+            dom0,
+            sentinels,
+            mut nb,
+            a,
+            mut b,
+            ..
+        } = world::base(Config::default());
         let xs0 = xen.xenstore();
         let pair_be = [
             handshake(&xen, &mut nb, &a, &xs0),
