@@ -3,8 +3,51 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{RawFront, frame, machine};
-use netback::{Config, RxMode};
+use netback::{Config, Fatal, RxMode};
+use ring::{RingError, raw};
+
+/// Found by `netback_tx`: the backend's re-arm (`wait`) read `req_prod = 21`, then the hostile
+/// frontend moved it back to 0 before the next pass. The pass consumed the 21 published
+/// requests, re-read `req_prod` before answering them, and (the ring checked only
+/// `req_prod - rsp_prod_pvt`) took 235 more "requests" from slots never published, answering
+/// all 256: responses for requests that were never pushed. Fixed in `ring::BackRing`: a
+/// `req_prod` behind `req_cons` is a `RequestOverflow`, and the vif is disabled.
+#[test]
+fn req_prod_moved_back_after_a_rearm_gets_no_phantom_responses() {
+    let (xen, dom0, mut nb) = machine(Config::default());
+    let h = RawFront::new(&xen, &dom0, 9, RxMode::Copy);
+    h.connect(&mut nb);
+    let mut a = RawFront::new(&xen, &dom0, 1, RxMode::Copy);
+    let mut b = RawFront::new(&xen, &dom0, 2, RxMode::Copy);
+    a.connect(&mut nb);
+    b.connect(&mut nb);
+    b.post_rx(8);
+    // 21 zeroed slots published (each a runt, answered with an error), seen by the re-arm.
+    raw::set_req_prod(h.tx.mem(), 21);
+    nb.wait(Duration::ZERO).unwrap();
+    raw::set_req_prod(h.tx.mem(), 0);
+    nb.poll().unwrap();
+    let rsp_prod = raw::indices(h.tx.mem()).rsp_prod;
+    assert!(
+        rsp_prod <= 21,
+        "{rsp_prod} responses for 21 published requests"
+    );
+    assert!(
+        matches!(
+            nb.vif_stats(h.id()).unwrap().fatal,
+            Some(Fatal::Ring(RingError::RequestOverflow { .. }))
+        ),
+        "a req_prod moved back behind consumed requests disables the vif"
+    );
+    // The others carry on.
+    let f = frame(1, 2, 500, 3);
+    a.send(&f);
+    nb.poll().unwrap();
+    assert!(b.recv().iter().any(|g| g.as_ref().is_ok_and(|g| *g == f)));
+}
 
 /// Found by `netback_rx`: a guest that posts no rx buffers keeps every frame flooded to it in
 /// its rx queue until `rx_drain_timeout` (10 s). The queue is capped in *bytes*
