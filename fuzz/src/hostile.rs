@@ -250,8 +250,14 @@ impl Hostile {
         for m in done.iter().filter(|m| m.ok) {
             let page = self.grants[m.grant].page;
             self.grants[m.grant].live = false;
-            if let Some((_, p)) = &m.refill {
-                self.expected[page] = Some(p.clone());
+            // The page may have gained or lost another writable grant since the revocation was
+            // scheduled: the refill counts only if none is left.
+            let writable = self.grants.iter().any(|g| {
+                g.live && g.page == page && matches!(g.kind, GrantKind::Rw | GrantKind::Accept)
+            });
+            match &m.refill {
+                Some((_, p)) if !writable => self.expected[page] = Some(p.clone()),
+                _ => self.refresh(page),
             }
         }
     }
