@@ -349,6 +349,10 @@ impl Scene {
             op::REVOKE => {
                 let i = input.u8() as usize;
                 self.h.revoke(i);
+                // A revocation scheduled for the next pass names a gref number, which the next
+                // grant may reuse: drop those whose grant is already gone.
+                let grants = &self.h.grants;
+                self.hooked.hook().pending.retain(|m| grants[m.grant].live);
             }
             op::WRITE_PAGE => {
                 let page = input.u8() as usize;
