@@ -57,10 +57,9 @@ fn req_prod_moved_back_after_a_rearm_gets_no_phantom_responses() {
 /// is dropped (`tx_no_buffer`) until the stalled guest's frames expire: one guest that simply
 /// stops posting buffers cuts two well-behaved guests off from each other.
 ///
-/// Ignored until netback bounds what one vif's rx queue may pin in pool pages (or gives each
-/// vif its own share of the pool); it fails today.
+/// Fixed by each vif's rx queue pinning at most its share of the pool's pages
+/// (`isolation.rs` checks the share itself).
 #[test]
-#[ignore = "netback bug found by fuzzing: a stalled vif's rx queue pins the shared frame pool"]
 fn a_guest_posting_no_rx_buffers_cannot_starve_the_others_of_pool_pages() {
     let (xen, dom0, mut nb) = machine(Config::default());
     let stalled = RawFront::new(&xen, &dom0, 9, RxMode::Copy);
