@@ -2,6 +2,10 @@
 //! CPU, as the scheduler accounts them). No unsafe, no libc, and any thread can read another's,
 //! so the experiment reads every vCPU thread, including those a link starts, from one place.
 
+use std::collections::BTreeMap;
+
+use xenoprof::DomId;
+
 /// Nanoseconds thread `tid` of this process has run, or `None` if it is gone or procfs is
 /// unavailable.
 pub fn thread_cpu_ns(tid: u32) -> Option<u64> {
@@ -30,6 +34,30 @@ pub fn parse_switches(text: &str) -> Option<(u64, u64)> {
     ))
 }
 
+/// Nanoseconds thread `tid` has spent runnable but waiting for a CPU (schedstat's second
+/// field), or `None` if it is gone or procfs is unavailable.
+pub fn thread_wait_ns(tid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
+    parse_schedstat_wait(&text)
+}
+
+/// The second field of a schedstat line (time waiting on a run queue, in ns).
+pub fn parse_schedstat_wait(text: &str) -> Option<u64> {
+    text.split_ascii_whitespace().nth(1)?.parse().ok()
+}
+
+/// CPU ns so far of every live vCPU thread (by tid, with its domain) whose domain `keep`s.
+pub fn vcpu_cpu_ns(keep: impl Fn(DomId) -> bool) -> BTreeMap<u32, (DomId, u64)> {
+    xenoprof::vcpus()
+        .iter()
+        .filter(|v| !v.is_offline() && keep(v.domid()))
+        .filter_map(|v| {
+            let tid = v.tid()?;
+            Some((tid, (v.domid(), thread_cpu_ns(tid)?)))
+        })
+        .collect()
+}
+
 /// The first field of a schedstat line (run time in ns).
 pub fn parse_schedstat(text: &str) -> Option<u64> {
     text.split_ascii_whitespace().next()?.parse().ok()
@@ -44,6 +72,8 @@ mod tests {
         assert_eq!(parse_schedstat("233607 859675 3\n"), Some(233_607));
         assert_eq!(parse_schedstat(""), None);
         assert_eq!(parse_schedstat("x 1 2"), None);
+        assert_eq!(parse_schedstat_wait("233607 859675 3\n"), Some(859_675));
+        assert_eq!(parse_schedstat_wait("233607"), None);
     }
 
     #[test]

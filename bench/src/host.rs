@@ -1,6 +1,8 @@
-//! The two TCP hosts of the experiment, each a smoltcp interface over a link [`Endpoint`]: the
-//! remote sender and the guest receiver. Each runs on its own thread, registered as a vCPU of
-//! its domain, with its TCP work in `scope(Class::TCP)`.
+//! The TCP hosts of the experiments, each a smoltcp interface over a link [`Endpoint`]: the
+//! remote sender and the guest receiver of `tcp-rx` ([`run_host`]), or any host serving several
+//! streams ([`serve`]: the remote host of `many` sends one stream to each guest). Each runs on
+//! its own thread, registered as a vCPU of its domain, with its TCP work in
+//! `scope(Class::TCP)`.
 //!
 //! The stream carries a counting pattern (stream byte `i` is `i mod 256`), so the receiver can
 //! check, when asked, that every byte arrived intact and in order.
@@ -10,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crossbeam_utils::Backoff;
-use smoltcp::iface::{Config, Interface, SocketSet};
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr};
@@ -37,9 +39,9 @@ pub const MIN_WAIT: Duration = Duration::from_micros(50);
 /// Longest sleep in one wait, so a stop request is seen promptly even with no timer pending.
 pub const MAX_WAIT: Duration = Duration::from_millis(10);
 
-const REMOTE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+pub(crate) const REMOTE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 const GUEST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
-const REMOTE_IP: [u8; 4] = [10, 0, 0, 1];
+pub(crate) const REMOTE_IP: [u8; 4] = [10, 0, 0, 1];
 const GUEST_IP: [u8; 4] = [10, 0, 0, 2];
 
 /// The counting pattern: `PATTERN[i] == i as u8`, long enough to fill any chunk at any phase.
@@ -119,87 +121,162 @@ pub enum Role {
     },
 }
 
+/// One TCP connection a host serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stream {
+    /// Which end of the data it is.
+    pub role: Role,
+    /// Whether this end opens the connection (connects to `peer`:`port` from `local_port`)
+    /// rather than listening on `port`.
+    pub opens: bool,
+    /// The other host's IPv4 address (used by the end that opens).
+    pub peer: [u8; 4],
+    /// The listening end's port.
+    pub port: u16,
+    /// The opening end's own port (distinct per stream on one host).
+    pub local_port: u16,
+}
+
+/// A host: its addresses and the streams it serves, each on its own TCP socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostSpec {
+    /// Its MAC address.
+    pub mac: [u8; 6],
+    /// Its IPv4 address.
+    pub ip: [u8; 4],
+    /// The subnet's prefix length.
+    pub prefix_len: u8,
+    /// Its streams.
+    pub streams: Vec<Stream>,
+}
+
+impl HostSpec {
+    /// The `tcp-rx` experiment's host playing `role`: the remote sender (10.0.0.1), which
+    /// connects, or the guest receiver (10.0.0.2), which listens on [`PORT`]; one stream.
+    pub fn single(role: Role) -> HostSpec {
+        let (mac, ip, opens) = match role {
+            Role::Sender => (REMOTE_MAC, REMOTE_IP, true),
+            Role::Receiver { .. } => (GUEST_MAC, GUEST_IP, false),
+        };
+        HostSpec {
+            mac,
+            ip,
+            prefix_len: 24,
+            streams: vec![Stream {
+                role,
+                opens,
+                peer: GUEST_IP,
+                port: PORT,
+                local_port: SENDER_PORT,
+            }],
+        }
+    }
+}
+
+/// The first port an opening end uses (the ephemeral range's start).
+pub const SENDER_PORT: u16 = 49152;
+
 /// Runs one host on the calling thread until `shared.stop` is set or the link shuts down.
 pub fn run_host<E: Endpoint>(
-    mut dev: E,
+    dev: E,
     domid: DomId,
     role: Role,
+    shared: Arc<Shared>,
+) -> Result<(), Error> {
+    serve(dev, domid, &HostSpec::single(role), shared)
+}
+
+/// A stream's socket and how far it has got.
+struct Open {
+    handle: SocketHandle,
+    role: Role,
+    /// Stream bytes sent or read so far.
+    offset: u64,
+    was_open: bool,
+}
+
+/// Runs the host `spec` on the calling thread until `shared.stop` is set or the link shuts
+/// down. `shared.bytes` is the sum of what its receiving streams have read.
+pub fn serve<E: Endpoint>(
+    mut dev: E,
+    domid: DomId,
+    spec: &HostSpec,
     shared: Arc<Shared>,
 ) -> Result<(), Error> {
     xenoprof::register_vcpu(domid, Context::Kernel);
     let epoch = std::time::Instant::now();
     let now = || Instant::from_micros(epoch.elapsed().as_micros() as i64);
-    let (mac, ip) = match role {
-        Role::Sender => (REMOTE_MAC, REMOTE_IP),
-        Role::Receiver { .. } => (GUEST_MAC, GUEST_IP),
-    };
-    let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
+    let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(spec.mac)));
     config.random_seed = u64::from(domid) + 1;
     let mut iface = Interface::new(config, &mut dev, now());
+    let ip = spec.ip;
     iface.update_ip_addrs(|a| {
         // One address into an empty list cannot overflow it.
-        let _ = a.push(IpCidr::new(IpAddress::v4(ip[0], ip[1], ip[2], ip[3]), 24));
+        let _ = a.push(IpCidr::new(
+            IpAddress::v4(ip[0], ip[1], ip[2], ip[3]),
+            spec.prefix_len,
+        ));
     });
-    let (rx, tx) = match role {
-        Role::Sender => (64 << 10, SOCKET_BUFFER),
-        Role::Receiver { .. } => (RECEIVE_WINDOW, 64 << 10),
-    };
-    let tx_storage = match role {
-        // Pre-filled: see `app`. SOCKET_BUFFER is a multiple of 256.
-        Role::Sender => (0..tx).map(|p| p as u8).collect(),
-        Role::Receiver { .. } => vec![0; tx],
-    };
-    let mut sock = tcp::Socket::new(
-        tcp::SocketBuffer::new(vec![0; rx]),
-        tcp::SocketBuffer::new(tx_storage),
-    );
-    sock.set_nagle_enabled(false);
-    sock.set_ack_delay(None);
-    let mut sockets = SocketSet::new(Vec::with_capacity(1));
-    let handle = sockets.add(sock);
-    match role {
-        Role::Sender => {
-            let g = IpAddress::v4(GUEST_IP[0], GUEST_IP[1], GUEST_IP[2], GUEST_IP[3]);
-            sockets
-                .get_mut::<tcp::Socket<'_>>(handle)
-                .connect(iface.context(), (g, PORT), 49152)
-                .map_err(|e| Error::Stalled(format!("the sender cannot connect: {e}")))?;
+    let mut sockets = SocketSet::new(Vec::with_capacity(spec.streams.len()));
+    let mut open = Vec::with_capacity(spec.streams.len());
+    for st in &spec.streams {
+        let handle = sockets.add(socket(st.role));
+        let s = sockets.get_mut::<tcp::Socket<'_>>(handle);
+        if st.opens {
+            let p = st.peer;
+            s.connect(
+                iface.context(),
+                (IpAddress::v4(p[0], p[1], p[2], p[3]), st.port),
+                st.local_port,
+            )
+            .map_err(|e| Error::Stalled(format!("cannot connect to port {}: {e}", st.port)))?;
+        } else {
+            s.listen(st.port)
+                .map_err(|e| Error::Stalled(format!("cannot listen on port {}: {e}", st.port)))?;
         }
-        Role::Receiver { .. } => {
-            sockets
-                .get_mut::<tcp::Socket<'_>>(handle)
-                .listen(PORT)
-                .map_err(|e| Error::Stalled(format!("the receiver cannot listen: {e}")))?;
-        }
+        open.push(Open {
+            handle,
+            role: st.role,
+            offset: 0,
+            was_open: false,
+        });
     }
+    let receives = open.iter().any(|o| matches!(o.role, Role::Receiver { .. }));
     let backoff = Backoff::new();
-    let mut offset = 0u64;
-    let mut was_open = false;
     while !shared.stopping() {
         let t = now();
         let (frames_before, tx_before) = (dev.rx_frames(), dev.tx_frames());
-        let moved = {
+        let mut moved = 0;
+        {
             let _tcp = xenoprof::scope(Class::TCP);
             iface.poll(t, &mut dev, &mut sockets);
-            let s = sockets.get_mut::<tcp::Socket<'_>>(handle);
-            if s.is_active() {
-                was_open = true;
-            } else if was_open {
-                return Err(Error::Stalled(format!(
-                    "the connection closed unexpectedly (state {})",
-                    s.state()
-                )));
+            for o in &mut open {
+                let s = sockets.get_mut::<tcp::Socket<'_>>(o.handle);
+                if s.is_active() {
+                    o.was_open = true;
+                } else if o.was_open {
+                    return Err(Error::Stalled(format!(
+                        "the connection closed unexpectedly (state {})",
+                        s.state()
+                    )));
+                }
+                moved += app(s, o.role, &mut o.offset)?;
             }
-            app(s, role, &mut offset)?
-        };
+        }
         {
             let _tcp = xenoprof::scope(Class::TCP);
             dev.flush();
         }
-        if let Role::Receiver { .. } = role {
+        if receives {
             // Relaxed: progress figures read by the controller, which needs no ordering with
-            // anything else they describe.
-            shared.bytes.store(offset, Ordering::Relaxed);
+            // anything else they describe. (A sender may share `shared` with its receiver, so
+            // only a host that receives writes them.)
+            let read: u64 = open
+                .iter()
+                .filter(|o| matches!(o.role, Role::Receiver { .. }))
+                .map(|o| o.offset)
+                .sum();
+            shared.bytes.store(read, Ordering::Relaxed);
             shared.frames.store(dev.rx_frames(), Ordering::Relaxed);
         } else {
             // Relaxed: as above.
@@ -227,6 +304,27 @@ pub fn run_host<E: Endpoint>(
         backoff.reset();
     }
     Ok(())
+}
+
+/// A TCP socket for `role`: the sender gets [`SOCKET_BUFFER`], the receiver [`RECEIVE_WINDOW`]; Nagle and
+/// delayed ACKs are off.
+fn socket(role: Role) -> tcp::Socket<'static> {
+    let (rx, tx) = match role {
+        Role::Sender => (64 << 10, SOCKET_BUFFER),
+        Role::Receiver { .. } => (RECEIVE_WINDOW, 64 << 10),
+    };
+    let tx_storage = match role {
+        // Pre-filled: see `app`. SOCKET_BUFFER is a multiple of 256.
+        Role::Sender => (0..tx).map(|p| p as u8).collect(),
+        Role::Receiver { .. } => vec![0; tx],
+    };
+    let mut sock = tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0; rx]),
+        tcp::SocketBuffer::new(tx_storage),
+    );
+    sock.set_nagle_enabled(false);
+    sock.set_ack_delay(None);
+    sock
 }
 
 /// The application's share of one loop pass: bytes moved into or out of the socket.

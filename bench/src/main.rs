@@ -4,6 +4,7 @@
 //! - `tcp-rx`: the single-TCP-stream receive benchmark over a link (today: `--link direct`);
 //! - `ladder`: the optimization ladder over the splitnet link (refuses until netback and
 //!   netfront land);
+//! - `many`: many guests on one backend beside one (fairness, cycles per packet, memory per vif);
 //! - `ring`: the cross-thread ring benchmark. With no command it runs `ring` for now.
 #![forbid(unsafe_code)]
 
@@ -14,13 +15,20 @@ use clap::{Parser, Subcommand};
 
 use bench::Error;
 use bench::chart::{ladder_svg, step_svg};
+use bench::heap::CountingAlloc;
 use bench::ladder::{render_ladder, run_ladder};
 use bench::link::direct::DirectLink;
 use bench::link::splitnet::SplitnetLink;
 use bench::link::{DOM0, GUEST_DOMID, LinkConfig, LinkKind, Offload, REMOTE_DOMID, RxMode};
+use bench::many;
 use bench::report::{StepResult, render_step, run_step, write_json};
 use bench::ringpair::{array_queue_round_trips, ring_round_trips};
 use bench::tcp_rx::{ProfileMode, RunConfig};
+
+/// The process's allocator: the system's, counting the heap the driver domain's thread holds
+/// (for `many`'s backend memory per vif).
+#[global_allocator]
+static HEAP: CountingAlloc = CountingAlloc::new();
 
 #[derive(Parser, Debug)]
 #[command(name = "bench", about = "splitnet benchmarks", version)]
@@ -98,6 +106,35 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Many guests on one backend, each receiving a stream from the remote host, beside a
+    /// one-vif run in the same process: per-vif goodput, Jain's fairness index, dom0 cycles per
+    /// packet against the one-vif run, memory per vif and the rx queues' high-water marks.
+    Many {
+        /// Guests in the scaled run (1..=256).
+        #[arg(long, default_value_t = 64)]
+        vifs: usize,
+        /// Measured seconds of each run (after its warm-up).
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Warm-up seconds before each run's window.
+        #[arg(long, default_value_t = 2.0)]
+        warmup: f64,
+        /// IP MTU.
+        #[arg(long, default_value_t = 1500)]
+        mtu: usize,
+        /// Netback batch: grant operations per hypercall.
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        /// Check every received byte against the sender's counting pattern.
+        #[arg(long)]
+        verify: bool,
+        /// Write the result as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Re-renders a saved `tcp-rx` JSON object or `ladder` JSON array: the text report, and
     /// the chart with `--svg`.
     Report {
@@ -161,6 +198,39 @@ fn main() {
             cfg.verify = verify;
             cfg.link.offload = offload;
             tcp_rx(link, &cfg, json, svg)
+        }),
+        Command::Many {
+            vifs,
+            seconds,
+            warmup,
+            mtu,
+            batch,
+            verify,
+            json,
+            quiet,
+        } => run_config(
+            mtu,
+            CliMode::Copy,
+            batch,
+            seconds,
+            warmup,
+            ProfileMode::Exact,
+            !quiet,
+        )
+        .and_then(|cfg| {
+            many(
+                &many::Config {
+                    vifs,
+                    mtu,
+                    batch,
+                    warmup: cfg.warmup,
+                    measure: cfg.measure,
+                    verify,
+                    progress: cfg.progress,
+                    heap: Some(&HEAP),
+                },
+                json,
+            )
         }),
         Command::Ladder {
             mtu,
@@ -243,6 +313,12 @@ fn tcp_rx(
     };
     print!("{}", render_step(&r));
     write_outputs(&r, json, svg, step_svg)
+}
+
+fn many(cfg: &many::Config, json: Option<PathBuf>) -> Result<(), Error> {
+    let r = many::run(cfg)?;
+    print!("{}", many::render(&r));
+    write_outputs(&r, json, None, |_| Ok(String::new()))
 }
 
 fn ladder(cfg: &RunConfig, json: Option<PathBuf>, svg: Option<PathBuf>) -> Result<(), Error> {

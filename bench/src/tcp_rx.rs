@@ -194,7 +194,24 @@ pub fn run<L: Link>(link: &mut L, cfg: &RunConfig) -> Result<Measurement, Error>
     Ok(m)
 }
 
-fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
+/// A progress bar over `total` (in ms) on stderr, hidden unless `show`.
+pub(crate) fn progress_bar(show: bool, total: Duration, prefix: String) -> ProgressBar {
+    let bar = if show {
+        ProgressBar::new(total.as_millis() as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {prefix} [{bar:32}] {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(prefix);
+    bar
+}
+
+/// What a panicking thread said.
+pub(crate) fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
     p.downcast_ref::<&str>()
         .map(|s| s.to_string())
         .or_else(|| p.downcast_ref::<String>().cloned())
@@ -266,7 +283,6 @@ fn measure<L: Link>(
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
     );
-    bar.set_prefix(format!("tcp-rx {} MTU {}", link.name(), lc.mtu));
     bar.set_message("connecting");
     let start = Instant::now();
     while bytes() == 0 {

@@ -133,6 +133,11 @@ pub struct VifStats {
     /// buffers for software segmentation or for a flip-mode guest's private copy, or (flip
     /// mode) the unused end of its last page could not be cleared.
     pub rx_unfit: u64,
+    /// The most bytes the rx queue has held at once (at most `Config::rx_queue_bytes`).
+    pub rx_queue_peak_bytes: u64,
+    /// The most backend pages the rx queue's frames have pinned at once (at most the vif's
+    /// share of the frame pool).
+    pub rx_queue_peak_pages: u64,
     /// Notifications sent to the frontend.
     pub notifies: u64,
     /// Events from the frontend that found no work (lateeoi accounting, XSA-332).
@@ -435,8 +440,13 @@ impl<D: BackendDomain> Vif<D> {
             self.stats.rx_discarded += 1;
             return;
         }
-        if self.rx_queue.push(frame, now, cap, share).is_err() {
-            self.stats.rx_queue_full += 1;
+        match self.rx_queue.push(frame, now, cap, share) {
+            Ok(()) => {
+                let s = &mut self.stats;
+                s.rx_queue_peak_bytes = s.rx_queue_peak_bytes.max(self.rx_queue.bytes as u64);
+                s.rx_queue_peak_pages = s.rx_queue_peak_pages.max(self.rx_queue.pages as u64);
+            }
+            Err(_) => self.stats.rx_queue_full += 1,
         }
     }
 

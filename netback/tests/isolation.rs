@@ -39,6 +39,16 @@ fn queued_small_frames_pin_at_most_the_vifs_share_of_pages_and_others_still_send
         1200 - 512,
         "512 pages queued, the rest dropped: {hs:?}"
     );
+    // The high-water marks: the share in pages, 512 frames of 60 bytes.
+    assert_eq!(hs.rx_queue_peak_pages, 512, "{hs:?}");
+    assert_eq!(hs.rx_queue_peak_bytes, 512 * 60, "{hs:?}");
+    // a's queue drained as it posted buffers; its mark stays where the queue once stood.
+    let as_ = nb.vif_stats(a.id()).unwrap();
+    assert!(as_.rx_packets > 0, "{as_:?}");
+    assert!(
+        as_.rx_queue_peak_bytes >= 60 && as_.rx_queue_peak_pages <= 512,
+        "{as_:?}"
+    );
     assert!(
         nb.pool().owned_pages() <= 512 + 64,
         "the pool holds h's share and little else: {}",

@@ -83,7 +83,13 @@ impl<K: RingKind, M: RingMem> BackRing<K, M> {
         // Acquire: pairs with the Release store of req_prod in `FrontRing::push_requests`, so the
         // request slots below it are visible to `read_slot`.
         let prod = self.mem.header().req_prod.load(Ordering::Acquire);
-        if prod.wrapping_sub(self.rsp_prod_pvt) > self.size {
+        // Also refuse a req_prod moved back behind requests already consumed (Linux netback's
+        // "Impossible number of requests": `req_prod - req_cons > size`): within a pass
+        // rsp_prod_pvt lags req_cons, so the first check alone would let such a req_prod through
+        // and hand out up to a ring of slots the frontend never published.
+        if prod.wrapping_sub(self.rsp_prod_pvt) > self.size
+            || prod.wrapping_sub(self.req_cons) > self.size
+        {
             let e = RingError::RequestOverflow {
                 req_prod: prod,
                 rsp_prod_pvt: self.rsp_prod_pvt,
@@ -93,8 +99,7 @@ impl<K: RingKind, M: RingMem> BackRing<K, M> {
             self.req_avail = 0;
             return Err(e);
         }
-        // A req_prod behind req_cons wraps to a huge count and is bounded by the second term;
-        // `prod - rsp_prod_pvt <= size` above already keeps it within the ring.
+        // Both checks above keep `prod - req_cons` and the room within the ring.
         let unconsumed = prod.wrapping_sub(self.req_cons);
         let room = self.size - self.req_cons.wrapping_sub(self.rsp_prod_pvt);
         self.req_avail = unconsumed.min(room);

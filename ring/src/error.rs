@@ -7,7 +7,8 @@ use core::fmt;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RingError {
     /// `REQUEST_PROD_OVERFLOW`: the frontend's `req_prod` claims more outstanding requests than the
-    /// ring holds (`req_prod - rsp_prod_pvt > size`).
+    /// ring holds (`req_prod - rsp_prod_pvt > size`), or moved back behind requests the backend
+    /// already consumed (`req_prod - req_cons > size`).
     RequestOverflow {
         /// The `req_prod` read from the shared page.
         req_prod: u32,

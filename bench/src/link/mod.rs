@@ -19,6 +19,7 @@
 //! in-memory queues, no driver domain, the upper bound for the splitnet path.
 
 pub mod direct;
+pub mod many;
 pub mod splitnet;
 
 use std::time::Duration;

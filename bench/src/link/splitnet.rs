@@ -27,12 +27,51 @@ use crate::Error;
 
 /// The remote host's domain id in the hypervisor (the highest id the model has); xenoprof
 /// knows it by `LinkConfig::remote`.
-const REMOTE_HV_DOMID: u16 = hypervisor::MAX_DOMAINS as u16 - 1;
+pub(crate) const REMOTE_HV_DOMID: u16 = hypervisor::MAX_DOMAINS as u16 - 1;
+/// dom0's reservation, in pages.
+pub(crate) const DOM0_PAGES: u64 = 16 * 1024;
+/// Backend pages for frames (`Netback::new`'s `pool_pages`).
+pub(crate) const POOL_PAGES: usize = 8 * 1024;
 /// Bytes the remote host's device hands smoltcp per poll before the next `flush`.
 const BURST_BYTES: usize = 256 << 10;
 
-fn hv(what: &'static str) -> impl FnOnce(hypervisor::Error) -> Error {
+pub(crate) fn hv(what: &'static str) -> impl FnOnce(hypervisor::Error) -> Error {
     move |e| Error::Config(format!("splitnet link: {what}: {e}"))
+}
+
+/// Refuses an IP MTU the link cannot carry.
+pub(crate) fn check_mtu(mtu: usize) -> Result<(), Error> {
+    if !(576..=65521).contains(&mtu) {
+        return Err(Error::Config(format!(
+            "IP MTU {mtu} is outside 576..=65521 (a netif frame is at most 65535 bytes)"
+        )));
+    }
+    Ok(())
+}
+
+/// Netback's configuration: Linux's defaults with `batch` grant operations per hypercall.
+pub(crate) fn netback_config(batch: usize) -> Config {
+    Config {
+        copy_batch_ops: batch.max(1),
+        flip_batch_pages: batch.max(1),
+        ..Config::default()
+    }
+}
+
+/// A guest's netfront configuration for receive mode `mode`, IP MTU `mtu` and the offloads it
+/// negotiates.
+pub(crate) fn front_config(mode: RxMode, mtu: usize, offload: Offload) -> FrontConfig {
+    FrontConfig {
+        rx_mode: match mode {
+            RxMode::Copy => netfront::RxMode::Copy,
+            RxMode::Flip => netfront::RxMode::Flip,
+        },
+        mtu,
+        timeout: Duration::from_secs(10),
+        csum_offload: offload != Offload::None,
+        gso: offload == Offload::Gso,
+        ..FrontConfig::default()
+    }
 }
 
 /// The splitnet link. See the module documentation.
@@ -73,15 +112,10 @@ impl Link for SplitnetLink {
     }
 
     fn build(&mut self, cfg: &LinkConfig) -> Result<(WireEndpoint, GuestEndpoint), Error> {
-        if !(576..=65521).contains(&cfg.mtu) {
-            return Err(Error::Config(format!(
-                "IP MTU {} is outside 576..=65521 (a netif frame is at most 65535 bytes)",
-                cfg.mtu
-            )));
-        }
+        check_mtu(cfg.mtu)?;
         let xen = Hypervisor::new(64 * 1024).map_err(hv("machine"))?;
         let dom0 = xen
-            .create_domain_with_id(cfg.dom0, 16 * 1024)
+            .create_domain_with_id(cfg.dom0, DOM0_PAGES)
             .map_err(hv("dom0"))?;
         let guest = xen
             .create_domain_with_id(cfg.guest, 8 * 1024)
@@ -94,11 +128,7 @@ impl Link for SplitnetLink {
         let eth_mtu = cfg.ethernet_mtu();
         let (wire_tx, wire_rx) = std::sync::mpsc::channel();
 
-        let nb_cfg = Config {
-            copy_batch_ops: cfg.batch.max(1),
-            flip_batch_pages: cfg.batch.max(1),
-            ..Config::default()
-        };
+        let nb_cfg = netback_config(cfg.batch);
         let stop = self.stop.clone();
         let dom0_id = cfg.dom0;
         // GRO at the NIC goes with GSO to the guest (the ladder adds them together); the NIC
@@ -108,7 +138,7 @@ impl Link for SplitnetLink {
             .name("dom0-netback".into())
             .spawn(move || -> Result<NetbackSnapshot, String> {
                 xenoprof::register_vcpu(dom0_id, xenoprof::Context::Kernel);
-                let mut nb = Netback::new(dom0, nb_cfg, 8 * 1024).map_err(|e| e.to_string())?;
+                let mut nb = Netback::new(dom0, nb_cfg, POOL_PAGES).map_err(|e| e.to_string())?;
                 let wire = wire_nic(nb.pool(), nb.evtchn(), &remote, eth_mtu).and_then(
                     |(mut nic, wire)| {
                         if gro_off {
@@ -134,34 +164,12 @@ impl Link for SplitnetLink {
             .map_err(|_| Error::Config("splitnet link: dom0 exited before the wire".into()))?
             .map_err(|e| Error::Config(format!("splitnet link: uplink: {e}")))?;
 
-        let fcfg = FrontConfig {
-            rx_mode: match cfg.mode {
-                RxMode::Copy => netfront::RxMode::Copy,
-                RxMode::Flip => netfront::RxMode::Flip,
-            },
-            mtu: cfg.mtu,
-            timeout: Duration::from_secs(10),
-            csum_offload: cfg.offload != Offload::None,
-            gso: cfg.offload == Offload::Gso,
-            ..FrontConfig::default()
-        };
-        let nf = Netfront::connect(guest, 0, fcfg)
+        let nf = Netfront::connect(guest, 0, front_config(cfg.mode, cfg.mtu, cfg.offload))
             .map_err(|e| Error::Config(format!("splitnet link: netfront: {e}")))?;
         self.xen = Some(xen);
         Ok((
-            WireEndpoint {
-                wire,
-                eth_mtu: cfg.ethernet_mtu(),
-                stop: self.stop.clone(),
-                rx_frames: 0,
-                tx_frames: 0,
-                rx_burst: 0,
-                starved: false,
-            },
-            GuestEndpoint {
-                nf,
-                stop: self.stop.clone(),
-            },
+            WireEndpoint::new(wire, cfg.ethernet_mtu(), self.stop.clone()),
+            GuestEndpoint::new(nf, self.stop.clone()),
         ))
     }
 
@@ -217,6 +225,22 @@ pub struct WireEndpoint {
     /// The last look found no receive buffer posted for the device: smoltcp could not send,
     /// so a wait must also end when dom0 posts one.
     starved: bool,
+}
+
+impl WireEndpoint {
+    /// The remote host's device on `wire` (frames up to `eth_mtu` bytes); `stop` set ends its
+    /// waits.
+    pub(crate) fn new(wire: Wire<DomainHandle>, eth_mtu: usize, stop: Arc<AtomicBool>) -> Self {
+        WireEndpoint {
+            wire,
+            eth_mtu,
+            stop,
+            rx_frames: 0,
+            tx_frames: 0,
+            rx_burst: 0,
+            starved: false,
+        }
+    }
 }
 
 impl std::fmt::Debug for WireEndpoint {
@@ -339,6 +363,13 @@ impl Endpoint for WireEndpoint {
 pub struct GuestEndpoint {
     nf: Netfront<DomainHandle>,
     stop: Arc<AtomicBool>,
+}
+
+impl GuestEndpoint {
+    /// A guest's device over its connected netfront; `stop` set ends its waits.
+    pub(crate) fn new(nf: Netfront<DomainHandle>, stop: Arc<AtomicBool>) -> Self {
+        GuestEndpoint { nf, stop }
+    }
 }
 
 impl std::fmt::Debug for GuestEndpoint {

@@ -1,0 +1,27 @@
+//! Fuzz targets for splitnet: everything a guest or xenstored controls.
+//!
+//! Each module holds one target's `run(data)`, called by the libFuzzer binary of the same name
+//! in `fuzz_targets/`, and checks invariants, not only the absence of panics. The input is
+//! decoded by [`Input`] (a cursor that reads zeros once the bytes run out, so every input is a
+//! valid program), and [`Enc`] writes the same encoding for the seed corpora ([`seeds`]).
+//!
+//! The targets that drive netback ([`netback_tx`], [`netback_rx`], [`xenbus_keys`]) share a
+//! world built on the embedded hypervisor ([`world`]): a backend, one hostile frontend whose
+//! every page is a sentinel unless it is granted writable to the backend, and a well-behaved
+//! pair of guests that must still exchange a frame byte-exact at the end.
+#![deny(unsafe_code)]
+
+pub mod bridge_forward;
+pub mod extra_parse;
+#[allow(unsafe_code)]
+pub mod hooked;
+pub mod hostile;
+mod input;
+pub mod netback_rx;
+pub mod netback_tx;
+pub mod seeds;
+pub mod world;
+pub mod xenbus_keys;
+pub mod xenstore_wire;
+
+pub use input::{Enc, Input};

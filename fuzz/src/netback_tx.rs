@@ -1,0 +1,533 @@
+//! `netback_tx`: a hostile frontend's tx ring against `netback::Netback` on the embedded model,
+//! next to a well-behaved pair.
+//!
+//! The input is a program: raw tx requests (any gref, offset, flags, id, size), extra-info slots
+//! of arbitrary bytes, whole chains, slots rewritten after they were pushed, `req_prod` set to
+//! anything, event indices scribbled on, grants made, revoked and re-made between passes, pages
+//! rewritten, and backend passes.
+//!
+//! Invariants: netback never panics; `rsp_prod` only moves forward, never past the furthest
+//! valid `req_prod` the backend was shown (no response to an unpushed request, none answered
+//! twice); each response's id is one the backend could have read in that slot and its status a
+//! `NETIF_RSP_*`; an invalid `req_prod` disables the vif with `RequestOverflow`; a disabled vif
+//! has its reason recorded and gets no further responses; once the backend has nothing left to
+//! do, a vif that is not disabled has answered every pushed request; the counters agree with the
+//! responses and the switch (`tx_packets + drops ≤ responses`, OK responses ≥ packets, error
+//! responses ≥ drops, switch rx = `tx_packets`); no sentinel page of the guest or of dom0
+//! changed; the pair still exchanges a frame byte-exact.
+
+use std::time::Duration;
+
+use hypervisor::embedded::{DomainHandle, Hypervisor};
+use netback::{Config, RxMode, VifStats};
+use ring::netif::{
+    ExtraInfo, NETIF_RSP_DROPPED, NETIF_RSP_ERROR, NETIF_RSP_NULL, NETIF_RSP_OKAY,
+    NETTXF_EXTRA_INFO, NETTXF_MORE_DATA, TxRequest, TxResponse,
+};
+use ring::{TxRing, raw};
+
+use crate::Input;
+use crate::hooked::HookedDom0;
+use crate::hostile::{GrantKind, Hostile, Published};
+use crate::world::{
+    self, Dom0Sentinels, Front, MAC_A, MAC_B, MAC_H, Nb, RING_SIZE, frame, mac, pair_exchanges,
+};
+
+/// Op codes (first byte of each op, modulo their number).
+pub mod op {
+    /// `gref, offset, flags, id, size`: one raw request at the producer.
+    pub const PUT_REQ: u8 = 0;
+    /// 8 raw bytes: an extra-info slot at the producer.
+    pub const PUT_EXTRA: u8 = 1;
+    /// `notify?`: publish the producer.
+    pub const PUSH: u8 = 2;
+    /// `mode, value`: set `req_prod` to anything.
+    pub const SET_REQ_PROD: u8 = 3;
+    /// `back, 12 bytes`: rewrite an already written slot.
+    pub const REWRITE: u8 = 4;
+    /// `page, kind`.
+    pub const GRANT: u8 = 5;
+    /// `grant`.
+    pub const REVOKE: u8 = 6;
+    /// `page, offset, size, dst`: the guest writes a frame into one of its pages.
+    pub const WRITE_PAGE: u8 = 7;
+    /// One backend pass.
+    pub const POLL: u8 = 8;
+    /// Passes until the backend has no work, then the completeness check.
+    pub const SETTLE: u8 = 9;
+    /// The backend's re-arm and a zero-timeout wait.
+    pub const WAIT: u8 = 10;
+    /// An event from the guest.
+    pub const NOTIFY: u8 = 11;
+    /// `which, value`: scribble on an event index.
+    pub const SET_EVENTS: u8 = 12;
+    /// `slots, extra?, [8 bytes], gref, size...`: a well-formed chain, pushed.
+    pub const CHAIN: u8 = 13;
+    /// The pair exchanges a frame mid-sequence.
+    pub const PAIR: u8 = 14;
+    /// `grant, call`: the guest revokes a grant during the next pass, before the backend's
+    /// `1 + call % 4`-th grant hypercall of it.
+    pub const MID_REVOKE: u8 = 15;
+    /// Number of op codes.
+    pub const COUNT: u8 = 16;
+}
+
+/// A slot size chosen by the input: runts, page-sized, packet-sized or raw.
+pub fn pick_size(input: &mut Input<'_>) -> u16 {
+    let s = input.u8();
+    match s >> 6 {
+        0 => u16::from(s),
+        1 => u16::from(s & 63) * 64,
+        2 => u16::from(s & 63) * 1024,
+        _ => input.u16(),
+    }
+}
+
+/// A slot offset chosen by the input: 0, aligned, near the page's end, or raw.
+pub fn pick_offset(input: &mut Input<'_>) -> u16 {
+    let o = input.u8();
+    match o >> 6 {
+        0 => 0,
+        1 => u16::from(o & 63) * 64,
+        2 => 4096 - u16::from(o & 63),
+        _ => input.u16(),
+    }
+}
+
+/// A destination MAC chosen by the input.
+pub fn pick_dst(input: &mut Input<'_>) -> [u8; 6] {
+    match input.below(6) {
+        0 => [0xff; 6],
+        1 => mac(MAC_B),
+        2 => mac(MAC_A),
+        3 => mac(MAC_H),
+        4 => [0x01, 0x00, 0x5e, 0, 0, 1],
+        _ => input.array(),
+    }
+}
+
+/// The hostile guest's sent traffic and what the backend answered, with the checks.
+struct Scene {
+    _xen: Hypervisor,
+    dom0: DomainHandle,
+    hooked: HookedDom0,
+    sentinels: Dom0Sentinels,
+    nb: Nb,
+    a: Front,
+    b: Front,
+    h: Hostile,
+    tx: Published,
+    /// OKAY, ERROR (and DROPPED), NULL responses seen.
+    ok: u64,
+    err: u64,
+    null: u64,
+    /// `rsp_prod` when the vif was found disabled.
+    fatal_at: Option<u32>,
+    seq: u32,
+}
+
+impl Scene {
+    fn new(input: &mut Input<'_>) -> Scene {
+        let cfg = Config {
+            copy_batch_ops: 1 + input.below(64),
+            tx_batch_packets: 1 + input.below(64),
+            ..Config::default()
+        };
+        let world::Base {
+            xen,
+            dom0,
+            hooked,
+            sentinels,
+            mut nb,
+            mut a,
+            mut b,
+        } = world::base(cfg);
+        let mut h = Hostile::new(&xen, dom0.domid(), a.dom.domid(), RxMode::Copy);
+        world::connect(&mut nb, &h.keys, h.id(), None);
+        world::connect(&mut nb, &a.keys, a.id(), Some(MAC_A));
+        world::connect(&mut nb, &b.keys, b.id(), Some(MAC_B));
+        b.post_rx(64);
+        a.post_rx(64);
+        // Data pages hold frames to various destinations; most are granted.
+        let dsts = [[0xff; 6], mac(MAC_B), mac(MAC_A), mac(MAC_H), mac(0x33)];
+        for i in 0..h.pages.len() {
+            let f = frame(mac(MAC_H), dsts[i % dsts.len()], 4096, i as u32);
+            h.write_page(i, 0, &f);
+        }
+        for i in 0..24 {
+            let kind = match i {
+                0..16 => GrantKind::Ro,
+                16..20 => GrantKind::Rw,
+                20..22 => GrantKind::Foreign,
+                _ => GrantKind::Accept,
+            };
+            h.grant(i, kind);
+        }
+        Scene {
+            _xen: xen,
+            dom0,
+            hooked,
+            sentinels,
+            nb,
+            a,
+            b,
+            h,
+            tx: Published { rsp_seen: 0, hi: 0 },
+            ok: 0,
+            err: 0,
+            null: 0,
+            fatal_at: None,
+            seq: 0,
+        }
+    }
+
+    fn stats(&self) -> VifStats {
+        self.nb
+            .vif_stats(self.h.id())
+            .expect("the hostile vif stays connected")
+    }
+
+    /// One backend pass and every check on what it did.
+    fn poll(&mut self) -> bool {
+        let req_prod = self.h.tx_indices().req_prod;
+        self.tx.before_pass(req_prod);
+        let (work, _) = self.pass();
+        let st = self.stats();
+        let rsp_prod = self.h.tx_indices().rsp_prod;
+        for j in self.tx.after_pass(rsp_prod) {
+            let mem = self.h.tx.mem();
+            let rsp: TxResponse = raw::read_slot_at::<TxRing, TxResponse>(mem, RING_SIZE, j);
+            let slot = (j % RING_SIZE) as usize;
+            let images = &self.h.tx_images[slot];
+            assert!(
+                images
+                    .iter()
+                    .any(|r| r.id == rsp.id || (r.gref & 0xffff) as u16 == rsp.id),
+                "response {j} has id {} but slot {slot} never held it: {images:?}",
+                rsp.id
+            );
+            match rsp.status {
+                NETIF_RSP_OKAY => self.ok += 1,
+                NETIF_RSP_ERROR | NETIF_RSP_DROPPED => self.err += 1,
+                NETIF_RSP_NULL => self.null += 1,
+                s => panic!("response {j} has status {s}"),
+            }
+            let now: TxRequest = raw::read_slot_at::<TxRing, TxRequest>(mem, RING_SIZE, j);
+            self.h.tx_images[slot] = vec![now];
+        }
+        match (&st.fatal, self.fatal_at) {
+            (Some(f), None) => {
+                assert!(!f.to_string().is_empty(), "a fatal error without a reason");
+                self.fatal_at = Some(rsp_prod);
+            }
+            (Some(_), Some(at)) => {
+                assert_eq!(rsp_prod, at, "a disabled vif got more responses")
+            }
+            (None, Some(_)) => panic!("a disabled vif came back"),
+            (None, None) => {}
+        }
+        let drops = st.tx_runt
+            + st.tx_too_many_slots
+            + st.tx_oversize_slot
+            + st.tx_copy_errors
+            + st.tx_no_buffer;
+        assert!(
+            st.tx_packets + st.tx_mcast_requests + drops <= self.ok + self.err,
+            "{st:?} counts more packets than the {} OK and {} error responses",
+            self.ok,
+            self.err
+        );
+        assert!(
+            self.ok >= st.tx_packets + st.tx_mcast_requests,
+            "{st:?}, {} OK",
+            self.ok
+        );
+        assert!(self.err >= drops, "{st:?}, {} errors", self.err);
+        let port = self
+            .nb
+            .vifs()
+            .find(|v| v.id() == self.h.id())
+            .map(|v| v.bridge_port())
+            .expect("hostile vif");
+        let snap = self.nb.snapshot();
+        let sw = snap
+            .bridge
+            .ports
+            .iter()
+            .find(|p| p.id == port)
+            .expect("hostile port")
+            .stats;
+        assert_eq!(sw.rx_frames, st.tx_packets, "switch rx vs vif tx_packets");
+        assert_eq!(sw.rx_bytes, st.tx_bytes, "switch rx bytes vs vif tx_bytes");
+        self.a.reap_tx();
+        self.a.drain();
+        self.b.drain();
+        work
+    }
+
+    /// Passes until the backend has nothing to do; then every valid pushed request of a live
+    /// vif is answered.
+    fn settle(&mut self) {
+        for _ in 0..300 {
+            if !self.poll() {
+                break;
+            }
+        }
+        let req_prod = self.h.tx_indices().req_prod;
+        if self.stats().fatal.is_none() && req_prod.wrapping_sub(self.tx.rsp_seen) <= RING_SIZE {
+            assert_eq!(
+                self.tx.rsp_seen, req_prod,
+                "the backend went idle with pushed requests unanswered"
+            );
+        }
+    }
+
+    fn op(&mut self, input: &mut Input<'_>) {
+        match input.u8() % op::COUNT {
+            op::PUT_REQ => {
+                let gref = self.h.pick_gref(input);
+                let offset = pick_offset(input);
+                let flags = u16::from(input.u8());
+                let id = input.u16();
+                let size = pick_size(input);
+                self.h.put_tx(TxRequest {
+                    gref,
+                    offset,
+                    flags,
+                    id,
+                    size,
+                });
+            }
+            op::PUT_EXTRA => {
+                let b: [u8; 8] = input.array();
+                self.h.put_tx_extra(ExtraInfo {
+                    type_: b[0],
+                    flags: b[1],
+                    u: [b[2], b[3], b[4], b[5], b[6], b[7]],
+                });
+            }
+            op::PUSH => {
+                self.h.set_tx_req_prod(self.h.tx_prod);
+                if input.bool() {
+                    self.h.notify();
+                }
+            }
+            op::SET_REQ_PROD => {
+                let v = match input.below(4) {
+                    0 => self.h.tx_prod,
+                    1 => self.h.tx_prod.wrapping_add(input.u8() as i8 as u32),
+                    2 => self
+                        .tx
+                        .rsp_seen
+                        .wrapping_add(RING_SIZE)
+                        .wrapping_add(u32::from(input.u8() % 4)),
+                    _ => input.u32(),
+                };
+                self.h.set_tx_req_prod(v);
+            }
+            op::REWRITE => {
+                let back = u32::from(input.u8());
+                let idx = self.h.tx_prod.wrapping_sub(1 + back);
+                let b: [u8; 12] = input.array();
+                let le = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
+                self.h.write_tx(
+                    idx,
+                    TxRequest {
+                        gref: u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+                        offset: le(4),
+                        flags: le(6),
+                        id: le(8),
+                        size: le(10),
+                    },
+                );
+            }
+            op::GRANT => {
+                let page = input.u8() as usize;
+                let kind = GrantKind::ALL[input.below(4)];
+                self.h.grant(page, kind);
+            }
+            op::REVOKE => {
+                let i = input.u8() as usize;
+                self.h.revoke(i);
+                // A revocation scheduled for the next pass names a gref number, which the next
+                // grant may reuse: drop those whose grant is already gone.
+                let grants = &self.h.grants;
+                self.hooked.hook().pending.retain(|m| grants[m.grant].live);
+            }
+            op::WRITE_PAGE => {
+                let page = input.u8() as usize;
+                let offset = pick_offset(input) as usize;
+                let len = (pick_size(input) as usize).clamp(14, 4096);
+                let dst = pick_dst(input);
+                self.seq += 1;
+                let f = frame(mac(MAC_H), dst, len, self.seq);
+                self.h.write_page(page, offset, &f);
+            }
+            op::POLL => {
+                self.poll();
+            }
+            op::SETTLE => self.settle(),
+            op::WAIT => {
+                // The re-arm reads req_prod: what it saw may be consumed later.
+                let req_prod = self.h.tx_indices().req_prod;
+                self.tx.before_pass(req_prod);
+                self.nb.wait(Duration::ZERO).expect("netback wait");
+            }
+            op::NOTIFY => self.h.notify(),
+            op::SET_EVENTS => {
+                let v = input.u32();
+                match input.below(4) {
+                    0 => raw::set_req_event(self.h.tx.mem(), v),
+                    1 => raw::set_rsp_event(self.h.tx.mem(), v),
+                    2 => raw::set_req_event(self.h.rx.mem(), v),
+                    _ => raw::set_rsp_event(self.h.rx.mem(), v),
+                }
+            }
+            op::CHAIN => {
+                let n = 1 + input.below(24);
+                let extra = input.bool().then(|| input.array::<8>());
+                let slots: Vec<(u32, u16, u16)> = (0..n)
+                    .map(|_| {
+                        let gref = self.h.pick_gref(input);
+                        let off = pick_offset(input) % 4096;
+                        let size = pick_size(input).min(4096 - off);
+                        (gref, off, size)
+                    })
+                    .collect();
+                let total: u32 = slots.iter().map(|s| u32::from(s.2)).sum();
+                for (i, &(gref, offset, size)) in slots.iter().enumerate() {
+                    let mut flags = if i + 1 < n { NETTXF_MORE_DATA } else { 0 };
+                    if i == 0 && extra.is_some() {
+                        flags |= NETTXF_EXTRA_INFO;
+                    }
+                    self.seq += 1;
+                    let id = self.seq as u16;
+                    let size = if i == 0 {
+                        total.min(u32::from(u16::MAX)) as u16
+                    } else {
+                        size
+                    };
+                    self.h.put_tx(TxRequest {
+                        gref,
+                        offset,
+                        flags,
+                        id,
+                        size,
+                    });
+                    if i == 0
+                        && let Some(b) = extra
+                    {
+                        self.h.put_tx_extra(ExtraInfo {
+                            type_: b[0],
+                            flags: b[1],
+                            u: [b[2], b[3], b[4], b[5], b[6], b[7]],
+                        });
+                    }
+                }
+                self.h.set_tx_req_prod(self.h.tx_prod);
+                self.h.notify();
+            }
+            op::PAIR => {
+                self.seq += 1;
+                let f = frame(
+                    mac(MAC_A),
+                    mac(MAC_B),
+                    60 + self.seq as usize % 3000,
+                    self.seq,
+                );
+                self.a.send(&f);
+                let _ = self.b.recv();
+                let want = 64usize.saturating_sub(self.b.posted());
+                self.b.post_rx(want);
+            }
+            op::MID_REVOKE => {
+                let i = input.u8() as usize;
+                let at = 1 + input.below(4) as u32;
+                if let Some(m) = self.h.mid_pass_revoke(i, at) {
+                    self.hooked.hook().pending.push(m);
+                }
+            }
+            _ => unreachable!(),
+        }
+    }
+
+    /// Runs one backend pass with the scheduled mid-pass revocations, and takes note of the
+    /// ones made. Returns the backend's answer and the grefs revoked during the pass.
+    fn pass(&mut self) -> (bool, Vec<u32>) {
+        self.hooked.hook().calls = 0;
+        let work = self.nb.poll().expect("netback poll");
+        let done = {
+            let mut hook = self.hooked.hook();
+            hook.pending.clear();
+            std::mem::take(&mut hook.done)
+        };
+        self.h.reconcile(&done);
+        (
+            work,
+            done.iter().filter(|m| m.ok).map(|m| m.gref.0).collect(),
+        )
+    }
+
+    fn finish(mut self) {
+        self.settle();
+        self.h.check_sentinels();
+        self.sentinels.check(&self.dom0);
+        pair_exchanges(&mut self.nb, &mut self.a, &mut self.b, 0xfeed);
+        self.h.check_sentinels();
+        self.sentinels.check(&self.dom0);
+    }
+}
+
+/// The target.
+pub fn run(data: &[u8]) {
+    let mut input = Input::new(data);
+    let mut s = Scene::new(&mut input);
+    let mut ops = 0;
+    while !input.is_empty() && ops < 512 {
+        ops += 1;
+        s.op(&mut input);
+    }
+    s.finish();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn play(seed: usize) -> Scene {
+        let seed = &crate::seeds::all()[3].1[seed];
+        let mut input = Input::new(seed);
+        let mut s = Scene::new(&mut input);
+        while !input.is_empty() {
+            s.op(&mut input);
+        }
+        s
+    }
+
+    #[test]
+    fn seed_chain_is_transmitted() {
+        let s = play(1);
+        assert_eq!(s.stats().tx_packets, 1);
+        assert_eq!(
+            (s.ok, s.null),
+            (3, 1),
+            "three data slots OK, the GSO extra NULL"
+        );
+        s.finish();
+    }
+
+    #[test]
+    fn seed_bogus_req_prod_is_fatal() {
+        let mut s = play(9);
+        s.settle();
+        assert!(s.stats().fatal.is_some());
+        s.finish();
+    }
+
+    #[test]
+    fn seed_22_slots_are_fatal() {
+        let s = play(3);
+        assert!(s.stats().fatal.is_some());
+        s.finish();
+    }
+}

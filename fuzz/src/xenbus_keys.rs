@@ -1,0 +1,379 @@
+//! `xenbus_keys`: a hostile guest's xenstore keys against netback's control plane, while a
+//! well-behaved pair connected through xenbus carries on.
+//!
+//! The input is a program of xenstore writes and removals under the hostile frontend's
+//! directory (`tx-ring-ref`, `rx-ring-ref`, `event-channel`, `request-rx-copy`,
+//! `multi-queue-num-queues`, `feature-*`, split event channels, queue subdirectories, `state`,
+//! junk keys and values), attempted writes into its backend directory, grants made and revoked,
+//! and backend passes, in any order.
+//!
+//! Invariants: netback never panics; after every pass the backend's `state` node holds a
+//! XenbusState in its canonical form, the hostile device has a vif exactly when its backend is
+//! Connected, a Connected backend has no `error` node, and the pair's backends stay Connected
+//! with live vifs; the guest cannot write its backend directory; once the control plane has
+//! settled, a backend in InitWait never faces a frontend in Initialised/Connected, and a backend
+//! that left InitWait for Closed while the frontend asked to connect wrote an `error` node; the
+//! control plane settles within a bounded number of passes; no sentinel page changed; the pair
+//! still exchanges a frame byte-exact.
+
+use hypervisor::XenbusState;
+use hypervisor::embedded::{DomainHandle, Hypervisor, XsConnection};
+use netback::{Config, RxMode};
+
+use crate::Input;
+use crate::hostile::{GrantKind, Hostile};
+use crate::world::{self, Dom0Sentinels, Front, MAC_H, Nb, mac, pair_exchanges};
+
+/// Keys a frontend writes (and a few it should not).
+pub const KEYS: [&str; 16] = [
+    "tx-ring-ref",
+    "rx-ring-ref",
+    "event-channel",
+    "request-rx-copy",
+    "multi-queue-num-queues",
+    "feature-rx-notify",
+    "feature-sg",
+    "feature-gso-tcpv4",
+    "event-channel-tx",
+    "event-channel-rx",
+    "state",
+    "queue-0/tx-ring-ref",
+    "feature-no-csum-offload",
+    "mac",
+    "backend",
+    "handle",
+];
+
+/// Op codes (first byte of each op, modulo their number).
+pub mod op {
+    /// `key, value`.
+    pub const WRITE: u8 = 0;
+    /// `key`.
+    pub const RM: u8 = 1;
+    /// `value`: the frontend's state node.
+    pub const STATE: u8 = 2;
+    /// One backend pass.
+    pub const POLL: u8 = 3;
+    /// Passes until the control plane settles, then the outcome checks.
+    pub const SETTLE: u8 = 4;
+    /// `key, value`: a write into the backend directory (must be refused).
+    pub const WRITE_BACKEND: u8 = 5;
+    /// The frontend removes its whole directory.
+    pub const RM_DIR: u8 = 6;
+    /// `page, kind`.
+    pub const GRANT: u8 = 7;
+    /// `grant`.
+    pub const REVOKE: u8 = 8;
+    /// All the right keys at once (a well-behaved frontend's writes), then `state`.
+    pub const GOOD_KEYS: u8 = 9;
+    /// Number of op codes.
+    pub const COUNT: u8 = 10;
+}
+
+struct Scene {
+    _xen: Hypervisor,
+    dom0: DomainHandle,
+    sentinels: Dom0Sentinels,
+    nb: Nb,
+    a: Front,
+    b: Front,
+    h: Hostile,
+    /// dom0's view of xenstore (reads the backend's nodes).
+    xs0: XsConnection,
+    /// The hostile guest's connection.
+    hxs: XsConnection,
+    be: String,
+    fe: String,
+    pair_be: [String; 2],
+}
+
+/// Brings a well-behaved frontend up through xenbus.
+fn handshake(xen: &Hypervisor, nb: &mut Nb, f: &Front, xs0: &XsConnection) -> String {
+    let m = mac(f.mac);
+    let mac_s = format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    );
+    let paths = xen.add_vif(f.dom.domid(), 0, 0, &mac_s).expect("toolstack");
+    let state = |xs0: &XsConnection| xs0.read(&format!("{}/state", paths.backend));
+    for _ in 0..50 {
+        nb.poll().expect("poll");
+        if state(xs0).is_ok_and(|s| s == "2") {
+            break;
+        }
+    }
+    let xs = f.dom.xenstore();
+    let k = &f.keys;
+    for (key, v) in [
+        ("tx-ring-ref", k.tx_ring_ref.0.to_string()),
+        ("rx-ring-ref", k.rx_ring_ref.0.to_string()),
+        ("event-channel", k.event_channel.0.to_string()),
+        ("request-rx-copy", "1".into()),
+        ("state", "4".into()),
+    ] {
+        xs.write(&format!("{}/{key}", paths.frontend), &v)
+            .expect("frontend write");
+    }
+    for _ in 0..50 {
+        nb.poll().expect("poll");
+        if state(xs0).is_ok_and(|s| s == "4") {
+            return paths.backend;
+        }
+    }
+    panic!("a well-behaved frontend did not connect through xenbus");
+}
+
+impl Scene {
+    fn new() -> Scene {
+        let world::Base {
+            xen,
+            dom0,
+            sentinels,
+            mut nb,
+            a,
+            mut b,
+            ..
+        } = world::base(Config::default());
+        let xs0 = xen.xenstore();
+        let pair_be = [
+            handshake(&xen, &mut nb, &a, &xs0),
+            handshake(&xen, &mut nb, &b, &xs0),
+        ];
+        b.post_rx(64);
+        let mut h = Hostile::new(&xen, dom0.domid(), a.dom.domid(), RxMode::Copy);
+        for i in 0..8 {
+            h.grant(i, GrantKind::ALL[i % 4]);
+        }
+        let m = mac(MAC_H);
+        let paths = xen
+            .add_vif(h.dom.domid(), 0, 0, &format!("02:00:00:00:00:{:02x}", m[5]))
+            .expect("toolstack");
+        let hxs = h.dom.xenstore();
+        Scene {
+            _xen: xen,
+            dom0,
+            sentinels,
+            nb,
+            a,
+            b,
+            h,
+            xs0,
+            hxs,
+            be: paths.backend,
+            fe: paths.frontend,
+            pair_be,
+        }
+    }
+
+    fn be_state(&self) -> XenbusState {
+        let v = self
+            .xs0
+            .read(&format!("{}/state", self.be))
+            .expect("the backend's state node exists");
+        let s = XenbusState::parse(&v)
+            .unwrap_or_else(|| panic!("backend state {v:?} is not a XenbusState"));
+        assert_eq!(v, s.as_str(), "backend state {v:?} is not canonical");
+        s
+    }
+
+    fn fe_state(&self) -> Option<XenbusState> {
+        self.hxs
+            .read(&format!("{}/state", self.fe))
+            .ok()
+            .and_then(|s| XenbusState::parse(&s))
+    }
+
+    fn has_error(&self) -> bool {
+        self.xs0.read(&format!("{}/error", self.be)).is_ok()
+    }
+
+    /// One pass and the checks that hold after every pass.
+    fn poll(&mut self) -> bool {
+        let work = self.nb.poll().expect("netback poll");
+        let be = self.be_state();
+        let vif = self.nb.vifs().any(|v| v.id() == self.h.id());
+        assert_eq!(
+            vif,
+            be == XenbusState::Connected,
+            "backend state {be:?} but the vif {}",
+            if vif { "exists" } else { "does not exist" }
+        );
+        if be == XenbusState::Connected {
+            assert!(!self.has_error(), "a Connected backend has an error node");
+        }
+        for (f, be) in [(&self.a, &self.pair_be[0]), (&self.b, &self.pair_be[1])] {
+            let s = self.xs0.read(&format!("{be}/state")).expect("pair state");
+            assert_eq!(s, "4", "a well-behaved backend left Connected");
+            let st = self
+                .nb
+                .vif_stats(f.id())
+                .expect("a well-behaved vif was removed");
+            assert!(st.fatal.is_none(), "a well-behaved vif was disabled");
+        }
+        work
+    }
+
+    /// Passes until the control plane (and the data path) has nothing left to do.
+    fn settle(&mut self) {
+        let before = self.be_state();
+        for _ in 0..200 {
+            if !self.poll() {
+                let after = self.be_state();
+                let fe = self.fe_state();
+                let wants = matches!(fe, Some(XenbusState::Initialised | XenbusState::Connected));
+                assert!(
+                    !(after == XenbusState::InitWait && wants),
+                    "the backend stays in InitWait while the frontend is {fe:?}"
+                );
+                if before == XenbusState::InitWait && after == XenbusState::Closed && wants {
+                    assert!(
+                        self.has_error(),
+                        "the backend refused a connection without an error node"
+                    );
+                }
+                return;
+            }
+        }
+        panic!("the control plane does not settle");
+    }
+
+    fn value(&mut self, input: &mut Input<'_>) -> String {
+        let grant = |h: &Hostile, i: u8| {
+            if h.grants.is_empty() {
+                "8".to_string()
+            } else {
+                h.grants[i as usize % h.grants.len()].gref.0.to_string()
+            }
+        };
+        match input.below(20) {
+            0 => self.h.keys.tx_ring_ref.0.to_string(),
+            1 => self.h.keys.rx_ring_ref.0.to_string(),
+            2 => self.h.keys.event_channel.0.to_string(),
+            3 => self.a.keys.event_channel.0.to_string(),
+            4 => self.a.keys.tx_ring_ref.0.to_string(),
+            5 => grant(&self.h, input.u8()),
+            6..=14 => (input.below(9)).to_string(),
+            15 => "4294967296".into(),
+            16 => ["-1", " 4", "+4", "", "4 ", "0x4", "04"][input.below(7)].into(),
+            17 => input.u32().to_string(),
+            _ => {
+                let n = input.below(24);
+                String::from_utf8_lossy(input.bytes(n)).into_owned()
+            }
+        }
+    }
+
+    fn key(&mut self, input: &mut Input<'_>) -> String {
+        let sel = input.u8();
+        if sel >= 0xf0 {
+            let n = input.below(16);
+            String::from_utf8_lossy(input.bytes(n)).into_owned()
+        } else {
+            KEYS[sel as usize % KEYS.len()].to_string()
+        }
+    }
+
+    fn op(&mut self, input: &mut Input<'_>) {
+        match input.u8() % op::COUNT {
+            op::WRITE => {
+                let (k, v) = (self.key(input), self.value(input));
+                let _ = self.hxs.write(&format!("{}/{k}", self.fe), &v);
+            }
+            op::RM => {
+                let k = self.key(input);
+                let _ = self.hxs.rm(&format!("{}/{k}", self.fe));
+            }
+            op::STATE => {
+                let v = self.value(input);
+                let _ = self.hxs.write(&format!("{}/state", self.fe), &v);
+            }
+            op::POLL => {
+                self.poll();
+            }
+            op::SETTLE => self.settle(),
+            op::WRITE_BACKEND => {
+                let (k, v) = (self.key(input), self.value(input));
+                let path = format!("{}/{k}", self.be);
+                let before = self.xs0.read(&path).ok();
+                let r = self.hxs.write(&path, &v);
+                assert!(r.is_err(), "the guest wrote its backend's {k}");
+                assert_eq!(self.xs0.read(&path).ok(), before);
+            }
+            op::RM_DIR => {
+                let _ = self.hxs.rm(&self.fe);
+            }
+            op::GRANT => {
+                let page = input.u8() as usize;
+                let kind = GrantKind::ALL[input.below(4)];
+                self.h.grant(page, kind);
+            }
+            op::REVOKE => {
+                let i = input.u8() as usize;
+                self.h.try_revoke(i);
+            }
+            op::GOOD_KEYS => {
+                let k = self.h.keys;
+                for (key, v) in [
+                    ("tx-ring-ref", k.tx_ring_ref.0.to_string()),
+                    ("rx-ring-ref", k.rx_ring_ref.0.to_string()),
+                    ("event-channel", k.event_channel.0.to_string()),
+                    ("request-rx-copy", "1".into()),
+                ] {
+                    let _ = self.hxs.write(&format!("{}/{key}", self.fe), &v);
+                }
+                let s = ["1", "3", "4", "5", "6"][input.below(5)];
+                let _ = self.hxs.write(&format!("{}/state", self.fe), s);
+            }
+            _ => unreachable!(),
+        }
+    }
+
+    fn finish(mut self) {
+        self.settle();
+        self.h.check_sentinels();
+        self.sentinels.check(&self.dom0);
+        pair_exchanges(&mut self.nb, &mut self.a, &mut self.b, 0xfeed);
+    }
+}
+
+/// The target.
+pub fn run(data: &[u8]) {
+    let mut input = Input::new(data);
+    let mut s = Scene::new();
+    let mut ops = 0;
+    while !input.is_empty() && ops < 256 {
+        ops += 1;
+        s.op(&mut input);
+    }
+    s.finish();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn play(seed: usize) -> Scene {
+        let seed = &crate::seeds::all()[5].1[seed];
+        let mut input = Input::new(seed);
+        let mut s = Scene::new();
+        while !input.is_empty() {
+            s.op(&mut input);
+        }
+        s
+    }
+
+    #[test]
+    fn seed_good_keys_connect() {
+        let s = play(0);
+        assert_eq!(s.be_state(), XenbusState::Connected);
+        s.finish();
+    }
+
+    #[test]
+    fn seed_too_many_queues_is_refused_with_an_error() {
+        let s = play(1);
+        assert_eq!(s.be_state(), XenbusState::Closed);
+        assert!(s.has_error());
+        s.finish();
+    }
+}
