@@ -9,8 +9,9 @@
 //!
 //! [`run`] does a one-vif run, then the `n`-vif run, in the same process with the same duration,
 //! and compares them: per-vif goodput and Jain's fairness index, dom0's cycles per packet
-//! (xenoprof exact mode, every class and context of the driver domain, over the frames the
-//! guests received), memory per vif, and the rx queues' high-water marks.
+//! (xenoprof exact mode, every class and context of the driver domain, over the TCP segments
+//! the remote host put on the wire, so GRO's super-frames compare across runs), memory per
+//! vif, and the rx queues' high-water marks.
 //!
 //! Memory per vif is measured twice, from "machine and backend up, no guest yet" to "all guests
 //! streaming": (a) the process's RSS growth over `n` — everything, guests' socket buffers and
@@ -172,6 +173,14 @@ impl Hosts {
             .iter()
             .map(|s| s.frames.load(Ordering::Relaxed))
             .sum()
+    }
+
+    /// TCP segments the remote host has sent (MTU-sized frames on the wire, whatever GRO and
+    /// GSO merge on the way): the unit of "per packet", comparable between runs whose
+    /// super-frames differ in size.
+    fn wire_frames(&self) -> u64 {
+        // Relaxed: as in `bytes`.
+        self.remote.wire_frames.load(Ordering::Relaxed)
     }
 
     fn failed(&self) -> Option<&str> {
@@ -339,7 +348,12 @@ fn measure(
     let in_run = |d: DomId| d == DOM0 || d == REMOTE_DOMID || (1..=n as DomId).contains(&d);
     let cpu0 = vcpu_cpu_ns(in_run);
     let wait0 = wait_ns(&cpu0);
-    let (b0, f0, t0) = (hosts.bytes(), hosts.frames(), Instant::now());
+    let (b0, f0, w0, t0) = (
+        hosts.bytes(),
+        hosts.frames(),
+        hosts.wire_frames(),
+        Instant::now(),
+    );
     session.start()?;
     let off = cfg.warmup.as_millis() as u64;
     tick_until(&bar, t0 + cfg.measure, off, machine, hosts, |b| {
@@ -347,7 +361,12 @@ fn measure(
         bar.set_message(format!("measuring: {gbps:.2} Gb/s"));
     })?;
     session.stop();
-    let (b1, f1, seconds) = (hosts.bytes(), hosts.frames(), t0.elapsed().as_secs_f64());
+    let (b1, f1, w1, seconds) = (
+        hosts.bytes(),
+        hosts.frames(),
+        hosts.wire_frames(),
+        t0.elapsed().as_secs_f64(),
+    );
     let cpu1 = vcpu_cpu_ns(in_run);
     let wait1 = wait_ns(&cpu1);
     // Memory while every stream still flows.
@@ -355,7 +374,10 @@ fn measure(
     let now = machine.report()?;
     bar.finish_and_clear();
 
-    let packets = f1 - f0;
+    // Per wire segment: a GSO super-frame carries a different number of segments in the
+    // one-vif and the N-vif run, so per guest frame would compare unlike things.
+    let packets = w1 - w0;
+    let guest_frames = f1 - f0;
     let per_vif_gbps: Vec<f64> = b0
         .iter()
         .zip(&b1)
@@ -401,6 +423,7 @@ fn measure(
         jain: jain(&per_vif_gbps),
         per_vif_gbps,
         packets,
+        guest_frames,
         cycles_per_packet: per_packet(dom0_classes.values().sum()),
         cycles_per_packet_by_class: dom0_classes
             .into_iter()

@@ -145,8 +145,12 @@ pub struct RunFigures {
     pub total_gbps: f64,
     /// Jain's index over `per_vif_gbps`.
     pub jain: f64,
-    /// Frames the guests' devices received in the window.
+    /// TCP segments the remote host sent in the window (MTU-sized frames on the wire): the
+    /// unit of every "per packet" figure.
     pub packets: u64,
+    /// Frames the guests' devices received in the window (a GSO super-frame counts once).
+    #[serde(default)]
+    pub guest_frames: u64,
     /// dom0's xenoprof cycles (every class and context) per packet.
     pub cycles_per_packet: f64,
     /// The same by class (classes with any cycles).

@@ -74,6 +74,7 @@ fn figures(n: usize, cpp: f64, backend_kib: f64, peak: u64) -> RunFigures {
         jain: jain(&per_vif_gbps),
         per_vif_gbps,
         packets: 1000,
+        guest_frames: 1000,
         cycles_per_packet: cpp,
         cycles_per_packet_by_class: [("netback".to_string(), cpp)].into(),
         cpu_cycles_per_packet: cpp,
