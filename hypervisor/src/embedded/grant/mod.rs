@@ -23,7 +23,7 @@ use xenoprof::Class;
 
 use crate::abi::*;
 use crate::embedded::domain::{Domain, DomainHandle};
-use crate::embedded::mem::{EntryAtomics, GrantFrames};
+use crate::embedded::mem::{EntryAtomics, GrantFrames, entry_header, header_domid, header_flags};
 use crate::error::{Error, Result};
 use crate::types::{
     DOMID_SELF, DomId, GNTTAB_NR_RESERVED_ENTRIES, GrantRef, Mfn, Pfn, TransferState,
@@ -37,6 +37,9 @@ const META_ACCEPT: u64 = 3;
 /// Set while end_access/end_transfer owns the ref, so two enders cannot both free it.
 const META_ENDING: u64 = 1 << 59;
 const META_PFN_MASK: u64 = (1 << 59) - 1;
+
+/// The flags half of an entry's header word.
+const FLAGS_MASK: u32 = entry_header(u16::MAX, 0);
 
 // Hypervisor pin word per ref: readers in bits 0..15, writers in 15..30, busy bit 31.
 const PIN_READ: u32 = 1;
@@ -127,34 +130,58 @@ impl GrantTableState {
     }
 }
 
-/// Checks an entry for a use by `caller` and sets `bit` (reading or writing) with CAS.
+/// The checks of Xen's `_set_status` on an entry header, for a use by `caller`: a permit-access
+/// grant (`general_error`), to `caller` (`permission_denied`), writable if `write`
+/// (`permission_denied`).
+fn check_header(h: u32, caller: DomId, write: bool) -> Result<(), GrantStatus> {
+    let f = header_flags(h);
+    if f & GTF_TYPE_MASK != GTF_PERMIT_ACCESS {
+        return Err(GrantStatus::GeneralError);
+    }
+    if header_domid(h) != caller {
+        return Err(GrantStatus::PermissionDenied);
+    }
+    if write && f & GTF_READONLY != 0 {
+        return Err(GrantStatus::PermissionDenied);
+    }
+    Ok(())
+}
+
+/// Checks an entry for a use by `caller` and sets `GTF_reading` or `GTF_writing` (Xen's
+/// `_set_status`). Flags and domid are checked and the bit set with one compare-and-swap over
+/// both, so the entry cannot change hands between check and claim.
+///
+/// The first swap guesses the usual entry (granted to `caller`, read-only for a read, writable
+/// for a write, neither bit set) instead of reading it first: the entry's cache line was last
+/// written by the granting guest on another CPU, and a load then a swap would fetch it twice
+/// (shared, then exclusive) where one read-modify-write fetches it once. A wrong guess costs
+/// nothing more: the failed swap returns the entry and the checks run on it.
 fn set_status(e: &EntryAtomics<'_>, caller: DomId, write: bool) -> Result<(), GrantStatus> {
-    let bit = if write { GTF_WRITING } else { GTF_READING };
-    // Acquire: pairs with the guest's Release store of flags in grant_access, so domid and
-    // frame written before it are visible.
-    let mut f = e.flags.load(Ordering::Acquire);
-    loop {
-        if f & GTF_TYPE_MASK != GTF_PERMIT_ACCESS {
-            return Err(GrantStatus::GeneralError);
-        }
-        // Relaxed: ordered after the Acquire load of flags above.
-        if e.domid.load(Ordering::Relaxed) != caller {
-            return Err(GrantStatus::PermissionDenied);
-        }
-        if write && f & GTF_READONLY != 0 {
-            return Err(GrantStatus::PermissionDenied);
-        }
-        if f & bit != 0 {
-            return Ok(());
-        }
-        // AcqRel: acquire as above; release orders nothing of ours but keeps the CAS a full
-        // participant in the flags word's modification order with the guest's end-access CAS.
+    let bit = entry_header(if write { GTF_WRITING } else { GTF_READING }, 0);
+    let kind = if write { 0 } else { GTF_READONLY };
+    let guess = entry_header(GTF_PERMIT_ACCESS | kind, caller);
+    // AcqRel (both swaps): acquire pairs with the guest's Release store of the header in
+    // grant_access, so the frame written before it is visible; release keeps the swap a full
+    // participant in the header's modification order with the guest's end-access CAS.
+    let mut h =
         match e
-            .flags
-            .compare_exchange_weak(f, f | bit, Ordering::AcqRel, Ordering::Acquire)
+            .header
+            .compare_exchange(guess, guess | bit, Ordering::AcqRel, Ordering::Acquire)
         {
             Ok(_) => return Ok(()),
-            Err(now) => f = now,
+            Err(now) => now,
+        };
+    loop {
+        check_header(h, caller, write)?;
+        if h & bit != 0 {
+            return Ok(());
+        }
+        match e
+            .header
+            .compare_exchange_weak(h, h | bit, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => return Ok(()),
+            Err(now) => h = now,
         }
     }
 }
@@ -187,7 +214,8 @@ pub(crate) fn acquire(
                 return Err(GrantStatus::NoSpace);
             }
             // The bit is set and the entry cannot end meanwhile; still check it is ours.
-            set_status(&e, caller, write)?;
+            // Acquire: pairs with the guest's Release store of the header in grant_access.
+            check_header(e.header.load(Ordering::Acquire), caller, write)?;
             // AcqRel: joins the pin word's release sequence (pairs with release()).
             if pin
                 .compare_exchange_weak(c, c + inc, Ordering::AcqRel, Ordering::Acquire)
@@ -227,7 +255,7 @@ pub(crate) fn release(dom: &Domain, gref: GrantRef, write: bool) {
         return;
     };
     let inc = if write { PIN_WRITE } else { PIN_READ };
-    let bit = if write { GTF_WRITING } else { GTF_READING };
+    let bit = entry_header(if write { GTF_WRITING } else { GTF_READING }, 0);
     let backoff = Backoff::new();
     loop {
         // Acquire: pairs with the Release operations on the pin word.
@@ -259,7 +287,7 @@ pub(crate) fn release(dom: &Domain, gref: GrantRef, write: bool) {
         }
         // Release: our copy/mapping accesses happen-before the guest's end-access CAS that
         // sees the bit clear (pairs with its Acquire).
-        e.flags.fetch_and(!bit, Ordering::Release);
+        e.header.fetch_and(!bit, Ordering::Release);
         // Release: ends the transition.
         pin.store(c - inc, Ordering::Release);
         return;
@@ -311,12 +339,13 @@ impl DomainHandle {
             m.store(kind << META_KIND_SHIFT | pfn.0, Ordering::Release);
         }
         let remote = if remote == DOMID_SELF { d.id } else { remote };
-        // Relaxed: published by the Release store of flags below.
-        e.domid.store(remote, Ordering::Relaxed);
+        // Relaxed: published by the Release store of the header below.
         e.frame.store(pfn.0 as u32, Ordering::Relaxed);
         let flags = GTF_PERMIT_ACCESS | if readonly { GTF_READONLY } else { 0 };
-        // Release: the write barrier before flags; pairs with set_status's Acquire.
-        e.flags.store(flags, Ordering::Release);
+        // Release: the write barrier before flags (written with domid, as one word); pairs with
+        // set_status's and check_header's Acquire.
+        e.header
+            .store(entry_header(flags, remote), Ordering::Release);
         Ok(gref)
     }
 
@@ -335,19 +364,20 @@ impl DomainHandle {
         };
         // Acquire: pairs with release()'s Release fetch_and, so the hypervisor's accesses to
         // the page happen-before ours.
-        let mut f = e.flags.load(Ordering::Acquire);
+        let mut h = e.header.load(Ordering::Acquire);
         loop {
-            if f & (GTF_READING | GTF_WRITING) != 0 {
+            if header_flags(h) & (GTF_READING | GTF_WRITING) != 0 {
                 d.gnttab.unclaim_meta(gref, v);
                 return Err(Error::GrantInUse(gref));
             }
             // AcqRel: as above, and our revocation is ordered before later reuse of the page.
+            // Flags go to zero; domid stays, as Linux's 16-bit swap of flags leaves it.
             match e
-                .flags
-                .compare_exchange(f, 0, Ordering::AcqRel, Ordering::Acquire)
+                .header
+                .compare_exchange(h, h & !FLAGS_MASK, Ordering::AcqRel, Ordering::Acquire)
             {
                 Ok(_) => break,
-                Err(now) => f = now,
+                Err(now) => h = now,
             }
         }
         if kind == META_RO {
@@ -391,11 +421,11 @@ impl DomainHandle {
             m.store(META_ACCEPT << META_KIND_SHIFT | pfn.0, Ordering::Release);
         }
         let remote = if remote == DOMID_SELF { d.id } else { remote };
-        // Relaxed: published by the Release store of flags.
-        e.domid.store(remote, Ordering::Relaxed);
+        // Relaxed: published by the Release store of the header.
         e.frame.store(pfn.0 as u32, Ordering::Relaxed);
-        // Release: pairs with the transfer path's Acquire CAS on flags.
-        e.flags.store(GTF_ACCEPT_TRANSFER, Ordering::Release);
+        // Release: pairs with the transfer path's Acquire load and CAS of the header.
+        e.header
+            .store(entry_header(GTF_ACCEPT_TRANSFER, remote), Ordering::Release);
         Ok(gref)
     }
 
@@ -414,7 +444,7 @@ impl DomainHandle {
         }
         let e = d.gnttab.entry(gref).ok_or(Error::BadGrantRef(gref))?;
         // Acquire: pairs with the transfer's Release set of completed (after the p2m update).
-        let f = e.flags.load(Ordering::Acquire);
+        let f = header_flags(e.header.load(Ordering::Acquire));
         let pfn = Pfn(v & META_PFN_MASK);
         Ok(if f & GTF_TRANSFER_COMPLETED != 0 {
             TransferState::Completed {
@@ -442,25 +472,28 @@ impl DomainHandle {
         let Some(e) = d.gnttab.entry(gref) else {
             return Err(Error::BadGrantRef(gref));
         };
-        // Acquire: pairs with the transfer's Release updates of flags.
-        let mut f = e.flags.load(Ordering::Acquire);
+        // Acquire: pairs with the transfer's Release updates of the header.
+        let mut h = e.header.load(Ordering::Acquire);
         let done = loop {
+            let f = header_flags(h);
             if f & GTF_TRANSFER_COMMITTED == 0 {
                 // Not claimed yet: revoke with CAS so a racing transfer either sees the entry
                 // or fails (Linux does the same).
-                match e
-                    .flags
-                    .compare_exchange(f, 0, Ordering::AcqRel, Ordering::Acquire)
-                {
+                match e.header.compare_exchange(
+                    h,
+                    h & !FLAGS_MASK,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
                     Ok(_) => break None,
-                    Err(now) => f = now,
+                    Err(now) => h = now,
                 }
             } else if f & GTF_TRANSFER_COMPLETED == 0 {
                 d.gnttab.unclaim_meta(gref, v);
                 return Err(Error::TransferInProgress(gref));
             } else {
                 // Release: pairs with the next user's Acquire; completed entries are ours.
-                e.flags.store(0, Ordering::Release);
+                e.header.fetch_and(!FLAGS_MASK, Ordering::Release);
                 break d.p2m(pfn);
             }
         };

@@ -22,6 +22,7 @@ use super::copy::DomCache;
 use crate::abi::*;
 use crate::embedded::domain::{Domain, DomainHandle};
 use crate::embedded::machine::Stats;
+use crate::embedded::mem::{entry_header, header_domid, header_flags};
 use crate::error::Result;
 use crate::ops::TransferOp;
 use crate::types::{DomId, GrantRef, Mfn, Pfn};
@@ -69,26 +70,27 @@ fn transfer_one(
     let Some(e) = rd.gnttab.entry(gref) else {
         return give_up(GrantStatus::BadGntref);
     };
-    // Prepare for transfer: an accept-transfer entry for us, not yet committed; commit with CAS.
-    // Acquire: pairs with the receiver's Release store of flags (domid/frame visible).
-    let mut f = e.flags.load(Ordering::Acquire);
+    // Prepare for transfer: an accept-transfer entry for us, not yet committed; commit with CAS
+    // over flags and domid together, so the entry cannot change hands between check and commit.
+    // Acquire: pairs with the receiver's Release store of the header (the frame visible).
+    let mut h = e.header.load(Ordering::Acquire);
     loop {
-        // Relaxed: ordered after the Acquire load of flags.
+        let f = header_flags(h);
         if f & GTF_TYPE_MASK != GTF_ACCEPT_TRANSFER
             || f & (GTF_TRANSFER_COMMITTED | GTF_TRANSFER_COMPLETED) != 0
-            || e.domid.load(Ordering::Relaxed) != caller.id
+            || header_domid(h) != caller.id
         {
             return give_up(GrantStatus::GeneralError);
         }
         // AcqRel: pairs with the receiver's end_transfer CAS (one of us wins the entry).
-        match e.flags.compare_exchange(
-            f,
-            f | GTF_TRANSFER_COMMITTED,
+        match e.header.compare_exchange(
+            h,
+            h | entry_header(GTF_TRANSFER_COMMITTED, 0),
             Ordering::AcqRel,
             Ordering::Acquire,
         ) {
             Ok(_) => break,
-            Err(now) => f = now,
+            Err(now) => h = now,
         }
     }
     // Relaxed: the entry is committed to us; the receiver cannot change it now.
@@ -103,12 +105,14 @@ fn transfer_one(
             // A bad frame in a committed entry: complete it unchanged, drop the page.
             caller.machine.alloc.free(&[page]);
             // Release: pairs with the receiver's Acquire load in transfer_state/end_transfer.
-            e.flags.fetch_or(GTF_TRANSFER_COMPLETED, Ordering::Release);
+            e.header
+                .fetch_or(entry_header(GTF_TRANSFER_COMPLETED, 0), Ordering::Release);
             return GrantStatus::GeneralError;
         }
     }
     // Release: the p2m update and remap happen-before the receiver sees completed.
-    e.flags.fetch_or(GTF_TRANSFER_COMPLETED, Ordering::Release);
+    e.header
+        .fetch_or(entry_header(GTF_TRANSFER_COMPLETED, 0), Ordering::Release);
     GrantStatus::Okay
 }
 

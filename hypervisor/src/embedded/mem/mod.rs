@@ -9,8 +9,7 @@
 //! shared borrow ([`PageBorrow`]) is guarded by a per-page state word that excludes every writer.
 //!
 //! Frames that hold grant tables are marked "atomic only": raw copies refuse them, so the
-//! `&AtomicU16`/`&AtomicU32` references [`GrantFrames::entry`] hands out never race with a
-//! non-atomic access.
+//! `&AtomicU32` references [`GrantFrames::entry`] hands out never race with a non-atomic access.
 
 mod copy;
 mod view;
@@ -260,15 +259,37 @@ impl Drop for MachineMemory {
     }
 }
 
-/// The three fields of a grant entry, as atomics over the entry's bytes.
+/// A grant entry as atomics over its bytes: `flags` and `domid` as one 32-bit header word (so
+/// the hypervisor can check and claim both with one compare-and-swap, as Xen's `_set_status`
+/// does with its `cmpxchg` over the pair), and `frame`. Every access to an entry, guest side and
+/// hypervisor side, goes through these two words, so no location is accessed with two sizes.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct EntryAtomics<'a> {
-    /// `flags`.
-    pub flags: &'a AtomicU16,
-    /// `domid`.
-    pub domid: &'a AtomicU16,
+    /// `flags` and `domid`, in their ABI positions (see [`entry_header`]).
+    pub header: &'a AtomicU32,
     /// `frame`.
     pub frame: &'a AtomicU32,
+}
+
+/// The header word holding `flags` (bytes 0..2 of the entry) and `domid` (bytes 2..4).
+#[inline]
+pub(crate) const fn entry_header(flags: u16, domid: u16) -> u32 {
+    let (f, d) = (flags.to_ne_bytes(), domid.to_ne_bytes());
+    u32::from_ne_bytes([f[0], f[1], d[0], d[1]])
+}
+
+/// The `flags` half of a header word.
+#[inline]
+pub(crate) const fn header_flags(h: u32) -> u16 {
+    let b = h.to_ne_bytes();
+    u16::from_ne_bytes([b[0], b[1]])
+}
+
+/// The `domid` half of a header word.
+#[inline]
+pub(crate) const fn header_domid(h: u32) -> u16 {
+    let b = h.to_ne_bytes();
+    u16::from_ne_bytes([b[2], b[3]])
 }
 
 /// A domain's grant-table frames. They are atomic-only for as long as this object holds them.
@@ -303,15 +324,15 @@ impl GrantFrames {
         }
         let off = mfn.index() * PAGE_SIZE + (i % (PAGE_SIZE / 8)) * 8;
         // SAFETY: the offset is inside the direct map (mfn < frames) and 8-aligned (frames are
-        // page-aligned, entries 8 bytes), so each field is aligned for its atomic type. The
+        // page-aligned, entries 8 bytes), so both 4-byte words are aligned for AtomicU32. The
         // frame is atomic-only while `self` holds it (raw copies refuse it), and it is only
         // released by `take_frames(&mut self)`, which cannot run while these `&self`-bound
-        // references live; so every access to these bytes is atomic for 'a.
+        // references live; so every access to these bytes is atomic for 'a, and always through
+        // these same two 32-bit words (no mixed-size access).
         unsafe {
             let p = self.mem.base.as_ptr().add(off);
             Some(EntryAtomics {
-                flags: AtomicU16::from_ptr(p.cast()),
-                domid: AtomicU16::from_ptr(p.add(2).cast()),
+                header: AtomicU32::from_ptr(p.cast()),
                 frame: AtomicU32::from_ptr(p.add(4).cast()),
             })
         }
