@@ -4,6 +4,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crossbeam_utils::CachePadded;
 use xenoprof::Class;
 
 use crate::embedded::evtchn::EventChannels;
@@ -22,6 +23,12 @@ struct PfnAlloc {
     allocated: Vec<bool>,
 }
 
+/// A domain. Other domains' hypercalls read its identity, p2m, view and grant table for every
+/// op they run on it, so those fields must not share a cache line with what its vCPUs keep
+/// writing: the locks, the event channels and the grant free list are each padded to lines of
+/// their own, and the struct is line-aligned so the `Arc`'s reference counts (bumped by every
+/// domain lookup) sit on a line before it.
+#[repr(align(128))]
 pub(crate) struct Domain {
     pub id: DomId,
     pub machine: Arc<Machine>,
@@ -30,11 +37,11 @@ pub(crate) struct Domain {
     /// pfn -> mfn for the reservation, then the grant-table frames.
     p2m: Box<[AtomicU64]>,
     /// Serialises p2m updates and view remaps (Xen's p2m lock).
-    pub mm_lock: Mutex<()>,
+    pub mm_lock: CachePadded<Mutex<()>>,
     pub view: View,
-    pfn_alloc: Mutex<PfnAlloc>,
+    pfn_alloc: CachePadded<Mutex<PfnAlloc>>,
     pub gnttab: GrantTableState,
-    pub evtchn: EventChannels,
+    pub evtchn: CachePadded<EventChannels>,
     pub map_area: MapArea,
     dying: AtomicBool,
 }
@@ -84,14 +91,14 @@ impl Domain {
             id,
             pages,
             p2m: mfns.iter().map(|m| AtomicU64::new(m.0)).collect(),
-            mm_lock: Mutex::new(()),
+            mm_lock: CachePadded::new(Mutex::new(())),
             view,
-            pfn_alloc: Mutex::new(PfnAlloc {
+            pfn_alloc: CachePadded::new(Mutex::new(PfnAlloc {
                 free: (0..pages).rev().map(Pfn).collect(),
                 allocated: vec![false; pages as usize],
-            }),
+            })),
             gnttab,
-            evtchn: EventChannels::new(),
+            evtchn: CachePadded::new(EventChannels::new()),
             map_area,
             dying: AtomicBool::new(false),
             machine,

@@ -18,7 +18,7 @@ pub(crate) mod transfer;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use crossbeam_utils::Backoff;
+use crossbeam_utils::{Backoff, CachePadded};
 use xenoprof::Class;
 
 use crate::abi::*;
@@ -48,11 +48,13 @@ const PIN_FIELD: u32 = 0x7FFF;
 const PIN_BUSY: u32 = 1 << 31;
 
 /// A domain's grant table: entries in its own frames, the guest's free list, and the
-/// hypervisor's private pin counts.
+/// hypervisor's private pin counts. The free list, locked by the guest for every grant it
+/// makes or ends, has a cache line of its own: the hypervisor reads the fields beside it for
+/// every grant op.
 #[derive(Debug)]
 pub(crate) struct GrantTableState {
     frames: GrantFrames,
-    free: Mutex<Vec<u32>>,
+    free: CachePadded<Mutex<Vec<u32>>>,
     meta: Box<[AtomicU64]>,
     active: Box<[AtomicU32]>,
     pages: usize,
@@ -62,7 +64,9 @@ impl GrantTableState {
     pub fn new(frames: GrantFrames, pages: usize) -> Self {
         let n = frames.entries();
         Self {
-            free: Mutex::new((GNTTAB_NR_RESERVED_ENTRIES..n as u32).rev().collect()),
+            free: CachePadded::new(Mutex::new(
+                (GNTTAB_NR_RESERVED_ENTRIES..n as u32).rev().collect(),
+            )),
             meta: (0..n).map(|_| AtomicU64::new(0)).collect(),
             active: (0..n).map(|_| AtomicU32::new(0)).collect(),
             frames,
