@@ -9,7 +9,7 @@
 use hypervisor::embedded::{DomainHandle, EvtchnHandle, Hypervisor};
 use hypervisor::ringpage::own_ring;
 use hypervisor::{DomId, GrantRef, PAGE_SIZE, Pfn, Port};
-use netback::{FrontendKeys, RxMode, VifId};
+use netback::{FrontendKeys, FrontendOffloads, RxMode, VifId};
 use ring::netif::{ExtraInfo, RxRequest, TxRequest};
 use ring::{FrontRing, RxRing, TxRing, raw};
 
@@ -121,6 +121,9 @@ impl Hostile {
                 rx_ring_ref,
                 event_channel: port,
                 mode,
+                // Everything Linux's netfront takes, so the checksum and GSO paths of rx are
+                // fuzzed too (a GSO extra slot consumes a request of its own).
+                offload: FrontendOffloads::ALL,
             },
             tx,
             rx,
