@@ -345,14 +345,39 @@ impl<D: BackendDomain> Netback<D> {
         Ok(())
     }
 
-    /// Serves until `stop` returns true: poll while there is work, wait when there is none.
+    /// Serves until `stop` returns true: poll while there is work; when a pass finds none,
+    /// keep passing for up to `Config::busy_poll` (yielding between passes), then wait.
     pub fn run_until(&mut self, mut stop: impl FnMut() -> bool) -> Result<(), Error> {
         while !stop() {
-            if !self.poll()? {
+            if !self.poll()? && !self.busy_poll()? {
                 self.wait(self.dp.cfg.poll_interval)?;
             }
         }
         Ok(())
+    }
+
+    /// Passes again, yielding the CPU between passes so a runnable peer (on two cores, the
+    /// very vCPU about to produce the work) is never starved, until a pass finds work or
+    /// `Config::busy_poll` has gone by. Returns whether work was found.
+    fn busy_poll(&mut self) -> Result<bool, Error> {
+        let budget = self.dp.cfg.busy_poll;
+        if budget.is_zero() {
+            return Ok(false);
+        }
+        let end = Instant::now() + budget;
+        loop {
+            {
+                // A yield is a wait, not work: charged to no class.
+                let _b = xenoprof::blocked();
+                std::thread::yield_now();
+            }
+            if self.poll()? {
+                return Ok(true);
+            }
+            if Instant::now() >= end {
+                return Ok(false);
+            }
+        }
     }
 }
 

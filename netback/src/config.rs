@@ -37,6 +37,11 @@ pub struct Config {
     /// doubling from 1 ms per further spurious event up to this (XSA-332's lateeoi), so a guest
     /// notifying in a loop cannot buy unbounded backend passes.
     pub max_eoi_delay: Duration,
+    /// How long the serving loop keeps passing over the rings and uplinks, yielding the CPU
+    /// between passes, after a pass found no work and before it arms and blocks (Linux's
+    /// `busy_poll`). Work arriving within it costs neither the peer's notification nor a
+    /// wakeup; an idle backend pays it once per idle spell. Zero: block at once.
+    pub busy_poll: Duration,
 }
 
 impl Default for Config {
@@ -53,6 +58,7 @@ impl Default for Config {
             poll_interval: Duration::from_millis(20),
             vif_mac_limit: Some(64),
             max_eoi_delay: Duration::from_millis(100),
+            busy_poll: Duration::from_micros(20),
         }
     }
 }
@@ -83,6 +89,12 @@ impl Config {
             return bad(
                 "rx_queue_bytes",
                 "must hold at least one maximum-size frame (65549 B)",
+            );
+        }
+        if self.busy_poll > Duration::from_millis(10) {
+            return bad(
+                "busy_poll",
+                "at most 10 ms: longer belongs to blocking, which wakes on every event anyway",
             );
         }
         Ok(())
