@@ -1,0 +1,99 @@
+#!/bin/bash
+# Builds what boot.sh boots: Xen 4.17 (Debian's hypervisor), a Debian 6.1 PV dom0 running
+# netbackd, and a PV domU with Linux's xen-netfront, all as initramfs images (no disks).
+# Run as root on Debian 12 (it installs qemu, busybox-static, cpio and the Xen tools with apt).
+#
+#   WORK=/tmp/splitnet-xen NETBACKD=target/release/netbackd [ONLY="6 7"] [DEBUG_GDB=1] ./build.sh
+#
+# dom0/ is copied to /payload in dom0 (its run.sh runs the checks and prints the verdict);
+# domU/ to /payload in the guest (its run.sh answers dom0's commands).
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+WORK=${WORK:-/tmp/splitnet-xen}
+: "${NETBACKD:?set NETBACKD to the netbackd binary (cargo build --release -p netbackd)}"
+NETBACKD=$(realpath "$NETBACKD")
+VIF_SCRIPT=$(realpath "$HERE/../../scripts/vif-splitnet")
+mkdir -p "$WORK"; cd "$WORK"
+export DEBIAN_FRONTEND=noninteractive
+
+need=()
+for p in qemu-system-x86 busybox-static cpio xen-utils-4.17 xenstore-utils; do
+    dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
+done
+if [ ${#need[@]} -gt 0 ]; then
+    apt-get update -q >/dev/null
+    apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# KERNEL_PKG (e.g. linux-image-6.1.0-47-amd64) pins the kernel; by default the current one
+KPKG=${KERNEL_PKG:-$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/{print $2; exit}')}
+KV=${KPKG#linux-image-}
+if [ ! -f xen.elf ] || [ ! -d kroot/lib/modules/"$KV" ] || [ ! -f vmlinuz."$KV" ]; then
+    rm -rf kroot xroot ./*.deb
+    apt-get download "$KPKG" xen-hypervisor-4.17-amd64 >/dev/null 2>&1
+    mkdir kroot xroot
+    dpkg-deb -x "${KPKG}"_*.deb kroot
+    dpkg-deb -x xen-hypervisor-4.17-amd64_*.deb xroot
+    zcat xroot/boot/xen-4.17-amd64.gz > xen.elf   # multiboot ELF: qemu -kernel loads it as it is
+    cp kroot/boot/vmlinuz-"$KV" vmlinuz."$KV"
+    rm -f ./*.deb
+fi
+cp vmlinuz."$KV" vmlinuz
+M=kroot/lib/modules/$KV/kernel
+
+# copy an ELF and the shared libraries it needs into root $1
+add_elf() {
+    local root=$1 f=$2 dest=${3:-$2} l
+    mkdir -p "$root$(dirname "$dest")"; cp -L "$f" "$root$dest"
+    if ldd "$f" >/dev/null 2>&1; then
+        for l in $(ldd "$f" | grep -o '/[^ ]*'); do mkdir -p "$root$(dirname "$l")"; cp -L "$l" "$root$l"; done
+    fi
+}
+
+rm -rf d0 du
+mkdir -p d0/{bin,sbin,proc,sys,dev,tmp,run,root,guest,lib/modules,etc/xen/scripts} \
+         d0/var/{run/xen,lib/xen,lib/xenstored,log/xen} d0/usr/{bin,sbin}
+cp /bin/busybox d0/bin/
+# tun: netbackd's uplink is a TAP device
+for m in xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs tun; do
+    cp "$(find "$M" -name "$m.ko")" d0/lib/modules/
+done
+for b in /usr/lib/xen-4.17/bin/{xl,xenstored,xenconsoled,xen-init-dom0,libxl-save-helper} /usr/bin/xenstore /bin/bash; do
+    add_elf d0 "$b"
+done
+cp -L /lib/x86_64-linux-gnu/libgcc_s.so.1 d0/lib/x86_64-linux-gnu/   # xl aborts at exit without it
+for n in read write ls list exists rm chmod watch; do ln -sf /usr/bin/xenstore d0/usr/bin/xenstore-$n; done
+ln -sf /usr/lib/xen-4.17/bin/xl d0/sbin/xl
+cp /etc/xen/xl.conf d0/etc/xen/
+install -m755 "$VIF_SCRIPT" d0/etc/xen/scripts/vif-splitnet
+# netbackd without its DWARF (symbols stay for backtraces): a smaller initramfs boots faster
+add_elf d0 "$NETBACKD" /usr/sbin/netbackd
+strip --strip-debug d0/usr/sbin/netbackd
+install -m755 "$HERE/dom0-init.sh" d0/init
+cp -a "$HERE/dom0" d0/payload
+# ONLY="6 7": run only those checks (development; such a run never passes)
+[ -n "${ONLY:-}" ] && echo "$ONLY" > d0/payload/only
+# DEBUG_GDB=1: netbackd runs under gdb (Debian's gdb-minimal), which prints a backtrace and
+# the registers should it crash
+if [ "${DEBUG_GDB:-0}" = 1 ]; then
+    if [ ! -x gdbroot/usr/bin/gdb ]; then
+        apt-get download gdb-minimal >/dev/null 2>&1
+        rm -rf gdbroot; mkdir gdbroot; dpkg-deb -x gdb-minimal_*.deb gdbroot; rm -f gdb-minimal_*.deb
+    fi
+    add_elf d0 gdbroot/usr/bin/gdb /usr/bin/gdb
+    touch d0/payload/gdb
+fi
+
+mkdir -p du/{bin,proc,sys,dev,tmp,lib/modules,usr/bin}
+cp /bin/busybox du/bin/
+cp "$(find "$M" -name xen-netfront.ko)" du/lib/modules/
+# the guest talks to dom0's test driver through xenstore (its own data/ directory)
+add_elf du /usr/bin/xenstore
+for n in read write rm; do ln -sf /usr/bin/xenstore du/usr/bin/xenstore-$n; done
+install -m755 "$HERE/domU-init.sh" du/init
+cp -a "$HERE/domU" du/payload
+(cd du && find . | cpio -o -H newc 2>/dev/null | gzip -1) > d0/guest/domu.cpio.gz
+cp vmlinuz d0/guest/vmlinuz
+cp "$HERE/domu.cfg" d0/guest/domu.cfg
+(cd d0 && find . | cpio -o -H newc 2>/dev/null | gzip -1) > dom0.cpio.gz
+echo "built $WORK/dom0.cpio.gz ($(du -h dom0.cpio.gz | cut -f1)), kernel $KV"

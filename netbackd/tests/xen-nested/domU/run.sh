@@ -1,0 +1,134 @@
+# The guest's side of the test: an agent that runs what dom0's run.sh asks for and answers
+# through xenstore, in the guest's own data/splitnet/ directory (the guest may write there and
+# dom0 reads it). A command arrives in data/splitnet/cmd as "<seq> <words>"; the answer goes to
+# data/splitnet/ack as "<seq> <exit status> <last line of output>", and to the console.
+# Every command bounds its own time, so the agent always comes back for the next one.
+NET=10.9.0
+
+# Fork little: programs crash at random under this emulation.
+now() { read -r t _ < /proc/uptime; echo "$t"; }
+secs() { read -r t _ < /proc/uptime; echo "${t%.*}"; }
+
+# The interface xen-netfront made (eth0, unless a re-attach numbered it otherwise).
+iface() {
+    for d in /sys/class/net/eth*; do
+        [ -e "$d" ] && { basename "$d"; return 0; }
+    done
+    return 1
+}
+
+# up: waits up to 30 s for netfront's interface, brings it up with $NET.2/24.
+up() {
+    n=""
+    for i in $(seq 1 150); do n=$(iface) && break; sleep 0.2; done
+    [ -n "$n" ] || { echo "no eth interface after 30 s"; return 1; }
+    ip link set "$n" up && ip addr add "$NET.2/24" dev "$n" || return 1
+    echo "$n mac $(cat /sys/class/net/"$n"/address) mtu $(cat /sys/class/net/"$n"/mtu)"
+}
+
+# gone: waits up to 30 s for netfront's interface to disappear (after a detach).
+gone() {
+    for i in $(seq 1 150); do iface >/dev/null || { echo "no eth interface"; return 0; }; sleep 0.2; done
+    echo "$(iface) still there after 30 s"; return 1
+}
+
+# mtu N
+mtu() {
+    n=$(iface) || { echo "no interface"; return 1; }
+    ip link set "$n" mtu "$1" || return 1
+    echo "$n mtu $(cat /sys/class/net/"$n"/mtu)"
+}
+
+# pingd COUNT SIZE: pings dom0, prints "<received>/<sent>" (or what ping said instead).
+pingd() {
+    out=$(ping -c "$1" -s "$2" -W 5 "$NET.1" 2>&1)
+    r=$(echo "$out" | grep -o '[0-9]* packets transmitted, [0-9]* packets received' |
+        awk '{print $4 "/" $1}')
+    [ -n "$r" ] || { echo "ping said: $(echo "$out" | tail -n 2 | tr '\n' ' ')"; return 1; }
+    echo "$r"
+}
+
+# mkdata FILE SIZE [FILE SIZE...]: random data, made in the background (dom0 asks for it early,
+# while other checks run); FILE.sha gets "<sha256> <size>" when FILE is complete.
+mkdata() {
+    (
+        while [ $# -ge 2 ]; do
+            head -c "$2" /dev/urandom > "$1"
+            echo "$(sha256sum "$1" | cut -d' ' -f1) $(wc -c < "$1")" > "$1.sha"
+            shift 2
+        done
+    ) >/dev/null 2>&1 &
+    echo "making $*"
+}
+
+# shaof FILE SECS: waits up to SECS for mkdata's FILE; prints "<sha256> <size>".
+shaof() {
+    end=$(($(secs) + $2))
+    until [ -s "$1.sha" ]; do
+        [ "$(secs)" -lt "$end" ] || { echo "$1 not made within $2 s"; return 1; }
+        sleep 0.5
+    done
+    cat "$1.sha"
+}
+
+# send FILE PORT SECS: sends FILE to dom0's PORT over TCP, within SECS.
+send() {
+    t0=$(now)
+    timeout "$3" nc -w 10 "$NET.1" "$2" < "$1"; rc=$?
+    echo "nc exit $rc after $(awk "BEGIN{print $(now)-$t0}") s"
+    return $rc
+}
+
+# listen PORT FILE: a one-connection TCP listener writing into FILE, in the background
+# (busybox nc stops reading its socket when its own stdin ends: keep stdin open).
+listen() {
+    rm -f "$2"; : > "$2"
+    (sleep 100000 | nc -l -p "$1" > "$2" 2>/dev/null) >/dev/null 2>&1 &
+    echo "listening on $1"
+}
+
+# waitfile FILE SIZE STALL: waits until FILE holds SIZE bytes, failing once it has not grown
+# for STALL seconds; prints "<sha256> <size>".
+waitfile() {
+    last=-1; since=$(secs)
+    while :; do
+        n=$(wc -c < "$1")
+        [ "$n" -ge "$2" ] && break
+        if [ "$n" != "$last" ]; then
+            last=$n; since=$(secs)
+        elif [ $(($(secs) - since)) -ge "$3" ]; then
+            echo "stalled at $n of $2 bytes"; return 1
+        fi
+        sleep 0.5
+    done
+    echo "$(sha256sum "$1" | cut -d' ' -f1) $n"
+}
+
+# stream PORT: sends zeros to dom0's PORT until the domain dies.
+stream() {
+    (nc -w 10 "$NET.1" "$1" < /dev/zero) >/dev/null 2>&1 &
+    echo "streaming to $1"
+}
+
+for i in $(seq 1 50); do [ -e /dev/xen/xenbus ] && break; sleep 0.2; done
+last=$(cat /tmp/agent.last 2>/dev/null)
+xenstore-write data/splitnet/ready "$(now)" ||
+    echo "SPLITNET domU cannot write data/splitnet in xenstore: dom0 cannot drive this guest"
+echo "SPLITNET domU agent ready at $(now) s"
+while :; do
+    c=$(xenstore-read data/splitnet/cmd 2>/dev/null) || c=""
+    seq=${c%% *}
+    if [ -n "$c" ] && [ "$seq" != "$last" ]; then
+        last=$seq
+        echo "$seq" > /tmp/agent.last
+        cmd=${c#* }
+        out=$(eval "$cmd" 2>&1)
+        rc=$?
+        line=$(echo "$out" | tail -n 1)
+        echo "SPLITNET domU [$seq] $cmd -> $rc $line (at $(now) s)"
+        # a write whose program crashed (emulation) is tried again
+        xenstore-write data/splitnet/ack "$seq $rc $line" ||
+            xenstore-write data/splitnet/ack "$seq $rc $line"
+    fi
+    sleep 0.5
+done
