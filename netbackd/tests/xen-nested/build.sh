@@ -7,6 +7,8 @@
 #
 # dom0/ is copied to /payload in dom0 (its run.sh runs the checks and prints the verdict);
 # domU/ to /payload in the guest (its run.sh answers dom0's commands).
+# Exit 77 when what it needs from Debian cannot be had (no mirror, a package gone): the
+# environment's fault, not the test's.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 WORK=${WORK:-/tmp/splitnet-xen}
@@ -16,21 +18,35 @@ VIF_SCRIPT=$(realpath "$HERE/../../scripts/vif-splitnet")
 mkdir -p "$WORK"; cd "$WORK"
 export DEBIAN_FRONTEND=noninteractive
 
+unavailable() {
+    echo "xen-nested: SKIP: $* (check that a Debian 12 mirror is reachable: apt-get update)" >&2
+    exit 77
+}
 need=()
 for p in qemu-system-x86 busybox-static cpio xen-utils-4.17 xenstore-utils; do
     dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
-    apt-get update -q >/dev/null
-    apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
+    apt-get update -q >/dev/null || unavailable "apt-get update failed"
+    apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null ||
+        unavailable "apt-get install ${need[*]} failed"
 fi
 
 # KERNEL_PKG (e.g. linux-image-6.1.0-47-amd64) pins the kernel; by default the current one
-KPKG=${KERNEL_PKG:-$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/{print $2; exit}')}
-KV=${KPKG#linux-image-}
+kernel_pkg() {
+    KPKG=${KERNEL_PKG:-$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/{print $2; exit}')}
+    KV=${KPKG#linux-image-}
+}
+kernel_pkg
 if [ ! -f xen.elf ] || [ ! -d kroot/lib/modules/"$KV" ] || [ ! -f vmlinuz."$KV" ]; then
     rm -rf kroot xroot ./*.deb
-    apt-get download "$KPKG" xen-hypervisor-4.17-amd64 >/dev/null 2>&1
+    if ! apt-get download "$KPKG" xen-hypervisor-4.17-amd64 >/dev/null 2>download.err; then
+        # Stale package lists name a kernel the mirror no longer has: refresh them, once.
+        apt-get update -q >/dev/null 2>&1 || unavailable "apt-get update failed"
+        kernel_pkg
+        apt-get download "$KPKG" xen-hypervisor-4.17-amd64 >/dev/null 2>download.err ||
+            unavailable "cannot download $KPKG and xen-hypervisor-4.17-amd64: $(tail -n 1 download.err)"
+    fi
     mkdir kroot xroot
     dpkg-deb -x "${KPKG}"_*.deb kroot
     dpkg-deb -x xen-hypervisor-4.17-amd64_*.deb xroot
@@ -77,7 +93,7 @@ cp -a "$HERE/dom0" d0/payload
 # the registers should it crash
 if [ "${DEBUG_GDB:-0}" = 1 ]; then
     if [ ! -x gdbroot/usr/bin/gdb ]; then
-        apt-get download gdb-minimal >/dev/null 2>&1
+        apt-get download gdb-minimal >/dev/null 2>&1 || unavailable "cannot download gdb-minimal"
         rm -rf gdbroot; mkdir gdbroot; dpkg-deb -x gdb-minimal_*.deb gdbroot; rm -f gdb-minimal_*.deb
     fi
     add_elf d0 gdbroot/usr/bin/gdb /usr/bin/gdb

@@ -6,9 +6,11 @@
 #
 #   netbackd/tests/xen-nested/run.sh          (as root, on Debian 12 x86-64; 2-7 minutes)
 #
-# Exit: 0 PASS; 1 FAIL (a check failed: ours); 2 no verdict (every boot crashed or hung under
-# emulation; a warning names what each saw); 77 cannot run here (not root, not Debian 12 with
-# apt, no x86-64), with the reason printed.
+# Exit: 0 PASS; 1 FAIL (a check failed, or netbackd or the images did not build: ours); 2 no
+# verdict (every boot crashed or hung under emulation, or the budget ran out first; a warning
+# names what each boot saw); 3 a partial run passed or failed (build.sh's ONLY, development
+# only); 77 cannot run here (not root, not Debian 12 with apt, no x86-64, no Debian mirror),
+# with the reason printed.
 #
 # Environment: WORK (default /tmp/splitnet-xen: images, serial logs), TRIES (default 3),
 # BOOT_TIMEOUT (seconds one boot may take, default 600), BUDGET (seconds for the whole run from
@@ -28,11 +30,14 @@ grep -q '^VERSION_ID="12"' /etc/os-release 2>/dev/null && command -v apt-get >/d
     skip "needs Debian 12 with apt-get: the images are made from its Xen 4.17 and Linux packages"
 
 echo "=== building netbackd (release)"
-(cd "$ROOT" && cargo build --release -p netbackd)
+(cd "$ROOT" && cargo build --release -p netbackd) || { echo "xen-nested: FAIL: netbackd did not build"; exit 1; }
 echo "=== building the images in $WORK ($(($(date +%s) - START)) s)"
-NETBACKD="$ROOT/target/release/netbackd" "$HERE/build.sh"
-echo "=== booting ($(($(date +%s) - START)) s; budget $BUDGET s)"
 set +e
+NETBACKD="$ROOT/target/release/netbackd" "$HERE/build.sh"
+rc=$?
+[ "$rc" = 0 ] || [ "$rc" = 77 ] || echo "xen-nested: FAIL: build.sh exited $rc"
+[ "$rc" = 0 ] || exit $((rc == 77 ? 77 : 1))
+echo "=== booting ($(($(date +%s) - START)) s; budget $BUDGET s)"
 DEADLINE=$((START + BUDGET)) "$HERE/boot.sh"
 rc=$?
 echo "=== done in $(($(date +%s) - START)) s: exit $rc"

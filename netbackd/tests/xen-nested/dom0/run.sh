@@ -3,8 +3,9 @@
 # prints one verdict: "SPLITNET-TEST PASS ..." only after every check's data was verified,
 # "SPLITNET-TEST FAIL <check> <why>" when a check failed on its own, or
 # "SPLITNET-TEST NOVERDICT ..." when every failure came while a dom0 or guest program crashed
-# (under emulation such crashes happen at random: see README.md). A check that can be repeated
-# is run once more after such a failure. The guest runs domU/run.sh, an agent that takes
+# (under emulation such crashes happen at random: see README.md), netbackd's own crashes
+# excepted: those are failures. A check that can be repeated is run once more after such a
+# failure. The guest runs domU/run.sh, an agent that takes
 # commands through xenstore (g below).
 # A file "only" beside this script (build.sh writes it from $ONLY) limits the run to the
 # checks it lists, for development; such a run ends in "SPLITNET-TEST PARTIAL", never PASS.
@@ -32,10 +33,13 @@ CRASH0=0
 # begin: a check starts; crashes from now on taint its failure.
 begin() { CRASH0=$(crashes | wc -l); }
 crashed() { [ "$(crashes | wc -l)" -gt "$CRASH0" ]; }
+# ours_crashed: netbackd is among the programs that crashed since begin: whatever the emulation
+# does, that is never counted as flakiness.
+ours_crashed() { crashes | tail -n +$((CRASH0 + 1)) | grep -q netbackd; }
 ok() { say "check $1 ok: $2"; }
 # bad CHECK WHY: a failed check, ours unless a program crashed while it ran.
 bad() {
-    if crashed; then
+    if crashed && ! ours_crashed; then
         say "check $1 FAILED (a program crashed meanwhile): $2"
         TAINTED="$TAINTED $1"
         return
@@ -88,7 +92,7 @@ run() {
     want "$1" || return 0
     begin
     if $3; then ok "$1-$2" "$MSG"; return 0; fi
-    if [ "${4:-}" = again ] && crashed; then
+    if [ "${4:-}" = again ] && crashed && ! ours_crashed; then
         say "check $1-$2 failed while a program crashed ($MSG); once more"
         begin
         if $3; then ok "$1-$2" "$MSG (second try)"; return 0; fi
@@ -274,14 +278,18 @@ check_mtu9000() {
     ip link set sn0 mtu 9000 || why="ip link set sn0 mtu 9000 failed; "
     g 20 mtu 9000
     [ "$GRC" = 0 ] || why="${why}guest mtu: $GOUT; "
+    # 8000-byte pings, 3 each way: at MTU 9000 one frame per echo request or reply (6 each way
+    # on the TAP, a few more for ARP); fragmented at 1500 they would take 6 frames each (36).
+    # TCP's frame sizes prove nothing here: the TAP carries TSO super-frames at any MTU.
+    rp0=$(stat_of rx_packets); tp0=$(stat_of tx_packets)
     ping_both 3 8000 || why="${why}ping $PING; "
-    jping=$PING
+    rf=$(($(stat_of rx_packets) - rp0)); tf=$(($(stat_of tx_packets) - tp0))
+    jping="$PING; $rf frames from the guest and $tf to it on the TAP"
+    [ "$rf" -le 12 ] && [ "$tf" -le 12 ] || why="${why}8000-byte pings took $rf frames from the guest and $tf to it (fragmented?); "
     say "5-mtu9000: ping $jping"
     tcp_up /tmp/u4 $((4 * MIB)) || why="${why}up: $XFER; "
-    [ "$AVG" -gt 4000 ] || why="${why}domU->dom0 frames averaged $AVG B, not jumbo; "
     xup=$XFER
     tcp_down /tmp/d4 $((4 * MIB)) || why="${why}down: $XFER; "
-    [ "$AVG" -gt 4000 ] || why="${why}dom0->domU frames averaged $AVG B, not jumbo; "
     xdown=$XFER
     ip link set sn0 mtu 1500
     g 20 mtu 1500
@@ -328,19 +336,22 @@ check_detach_attach() {
 maps() { grep -c gntdev "/proc/$NB/maps" 2>/dev/null; }
 check_destroy() {
     why=""
+    PORT=$((PORT + 1))
     rm -f /tmp/stream; : > /tmp/stream
-    (sleep 100000 | nc -l -p 5007 > /tmp/stream 2>/dev/null) >/dev/null 2>&1 &
+    (sleep 100000 | nc -l -p "$PORT" > /tmp/stream 2>/dev/null) >/dev/null 2>&1 &
     sleep 1
-    g 20 stream 5007
+    g 20 stream "$PORT"
     ping -i 0.2 -W 1 "$NET.2" > /tmp/ping7 2>&1 &
     pinger=$!
     sleep 3
     s1=$(wc -c < /tmp/stream); p1=$(grep -c 'bytes from' /tmp/ping7)
     sleep 2
     s2=$(wc -c < /tmp/stream); p2=$(grep -c 'bytes from' /tmp/ping7)
-    inflight="TCP stream $s1 -> $s2 bytes, ping replies $p1 -> $p2, $(maps) gntdev mappings"
+    m0=$(maps)
+    inflight="TCP stream $s1 -> $s2 bytes, ping replies $p1 -> $p2, $m0 gntdev mappings"
     say "7-destroy: in flight: $inflight"
-    [ "$s2" -gt "$s1" ] || [ "$p2" -gt "$p1" ] || why="no traffic was flowing ($inflight); "
+    [ "$s2" -gt "$s1" ] || why="the guest's TCP stream was not flowing ($inflight); "
+    [ "${m0:-0}" -gt 0 ] || why="${why}netbackd held no gntdev mapping before the destroy ($inflight); "
     now; t0=$NOW
     xl destroy domu > /tmp/xl-destroy.log 2>&1 ||
         why="${why}xl destroy failed: $(tail -n 2 /tmp/xl-destroy.log | tr '\n' ' '); "
@@ -429,7 +440,10 @@ GP=/local/domain/$D/data/splitnet
 (tail -n +1 -F "$CONSOLE" 2>/dev/null | sed 's/^/domU| /') &
 say "domain $D created"
 if wait_connected 0 120; then
-    ok 1-connected "backend state 4, frontend state 4 (hotplug-status $(xenstore-read "/local/domain/0/backend/vif/$D/0/hotplug-status" 2>/dev/null))"
+    hs=$(xenstore-read "/local/domain/0/backend/vif/$D/0/hotplug-status" 2>/dev/null)
+    [ "$hs" = connected ] ||
+        abort 1-connected "both ends Connected but hotplug-status is '${hs:-missing}', not 'connected' (did vif-splitnet run? $(xenstore-read "/local/domain/0/backend/vif/$D/0/hotplug-error" 2>/dev/null))"
+    ok 1-connected "backend state 4, frontend state 4, hotplug-status connected"
 else
     abort 1-connected "backend/frontend states are $(states 0) after 120 s"
 fi
