@@ -2,7 +2,8 @@
 //!
 //! - The root holds the seam: the traits netback and netfront are generic over ([`traits`]),
 //!   the neutral types they speak ([`types`], [`ops`], [`Error`]), Xen's ABI structs ([`abi`]),
-//!   the xenbus states ([`xenbus`]) and the audited place where a page becomes ring memory
+//!   the xenbus states ([`xenbus`]), the late-EOI policy both drivers apply to their event
+//!   channels ([`lateeoi`]) and the audited place where a page becomes ring memory
 //!   ([`ringpage`]).
 //! - [`embedded`] is the model: machine memory, domains and their p2m, grant tables v1 (copy,
 //!   map, transfer), event channels and xenstore, in one process. Costs are real: machine memory
@@ -38,6 +39,7 @@ pub mod abi;
 pub mod double;
 pub mod embedded;
 pub mod error;
+pub mod lateeoi;
 pub mod ops;
 #[allow(unsafe_code)]
 pub mod ringpage;
@@ -48,6 +50,7 @@ pub mod xenbus;
 
 pub use abi::{GrantEntryV1, GrantStatus};
 pub use error::{Error, Result};
+pub use lateeoi::{Eoi, LateEoi};
 pub use ops::{CopyOp, CopyPtr, TransferOp};
 pub use traits::{
     BackendDomain, EventChannel, ForeignMapping, FrontendDomain, GrantOps, GrantTable, GuestMemory,

@@ -23,6 +23,7 @@ fn after_end_access_nothing_writes_the_page() {
             let src = d0.alloc_page().unwrap();
             let mut failures = 0u64;
             for k in 0..20_000u32 {
+                // Relaxed: a stop flag; the joins below order everything else.
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
@@ -47,6 +48,7 @@ fn after_end_access_nothing_writes_the_page() {
         std::thread::spawn(move || {
             let mut refused = 0u64;
             for _ in 0..5_000 {
+                // Relaxed: a stop flag; the joins below order everything else.
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
@@ -79,6 +81,7 @@ fn after_end_access_nothing_writes_the_page() {
         );
     }
     drop(borrow);
+    // Relaxed: pairs with the workers' polls of the flag; join() orders the rest.
     stop.store(true, Ordering::Relaxed);
     for t in threads {
         t.join().unwrap();

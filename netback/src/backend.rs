@@ -339,7 +339,7 @@ impl<D: BackendDomain> Netback<D> {
         }
         for vif in &mut dp.vifs {
             if dp.delivered.contains(&vif.port) {
-                vif.event_pending = true;
+                vif.eoi.delivered();
             }
         }
         Ok(())
@@ -500,24 +500,23 @@ impl<D: BackendDomain> Datapath<D> {
     /// in a loop cannot buy unbounded passes; work resets it.
     fn end_of_interrupt(&mut self, now: Instant) {
         for vif in &mut self.vifs {
-            if std::mem::take(&mut vif.event_pending) {
-                if std::mem::take(&mut vif.did_work) {
-                    vif.spurious_streak = 0;
-                } else {
+            // `did_work` is cleared only at a decision: work done by passes that collected no
+            // event counts for the next event, which may be the one that announced it.
+            let worked = vif.did_work;
+            match vif
+                .eoi
+                .end_of_interrupt(worked, now, self.cfg.max_eoi_delay)
+            {
+                hypervisor::Eoi::Idle => {}
+                hypervisor::Eoi::Worked => vif.did_work = false,
+                hypervisor::Eoi::Spurious => vif.stats.spurious_events += 1,
+                hypervisor::Eoi::Delayed => {
                     vif.stats.spurious_events += 1;
-                    vif.spurious_streak = vif.spurious_streak.saturating_add(1);
-                    if vif.spurious_streak >= 2 {
-                        let delay = Duration::from_millis(1)
-                            .saturating_mul(1 << (vif.spurious_streak - 2).min(20))
-                            .min(self.cfg.max_eoi_delay);
-                        vif.eoi_at = Some(now + delay);
-                        vif.stats.eoi_delayed += 1;
-                        self.delivered.retain(|p| *p != vif.port);
-                    }
+                    vif.stats.eoi_delayed += 1;
+                    self.delivered.retain(|p| *p != vif.port);
                 }
             }
-            if vif.eoi_at.is_some_and(|t| now >= t) {
-                vif.eoi_at = None;
+            if vif.eoi.take_due(now) {
                 self.delivered.push(vif.port);
             }
         }
@@ -539,7 +538,7 @@ impl<D: BackendDomain> Datapath<D> {
             .iter()
             .flat_map(|v| {
                 let expiry = v.rx_queue.oldest().map(|t| t + self.cfg.rx_drain_timeout);
-                [v.eoi_at, expiry]
+                [v.eoi.deadline(), expiry]
             })
             .flatten()
             .filter(|t| *t > now)

@@ -314,14 +314,10 @@ pub struct Vif<D: BackendDomain> {
     pub(crate) mac: Option<MacAddr>,
     pub(crate) rx_queue: RxQueue<D>,
     pub(crate) stats: VifStats,
-    /// An event arrived for this vif since the last pass.
-    pub(crate) event_pending: bool,
-    /// Work was done for this vif since its last event was collected.
+    /// Work was done for this vif since its last end of interrupt was decided.
     pub(crate) did_work: bool,
-    /// Consecutive events that found no work (lateeoi's spurious count).
-    pub(crate) spurious_streak: u32,
-    /// The port's end of interrupt is held until then (an event storm is being throttled).
-    pub(crate) eoi_at: Option<Instant>,
+    /// The port's late end of interrupt (an event storm is throttled, XSA-332).
+    pub(crate) eoi: hypervisor::LateEoi,
     /// Reused working storage of the tx and rx passes.
     pub(crate) tx_scratch: crate::tx::TxScratch<D>,
     pub(crate) rx_scratch: crate::rx::RxScratch<D>,
@@ -376,10 +372,8 @@ impl<D: BackendDomain> Vif<D> {
             stats: VifStats::default(),
             // Binding marks the port pending on real Xen (the event is delivered and unmasked
             // like any other); every pass looks at both rings anyway, events or not.
-            event_pending: false,
             did_work: false,
-            spurious_streak: 0,
-            eoi_at: None,
+            eoi: hypervisor::LateEoi::new(),
             tx_scratch: Default::default(),
             rx_scratch: Default::default(),
         })

@@ -39,6 +39,12 @@ pub struct FrontConfig {
     /// `feature-gso-tcpv6=1`, so the backend may deliver TCP super-frames of up to 64 KiB (17
     /// data slots and one extra-info slot), handed to smoltcp as one frame whatever the MTU.
     pub gso: bool,
+    /// The longest a storm of events that find no work may keep this frontend's event
+    /// channel masked (default 100 ms): the late end of interrupt Linux gives frontends since
+    /// XSA-391 (`hypervisor::LateEoi`), so a backend notifying in a loop cannot keep the guest
+    /// busy. The delay starts at 1 ms on the second event in a row that found no work and
+    /// doubles up to this.
+    pub max_eoi_delay: Duration,
 }
 
 impl Default for FrontConfig {
@@ -52,6 +58,7 @@ impl Default for FrontConfig {
             timeout: Duration::from_secs(5),
             csum_offload: true,
             gso: true,
+            max_eoi_delay: Duration::from_millis(100),
         }
     }
 }

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
-use hypervisor::{DomId, EventChannel, FrontendDomain, GrantRef, Pfn, Port, XenStore};
+use hypervisor::{DomId, Eoi, EventChannel, FrontendDomain, GrantRef, Pfn, Port, XenStore};
 use ring::FrontRing;
 use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
 use xenoprof::Class;
@@ -39,7 +39,16 @@ pub struct Netfront<D: FrontendDomain> {
     cfg: FrontConfig,
     features: BackendFeatures,
     disconnected: Option<Error>,
+    /// The port's late end of interrupt (XSA-391: a backend storming us is throttled).
+    eoi: hypervisor::LateEoi,
+    /// Both rings' response consumer indices, summed, at the last event's end-of-interrupt
+    /// decision: whether they moved since is whether work was done. Only a decision about an
+    /// event moves it, so work done while no event was outstanding counts for the next one
+    /// (which may be the event that announced it: the guest often consumes responses before
+    /// it collects their event).
+    work_mark: u32,
     spurious: u64,
+    eoi_delayed: u64,
 }
 
 impl<D: FrontendDomain> Netfront<D> {
@@ -208,7 +217,10 @@ impl<D: FrontendDomain> Netfront<D> {
                 cfg: cfg.clone(),
                 features,
                 disconnected: None,
+                eoi: hypervisor::LateEoi::new(),
+                work_mark: 0,
                 spurious: 0,
+                eoi_delayed: 0,
             })
         })();
         match built {
@@ -346,9 +358,17 @@ impl<D: FrontendDomain> Netfront<D> {
     /// Final checks on both rings, then blocks on the event channel until an event or
     /// `timeout` (`None`: no limit). Returns at once if work is waiting. Also notices a backend
     /// that switched to Closing/Closed (`Error::BackendClosed`).
+    ///
+    /// The end of interrupt is late, as Linux netfront's since XSA-391: the port an event was
+    /// delivered on stays masked until the next call, when the work it announced has been
+    /// done (`poll` in between); an event that found no work again is held back longer
+    /// ([`FrontConfig::max_eoi_delay`]), so a backend storming the channel is throttled.
+    /// Nothing is lost meanwhile: events on a masked port stay pending and are delivered at
+    /// the unmask, and this wait never sleeps past a held-back unmask.
     pub fn wait(&mut self, timeout: Option<Duration>) -> Result<()> {
         self.check_connected()?;
         let _s = xenoprof::scope(Class::NETFRONT);
+        self.end_of_interrupt()?;
         self.check_backend()?;
         if !self.rx.ready.is_empty() {
             return Ok(());
@@ -365,15 +385,54 @@ impl<D: FrontendDomain> Netfront<D> {
                 return Err(self.disconnect(Error::Ring(e)));
             }
         }
+        let timeout = match self.eoi.deadline() {
+            Some(t) => {
+                let until = t.saturating_duration_since(Instant::now());
+                Some(timeout.map_or(until, |d| d.min(until)))
+            }
+            None => timeout,
+        };
         self.delivered.clear();
         self.evtchn
             .wait(timeout, &mut self.delivered)
             .map_err(Error::hv("evtchn wait"))?;
-        if !self.delivered.is_empty() {
-            // Unmask at once: the final checks above re-armed both rings, so an event that
-            // arrives while we process is delivered again, never lost.
+        if self.delivered.contains(&self.port) {
+            self.eoi.delivered();
+        }
+        Ok(())
+    }
+
+    /// The late end of interrupt for the event the last wait delivered (see [`Self::wait`]),
+    /// and a held-back one that has come due.
+    fn end_of_interrupt(&mut self) -> Result<()> {
+        let mark = self
+            .rx
+            .ring
+            .rsp_cons()
+            .wrapping_add(self.tx.ring.rsp_cons());
+        let now = Instant::now();
+        let decision =
+            self.eoi
+                .end_of_interrupt(mark != self.work_mark, now, self.cfg.max_eoi_delay);
+        if decision != Eoi::Idle {
+            self.work_mark = mark;
+        }
+        let unmask = match decision {
+            Eoi::Idle => false,
+            Eoi::Worked => true,
+            Eoi::Spurious => {
+                self.spurious += 1;
+                true
+            }
+            Eoi::Delayed => {
+                self.spurious += 1;
+                self.eoi_delayed += 1;
+                false
+            }
+        };
+        if unmask || self.eoi.take_due(now) {
             self.evtchn
-                .unmask(&self.delivered)
+                .unmask(&[self.port])
                 .map_err(Error::hv("evtchn unmask"))?;
         }
         Ok(())
@@ -399,6 +458,7 @@ impl<D: FrontendDomain> Netfront<D> {
         let mut s = self.tx.stats;
         s.merge(&self.rx.stats);
         s.spurious_wakeups += self.spurious;
+        s.eoi_delayed += self.eoi_delayed;
         s
     }
 

@@ -61,8 +61,11 @@ pub struct Stats {
     pub grant_busy: u64,
     /// Event-channel notifications sent.
     pub notifies: u64,
-    /// Wakeups from `wait` that found no work.
+    /// Events that found no work (the late end of interrupt's spurious count, XSA-391).
     pub spurious_wakeups: u64,
+    /// Of those, events whose end of interrupt was held back: a backend storming the event
+    /// channel is being throttled.
+    pub eoi_delayed: u64,
 }
 
 impl Stats {
@@ -97,6 +100,7 @@ impl Stats {
             grant_busy,
             notifies,
             spurious_wakeups,
+            eoi_delayed,
         } = *o;
         self.rx_packets += rx_packets;
         self.rx_bytes += rx_bytes;
@@ -125,6 +129,7 @@ impl Stats {
         self.grant_busy += grant_busy;
         self.notifies += notifies;
         self.spurious_wakeups += spurious_wakeups;
+        self.eoi_delayed += eoi_delayed;
     }
 
     /// Rx frames dropped for bad offload metadata (the backend's extra-info slots and checksum

@@ -453,3 +453,40 @@ fn a_guest_too_small_for_its_buffers_fails_cleanly_and_gets_every_page_back() {
     assert_eq!(allocatable(&small), pages_before);
     be.stop();
 }
+
+/// XSA-391: a backend notifying in a loop. Each event that finds no work is spurious; from
+/// the second in a row the end of interrupt is held back (1 ms, doubling to 100 ms), so the
+/// storm wakes the guest once per held-back period instead of once per wait. Traffic still
+/// flows.
+#[test]
+fn a_backend_storming_the_event_channel_is_throttled_and_traffic_still_flows() {
+    let (_xen, be, mut nf) = with_hostile(Hostile::EventStorm, 1500);
+    let max_delay = FrontConfig::default().max_eoi_delay;
+    let start = std::time::Instant::now();
+    const WAITS: u64 = 300;
+    for _ in 0..WAITS {
+        nf.poll().unwrap();
+        nf.wait(Some(Duration::from_millis(1))).unwrap();
+    }
+    let elapsed = start.elapsed();
+    let s = nf.stats();
+    let storm = be.storm_notifies();
+    assert!(s.spurious_wakeups >= 2, "{s:?}");
+    assert!(s.eoi_delayed >= 1, "{s:?}");
+    // The schedule bounds the wakeups: one per held-back period (1, 2, 4 ... ms, then one per
+    // max_delay), plus the first two. Unthrottled, every one of the waits would be woken.
+    let ms = elapsed.as_millis() as u64;
+    let periods = u64::from(64 - (ms + 1).leading_zeros()) + ms / max_delay.as_millis() as u64;
+    let bound = 2 + periods + 2;
+    assert!(
+        s.spurious_wakeups <= bound && bound < WAITS,
+        "{} spurious wakeups in {WAITS} waits over {elapsed:?} while the backend notified \
+         {storm} times: the schedule allows {bound}",
+        s.spurious_wakeups
+    );
+    // Not deaf: a frame delivered during the storm arrives.
+    be.inject(0, frame(300, 7));
+    assert_eq!(recv(&mut nf), frame(300, 7));
+    nf.close().unwrap();
+    be.stop();
+}

@@ -59,6 +59,9 @@ pub enum Hostile {
     RxExtraInfo,
     /// Answer tx requests with ids the frontend never used.
     TxBadId,
+    /// Notify every connected frontend on every pass, work or not (XSA-391's storm); serves
+    /// normally otherwise.
+    EventStorm,
 }
 
 #[derive(Debug, Clone)]
@@ -185,6 +188,8 @@ pub struct Seen {
     pub delivered: usize,
     /// How each delivered frame was laid out, in order.
     pub rx_layouts: Vec<RxLayout>,
+    /// Notifications sent by `Hostile::EventStorm`.
+    pub storm_notifies: u64,
 }
 
 pub struct TestBackend {
@@ -244,6 +249,11 @@ impl TestBackend {
     /// The first tx request's flags of every captured frame.
     pub fn tx_flags(&self) -> Vec<u16> {
         self.seen.lock().unwrap().tx_flags.clone()
+    }
+
+    /// Notifications the storm has sent so far.
+    pub fn storm_notifies(&self) -> u64 {
+        self.seen.lock().unwrap().storm_notifies
     }
 
     pub fn rx_layouts(&self) -> Vec<RxLayout> {
@@ -451,6 +461,22 @@ fn run(
                     evtchn.notify(c.port).unwrap();
                 }
             }
+        }
+        if opts.hostile == Hostile::EventStorm {
+            let mut sent = 0;
+            for v in &vifs {
+                if let Some(c) = &v.conn {
+                    evtchn.notify(c.port).unwrap();
+                    sent += 1;
+                }
+            }
+            seen.lock().unwrap().storm_notifies += sent;
+            // Storming, not sleeping: only yield the CPU to the frontend's thread.
+            delivered.clear();
+            let _ = evtchn.wait(Some(Duration::ZERO), &mut delivered);
+            let _ = evtchn.unmask(&delivered);
+            std::thread::yield_now();
+            continue;
         }
         if !busy {
             // Final checks, then sleep on the event channel (bounded).
