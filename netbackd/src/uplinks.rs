@@ -13,6 +13,8 @@ mod nic;
 mod tap;
 mod vnet;
 
+use std::io::IoSlice;
+
 use hostnet::{PacketConfig, PacketSocket, Tap, TapConfig};
 use netback::UplinkStats;
 use netback::pool::NetFrame;
@@ -141,6 +143,42 @@ fn take_in_with_hdr<D: hypervisor::BackendDomain>(
         Err(e) => {
             stats.rx_errors += 1;
             log::debug!("dropped a frame whose virtio-net header does not fit it: {e}");
+        }
+    }
+}
+
+/// Sends `frames` out, one per `send` call: the virtio-net header first when `hdr_len` says the
+/// port carries one (the frame goes as it is, the header saying what is left to do), else the
+/// bare frame. A full kernel queue (`WouldBlock`) is a drop, as a NIC drops; other failures
+/// are errors.
+fn send_out<D: hypervisor::BackendDomain>(
+    frames: &mut Vec<NetFrame<D>>,
+    tx_buf: &mut Vec<u8>,
+    hdr_len: usize,
+    stats: &mut UplinkStats,
+    send: impl Fn(&[IoSlice<'_>]) -> std::io::Result<usize>,
+) {
+    for f in frames.drain(..) {
+        if f.0.read_into(tx_buf).is_err() {
+            stats.tx_errors += 1;
+            continue;
+        }
+        let sent = if hdr_len == vnet::HDR_LEN {
+            let Ok(hdr) = vnet::tx_header(&f.meta(), tx_buf) else {
+                stats.tx_errors += 1;
+                continue;
+            };
+            send(&[IoSlice::new(&hdr), IoSlice::new(tx_buf)])
+        } else {
+            send(&[IoSlice::new(tx_buf)])
+        };
+        match sent {
+            Ok(_) => {
+                stats.tx_frames += 1;
+                stats.tx_bytes += tx_buf.len() as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => stats.tx_dropped += 1,
+            Err(_) => stats.tx_errors += 1,
         }
     }
 }

@@ -1,6 +1,5 @@
 //! An existing interface (a NIC, a veth) as a switch port, through an `AF_PACKET` socket.
 
-use std::io::IoSlice;
 use std::os::fd::AsFd;
 
 use hostnet::{PacketSocket, RecvBatch};
@@ -8,7 +7,7 @@ use netback::pool::NetFrame;
 use netback::{Accepts, Uplink, UplinkIo, UplinkStats, Wakeup};
 use ring::netif::MAX_FRAME;
 
-use super::{RX_BURST, take_in_with_hdr, vnet};
+use super::{RX_BURST, send_out, take_in_with_hdr, vnet};
 
 /// Frames per `recvmmsg` on a NIC uplink.
 const NIC_BATCH: usize = 4;
@@ -97,31 +96,14 @@ impl<D: hypervisor::BackendDomain> Uplink<D> for NicUplink {
     }
 
     fn transmit(&mut self, _io: &UplinkIo<'_, D>, frames: &mut Vec<NetFrame<D>>) {
-        for f in frames.drain(..) {
-            if f.0.read_into(&mut self.tx_buf).is_err() {
-                self.stats.tx_errors += 1;
-                continue;
-            }
-            let sent = if self.hdr_len == vnet::HDR_LEN {
-                // As it is: the kernel completes the checksum or segments for the interface.
-                let Ok(hdr) = vnet::tx_header(&f.meta(), &self.tx_buf) else {
-                    self.stats.tx_errors += 1;
-                    continue;
-                };
-                self.sock
-                    .send_vectored(&[IoSlice::new(&hdr), IoSlice::new(&self.tx_buf)])
-            } else {
-                self.sock.send(&self.tx_buf)
-            };
-            match sent {
-                Ok(_) => {
-                    self.stats.tx_frames += 1;
-                    self.stats.tx_bytes += self.tx_buf.len() as u64;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => self.stats.tx_dropped += 1,
-                Err(_) => self.stats.tx_errors += 1,
-            }
-        }
+        let sock = &self.sock;
+        send_out(
+            frames,
+            &mut self.tx_buf,
+            self.hdr_len,
+            &mut self.stats,
+            |parts| sock.send_vectored(parts),
+        );
     }
 
     fn arm(&mut self) -> bool {

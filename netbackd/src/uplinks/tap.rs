@@ -1,6 +1,5 @@
 //! A TAP device as a switch port: the host's own stack behind it.
 
-use std::io::IoSlice;
 use std::os::fd::AsFd;
 
 use hostnet::Tap;
@@ -9,7 +8,7 @@ use netback::pool::NetFrame;
 use netback::{Accepts, Uplink, UplinkIo, UplinkStats, Wakeup};
 use ring::netif::{ETH_HLEN, MAX_FRAME};
 
-use super::{RX_BURST, take_in_with_hdr, vnet};
+use super::{RX_BURST, send_out, take_in_with_hdr, vnet};
 
 /// The offloads a TAP is opened with when they are on: partial checksums and TCP super-frames
 /// over IPv4 and IPv6 (UDP fragmentation and segmentation have no place in netif).
@@ -104,32 +103,14 @@ impl<D: hypervisor::BackendDomain> Uplink<D> for TapUplink {
     }
 
     fn transmit(&mut self, _io: &UplinkIo<'_, D>, frames: &mut Vec<NetFrame<D>>) {
-        for f in frames.drain(..) {
-            if f.0.read_into(&mut self.tx_buf).is_err() {
-                self.stats.tx_errors += 1;
-                continue;
-            }
-            let sent = if self.hdr_len == vnet::HDR_LEN {
-                // The frame goes as it is, its header saying what is left to do.
-                let Ok(hdr) = vnet::tx_header(&f.meta(), &self.tx_buf) else {
-                    self.stats.tx_errors += 1;
-                    continue;
-                };
-                self.tap
-                    .send_vectored(&[IoSlice::new(&hdr), IoSlice::new(&self.tx_buf)])
-            } else {
-                self.tap.send(&self.tx_buf)
-            };
-            match sent {
-                Ok(_) => {
-                    self.stats.tx_frames += 1;
-                    self.stats.tx_bytes += self.tx_buf.len() as u64;
-                }
-                // The kernel's queue is full (or the link is down): dropped, as a NIC drops.
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => self.stats.tx_dropped += 1,
-                Err(_) => self.stats.tx_errors += 1,
-            }
-        }
+        let tap = &self.tap;
+        send_out(
+            frames,
+            &mut self.tx_buf,
+            self.hdr_len,
+            &mut self.stats,
+            |parts| tap.send_vectored(parts),
+        );
     }
 
     fn arm(&mut self) -> bool {
