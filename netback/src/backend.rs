@@ -270,8 +270,11 @@ impl<D: BackendDomain> Netback<D> {
     /// done (or control-plane events are still waiting).
     pub fn poll(&mut self) -> Result<bool, Error> {
         let more = self.xenbus.poll(&mut self.dp)?;
-        let work = self.dp.pass()?;
-        self.dp.end_of_interrupt(Instant::now());
+        // One clock read serves the pass (queue stamps, expiry, MAC ageing) and its end of
+        // interrupt.
+        let now = Instant::now();
+        let work = self.dp.pass(now)?;
+        self.dp.end_of_interrupt(now);
         Ok(work || more)
     }
 
@@ -383,8 +386,7 @@ impl<D: BackendDomain> Netback<D> {
 
 impl<D: BackendDomain> Datapath<D> {
     /// One pass over every vif and uplink. Returns whether any work was done.
-    fn pass(&mut self) -> Result<bool, Error> {
-        let now = Instant::now();
+    fn pass(&mut self, now: Instant) -> Result<bool, Error> {
         let since = now.duration_since(self.start);
         let mut work = false;
         // Guest → switch.

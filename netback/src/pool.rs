@@ -280,21 +280,12 @@ impl<D: GuestMemory> Buf<D> {
         }
         // The field holds the pseudo-header sum: summing the whole L4 span completes it.
         let mut c = offload::csum::Checksum::new();
-        let dom = &self.pool.dom;
-        for (i, page) in self.pages.as_slice().iter().enumerate() {
-            let (lo, hi) = (i * PAGE_SIZE, ((i + 1) * PAGE_SIZE).min(self.len));
-            let (a, b) = (loc.csum_start.max(lo), loc.ip_end.min(hi));
-            if a >= b {
-                continue;
-            }
-            dom.with_page(page.pfn, |p| {
-                c.add(&p[a - lo..b - lo]);
-            })
-            .map_err(|_| offload::Error::Truncated {
+        if !self.sum_range(loc.csum_start..loc.ip_end, &mut c) {
+            return Err(offload::Error::Truncated {
                 what: "frame page",
-                need: b,
-                have: a,
-            })?;
+                need: loc.ip_end,
+                have: loc.csum_start,
+            });
         }
         let mut v = c.finish();
         if v == 0 && loc.l4 == offload::parse::L4Kind::Udp {
@@ -451,21 +442,32 @@ impl<D: GuestMemory> Buf<D> {
             return false;
         }
         let mut c = offload::csum::pseudo(&hdr[..n], loc, loc.l4_len());
+        self.sum_range(loc.csum_start..loc.ip_end, &mut c) && c.sum() == 0xFFFF
+    }
+
+    /// Adds the frame's bytes `range` (within its length) to `c`, page by page. False if a
+    /// page could not be read.
+    fn sum_range(&self, range: std::ops::Range<usize>, c: &mut offload::csum::Checksum) -> bool {
         let dom = &self.pool.dom;
         for (i, page) in self.pages.as_slice().iter().enumerate() {
-            let (lo, hi) = (i * PAGE_SIZE, ((i + 1) * PAGE_SIZE).min(self.len));
-            let (a, b) = (loc.csum_start.max(lo), loc.ip_end.min(hi));
-            if a < b
-                && dom
-                    .with_page(page.pfn, |p| {
-                        c.add(&p[a - lo..b - lo]);
-                    })
-                    .is_err()
+            let lo = i * PAGE_SIZE;
+            if lo >= range.end {
+                break;
+            }
+            let hi = (lo + PAGE_SIZE).min(self.len);
+            if hi <= range.start {
+                continue;
+            }
+            if dom
+                .with_page(page.pfn, |p| {
+                    c.add_clipped(&p[..hi - lo], lo, &range);
+                })
+                .is_err()
             {
                 return false;
             }
         }
-        c.sum() == 0xFFFF
+        true
     }
 
     /// Copies the frame into a fresh buffer of the same pool, page by page through the backend's

@@ -113,12 +113,9 @@ fn sum_range(
 ) -> bool {
     let mut pos = 0;
     src.visit(&mut |chunk| {
-        let (lo, hi) = (pos, pos + chunk.len());
-        pos = hi;
-        if hi > start && lo < end {
-            c.add(&chunk[start.max(lo) - lo..end.min(hi) - lo]);
-        }
-        hi < end
+        c.add_clipped(chunk, pos, &(start..end));
+        pos += chunk.len();
+        pos < end
     }) && pos >= end
 }
 

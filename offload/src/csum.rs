@@ -55,6 +55,18 @@ impl Checksum {
         self
     }
 
+    /// Adds the part of `chunk` that lies in `range`, where `chunk` holds a frame's bytes from
+    /// logical position `at` on: how a frame living in pieces (pages) is summed piece by piece,
+    /// in order. Pieces wholly outside `range` add nothing.
+    #[inline]
+    pub fn add_clipped(&mut self, chunk: &[u8], at: usize, range: &Range<usize>) -> &mut Checksum {
+        let (lo, hi) = (at, at + chunk.len());
+        if hi > range.start && lo < range.end {
+            self.add(&chunk[range.start.max(lo) - lo..range.end.min(hi) - lo]);
+        }
+        self
+    }
+
     /// Adds a 16-bit number (host value, as it would read big-endian in a header).
     #[inline]
     pub fn add_u16(&mut self, v: u16) -> &mut Checksum {
@@ -264,17 +276,11 @@ where
     let mut c = Checksum::new();
     let mut pos = 0;
     for chunk in chunks {
-        let (lo, hi) = (pos, pos + chunk.len());
-        pos = hi;
-        if hi <= range.start {
-            continue;
-        }
-        if lo >= range.end {
+        if pos >= range.end {
             break;
         }
-        let a = range.start.max(lo) - lo;
-        let b = range.end.min(hi) - lo;
-        c.add(&chunk[a..b]);
+        c.add_clipped(chunk, pos, &range);
+        pos += chunk.len();
     }
     c
 }
