@@ -20,6 +20,7 @@ use crate::embedded::efd::EventFd;
 use crate::embedded::machine::Machine;
 use crate::error::{Error, Result};
 use crate::types::{DomId, WatchEvent, XsPerm, XsPermLevel};
+use crate::xenbus::VifPaths;
 
 #[derive(Debug, Clone)]
 struct Node {
@@ -510,15 +511,6 @@ impl Drop for XsConnection {
     }
 }
 
-/// Paths of a vif device pair, as the toolstack lays them out.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VifPaths {
-    /// `/local/domain/<backend>/backend/vif/<frontend>/<devid>`.
-    pub backend: String,
-    /// `/local/domain/<frontend>/device/vif/<devid>`.
-    pub frontend: String,
-}
-
 impl crate::embedded::machine::Hypervisor {
     /// Nodes in the store, for leak checks.
     pub fn xenstore_nodes(&self) -> usize {
@@ -542,10 +534,10 @@ impl crate::embedded::machine::Hypervisor {
         mac: &str,
     ) -> Result<VifPaths> {
         let xs = self.xenstore();
-        let be = format!("/local/domain/{backend}/backend/vif/{frontend}/{devid}");
-        let fe = format!("/local/domain/{frontend}/device/vif/{devid}");
-        xs.mkdir(&be)?;
-        xs.mkdir(&fe)?;
+        let paths = VifPaths::new(frontend, backend, devid);
+        let (be, fe) = (&paths.backend, &paths.frontend);
+        xs.mkdir(be)?;
+        xs.mkdir(fe)?;
         let be_perms = [
             XsPerm {
                 domid: backend,
@@ -566,30 +558,11 @@ impl crate::embedded::machine::Hypervisor {
                 perm: XsPermLevel::Read,
             },
         ];
-        xs.set_permissions(&be, &be_perms)?;
-        xs.set_permissions(&fe, &fe_perms)?;
-        for (k, v) in [
-            ("frontend", fe.clone()),
-            ("frontend-id", frontend.to_string()),
-            ("handle", devid.to_string()),
-            ("mac", mac.to_string()),
-            ("online", "1".into()),
-            ("state", "1".into()),
-        ] {
-            xs.write(&format!("{be}/{k}"), &v)?;
+        xs.set_permissions(be, &be_perms)?;
+        xs.set_permissions(fe, &fe_perms)?;
+        for (path, value) in paths.toolstack_nodes(frontend, backend, devid, mac) {
+            xs.write(&path, &value)?;
         }
-        for (k, v) in [
-            ("backend", be.clone()),
-            ("backend-id", backend.to_string()),
-            ("handle", devid.to_string()),
-            ("mac", mac.to_string()),
-            ("state", "1".into()),
-        ] {
-            xs.write(&format!("{fe}/{k}"), &v)?;
-        }
-        Ok(VifPaths {
-            backend: be,
-            frontend: fe,
-        })
+        Ok(paths)
     }
 }
