@@ -485,21 +485,12 @@ impl XsConnection {
 impl XsConnection {
     /// An eventfd that polls readable while a watch event may be queued (made on first use).
     pub fn as_fd(&self) -> Option<BorrowedFd<'_>> {
-        let mut created = false;
-        let efd = self
-            .sig
-            .efd
-            .get_or_init(|| {
-                created = true;
-                EventFd::new()
-            })
-            .as_ref()?;
-        if created {
+        let efd = EventFd::get_or_create(&self.sig.efd, |efd| {
             // Events may have been queued before the descriptor existed: make it readable.
             // Release: pairs with the AcqRel swap in `drain`.
             self.sig.signalled.store(true, Ordering::Release);
             efd.signal();
-        }
+        })?;
         Some(efd.as_fd())
     }
 }
