@@ -311,8 +311,10 @@ impl XsConnection {
         self.m.store.tree()
     }
 
-    /// Reads a node's value.
-    pub fn read(&self, path: &str) -> Result<String> {
+    /// Runs `f` on the node at `path` (and the tree holding it) once this connection is
+    /// allowed to read it: a bad path, a missing node and a denied read are errors, checked in
+    /// that order.
+    fn with_readable<R>(&self, path: &str, f: impl FnOnce(&Tree, &Node) -> R) -> Result<R> {
         validate(path)?;
         let t = self.tree();
         let n = t
@@ -320,7 +322,12 @@ impl XsConnection {
             .get(path)
             .ok_or_else(|| Error::XsNoEntry(path.to_string()))?;
         t.check(path, self.domid, false)?;
-        Ok(n.value.clone())
+        Ok(f(&t, n))
+    }
+
+    /// Reads a node's value.
+    pub fn read(&self, path: &str) -> Result<String> {
+        self.with_readable(path, |_, n| n.value.clone())
     }
 
     /// Writes a node, creating it (and missing parents) if needed.
@@ -377,35 +384,24 @@ impl XsConnection {
 
     /// The names of a node's children.
     pub fn directory(&self, path: &str) -> Result<Vec<String>> {
-        validate(path)?;
-        let t = self.tree();
-        if !t.nodes.contains_key(path) {
-            return Err(Error::XsNoEntry(path.to_string()));
-        }
-        t.check(path, self.domid, false)?;
-        let prefix = if path == "/" {
-            "/".to_string()
-        } else {
-            format!("{path}/")
-        };
-        Ok(t.nodes
-            .range(prefix.clone()..)
-            .take_while(|(k, _)| k.starts_with(&prefix))
-            .filter(|(k, _)| !k[prefix.len()..].contains('/') && k.len() > prefix.len())
-            .map(|(k, _)| k[prefix.len()..].to_string())
-            .collect())
+        self.with_readable(path, |t, _| {
+            let prefix = if path == "/" {
+                "/".to_string()
+            } else {
+                format!("{path}/")
+            };
+            t.nodes
+                .range(prefix.clone()..)
+                .take_while(|(k, _)| k.starts_with(&prefix))
+                .filter(|(k, _)| !k[prefix.len()..].contains('/') && k.len() > prefix.len())
+                .map(|(k, _)| k[prefix.len()..].to_string())
+                .collect()
+        })
     }
 
     /// The node's permissions (owner/default first, then the ACL).
     pub fn get_permissions(&self, path: &str) -> Result<Vec<XsPerm>> {
-        validate(path)?;
-        let t = self.tree();
-        let n = t
-            .nodes
-            .get(path)
-            .ok_or_else(|| Error::XsNoEntry(path.to_string()))?;
-        t.check(path, self.domid, false)?;
-        Ok(n.perms.clone())
+        self.with_readable(path, |_, n| n.perms.clone())
     }
 
     /// Sets a node's permissions (owner or dom0 only).
