@@ -57,4 +57,4 @@ pub use traits::{
     XenDomain, XenStore,
 };
 pub use types::*;
-pub use xenbus::XenbusState;
+pub use xenbus::{VifPaths, XenbusState};

@@ -70,6 +70,19 @@ fn page(st: &mut [PageState], pfn: Pfn) -> Result<&mut PageState> {
     }
 }
 
+/// The state of an allocated page open to a non-atomic access (the module doc's discipline):
+/// not pinned as a ring and, for a write, not borrowed by `with_page`.
+fn accessible(st: &mut [PageState], pfn: Pfn, write: bool) -> Result<&mut PageState> {
+    let s = page(st, pfn)?;
+    if s.pins > 0 {
+        return Err(Error::PageIsRing(pfn));
+    }
+    if write && s.borrows > 0 {
+        return Err(Error::PageBorrowed(pfn));
+    }
+    Ok(s)
+}
+
 fn bounds(offset: usize, len: usize) -> Result<()> {
     if offset.checked_add(len).is_none_or(|end| end > PAGE_SIZE) {
         return Err(Error::OutOfBounds { offset, len });
@@ -124,13 +137,7 @@ impl Arena {
 
     pub fn free(&self, pfn: Pfn) -> Result<()> {
         let mut st = self.lock();
-        let s = page(&mut st, pfn)?;
-        if s.pins > 0 {
-            return Err(Error::PageIsRing(pfn));
-        }
-        if s.borrows > 0 {
-            return Err(Error::PageBorrowed(pfn));
-        }
+        let s = accessible(&mut st, pfn, true)?;
         if s.grants > 0 {
             return Err(Error::PageBusy(pfn));
         }
@@ -140,9 +147,7 @@ impl Arena {
 
     pub fn read(&self, pfn: Pfn, offset: usize, buf: &mut [u8]) -> Result<()> {
         let mut st = self.lock();
-        if page(&mut st, pfn)?.pins > 0 {
-            return Err(Error::PageIsRing(pfn));
-        }
+        accessible(&mut st, pfn, false)?;
         bounds(offset, buf.len())?;
         // SAFETY: in bounds (checked); not pinned, so no atomic access; writers are excluded by
         // the lock we hold; `buf` is our caller's own memory, disjoint from the arena.
@@ -158,13 +163,7 @@ impl Arena {
 
     pub fn write(&self, pfn: Pfn, offset: usize, data: &[u8]) -> Result<()> {
         let mut st = self.lock();
-        let s = page(&mut st, pfn)?;
-        if s.pins > 0 {
-            return Err(Error::PageIsRing(pfn));
-        }
-        if s.borrows > 0 {
-            return Err(Error::PageBorrowed(pfn));
-        }
+        accessible(&mut st, pfn, true)?;
         bounds(offset, data.len())?;
         // SAFETY: in bounds; not pinned and not borrowed, and every other access to it takes the
         // lock we hold. `data` may be another page's bytes lent by `with_page`, never this
@@ -182,10 +181,7 @@ impl Arena {
     pub fn with_page<R>(&self, pfn: Pfn, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
         {
             let mut st = self.lock();
-            let s = page(&mut st, pfn)?;
-            if s.pins > 0 {
-                return Err(Error::PageIsRing(pfn));
-            }
+            let s = accessible(&mut st, pfn, false)?;
             if s.writable > 0 {
                 return Err(Error::PageBusy(pfn));
             }
@@ -283,12 +279,12 @@ pub(super) fn copy(
         let d = dst.lock();
         (src.lock(), Some(d))
     };
-    let ok_src = page(&mut first, spfn).is_ok_and(|s| s.pins == 0);
-    let dst_st = match second.as_mut() {
-        Some(g) => page(g, dpfn),
-        None => page(&mut first, dpfn),
-    };
-    let ok_dst = dst_st.is_ok_and(|s| s.pins == 0 && s.borrows == 0);
+    let ok_src = accessible(&mut first, spfn, false).is_ok();
+    let ok_dst = match second.as_mut() {
+        Some(g) => accessible(g, dpfn, true),
+        None => accessible(&mut first, dpfn, true),
+    }
+    .is_ok();
     if !(ok_src && ok_dst) {
         return GrantStatus::GeneralError;
     }

@@ -55,6 +55,8 @@ use crate::error::Result;
 use crate::traits::XenDomain;
 use crate::types::DomId;
 
+/// Paths of a vif device pair, as [`Double::add_vif`] lays them out (the toolstack's layout).
+pub use crate::xenbus::VifPaths;
 pub use evtchn::Evtchn;
 pub use grants::Mapping;
 pub use xenstore::Store;
@@ -114,15 +116,6 @@ impl Default for Double {
     }
 }
 
-/// Paths of a vif device pair, as [`Double::add_vif`] lays them out.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VifPaths {
-    /// `/local/domain/<backend>/backend/vif/<frontend>/<devid>`.
-    pub backend: String,
-    /// `/local/domain/<frontend>/device/vif/<devid>`.
-    pub frontend: String,
-}
-
 impl Double {
     /// An empty machine.
     pub fn new() -> Self {
@@ -162,32 +155,11 @@ impl Double {
     /// Toolstack (libxl): the backend and frontend directories of a vif, cross-linked, with
     /// `online` = 1 and `state` = 1 (Initialising) on both. Permissions are not modelled.
     pub fn add_vif(&self, frontend: DomId, backend: DomId, devid: u32, mac: &str) -> VifPaths {
-        let be = format!("/local/domain/{backend}/backend/vif/{frontend}/{devid}");
-        let fe = format!("/local/domain/{frontend}/device/vif/{devid}");
-        let store = &self.m.store;
-        for (k, v) in [
-            ("frontend", fe.clone()),
-            ("frontend-id", frontend.to_string()),
-            ("handle", devid.to_string()),
-            ("mac", mac.to_string()),
-            ("online", "1".into()),
-            ("state", "1".into()),
-        ] {
-            store.toolstack_write(&format!("{be}/{k}"), &v);
+        let paths = VifPaths::new(frontend, backend, devid);
+        for (path, value) in paths.toolstack_nodes(frontend, backend, devid, mac) {
+            self.m.store.toolstack_write(&path, &value);
         }
-        for (k, v) in [
-            ("backend", be.clone()),
-            ("backend-id", backend.to_string()),
-            ("handle", devid.to_string()),
-            ("mac", mac.to_string()),
-            ("state", "1".into()),
-        ] {
-            store.toolstack_write(&format!("{fe}/{k}"), &v);
-        }
-        VifPaths {
-            backend: be,
-            frontend: fe,
-        }
+        paths
     }
 
     /// Toolstack: removes both directories of a vif.

@@ -2,6 +2,7 @@
 //! like the descriptors of `/dev/xen/evtchn` and xenstored's socket on real Xen.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::OnceLock;
 
 use rustix::event::{EventfdFlags, eventfd};
 
@@ -15,6 +16,26 @@ impl EventFd {
         eventfd(0, EventfdFlags::NONBLOCK | EventfdFlags::CLOEXEC)
             .ok()
             .map(Self)
+    }
+
+    /// The descriptor in `cell`, created on first use (`None` if creation failed, then and from
+    /// then on). The call that creates it runs `catch_up` on it, so a readiness that arose
+    /// before the descriptor existed is signalled rather than lost.
+    pub fn get_or_create(
+        cell: &OnceLock<Option<Self>>,
+        catch_up: impl FnOnce(&Self),
+    ) -> Option<&Self> {
+        let mut created = false;
+        let efd = cell
+            .get_or_init(|| {
+                created = true;
+                Self::new()
+            })
+            .as_ref()?;
+        if created {
+            catch_up(efd);
+        }
+        Some(efd)
     }
 
     /// Makes it readable. Cannot block (non-blocking, far from the counter's limit); a failure

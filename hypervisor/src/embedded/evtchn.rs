@@ -581,16 +581,7 @@ impl EvtchnHandle {
     /// An eventfd that polls readable while a port of this handle is deliverable (created on
     /// first use; from then on every port that becomes deliverable writes it).
     pub fn as_fd(&self) -> Option<BorrowedFd<'_>> {
-        let mut created = false;
-        let efd = self
-            .shared
-            .efd
-            .get_or_init(|| {
-                created = true;
-                EventFd::new()
-            })
-            .as_ref()?;
-        if created {
+        let efd = EventFd::get_or_create(&self.shared.efd, |efd| {
             // Ports may have become deliverable before the descriptor existed: signal them.
             let mut p = self.d.evtchn.lock();
             let Ports { ports, handles } = &mut *p;
@@ -605,7 +596,7 @@ impl EvtchnHandle {
                 efd.signal();
                 h.signalled = true;
             }
-        }
+        })?;
         Some(efd.as_fd())
     }
 }

@@ -14,9 +14,11 @@ mod mem;
 mod seam;
 mod xenstore;
 
+/// Paths of a vif device pair, as [`Hypervisor::add_vif`] lays them out (the toolstack's layout).
+pub use crate::xenbus::VifPaths;
 pub use domain::{DomainHandle, MAP_AREA_SLOTS};
 pub use evtchn::{EvtchnHandle, EvtchnStats};
 pub use grant::map::GrantMapping;
 pub use machine::{Hypervisor, HypervisorStats};
 pub use mem::{PageBorrow, engine_name};
-pub use xenstore::{VifPaths, XsConnection};
+pub use xenstore::XsConnection;

@@ -20,6 +20,7 @@ use crate::embedded::efd::EventFd;
 use crate::embedded::machine::Machine;
 use crate::error::{Error, Result};
 use crate::types::{DomId, WatchEvent, XsPerm, XsPermLevel};
+use crate::xenbus::VifPaths;
 
 #[derive(Debug, Clone)]
 struct Node {
@@ -310,8 +311,10 @@ impl XsConnection {
         self.m.store.tree()
     }
 
-    /// Reads a node's value.
-    pub fn read(&self, path: &str) -> Result<String> {
+    /// Runs `f` on the node at `path` (and the tree holding it) once this connection is
+    /// allowed to read it: a bad path, a missing node and a denied read are errors, checked in
+    /// that order.
+    fn with_readable<R>(&self, path: &str, f: impl FnOnce(&Tree, &Node) -> R) -> Result<R> {
         validate(path)?;
         let t = self.tree();
         let n = t
@@ -319,7 +322,12 @@ impl XsConnection {
             .get(path)
             .ok_or_else(|| Error::XsNoEntry(path.to_string()))?;
         t.check(path, self.domid, false)?;
-        Ok(n.value.clone())
+        Ok(f(&t, n))
+    }
+
+    /// Reads a node's value.
+    pub fn read(&self, path: &str) -> Result<String> {
+        self.with_readable(path, |_, n| n.value.clone())
     }
 
     /// Writes a node, creating it (and missing parents) if needed.
@@ -376,35 +384,24 @@ impl XsConnection {
 
     /// The names of a node's children.
     pub fn directory(&self, path: &str) -> Result<Vec<String>> {
-        validate(path)?;
-        let t = self.tree();
-        if !t.nodes.contains_key(path) {
-            return Err(Error::XsNoEntry(path.to_string()));
-        }
-        t.check(path, self.domid, false)?;
-        let prefix = if path == "/" {
-            "/".to_string()
-        } else {
-            format!("{path}/")
-        };
-        Ok(t.nodes
-            .range(prefix.clone()..)
-            .take_while(|(k, _)| k.starts_with(&prefix))
-            .filter(|(k, _)| !k[prefix.len()..].contains('/') && k.len() > prefix.len())
-            .map(|(k, _)| k[prefix.len()..].to_string())
-            .collect())
+        self.with_readable(path, |t, _| {
+            let prefix = if path == "/" {
+                "/".to_string()
+            } else {
+                format!("{path}/")
+            };
+            t.nodes
+                .range(prefix.clone()..)
+                .take_while(|(k, _)| k.starts_with(&prefix))
+                .filter(|(k, _)| !k[prefix.len()..].contains('/') && k.len() > prefix.len())
+                .map(|(k, _)| k[prefix.len()..].to_string())
+                .collect()
+        })
     }
 
     /// The node's permissions (owner/default first, then the ACL).
     pub fn get_permissions(&self, path: &str) -> Result<Vec<XsPerm>> {
-        validate(path)?;
-        let t = self.tree();
-        let n = t
-            .nodes
-            .get(path)
-            .ok_or_else(|| Error::XsNoEntry(path.to_string()))?;
-        t.check(path, self.domid, false)?;
-        Ok(n.perms.clone())
+        self.with_readable(path, |_, n| n.perms.clone())
     }
 
     /// Sets a node's permissions (owner or dom0 only).
@@ -484,21 +481,12 @@ impl XsConnection {
 impl XsConnection {
     /// An eventfd that polls readable while a watch event may be queued (made on first use).
     pub fn as_fd(&self) -> Option<BorrowedFd<'_>> {
-        let mut created = false;
-        let efd = self
-            .sig
-            .efd
-            .get_or_init(|| {
-                created = true;
-                EventFd::new()
-            })
-            .as_ref()?;
-        if created {
+        let efd = EventFd::get_or_create(&self.sig.efd, |efd| {
             // Events may have been queued before the descriptor existed: make it readable.
             // Release: pairs with the AcqRel swap in `drain`.
             self.sig.signalled.store(true, Ordering::Release);
             efd.signal();
-        }
+        })?;
         Some(efd.as_fd())
     }
 }
@@ -508,15 +496,6 @@ impl Drop for XsConnection {
         let id = self.id;
         self.tree().watches.retain(|w| w.conn != id);
     }
-}
-
-/// Paths of a vif device pair, as the toolstack lays them out.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VifPaths {
-    /// `/local/domain/<backend>/backend/vif/<frontend>/<devid>`.
-    pub backend: String,
-    /// `/local/domain/<frontend>/device/vif/<devid>`.
-    pub frontend: String,
 }
 
 impl crate::embedded::machine::Hypervisor {
@@ -542,10 +521,10 @@ impl crate::embedded::machine::Hypervisor {
         mac: &str,
     ) -> Result<VifPaths> {
         let xs = self.xenstore();
-        let be = format!("/local/domain/{backend}/backend/vif/{frontend}/{devid}");
-        let fe = format!("/local/domain/{frontend}/device/vif/{devid}");
-        xs.mkdir(&be)?;
-        xs.mkdir(&fe)?;
+        let paths = VifPaths::new(frontend, backend, devid);
+        let (be, fe) = (&paths.backend, &paths.frontend);
+        xs.mkdir(be)?;
+        xs.mkdir(fe)?;
         let be_perms = [
             XsPerm {
                 domid: backend,
@@ -566,30 +545,11 @@ impl crate::embedded::machine::Hypervisor {
                 perm: XsPermLevel::Read,
             },
         ];
-        xs.set_permissions(&be, &be_perms)?;
-        xs.set_permissions(&fe, &fe_perms)?;
-        for (k, v) in [
-            ("frontend", fe.clone()),
-            ("frontend-id", frontend.to_string()),
-            ("handle", devid.to_string()),
-            ("mac", mac.to_string()),
-            ("online", "1".into()),
-            ("state", "1".into()),
-        ] {
-            xs.write(&format!("{be}/{k}"), &v)?;
+        xs.set_permissions(be, &be_perms)?;
+        xs.set_permissions(fe, &fe_perms)?;
+        for (path, value) in paths.toolstack_nodes(frontend, backend, devid, mac) {
+            xs.write(&path, &value)?;
         }
-        for (k, v) in [
-            ("backend", be.clone()),
-            ("backend-id", backend.to_string()),
-            ("handle", devid.to_string()),
-            ("mac", mac.to_string()),
-            ("state", "1".into()),
-        ] {
-            xs.write(&format!("{fe}/{k}"), &v)?;
-        }
-        Ok(VifPaths {
-            backend: be,
-            frontend: fe,
-        })
+        Ok(paths)
     }
 }
