@@ -313,6 +313,13 @@ impl Hostile {
         }
     }
 
+    /// Op `GRANT` of the netback targets (`page, kind`): grants a data page as the input says.
+    pub fn grant_from(&mut self, input: &mut Input<'_>) {
+        let page = input.u8() as usize;
+        let kind = GrantKind::ALL[input.below(4)];
+        self.grant(page, kind);
+    }
+
     /// Panics if a page the backend may not write changed.
     pub fn check_sentinels(&self) {
         let mut buf = vec![0u8; PAGE_SIZE];

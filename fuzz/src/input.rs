@@ -63,6 +63,16 @@ impl<'a> Input<'a> {
         out
     }
 
+    /// A target's op loop: calls `op` (which decodes and runs one op) until every byte has been
+    /// read or it ran `limit` times.
+    pub fn play(&mut self, limit: usize, mut op: impl FnMut(&mut Self)) {
+        let mut ops = 0;
+        while !self.is_empty() && ops < limit {
+            ops += 1;
+            op(self);
+        }
+    }
+
     /// Everything not read yet.
     pub fn rest(&mut self) -> &'a [u8] {
         let start = self.pos.min(self.data.len());

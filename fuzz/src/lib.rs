@@ -8,7 +8,8 @@
 //! The targets that drive netback ([`netback_tx`], [`netback_rx`], [`xenbus_keys`]) share a
 //! world built on the embedded hypervisor ([`world`]): a backend, one hostile frontend whose
 //! every page is a sentinel unless it is granted writable to the backend, and a well-behaved
-//! pair of guests that must still exchange a frame byte-exact at the end.
+//! pair of guests that must still exchange a frame byte-exact at the end; what their scenes do
+//! alike (setup, the backend pass, the grant ops, the end checks) is in [`scene`].
 #![deny(unsafe_code)]
 
 pub mod bridge_forward;
@@ -19,6 +20,7 @@ pub mod hostile;
 mod input;
 pub mod netback_rx;
 pub mod netback_tx;
+pub mod scene;
 pub mod seeds;
 pub mod world;
 pub mod xenbus_keys;

@@ -19,18 +19,15 @@
 
 use std::time::Duration;
 
-use hypervisor::embedded::{DomainHandle, Hypervisor};
 use netback::{Config, RxMode, VifStats};
 use ring::netif::{NETRXF_MORE_DATA, RxRequest, RxResponse};
 use ring::{RxRing, raw};
 
 use crate::Input;
-use crate::hooked::HookedDom0;
 use crate::hostile::{GrantKind, Hostile, Published};
 use crate::netback_tx::pick_dst;
-use crate::world::{
-    self, Dom0Sentinels, Front, MAC_A, MAC_B, Nb, RING_SIZE, frame, mac, pair_exchanges,
-};
+use crate::scene::{self, FatalWatch};
+use crate::world::{self, Base, MAC_A, MAC_B, RING_SIZE, frame, mac};
 
 /// Op codes (first byte of each op, modulo their number).
 pub mod op {
@@ -68,13 +65,7 @@ pub mod op {
 }
 
 struct Scene {
-    _xen: Hypervisor,
-    dom0: DomainHandle,
-    hooked: HookedDom0,
-    sentinels: Dom0Sentinels,
-    nb: Nb,
-    a: Front,
-    b: Front,
+    w: Base,
     h: Hostile,
     mode: RxMode,
     rx: Published,
@@ -87,7 +78,7 @@ struct Scene {
     partial: Option<Vec<u8>>,
     error_responses: u64,
     chain_ends: u64,
-    fatal_at: Option<u32>,
+    fatal: FatalWatch,
     seq: u32,
     /// Backend pages the frames sent so far may pin (see [`FLOOD_PAGES`]).
     flooded_pages: usize,
@@ -114,21 +105,7 @@ impl Scene {
             flip_batch_pages: 1 + input.below(64),
             ..Config::default()
         };
-        let world::Base {
-            xen,
-            dom0,
-            hooked,
-            sentinels,
-            mut nb,
-            mut a,
-            mut b,
-        } = world::base(cfg);
-        let mut h = Hostile::new(&xen, dom0.domid(), a.dom.domid(), mode);
-        world::connect(&mut nb, &h.keys, h.id(), None);
-        world::connect(&mut nb, &a.keys, a.id(), Some(MAC_A));
-        world::connect(&mut nb, &b.keys, b.id(), Some(MAC_B));
-        b.post_rx(64);
-        a.post_rx(64);
+        let (w, mut h) = scene::setup(cfg, mode);
         let (good, other) = match mode {
             RxMode::Copy => (GrantKind::Rw, GrantKind::Accept),
             RxMode::Flip => (GrantKind::Accept, GrantKind::Rw),
@@ -143,13 +120,7 @@ impl Scene {
             h.grant(i, kind);
         }
         Scene {
-            _xen: xen,
-            dom0,
-            hooked,
-            sentinels,
-            nb,
-            a,
-            b,
+            w,
             h,
             mode,
             rx: Published { rsp_seen: 0, hi: 0 },
@@ -158,7 +129,7 @@ impl Scene {
             partial: Some(Vec::new()),
             error_responses: 0,
             chain_ends: 0,
-            fatal_at: None,
+            fatal: FatalWatch::default(),
             seq: 0,
             flooded_pages: 0,
         }
@@ -172,9 +143,7 @@ impl Scene {
     }
 
     fn stats(&self) -> VifStats {
-        self.nb
-            .vif_stats(self.h.id())
-            .expect("the hostile vif stays connected")
+        scene::stats(&self.w, &self.h)
     }
 
     /// The request the backend answered with response `j`, and the response. Slots are
@@ -258,7 +227,7 @@ impl Scene {
     fn poll(&mut self) -> bool {
         let req_prod = self.h.rx_indices().req_prod;
         self.rx.before_pass(req_prod);
-        let (work, revoked) = self.pass();
+        let (work, revoked) = scene::pass(&mut self.w, &mut self.h);
         let rsp_prod = self.h.rx_indices().rsp_prod;
         let answered: Vec<(u32, RxRequest, RxResponse)> = self
             .rx
@@ -280,15 +249,7 @@ impl Scene {
             self.response(j, req, rsp, shared, revoked.contains(&req.gref));
         }
         let st = self.stats();
-        match (&st.fatal, self.fatal_at) {
-            (Some(f), None) => {
-                assert!(!f.to_string().is_empty(), "a fatal error without a reason");
-                self.fatal_at = Some(rsp_prod);
-            }
-            (Some(_), Some(at)) => assert_eq!(rsp_prod, at, "a disabled vif got responses"),
-            (None, Some(_)) => panic!("a disabled vif came back"),
-            (None, None) => {}
-        }
+        self.fatal.check(&st, rsp_prod);
         if self.mode == RxMode::Copy {
             assert_eq!(
                 st.rx_copy_errors, self.error_responses,
@@ -303,18 +264,12 @@ impl Scene {
             self.chain_ends
         );
         assert_eq!(st.tx_packets, 0, "the hostile guest sent nothing");
-        self.a.reap_tx();
-        self.a.drain();
-        self.b.drain();
+        scene::pair_keeps_up(&mut self.w);
         work
     }
 
     fn settle(&mut self) {
-        for _ in 0..300 {
-            if !self.poll() {
-                break;
-            }
-        }
+        scene::until_idle(|| self.poll());
     }
 
     fn op(&mut self, input: &mut Input<'_>) {
@@ -357,19 +312,8 @@ impl Scene {
                     },
                 );
             }
-            op::GRANT => {
-                let page = input.u8() as usize;
-                let kind = GrantKind::ALL[input.below(4)];
-                self.h.grant(page, kind);
-            }
-            op::REVOKE => {
-                let i = input.u8() as usize;
-                self.h.revoke(i);
-                // A revocation scheduled for the next pass names a gref number, which the next
-                // grant may reuse: drop those whose grant is already gone.
-                let grants = &self.h.grants;
-                self.hooked.hook().pending.retain(|m| grants[m.grant].live);
-            }
+            op::GRANT => self.h.grant_from(input),
+            op::REVOKE => scene::revoke(&self.w, &mut self.h, input),
             op::FLOOD => {
                 let n = 1 + input.below(4);
                 for _ in 0..n {
@@ -390,7 +334,7 @@ impl Scene {
                     }
                     self.seq += 1;
                     let f = frame(mac(MAC_A), dst, len, self.seq);
-                    if self.a.send(&f) {
+                    if self.w.a.send(&f) {
                         self.flooded_pages += pages;
                         self.sent.push(f);
                     }
@@ -401,7 +345,7 @@ impl Scene {
             }
             op::SETTLE => self.settle(),
             op::WAIT => {
-                self.nb.wait(Duration::ZERO).expect("netback wait");
+                self.w.nb.wait(Duration::ZERO).expect("netback wait");
             }
             op::NOTIFY => self.h.notify(),
             op::SET_EVENTS => {
@@ -435,41 +379,14 @@ impl Scene {
                 self.h.set_rx_req_prod(self.h.rx_prod);
                 self.h.notify();
             }
-            op::MID_REVOKE => {
-                let i = input.u8() as usize;
-                let at = 1 + input.below(4) as u32;
-                if let Some(m) = self.h.mid_pass_revoke(i, at) {
-                    self.hooked.hook().pending.push(m);
-                }
-            }
+            op::MID_REVOKE => scene::mid_revoke(&self.w, &mut self.h, input),
             _ => unreachable!(),
         }
     }
 
-    /// Runs one backend pass with the scheduled mid-pass revocations, and takes note of the
-    /// ones made. Returns the backend's answer and the grefs revoked during the pass.
-    fn pass(&mut self) -> (bool, Vec<u32>) {
-        self.hooked.hook().calls = 0;
-        let work = self.nb.poll().expect("netback poll");
-        let done = {
-            let mut hook = self.hooked.hook();
-            hook.pending.clear();
-            std::mem::take(&mut hook.done)
-        };
-        self.h.reconcile(&done);
-        (
-            work,
-            done.iter().filter(|m| m.ok).map(|m| m.gref.0).collect(),
-        )
-    }
-
     fn finish(mut self) {
         self.settle();
-        self.h.check_sentinels();
-        self.sentinels.check(&self.dom0);
-        pair_exchanges(&mut self.nb, &mut self.a, &mut self.b, 0xfeed);
-        self.h.check_sentinels();
-        self.sentinels.check(&self.dom0);
+        scene::check_end(&mut self.w, &self.h);
     }
 }
 
@@ -477,11 +394,7 @@ impl Scene {
 pub fn run(data: &[u8]) {
     let mut input = Input::new(data);
     let mut s = Scene::new(&mut input);
-    let mut ops = 0;
-    while !input.is_empty() && ops < 512 {
-        ops += 1;
-        s.op(&mut input);
-    }
+    input.play(512, |input| s.op(input));
     s.finish();
 }
 
@@ -489,15 +402,18 @@ pub fn run(data: &[u8]) {
 mod tests {
     use super::*;
 
+    fn play(seed: usize) -> Scene {
+        let seed = &crate::seeds::all()[4].1[seed];
+        let mut input = Input::new(seed);
+        let mut s = Scene::new(&mut input);
+        input.play(usize::MAX, |input| s.op(input));
+        s
+    }
+
     /// The first seed really delivers flooded frames into the hostile guest and verifies them.
     #[test]
     fn seed_frames_arrive_and_are_checked() {
-        let seed = &crate::seeds::all()[4].1[0];
-        let mut input = Input::new(seed);
-        let mut s = Scene::new(&mut input);
-        while !input.is_empty() {
-            s.op(&mut input);
-        }
+        let s = play(0);
         assert_eq!(s.sent.len(), 2);
         assert_eq!(
             s.next_sent, 2,
@@ -511,12 +427,7 @@ mod tests {
     /// those), and their pages keep the fresh pattern laid at revocation.
     #[test]
     fn seed_mid_pass_revocations_fail_exactly_their_copies() {
-        let seed = &crate::seeds::all()[4].1[6];
-        let mut input = Input::new(seed);
-        let mut s = Scene::new(&mut input);
-        while !input.is_empty() {
-            s.op(&mut input);
-        }
+        let s = play(6);
         assert_eq!(s.error_responses, 2);
         assert!(!s.h.grants[1].live && !s.h.grants[2].live);
         assert_eq!(
@@ -531,12 +442,7 @@ mod tests {
     /// errors; three frames use the first three requests.
     #[test]
     fn seed_bad_grefs_get_errors() {
-        let seed = &crate::seeds::all()[4].1[3];
-        let mut input = Input::new(seed);
-        let mut s = Scene::new(&mut input);
-        while !input.is_empty() {
-            s.op(&mut input);
-        }
+        let s = play(3);
         assert_eq!(s.error_responses, 3);
         assert_eq!(s.stats().rx_copy_errors, 3);
         s.finish();

@@ -18,7 +18,6 @@
 
 use std::time::Duration;
 
-use hypervisor::embedded::{DomainHandle, Hypervisor};
 use netback::{Config, RxMode, VifStats};
 use ring::netif::{
     ExtraInfo, NETIF_RSP_DROPPED, NETIF_RSP_ERROR, NETIF_RSP_NULL, NETIF_RSP_OKAY,
@@ -27,11 +26,9 @@ use ring::netif::{
 use ring::{TxRing, raw};
 
 use crate::Input;
-use crate::hooked::HookedDom0;
 use crate::hostile::{GrantKind, Hostile, Published};
-use crate::world::{
-    self, Dom0Sentinels, Front, MAC_A, MAC_B, MAC_H, Nb, RING_SIZE, frame, mac, pair_exchanges,
-};
+use crate::scene::{self, FatalWatch};
+use crate::world::{Base, MAC_A, MAC_B, MAC_H, RING_SIZE, frame, mac};
 
 /// Op codes (first byte of each op, modulo their number).
 pub mod op {
@@ -108,21 +105,14 @@ pub fn pick_dst(input: &mut Input<'_>) -> [u8; 6] {
 
 /// The hostile guest's sent traffic and what the backend answered, with the checks.
 struct Scene {
-    _xen: Hypervisor,
-    dom0: DomainHandle,
-    hooked: HookedDom0,
-    sentinels: Dom0Sentinels,
-    nb: Nb,
-    a: Front,
-    b: Front,
+    w: Base,
     h: Hostile,
     tx: Published,
     /// OKAY, ERROR (and DROPPED), NULL responses seen.
     ok: u64,
     err: u64,
     null: u64,
-    /// `rsp_prod` when the vif was found disabled.
-    fatal_at: Option<u32>,
+    fatal: FatalWatch,
     seq: u32,
 }
 
@@ -133,21 +123,7 @@ impl Scene {
             tx_batch_packets: 1 + input.below(64),
             ..Config::default()
         };
-        let world::Base {
-            xen,
-            dom0,
-            hooked,
-            sentinels,
-            mut nb,
-            mut a,
-            mut b,
-        } = world::base(cfg);
-        let mut h = Hostile::new(&xen, dom0.domid(), a.dom.domid(), RxMode::Copy);
-        world::connect(&mut nb, &h.keys, h.id(), None);
-        world::connect(&mut nb, &a.keys, a.id(), Some(MAC_A));
-        world::connect(&mut nb, &b.keys, b.id(), Some(MAC_B));
-        b.post_rx(64);
-        a.post_rx(64);
+        let (w, mut h) = scene::setup(cfg, RxMode::Copy);
         // Data pages hold frames to various destinations; most are granted.
         let dsts = [[0xff; 6], mac(MAC_B), mac(MAC_A), mac(MAC_H), mac(0x33)];
         for i in 0..h.pages.len() {
@@ -164,34 +140,26 @@ impl Scene {
             h.grant(i, kind);
         }
         Scene {
-            _xen: xen,
-            dom0,
-            hooked,
-            sentinels,
-            nb,
-            a,
-            b,
+            w,
             h,
             tx: Published { rsp_seen: 0, hi: 0 },
             ok: 0,
             err: 0,
             null: 0,
-            fatal_at: None,
+            fatal: FatalWatch::default(),
             seq: 0,
         }
     }
 
     fn stats(&self) -> VifStats {
-        self.nb
-            .vif_stats(self.h.id())
-            .expect("the hostile vif stays connected")
+        scene::stats(&self.w, &self.h)
     }
 
     /// One backend pass and every check on what it did.
     fn poll(&mut self) -> bool {
         let req_prod = self.h.tx_indices().req_prod;
         self.tx.before_pass(req_prod);
-        let (work, _) = self.pass();
+        let (work, _) = scene::pass(&mut self.w, &mut self.h);
         let st = self.stats();
         let rsp_prod = self.h.tx_indices().rsp_prod;
         for j in self.tx.after_pass(rsp_prod) {
@@ -215,17 +183,7 @@ impl Scene {
             let now: TxRequest = raw::read_slot_at::<TxRing, TxRequest>(mem, RING_SIZE, j);
             self.h.tx_images[slot] = vec![now];
         }
-        match (&st.fatal, self.fatal_at) {
-            (Some(f), None) => {
-                assert!(!f.to_string().is_empty(), "a fatal error without a reason");
-                self.fatal_at = Some(rsp_prod);
-            }
-            (Some(_), Some(at)) => {
-                assert_eq!(rsp_prod, at, "a disabled vif got more responses")
-            }
-            (None, Some(_)) => panic!("a disabled vif came back"),
-            (None, None) => {}
-        }
+        self.fatal.check(&st, rsp_prod);
         let drops = st.tx_runt
             + st.tx_too_many_slots
             + st.tx_oversize_slot
@@ -244,12 +202,13 @@ impl Scene {
         );
         assert!(self.err >= drops, "{st:?}, {} errors", self.err);
         let port = self
+            .w
             .nb
             .vifs()
             .find(|v| v.id() == self.h.id())
             .map(|v| v.bridge_port())
             .expect("hostile vif");
-        let snap = self.nb.snapshot();
+        let snap = self.w.nb.snapshot();
         let sw = snap
             .bridge
             .ports
@@ -259,20 +218,14 @@ impl Scene {
             .stats;
         assert_eq!(sw.rx_frames, st.tx_packets, "switch rx vs vif tx_packets");
         assert_eq!(sw.rx_bytes, st.tx_bytes, "switch rx bytes vs vif tx_bytes");
-        self.a.reap_tx();
-        self.a.drain();
-        self.b.drain();
+        scene::pair_keeps_up(&mut self.w);
         work
     }
 
     /// Passes until the backend has nothing to do; then every valid pushed request of a live
     /// vif is answered.
     fn settle(&mut self) {
-        for _ in 0..300 {
-            if !self.poll() {
-                break;
-            }
-        }
+        scene::until_idle(|| self.poll());
         let req_prod = self.h.tx_indices().req_prod;
         if self.stats().fatal.is_none() && req_prod.wrapping_sub(self.tx.rsp_seen) <= RING_SIZE {
             assert_eq!(
@@ -341,19 +294,8 @@ impl Scene {
                     },
                 );
             }
-            op::GRANT => {
-                let page = input.u8() as usize;
-                let kind = GrantKind::ALL[input.below(4)];
-                self.h.grant(page, kind);
-            }
-            op::REVOKE => {
-                let i = input.u8() as usize;
-                self.h.revoke(i);
-                // A revocation scheduled for the next pass names a gref number, which the next
-                // grant may reuse: drop those whose grant is already gone.
-                let grants = &self.h.grants;
-                self.hooked.hook().pending.retain(|m| grants[m.grant].live);
-            }
+            op::GRANT => self.h.grant_from(input),
+            op::REVOKE => scene::revoke(&self.w, &mut self.h, input),
             op::WRITE_PAGE => {
                 let page = input.u8() as usize;
                 let offset = pick_offset(input) as usize;
@@ -371,7 +313,7 @@ impl Scene {
                 // The re-arm reads req_prod: what it saw may be consumed later.
                 let req_prod = self.h.tx_indices().req_prod;
                 self.tx.before_pass(req_prod);
-                self.nb.wait(Duration::ZERO).expect("netback wait");
+                self.w.nb.wait(Duration::ZERO).expect("netback wait");
             }
             op::NOTIFY => self.h.notify(),
             op::SET_EVENTS => {
@@ -435,46 +377,17 @@ impl Scene {
                     60 + self.seq as usize % 3000,
                     self.seq,
                 );
-                self.a.send(&f);
-                let _ = self.b.recv();
-                let want = 64usize.saturating_sub(self.b.posted());
-                self.b.post_rx(want);
+                self.w.a.send(&f);
+                self.w.b.drain();
             }
-            op::MID_REVOKE => {
-                let i = input.u8() as usize;
-                let at = 1 + input.below(4) as u32;
-                if let Some(m) = self.h.mid_pass_revoke(i, at) {
-                    self.hooked.hook().pending.push(m);
-                }
-            }
+            op::MID_REVOKE => scene::mid_revoke(&self.w, &mut self.h, input),
             _ => unreachable!(),
         }
     }
 
-    /// Runs one backend pass with the scheduled mid-pass revocations, and takes note of the
-    /// ones made. Returns the backend's answer and the grefs revoked during the pass.
-    fn pass(&mut self) -> (bool, Vec<u32>) {
-        self.hooked.hook().calls = 0;
-        let work = self.nb.poll().expect("netback poll");
-        let done = {
-            let mut hook = self.hooked.hook();
-            hook.pending.clear();
-            std::mem::take(&mut hook.done)
-        };
-        self.h.reconcile(&done);
-        (
-            work,
-            done.iter().filter(|m| m.ok).map(|m| m.gref.0).collect(),
-        )
-    }
-
     fn finish(mut self) {
         self.settle();
-        self.h.check_sentinels();
-        self.sentinels.check(&self.dom0);
-        pair_exchanges(&mut self.nb, &mut self.a, &mut self.b, 0xfeed);
-        self.h.check_sentinels();
-        self.sentinels.check(&self.dom0);
+        scene::check_end(&mut self.w, &self.h);
     }
 }
 
@@ -482,11 +395,7 @@ impl Scene {
 pub fn run(data: &[u8]) {
     let mut input = Input::new(data);
     let mut s = Scene::new(&mut input);
-    let mut ops = 0;
-    while !input.is_empty() && ops < 512 {
-        ops += 1;
-        s.op(&mut input);
-    }
+    input.play(512, |input| s.op(input));
     s.finish();
 }
 
@@ -498,9 +407,7 @@ mod tests {
         let seed = &crate::seeds::all()[3].1[seed];
         let mut input = Input::new(seed);
         let mut s = Scene::new(&mut input);
-        while !input.is_empty() {
-            s.op(&mut input);
-        }
+        input.play(usize::MAX, |input| s.op(input));
         s
     }
 

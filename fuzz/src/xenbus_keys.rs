@@ -17,12 +17,13 @@
 //! still exchanges a frame byte-exact.
 
 use hypervisor::XenbusState;
-use hypervisor::embedded::{DomainHandle, Hypervisor, XsConnection};
-use netback::{Config, RxMode};
+use hypervisor::embedded::{Hypervisor, XsConnection};
+use netback::{Config, FrontendKeys, RxMode};
 
 use crate::Input;
 use crate::hostile::{GrantKind, Hostile};
-use crate::world::{self, Dom0Sentinels, Front, MAC_H, Nb, mac, pair_exchanges};
+use crate::scene;
+use crate::world::{self, Base, Front, MAC_H, Nb, mac, pair_exchanges};
 
 /// Keys a frontend writes (and a few it should not).
 pub const KEYS: [&str; 16] = [
@@ -71,12 +72,7 @@ pub mod op {
 }
 
 struct Scene {
-    _xen: Hypervisor,
-    dom0: DomainHandle,
-    sentinels: Dom0Sentinels,
-    nb: Nb,
-    a: Front,
-    b: Front,
+    w: Base,
     h: Hostile,
     /// dom0's view of xenstore (reads the backend's nodes).
     xs0: XsConnection,
@@ -87,14 +83,30 @@ struct Scene {
     pair_be: [String; 2],
 }
 
-/// Brings a well-behaved frontend up through xenbus.
-fn handshake(xen: &Hypervisor, nb: &mut Nb, f: &Front, xs0: &XsConnection) -> String {
-    let m = mac(f.mac);
-    let mac_s = format!(
+/// MAC number `n` as the toolstack writes it (`02:00:00:00:00:xx`).
+fn mac_string(n: u8) -> String {
+    let m = mac(n);
+    format!(
         "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
         m[0], m[1], m[2], m[3], m[4], m[5]
-    );
-    let paths = xen.add_vif(f.dom.domid(), 0, 0, &mac_s).expect("toolstack");
+    )
+}
+
+/// The ring keys a well-behaved frontend writes before its `state`.
+fn ring_keys(k: &FrontendKeys) -> [(&'static str, String); 4] {
+    [
+        ("tx-ring-ref", k.tx_ring_ref.0.to_string()),
+        ("rx-ring-ref", k.rx_ring_ref.0.to_string()),
+        ("event-channel", k.event_channel.0.to_string()),
+        ("request-rx-copy", "1".into()),
+    ]
+}
+
+/// Brings a well-behaved frontend up through xenbus.
+fn handshake(xen: &Hypervisor, nb: &mut Nb, f: &Front, xs0: &XsConnection) -> String {
+    let paths = xen
+        .add_vif(f.dom.domid(), 0, 0, &mac_string(f.mac))
+        .expect("toolstack");
     let state = |xs0: &XsConnection| xs0.read(&format!("{}/state", paths.backend));
     for _ in 0..50 {
         nb.poll().expect("poll");
@@ -103,17 +115,12 @@ fn handshake(xen: &Hypervisor, nb: &mut Nb, f: &Front, xs0: &XsConnection) -> St
         }
     }
     let xs = f.dom.xenstore();
-    let k = &f.keys;
-    for (key, v) in [
-        ("tx-ring-ref", k.tx_ring_ref.0.to_string()),
-        ("rx-ring-ref", k.rx_ring_ref.0.to_string()),
-        ("event-channel", k.event_channel.0.to_string()),
-        ("request-rx-copy", "1".into()),
-        ("state", "4".into()),
-    ] {
+    for (key, v) in ring_keys(&f.keys) {
         xs.write(&format!("{}/{key}", paths.frontend), &v)
             .expect("frontend write");
     }
+    xs.write(&format!("{}/state", paths.frontend), "4")
+        .expect("frontend write");
     for _ in 0..50 {
         nb.poll().expect("poll");
         if state(xs0).is_ok_and(|s| s == "4") {
@@ -125,37 +132,24 @@ fn handshake(xen: &Hypervisor, nb: &mut Nb, f: &Front, xs0: &XsConnection) -> St
 
 impl Scene {
     fn new() -> Scene {
-        let world::Base {
-            xen,
-            dom0,
-            sentinels,
-            mut nb,
-            a,
-            mut b,
-            ..
-        } = world::base(Config::default());
-        let xs0 = xen.xenstore();
+        let mut w = world::base(Config::default());
+        let xs0 = w.xen.xenstore();
         let pair_be = [
-            handshake(&xen, &mut nb, &a, &xs0),
-            handshake(&xen, &mut nb, &b, &xs0),
+            handshake(&w.xen, &mut w.nb, &w.a, &xs0),
+            handshake(&w.xen, &mut w.nb, &w.b, &xs0),
         ];
-        b.post_rx(64);
-        let mut h = Hostile::new(&xen, dom0.domid(), a.dom.domid(), RxMode::Copy);
+        w.b.post_rx(64);
+        let mut h = Hostile::new(&w.xen, w.dom0.domid(), w.a.dom.domid(), RxMode::Copy);
         for i in 0..8 {
             h.grant(i, GrantKind::ALL[i % 4]);
         }
-        let m = mac(MAC_H);
-        let paths = xen
-            .add_vif(h.dom.domid(), 0, 0, &format!("02:00:00:00:00:{:02x}", m[5]))
+        let paths = w
+            .xen
+            .add_vif(h.dom.domid(), 0, 0, &mac_string(MAC_H))
             .expect("toolstack");
         let hxs = h.dom.xenstore();
         Scene {
-            _xen: xen,
-            dom0,
-            sentinels,
-            nb,
-            a,
-            b,
+            w,
             h,
             xs0,
             hxs,
@@ -189,9 +183,9 @@ impl Scene {
 
     /// One pass and the checks that hold after every pass.
     fn poll(&mut self) -> bool {
-        let work = self.nb.poll().expect("netback poll");
+        let work = self.w.nb.poll().expect("netback poll");
         let be = self.be_state();
-        let vif = self.nb.vifs().any(|v| v.id() == self.h.id());
+        let vif = self.w.nb.vifs().any(|v| v.id() == self.h.id());
         assert_eq!(
             vif,
             be == XenbusState::Connected,
@@ -201,10 +195,11 @@ impl Scene {
         if be == XenbusState::Connected {
             assert!(!self.has_error(), "a Connected backend has an error node");
         }
-        for (f, be) in [(&self.a, &self.pair_be[0]), (&self.b, &self.pair_be[1])] {
+        for (f, be) in [(&self.w.a, &self.pair_be[0]), (&self.w.b, &self.pair_be[1])] {
             let s = self.xs0.read(&format!("{be}/state")).expect("pair state");
             assert_eq!(s, "4", "a well-behaved backend left Connected");
             let st = self
+                .w
                 .nb
                 .vif_stats(f.id())
                 .expect("a well-behaved vif was removed");
@@ -249,8 +244,8 @@ impl Scene {
             0 => self.h.keys.tx_ring_ref.0.to_string(),
             1 => self.h.keys.rx_ring_ref.0.to_string(),
             2 => self.h.keys.event_channel.0.to_string(),
-            3 => self.a.keys.event_channel.0.to_string(),
-            4 => self.a.keys.tx_ring_ref.0.to_string(),
+            3 => self.w.a.keys.event_channel.0.to_string(),
+            4 => self.w.a.keys.tx_ring_ref.0.to_string(),
             5 => grant(&self.h, input.u8()),
             6..=14 => (input.below(9)).to_string(),
             15 => "4294967296".into(),
@@ -302,23 +297,13 @@ impl Scene {
             op::RM_DIR => {
                 let _ = self.hxs.rm(&self.fe);
             }
-            op::GRANT => {
-                let page = input.u8() as usize;
-                let kind = GrantKind::ALL[input.below(4)];
-                self.h.grant(page, kind);
-            }
+            op::GRANT => self.h.grant_from(input),
             op::REVOKE => {
                 let i = input.u8() as usize;
                 self.h.try_revoke(i);
             }
             op::GOOD_KEYS => {
-                let k = self.h.keys;
-                for (key, v) in [
-                    ("tx-ring-ref", k.tx_ring_ref.0.to_string()),
-                    ("rx-ring-ref", k.rx_ring_ref.0.to_string()),
-                    ("event-channel", k.event_channel.0.to_string()),
-                    ("request-rx-copy", "1".into()),
-                ] {
+                for (key, v) in ring_keys(&self.h.keys) {
                     let _ = self.hxs.write(&format!("{}/{key}", self.fe), &v);
                 }
                 let s = ["1", "3", "4", "5", "6"][input.below(5)];
@@ -330,9 +315,8 @@ impl Scene {
 
     fn finish(mut self) {
         self.settle();
-        self.h.check_sentinels();
-        self.sentinels.check(&self.dom0);
-        pair_exchanges(&mut self.nb, &mut self.a, &mut self.b, 0xfeed);
+        scene::sentinels_intact(&self.w, &self.h);
+        pair_exchanges(&mut self.w.nb, &mut self.w.a, &mut self.w.b, 0xfeed);
     }
 }
 
@@ -340,11 +324,7 @@ impl Scene {
 pub fn run(data: &[u8]) {
     let mut input = Input::new(data);
     let mut s = Scene::new();
-    let mut ops = 0;
-    while !input.is_empty() && ops < 256 {
-        ops += 1;
-        s.op(&mut input);
-    }
+    input.play(256, |input| s.op(input));
     s.finish();
 }
 
@@ -356,9 +336,7 @@ mod tests {
         let seed = &crate::seeds::all()[5].1[seed];
         let mut input = Input::new(seed);
         let mut s = Scene::new();
-        while !input.is_empty() {
-            s.op(&mut input);
-        }
+        input.play(usize::MAX, |input| s.op(input));
         s
     }
 
