@@ -184,6 +184,16 @@ pub fn render_ladder(steps: &[StepResult]) -> String {
             r.batch,
             r.offload.map_or("?", Offload::name)
         );
+        if let Some(c) = r.cross_cpu.filter(|c| c.moved()) {
+            let _ = writeln!(
+                s,
+                "      cross-CPU round trip {c}: the host moved the vCPUs during this step; \
+                 rerun before comparing it"
+            );
+        }
+    }
+    if let Some(p) = steps.first().and_then(|r| r.placement) {
+        let _ = writeln!(s, "  placement: {p}");
     }
     let classes = classes_in(steps);
     let _ = writeln!(s, "\ndom0 + xen cycles per packet by class:");
@@ -274,6 +284,8 @@ pub(crate) mod tests {
             packets: 86_000,
             wire_packets: 86_000,
             offload: Some(step.offload),
+            placement: None,
+            cross_cpu: None,
             packets_per_second: 86_000.0,
             profile_mode: ProfileMode::Exact,
             cycles_per_packet: cycles,
@@ -368,6 +380,30 @@ pub(crate) mod tests {
             "a class that appears is worse, with no percentage: {text}"
         );
         assert_eq!(text.matches("WORSE").count(), 2, "{text}");
+    }
+
+    #[test]
+    fn a_step_whose_cpus_moved_is_flagged_and_a_steady_one_is_not() {
+        use crate::placement::{CrossCpu, Placement};
+        let mut st = three();
+        let probe = |before, after| CrossCpu {
+            cpus: (0, 1),
+            before_ns: Some(before),
+            after_ns: Some(after),
+        };
+        st[0].cross_cpu = Some(probe(64.0, 66.0));
+        st[1].cross_cpu = Some(probe(63.0, 321.0));
+        st[0].placement = Some(Placement::over(&[0, 1]));
+        let text = render_ladder(&st);
+        assert_eq!(text.matches("moved the vCPUs").count(), 1, "{text}");
+        assert!(text.contains("63 ns before, 321 ns after"), "{text}");
+        assert!(
+            text.contains("placement: dom0 on CPU 0, guest on CPU 0"),
+            "{text}"
+        );
+        let one = crate::report::render_step(&st[1]);
+        assert!(one.contains("MOVED during the run"), "{one}");
+        assert!(!crate::report::render_step(&st[0]).contains("MOVED"));
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod host;
 pub mod ladder;
 pub mod link;
 pub mod many;
+pub mod placement;
 pub mod report;
 pub mod ringpair;
 pub mod tcp_rx;

@@ -21,6 +21,7 @@ use bench::link::direct::DirectLink;
 use bench::link::splitnet::SplitnetLink;
 use bench::link::{DOM0, GUEST_DOMID, LinkConfig, LinkKind, Offload, REMOTE_DOMID, RxMode};
 use bench::many;
+use bench::placement::{Pin, Placement};
 use bench::report::{StepResult, render_step, run_step, write_json};
 use bench::ringpair::{array_queue_round_trips, ring_round_trips};
 use bench::tcp_rx::{ProfileMode, RunConfig};
@@ -73,6 +74,11 @@ enum Command {
         /// Sampler rate with `--profile sampled`.
         #[arg(long, default_value_t = 1000)]
         sample_hz: u32,
+        /// Thread placement: `none` leaves it to the scheduler; `split` puts the remote host
+        /// (the traffic source) on a CPU of its own and dom0 with the guest on another, as
+        /// separate machines would be (faster when that CPU is free, slower when it is not).
+        #[arg(long, value_enum, default_value_t = Pin::None)]
+        pin: Pin,
         /// Check every received byte against the sender's counting pattern.
         #[arg(long)]
         verify: bool,
@@ -96,6 +102,11 @@ enum Command {
         /// Measured seconds per step (after a warm-up of a quarter of that, at most 2 s).
         #[arg(long, default_value_t = 5.0)]
         seconds: f64,
+        /// Thread placement: `none` leaves it to the scheduler; `split` puts the remote host
+        /// (the traffic source) on a CPU of its own and dom0 with the guest on another, as
+        /// separate machines would be (faster when that CPU is free, slower when it is not).
+        #[arg(long, value_enum, default_value_t = Pin::None)]
+        pin: Pin,
         /// Write the steps as a JSON array here.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -189,11 +200,13 @@ fn main() {
             warmup,
             profile,
             sample_hz,
+            pin,
             verify,
             json,
             svg,
             quiet,
         } => run_config(mtu, mode, batch, seconds, warmup, profile, !quiet).and_then(|mut cfg| {
+            cfg.link.placement = placement(pin)?;
             cfg.sample_hz = sample_hz;
             cfg.verify = verify;
             cfg.link.offload = offload;
@@ -235,6 +248,7 @@ fn main() {
         Command::Ladder {
             mtu,
             seconds,
+            pin,
             json,
             svg,
             quiet,
@@ -247,7 +261,10 @@ fn main() {
             ProfileMode::Exact,
             !quiet,
         )
-        .and_then(|cfg| ladder(&cfg, json, svg)),
+        .and_then(|mut cfg| {
+            cfg.link.placement = placement(pin)?;
+            ladder(&cfg, json, svg)
+        }),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");
@@ -260,6 +277,10 @@ fn secs(what: &str, s: f64) -> Result<Duration, Error> {
         .ok()
         .filter(|d| *d <= Duration::from_secs(24 * 3600))
         .ok_or_else(|| Error::Config(format!("{what} must be between 0 and 86400 seconds")))
+}
+
+fn placement(pin: Pin) -> Result<Placement, Error> {
+    Placement::plan(pin).map_err(Error::Config)
 }
 
 fn run_config(
@@ -291,6 +312,7 @@ fn run_config(
             dom0: DOM0,
             guest: GUEST_DOMID,
             remote: REMOTE_DOMID,
+            placement: Placement::default(),
         },
         warmup: secs("--warmup", warmup)?,
         measure: secs("--seconds", seconds)?,

@@ -87,6 +87,13 @@ pub struct StepResult {
     /// What netfront negotiated (absent in results from before offloads).
     #[serde(default)]
     pub offload: Option<Offload>,
+    /// The CPUs the threads ran on (absent in results from before `--pin`).
+    #[serde(default)]
+    pub placement: Option<crate::placement::Placement>,
+    /// The cache-line round trip between the CPUs in use, before and after the run (absent in
+    /// results from before it was recorded).
+    #[serde(default)]
+    pub cross_cpu: Option<crate::placement::CrossCpu>,
     /// `packets` per second.
     pub packets_per_second: f64,
     /// xenoprof's mode during the run.
@@ -162,6 +169,8 @@ impl StepResult {
             seconds: m.seconds,
             throughput_gbps: m.bytes as f64 * 8.0 / m.seconds / 1e9,
             bytes: m.bytes,
+            placement: Some(lc.placement),
+            cross_cpu: m.cross_cpu,
             packets: m.packets,
             wire_packets: m.wire_packets,
             offload: Some(lc.offload),
@@ -225,6 +234,18 @@ pub fn render_step(r: &StepResult) -> String {
         r.profile_mode,
         r.seconds
     );
+    if let Some(p) = r.placement {
+        let _ = writeln!(s, "  placement: {p}");
+    }
+    if let Some(c) = r.cross_cpu {
+        let moved = if c.moved() {
+            " -- MOVED during the run: the host placed this VM's vCPUs differently, so this \
+             run's figures mix two machines; rerun before comparing"
+        } else {
+            ""
+        };
+        let _ = writeln!(s, "  cross-CPU round trip: {c}{moved}");
+    }
     let _ = writeln!(
         s,
         "\n  throughput  {:.2} Gb/s goodput ({} bytes read by the guest)",

@@ -19,6 +19,7 @@ use crate::Error;
 use crate::cputime::{thread_cpu_ns, thread_switches};
 use crate::host::{Role, Shared, run_host};
 use crate::link::{Link, LinkConfig, LinkStats};
+use crate::placement::CrossCpu;
 
 /// How the run is profiled (xenoprof's global mode during the run).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
@@ -106,6 +107,8 @@ pub struct Measurement {
     pub profile: Profile,
     /// The link's own figures.
     pub link_stats: LinkStats,
+    /// The cache-line round trip between the CPUs in use, before and after the run.
+    pub cross_cpu: Option<crate::placement::CrossCpu>,
 }
 
 /// How long the stream may take to start moving before the run fails.
@@ -137,6 +140,7 @@ pub fn run<L: Link>(link: &mut L, cfg: &RunConfig) -> Result<Measurement, Error>
         ));
     }
     let lc = &cfg.link;
+    let mut cross_cpu = crate::placement::probe_cpus(&lc.placement).map(CrossCpu::before);
     let (remote_dev, guest_dev) = link.build(lc)?;
     let shared = Arc::new(Shared::default());
     let spawn = |name: &str, f: Box<dyn FnOnce() -> Result<(), Error> + Send>| {
@@ -149,19 +153,29 @@ pub fn run<L: Link>(link: &mut L, cfg: &RunConfig) -> Result<Measurement, Error>
     let (s1, s2) = (shared.clone(), shared.clone());
     let (guest, remote) = (lc.guest, lc.remote);
     let verify = cfg.verify;
+    let pl = lc.placement;
+    let pin = |role: &'static str, cpu| {
+        crate::placement::enter(role, cpu).map_err(|what| Error::Thread { role, what })
+    };
     let threads: Vec<HostThread> = vec![
         (
             "guest receiver",
             spawn(
                 "guest-vcpu0",
-                Box::new(move || run_host(guest_dev, guest, Role::Receiver { verify }, s1)),
+                Box::new(move || {
+                    pin("guest receiver", pl.guest)?;
+                    run_host(guest_dev, guest, Role::Receiver { verify }, s1)
+                }),
             ),
         ),
         (
             "remote sender",
             spawn(
                 "remote-host",
-                Box::new(move || run_host(remote_dev, remote, Role::Sender, s2)),
+                Box::new(move || {
+                    pin("remote sender", pl.remote)?;
+                    run_host(remote_dev, remote, Role::Sender, s2)
+                }),
             ),
         ),
     ];
@@ -191,6 +205,10 @@ pub fn run<L: Link>(link: &mut L, cfg: &RunConfig) -> Result<Measurement, Error>
     }
     let mut m = outcome?;
     m.link_stats = stats?;
+    if let Some(c) = cross_cpu.as_mut() {
+        c.finish();
+    }
+    m.cross_cpu = cross_cpu;
     Ok(m)
 }
 
@@ -364,6 +382,7 @@ fn measure<L: Link>(
         cpu,
         profile,
         link_stats: LinkStats::default(),
+        cross_cpu: None,
     })
 }
 

@@ -23,6 +23,7 @@ fn cfg(mtu: usize, profile: ProfileMode) -> RunConfig {
             dom0: DOM0,
             guest: GUEST_DOMID,
             remote: REMOTE_DOMID,
+            placement: Default::default(),
         },
         warmup: Duration::from_millis(100),
         measure: Duration::from_millis(300),
@@ -134,6 +135,26 @@ fn splitnet_link_carries_the_stream_intact_through_netback() {
     );
     assert!(get("netback") > 0.0, "{c:?}");
     assert_eq!(get("mm"), 0.0, "copy mode never remaps: {c:?}");
+}
+
+#[test]
+fn a_split_placement_runs_intact_and_is_recorded_with_the_cross_cpu_probe() {
+    use bench::placement::{Pin, Placement};
+    let plan = Placement::plan(Pin::Split).expect("the CPUs this process may use");
+    let mut c = cfg(1500, ProfileMode::Exact);
+    c.link.placement = plan;
+    let r = {
+        let _g = RUN.lock().unwrap_or_else(|e| e.into_inner());
+        run_step("test", &mut SplitnetLink::new(), &c).expect("a pinned run")
+    };
+    assert!(r.bytes > 0, "no data measured: {r:?}");
+    assert_eq!(r.placement, Some(plan));
+    if let (Some(d), Some(rem)) = (plan.dom0, plan.remote) {
+        let probe = r.cross_cpu.expect("two CPUs: the probe ran");
+        assert_eq!(probe.cpus, (d, rem));
+    }
+    let v = serde_json::to_value(&r).unwrap();
+    assert!(v.get("placement").is_some() && v.get("cross_cpu").is_some());
 }
 
 #[test]

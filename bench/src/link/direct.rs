@@ -353,6 +353,7 @@ mod tests {
             dom0: 0,
             guest: GUEST_DOMID,
             remote: REMOTE_DOMID,
+            placement: Default::default(),
         }
     }
 

@@ -113,6 +113,8 @@ pub struct LinkConfig {
     pub guest: DomId,
     /// The remote host's pseudo-domain.
     pub remote: DomId,
+    /// The CPUs dom0, the guest and the remote host run on.
+    pub placement: crate::placement::Placement,
 }
 
 impl LinkConfig {

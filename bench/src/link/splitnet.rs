@@ -134,9 +134,11 @@ impl Link for SplitnetLink {
         // GRO at the NIC goes with GSO to the guest (the ladder adds them together); the NIC
         // keeps its own default for jumbo frames.
         let gro_off = cfg.offload != Offload::Gso;
+        let cpu = cfg.placement.dom0;
         let backend = thread::Builder::new()
             .name("dom0-netback".into())
             .spawn(move || -> Result<NetbackSnapshot, String> {
+                crate::placement::enter("dom0", cpu)?;
                 xenoprof::register_vcpu(dom0_id, xenoprof::Context::Kernel);
                 let mut nb = Netback::new(dom0, nb_cfg, POOL_PAGES).map_err(|e| e.to_string())?;
                 let wire = wire_nic(nb.pool(), nb.evtchn(), &remote, eth_mtu).and_then(
