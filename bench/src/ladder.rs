@@ -184,7 +184,7 @@ pub fn render_ladder(steps: &[StepResult]) -> String {
             r.batch,
             r.offload.map_or("?", Offload::name)
         );
-        if let Some(c) = r.cross_cpu.filter(|c| c.moved()) {
+        if let Some(c) = r.cross_cpu.as_ref().filter(|c| c.moved()) {
             let _ = writeln!(
                 s,
                 "      cross-CPU round trip {c}: the host moved the vCPUs during this step; \
@@ -389,14 +389,24 @@ pub(crate) mod tests {
         let probe = |before, after| CrossCpu {
             cpus: (0, 1),
             before_ns: Some(before),
+            during_ns: vec![before, after],
             after_ns: Some(after),
         };
         st[0].cross_cpu = Some(probe(64.0, 66.0));
+        // A far probe before the warm-up alone does not flag the step.
+        st[2].cross_cpu = Some(CrossCpu {
+            before_ns: Some(310.0),
+            during_ns: vec![64.0, 62.0],
+            ..probe(64.0, 63.0)
+        });
         st[1].cross_cpu = Some(probe(63.0, 321.0));
         st[0].placement = Some(Placement::over(&[0, 1]));
         let text = render_ladder(&st);
         assert_eq!(text.matches("moved the vCPUs").count(), 1, "{text}");
-        assert!(text.contains("63 ns before, 321 ns after"), "{text}");
+        assert!(
+            text.contains("63 ns before, 63/321 ns during, 321 ns after"),
+            "{text}"
+        );
         assert!(
             text.contains("placement: dom0 on CPU 0, guest on CPU 0"),
             "{text}"

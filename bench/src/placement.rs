@@ -16,7 +16,8 @@
 //! most of the time and in 300–330 ns for minutes at a stretch (the vCPUs then sit on cores
 //! that share no cache); every cross-core copy and hand-off then costs several times as much,
 //! the remote host's own smoltcp included. [`cross_cpu_round_trip`] measures it, and `tcp-rx`
-//! prints it before and after its window so such a run can be told apart.
+//! probes before its warm-up, about once a second during its window (a fraction of a
+//! millisecond each) and after, and flags a run whose window saw the probe move.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -109,13 +110,16 @@ pub fn enter(who: &str, cpu: Option<usize>) -> Result<(), String> {
         .map_err(|e| format!("pinning the {who} thread to CPU {c} failed ({e}); use --pin none"))
 }
 
-/// The cache-line round trip between two CPUs, probed before and after a run's window.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// The cache-line round trip between two CPUs, probed before, during and after a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CrossCpu {
     /// The CPUs probed (dom0's and the remote host's when pinned apart).
     pub cpus: (usize, usize),
     /// Nanoseconds per round trip before the run (`None`: the probe gave up).
     pub before_ns: Option<f64>,
+    /// Short probes about once a second during the measured window.
+    #[serde(default)]
+    pub during_ns: Vec<f64>,
     /// Nanoseconds per round trip after the window.
     pub after_ns: Option<f64>,
 }
@@ -125,23 +129,42 @@ impl CrossCpu {
     pub fn before(cpus: (usize, usize)) -> Self {
         Self {
             cpus,
-            before_ns: probe_ns(cpus),
+            before_ns: probe_ns(cpus, FULL),
+            during_ns: Vec::new(),
             after_ns: None,
+        }
+    }
+
+    /// A short probe while the run goes on (about a millisecond of both CPUs at worst).
+    pub fn sample(&mut self) {
+        if let Some(ns) = probe_ns(self.cpus, SHORT) {
+            self.during_ns.push(ns);
         }
     }
 
     /// Probes again and records it as `after_ns`.
     pub fn finish(&mut self) {
-        self.after_ns = probe_ns(self.cpus);
+        self.after_ns = probe_ns(self.cpus, FULL);
     }
 
-    /// True when the two probes differ by more than 2x: the host moved the vCPUs during the
-    /// run, and its figures mix two machines.
+    /// The probes that bound the measured window: those during it and the one after (the one
+    /// before too when the window was too short for any during it). The probe before runs ahead
+    /// of the warm-up, and a vCPU waking from idle is often placed far for a moment.
+    fn window(&self) -> impl Iterator<Item = f64> + '_ {
+        let before = self.before_ns.filter(|_| self.during_ns.is_empty());
+        before
+            .into_iter()
+            .chain(self.during_ns.iter().copied())
+            .chain(self.after_ns)
+    }
+
+    /// True when the probes bounding the window differ by more than 2x: the host moved the
+    /// vCPUs during the run, and its figures mix two machines.
     pub fn moved(&self) -> bool {
-        match (self.before_ns, self.after_ns) {
-            (Some(a), Some(b)) => a.max(b) > 2.0 * a.min(b),
-            _ => false,
-        }
+        let (lo, hi) = self
+            .window()
+            .fold((f64::MAX, 0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
+        hi > 2.0 * lo
     }
 }
 
@@ -150,21 +173,45 @@ impl fmt::Display for CrossCpu {
         let ns = |v: Option<f64>| v.map_or("(gave up)".to_string(), |v| format!("{v:.0} ns"));
         write!(
             f,
-            "CPU {} <-> {}: {} before, {} after",
+            "CPU {} <-> {}: {} before, ",
             self.cpus.0,
             self.cpus.1,
-            ns(self.before_ns),
-            ns(self.after_ns)
-        )
+            ns(self.before_ns)
+        )?;
+        if !self.during_ns.is_empty() {
+            let during: Vec<String> = self.during_ns.iter().map(|v| format!("{v:.0}")).collect();
+            write!(f, "{} ns during, ", during.join("/"))?;
+        }
+        write!(f, "{} after", ns(self.after_ns))
     }
 }
 
-fn probe_ns((a, b): (usize, usize)) -> Option<f64> {
-    cross_cpu_round_trip(a, b).map(|d| d.as_secs_f64() * 1e9)
+fn probe_ns((a, b): (usize, usize), p: Probe) -> Option<f64> {
+    cross_cpu_round_trip(a, b, p).map(|d| d.as_secs_f64() * 1e9)
 }
 
-/// Rounds of the ping-pong in [`cross_cpu_round_trip`] (after as many again to warm up).
-const ROUNDS: u64 = 20_000;
+/// How much a probe bounces: `batches` timed batches of `rounds` round trips each (after one
+/// untimed batch to warm up); the answer is the fastest batch's time per round trip, so a
+/// batch in which the scheduler preempted a probe thread does not count.
+#[derive(Debug, Clone, Copy)]
+pub struct Probe {
+    /// Timed batches.
+    pub batches: u32,
+    /// Round trips per batch.
+    pub rounds: u32,
+}
+
+/// Before and after a run: 20 000 round trips (1-7 ms).
+pub const FULL: Probe = Probe {
+    batches: 10,
+    rounds: 2_000,
+};
+/// During a run: 2 000 round trips (0.1-0.7 ms).
+pub const SHORT: Probe = Probe {
+    batches: 10,
+    rounds: 200,
+};
+
 /// The probe gives up after this long (a descheduled partner would otherwise keep the other
 /// thread spinning).
 const PROBE_LIMIT: Duration = Duration::from_secs(1);
@@ -173,10 +220,11 @@ const PROBE_LIMIT: Duration = Duration::from_secs(1);
 /// there bounce a counter. `None` when `a == b`, a thread cannot be pinned, or the probe runs
 /// past one second (a partner descheduled: the answer would be the scheduler's, not the
 /// caches').
-pub fn cross_cpu_round_trip(a: usize, b: usize) -> Option<Duration> {
-    if a == b {
+pub fn cross_cpu_round_trip(a: usize, b: usize, p: Probe) -> Option<Duration> {
+    if a == b || p.batches == 0 || p.rounds == 0 {
         return None;
     }
+    let total = u64::from(p.batches + 1) * u64::from(p.rounds);
     let ball = AtomicU64::new(0);
     let give_up = AtomicBool::new(false);
     // Waits until the ball reads `want`; false if the other side gave up or time ran out.
@@ -203,7 +251,7 @@ pub fn cross_cpu_round_trip(a: usize, b: usize) -> Option<Duration> {
                 give_up.store(true, Ordering::Relaxed);
                 return;
             }
-            for i in 0..2 * ROUNDS {
+            for i in 0..total {
                 if !wait_for(2 * i + 1, deadline) {
                     return;
                 }
@@ -214,9 +262,14 @@ pub fn cross_cpu_round_trip(a: usize, b: usize) -> Option<Duration> {
         // Both sides on threads of their own: pinning the caller would keep it pinned.
         let server = s.spawn(|| {
             enter("probe", Some(a)).ok()?;
+            let mut best: Option<Duration> = None;
             let mut start = Instant::now();
-            for i in 0..2 * ROUNDS {
-                if i == ROUNDS {
+            for i in 0..total {
+                if i % u64::from(p.rounds) == 0 {
+                    if i > u64::from(p.rounds) {
+                        let took = start.elapsed();
+                        best = Some(best.map_or(took, |b| b.min(took)));
+                    }
                     start = Instant::now();
                 }
                 // Release: serves the ball (pairs with the Acquire load in `wait_for`).
@@ -225,7 +278,9 @@ pub fn cross_cpu_round_trip(a: usize, b: usize) -> Option<Duration> {
                     return None;
                 }
             }
-            Some(start.elapsed() / ROUNDS as u32)
+            let took = start.elapsed();
+            best = Some(best.map_or(took, |b| b.min(took)));
+            best.map(|b| b / p.rounds)
         });
         let took = server.join().ok().flatten();
         give_up.store(true, Ordering::Relaxed);
@@ -296,12 +351,12 @@ mod tests {
 
     #[test]
     fn the_probe_answers_between_two_cpus_and_not_within_one() {
-        assert_eq!(cross_cpu_round_trip(0, 0), None);
+        assert_eq!(cross_cpu_round_trip(0, 0, SHORT), None);
         let Some((a, b)) = probe_cpus(&Placement::default()) else {
             return; // one usable CPU
         };
         // On a loaded machine the partner may be descheduled past the limit: then None.
-        if let Some(t) = cross_cpu_round_trip(a, b) {
+        if let Some(t) = cross_cpu_round_trip(a, b, SHORT) {
             assert!(t > Duration::ZERO && t < PROBE_LIMIT);
         }
     }

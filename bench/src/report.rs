@@ -237,7 +237,7 @@ pub fn render_step(r: &StepResult) -> String {
     if let Some(p) = r.placement {
         let _ = writeln!(s, "  placement: {p}");
     }
-    if let Some(c) = r.cross_cpu {
+    if let Some(c) = &r.cross_cpu {
         let moved = if c.moved() {
             " -- MOVED during the run: the host placed this VM's vCPUs differently, so this \
              run's figures mix two machines; rerun before comparing"

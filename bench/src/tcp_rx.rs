@@ -115,6 +115,8 @@ pub struct Measurement {
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Progress bar and stall check period.
 const TICK: Duration = Duration::from_millis(100);
+/// How often the cross-CPU round trip is probed during the window.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
 /// A window this long without a byte is a stall.
 const STALL: Duration = Duration::from_secs(5);
 
@@ -179,7 +181,7 @@ pub fn run<L: Link>(link: &mut L, cfg: &RunConfig) -> Result<Measurement, Error>
             ),
         ),
     ];
-    let outcome = measure(link, cfg, &shared, &threads);
+    let outcome = measure(link, cfg, &shared, &threads, cross_cpu.as_mut());
     // Stop everything whatever happened, then report the first failure.
     // Relaxed: pairs with the hosts' relaxed loads; `shutdown` (locks) wakes any blocked host.
     shared.stop.store(true, Ordering::Relaxed);
@@ -284,6 +286,7 @@ fn measure<L: Link>(
     cfg: &RunConfig,
     shared: &Shared,
     threads: &Threads,
+    cross_cpu: Option<&mut CrossCpu>,
 ) -> Result<Measurement, Error> {
     let lc = &cfg.link;
     // Relaxed loads below: progress figures (see `run_host`).
@@ -335,9 +338,18 @@ fn measure<L: Link>(
     session.start()?;
     let off = cfg.warmup.as_millis() as u64;
     let gbps = |b: u64, t: Instant| (b - b0) as f64 * 8.0 / t.elapsed().as_secs_f64() / 1e9;
+    // A short cross-CPU probe about once a second, so a run the host's vCPU placement changed
+    // under can be told apart (see `placement.rs`).
+    let probe = std::cell::RefCell::new((cross_cpu, t0));
     tick_until(&bar, t0 + cfg.measure, off, threads, &|| {
         let b = bytes();
         bar.set_message(format!("measuring: {:.2} Gb/s", gbps(b, t0)));
+        let mut p = probe.borrow_mut();
+        let (c, last) = &mut *p;
+        if let Some(c) = c.as_deref_mut().filter(|_| last.elapsed() >= PROBE_EVERY) {
+            c.sample();
+            *last = Instant::now();
+        }
         b
     })?;
     session.stop();

@@ -150,7 +150,7 @@ fn a_split_placement_runs_intact_and_is_recorded_with_the_cross_cpu_probe() {
     assert!(r.bytes > 0, "no data measured: {r:?}");
     assert_eq!(r.placement, Some(plan));
     if let (Some(d), Some(rem)) = (plan.dom0, plan.remote) {
-        let probe = r.cross_cpu.expect("two CPUs: the probe ran");
+        let probe = r.cross_cpu.as_ref().expect("two CPUs: the probe ran");
         assert_eq!(probe.cpus, (d, rem));
     }
     let v = serde_json::to_value(&r).unwrap();
