@@ -26,6 +26,28 @@ use bench::report::{StepResult, render_step, run_step, write_json};
 use bench::ringpair::{array_queue_round_trips, ring_round_trips};
 use bench::tcp_rx::{ProfileMode, RunConfig};
 
+/// `print!` that ends the process quietly when stdout is a closed pipe (`bench tcp-rx | head`)
+/// instead of panicking, and with a message on any other write error.
+macro_rules! out {
+    ($($t:tt)*) => { emit(format_args!($($t)*)) };
+}
+
+/// `println!` through [`out!`].
+macro_rules! outln {
+    ($($t:tt)*) => {{ out!($($t)*); out!("\n") }};
+}
+
+fn emit(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    if let Err(e) = std::io::stdout().lock().write_fmt(args) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing the report to stdout failed: {e}");
+        std::process::exit(1);
+    }
+}
+
 /// The process's allocator: the system's, counting the heap the driver domain's thread holds
 /// (for `many`'s backend memory per vif).
 #[global_allocator]
@@ -333,13 +355,13 @@ fn tcp_rx(
         LinkKind::Direct => run_step("tcp-rx", &mut DirectLink::new(), cfg)?,
         LinkKind::Splitnet => run_step("tcp-rx", &mut SplitnetLink::new(), cfg)?,
     };
-    print!("{}", render_step(&r));
+    out!("{}", render_step(&r));
     write_outputs(&r, json, svg, step_svg)
 }
 
 fn many(cfg: &many::Config, json: Option<PathBuf>) -> Result<(), Error> {
     let r = many::run(cfg)?;
-    print!("{}", many::render(&r));
+    out!("{}", many::render(&r));
     write_outputs(&r, json, None, |_| Ok(String::new()))
 }
 
@@ -349,7 +371,7 @@ fn ladder(cfg: &RunConfig, json: Option<PathBuf>, svg: Option<PathBuf>) -> Resul
         || -> Result<SplitnetLink, Error> { Ok(SplitnetLink::new()) },
         cfg,
     )?;
-    print!("{}", render_ladder(&steps));
+    out!("{}", render_ladder(&steps));
     write_outputs(&steps, json, svg, |s: &Vec<StepResult>| ladder_svg(s))
 }
 
@@ -366,11 +388,11 @@ fn report(json: PathBuf, svg: Option<PathBuf>) -> Result<(), Error> {
     };
     if text.trim_start().starts_with('[') {
         let steps: Vec<StepResult> = serde_json::from_str(&text).map_err(bad)?;
-        print!("{}", render_ladder(&steps));
+        out!("{}", render_ladder(&steps));
         write_outputs(&steps, None, svg, |s: &Vec<StepResult>| ladder_svg(s))
     } else {
         let r: StepResult = serde_json::from_str(&text).map_err(bad)?;
-        print!("{}", render_step(&r));
+        out!("{}", render_step(&r));
         write_outputs(&r, None, svg, step_svg)
     }
 }
@@ -383,7 +405,7 @@ fn write_outputs<T: serde::Serialize>(
 ) -> Result<(), Error> {
     if let Some(path) = json {
         write_json(&path, value)?;
-        println!("JSON written to {}", path.display());
+        outln!("JSON written to {}", path.display());
     }
     if let Some(path) = svg {
         let text = draw(value)?;
@@ -391,7 +413,7 @@ fn write_outputs<T: serde::Serialize>(
             path: path.clone(),
             source,
         })?;
-        println!("SVG chart written to {}", path.display());
+        outln!("SVG chart written to {}", path.display());
     }
     Ok(())
 }
@@ -401,7 +423,7 @@ fn ring(slots: u32, burst: u32, runs: u32) {
         eprintln!("error: --slots, --burst and --runs must all be at least 1");
         std::process::exit(2);
     }
-    println!(
+    outln!(
         "netif tx ring (256 slots) vs crossbeam ArrayQueue (2 x 256), {slots} round trips, burst {burst}"
     );
     let (mut best_ring, mut best_aq, mut notifies) = (0f64, 0f64, 0);
@@ -412,7 +434,7 @@ fn ring(slots: u32, burst: u32, runs: u32) {
             slots as f64 / r.elapsed.as_secs_f64(),
             slots as f64 / a.elapsed.as_secs_f64(),
         );
-        println!(
+        outln!(
             "  run {run}: ring {:>6.1} M slots/s ({} notifies)   ArrayQueue {:>6.1} M slots/s",
             rr / 1e6,
             r.notifies,
@@ -424,7 +446,7 @@ fn ring(slots: u32, burst: u32, runs: u32) {
         }
         best_aq = best_aq.max(ar);
     }
-    println!(
+    outln!(
         "best: ring {:.1} M slots/s, ArrayQueue {:.1} M slots/s, ratio {:.2}x; notifications per round trip {:.4}",
         best_ring / 1e6,
         best_aq / 1e6,
