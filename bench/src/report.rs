@@ -90,8 +90,8 @@ pub struct StepResult {
     /// The CPUs the threads ran on (absent in results from before `--pin`).
     #[serde(default)]
     pub placement: Option<crate::placement::Placement>,
-    /// The cache-line round trip between the CPUs in use, before and after the run (absent in
-    /// results from before it was recorded).
+    /// The cache-line round trip between the CPUs in use, before, during and after the run
+    /// (absent in results from before it was recorded).
     #[serde(default)]
     pub cross_cpu: Option<crate::placement::CrossCpu>,
     /// `packets` per second.

@@ -107,7 +107,7 @@ pub struct Measurement {
     pub profile: Profile,
     /// The link's own figures.
     pub link_stats: LinkStats,
-    /// The cache-line round trip between the CPUs in use, before and after the run.
+    /// The cache-line round trip between the CPUs in use, before, during and after the run.
     pub cross_cpu: Option<crate::placement::CrossCpu>,
 }
 
