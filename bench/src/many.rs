@@ -46,6 +46,7 @@ use crate::link::many::{Dom0Report, ManyConfig, ManyMachine, guest_domid};
 pub use crate::link::many::{guest_ip, guest_mac};
 use crate::link::splitnet::POOL_PAGES;
 use crate::link::{DOM0, REMOTE_DOMID};
+use crate::placement::{CrossCpu, Placement, probe_cpus};
 use crate::report::cycles_by_class;
 use crate::tcp_rx::{panic_text, progress_bar};
 
@@ -145,6 +146,8 @@ fn connect_timeout(n: usize) -> Duration {
 }
 /// Progress and stall-check period.
 const TICK: Duration = Duration::from_millis(100);
+/// How often the cross-CPU round trip is probed during the window.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
 /// A window this long in which no guest reads a byte is a stall.
 const STALL: Duration = Duration::from_secs(5);
 
@@ -333,6 +336,7 @@ fn measure(
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+    let mut cross_cpu = probe_cpus(&Placement::default()).map(CrossCpu::before);
     bar.set_message("warm-up");
     tick_until(&bar, Instant::now() + cfg.warmup, 0, machine, hosts, |_| {})?;
 
@@ -356,9 +360,17 @@ fn measure(
     );
     session.start()?;
     let off = cfg.warmup.as_millis() as u64;
+    // A short cross-CPU probe about once a second (see `placement.rs`).
+    let probe = std::cell::RefCell::new((cross_cpu.as_mut(), t0));
     tick_until(&bar, t0 + cfg.measure, off, machine, hosts, |b| {
         let gbps = (b - b0.iter().sum::<u64>()) as f64 * 8.0 / t0.elapsed().as_secs_f64() / 1e9;
         bar.set_message(format!("measuring: {gbps:.2} Gb/s"));
+        let mut p = probe.borrow_mut();
+        let (c, last) = &mut *p;
+        if let Some(c) = c.as_deref_mut().filter(|_| last.elapsed() >= PROBE_EVERY) {
+            c.sample();
+            *last = Instant::now();
+        }
     })?;
     session.stop();
     let (b1, f1, w1, seconds) = (
@@ -373,6 +385,9 @@ fn measure(
     let rss1 = vm_rss_kib()?;
     let now = machine.report()?;
     bar.finish_and_clear();
+    if let Some(c) = cross_cpu.as_mut() {
+        c.finish();
+    }
 
     // Per wire segment: a GSO super-frame carries a different number of segments in the
     // one-vif and the N-vif run, so per guest frame would compare unlike things.
@@ -441,6 +456,7 @@ fn measure(
         memory: memory(n, rss0, rss1, [&base, &connected, &now]),
         queues: queues(n, &now),
         drops: drops(&now),
+        cross_cpu,
     })
 }
 

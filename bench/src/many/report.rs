@@ -153,6 +153,17 @@ pub fn render(r: &ManyResult) -> String {
         many.drops.uplink.to_string(),
     );
     let _ = writeln!(s);
+    for (label, run) in [("1 vif", one), ("scaled run", many)] {
+        if let Some(c) = &run.cross_cpu {
+            let moved = if c.moved() {
+                " -- MOVED during the run: the host placed this VM's vCPUs differently, so the \
+                 ratios below mix two machines; rerun before comparing"
+            } else {
+                ""
+            };
+            let _ = writeln!(s, "  cross-CPU round trip, {label}: {c}{moved}");
+        }
+    }
     let _ = writeln!(s, "  targets ({} vifs):", r.vifs);
     let c = &r.checks;
     let _ = writeln!(

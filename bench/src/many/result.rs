@@ -179,6 +179,11 @@ pub struct RunFigures {
     pub queues: Queues,
     /// Frames lost.
     pub drops: Drops,
+    /// The cache-line round trip between two CPUs before, during and after the run (absent
+    /// in results from before it was recorded): the host's vCPU placement can change between
+    /// the two runs and make every cross-core cost several times dearer in one of them.
+    #[serde(default)]
+    pub cross_cpu: Option<crate::placement::CrossCpu>,
 }
 
 /// A target and whether the run met it.

@@ -106,6 +106,7 @@ fn figures(n: usize, cpp: f64, backend_kib: f64, peak: u64) -> RunFigures {
         },
         per_vif: Vec::new(),
         drops: Drops::default(),
+        cross_cpu: None,
     }
 }
 
@@ -176,4 +177,28 @@ fn targets_are_checked_against_the_scaled_run() {
         "{text}"
     );
     assert!(text.contains("netback"), "classes listed: {text}");
+}
+
+#[test]
+fn a_run_whose_cpus_moved_is_flagged_in_the_report() {
+    use crate::placement::CrossCpu;
+    let probe = |during: Vec<f64>| CrossCpu {
+        cpus: (0, 1),
+        before_ns: Some(64.0),
+        during_ns: during,
+        after_ns: Some(65.0),
+    };
+    let mut one = figures(1, 1000.0, 900.0, 1000);
+    let mut many = figures(4, 1100.0, 300.0, 2000);
+    one.cross_cpu = Some(probe(vec![63.0, 64.0]));
+    many.cross_cpu = Some(probe(vec![64.0, 318.0]));
+    let text = render(&ManyResult::new(&config(), one.clone(), many));
+    assert!(
+        text.contains("cross-CPU round trip, 1 vif: CPU 0 <-> 1: 64 ns before"),
+        "{text}"
+    );
+    assert_eq!(text.matches("MOVED during the run").count(), 1, "{text}");
+    let steady = figures(4, 1100.0, 300.0, 2000);
+    let text = render(&ManyResult::new(&config(), one, steady));
+    assert!(!text.contains("MOVED"), "{text}");
 }
