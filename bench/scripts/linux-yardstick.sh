@@ -105,7 +105,11 @@ for _ in $(seq 50); do
 done
 
 echo "Linux: iperf3, one stream, MTU $MTU, $SECS s (+1 s omitted warm-up), through br0 in $NS_BR"
+# The cache-line round trip between the two CPUs before and after (see `bench probe --help`):
+# a run during which the host moved this VM's vCPUs is not comparable.
+L0=$("$BENCH" probe --ns)
 ip netns exec "$NS_SND" iperf3 -c 10.99.0.2 -P 1 -t "$SECS" -O 1 -J >"$WORK/iperf.json"
+L1=$("$BENCH" probe --ns)
 LINUX_GBPS=$(python3 -c '
 import json, sys
 d = json.load(open(sys.argv[1]))
@@ -114,17 +118,27 @@ print("%.3f" % (d["end"]["sum_received"]["bits_per_second"] / 1e9))' "$WORK/iper
 echo "splitnet: tcp-rx --link $LINK --mtu $MTU --seconds $SECS"
 "$BENCH" tcp-rx --link "$LINK" --mtu "$MTU" --seconds "$SECS" --warmup 1 --profile off \
     --quiet --json "$WORK/tcp-rx.json" | grep -E "^tcp-rx|throughput|packets|CPU" || true
-read -r SPLITNET_GBPS USED_LINK < <(python3 -c '
+read -r SPLITNET_GBPS USED_LINK SPLITNET_PROBE < <(python3 -c '
 import json, sys
 d = json.load(open(sys.argv[1]))
-print("%.3f %s" % (d["throughput_gbps"], d["link"]))' "$WORK/tcp-rx.json")
+c = d.get("cross_cpu") or {}
+p = [c.get("before_ns")] + c.get("during_ns", []) + [c.get("after_ns")]
+print("%.3f %s %s" % (d["throughput_gbps"], d["link"],
+                      "/".join("?" if v is None else "%.0f" % v for v in p)))' "$WORK/tcp-rx.json")
 
 echo
 echo "MTU $MTU, $SECS s, one TCP stream:"
-printf '  splitnet tcp-rx (link %s): %8.2f Gb/s\n' "$USED_LINK" "$SPLITNET_GBPS"
-printf '  Linux veth + bridge + veth: %8.2f Gb/s\n' "$LINUX_GBPS"
+printf '  splitnet tcp-rx (link %s): %8.2f Gb/s   (cross-CPU %s ns)\n' "$USED_LINK" "$SPLITNET_GBPS" "$SPLITNET_PROBE"
+printf '  Linux veth + bridge + veth: %8.2f Gb/s   (cross-CPU %s/%s ns before/after)\n' "$LINUX_GBPS" "$L0" "$L1"
 python3 -c 'import sys; s, l = float(sys.argv[1]), float(sys.argv[2]); print("  ratio splitnet / Linux:     %8.2fx" % (s / l) if l > 0 else "  ratio: Linux measured 0")' \
     "$SPLITNET_GBPS" "$LINUX_GBPS"
+python3 -c '
+import sys
+v = [float(x) for x in sys.argv[1].replace("/", " ").split() + sys.argv[2:] if x not in ("?", "nan")]
+if v and max(v) > 2 * min(v):
+    print("  (the cross-CPU probe moved by more than 2x between or during the two runs: the host")
+    print("   placed this VM'"'"'s vCPUs differently, so the ratio compares two machines; rerun)")' \
+    "$SPLITNET_PROBE" "$L0" "$L1"
 if [[ "$USED_LINK" == "direct" ]]; then
     echo "  (link direct = smoltcp to smoltcp with no driver domain: an upper bound for splitnet, not its figure)"
 fi

@@ -152,9 +152,20 @@ def iperf(path):
         raise SystemExit(f"iperf3 failed: {d['error']}")
     return d["end"]["sum_received"]["bits_per_second"] / 1e9
 
+def probe_ns(text):
+    try:
+        v = float(text)
+    except ValueError:
+        return None
+    return None if v != v else v
+
+def moved(probes):
+    p = [x for x in probes if x is not None]
+    return len(p) == 2 and max(p) > 2 * min(p)
+
 def record(args):
-    """record PATH MTU RUN before.json after.json iperf.json client.json [server.json|-] [stats.json|-] wall"""
-    path, mtu, run, before, after, ip, client, server, stats, wall = args
+    """record PATH MTU RUN before.json after.json iperf.json client.json [server.json|-] [stats.json|-] wall probe0 probe1"""
+    path, mtu, run, before, after, ip, client, server, stats, wall, p0, p1 = args
     b, a = json.load(open(before)), json.load(open(after))
     cpu = {}
     for name, s in a["threads"].items():
@@ -166,7 +177,7 @@ def record(args):
     cpu["machine busy"] = a["machine"]["busy"] - b["machine"]["busy"]
     cpu["machine softirq"] = a["machine"]["softirq"] - b["machine"]["softirq"]
     rec = {"path": path, "mtu": int(mtu), "run": int(run), "gbps": iperf(ip), "cpu": cpu,
-           "wall": float(wall)}
+           "wall": float(wall), "cross_cpu_ns": [probe_ns(p0), probe_ns(p1)]}
     if stats != "-" and os.path.exists(stats):
         s = json.load(open(stats))
         up = s["backend"]["uplinks"][0][2]
@@ -175,7 +186,10 @@ def record(args):
         rec["vif_rx_packets"] = vif.get("rx_packets", 0)
         rec["vif_rx_gso_frames"] = vif.get("rx_gso_frames", 0)
     print(json.dumps(rec))
-    print(f"    {path:8s} MTU {int(mtu):5d} run {run}: {rec['gbps']:7.2f} Gb/s", file=sys.stderr)
+    shown = "/".join("?" if v is None else f"{v:.0f}" for v in rec["cross_cpu_ns"])
+    flag = "  MOVED" if moved(rec["cross_cpu_ns"]) else ""
+    print(f"    {path:8s} MTU {int(mtu):5d} run {run}: {rec['gbps']:7.2f} Gb/s"
+          f"  (cross-CPU {shown} ns before/after{flag})", file=sys.stderr)
 
 def report(path, runs, secs):
     recs = [json.loads(l) for l in open(path)]
@@ -204,6 +218,12 @@ def report(path, runs, secs):
                 v = statistics.median(r["cpu"].get(k, 0.0) for r in rs)
                 cells.append(f"{k} {v:.2f}")
             print(f"    CPU s over the {wall:.1f} s run (median): " + "; ".join(cells))
+            probes = [r.get("cross_cpu_ns", [None, None]) for r in rs]
+            shown = ", ".join("/".join("?" if v is None else f"{v:.0f}" for v in p)
+                              + ("*" if moved(p) else "") for p in probes)
+            print(f"    cross-CPU round trip before/after each run (ns): {shown}"
+                  + ("  (* moved more than 2x: the host placed the vCPUs differently"
+                     " during that run)" if any(moved(p) for p in probes) else ""))
             if path == "netbackd" and "tap_rx_frames" in rs[0]:
                 fr = [r["tap_rx_bytes"] / max(r["tap_rx_frames"], 1) for r in rs]
                 gso = [r["vif_rx_gso_frames"] for r in rs]
@@ -229,9 +249,12 @@ else:
 PY
 
 # Build first, so compiling never overlaps a measurement.
-echo "building netbackd (release)..."
-(cd "$ROOT" && cargo build --release -q -p netbackd)
+echo "building netbackd and bench (release)..."
+(cd "$ROOT" && cargo build --release -q -p netbackd -p bench)
 NETBACKD="$ROOT/target/release/netbackd"
+# `bench probe --ns`: the cache-line round trip between the two CPUs, before and after each
+# run (60-70 ns on these VMs normally, 300+ ns when the host puts the vCPUs apart).
+PROBE=("$ROOT/target/release/bench" probe --ns)
 
 now() { date +%s.%N; }
 
@@ -256,6 +279,7 @@ run_netbackd() {
         cat "$WORK/nb.err" >&2
         exit 1
     fi
+    local p0; p0=$("${PROBE[@]}")
     python3 "$HELPER" snapshot "$NB_PID" >"$WORK/before.json"
     local t0; t0=$(now)
     ip netns exec "$NS_NB" python3 "$HELPER" rusage "$WORK/client.json" \
@@ -266,11 +290,12 @@ run_netbackd() {
     }
     local t1; t1=$(now)
     python3 "$HELPER" snapshot "$NB_PID" >"$WORK/after.json"
+    local p1; p1=$("${PROBE[@]}")
     kill -USR1 "$NB_PID"
     for _ in $(seq 50); do [[ -s "$stats" ]] && break; sleep 0.1; done
     python3 "$HELPER" record netbackd "$mtu" "$run" "$WORK/before.json" "$WORK/after.json" \
         "$WORK/iperf.json" "$WORK/client.json" - "$stats" "$(python3 -c "print($t1 - $t0)")" \
-        >>"$RESULTS"
+        "$p0" "$p1" >>"$RESULTS"
     kill -TERM "$NB_PID"
     wait "$NB_PID" || { echo "real-sender.sh: netbackd did not exit cleanly:" >&2; cat "$WORK/nb.err" >&2; exit 1; }
     NB_PID=""
@@ -324,6 +349,7 @@ run_linux() {
         ip netns exec "$NS_RCV" ss -ltn 2>/dev/null | grep -q ':5201' && break
         sleep 0.1
     done
+    local p0; p0=$("${PROBE[@]}")
     python3 "$HELPER" snapshot 0 >"$WORK/before.json"
     local t0; t0=$(now)
     ip netns exec "$NS_SND" python3 "$HELPER" rusage "$WORK/client.json" \
@@ -334,11 +360,12 @@ run_linux() {
     }
     local t1; t1=$(now)
     python3 "$HELPER" snapshot 0 >"$WORK/after.json"
+    local p1; p1=$("${PROBE[@]}")
     wait "$SERVER_PID" || true
     SERVER_PID=""
     python3 "$HELPER" record linux "$mtu" "$run" "$WORK/before.json" "$WORK/after.json" \
         "$WORK/iperf.json" "$WORK/client.json" "$WORK/server.json" - "$(python3 -c "print($t1 - $t0)")" \
-        >>"$RESULTS"
+        "$p0" "$p1" >>"$RESULTS"
 }
 
 echo "real sender: MTUs $MTUS, $RUNS runs each, $SECS s per run (+1 s omitted)"

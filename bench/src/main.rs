@@ -21,7 +21,7 @@ use bench::link::direct::DirectLink;
 use bench::link::splitnet::SplitnetLink;
 use bench::link::{DOM0, GUEST_DOMID, LinkConfig, LinkKind, Offload, REMOTE_DOMID, RxMode};
 use bench::many;
-use bench::placement::{Pin, Placement};
+use bench::placement::{FULL, Pin, Placement, cross_cpu_round_trip, probe_cpus};
 use bench::report::{StepResult, render_step, run_step, write_json};
 use bench::ringpair::{array_queue_round_trips, ring_round_trips};
 use bench::tcp_rx::{ProfileMode, RunConfig};
@@ -177,6 +177,14 @@ enum Command {
         #[arg(long)]
         svg: Option<PathBuf>,
     },
+    /// The cache-line round trip between this machine's first two usable CPUs (what `tcp-rx`
+    /// probes around its runs): 60-70 ns on these VMs when the host keeps the vCPUs on cores
+    /// that share a cache, 300+ ns when it does not. For scripts that run other benchmarks.
+    Probe {
+        /// Print only the nanoseconds (`nan` if there is one CPU or the probe gave up).
+        #[arg(long)]
+        ns: bool,
+    },
     /// Cross-thread request/response throughput of a netif tx ring beside crossbeam's ArrayQueue.
     Ring {
         /// Round trips per run.
@@ -212,6 +220,10 @@ fn main() {
             Ok(())
         }
         Command::Report { json, svg } => report(json, svg),
+        Command::Probe { ns } => {
+            probe(ns);
+            Ok(())
+        }
         Command::TcpRx {
             link,
             mode,
@@ -416,6 +428,24 @@ fn write_outputs<T: serde::Serialize>(
         outln!("SVG chart written to {}", path.display());
     }
     Ok(())
+}
+
+fn probe(ns_only: bool) {
+    let cpus = probe_cpus(&Placement::default());
+    let ns = cpus.and_then(|(a, b)| cross_cpu_round_trip(a, b, FULL));
+    match (ns_only, cpus, ns) {
+        (true, _, Some(t)) => outln!("{:.0}", t.as_secs_f64() * 1e9),
+        (true, _, None) => outln!("nan"),
+        (false, Some((a, b)), Some(t)) => outln!(
+            "cross-CPU round trip, CPU {a} <-> {b}: {:.0} ns",
+            t.as_secs_f64() * 1e9
+        ),
+        (false, Some((a, b)), None) => outln!(
+            "cross-CPU round trip, CPU {a} <-> {b}: the probe gave up (a probe thread was not \
+             scheduled for 1 s: the machine is overloaded)"
+        ),
+        (false, None, _) => outln!("cross-CPU round trip: this process may use only one CPU"),
+    }
 }
 
 fn ring(slots: u32, burst: u32, runs: u32) {

@@ -109,3 +109,16 @@ fn bad_arguments_are_refused_with_a_reason() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("576..=65535"));
 }
+
+#[test]
+fn probe_prints_the_cross_cpu_round_trip_or_says_why_not() {
+    let out = bench().args(["probe", "--ns"]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let v: f64 = text.trim().parse().expect("a number of ns, or nan");
+    // nan: one usable CPU, or a probe thread not scheduled for a second on a loaded machine.
+    assert!(v.is_nan() || (v > 0.0 && v < 1e9), "{text}");
+    let out = bench().arg("probe").output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("cross-CPU round trip"), "{text}");
+}
