@@ -26,8 +26,8 @@ use bench::report::{StepResult, render_step, run_step, write_json};
 use bench::ringpair::{array_queue_round_trips, ring_round_trips};
 use bench::tcp_rx::{ProfileMode, RunConfig};
 
-/// `print!` that ends the process quietly when stdout is a closed pipe (`bench tcp-rx | head`)
-/// instead of panicking, and with a message on any other write error.
+/// `print!` that stops printing quietly when stdout is a closed pipe (`bench tcp-rx | head`)
+/// instead of panicking, and ends the process with a message on any other write error.
 macro_rules! out {
     ($($t:tt)*) => { emit(format_args!($($t)*)) };
 }
@@ -37,11 +37,21 @@ macro_rules! outln {
     ($($t:tt)*) => {{ out!($($t)*); out!("\n") }};
 }
 
+/// Set once stdout turned out to be a closed pipe: later output is dropped, but the run goes on
+/// so that `--json` and `--svg` files are still written.
+static STDOUT_CLOSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn emit(args: std::fmt::Arguments<'_>) {
     use std::io::Write;
+    use std::sync::atomic::Ordering;
+    // Relaxed (both): only the main thread prints; the flag publishes nothing else.
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
     if let Err(e) = std::io::stdout().lock().write_fmt(args) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
-            std::process::exit(0);
+            STDOUT_CLOSED.store(true, Ordering::Relaxed);
+            return;
         }
         eprintln!("error: writing the report to stdout failed: {e}");
         std::process::exit(1);
@@ -177,9 +187,11 @@ enum Command {
         #[arg(long)]
         svg: Option<PathBuf>,
     },
-    /// The cache-line round trip between this machine's first two usable CPUs (what `tcp-rx`
-    /// probes around its runs): 60-70 ns on these VMs when the host keeps the vCPUs on cores
-    /// that share a cache, 300+ ns when it does not. For scripts that run other benchmarks.
+    /// The cache-line round trip between the first two CPUs this process may use (what
+    /// `tcp-rx` probes around its runs unless `--pin split` puts dom0 and the remote host
+    /// elsewhere): 60-70 ns on the project's Zen 4 test VMs when the host keeps the vCPUs on
+    /// cores that share a cache, 300+ ns when it does not. For scripts that run other
+    /// benchmarks.
     Probe {
         /// Print only the nanoseconds (`nan` if there is one CPU or the probe gave up).
         #[arg(long)]
@@ -431,20 +443,22 @@ fn write_outputs<T: serde::Serialize>(
 }
 
 fn probe(ns_only: bool) {
-    let cpus = probe_cpus(&Placement::default());
-    let ns = cpus.and_then(|(a, b)| cross_cpu_round_trip(a, b, FULL));
-    match (ns_only, cpus, ns) {
-        (true, _, Some(t)) => outln!("{:.0}", t.as_secs_f64() * 1e9),
-        (true, _, None) => outln!("nan"),
-        (false, Some((a, b)), Some(t)) => outln!(
+    let Some((a, b)) = probe_cpus(&Placement::default()) else {
+        if ns_only {
+            outln!("nan");
+        } else {
+            outln!("cross-CPU round trip: this process may use only one CPU");
+        }
+        return;
+    };
+    match (ns_only, cross_cpu_round_trip(a, b, FULL)) {
+        (true, Ok(t)) => outln!("{:.0}", t.as_secs_f64() * 1e9),
+        (true, Err(_)) => outln!("nan"),
+        (false, Ok(t)) => outln!(
             "cross-CPU round trip, CPU {a} <-> {b}: {:.0} ns",
             t.as_secs_f64() * 1e9
         ),
-        (false, Some((a, b)), None) => outln!(
-            "cross-CPU round trip, CPU {a} <-> {b}: the probe gave up (a probe thread was not \
-             scheduled for 1 s: the machine is overloaded)"
-        ),
-        (false, None, _) => outln!("cross-CPU round trip: this process may use only one CPU"),
+        (false, Err(e)) => outln!("cross-CPU round trip, CPU {a} <-> {b}: no answer: {e}"),
     }
 }
 

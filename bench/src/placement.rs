@@ -135,7 +135,8 @@ impl CrossCpu {
         }
     }
 
-    /// A short probe while the run goes on (about a millisecond of both CPUs at worst).
+    /// A short probe while the run goes on ([`SHORT`]: at most 20 ms of both CPUs, usually
+    /// well under one).
     pub fn sample(&mut self) {
         if let Some(ns) = probe_ns(self.cpus, SHORT) {
             self.during_ns.push(ns);
@@ -187,105 +188,152 @@ impl fmt::Display for CrossCpu {
 }
 
 fn probe_ns((a, b): (usize, usize), p: Probe) -> Option<f64> {
-    cross_cpu_round_trip(a, b, p).map(|d| d.as_secs_f64() * 1e9)
+    cross_cpu_round_trip(a, b, p)
+        .ok()
+        .map(|d| d.as_secs_f64() * 1e9)
 }
 
 /// How much a probe bounces: `batches` timed batches of `rounds` round trips each (after one
 /// untimed batch to warm up); the answer is the fastest batch's time per round trip, so a
-/// batch in which the scheduler preempted a probe thread does not count.
+/// batch in which the scheduler preempted a probe thread does not count. A probe still running
+/// after `limit` gives up.
 #[derive(Debug, Clone, Copy)]
 pub struct Probe {
     /// Timed batches.
     pub batches: u32,
     /// Round trips per batch.
     pub rounds: u32,
+    /// The longest the probe may take (a descheduled partner would otherwise keep the other
+    /// thread spinning).
+    pub limit: Duration,
 }
 
-/// Before and after a run: 20 000 round trips (1-7 ms).
+/// Before and after a run: 20 000 round trips (1-7 ms), giving up after 1 s.
 pub const FULL: Probe = Probe {
     batches: 10,
     rounds: 2_000,
+    limit: Duration::from_secs(1),
 };
-/// During a run: 2 000 round trips (0.1-0.7 ms).
+/// During a run: 2 000 round trips (0.1-0.7 ms), giving up after 20 ms, so a probe inside the
+/// measured window never takes more than that from the run.
 pub const SHORT: Probe = Probe {
     batches: 10,
     rounds: 200,
+    limit: Duration::from_millis(20),
 };
 
-/// The probe gives up after this long (a descheduled partner would otherwise keep the other
-/// thread spinning).
-const PROBE_LIMIT: Duration = Duration::from_secs(1);
+/// Why a probe has no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeError {
+    /// Both CPUs are the same, or the probe asks for no round trips.
+    Nothing,
+    /// A probe thread could not be pinned (a cpuset that excludes the CPU?).
+    Pin,
+    /// The probe ran past its limit: a probe thread was not scheduled (a loaded machine).
+    Limit,
+}
+
+impl fmt::Display for ProbeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ProbeError::Nothing => "nothing to probe (one CPU, or no round trips asked)",
+            ProbeError::Pin => {
+                "a probe thread could not be pinned to its CPU (is the process confined to a \
+                 cpuset?)"
+            }
+            ProbeError::Limit => {
+                "the probe ran past its time limit: a probe thread was not scheduled (the \
+                 machine is overloaded; retry when it is quieter)"
+            }
+        })
+    }
+}
 
 /// How long a cache line takes to go from CPU `a` to CPU `b` and back: two threads pinned
-/// there bounce a counter. `None` when `a == b`, a thread cannot be pinned, or the probe runs
-/// past one second (a partner descheduled: the answer would be the scheduler's, not the
-/// caches').
-pub fn cross_cpu_round_trip(a: usize, b: usize, p: Probe) -> Option<Duration> {
+/// there bounce a counter.
+pub fn cross_cpu_round_trip(a: usize, b: usize, p: Probe) -> Result<Duration, ProbeError> {
     if a == b || p.batches == 0 || p.rounds == 0 {
-        return None;
+        return Err(ProbeError::Nothing);
     }
-    let total = u64::from(p.batches + 1) * u64::from(p.rounds);
+    let rounds = u64::from(p.rounds);
+    let total = (u64::from(p.batches) + 1) * rounds;
+    let deadline = Instant::now() + p.limit;
     let ball = AtomicU64::new(0);
     let give_up = AtomicBool::new(false);
+    // Relaxed (every use of `give_up`): a stop flag between the two probe threads; nothing is
+    // published through it, and each side only stops early when it reads true.
+    let stop = || give_up.store(true, Ordering::Relaxed);
+    let stopped = || give_up.load(Ordering::Relaxed) || Instant::now() > deadline;
     // Waits until the ball reads `want`; false if the other side gave up or time ran out.
-    let wait_for = |want: u64, deadline: Instant| -> bool {
+    let wait_for = |want: u64| -> bool {
         let mut spins = 0u32;
         // Acquire: pairs with the other thread's Release store of `want` below.
         while ball.load(Ordering::Acquire) != want {
             std::hint::spin_loop();
             spins = spins.wrapping_add(1);
-            // Relaxed: a stop flag; nothing is published through it.
-            if spins.is_multiple_of(1024)
-                && (give_up.load(Ordering::Relaxed) || Instant::now() > deadline)
-            {
-                give_up.store(true, Ordering::Relaxed);
+            if spins.is_multiple_of(1024) && stopped() {
+                stop();
                 return false;
             }
         }
         true
     };
-    let deadline = Instant::now() + PROBE_LIMIT;
     std::thread::scope(|s| {
+        // Both sides on threads of their own: pinning the caller would keep it pinned.
+        // Returns whether it could be pinned.
         let partner = s.spawn(|| {
             if enter("probe", Some(b)).is_err() {
-                give_up.store(true, Ordering::Relaxed);
-                return;
+                stop();
+                return false;
             }
             for i in 0..total {
-                if !wait_for(2 * i + 1, deadline) {
-                    return;
+                if !wait_for(2 * i + 1) {
+                    break;
                 }
                 // Release: hands the ball back (pairs with the Acquire load in `wait_for`).
                 ball.store(2 * i + 2, Ordering::Release);
             }
+            true
         });
-        // Both sides on threads of their own: pinning the caller would keep it pinned.
         let server = s.spawn(|| {
-            enter("probe", Some(a)).ok()?;
+            if enter("probe", Some(a)).is_err() {
+                stop();
+                return Err(ProbeError::Pin);
+            }
             let mut best: Option<Duration> = None;
             let mut start = Instant::now();
             for i in 0..total {
-                if i % u64::from(p.rounds) == 0 {
-                    if i > u64::from(p.rounds) {
+                if i % rounds == 0 {
+                    // A batch boundary: record the batch just done (not the warm-up one) and
+                    // check the limit, which the waits alone check only every 1024 spins.
+                    if i > rounds {
                         let took = start.elapsed();
                         best = Some(best.map_or(took, |b| b.min(took)));
+                    }
+                    if i > 0 && stopped() {
+                        stop();
+                        return Err(ProbeError::Limit);
                     }
                     start = Instant::now();
                 }
                 // Release: serves the ball (pairs with the Acquire load in `wait_for`).
                 ball.store(2 * i + 1, Ordering::Release);
-                if !wait_for(2 * i + 2, deadline) {
-                    return None;
+                if !wait_for(2 * i + 2) {
+                    return Err(ProbeError::Limit);
                 }
             }
             let took = start.elapsed();
-            best = Some(best.map_or(took, |b| b.min(took)));
-            best.map(|b| b / p.rounds)
+            let best = best.map_or(took, |b| b.min(took));
+            Ok(best / p.rounds)
         });
-        let took = server.join().ok().flatten();
-        give_up.store(true, Ordering::Relaxed);
-        let _ = partner.join();
-        took
+        let took = server.join().unwrap_or(Err(ProbeError::Pin));
+        stop();
+        let pinned = partner.join().unwrap_or(false);
+        // The partner failing to pin shows up as the server's wait running out.
+        match took {
+            Err(ProbeError::Limit) if !pinned => Err(ProbeError::Pin),
+            t => t,
+        }
     })
 }
 
@@ -351,13 +399,44 @@ mod tests {
 
     #[test]
     fn the_probe_answers_between_two_cpus_and_not_within_one() {
-        assert_eq!(cross_cpu_round_trip(0, 0, SHORT), None);
+        assert_eq!(cross_cpu_round_trip(0, 0, SHORT), Err(ProbeError::Nothing));
         let Some((a, b)) = probe_cpus(&Placement::default()) else {
             return; // one usable CPU
         };
-        // On a loaded machine the partner may be descheduled past the limit: then None.
-        if let Some(t) = cross_cpu_round_trip(a, b, SHORT) {
-            assert!(t > Duration::ZERO && t < PROBE_LIMIT);
+        // A probe may run out of time while other tests keep the CPUs busy; one of five
+        // must answer, with a round trip shorter than its whole time limit.
+        let answers: Vec<_> = (0..5).map(|_| cross_cpu_round_trip(a, b, FULL)).collect();
+        let t = answers
+            .iter()
+            .find_map(|r| r.ok())
+            .unwrap_or_else(|| panic!("no probe answered: {answers:?}"));
+        assert!(t > Duration::ZERO && t < FULL.limit, "{t:?}");
+    }
+
+    fn probes(before: Option<f64>, during: &[f64], after: Option<f64>) -> CrossCpu {
+        CrossCpu {
+            cpus: (0, 1),
+            before_ns: before,
+            during_ns: during.to_vec(),
+            after_ns: after,
         }
+    }
+
+    #[test]
+    fn moved_compares_the_probes_that_bound_the_window() {
+        assert!(!probes(None, &[], None).moved(), "nothing measured");
+        assert!(!probes(Some(64.0), &[], None).moved(), "one probe");
+        assert!(!probes(None, &[], Some(320.0)).moved(), "one probe");
+        assert!(
+            probes(Some(64.0), &[], Some(320.0)).moved(),
+            "no window probes: both ends"
+        );
+        assert!(probes(None, &[64.0, 63.0], Some(200.0)).moved());
+        assert!(
+            !probes(None, &[64.0, 63.0], Some(120.0)).moved(),
+            "within 2x"
+        );
+        // The probe before the warm-up is left out once there are probes in the window.
+        assert!(!probes(Some(320.0), &[64.0, 62.0], Some(63.0)).moved());
     }
 }

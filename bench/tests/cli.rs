@@ -112,12 +112,23 @@ fn bad_arguments_are_refused_with_a_reason() {
 
 #[test]
 fn probe_prints_the_cross_cpu_round_trip_or_says_why_not() {
-    let out = bench().args(["probe", "--ns"]).output().unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let text = String::from_utf8(out.stdout).unwrap();
-    let v: f64 = text.trim().parse().expect("a number of ns, or nan");
-    // nan: one usable CPU, or a probe thread not scheduled for a second on a loaded machine.
-    assert!(v.is_nan() || (v > 0.0 && v < 1e9), "{text}");
+    let probe = || {
+        let out = bench().args(["probe", "--ns"]).output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        text.trim().parse::<f64>().expect("a number of ns, or nan")
+    };
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // nan: one usable CPU, or a probe thread not scheduled within the probe's second while
+    // other tests load the machine; with two CPUs one of three tries must answer.
+    let answers: Vec<f64> = (0..3).map(|_| probe()).collect();
+    if cpus >= 2 {
+        let v = answers.iter().copied().find(|v| !v.is_nan());
+        let v = v.unwrap_or_else(|| panic!("no probe answered: {answers:?}"));
+        assert!(v > 0.0 && v < 1e9, "{v}");
+    } else {
+        assert!(answers.iter().all(|v| v.is_nan()), "{answers:?}");
+    }
     let out = bench().arg("probe").output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.starts_with("cross-CPU round trip"), "{text}");
