@@ -46,7 +46,7 @@ use crate::link::many::{Dom0Report, ManyConfig, ManyMachine, guest_domid};
 pub use crate::link::many::{guest_ip, guest_mac};
 use crate::link::splitnet::POOL_PAGES;
 use crate::link::{DOM0, REMOTE_DOMID};
-use crate::placement::{CrossCpu, Placement, probe_cpus};
+use crate::placement::{CrossCpu, Placement, Sampler, probe_cpus};
 use crate::report::cycles_by_class;
 use crate::tcp_rx::{panic_text, progress_bar};
 
@@ -361,16 +361,11 @@ fn measure(
     session.start()?;
     let off = cfg.warmup.as_millis() as u64;
     // A short cross-CPU probe about once a second (see `placement.rs`).
-    let probe = std::cell::RefCell::new((cross_cpu.as_mut(), t0));
+    let probe = std::cell::RefCell::new(Sampler::new(cross_cpu.as_mut(), PROBE_EVERY));
     tick_until(&bar, t0 + cfg.measure, off, machine, hosts, |b| {
         let gbps = (b - b0.iter().sum::<u64>()) as f64 * 8.0 / t0.elapsed().as_secs_f64() / 1e9;
         bar.set_message(format!("measuring: {gbps:.2} Gb/s"));
-        let mut p = probe.borrow_mut();
-        let (c, last) = &mut *p;
-        if let Some(c) = c.as_deref_mut().filter(|_| last.elapsed() >= PROBE_EVERY) {
-            c.sample();
-            *last = Instant::now();
-        }
+        probe.borrow_mut().tick();
     })?;
     session.stop();
     let (b1, f1, w1, seconds) = (

@@ -187,6 +187,35 @@ impl fmt::Display for CrossCpu {
     }
 }
 
+/// Runs [`CrossCpu::sample`] from a benchmark's progress tick about once per `every`.
+#[derive(Debug)]
+pub struct Sampler<'a> {
+    probe: Option<&'a mut CrossCpu>,
+    every: Duration,
+    last: Instant,
+}
+
+impl<'a> Sampler<'a> {
+    /// Samples into `probe` (nothing if `None`) every `every`, the first `every` after now.
+    pub fn new(probe: Option<&'a mut CrossCpu>, every: Duration) -> Self {
+        Self {
+            probe,
+            every,
+            last: Instant::now(),
+        }
+    }
+
+    /// Call on every tick: probes when the period has passed.
+    pub fn tick(&mut self) {
+        if let Some(p) = self.probe.as_deref_mut()
+            && self.last.elapsed() >= self.every
+        {
+            p.sample();
+            self.last = Instant::now();
+        }
+    }
+}
+
 fn probe_ns((a, b): (usize, usize), p: Probe) -> Option<f64> {
     cross_cpu_round_trip(a, b, p)
         .ok()

@@ -19,7 +19,7 @@ use crate::Error;
 use crate::cputime::{thread_cpu_ns, thread_switches};
 use crate::host::{Role, Shared, run_host};
 use crate::link::{Link, LinkConfig, LinkStats};
-use crate::placement::CrossCpu;
+use crate::placement::{CrossCpu, Sampler};
 
 /// How the run is profiled (xenoprof's global mode during the run).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
@@ -340,16 +340,11 @@ fn measure<L: Link>(
     let gbps = |b: u64, t: Instant| (b - b0) as f64 * 8.0 / t.elapsed().as_secs_f64() / 1e9;
     // A short cross-CPU probe about once a second, so a run the host's vCPU placement changed
     // under can be told apart (see `placement.rs`).
-    let probe = std::cell::RefCell::new((cross_cpu, t0));
+    let probe = std::cell::RefCell::new(Sampler::new(cross_cpu, PROBE_EVERY));
     tick_until(&bar, t0 + cfg.measure, off, threads, &|| {
         let b = bytes();
         bar.set_message(format!("measuring: {:.2} Gb/s", gbps(b, t0)));
-        let mut p = probe.borrow_mut();
-        let (c, last) = &mut *p;
-        if let Some(c) = c.as_deref_mut().filter(|_| last.elapsed() >= PROBE_EVERY) {
-            c.sample();
-            *last = Instant::now();
-        }
+        probe.borrow_mut().tick();
         b
     })?;
     session.stop();
