@@ -23,7 +23,7 @@ use crate::{Error, iface};
 
 /// `TUN_F_*` flags for [`TapConfig::offload`]: what this reader can take from the host's stack.
 pub mod offload {
-    /// `TUN_F_CSUM`: frames may carry a partial checksum ([`FLAG_NEEDS_CSUM`](crate::vnet::FLAG_NEEDS_CSUM)).
+    /// `TUN_F_CSUM`: frames may carry a partial checksum (`VIRTIO_NET_HDR_F_NEEDS_CSUM`).
     pub const CSUM: u32 = 0x01;
     /// `TUN_F_TSO4`: TCP/IPv4 frames may be GSO super-frames (needs `CSUM`).
     pub const TSO4: u32 = 0x02;

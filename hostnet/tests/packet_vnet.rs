@@ -9,12 +9,15 @@ use std::io::{IoSlice, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::time::Instant;
 
-use common::{HOST_MAC, PATIENCE, eventually, netns_or_skip, wait_readable};
+use ::offload::virtio::{
+    VIRTIO_NET_HDR_F_NEEDS_CSUM as FLAG_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_NONE as GSO_NONE,
+    VIRTIO_NET_HDR_GSO_TCPV4 as GSO_TCPV4, VirtioNetHdr,
+};
+use common::{HOST_MAC, PATIENCE, eventually, netns_or_skip, split_vnet, wait_readable};
 use etherparse::{PacketBuilder, SlicedPacket, TcpOptionElement, TransportSlice};
 use hostnet::netns::Netns;
-use hostnet::vnet::{FLAG_NEEDS_CSUM, GSO_NONE, GSO_TCPV4, HdrLen, VirtioNetHdr};
+use hostnet::vnet::HdrLen;
 use hostnet::{PacketConfig, PacketSocket, RecvBatch};
-use zerocopy::IntoBytes;
 
 const LINUX_IP: [u8; 4] = [10, 199, 21, 1];
 const HOST_IP: [u8; 4] = [10, 199, 21, 2];
@@ -156,7 +159,7 @@ fn vnet_packet_socket_hands_up_super_frames_and_partial_checksums_with_their_hea
             sock.recv_batch(&mut batch).unwrap();
             for f in batch.iter() {
                 assert!(!f.truncated);
-                let (hdr, frame) = VirtioNetHdr::parse(f.data, HdrLen::Legacy).unwrap();
+                let (hdr, frame) = split_vnet(f.data, HdrLen::Legacy).unwrap();
                 assert_eq!(f.len, HDR + frame.len(), "the length counts the header");
                 let Ok(p) = SlicedPacket::from_ethernet(frame) else {
                     continue;
@@ -164,7 +167,7 @@ fn vnet_packet_socket_hands_up_super_frames_and_partial_checksums_with_their_hea
                 match &p.transport {
                     Some(TransportSlice::Udp(u)) if u.destination_port() == 9999 => {
                         assert_eq!(hdr.flags, FLAG_NEEDS_CSUM, "{hdr:?}");
-                        assert_eq!((hdr.csum_start.get(), hdr.csum_offset.get()), (34, 6));
+                        assert_eq!((hdr.csum_start, hdr.csum_offset), (34, 6));
                         assert!(!l4_checksum_ok(frame), "the checksum was left to us");
                         udp_seen = true;
                     }
@@ -181,12 +184,9 @@ fn vnet_packet_socket_hands_up_super_frames_and_partial_checksums_with_their_hea
                                 .unwrap()
                                 .write(&mut reply, &[])
                                 .unwrap();
-                            let zero = VirtioNetHdr::default();
-                            sock.send_vectored(&[
-                                IoSlice::new(zero.as_bytes()),
-                                IoSlice::new(&reply),
-                            ])
-                            .unwrap();
+                            let zero = VirtioNetHdr::default().to_bytes();
+                            sock.send_vectored(&[IoSlice::new(&zero), IoSlice::new(&reply)])
+                                .unwrap();
                         } else if hdr.gso_type != GSO_NONE {
                             break 'read (hdr, frame.len(), t.payload().len());
                         }
@@ -198,9 +198,9 @@ fn vnet_packet_socket_hands_up_super_frames_and_partial_checksums_with_their_hea
         drop(client.join().unwrap());
         assert!(udp_seen, "the datagram never came up");
         assert_eq!(hdr.gso_type, GSO_TCPV4);
-        assert_eq!(hdr.gso_size.get(), MSS, "gso_size is the peer's MSS");
+        assert_eq!(hdr.gso_size, MSS, "gso_size is the peer's MSS");
         assert_eq!(hdr.flags, FLAG_NEEDS_CSUM);
-        assert_eq!((hdr.csum_start.get(), hdr.csum_offset.get()), (34, 16));
+        assert_eq!((hdr.csum_start, hdr.csum_offset), (34, 16));
         assert!(payload_len > usize::from(MSS), "several segments in one");
         assert!(frame_len > 1514, "longer than the MTU: {frame_len}");
     });
@@ -236,8 +236,14 @@ fn vnet_packet_socket_sends_frames_the_kernel_completes_and_segments() {
         .unwrap();
     let (start, offset) = make_partial(&mut udp);
     assert!(!l4_checksum_ok(&udp));
-    let hdr = VirtioNetHdr::new(FLAG_NEEDS_CSUM, GSO_NONE, 0, 0, start, offset);
-    tx.send_vectored(&[IoSlice::new(hdr.as_bytes()), IoSlice::new(&udp)])
+    let hdr = VirtioNetHdr {
+        flags: FLAG_NEEDS_CSUM,
+        gso_type: GSO_NONE,
+        csum_start: start,
+        csum_offset: offset,
+        ..VirtioNetHdr::default()
+    };
+    tx.send_vectored(&[IoSlice::new(&hdr.to_bytes()), IoSlice::new(&udp)])
         .unwrap();
 
     // A TCP super-frame of 10 segments of 1448 bytes: too long for the MTU but for its header.
@@ -251,8 +257,15 @@ fn vnet_packet_socket_sends_frames_the_kernel_completes_and_segments() {
         .write(&mut tcp, &payload)
         .unwrap();
     let (start, offset) = make_partial(&mut tcp);
-    let hdr = VirtioNetHdr::new(FLAG_NEEDS_CSUM, GSO_TCPV4, 54, MSS as u16, start, offset);
-    tx.send_vectored(&[IoSlice::new(hdr.as_bytes()), IoSlice::new(&tcp)])
+    let hdr = VirtioNetHdr {
+        flags: FLAG_NEEDS_CSUM,
+        gso_type: GSO_TCPV4,
+        hdr_len: 54,
+        gso_size: MSS as u16,
+        csum_start: start,
+        csum_offset: offset,
+    };
+    tx.send_vectored(&[IoSlice::new(&hdr.to_bytes()), IoSlice::new(&tcp)])
         .unwrap();
 
     // vb sees the datagram with its checksum finished, then ten whole segments.

@@ -5,13 +5,18 @@ mod common;
 use std::net::{Ipv4Addr, UdpSocket};
 use std::time::Instant;
 
-use common::{HOST_MAC, PATIENCE, eventually, netns_or_skip, sys_class_net, wait_readable};
+use ::offload::virtio::{
+    VIRTIO_NET_HDR_F_NEEDS_CSUM as FLAG_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_NONE as GSO_NONE,
+};
+use common::{
+    HOST_MAC, PATIENCE, eventually, netns_or_skip, split_vnet, sys_class_net, wait_readable,
+};
 use etherparse::{
     ArpHardwareId, ArpOperation, ArpPacket, EtherType, Icmpv4Type, NetSlice, PacketBuilder,
     SlicedPacket, TransportSlice, UdpHeader,
 };
 use hostnet::tap::offload;
-use hostnet::vnet::{FLAG_NEEDS_CSUM, GSO_NONE, HdrLen, VirtioNetHdr};
+use hostnet::vnet::HdrLen;
 use hostnet::{Error, Tap, TapConfig};
 
 const TAP_IP: [u8; 4] = [10, 199, 7, 1];
@@ -253,7 +258,7 @@ fn tap_vnet_header_carries_the_partial_udp_checksum() {
                 "{len:?}: the datagram never reached the TAP"
             );
             while let Some(n) = tap.recv(&mut buf).unwrap() {
-                let (hdr, frame) = VirtioNetHdr::parse(&buf[..n], len).expect("header");
+                let (hdr, frame) = split_vnet(&buf[..n], len).expect("header");
                 let Ok(p) = SlicedPacket::from_ethernet(frame) else {
                     continue;
                 };
@@ -268,8 +273,8 @@ fn tap_vnet_header_carries_the_partial_udp_checksum() {
         assert_eq!(hdr.flags, FLAG_NEEDS_CSUM, "{len:?}: {hdr:?}");
         assert_eq!(hdr.gso_type, GSO_NONE);
         // Checksumming starts at the UDP header (14 + 20) and the field is 6 bytes into it.
-        assert_eq!(hdr.csum_start.get(), 34);
-        assert_eq!(hdr.csum_offset.get(), 6);
+        assert_eq!(hdr.csum_start, 34);
+        assert_eq!(hdr.csum_offset, 6);
         let field_at = 34 + 6;
         let field = u16::from_be_bytes([frame[field_at], frame[field_at + 1]]);
         let udp = &frame[34..];
@@ -302,8 +307,8 @@ fn tap_vnet_header_carries_the_partial_udp_checksum() {
 /// window) for the kernel to send a burst, then looks at the frames.
 #[test]
 fn tap_tso_hands_out_tcp_super_frames() {
+    use ::offload::virtio::VIRTIO_NET_HDR_GSO_TCPV4 as GSO_TCPV4;
     use etherparse::TcpOptionElement;
-    use hostnet::vnet::{FLAG_NEEDS_CSUM, GSO_TCPV4};
     use std::io::Write;
     use std::net::TcpStream;
 
@@ -356,7 +361,7 @@ fn tap_tso_hands_out_tcp_super_frames() {
                 "no TCP data from the kernel: {data_frames:?}"
             );
             while let Some(n) = tap.recv(&mut buf).unwrap() {
-                let (hdr, frame) = VirtioNetHdr::parse(&buf[..n], HdrLen::Legacy).unwrap();
+                let (hdr, frame) = split_vnet(&buf[..n], HdrLen::Legacy).unwrap();
                 let Ok(p) = SlicedPacket::from_ethernet(frame) else {
                     continue;
                 };
@@ -398,18 +403,14 @@ fn tap_tso_hands_out_tcp_super_frames() {
             "GSO frame: {hdr:?}, frame {frame_len} B, payload {payload_len} B; before it: {data_frames:?}"
         );
         assert_eq!(hdr.gso_type, GSO_TCPV4);
-        assert_eq!(
-            hdr.gso_size.get(),
-            MSS,
-            "gso_size is the MSS the peer announced"
-        );
+        assert_eq!(hdr.gso_size, MSS, "gso_size is the MSS the peer announced");
         assert_eq!(
             hdr.flags, FLAG_NEEDS_CSUM,
             "a super-frame's checksum is always partial"
         );
-        assert_eq!((hdr.csum_start.get(), hdr.csum_offset.get()), (34, 16));
+        assert_eq!((hdr.csum_start, hdr.csum_offset), (34, 16));
         assert_eq!(
-            usize::from(hdr.hdr_len.get()),
+            usize::from(hdr.hdr_len),
             14 + 20 + 20,
             "Ethernet + IPv4 + TCP headers"
         );

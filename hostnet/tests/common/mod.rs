@@ -4,8 +4,10 @@
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
+use ::offload::virtio::VirtioNetHdr;
 use hostnet::Error;
 use hostnet::netns::Netns;
+use hostnet::vnet::HdrLen;
 use rustix::event::{PollFd, PollFlags, Timespec};
 
 /// A fresh namespace, or `None` (with a printed reason) when this machine cannot make one.
@@ -68,3 +70,10 @@ pub fn sys_class_net(ns: &Netns) -> Vec<String> {
 
 /// The fake host's MAC (locally administered).
 pub const HOST_MAC: [u8; 6] = [0x02, 0x00, 0x5e, 0x10, 0x07, 0x02];
+
+/// Splits what a TAP or packet socket read into its virtio-net header (`len` long: the legacy
+/// 10 bytes are read, `num_buffers` skipped) and the Ethernet frame after it.
+pub fn split_vnet(buf: &[u8], len: HdrLen) -> Option<(VirtioNetHdr, &[u8])> {
+    let hdr: &[u8; VirtioNetHdr::LEN] = buf.get(..VirtioNetHdr::LEN)?.try_into().ok()?;
+    Some((VirtioNetHdr::from_bytes(hdr), buf.get(len.bytes()..)?))
+}
