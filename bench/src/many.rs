@@ -46,9 +46,9 @@ use crate::link::many::{Dom0Report, ManyConfig, ManyMachine, guest_domid};
 pub use crate::link::many::{guest_ip, guest_mac};
 use crate::link::splitnet::POOL_PAGES;
 use crate::link::{DOM0, REMOTE_DOMID};
-use crate::placement::{CrossCpu, Placement, Sampler, probe_cpus};
+use crate::placement::{CrossCpu, Placement, SAMPLE_EVERY, Sampler, probe_cpus};
 use crate::report::cycles_by_class;
-use crate::tcp_rx::{panic_text, progress_bar};
+use crate::tcp_rx::{panic_text, progress_bar, tick_until};
 
 /// `bench many`'s settings.
 #[derive(Debug, Clone)]
@@ -144,12 +144,6 @@ pub fn run(cfg: &Config) -> Result<ManyResult, Error> {
 fn connect_timeout(n: usize) -> Duration {
     Duration::from_secs(10) + Duration::from_millis(100) * n as u32
 }
-/// Progress and stall-check period.
-const TICK: Duration = Duration::from_millis(100);
-/// How often the cross-CPU round trip is probed during the window.
-const PROBE_EVERY: Duration = Duration::from_secs(1);
-/// A window this long in which no guest reads a byte is a stall.
-const STALL: Duration = Duration::from_secs(5);
 
 type HostThread = (String, JoinHandle<Result<(), Error>>);
 
@@ -338,7 +332,17 @@ fn measure(
     }
     let mut cross_cpu = probe_cpus(&Placement::default()).map(CrossCpu::before);
     bar.set_message("warm-up");
-    tick_until(&bar, Instant::now() + cfg.warmup, 0, machine, hosts, |_| {})?;
+    let check = || alive(machine, hosts);
+    let total = || hosts.bytes().iter().sum::<u64>();
+    const STALLED: &str = "no guest read a byte";
+    tick_until(
+        &bar,
+        Instant::now() + cfg.warmup,
+        0,
+        &check,
+        &total,
+        STALLED,
+    )?;
 
     let mut session = Session::builder(DOM0)
         .active(
@@ -361,12 +365,15 @@ fn measure(
     session.start()?;
     let off = cfg.warmup.as_millis() as u64;
     // A short cross-CPU probe about once a second (see `placement.rs`).
-    let probe = std::cell::RefCell::new(Sampler::new(cross_cpu.as_mut(), PROBE_EVERY));
-    tick_until(&bar, t0 + cfg.measure, off, machine, hosts, |b| {
+    let probe = std::cell::RefCell::new(Sampler::new(cross_cpu.as_mut(), SAMPLE_EVERY));
+    let progress = || {
+        let b = total();
         let gbps = (b - b0.iter().sum::<u64>()) as f64 * 8.0 / t0.elapsed().as_secs_f64() / 1e9;
         bar.set_message(format!("measuring: {gbps:.2} Gb/s"));
         probe.borrow_mut().tick();
-    })?;
+        b
+    };
+    tick_until(&bar, t0 + cfg.measure, off, &check, &progress, STALLED)?;
     session.stop();
     let (b1, f1, w1, seconds) = (
         hosts.bytes(),
@@ -460,39 +467,6 @@ fn wait_ns(cpu: &BTreeMap<u32, (DomId, u64)>) -> BTreeMap<u32, u64> {
     cpu.keys()
         .filter_map(|&tid| Some((tid, thread_wait_ns(tid)?)))
         .collect()
-}
-
-/// Advances the bar until `end`, failing if a thread ended or no guest read a byte for
-/// [`STALL`]. `each` sees the guests' total bytes every tick.
-fn tick_until(
-    bar: &indicatif::ProgressBar,
-    end: Instant,
-    base_ms: u64,
-    machine: &ManyMachine,
-    hosts: &Hosts,
-    each: impl Fn(u64),
-) -> Result<(), Error> {
-    let began = Instant::now();
-    let total = || hosts.bytes().iter().sum::<u64>();
-    let (mut last, mut last_move) = (total(), Instant::now());
-    loop {
-        let now = Instant::now();
-        if now >= end {
-            return Ok(());
-        }
-        std::thread::sleep(TICK.min(end - now));
-        bar.set_position(base_ms + began.elapsed().as_millis() as u64);
-        alive(machine, hosts)?;
-        let b = total();
-        each(b);
-        if b != last {
-            (last, last_move) = (b, Instant::now());
-        } else if last_move.elapsed() > STALL {
-            return Err(Error::Stalled(format!(
-                "no guest read a byte for {STALL:?}"
-            )));
-        }
-    }
 }
 
 /// Each vif's figures: netback's counters beside the goodput its guest read (guest `i` is

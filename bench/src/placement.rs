@@ -250,6 +250,8 @@ pub const SHORT: Probe = Probe {
     rounds: 200,
     limit: Duration::from_millis(20),
 };
+/// How often a benchmark probes with [`SHORT`] during its measured window.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 /// Why a probe has no answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -19,7 +19,7 @@ use crate::Error;
 use crate::cputime::{thread_cpu_ns, thread_switches};
 use crate::host::{Role, Shared, run_host};
 use crate::link::{Link, LinkConfig, LinkStats};
-use crate::placement::{CrossCpu, Sampler};
+use crate::placement::{CrossCpu, SAMPLE_EVERY, Sampler};
 
 /// How the run is profiled (xenoprof's global mode during the run).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
@@ -115,8 +115,6 @@ pub struct Measurement {
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Progress bar and stall check period.
 const TICK: Duration = Duration::from_millis(100);
-/// How often the cross-CPU round trip is probed during the window.
-const PROBE_EVERY: Duration = Duration::from_secs(1);
 /// A window this long without a byte is a stall.
 const STALL: Duration = Duration::from_secs(5);
 
@@ -293,17 +291,7 @@ fn measure<L: Link>(
     let bytes = || shared.bytes.load(Ordering::Relaxed);
     let frames = || shared.frames.load(Ordering::Relaxed);
     let wire = || shared.wire_frames.load(Ordering::Relaxed);
-    let total = cfg.warmup + cfg.measure;
-    let bar = if cfg.progress {
-        ProgressBar::new(total.as_millis() as u64)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {prefix} [{bar:32}] {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
+    let bar = progress_bar(cfg.progress, cfg.warmup + cfg.measure, String::new());
     bar.set_message("connecting");
     let start = Instant::now();
     while bytes() == 0 {
@@ -322,7 +310,17 @@ fn measure<L: Link>(
     }
     bar.set_message("warm-up");
     let warm_end = Instant::now() + cfg.warmup;
-    tick_until(&bar, warm_end, 0, threads, &|| bytes())?;
+    let check = || {
+        if failed(threads) {
+            Err(Error::Stalled(
+                "a host thread stopped during the run".into(),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    const STALLED: &str = "no byte reached the guest";
+    tick_until(&bar, warm_end, 0, &check, &bytes, STALLED)?;
 
     let mut session = Session::builder(lc.dom0)
         .active(&[lc.guest, lc.remote])
@@ -340,13 +338,14 @@ fn measure<L: Link>(
     let gbps = |b: u64, t: Instant| (b - b0) as f64 * 8.0 / t.elapsed().as_secs_f64() / 1e9;
     // A short cross-CPU probe about once a second, so a run the host's vCPU placement changed
     // under can be told apart (see `placement.rs`).
-    let probe = std::cell::RefCell::new(Sampler::new(cross_cpu, PROBE_EVERY));
-    tick_until(&bar, t0 + cfg.measure, off, threads, &|| {
+    let probe = std::cell::RefCell::new(Sampler::new(cross_cpu, SAMPLE_EVERY));
+    let progress = || {
         let b = bytes();
         bar.set_message(format!("measuring: {:.2} Gb/s", gbps(b, t0)));
         probe.borrow_mut().tick();
         b
-    })?;
+    };
+    tick_until(&bar, t0 + cfg.measure, off, &check, &progress, STALLED)?;
     session.stop();
     let (b1, f1, w1, seconds) = (bytes(), frames(), wire(), t0.elapsed().as_secs_f64());
     let cpu1 = cpu_now(lc);
@@ -393,13 +392,16 @@ fn measure<L: Link>(
     })
 }
 
-/// Advances the bar until `end`, failing if a host thread ended or the stream stalls.
-fn tick_until(
+/// Advances the bar until `end`, every [`TICK`]: fails with `check`'s error (a thread ended),
+/// or when `bytes` (goodput so far; called once per tick) has not moved for [`STALL`], saying
+/// `stalled` and how long.
+pub(crate) fn tick_until(
     bar: &ProgressBar,
     end: Instant,
     base_ms: u64,
-    threads: &Threads,
+    check: &dyn Fn() -> Result<(), Error>,
     bytes: &dyn Fn() -> u64,
+    stalled: &str,
 ) -> Result<(), Error> {
     let began = Instant::now();
     let (mut last, mut last_move) = (bytes(), Instant::now());
@@ -410,18 +412,12 @@ fn tick_until(
         }
         std::thread::sleep(TICK.min(end - now));
         bar.set_position(base_ms + began.elapsed().as_millis() as u64);
-        if failed(threads) {
-            return Err(Error::Stalled(
-                "a host thread stopped during the run".into(),
-            ));
-        }
+        check()?;
         let b = bytes();
         if b != last {
             (last, last_move) = (b, Instant::now());
         } else if last_move.elapsed() > STALL {
-            return Err(Error::Stalled(format!(
-                "no byte reached the guest for {STALL:?}"
-            )));
+            return Err(Error::Stalled(format!("{stalled} for {STALL:?}")));
         }
     }
 }
