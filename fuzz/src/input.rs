@@ -81,6 +81,38 @@ impl<'a> Input<'a> {
     }
 }
 
+/// A target played as a sequence of operations decoded from the input (the stateful targets:
+/// a machine set up once, then up to [`Scenario::OPS`] operations, then the end checks).
+pub trait Scenario: Sized {
+    /// The most operations one input runs (bounds a fuzzer execution).
+    const OPS: usize;
+    /// Sets the scene up, reading its choices (if any) from the input.
+    fn start(input: &mut Input<'_>) -> Self;
+    /// Decodes and runs one operation.
+    fn op(&mut self, input: &mut Input<'_>);
+    /// Settles and checks the invariants that hold at the end.
+    fn finish(self);
+}
+
+/// Plays `data` through `S`: start, at most `S::OPS` operations, the end checks.
+pub fn run<S: Scenario>(data: &[u8]) {
+    replay_at_most::<S>(data, S::OPS).finish();
+}
+
+/// Plays every operation of `data` (no limit) and hands the scene back without its end
+/// checks: for unit tests that look inside.
+#[cfg(test)]
+pub fn replay<S: Scenario>(data: &[u8]) -> S {
+    replay_at_most(data, usize::MAX)
+}
+
+fn replay_at_most<S: Scenario>(data: &[u8], limit: usize) -> S {
+    let mut input = Input::new(data);
+    let mut s = S::start(&mut input);
+    input.play(limit, |input| s.op(input));
+    s
+}
+
 /// Writes inputs in [`Input`]'s encoding (for seeds and regression inputs).
 #[derive(Debug, Clone, Default)]
 pub struct Enc(pub Vec<u8>);

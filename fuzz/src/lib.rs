@@ -26,4 +26,4 @@ pub mod world;
 pub mod xenbus_keys;
 pub mod xenstore_wire;
 
-pub use input::{Enc, Input};
+pub use input::{Enc, Input, Scenario};

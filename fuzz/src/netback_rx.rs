@@ -23,11 +23,11 @@ use netback::{Config, RxMode, VifStats};
 use ring::netif::{NETRXF_MORE_DATA, RxRequest, RxResponse};
 use ring::{RxRing, raw};
 
-use crate::Input;
 use crate::hostile::{GrantKind, Hostile, Published};
 use crate::netback_tx::pick_dst;
 use crate::scene::{self, FatalWatch};
 use crate::world::{self, Base, MAC_A, MAC_B, RING_SIZE, frame, mac};
+use crate::{Input, Scenario};
 
 /// Op codes (first byte of each op, modulo their number).
 pub mod op {
@@ -271,6 +271,14 @@ impl Scene {
     fn settle(&mut self) {
         scene::until_idle(|| self.poll());
     }
+}
+
+impl Scenario for Scene {
+    const OPS: usize = 512;
+
+    fn start(input: &mut Input<'_>) -> Scene {
+        Scene::new(input)
+    }
 
     fn op(&mut self, input: &mut Input<'_>) {
         match input.u8() % op::COUNT {
@@ -392,10 +400,7 @@ impl Scene {
 
 /// The target.
 pub fn run(data: &[u8]) {
-    let mut input = Input::new(data);
-    let mut s = Scene::new(&mut input);
-    input.play(512, |input| s.op(input));
-    s.finish();
+    crate::input::run::<Scene>(data);
 }
 
 #[cfg(test)]
@@ -403,11 +408,7 @@ mod tests {
     use super::*;
 
     fn play(seed: usize) -> Scene {
-        let seed = &crate::seeds::all()[4].1[seed];
-        let mut input = Input::new(seed);
-        let mut s = Scene::new(&mut input);
-        input.play(usize::MAX, |input| s.op(input));
-        s
+        crate::input::replay(&crate::seeds::all()[4].1[seed])
     }
 
     /// The first seed really delivers flooded frames into the hostile guest and verifies them.

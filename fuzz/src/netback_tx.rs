@@ -25,10 +25,10 @@ use ring::netif::{
 };
 use ring::{TxRing, raw};
 
-use crate::Input;
 use crate::hostile::{GrantKind, Hostile, Published};
 use crate::scene::{self, FatalWatch};
 use crate::world::{Base, MAC_A, MAC_B, MAC_H, RING_SIZE, frame, mac};
+use crate::{Input, Scenario};
 
 /// Op codes (first byte of each op, modulo their number).
 pub mod op {
@@ -234,6 +234,14 @@ impl Scene {
             );
         }
     }
+}
+
+impl Scenario for Scene {
+    const OPS: usize = 512;
+
+    fn start(input: &mut Input<'_>) -> Scene {
+        Scene::new(input)
+    }
 
     fn op(&mut self, input: &mut Input<'_>) {
         match input.u8() % op::COUNT {
@@ -393,10 +401,7 @@ impl Scene {
 
 /// The target.
 pub fn run(data: &[u8]) {
-    let mut input = Input::new(data);
-    let mut s = Scene::new(&mut input);
-    input.play(512, |input| s.op(input));
-    s.finish();
+    crate::input::run::<Scene>(data);
 }
 
 #[cfg(test)]
@@ -404,11 +409,7 @@ mod tests {
     use super::*;
 
     fn play(seed: usize) -> Scene {
-        let seed = &crate::seeds::all()[3].1[seed];
-        let mut input = Input::new(seed);
-        let mut s = Scene::new(&mut input);
-        input.play(usize::MAX, |input| s.op(input));
-        s
+        crate::input::replay(&crate::seeds::all()[3].1[seed])
     }
 
     #[test]

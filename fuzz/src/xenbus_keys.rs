@@ -20,10 +20,10 @@ use hypervisor::XenbusState;
 use hypervisor::embedded::{Hypervisor, XsConnection};
 use netback::{Config, FrontendKeys, RxMode};
 
-use crate::Input;
 use crate::hostile::{GrantKind, Hostile};
 use crate::scene;
 use crate::world::{self, Base, Front, MAC_H, Nb, mac, pair_exchanges};
+use crate::{Input, Scenario};
 
 /// Keys a frontend writes (and a few it should not).
 pub const KEYS: [&str; 16] = [
@@ -267,6 +267,14 @@ impl Scene {
             KEYS[sel as usize % KEYS.len()].to_string()
         }
     }
+}
+
+impl Scenario for Scene {
+    const OPS: usize = 256;
+
+    fn start(_input: &mut Input<'_>) -> Scene {
+        Scene::new()
+    }
 
     fn op(&mut self, input: &mut Input<'_>) {
         match input.u8() % op::COUNT {
@@ -322,10 +330,7 @@ impl Scene {
 
 /// The target.
 pub fn run(data: &[u8]) {
-    let mut input = Input::new(data);
-    let mut s = Scene::new();
-    input.play(256, |input| s.op(input));
-    s.finish();
+    crate::input::run::<Scene>(data);
 }
 
 #[cfg(test)]
@@ -333,11 +338,7 @@ mod tests {
     use super::*;
 
     fn play(seed: usize) -> Scene {
-        let seed = &crate::seeds::all()[5].1[seed];
-        let mut input = Input::new(seed);
-        let mut s = Scene::new();
-        input.play(usize::MAX, |input| s.op(input));
-        s
+        crate::input::replay(&crate::seeds::all()[5].1[seed])
     }
 
     #[test]
