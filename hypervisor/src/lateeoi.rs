@@ -9,7 +9,8 @@
 //! per delay instead of one per notification. Any work resets the streak. The driver must not
 //! sleep past [`LateEoi::deadline`], and unmasks when [`LateEoi::take_due`] says so.
 //!
-//! Pure bookkeeping: the caller owns the port, the clock and the counters.
+//! Pure bookkeeping: the caller owns the port and the clock; the counts of spurious and delayed
+//! events are kept here, so every driver reports them the same way.
 
 use std::time::{Duration, Instant};
 
@@ -36,6 +37,10 @@ pub struct LateEoi {
     streak: u32,
     /// When a held-back end of interrupt comes due.
     eoi_at: Option<Instant>,
+    /// Events that found no work ([`Eoi::Spurious`] and [`Eoi::Delayed`]).
+    spurious: u64,
+    /// Ends of interrupt held back ([`Eoi::Delayed`]).
+    delayed: u64,
 }
 
 impl LateEoi {
@@ -61,10 +66,12 @@ impl LateEoi {
             self.streak = 0;
             return Eoi::Worked;
         }
+        self.spurious += 1;
         self.streak = self.streak.saturating_add(1);
         if self.streak < 2 {
             return Eoi::Spurious;
         }
+        self.delayed += 1;
         let delay = Duration::from_millis(1)
             .saturating_mul(1 << (self.streak - 2).min(20))
             .min(max_delay);
@@ -84,6 +91,16 @@ impl LateEoi {
     /// When a held-back end of interrupt comes due: the caller's wait must not sleep past it.
     pub fn deadline(&self) -> Option<Instant> {
         self.eoi_at
+    }
+
+    /// Events so far that found no work (each [`Eoi::Spurious`] or [`Eoi::Delayed`]).
+    pub fn spurious(&self) -> u64 {
+        self.spurious
+    }
+
+    /// Ends of interrupt held back so far (each [`Eoi::Delayed`]).
+    pub fn delayed(&self) -> u64 {
+        self.delayed
     }
 }
 
@@ -120,6 +137,7 @@ mod tests {
             want = (want * 2).min(MAX);
         }
         assert_eq!(want, MAX);
+        assert_eq!((e.spurious(), e.delayed()), (13, 12));
     }
 
     #[test]

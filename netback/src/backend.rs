@@ -230,11 +230,7 @@ impl<D: BackendDomain> Netback<D> {
 
     /// The vif's counters.
     pub fn vif_stats(&self, id: VifId) -> Option<VifStats> {
-        self.dp
-            .vifs
-            .iter()
-            .find(|v| v.id == id)
-            .map(|v| v.stats.clone())
+        self.dp.vifs.iter().find(|v| v.id == id).map(Vif::stats)
     }
 
     /// Connected vifs.
@@ -246,7 +242,7 @@ impl<D: BackendDomain> Netback<D> {
     pub fn snapshot(&self) -> NetbackSnapshot {
         let dp = &self.dp;
         NetbackSnapshot {
-            vifs: dp.vifs.iter().map(|v| (v.id, v.stats.clone())).collect(),
+            vifs: dp.vifs.iter().map(|v| (v.id, v.stats())).collect(),
             departed: dp.departed.iter().cloned().collect(),
             departed_total: dp.departed_total,
             bridge: dp.bridge.snapshot(),
@@ -509,14 +505,9 @@ impl<D: BackendDomain> Datapath<D> {
                 .eoi
                 .end_of_interrupt(worked, now, self.cfg.max_eoi_delay)
             {
-                hypervisor::Eoi::Idle => {}
+                hypervisor::Eoi::Idle | hypervisor::Eoi::Spurious => {}
                 hypervisor::Eoi::Worked => vif.did_work = false,
-                hypervisor::Eoi::Spurious => vif.stats.spurious_events += 1,
-                hypervisor::Eoi::Delayed => {
-                    vif.stats.spurious_events += 1;
-                    vif.stats.eoi_delayed += 1;
-                    self.delivered.retain(|p| *p != vif.port);
-                }
+                hypervisor::Eoi::Delayed => self.delivered.retain(|p| *p != vif.port),
             }
             if vif.eoi.take_due(now) {
                 self.delivered.push(vif.port);
@@ -564,7 +555,7 @@ impl<D: BackendDomain> Datapath<D> {
         let _ = self.bridge.remove_port(vif.bridge_port);
         self.out.clear();
         self.delivered.retain(|p| *p != vif.port);
-        let stats = vif.stats.clone();
+        let stats = vif.stats();
         drop(vif);
         if self.departed.len() == DEPARTED_KEPT {
             self.departed.pop_front();

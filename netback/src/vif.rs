@@ -399,9 +399,13 @@ impl<D: BackendDomain> Vif<D> {
         self.mac
     }
 
-    /// Counters.
-    pub fn stats(&self) -> &VifStats {
-        &self.stats
+    /// Counters, the late-EOI ones (kept by the port's [`hypervisor::LateEoi`]) included.
+    pub fn stats(&self) -> VifStats {
+        VifStats {
+            spurious_events: self.eoi.spurious(),
+            eoi_delayed: self.eoi.delayed(),
+            ..self.stats.clone()
+        }
     }
 
     /// Whether the vif was disabled for a fatal frontend error.

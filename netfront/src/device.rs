@@ -47,8 +47,6 @@ pub struct Netfront<D: FrontendDomain> {
     /// (which may be the event that announced it: the guest often consumes responses before
     /// it collects their event).
     work_mark: u32,
-    spurious: u64,
-    eoi_delayed: u64,
 }
 
 impl<D: FrontendDomain> Netfront<D> {
@@ -219,8 +217,6 @@ impl<D: FrontendDomain> Netfront<D> {
                 disconnected: None,
                 eoi: hypervisor::LateEoi::new(),
                 work_mark: 0,
-                spurious: 0,
-                eoi_delayed: 0,
             })
         })();
         match built {
@@ -417,19 +413,7 @@ impl<D: FrontendDomain> Netfront<D> {
         if decision != Eoi::Idle {
             self.work_mark = mark;
         }
-        let unmask = match decision {
-            Eoi::Idle => false,
-            Eoi::Worked => true,
-            Eoi::Spurious => {
-                self.spurious += 1;
-                true
-            }
-            Eoi::Delayed => {
-                self.spurious += 1;
-                self.eoi_delayed += 1;
-                false
-            }
-        };
+        let unmask = matches!(decision, Eoi::Worked | Eoi::Spurious);
         if unmask || self.eoi.take_due(now) {
             self.evtchn
                 .unmask(&[self.port])
@@ -457,8 +441,8 @@ impl<D: FrontendDomain> Netfront<D> {
     pub fn stats(&self) -> Stats {
         let mut s = self.tx.stats;
         s.merge(&self.rx.stats);
-        s.spurious_wakeups += self.spurious;
-        s.eoi_delayed += self.eoi_delayed;
+        s.spurious_wakeups += self.eoi.spurious();
+        s.eoi_delayed += self.eoi.delayed();
         s
     }
 
