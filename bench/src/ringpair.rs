@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
 use crossbeam_utils::Backoff;
-use ring::netif::{TxRequest, TxResponse};
-use ring::{BackRing, FrontRing, OwnedRing, TxRing};
+use netif_ring::netif::{TxRequest, TxResponse};
+use netif_ring::{BackRing, FrontRing, OwnedRing, TxRing};
 
 /// An event channel in miniature: pending flag, notify, blocking wait.
 #[derive(Debug, Default)]

@@ -1,11 +1,11 @@
-//! `extra_parse`: `ring::netif::ExtraRepr::parse` on arbitrary 8-byte extra-info slots.
+//! `extra_parse`: `netif_ring::netif::ExtraRepr::parse` on arbitrary 8-byte extra-info slots.
 //!
 //! Invariants: parsing never panics; the accepted types are exactly 1..=5, and a GSO slot is
 //! accepted exactly when its size is non-zero and its GSO type is TCPv4 or TCPv6; each rejection
 //! names the right reason; an accepted slot emits back to a slot that parses to the same value,
 //! keeps the type, the `MORE` flag and every meaningful byte of the union, and zeroes the rest.
 
-use ring::netif::{
+use netif_ring::netif::{
     ExtraError, ExtraInfo, ExtraRepr, XEN_NETIF_EXTRA_FLAG_MORE, XEN_NETIF_EXTRA_TYPE_GSO,
     XEN_NETIF_EXTRA_TYPE_HASH, XEN_NETIF_EXTRA_TYPE_MCAST_ADD, XEN_NETIF_EXTRA_TYPE_MCAST_DEL,
     XEN_NETIF_EXTRA_TYPE_XDP, XEN_NETIF_GSO_TYPE_TCPV4, XEN_NETIF_GSO_TYPE_TCPV6,

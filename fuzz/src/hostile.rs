@@ -1,4 +1,4 @@
-//! The hostile frontend: it writes ring slots and indices raw (`ring::raw`), grants, re-grants
+//! The hostile frontend: it writes ring slots and indices raw (`netif_ring::raw`), grants, re-grants
 //! and revokes its pages in any order, and remembers enough to judge the backend's answers.
 //!
 //! Every data page is a sentinel (a known pattern, or the data the guest itself wrote) unless a
@@ -10,8 +10,8 @@ use hypervisor::embedded::{DomainHandle, EvtchnHandle, Hypervisor};
 use hypervisor::ringpage::own_ring;
 use hypervisor::{DomId, GrantRef, PAGE_SIZE, Pfn, Port};
 use netback::{FrontendKeys, FrontendOffloads, RxMode, VifId};
-use ring::netif::{ExtraInfo, RxRequest, TxRequest};
-use ring::{FrontRing, RxRing, TxRing, raw};
+use netif_ring::netif::{ExtraInfo, RxRequest, TxRequest};
+use netif_ring::{FrontRing, RxRing, TxRing, raw};
 
 use crate::Input;
 use crate::world::{HOSTILE_PAGES, RING_SIZE, RxFront, TxFront, pattern};

@@ -20,8 +20,8 @@
 use std::time::Duration;
 
 use netback::{Config, RxMode, VifStats};
-use ring::netif::{NETRXF_MORE_DATA, RxRequest, RxResponse};
-use ring::{RxRing, raw};
+use netif_ring::netif::{NETRXF_MORE_DATA, RxRequest, RxResponse};
+use netif_ring::{RxRing, raw};
 
 use crate::hostile::{GrantKind, Hostile, Published};
 use crate::netback_tx::pick_dst;
@@ -193,7 +193,7 @@ impl Scene {
             }
         } else {
             self.error_responses += 1;
-            assert_eq!(rsp.status, ring::netif::NETIF_RSP_ERROR, "response {j}");
+            assert_eq!(rsp.status, netif_ring::netif::NETIF_RSP_ERROR, "response {j}");
             if self.mode == RxMode::Copy {
                 assert!(
                     page.is_none(),

@@ -19,11 +19,11 @@
 use std::time::Duration;
 
 use netback::{Config, RxMode, VifStats};
-use ring::netif::{
+use netif_ring::netif::{
     ExtraInfo, NETIF_RSP_DROPPED, NETIF_RSP_ERROR, NETIF_RSP_NULL, NETIF_RSP_OKAY,
     NETTXF_EXTRA_INFO, NETTXF_MORE_DATA, TxRequest, TxResponse,
 };
-use ring::{TxRing, raw};
+use netif_ring::{TxRing, raw};
 
 use crate::hostile::{GrantKind, Hostile, Published};
 use crate::scene::{self, FatalWatch};

@@ -16,8 +16,8 @@ use hypervisor::{DomId, GrantRef, PAGE_SIZE, Pfn, Port};
 use netback::{Config, FrontendKeys, FrontendOffloads, Netback, RxMode, VifId};
 
 use crate::hooked::HookedDom0;
-use ring::netif::{NETRXF_MORE_DATA, NETTXF_MORE_DATA, RxRequest, RxResponse, TxRequest};
-use ring::{FrontRing, PageRing, RxRing, TxRing};
+use netif_ring::netif::{NETRXF_MORE_DATA, NETTXF_MORE_DATA, RxRequest, RxResponse, TxRequest};
+use netif_ring::{FrontRing, PageRing, RxRing, TxRing};
 
 /// A frontend's tx ring over one of its own pages.
 pub type TxFront = FrontRing<TxRing, PageRing<OwnRingPage<DomainHandle>>>;

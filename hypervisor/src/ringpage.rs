@@ -1,7 +1,7 @@
-//! Shared ring pages as [`ring::PageRing`]s: the one place a page pointer becomes ring memory.
+//! Shared ring pages as [`netif_ring::PageRing`]s: the one place a page pointer becomes ring memory.
 //!
 //! netback maps the frontend's granted ring pages; netfront uses pages of its own memory. Both
-//! need `ring::PageRing::new`, whose contract (4096 mapped, page-aligned bytes that stay mapped
+//! need `netif_ring::PageRing::new`, whose contract (4096 mapped, page-aligned bytes that stay mapped
 //! while the owner lives, accessed from this process only through atomics) is exactly what the
 //! two `unsafe` seam traits make their implementers vouch for: [`ForeignMapping`] for a mapped
 //! grant, [`GuestMemory`] (`page_ptr` plus `pin_ring`) for an own page. So both functions here
@@ -9,7 +9,7 @@
 
 use std::fmt;
 
-use ring::PageRing;
+use netif_ring::PageRing;
 
 use crate::abi::GrantStatus;
 use crate::error::{Error, Result};

@@ -1,7 +1,7 @@
 //! loom models of the shared-ring protocol, and the small harness they share.
 //!
 //! The models live in `tests/`; they compile only under `--cfg loom` (see the README for the
-//! command). The same `ring` code runs here as on real pages: `ring`'s `sync` module swaps in
+//! command). The same `netif-ring` code runs here as on real pages: its `sync` module swaps in
 //! loom's atomics and fences. [`Event`] is an event channel in miniature — a pending flag, a
 //! notify and a blocking wait — so a lost wakeup shows up as loom's deadlock detection, exactly as
 //! it would show up as a hang in a real domain.
@@ -13,8 +13,8 @@ pub use model::*;
 #[cfg(loom)]
 mod model {
     use loom::sync::{Arc, Condvar, Mutex};
-    use ring::netif::{TxRequest, TxResponse};
-    use ring::{BackRing, FrontRing, OwnedRing, TxRing};
+    use netif_ring::netif::{TxRequest, TxResponse};
+    use netif_ring::{BackRing, FrontRing, OwnedRing, TxRing};
 
     /// Ring memory shared by the modelled threads.
     pub type Mem = Arc<OwnedRing>;

@@ -6,14 +6,14 @@
 use loom::thread;
 use loom_tests::{Back, Event, Front, builder, pair, request, response};
 
-use ring::SeededBug;
+use netif_ring::SeededBug;
 
 /// (a) publish/consume: the consumer never reads a slot before its contents are written. Two
 /// requests pushed separately; the backend takes whatever is visible and must see exactly the
 /// requests written, in order, never a zeroed or stale slot.
 fn publish_consume(bug: SeededBug) {
     builder().check(move || {
-        ring::seed_bug(bug);
+        netif_ring::seed_bug(bug);
         let (mut front, mut back) = pair(2);
         let producer = thread::spawn(move || {
             for seq in 0..2 {
@@ -56,7 +56,7 @@ fn a_publish_consume_catches_relaxed_publish() {
 /// instead of a loom deadlock, which cannot unwind cleanly; `c_wrap_around_small_ring` does block.)
 fn no_lost_request_wakeup(bug: SeededBug) {
     builder().check(move || {
-        ring::seed_bug(bug);
+        netif_ring::seed_bug(bug);
         let (mut front, mut back) = pair(4);
         // Round one, sequential: the backend consumes request 0 without re-arming req_event.
         front.put_request(request(0)).unwrap();
@@ -95,7 +95,7 @@ fn b_no_lost_request_wakeup_catches_missing_barrier() {
 /// (b) event suppression, responses: the mirror image, backend pushing and frontend sleeping.
 fn no_lost_response_wakeup(bug: SeededBug) {
     builder().check(move || {
-        ring::seed_bug(bug);
+        netif_ring::seed_bug(bug);
         let (mut front, mut back) = pair(4);
         for seq in 0..2 {
             front.put_request(request(seq)).unwrap();

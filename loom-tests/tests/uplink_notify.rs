@@ -1,4 +1,4 @@
-//! loom models of the uplink's notify protocol ([`ring::notify::WantEvent`]): the NIC model's
+//! loom models of the uplink's notify protocol ([`netif_ring::notify::WantEvent`]): the NIC model's
 //! queues between netback and its device suppress notifications with one flag per direction,
 //! and a lost wakeup there stalls the uplink as surely as one on a shared ring.
 //!
@@ -13,8 +13,8 @@ use loom::sync::Arc;
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::thread;
 use loom_tests::builder;
-use ring::SeededBug;
-use ring::notify::WantEvent;
+use netif_ring::SeededBug;
+use netif_ring::notify::WantEvent;
 
 struct Queue {
     len: AtomicUsize,
@@ -27,7 +27,7 @@ struct Queue {
 /// never happens. Two rounds, so the flag is exercised after a first arming was consumed.
 fn no_lost_uplink_wakeup(bug: SeededBug) {
     builder().check(move || {
-        ring::seed_bug(bug);
+        netif_ring::seed_bug(bug);
         let q = Arc::new(Queue {
             len: AtomicUsize::new(0),
             want: WantEvent::new(),

@@ -52,7 +52,7 @@ impl Default for Config {
             flip_batch_pages: 64,
             tx_batch_packets: 64,
             rx_queue_bytes: 512 * 1024,
-            tx_slots_drop: ring::netif::XEN_NETIF_NR_SLOTS_MIN as usize,
+            tx_slots_drop: netif_ring::netif::XEN_NETIF_NR_SLOTS_MIN as usize,
             tx_slots_fatal: 20,
             rx_drain_timeout: Duration::from_secs(10),
             poll_interval: Duration::from_millis(20),
@@ -79,13 +79,13 @@ impl Config {
         if self.tx_slots_drop > self.tx_slots_fatal {
             return bad("tx_slots_drop", "must not exceed tx_slots_fatal");
         }
-        if self.tx_slots_drop + 1 < ring::netif::XEN_NETIF_NR_SLOTS_MIN as usize {
+        if self.tx_slots_drop + 1 < netif_ring::netif::XEN_NETIF_NR_SLOTS_MIN as usize {
             return bad(
                 "tx_slots_drop",
                 "every backend must accept XEN_NETIF_NR_SLOTS_MIN (18) slots per packet",
             );
         }
-        if self.rx_queue_bytes < ring::netif::MAX_FRAME {
+        if self.rx_queue_bytes < netif_ring::netif::MAX_FRAME {
             return bad(
                 "rx_queue_bytes",
                 "must hold at least one maximum-size frame (65549 B)",

@@ -36,7 +36,7 @@ pub use backend::{Netback, NetbackSnapshot};
 pub use batch::CopyBatch;
 pub use config::Config;
 pub use error::{Error, FrontendError};
+pub use netif_ring::netif::RxMode;
 pub use offloads::{Accepts, Unfit};
-pub use ring::netif::RxMode;
 pub use uplink::{Uplink, UplinkIo, UplinkStats, Wakeup, Wire, WireFrame, WireNic};
 pub use vif::{Fatal, FrontendKeys, FrontendOffloads, Vif, VifId, VifStats};

@@ -14,8 +14,8 @@ use std::ops::Range;
 use std::rc::Rc;
 
 use hypervisor::{GuestMemory, LocalAddr, PAGE_SIZE, Pfn};
+use netif_ring::netif::MAX_FRAME;
 use offload::{Csum, OffloadMeta};
-use ring::netif::MAX_FRAME;
 
 /// Bytes of each frame kept in its handle for the switch (and a pcap snapshot of the head).
 pub const HEAD: usize = 64;

@@ -15,8 +15,8 @@
 use std::time::Instant;
 
 use hypervisor::{BackendDomain, CopyOp, CopyPtr, GrantRef, GrantStatus, PAGE_SIZE, TransferOp};
-use ring::netif::{NETIF_RSP_ERROR, NETRXF_MORE_DATA, RxMode, RxRequest, RxResponse};
-use ring::{BackRing, PageRing, RxRing};
+use netif_ring::netif::{NETIF_RSP_ERROR, NETRXF_MORE_DATA, RxMode, RxRequest, RxResponse};
+use netif_ring::{BackRing, PageRing, RxRing};
 
 use crate::batch::CopyBatch;
 use crate::config::Config;
@@ -111,7 +111,7 @@ impl<D: BackendDomain> Vif<D> {
     /// are (`req_event = req_cons + needed`; Linux's `xenvif_rx_ring_slots_available` arms
     /// `req_prod + 1` and re-checks on every event instead) and checks once more, so a posting
     /// that raced with us is not missed.
-    fn rx_slots_available(&mut self, needed: u32) -> Result<bool, ring::RingError> {
+    fn rx_slots_available(&mut self, needed: u32) -> Result<bool, netif_ring::RingError> {
         if self.rx.unconsumed_requests()? >= needed {
             return Ok(true);
         }

@@ -19,7 +19,7 @@
 use std::ops::Range;
 
 use hypervisor::{BackendDomain, CopyOp, CopyPtr, GrantRef, PAGE_SIZE};
-use ring::netif::{
+use netif_ring::netif::{
     ETH_HLEN, ExtraInfo, ExtraRepr, NETIF_RSP_ERROR, NETIF_RSP_NULL, NETIF_RSP_OKAY,
     NETTXF_CSUM_BLANK, NETTXF_DATA_VALIDATED, NETTXF_EXTRA_INFO, NETTXF_MORE_DATA, TxRequest,
     TxResponse, XEN_NETIF_EXTRA_FLAG_MORE,

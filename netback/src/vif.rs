@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use bridge_lite::{MacAddr, PortId};
 use hypervisor::ringpage::mapped_ring;
 use hypervisor::{BackendDomain, DomId, EventChannel, GrantOps, GrantRef, Port};
-use ring::netif::{ExtraError, RxMode};
-use ring::{BackRing, PageRing, RingError, RxRing, TxRing};
+use netif_ring::netif::{ExtraError, RxMode};
+use netif_ring::{BackRing, PageRing, RingError, RxRing, TxRing};
 
 use crate::pool::NetFrame;
 

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use bridge_lite::MacAddr;
 use hypervisor::{DomId, GrantRef, Port, XenStore};
-use ring::netif::RxMode;
+use netif_ring::netif::RxMode;
 
 use crate::error::{Error, FrontendError};
 use crate::vif::{FrontendKeys, FrontendOffloads, VifId};

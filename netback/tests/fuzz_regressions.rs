@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use common::{RawFront, frame, machine};
 use netback::{Config, Fatal, RxMode};
-use ring::{RingError, raw};
+use netif_ring::{RingError, raw};
 
 /// Found by `netback_tx`: the backend's re-arm (`wait`) read `req_prod = 21`, then the hostile
 /// frontend moved it back to 0 before the next pass. The pass consumed the 21 published
 /// requests, re-read `req_prod` before answering them, and (the ring checked only
 /// `req_prod - rsp_prod_pvt`) took 235 more "requests" from slots never published, answering
-/// all 256: responses for requests that were never pushed. Fixed in `ring::BackRing`: a
+/// all 256: responses for requests that were never pushed. Fixed in `netif_ring::BackRing`: a
 /// `req_prod` behind `req_cons` is a `RequestOverflow`, and the vif is disabled.
 #[test]
 fn req_prod_moved_back_after_a_rearm_gets_no_phantom_responses() {

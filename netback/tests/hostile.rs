@@ -9,12 +9,12 @@ use std::time::Duration;
 use common::{RawFront, frame, machine};
 use hypervisor::embedded::{DomainHandle, Hypervisor};
 use netback::{Config, Fatal, Netback, RxMode};
-use ring::netif::{
+use netif_ring::netif::{
     ExtraInfo, NETIF_RSP_ERROR, NETIF_RSP_NULL, NETIF_RSP_OKAY, NETTXF_EXTRA_INFO,
     NETTXF_MORE_DATA, TxRequest, XEN_NETIF_EXTRA_TYPE_GSO, XEN_NETIF_EXTRA_TYPE_MAX,
     XEN_NETIF_GSO_TYPE_TCPV4,
 };
-use ring::{RingError, raw};
+use netif_ring::{RingError, raw};
 
 /// A hostile frontend `h` and a well-behaved pair `a` → `b` on the same backend.
 struct Scene {
@@ -316,7 +316,7 @@ fn rx_buffer_with_bad_grant_gets_an_error_response() {
     let mut s = scene(Config::default());
     // The hostile guest posts an rx buffer with a grant reference it never made.
     s.h.rx
-        .put_request(ring::netif::RxRequest {
+        .put_request(netif_ring::netif::RxRequest {
             id: 5,
             pad: 0,
             gref: 59_999,

@@ -9,11 +9,11 @@ mod common;
 use common::{RawFront, RxFrame, machine};
 use etherparse::PacketBuilder;
 use netback::{Config, FrontendOffloads, RxMode};
-use offload::csum;
-use ring::netif::{
+use netif_ring::netif::{
     ExtraRepr, NETIF_RSP_OKAY, NETRXF_CSUM_BLANK, NETRXF_DATA_VALIDATED, NETTXF_CSUM_BLANK,
     NETTXF_DATA_VALIDATED, XEN_NETIF_GSO_TYPE_TCPV4,
 };
+use offload::csum;
 
 const A_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
 const B_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 2];
@@ -144,7 +144,7 @@ fn partial_checksums_pass_through_to_a_frontend_that_takes_them() {
 
 /// The 65 226-byte TCPv4 super-frame of Linux's example: 45 segments of MSS 1448 behind 66
 /// bytes of headers (TCP with a timestamp option), partial checksum.
-fn super_frame() -> (Vec<u8>, ring::netif::ExtraInfo) {
+fn super_frame() -> (Vec<u8>, netif_ring::netif::ExtraInfo) {
     let f = partial(&frame(false, false, &payload(45 * 1448)));
     assert_eq!(f.len(), 65_226);
     let gso = ExtraRepr::Gso {
@@ -263,7 +263,7 @@ fn offload_metadata_that_does_not_match_is_answered_ok_and_dropped() {
     assert!(
         a.tx_responses
             .iter()
-            .filter(|r| r.status != ring::netif::NETIF_RSP_NULL)
+            .filter(|r| r.status != netif_ring::netif::NETIF_RSP_NULL)
             .all(|r| r.status == NETIF_RSP_OKAY),
         "answered OK, as Linux does: {:?}",
         a.tx_responses

@@ -16,11 +16,11 @@ use hypervisor::{
     DomId, EventChannel, FrontendDomain, GrantRef, PAGE_SIZE, Pfn, Port, XenDomain, XenStore,
 };
 use netback::{Config, Netback, VifId};
-use ring::netif::{
+use netif_ring::netif::{
     NETIF_RSP_ERROR, NETIF_RSP_OKAY, NETRXF_MORE_DATA, NETTXF_MORE_DATA, RxRequest, TxRequest,
     TxResponse,
 };
-use ring::{FrontRing, PageRing, RxRing, TxRing};
+use netif_ring::{FrontRing, PageRing, RxRing, TxRing};
 
 type Nb = Netback<Dom>;
 

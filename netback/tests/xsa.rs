@@ -20,13 +20,13 @@ use hypervisor::{
     CopyOp, DomId, GrantOps, GrantRef, GuestMemory, LocalAddr, PAGE_SIZE, Pfn, XenDomain,
 };
 use netback::{Config, Fatal, Netback, RxMode};
-use ring::netif::{
+use netif_ring::netif::{
     ExtraInfo, NETIF_RSP_ERROR, NETIF_RSP_NULL, NETIF_RSP_OKAY, NETTXF_CSUM_BLANK,
     NETTXF_DATA_VALIDATED, NETTXF_EXTRA_INFO, NETTXF_MORE_DATA, RxRequest, RxResponse, TxRequest,
     XEN_NETIF_EXTRA_FLAG_MORE, XEN_NETIF_EXTRA_TYPE_HASH, XEN_NETIF_EXTRA_TYPE_MCAST_ADD,
     XEN_NETIF_EXTRA_TYPE_MCAST_DEL,
 };
-use ring::{FrontRing, RingError, TxRing, raw};
+use netif_ring::{FrontRing, RingError, TxRing, raw};
 
 /// A hostile frontend `h` and a well-behaved pair `a` → `b` on one backend.
 struct Scene {

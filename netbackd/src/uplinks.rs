@@ -18,8 +18,8 @@ use std::io::IoSlice;
 use hostnet::{PacketConfig, PacketSocket, Tap, TapConfig};
 use netback::UplinkStats;
 use netback::pool::NetFrame;
+use netif_ring::netif::{ETH_HLEN, MAX_FRAME};
 use offload::OffloadMeta;
-use ring::netif::{ETH_HLEN, MAX_FRAME};
 
 use crate::cli::UplinkSpec;
 

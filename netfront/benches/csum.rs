@@ -19,8 +19,8 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
+use netif_ring::netif::{NETRXF_CSUM_BLANK, NETRXF_DATA_VALIDATED};
 use offload::csum::{self, Checksum};
-use ring::netif::{NETRXF_CSUM_BLANK, NETRXF_DATA_VALIDATED};
 use smoltcp::wire::{IpAddress, TcpPacket};
 
 /// An IPv4 TCP frame of `len` bytes with a correct checksum.

@@ -4,12 +4,12 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 
-pub use ring::netif::RxMode;
-use ring::netif::{ETH_HLEN, MAX_FRAME, XEN_NETIF_NR_SLOTS_MIN};
+pub use netif_ring::netif::RxMode;
+use netif_ring::netif::{ETH_HLEN, MAX_FRAME, XEN_NETIF_NR_SLOTS_MIN};
 
 /// The largest Ethernet frame a netif tx request can describe: the first slot's `size` is u16
 /// (so the IP MTU is at most 65521, as in Linux).
-const MAX_TX_FRAME: usize = ring::netif::XEN_NETIF_MAX_TX_SIZE as usize;
+const MAX_TX_FRAME: usize = netif_ring::netif::XEN_NETIF_MAX_TX_SIZE as usize;
 
 /// Frontend settings for [`crate::Netfront::connect`].
 #[derive(Debug, Clone)]
@@ -86,7 +86,7 @@ impl FrontConfig {
 
     /// Tx slots the largest frame needs.
     pub(crate) fn max_tx_slots(&self) -> usize {
-        self.max_frame().div_ceil(ring::PAGE_SIZE)
+        self.max_frame().div_ceil(netif_ring::PAGE_SIZE)
     }
 
     pub(crate) fn validate(&self) -> Result<()> {

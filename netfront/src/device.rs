@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use std::sync::Arc;
 
 use hypervisor::{DomId, Eoi, EventChannel, FrontendDomain, GrantRef, Pfn, Port, XenStore};
-use ring::FrontRing;
+use netif_ring::FrontRing;
 use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
 use xenoprof::Class;
 
@@ -369,7 +369,7 @@ impl<D: FrontendDomain> Netfront<D> {
         if !self.rx.ready.is_empty() {
             return Ok(());
         }
-        let work = (|| -> std::result::Result<bool, ring::RingError> {
+        let work = (|| -> std::result::Result<bool, netif_ring::RingError> {
             Ok(self.tx.ring.final_check_for_responses()?
                 | self.rx.ring.final_check_for_responses()?)
         })();

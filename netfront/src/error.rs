@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use ring::RingError;
+use netif_ring::RingError;
 
 /// Everything that can go wrong in netfront.
 #[derive(Debug, Clone, PartialEq, Eq)]

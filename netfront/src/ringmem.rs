@@ -8,7 +8,7 @@
 
 use hypervisor::ringpage::OwnRingPage;
 use hypervisor::{FrontendDomain, Pfn};
-use ring::PageRing;
+use netif_ring::PageRing;
 
 use crate::error::{Error, Result};
 

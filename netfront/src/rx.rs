@@ -16,11 +16,11 @@ use std::sync::Arc;
 
 use hypervisor::{DomId, GrantRef, Pfn, Port};
 use hypervisor::{EventChannel, FrontendDomain};
-use ring::netif::{
+use netif_ring::netif::{
     ExtraInfo, ExtraRepr, NETRXF_EXTRA_INFO, NETRXF_MORE_DATA, RxRequest, RxResponse,
     XEN_NETIF_EXTRA_FLAG_MORE,
 };
-use ring::{PAGE_SIZE, RingError, RxFrontRing};
+use netif_ring::{PAGE_SIZE, RingError, RxFrontRing};
 
 use crate::config::RxMode;
 use crate::error::{Error, Result};

@@ -13,10 +13,10 @@
 //! `xennet_set_skb_gso`, `checksum_setup`, through [`offload::netif::from_rx`]); anything wrong
 //! drops the frame with a reason, never a panic.
 
+use netif_ring::netif::{ExtraInfo, NETRXF_CSUM_BLANK, NETRXF_DATA_VALIDATED};
 use offload::csum::{self, Checksum};
 use offload::parse::{self, L3Kind, L4Kind};
 use offload::{Csum, Error as OffloadError};
-use ring::netif::{ExtraInfo, NETRXF_CSUM_BLANK, NETRXF_DATA_VALIDATED};
 
 /// Header bytes copied out of the pages before parsing (Linux's `RX_COPY_THRESHOLD`): enough
 /// for Ethernet, a VLAN tag, IPv4 or IPv6 and TCP with options. Longer header chains are copied
@@ -224,8 +224,8 @@ fn verify(src: &(impl FrameSource + ?Sized), len: usize, hdr: &mut [u8]) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use netif_ring::netif::{ExtraRepr, NETRXF_MORE_DATA};
     use offload::{Gso, GsoKind, OffloadMeta};
-    use ring::netif::{ExtraRepr, NETRXF_MORE_DATA};
 
     const POLICY: RxPolicy = RxPolicy {
         csum_offload: true,

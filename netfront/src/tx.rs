@@ -5,19 +5,19 @@ use std::sync::Arc;
 
 use hypervisor::{DomId, GrantRef, Pfn, Port};
 use hypervisor::{EventChannel, FrontendDomain};
-use offload::parse::L3Kind;
-use ring::netif::{
+use netif_ring::netif::{
     NETIF_RSP_NULL, NETTXF_CSUM_BLANK, NETTXF_DATA_VALIDATED, NETTXF_MORE_DATA, TxRequest,
     TxResponse,
 };
-use ring::{PAGE_SIZE, RingError, TxFrontRing};
+use netif_ring::{PAGE_SIZE, RingError, TxFrontRing};
+use offload::parse::L3Kind;
 
 use crate::error::{Error, Result};
 use crate::ringmem::GuestRing;
 use crate::stats::Stats;
 
 /// Slots of the largest frame (`XEN_NETIF_MAX_TX_SIZE` bytes).
-const MAX_SLOTS: usize = (ring::netif::XEN_NETIF_MAX_TX_SIZE as usize).div_ceil(PAGE_SIZE);
+const MAX_SLOTS: usize = (netif_ring::netif::XEN_NETIF_MAX_TX_SIZE as usize).div_ceil(PAGE_SIZE);
 
 /// Checksum offload on transmit.
 #[derive(Debug, Clone, Copy)]

@@ -9,11 +9,11 @@ use common::{Opts, RxFrame, RxLayout, TestBackend, machine};
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TcpOptionElement, TransportSlice};
 use hypervisor::embedded::{DomainHandle, Hypervisor};
 use netfront::{FrontConfig, Netfront, RxMode, Stats};
-use offload::GsoKind;
-use ring::netif::{
+use netif_ring::netif::{
     ExtraInfo, NETRXF_CSUM_BLANK, NETRXF_DATA_VALIDATED, NETTXF_CSUM_BLANK, NETTXF_DATA_VALIDATED,
     XEN_NETIF_EXTRA_FLAG_MORE,
 };
+use offload::GsoKind;
 use smoltcp::phy::{Device, RxToken, TxToken};
 use smoltcp::time::Instant;
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use common::{Opts, Route, TestBackend, machine};
 use hypervisor::embedded::DomainHandle;
 use netfront::{FrontConfig, Netfront, RxMode};
-use ring::netif::{NETTXF_CSUM_BLANK, NETTXF_DATA_VALIDATED, NETTXF_MORE_DATA};
+use netif_ring::netif::{NETTXF_CSUM_BLANK, NETTXF_DATA_VALIDATED, NETTXF_MORE_DATA};
 use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant;

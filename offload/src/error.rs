@@ -65,7 +65,7 @@ pub enum Error {
         have: usize,
     },
     /// A netif extra-info slot was malformed (Linux netback: fatal for the vif).
-    Extra(ring::netif::ExtraError),
+    Extra(netif_ring::netif::ExtraError),
     /// A netif extra-info slot was valid but not a GSO slot where one was expected.
     NotGsoExtra {
         /// The slot's type.
@@ -151,8 +151,8 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-impl From<ring::netif::ExtraError> for Error {
-    fn from(e: ring::netif::ExtraError) -> Error {
+impl From<netif_ring::netif::ExtraError> for Error {
+    fn from(e: netif_ring::netif::ExtraError) -> Error {
         Error::Extra(e)
     }
 }

@@ -15,7 +15,7 @@
 //! frame's first bytes, at least through the TCP/UDP header; headers that straddle two pages must
 //! be copied into one slice first, as netback copies them into the skb's linear area.
 
-use ring::netif::{
+use netif_ring::netif::{
     ExtraInfo, ExtraRepr, NETRXF_CSUM_BLANK, NETRXF_DATA_VALIDATED, NETRXF_EXTRA_INFO,
     NETRXF_MORE_DATA, NETTXF_CSUM_BLANK, NETTXF_DATA_VALIDATED, NETTXF_EXTRA_INFO,
     XEN_NETIF_GSO_TYPE_TCPV4, XEN_NETIF_GSO_TYPE_TCPV6,

@@ -3,11 +3,11 @@
 mod common;
 
 use common::*;
+use netif_ring::netif::ExtraInfo;
 use offload::gro::Gro;
 use offload::gso::{self, MAX_FRAME_LEN, SegCsum};
 use offload::virtio::VirtioNetHdr;
 use offload::{Csum, Gso, GsoKind, OffloadMeta, csum, netif, parse};
-use ring::netif::ExtraInfo;
 
 fn seeds() -> Vec<Vec<u8>> {
     let small = |v6| {

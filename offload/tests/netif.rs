@@ -3,13 +3,13 @@
 mod common;
 
 use common::*;
-use offload::gro::Gro;
-use offload::netif::{from_rx, from_tx, to_rx, to_tx};
-use offload::{Csum, Error, Gso, GsoKind, OffloadMeta, csum};
-use ring::netif::{
+use netif_ring::netif::{
     ExtraError, ExtraInfo, NETRXF_DATA_VALIDATED, NETTXF_CSUM_BLANK, NETTXF_DATA_VALIDATED,
     NETTXF_EXTRA_INFO,
 };
+use offload::gro::Gro;
+use offload::netif::{from_rx, from_tx, to_rx, to_tx};
+use offload::{Csum, Error, Gso, GsoKind, OffloadMeta, csum};
 
 fn bytes(e: &ExtraInfo) -> [u8; 8] {
     let mut b = [0u8; 8];

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use crossbeam_queue::ArrayQueue;
 use hypervisor::{BackendDomain, EventChannel, PAGE_SIZE, Pfn, Port, XenDomain};
-use ring::notify::WantEvent;
+use netif_ring::notify::WantEvent;
 
 use super::nic::WireNic;
 use crate::pool::{BufPool, MAX_FRAME_PAGES};
@@ -60,7 +60,7 @@ pub(super) struct RxDone {
 
 /// One direction: a queue of items for the consumer (`full`), a queue of items given back to
 /// the producer (`empty`), and a want-event flag for each waiting side
-/// ([`ring::notify::WantEvent`], the loom-checked handshake: flag, full barrier, re-check).
+/// ([`netif_ring::notify::WantEvent`], the loom-checked handshake: flag, full barrier, re-check).
 pub(super) struct Direction<F, E> {
     pub full: ArrayQueue<F>,
     pub empty: ArrayQueue<E>,
@@ -153,7 +153,7 @@ pub fn wire_nic<D: BackendDomain>(
     remote: &D,
     mtu: usize,
 ) -> Result<(WireNic<D>, Wire<D>), crate::Error> {
-    if !(14..=ring::netif::MAX_FRAME).contains(&mtu) {
+    if !(14..=netif_ring::netif::MAX_FRAME).contains(&mtu) {
         return Err(crate::Error::Config {
             what: "wire MTU",
             why: "must be an Ethernet frame length from 14 to 65549 bytes (header included)",

@@ -8,10 +8,10 @@ use hypervisor::embedded::{DomainHandle, EvtchnHandle, Hypervisor};
 use hypervisor::ringpage::{OwnRingPage, own_ring};
 use hypervisor::{GrantRef, PAGE_SIZE, Pfn, Port};
 use netback::{Config, FrontendKeys, FrontendOffloads, Netback, RxMode, VifId};
-use ring::netif::{
+use netif_ring::netif::{
     NETRXF_MORE_DATA, NETTXF_MORE_DATA, RxRequest, RxResponse, TxRequest, TxResponse,
 };
-use ring::{FrontRing, PageRing, RxRing, TxRing};
+use netif_ring::{FrontRing, PageRing, RxRing, TxRing};
 
 pub type TxFront = FrontRing<TxRing, PageRing<OwnRingPage<DomainHandle>>>;
 pub type RxFront = FrontRing<RxRing, PageRing<OwnRingPage<DomainHandle>>>;
@@ -242,7 +242,7 @@ impl RawFront {
                 // The extra-info slot overlays this request's response; its buffer is unused.
                 let Some(e) = self
                     .rx
-                    .next_response_as::<ring::netif::ExtraInfo>()
+                    .next_response_as::<netif_ring::netif::ExtraInfo>()
                     .unwrap()
                 else {
                     break;
@@ -270,7 +270,7 @@ impl RawFront {
                 });
                 f.data.extend_from_slice(&buf);
                 f.slots += 1;
-                want_extra = f.slots == 1 && rsp.flags & ring::netif::NETRXF_EXTRA_INFO != 0;
+                want_extra = f.slots == 1 && rsp.flags & netif_ring::netif::NETRXF_EXTRA_INFO != 0;
                 if rsp.flags & NETRXF_MORE_DATA == 0 && !want_extra {
                     out.push(cur.take().unwrap());
                 }
@@ -290,7 +290,12 @@ impl RawFront {
 
     /// Transmits `data` (one slot per page-sized chunk) with offload `flags` on the first
     /// request and, if given, a GSO extra-info slot after it, as Linux netfront lays it out.
-    pub fn send_with(&mut self, data: &[u8], flags: u16, extra: Option<ring::netif::ExtraInfo>) {
+    pub fn send_with(
+        &mut self,
+        data: &[u8],
+        flags: u16,
+        extra: Option<netif_ring::netif::ExtraInfo>,
+    ) {
         let chunks: Vec<&[u8]> = data.chunks(PAGE_SIZE).collect();
         for (i, c) in chunks.iter().enumerate() {
             let pfn = self.dom.alloc_page().unwrap();
@@ -306,7 +311,7 @@ impl RawFront {
             if i == 0 {
                 f |= flags;
                 if extra.is_some() {
-                    f |= ring::netif::NETTXF_EXTRA_INFO;
+                    f |= netif_ring::netif::NETTXF_EXTRA_INFO;
                 }
             }
             self.tx

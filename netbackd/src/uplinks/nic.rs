@@ -5,7 +5,7 @@ use std::os::fd::AsFd;
 use hostnet::{PacketSocket, RecvBatch};
 use netback::pool::NetFrame;
 use netback::{Accepts, Uplink, UplinkIo, UplinkStats, Wakeup};
-use ring::netif::MAX_FRAME;
+use netif_ring::netif::MAX_FRAME;
 
 use super::{RX_BURST, send_out, take_in_with_hdr, vnet};
 

@@ -6,7 +6,7 @@ use hostnet::Tap;
 use hostnet::tap::offload as tun_f;
 use netback::pool::NetFrame;
 use netback::{Accepts, Uplink, UplinkIo, UplinkStats, Wakeup};
-use ring::netif::{ETH_HLEN, MAX_FRAME};
+use netif_ring::netif::{ETH_HLEN, MAX_FRAME};
 
 use super::{RX_BURST, send_out, take_in_with_hdr, vnet};
 

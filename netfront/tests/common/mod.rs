@@ -20,13 +20,13 @@ use hypervisor::abi::{GnttabCopy, GnttabCopyPtr, GnttabTransfer};
 use hypervisor::embedded::{DomainHandle, EvtchnHandle, GrantMapping, Hypervisor, XsConnection};
 use hypervisor::ringpage::mapped_ring;
 use hypervisor::{DomId, GrantRef, GrantStatus, Pfn, Port};
-use offload::{Csum, Gso, GsoKind, OffloadMeta};
-use ring::netif::{
+use netif_ring::netif::{
     ExtraInfo, NETIF_RSP_ERROR, NETIF_RSP_OKAY, NETRXF_CSUM_BLANK, NETRXF_DATA_VALIDATED,
     NETRXF_EXTRA_INFO, NETRXF_MORE_DATA, NETTXF_CSUM_BLANK, NETTXF_DATA_VALIDATED,
     NETTXF_MORE_DATA, RxResponse, TxResponse, XEN_NETIF_EXTRA_TYPE_GSO,
 };
-use ring::{PageRing, RxBackRing, TxBackRing};
+use netif_ring::{PageRing, RxBackRing, TxBackRing};
+use offload::{Csum, Gso, GsoKind, OffloadMeta};
 
 pub const PAGE: usize = 4096;
 
@@ -524,11 +524,11 @@ fn connect(
     let copy = rd("request-rx-copy") == 1;
     match hostile {
         Hostile::BogusTxRspProd => {
-            ring::raw::set_rsp_prod(tx.mem(), 1000);
+            netif_ring::raw::set_rsp_prod(tx.mem(), 1000);
             evtchn.notify(port).unwrap();
         }
         Hostile::BogusRxRspProd => {
-            ring::raw::set_rsp_prod(rx.mem(), 1000);
+            netif_ring::raw::set_rsp_prod(rx.mem(), 1000);
             evtchn.notify(port).unwrap();
         }
         _ => {}

@@ -36,7 +36,7 @@ pub struct GrantMapping {
 
 impl GrantMapping {
     /// The page's address in the caller's address space: 4096 bytes, page-aligned, mapped until
-    /// this object drops. For `ring::SharedPage::from_raw`: every access must be atomic (the
+    /// this object drops. For `netif_ring::SharedPage::from_raw`: every access must be atomic (the
     /// granting domain accesses the same page concurrently). A read-only mapping faults on write.
     pub fn as_ptr(&self) -> NonNull<u8> {
         self.slot.ptr

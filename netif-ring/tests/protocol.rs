@@ -1,7 +1,9 @@
 //! Single-threaded protocol tests: indices, event suppression, hostile producers.
 
-use ring::netif::{ExtraInfo, NETIF_RSP_ERROR, NETIF_RSP_OKAY, RxRequest, TxRequest, TxResponse};
-use ring::{BackRing, FrontRing, OwnedRing, RingError, RingKind, RxRing, TxRing, raw};
+use netif_ring::netif::{
+    ExtraInfo, NETIF_RSP_ERROR, NETIF_RSP_OKAY, RxRequest, TxRequest, TxResponse,
+};
+use netif_ring::{BackRing, FrontRing, OwnedRing, RingError, RingKind, RxRing, TxRing, raw};
 
 const REQ: TxRequest = TxRequest {
     gref: 10,

@@ -6,8 +6,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use ring::netif::{TxRequest, TxResponse};
-use ring::{BackRing, FrontRing, OwnedRing, TxRing};
+use netif_ring::netif::{TxRequest, TxResponse};
+use netif_ring::{BackRing, FrontRing, OwnedRing, TxRing};
 
 /// An event channel in miniature: a pending flag, a notify that sets it, a wait that blocks until
 /// it is set and clears it.

@@ -1,7 +1,7 @@
 //! Regressions found by the fuzz targets (`fuzz/`, see its README), as ring-level tests.
 
-use ring::netif::TxRequest;
-use ring::{BackRing, OwnedRing, RingError, TxRing, raw};
+use netif_ring::netif::TxRequest;
+use netif_ring::{BackRing, OwnedRing, RingError, TxRing, raw};
 
 /// Found by `netback_tx`: the backend read `req_prod = 5` (a re-arm's final check), then the
 /// frontend moved it back to 2. After consuming the 5 published requests, and before answering
