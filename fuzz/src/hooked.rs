@@ -13,7 +13,7 @@
 use std::ptr::NonNull;
 use std::sync::{Arc, Mutex};
 
-use hypervisor::embedded::{DomainHandle, EvtchnHandle, GrantMapping, XsConnection};
+use xen_model::{DomainHandle, EvtchnHandle, GrantMapping, XsConnection};
 use hypervisor::{
     CopyOp, DomId, GrantOps, GrantRef, GuestMemory, LocalAddr, Pfn, Result, TransferOp, XenDomain,
 };
@@ -101,7 +101,7 @@ impl HookedDom0 {
 }
 
 // SAFETY: every method delegates unchanged to `DomainHandle`, whose `GuestMemory`
-// implementation vouches for `page_ptr` and `pin_ring` (see `hypervisor::embedded`); the
+// implementation vouches for `page_ptr` and `pin_ring` (see `xen_model`); the
 // wrapper adds no access to memory of its own, and `inner` keeps the domain alive as long as
 // any clone of the wrapper lives.
 #[allow(unsafe_code)]

@@ -6,7 +6,7 @@
 //! ring slot is kept until that slot's response is read, so a response's `id` can be checked
 //! against what the backend could have read there, however the slot was rewritten.
 
-use hypervisor::embedded::{DomainHandle, EvtchnHandle, Hypervisor};
+use xen_model::{DomainHandle, EvtchnHandle, Hypervisor};
 use hypervisor::ringpage::own_ring;
 use hypervisor::{DomId, GrantRef, PAGE_SIZE, Pfn, Port};
 use netback::{FrontendKeys, FrontendOffloads, RxMode, VifId};

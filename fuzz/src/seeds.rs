@@ -2,7 +2,7 @@
 //! the targets' encodings. `cargo test --release seeds -- --ignored` with `SPLITNET_WRITE_SEEDS=1`
 //! writes them into `corpus/<target>/seed-*`; the plain test runs every seed through its target.
 
-use hypervisor::xen::xs::wire::{Message, MsgType, XsErrno, emit_strings};
+use xen_linux::xs::wire::{Message, MsgType, XsErrno, emit_strings};
 
 use crate::{Enc, bridge_forward, netback_rx, netback_tx, xenbus_keys};
 

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use hypervisor::embedded::{DomainHandle, EvtchnHandle, Hypervisor};
+use xen_model::{DomainHandle, EvtchnHandle, Hypervisor};
 use hypervisor::ringpage::{OwnRingPage, own_ring};
 use hypervisor::{DomId, GrantRef, PAGE_SIZE, Pfn, Port};
 use netback::{Config, FrontendKeys, FrontendOffloads, Netback, RxMode, VifId};

@@ -17,7 +17,7 @@
 //! still exchanges a frame byte-exact.
 
 use hypervisor::XenbusState;
-use hypervisor::embedded::{Hypervisor, XsConnection};
+use xen_model::{Hypervisor, XsConnection};
 use netback::{Config, FrontendKeys, RxMode};
 
 use crate::hostile::{GrantKind, Hostile};

@@ -1,4 +1,4 @@
-//! `xenstore_wire`: the xenstore wire codec (`hypervisor::xen::xs::wire`) against a hostile
+//! `xenstore_wire`: the xenstore wire codec (`xen_linux::xs::wire`) against a hostile
 //! daemon's byte stream.
 //!
 //! Input: one byte `k`, then `k % 16` chunk lengths (one byte each), then the stream. The
@@ -12,7 +12,7 @@
 //! permissions, error, watch event, OK, transaction id) and the request parser run on every
 //! payload without panicking, and what they accept round-trips through the matching encoder.
 
-use hypervisor::xen::xs::wire::{
+use xen_linux::xs::wire::{
     self, Decoder, Message, MsgType, PAYLOAD_MAX, Perm, Request, WatchEvent, WireError, XsErrno,
 };
 

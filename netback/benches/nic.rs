@@ -21,12 +21,12 @@ use std::time::Instant;
 
 use criterion::{Criterion, criterion_group};
 use hypervisor::XenDomain;
-use hypervisor::embedded::{DomainHandle, EvtchnHandle, Hypervisor};
 use netback::pool::{BufPool, NetFrame};
 use netback::uplink::wire_nic;
 use netback::{Uplink, UplinkIo, Wire, WireNic};
 use offload::OffloadMeta;
 use offload::gro::Gro;
+use xen_model::{DomainHandle, EvtchnHandle, Hypervisor};
 
 const FRAMES: usize = 256;
 const MSS: usize = 1460;

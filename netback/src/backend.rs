@@ -316,8 +316,10 @@ impl<D: BackendDomain> Netback<D> {
                         Ok(_) | Err(rustix::io::Errno::INTR) => {}
                         Err(e) => {
                             return Err(Error::Hypervisor(hypervisor::Error::Os {
-                                op: "poll",
+                                op: "poll(2) on the backend's event descriptors",
                                 errno: e.raw_os_error(),
+                                hint: "a descriptor the backend waits on was closed under it; \
+                                       restart the backend",
                             }));
                         }
                     }

@@ -7,7 +7,6 @@ mod common;
 use std::time::Duration;
 
 use common::{RawFront, frame, machine};
-use hypervisor::embedded::{DomainHandle, Hypervisor};
 use netback::{Config, Fatal, Netback, RxMode};
 use netif_ring::netif::{
     ExtraInfo, NETIF_RSP_ERROR, NETIF_RSP_NULL, NETIF_RSP_OKAY, NETTXF_EXTRA_INFO,
@@ -15,6 +14,7 @@ use netif_ring::netif::{
     XEN_NETIF_GSO_TYPE_TCPV4,
 };
 use netif_ring::{RingError, raw};
+use xen_model::{DomainHandle, Hypervisor};
 
 /// A hostile frontend `h` and a well-behaved pair `a` → `b` on the same backend.
 struct Scene {

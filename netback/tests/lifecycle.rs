@@ -7,10 +7,10 @@ mod threaded;
 
 use std::time::{Duration, Instant};
 
-use hypervisor::embedded::Hypervisor;
 use netback::NetbackSnapshot;
 use netfront::RxMode;
 use threaded::{GUARD, Guest, exchange, guest, mac, machine, node, vif, wait_node};
+use xen_model::Hypervisor;
 
 fn state(xen: &Hypervisor, dir: &str) -> String {
     node(xen, &format!("{dir}/state"))

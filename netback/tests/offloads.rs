@@ -56,14 +56,7 @@ fn payload(n: usize) -> Vec<u8> {
 }
 
 /// A sender A and a receiver B taking `b` on its rx ring.
-fn pair(
-    b: FrontendOffloads,
-) -> (
-    common::Nb,
-    RawFront,
-    RawFront,
-    hypervisor::embedded::Hypervisor,
-) {
+fn pair(b: FrontendOffloads) -> (common::Nb, RawFront, RawFront, xen_model::Hypervisor) {
     let (xen, dom0, mut nb) = machine(Config::default());
     let a = RawFront::new(&xen, &dom0, 1, RxMode::Copy);
     let mut rb = RawFront::new(&xen, &dom0, 2, RxMode::Copy);

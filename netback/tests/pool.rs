@@ -1,8 +1,8 @@
 //! Frame buffers as the NIC's driver uses them: shortened after the device filled them, given
 //! their length back for reuse, merged into (GRO) across page boundaries, checksummed in place.
 
-use hypervisor::embedded::{DomainHandle, Hypervisor};
 use netback::pool::{Buf, BufPool};
+use xen_model::{DomainHandle, Hypervisor};
 
 fn pool(limit: usize) -> (Hypervisor, BufPool<DomainHandle>) {
     let xen = Hypervisor::new(4096).unwrap();

@@ -10,13 +10,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant as StdInstant};
 
-use hypervisor::embedded::{DomainHandle, Hypervisor};
 use netback::{Config, Netback, NetbackSnapshot};
 use netfront::{FrontConfig, Netfront, RxMode};
 use smoltcp::iface::{Config as IfConfig, Interface, PollResult, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Address};
+use xen_model::{DomainHandle, Hypervisor};
 
 const TOTAL: usize = 10 << 20;
 const PORT: u16 = 5000;

@@ -10,10 +10,10 @@ mod threaded;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use hypervisor::embedded::{DomainHandle, Hypervisor};
 use netback::{Config, VifStats};
 use netfront::RxMode;
 use threaded::{Backend, GUARD, Guest, exchange, expect_frames, guest, mac, vif};
+use xen_model::{DomainHandle, Hypervisor};
 
 /// Far longer than any test runs: the backend never wakes on its own account.
 const HOURS: Duration = Duration::from_secs(3 * 3600);

@@ -4,8 +4,8 @@
 mod common;
 
 use common::{Nb, RawFront, frame, machine};
-use hypervisor::embedded::{DomainHandle, Hypervisor, XsConnection};
 use netback::{Config, RxMode};
+use xen_model::{DomainHandle, Hypervisor, XsConnection};
 
 fn state(xs: &XsConnection, dir: &str) -> String {
     xs.read(&format!("{dir}/state")).unwrap_or_default()

@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use common::{RawFront, frame, machine};
 use etherparse::PacketBuilder;
-use hypervisor::embedded::{DomainHandle, EvtchnHandle, GrantMapping, Hypervisor, XsConnection};
 use hypervisor::ringpage::own_ring;
 use hypervisor::{
     CopyOp, DomId, GrantOps, GrantRef, GuestMemory, LocalAddr, PAGE_SIZE, Pfn, XenDomain,
@@ -27,6 +26,7 @@ use netif_ring::netif::{
     XEN_NETIF_EXTRA_TYPE_MCAST_DEL,
 };
 use netif_ring::{FrontRing, RingError, TxRing, raw};
+use xen_model::{DomainHandle, EvtchnHandle, GrantMapping, Hypervisor, XsConnection};
 
 /// A hostile frontend `h` and a well-behaved pair `a` → `b` on one backend.
 struct Scene {

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use hypervisor::embedded::{DomainHandle, Hypervisor};
 use netfront::RxMode;
+use xen_model::{DomainHandle, Hypervisor};
 
 use crate::Error;
 use crate::cli::{Args, Mode};

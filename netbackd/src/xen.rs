@@ -1,12 +1,12 @@
 //! netbackd on real Xen: the calling domain (dom0 or a driver domain) serves every vif the
 //! toolstack gives it, through `/dev/xen/gntdev`, `/dev/xen/evtchn` and xenstore
-//! (`hypervisor::xen::XenHost`). Guests are real domains; there are no embedded ones.
+//! (`xen_linux::XenHost`). Guests are real domains; there are no embedded ones.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use hypervisor::GuestMemory;
-use hypervisor::xen::XenHost;
+use xen_linux::XenHost;
 
 use crate::Error;
 use crate::cli::Args;

@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 
 use etherparse::{PacketBuilder, SlicedPacket, TcpOptionElement, TransportSlice};
 use hypervisor::XenDomain;
-use hypervisor::embedded::{DomainHandle, Hypervisor};
 use netback::pool::{BufPool, NetFrame};
 use netback::{Accepts, Uplink, UplinkIo};
 use netbackd::cli::UplinkSpec;
 use offload::{Csum, Gso, GsoKind, OffloadMeta};
 use support::daemon::{Netns, netns};
+use xen_model::{DomainHandle, Hypervisor};
 
 const PEER_MAC: [u8; 6] = [0x02, 0x00, 0x5e, 0x10, 0x09, 0x02];
 const LINUX_PORT: u16 = 5001;

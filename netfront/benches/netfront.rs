@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 
 use common::{Opts, Route, TestBackend, frame, machine};
 use criterion::{BenchmarkId, Criterion, Throughput};
-use hypervisor::embedded::{DomainHandle, Hypervisor};
 use netfront::{FrontConfig, Netfront, RxMode};
 use smoltcp::phy::{Device, RxToken, TxToken};
+use xen_model::{DomainHandle, Hypervisor};
 
 const T0: smoltcp::time::Instant = smoltcp::time::Instant::ZERO;
 const BATCH: usize = 64;

@@ -5,10 +5,10 @@ mod common;
 use std::time::Duration;
 
 use common::{Hostile, Opts, Route, TestBackend, frame, machine};
-use hypervisor::embedded::DomainHandle;
 use netfront::{Error, FrontConfig, Netfront, RxMode};
 use smoltcp::phy::{Device, RxToken, TxToken};
 use smoltcp::time::Instant;
+use xen_model::DomainHandle;
 
 const T0: Instant = Instant::from_micros_const(0);
 
@@ -355,11 +355,7 @@ fn backend_that_keeps_the_rings_mapped_makes_close_report_grants_in_use() {
 fn with_hostile(
     hostile: Hostile,
     mtu: usize,
-) -> (
-    hypervisor::embedded::Hypervisor,
-    TestBackend,
-    Netfront<DomainHandle>,
-) {
+) -> (xen_model::Hypervisor, TestBackend, Netfront<DomainHandle>) {
     let (xen, dom0, g) = machine(1);
     let opts = Opts {
         hostile,

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use common::{Opts, RxFrame, RxLayout, TestBackend, machine};
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TcpOptionElement, TransportSlice};
-use hypervisor::embedded::{DomainHandle, Hypervisor};
 use netfront::{FrontConfig, Netfront, RxMode, Stats};
 use netif_ring::netif::{
     ExtraInfo, NETRXF_CSUM_BLANK, NETRXF_DATA_VALIDATED, NETTXF_CSUM_BLANK, NETTXF_DATA_VALIDATED,
@@ -16,6 +15,7 @@ use netif_ring::netif::{
 use offload::GsoKind;
 use smoltcp::phy::{Device, RxToken, TxToken};
 use smoltcp::time::Instant;
+use xen_model::{DomainHandle, Hypervisor};
 
 const T0: Instant = Instant::from_micros_const(0);
 const MAC_G: [u8; 6] = [2, 0, 0, 0, 0, 2];

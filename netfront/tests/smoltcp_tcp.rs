@@ -5,13 +5,13 @@ mod common;
 use std::time::Duration;
 
 use common::{Opts, Route, TestBackend, machine};
-use hypervisor::embedded::DomainHandle;
 use netfront::{FrontConfig, Netfront, RxMode};
 use netif_ring::netif::{NETTXF_CSUM_BLANK, NETTXF_DATA_VALIDATED, NETTXF_MORE_DATA};
 use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Address};
+use xen_model::DomainHandle;
 
 struct Guest {
     nf: Netfront<DomainHandle>,

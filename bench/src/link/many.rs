@@ -18,9 +18,9 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use hypervisor::embedded::{DomainHandle, Hypervisor};
 use netback::{Config, Netback, NetbackSnapshot, Wire};
 use netfront::Netfront;
+use xen_model::{DomainHandle, Hypervisor};
 use xenoprof::DomId;
 
 use super::splitnet::{

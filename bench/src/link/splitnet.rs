@@ -15,12 +15,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use hypervisor::embedded::{DomainHandle, Hypervisor};
 use netback::uplink::wire_nic;
 use netback::{Config, Netback, NetbackSnapshot, Wire, WireFrame};
 use netfront::{FrontConfig, Netfront};
 use smoltcp::phy::{self, ChecksumCapabilities, Device, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
+use xen_model::{DomainHandle, Hypervisor};
 
 use super::{Endpoint, Link, LinkConfig, LinkStats, Offload, RxMode};
 use crate::Error;

@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 
-use hypervisor::embedded::{DomainHandle, EvtchnHandle, Hypervisor};
 use hypervisor::ringpage::{OwnRingPage, own_ring};
 use hypervisor::{GrantRef, PAGE_SIZE, Pfn, Port};
 use netback::{Config, FrontendKeys, FrontendOffloads, Netback, RxMode, VifId};
@@ -12,6 +11,7 @@ use netif_ring::netif::{
     NETRXF_MORE_DATA, NETTXF_MORE_DATA, RxRequest, RxResponse, TxRequest, TxResponse,
 };
 use netif_ring::{FrontRing, PageRing, RxRing, TxRing};
+use xen_model::{DomainHandle, EvtchnHandle, Hypervisor};
 
 pub type TxFront = FrontRing<TxRing, PageRing<OwnRingPage<DomainHandle>>>;
 pub type RxFront = FrontRing<RxRing, PageRing<OwnRingPage<DomainHandle>>>;

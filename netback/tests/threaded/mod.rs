@@ -9,11 +9,11 @@ use std::sync::mpsc::{self, TryRecvError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use hypervisor::embedded::{DomainHandle, Hypervisor, VifPaths};
 use netback::{Config, Netback, NetbackSnapshot, VifId};
 use netfront::{FrontConfig, Netfront, RxMode};
 use rustix::event::{EventfdFlags, eventfd};
 use smoltcp::phy::{Device, RxToken, TxToken};
+use xen_model::{DomainHandle, Hypervisor, VifPaths};
 
 /// Hang guard for every wait: far above what any step takes, so it never decides a result on
 /// a slow machine; it only turns a hang into a failure.

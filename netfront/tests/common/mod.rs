@@ -17,7 +17,6 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use hypervisor::abi::{GnttabCopy, GnttabCopyPtr, GnttabTransfer};
-use hypervisor::embedded::{DomainHandle, EvtchnHandle, GrantMapping, Hypervisor, XsConnection};
 use hypervisor::ringpage::mapped_ring;
 use hypervisor::{DomId, GrantRef, GrantStatus, Pfn, Port};
 use netif_ring::netif::{
@@ -27,6 +26,7 @@ use netif_ring::netif::{
 };
 use netif_ring::{PageRing, RxBackRing, TxBackRing};
 use offload::{Csum, Gso, GsoKind, OffloadMeta};
+use xen_model::{DomainHandle, EvtchnHandle, GrantMapping, Hypervisor, XsConnection};
 
 pub const PAGE: usize = 4096;
 
