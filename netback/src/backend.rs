@@ -26,7 +26,7 @@ use crate::config::Config;
 use crate::error::{Error, FrontendError};
 use crate::offloads::{SegScratch, fit};
 use crate::pool::{BufPool, MAX_FRAME_PAGES, NetFrame};
-use crate::uplink::{Uplink, UplinkIo, UplinkStats, Wakeup, Wire, wire_nic};
+use crate::uplink::{Uplink, UplinkIo, UplinkStats, Wakeup};
 use crate::vif::{FrontendKeys, Vif, VifId, VifStats};
 use crate::xenbus::{VifControl, Xenbus};
 
@@ -194,14 +194,6 @@ impl<D: BackendDomain> Netback<D> {
             unfit: 0,
         });
         Ok(port)
-    }
-
-    /// Builds the NIC model towards `remote` (a pseudo-domain for the remote host) and plugs it
-    /// in; returns its port and the wire's far end for the remote host's thread.
-    pub fn attach_wire(&mut self, remote: &D, mtu: usize) -> Result<(PortId, Wire<D>), Error> {
-        let (nic, wire) = wire_nic(&self.dp.pool, &self.dp.evtchn, remote, mtu)?;
-        let port = self.attach_uplink(Box::new(nic))?;
-        Ok((port, wire))
     }
 
     /// Connects a vif from keys read elsewhere (the control plane does this itself; tests and

@@ -11,8 +11,8 @@
 //!   hypercall per `copy_batch_ops` ops, failures patched into their responses) or flip mode
 //!   (page transfer, where the hypervisor can); one notification per pass, with ring.h
 //!   suppression.
-//! - [`uplink`]: ports towards the outside (the NIC model here; TAP and `AF_PACKET` in the
-//!   `netbackd` program).
+//! - [`uplink`]: ports towards the outside (TAP and `AF_PACKET` in the `netbackd` program, the
+//!   embedded model's simulated NIC in the benchmark).
 //! - [`Netback`]: the loop a backend vCPU runs, with [`bridge_lite`] between the vifs and the
 //!   uplinks.
 //!
@@ -38,5 +38,5 @@ pub use config::Config;
 pub use error::{Error, FrontendError};
 pub use netif_ring::netif::RxMode;
 pub use offloads::{Accepts, Unfit};
-pub use uplink::{Uplink, UplinkIo, UplinkStats, Wakeup, Wire, WireFrame, WireNic};
+pub use uplink::{Uplink, UplinkIo, UplinkStats, Wakeup};
 pub use vif::{Fatal, FrontendKeys, FrontendOffloads, Vif, VifId, VifStats};

@@ -1,35 +1,17 @@
-//! Uplinks: bridge-lite ports backed by something other than a guest, and the NIC model.
+//! Uplinks: bridge-lite ports backed by something other than a guest.
 //!
-//! An [`Uplink`] moves frames between the switch and the outside: the embedded NIC model
-//! ([`WireNic`], whose far end is a remote host on a [`Wire`]), or, in the `netbackd` program,
-//! a Linux TAP device or an `AF_PACKET` socket on a real NIC. Several may be attached at once;
-//! each is a switch port with counters and pcap like any other. Each says how it wakes the
+//! An [`Uplink`] moves frames between the switch and the outside: in the `netbackd` program, a
+//! Linux TAP device or an `AF_PACKET` socket on a real NIC; in the benchmark, the embedded
+//! model's simulated NIC (`xen_model::nic`), which is just another uplink to netback. Several
+//! may be attached at once; each is a switch port with counters and pcap like any other. Each says how it wakes the
 //! backend ([`Wakeup`]): an event-channel port on the backend's handle, or a descriptor the
 //! backend's loop polls together with its event channels.
-//!
-//! The NIC model is a device, not a CPU (`wire` and `nic`): the backend's NIC driver posts
-//! receive buffers (backend pages) to the device as descriptors; the device, on the remote
-//! host's thread, writes each frame straight into a posted buffer through the backend domain's
-//! memory (its DMA: the copy is the device's, not the backend's), checks its TCP/UDP checksum
-//! (rx checksum offload) and completes the descriptor with the frame's length. The driver's
-//! poll collects completed descriptors, runs them through GRO (class `gro`), hands the frames
-//! to the switch and posts fresh buffers (class `nic`). Frames the switch sends to the uplink
-//! go the other way through a queue of recycled buffers. Each side wakes the other through a
-//! real event channel, and only when the other asked to be woken (a want-event flag set before
-//! it sleeps and re-checked after a full fence: ring.h's final check, in miniature), so a busy
-//! stream sends almost no events.
 
 use std::os::fd::BorrowedFd;
 
 use hypervisor::{BackendDomain, Port};
 
 use crate::pool::{BufPool, NetFrame};
-
-mod nic;
-mod wire;
-
-pub use nic::WireNic;
-pub use wire::{WIRE_SLOTS, Wire, WireFrame, wire_nic};
 
 /// How an uplink wakes the backend when it has work.
 #[derive(Debug, Clone, Copy)]

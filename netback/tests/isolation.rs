@@ -72,7 +72,7 @@ fn a_slow_guest_never_holds_the_wire_back() {
     };
     let (xen, dom0, mut nb) = machine(cfg);
     let remote = xen.create_domain(16).unwrap();
-    let (_, mut wire) = nb.attach_wire(&remote, 1514).unwrap();
+    let (_, mut wire) = xen_model::nic::attach(&mut nb, &remote, 1514).unwrap();
     let mut slow = RawFront::new(&xen, &dom0, 9, RxMode::Copy);
     let mut fast = RawFront::new(&xen, &dom0, 1, RxMode::Copy);
     slow.connect(&mut nb);

@@ -558,7 +558,7 @@ fn the_nic_model_uplink_runs_over_the_double_too() {
     } = connected();
     // The wire's far end is a pseudo-domain of its own, woken through the double's channels.
     let remote = double.domain(3);
-    let (_port, mut wire) = nb.attach_wire(&remote, 1514).unwrap();
+    let (_port, mut wire) = xen_model::nic::attach(&mut nb, &remote, 1514).unwrap();
     assert_eq!(double.ports_in_use(3), 1);
     b.post_rx(4);
     let inbound = frame(3, 2, 1514, 5);

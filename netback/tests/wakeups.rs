@@ -108,7 +108,8 @@ fn the_wire_wakes_the_backend_both_ways() {
     let (xen, _dom0, be) = machine();
     let (mut a, mut b) = two_guests(&xen);
     let remote = xen.create_domain(16).expect("remote host's pseudo-domain");
-    let (_port, mut wire) = be.run(move |nb| nb.attach_wire(&remote, 1514).expect("wire"));
+    let (_port, mut wire) =
+        be.run(move |nb| xen_model::nic::attach(nb, &remote, 1514).expect("wire"));
     let host = mac(9);
     for round in 0..20u32 {
         thread::sleep(Duration::from_millis(2));

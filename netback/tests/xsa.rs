@@ -815,7 +815,7 @@ fn a_stalled_guest_does_not_hold_the_wire_back_for_the_others() {
     let dom0 = xen.create_domain(4096).unwrap();
     let mut nb = Netback::new(dom0.clone(), cfg, 2048).unwrap();
     let remote = xen.create_domain(16).unwrap();
-    let (_, mut wire) = nb.attach_wire(&remote, 1514).unwrap();
+    let (_, mut wire) = xen_model::nic::attach(&mut nb, &remote, 1514).unwrap();
     let h = RawFront::new(&xen, &dom0, 9, RxMode::Copy);
     let mut a = RawFront::new(&xen, &dom0, 1, RxMode::Copy);
     h.connect(&mut nb);

@@ -38,6 +38,7 @@ mod grant;
 mod machine;
 #[allow(unsafe_code)]
 mod mem;
+pub mod nic;
 mod seam;
 mod xenstore;
 

@@ -18,8 +18,9 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use netback::{Config, Netback, NetbackSnapshot, Wire};
+use netback::{Config, Netback, NetbackSnapshot};
 use netfront::Netfront;
+use xen_model::nic::Wire;
 use xen_model::{DomainHandle, Hypervisor};
 use xenoprof::DomId;
 
@@ -253,7 +254,7 @@ fn dom0_main(
     let heap = heap.filter(|_| heap::count_this_thread());
     let interval = cfg.poll_interval;
     let mut nb = Netback::new(dom0, cfg, POOL_PAGES).map_err(|e| e.to_string())?;
-    let wire = nb.attach_wire(&remote, eth_mtu).map(|(_, w)| w);
+    let wire = xen_model::nic::attach(&mut nb, &remote, eth_mtu).map(|(_, w)| w);
     let ok = wire.is_ok();
     let _ = wire_tx.send(wire.map_err(|e| e.to_string()));
     if !ok {

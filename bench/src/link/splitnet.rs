@@ -6,7 +6,7 @@
 //! toolstack step (`add_vif`) creates the vif; a dom0 vCPU thread runs netback (with the uplink
 //! attached) and completes the xenbus handshake with the guest's netfront, which `build` connects
 //! before handing it to the experiment's guest thread. The remote host's device is the wire's far
-//! end (`netback::Wire`): smoltcp builds each frame in the device's buffer, and the device writes
+//! end (`xen_model::nic::Wire`): smoltcp builds each frame in the device's buffer, and the device writes
 //! it straight into a receive buffer dom0's NIC driver posted (DMA, on the remote host's thread,
 //! class `dma`) and checks its checksum; dom0's driver merges the segments with GRO.
 
@@ -15,11 +15,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use netback::uplink::wire_nic;
-use netback::{Config, Netback, NetbackSnapshot, Wire, WireFrame};
+use netback::{Config, Netback, NetbackSnapshot};
 use netfront::{FrontConfig, Netfront};
 use smoltcp::phy::{self, ChecksumCapabilities, Device, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
+use xen_model::nic::{Wire, WireFrame, wire_nic};
 use xen_model::{DomainHandle, Hypervisor};
 
 use super::{Endpoint, Link, LinkConfig, LinkStats, Offload, RxMode};

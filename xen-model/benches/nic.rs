@@ -22,10 +22,11 @@ use std::time::Instant;
 use criterion::{Criterion, criterion_group};
 use hypervisor::XenDomain;
 use netback::pool::{BufPool, NetFrame};
-use netback::uplink::wire_nic;
-use netback::{Uplink, UplinkIo, Wire, WireNic};
+use netback::{Uplink, UplinkIo};
 use offload::OffloadMeta;
 use offload::gro::Gro;
+use xen_model::nic::wire_nic;
+use xen_model::nic::{Wire, WireNic};
 use xen_model::{DomainHandle, EvtchnHandle, Hypervisor};
 
 const FRAMES: usize = 256;

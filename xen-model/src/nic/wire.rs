@@ -18,8 +18,9 @@ use crossbeam_queue::ArrayQueue;
 use hypervisor::{BackendDomain, EventChannel, PAGE_SIZE, Pfn, Port, XenDomain};
 use netif_ring::notify::WantEvent;
 
-use super::nic::WireNic;
-use crate::pool::{BufPool, MAX_FRAME_PAGES};
+use netback::pool::{BufPool, MAX_FRAME_PAGES};
+
+use super::driver::WireNic;
 
 /// Frames in flight per direction on a [`Wire`]: the most receive descriptors the driver
 /// posts, and the recycled buffers towards the remote host.
@@ -39,7 +40,7 @@ pub(super) struct RxDesc {
 /// Bytes of each frame's start the device also puts in its completion.
 pub(super) const HDR_BYTES: usize = 128;
 // Every header GRO merges, and the switch's head copy, fit in a completion.
-const _: () = assert!(HDR_BYTES >= offload::gro::MAX_HDR && HDR_BYTES >= crate::pool::HEAD);
+const _: () = assert!(HDR_BYTES >= offload::gro::MAX_HDR && HDR_BYTES >= netback::pool::HEAD);
 
 /// A receive descriptor the device is done with.
 #[derive(Clone, Copy, Debug)]
@@ -152,9 +153,9 @@ pub fn wire_nic<D: BackendDomain>(
     dom0_evtchn: &D::Evtchn,
     remote: &D,
     mtu: usize,
-) -> Result<(WireNic<D>, Wire<D>), crate::Error> {
+) -> Result<(WireNic<D>, Wire<D>), netback::Error> {
     if !(14..=netif_ring::netif::MAX_FRAME).contains(&mtu) {
-        return Err(crate::Error::Config {
+        return Err(netback::Error::Config {
             what: "wire MTU",
             why: "must be an Ethernet frame length from 14 to 65549 bytes (header included)",
         });

@@ -10,11 +10,12 @@ use std::time::Duration;
 use etherparse::{EtherType, Ethernet2Header, IpNumber, Ipv4Header, TcpHeader};
 use hypervisor::XenDomain;
 use netback::pool::{BufPool, NetFrame};
-use netback::uplink::wire_nic;
-use netback::{Uplink, UplinkIo, Wire, WireNic};
+use netback::{Uplink, UplinkIo};
 use offload::gro::Gro;
 use offload::gso::{MAX_FRAME_LEN, SegCsum, segment};
 use offload::{Csum, Gso, GsoKind, OffloadMeta};
+use xen_model::nic::wire_nic;
+use xen_model::nic::{Wire, WireNic};
 use xen_model::{DomainHandle, EvtchnHandle, Hypervisor};
 
 /// Hang guard for every wait: far above what any step takes; a wait that reaches it is a lost

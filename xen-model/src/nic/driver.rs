@@ -22,9 +22,10 @@ use offload::gro::{GroEngine, GroSink};
 use offload::parse::L4Loc;
 use offload::{Csum, OffloadMeta};
 
+use netback::pool::{Buf, BufPool, MAX_FRAME_PAGES, NetFrame};
+use netback::{Uplink, UplinkIo, UplinkStats, Wakeup};
+
 use super::wire::{HDR_BYTES, RxDesc, Shared, WIRE_SLOTS};
-use super::{Uplink, UplinkIo, UplinkStats, Wakeup};
-use crate::pool::{Buf, BufPool, MAX_FRAME_PAGES, NetFrame};
 
 /// Backend pages the driver keeps posted at most (fewer when the pool is small: at most a
 /// quarter of its limit).
