@@ -144,8 +144,8 @@ impl GrantOps for HookedDom0 {
         self.hook().before_call();
         GrantOps::grant_copy(&self.inner, ops)
     }
-    fn map_grant_ref(&self, remote: DomId, gref: GrantRef, readonly: bool) -> Result<GrantMapping> {
-        GrantOps::map_grant_ref(&self.inner, remote, gref, readonly)
+    fn map_grant_ref(&self, remote: DomId, gref: GrantRef) -> Result<GrantMapping> {
+        GrantOps::map_grant_ref(&self.inner, remote, gref)
     }
     fn can_transfer(&self) -> bool {
         GrantOps::can_transfer(&self.inner)

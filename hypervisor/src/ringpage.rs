@@ -17,11 +17,12 @@ use crate::traits::{ForeignMapping, GuestMemory};
 use crate::types::Pfn;
 
 /// A mapped grant as ring memory (netback's view of a frontend's ring page). The mapping stays
-/// alive, and so mapped, as long as the ring does.
+/// alive, and so mapped, as long as the ring does. A [`ForeignMapping`] is writable by
+/// contract, so a read-only mapping cannot get here.
 pub fn mapped_ring<M: ForeignMapping>(mapping: M) -> Result<PageRing<M>> {
     let ptr = mapping.as_ptr();
     // SAFETY: `ForeignMapping` is an unsafe trait whose implementers vouch that `as_ptr` is
-    // 4096 bytes, page-aligned and mapped until the mapping drops, and that nothing in this
+    // 4096 bytes, page-aligned and mapped readable and writable until the mapping drops, and that nothing in this
     // process touches it non-atomically meanwhile. `PageRing` owns the mapping, so the page
     // outlives every borrow of the ring, and the ring accesses it only through atomics.
     unsafe { PageRing::new(mapping, ptr) }.map_err(|_| Error::Grant(GrantStatus::BadVirtAddr))

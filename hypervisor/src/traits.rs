@@ -69,13 +69,20 @@ pub trait GrantTable {
     fn end_transfer(&self, gref: GrantRef) -> Result<Option<Mfn>>;
 }
 
-/// A foreign page mapped into the caller's address space; unmapped on drop.
+/// A foreign page mapped readable and writable into the caller's address space, for a shared
+/// ring; unmapped on drop.
+///
+/// The seam has no read-only mapping: a ring needs to write its indices, and a type that could
+/// hold either would let [`crate::ringpage::mapped_ring`] turn a read-only page into a writable
+/// ring (a fault on the first write, or worse). An implementation that also offers read-only
+/// mappings gives them a type of their own that does not implement this trait.
 ///
 /// # Safety
 ///
-/// Implementers vouch that [`ForeignMapping::as_ptr`] is 4096 bytes, page-aligned and mapped
-/// until drop, and that while it is mapped nothing the implementation does or lets safe code do
-/// in this process touches the page non-atomically (mappings exist for shared rings).
+/// Implementers vouch that [`ForeignMapping::as_ptr`] is 4096 bytes, page-aligned, mapped
+/// readable *and writable* until drop, and that while it is mapped nothing the implementation
+/// does or lets safe code do in this process touches the page non-atomically (mappings exist
+/// for shared rings).
 #[allow(unsafe_code)] // the contract ringpage relies on: implementers vouch for it
 pub unsafe trait ForeignMapping: Send {
     /// The page.
@@ -89,9 +96,10 @@ pub trait GrantOps {
     /// Copies in one batch (`GNTTABOP_copy`); each op gets its own status. An `Err` is the call
     /// itself failing: then no op's status can be trusted.
     fn grant_copy(&self, ops: &mut [CopyOp]) -> Result<()>;
-    /// Maps `remote`'s grant (`GNTTABOP_map_grant_ref`), for a shared ring.
-    fn map_grant_ref(&self, remote: DomId, gref: GrantRef, readonly: bool)
-    -> Result<Self::Mapping>;
+    /// Maps `remote`'s grant readable and writable (`GNTTABOP_map_grant_ref` without
+    /// `GNTMAP_readonly`), for a shared ring. A read-only grant cannot be mapped this way
+    /// (`Error::Grant(PermissionDenied)`).
+    fn map_grant_ref(&self, remote: DomId, gref: GrantRef) -> Result<Self::Mapping>;
     /// Whether this hypervisor can move page ownership between domains (page flipping).
     fn can_transfer(&self) -> bool {
         false

@@ -346,8 +346,8 @@ impl<D: BackendDomain> Vif<D> {
         bridge_port: PortId,
         mac: Option<MacAddr>,
     ) -> Result<Vif<D>, hypervisor::Error> {
-        let tx_map = dom0.map_grant_ref(id.domid, keys.tx_ring_ref, false)?;
-        let rx_map = dom0.map_grant_ref(id.domid, keys.rx_ring_ref, false)?;
+        let tx_map = dom0.map_grant_ref(id.domid, keys.tx_ring_ref)?;
+        let rx_map = dom0.map_grant_ref(id.domid, keys.rx_ring_ref)?;
         let tx = BackRing::attach(mapped_ring(tx_map)?);
         let rx = BackRing::attach(mapped_ring(rx_map)?);
         let port = evtchn.bind_interdomain(id.domid, keys.event_channel)?;

@@ -434,13 +434,8 @@ impl GrantOps for Hooked {
         self.fire(2);
         GrantOps::grant_copy(&self.inner, ops)
     }
-    fn map_grant_ref(
-        &self,
-        remote: DomId,
-        gref: GrantRef,
-        readonly: bool,
-    ) -> hypervisor::Result<GrantMapping> {
-        GrantOps::map_grant_ref(&self.inner, remote, gref, readonly)
+    fn map_grant_ref(&self, remote: DomId, gref: GrantRef) -> hypervisor::Result<GrantMapping> {
+        GrantOps::map_grant_ref(&self.inner, remote, gref)
     }
 }
 

@@ -438,13 +438,11 @@ impl Gntdev {
         Ok(())
     }
 
-    /// Maps one granted page of `domid` into this process (read-write if `writable`).
-    pub fn map_grant_ref(
-        &self,
-        domid: DomId,
-        gref: GrantRef,
-        writable: bool,
-    ) -> Result<GntdevMapping> {
+    /// Maps one granted page of `domid` into this process, readable and writable (for a shared
+    /// ring). There is no read-only variant: a [`GntdevMapping`] is the seam's
+    /// `ForeignMapping`, which is writable by contract, and nothing here needs to read a
+    /// foreign page without a ring.
+    pub fn map_grant_ref(&self, domid: DomId, gref: GrantRef) -> Result<GntdevMapping> {
         let mut op = IoctlMapGrantRef {
             count: 1,
             pad: 0,
@@ -465,11 +463,7 @@ impl Gntdev {
             )
         }?;
         let index = op.index;
-        let prot = if writable {
-            libc::PROT_READ | libc::PROT_WRITE
-        } else {
-            libc::PROT_READ
-        };
+        let prot = libc::PROT_READ | libc::PROT_WRITE;
         let Ok(offset) = libc::off_t::try_from(index) else {
             let _ = self.unmap_index(index);
             return Err(Error::Os {
@@ -503,7 +497,6 @@ impl Gntdev {
             index,
             domid,
             gref,
-            writable,
             live: true,
         })
     }
@@ -533,7 +526,7 @@ pub trait GntdevIo: Send + Sync + fmt::Debug {
     /// [`Gntdev::grant_copy`]: one ioctl for the whole batch.
     fn grant_copy(&self, segs: &mut [GrantCopySegment<'_>]) -> Result<()>;
     /// [`Gntdev::map_grant_ref`].
-    fn map_grant_ref(&self, domid: DomId, gref: GrantRef, writable: bool) -> Result<GntdevMapping>;
+    fn map_grant_ref(&self, domid: DomId, gref: GrantRef) -> Result<GntdevMapping>;
     /// ioctls issued so far ([`Gntdev::hypercalls`]).
     fn ioctls(&self) -> u64;
     /// Mappings whose release failed ([`Gntdev::unmap_failures`]).
@@ -544,8 +537,8 @@ impl GntdevIo for Gntdev {
     fn grant_copy(&self, segs: &mut [GrantCopySegment<'_>]) -> Result<()> {
         Gntdev::grant_copy(self, segs)
     }
-    fn map_grant_ref(&self, domid: DomId, gref: GrantRef, writable: bool) -> Result<GntdevMapping> {
-        Gntdev::map_grant_ref(self, domid, gref, writable)
+    fn map_grant_ref(&self, domid: DomId, gref: GrantRef) -> Result<GntdevMapping> {
+        Gntdev::map_grant_ref(self, domid, gref)
     }
     fn ioctls(&self) -> u64 {
         self.hypercalls()
@@ -574,7 +567,6 @@ pub struct GntdevMapping {
     index: u64,
     domid: DomId,
     gref: GrantRef,
-    writable: bool,
     live: bool,
 }
 
@@ -586,8 +578,8 @@ unsafe impl Send for GntdevMapping {}
 unsafe impl Sync for GntdevMapping {}
 
 impl GntdevMapping {
-    /// The page's address: [`PAGE_SIZE`] bytes, page-aligned, mapped until this drops (writable
-    /// only if mapped writable).
+    /// The page's address: [`PAGE_SIZE`] bytes, page-aligned, mapped readable and writable
+    /// until this drops.
     pub fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()
     }
@@ -615,11 +607,6 @@ impl GntdevMapping {
     /// The grant reference.
     pub fn gref(&self) -> GrantRef {
         self.gref
-    }
-
-    /// Whether the page is mapped writable.
-    pub fn is_writable(&self) -> bool {
-        self.writable
     }
 
     /// Unmaps now, reporting failure (dropping does the same but can only count failures).

@@ -160,7 +160,7 @@ fn a_failed_ioctl_is_reported_and_marks_every_segment_failed() {
     dev.grant_copy(&mut []).unwrap();
     assert_eq!(dev.hypercalls(), 1, "an empty batch issues no ioctl");
 
-    let err = dev.map_grant_ref(1, GrantRef(8), true).unwrap_err();
+    let err = dev.map_grant_ref(1, GrantRef(8)).unwrap_err();
     assert_eq!(
         err,
         Error::Os {

@@ -334,15 +334,10 @@ impl GrantOps for XenHost {
         result.map_err(Error::from)
     }
 
-    fn map_grant_ref(
-        &self,
-        remote: DomId,
-        gref: GrantRef,
-        readonly: bool,
-    ) -> Result<GntdevMapping> {
+    fn map_grant_ref(&self, remote: DomId, gref: GrantRef) -> Result<GntdevMapping> {
         let c = &self.inner.counters;
         let _h = xenoprof::hypercall(Class::GRANT_TABLE);
-        match self.inner.gntdev.map_grant_ref(remote, gref, !readonly) {
+        match self.inner.gntdev.map_grant_ref(remote, gref) {
             Ok(m) => {
                 Counters::add(&c.maps, 1);
                 Ok(m)

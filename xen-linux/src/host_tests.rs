@@ -92,7 +92,7 @@ impl GntdevIo for FakeGntdev {
         Ok(())
     }
 
-    fn map_grant_ref(&self, _: DomId, _: GrantRef, _: bool) -> super::super::Result<GntdevMapping> {
+    fn map_grant_ref(&self, _: DomId, _: GrantRef) -> super::super::Result<GntdevMapping> {
         Err(super::super::Error::Os {
             op: "IOCTL_GNTDEV_MAP_GRANT_REF",
             errno: libc::EINVAL,
@@ -374,7 +374,7 @@ fn the_host_is_a_backend_domain_without_page_flipping() {
         .unwrap_err();
     assert!(matches!(err, Error::Unsupported { .. }), "{err}");
 
-    assert!(host.map_grant_ref(1, GrantRef(8), false).is_err());
+    assert!(host.map_grant_ref(1, GrantRef(8)).is_err());
     assert_eq!(host.stats().map_failures, 1);
 
     for _ in 0..PAGES {

@@ -44,7 +44,7 @@ mod xenstore;
 
 pub use domain::{DomainHandle, MAP_AREA_SLOTS};
 pub use evtchn::{EvtchnHandle, EvtchnStats};
-pub use grant::map::GrantMapping;
+pub use grant::map::{GrantMapping, ReadOnlyMapping};
 /// Paths of a vif device pair, as [`Hypervisor::add_vif`] lays them out (the toolstack's layout).
 pub use hypervisor::VifPaths;
 pub use machine::{Hypervisor, HypervisorStats};

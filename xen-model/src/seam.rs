@@ -73,8 +73,9 @@ impl GrantTable for DomainHandle {
     }
 }
 
-// SAFETY: `GrantMapping::as_ptr` is a page of the caller's map area, mapped with MAP_FIXED
-// until the mapping drops; while it lives the frame is atomic-only in machine memory and the
+// SAFETY: `GrantMapping::as_ptr` is a page of the caller's map area, mapped with MAP_FIXED,
+// readable and writable (`map_grant_ref` maps with write access only; read-only mappings are
+// the separate `ReadOnlyMapping`, which does not implement this trait), until the mapping drops; while it lives the frame is atomic-only in machine memory and the
 // granter's page is pinned as a ring in its view, so nothing else in the model touches it
 // non-atomically.
 #[allow(unsafe_code)]
@@ -89,8 +90,8 @@ impl GrantOps for DomainHandle {
     fn grant_copy(&self, ops: &mut [CopyOp]) -> Result<()> {
         DomainHandle::grant_copy(self, ops)
     }
-    fn map_grant_ref(&self, remote: DomId, gref: GrantRef, readonly: bool) -> Result<GrantMapping> {
-        DomainHandle::map_grant_ref(self, remote, gref, readonly)
+    fn map_grant_ref(&self, remote: DomId, gref: GrantRef) -> Result<GrantMapping> {
+        DomainHandle::map_grant_ref(self, remote, gref)
     }
     fn can_transfer(&self) -> bool {
         true

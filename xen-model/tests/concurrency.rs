@@ -52,7 +52,7 @@ fn after_end_access_nothing_writes_the_page() {
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
-                match d0.map_grant_ref(1, r, false) {
+                match d0.map_grant_ref(1, r) {
                     Ok(m) => drop(m),
                     Err(_) => refused += 1,
                 }
@@ -90,6 +90,6 @@ fn after_end_access_nothing_writes_the_page() {
     let _ = in_use; // how often the guest was refused depends on scheduling
     // And the ref is free: granting again works and hands out a usable grant.
     let r2 = g.grant_access(0, page, false).unwrap();
-    let _m = d0.map_grant_ref(1, r2, false).unwrap();
+    let _m = d0.map_grant_ref(1, r2).unwrap();
     assert_eq!(g.end_access(r2), Err(Error::GrantInUse(r2)));
 }

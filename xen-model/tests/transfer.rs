@@ -157,7 +157,7 @@ fn map_grant_ref_maps_the_real_frame_and_pins_it() {
     let ring = g.alloc_page().unwrap();
     g.write(ring, 0, &[1, 2, 3, 4]).unwrap();
     let r = g.grant_access(0, ring, false).unwrap();
-    let m = d0.map_grant_ref(1, r, false).unwrap();
+    let m = d0.map_grant_ref(1, r).unwrap();
     assert_eq!(m.as_ptr().as_ptr() as usize % PAGE_SIZE, 0);
     assert_ne!(
         m.as_ptr(),
@@ -169,7 +169,7 @@ fn map_grant_ref_maps_the_real_frame_and_pins_it() {
     // Two mappings share the pin. A mapped page is a shared ring, atomic-only: a grant copy
     // naming it fails (a hostile frontend naming its own ring page gets an error, never a race
     // with the ring's atomics), and the granter's own raw accesses are refused.
-    let m2 = d0.map_grant_ref(1, r, true).unwrap();
+    let m2 = d0.map_grant_ref_readonly(1, r).unwrap();
     let src = common::filled_page(&d0, 9);
     let mut ops = [GnttabCopy::new(
         GnttabCopyPtr::local(src, 0),
@@ -204,33 +204,35 @@ fn map_statuses() {
     let p = g.alloc_page().unwrap();
     let ro = g.grant_access(0, p, true).unwrap();
     let other = g.grant_access(7, p, true).unwrap();
-    let err = |r: Result<GrantMapping>| match r {
-        Err(Error::Grant(s)) => s,
-        other => panic!("expected a grant status, got {other:?}"),
-    };
+    fn err<T: std::fmt::Debug>(r: Result<T>) -> GrantStatus {
+        match r {
+            Err(Error::Grant(s)) => s,
+            other => panic!("expected a grant status, got {other:?}"),
+        }
+    }
+    assert_eq!(err(d0.map_grant_ref(1, ro)), GrantStatus::PermissionDenied);
     assert_eq!(
-        err(d0.map_grant_ref(1, ro, false)),
+        err(d0.map_grant_ref_readonly(1, other)),
         GrantStatus::PermissionDenied
     );
     assert_eq!(
-        err(d0.map_grant_ref(1, other, true)),
-        GrantStatus::PermissionDenied
+        err(d0.map_grant_ref_readonly(42, ro)),
+        GrantStatus::BadDomain
     );
-    assert_eq!(err(d0.map_grant_ref(42, ro, true)), GrantStatus::BadDomain);
     assert_eq!(
-        err(d0.map_grant_ref(1, GrantRef(1 << 20), true)),
+        err(d0.map_grant_ref_readonly(1, GrantRef(1 << 20))),
         GrantStatus::BadGntref
     );
     assert_eq!(
-        err(d0.map_grant_ref(1, GrantRef(100), true)),
+        err(d0.map_grant_ref_readonly(1, GrantRef(100))),
         GrantStatus::GeneralError
     );
     // The map area fills: no_device_space.
     let maps: Vec<_> = (0..MAP_AREA_SLOTS)
-        .map(|_| d0.map_grant_ref(1, ro, true).unwrap())
+        .map(|_| d0.map_grant_ref_readonly(1, ro).unwrap())
         .collect();
     assert_eq!(
-        err(d0.map_grant_ref(1, ro, true)),
+        err(d0.map_grant_ref_readonly(1, ro)),
         GrantStatus::NoDeviceSpace
     );
     drop(maps);
@@ -243,7 +245,7 @@ fn a_mapping_keeps_a_destroyed_domains_frame_alive() {
     let (xen, d0, g) = common::machine();
     let p = common::filled_page(&g, 0x77);
     let r = g.grant_access(0, p, true).unwrap();
-    let m = d0.map_grant_ref(1, r, true).unwrap();
+    let m = d0.map_grant_ref_readonly(1, r).unwrap();
     drop(g);
     xen.destroy_domain(1).unwrap();
     let used = xen.total_frames() - xen.free_frames();

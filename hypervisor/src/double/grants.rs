@@ -266,14 +266,14 @@ impl GrantOps for Dom {
         Ok(())
     }
 
-    fn map_grant_ref(&self, remote: DomId, gref: GrantRef, readonly: bool) -> Result<Mapping> {
+    fn map_grant_ref(&self, remote: DomId, gref: GrantRef) -> Result<Mapping> {
         let dom = self
             .m
             .find(remote)
             .ok_or(Error::Grant(GrantStatus::BadDomain))?;
         let pfn = dom
             .grants
-            .claim(gref, self.d.domid, !readonly)
+            .claim(gref, self.d.domid, true)
             .map_err(Error::Grant)?;
         if let Err(e) = dom.mem.pin(pfn) {
             dom.grants.release(gref);

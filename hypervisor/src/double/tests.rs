@@ -150,7 +150,7 @@ fn a_mapping_is_the_granters_page_pinned_and_holds_the_grant() {
     let p = g.alloc_page().unwrap();
     let front = own_ring(&g, p).unwrap();
     let r = g.grant_access(0, p, false).unwrap();
-    let m = d0.map_grant_ref(1, r, false).unwrap();
+    let m = d0.map_grant_ref(1, r).unwrap();
     assert_eq!(m.as_ptr(), g.page_ptr(p).unwrap());
     assert_eq!(x.live_mappings(), 1);
     assert_eq!(g.end_access(r), Err(Error::GrantInUse(r)));
@@ -174,11 +174,11 @@ fn a_mapping_is_the_granters_page_pinned_and_holds_the_grant() {
     // Refusals: another domain's grant, a read-only grant mapped writable.
     let ro = g.grant_access(0, p, true).unwrap();
     assert_eq!(
-        d0.map_grant_ref(1, ro, false).map(drop),
+        d0.map_grant_ref(1, ro).map(drop),
         Err(Error::Grant(GrantStatus::PermissionDenied))
     );
     assert_eq!(
-        d0.map_grant_ref(7, ro, false).map(drop),
+        d0.map_grant_ref(7, ro).map(drop),
         Err(Error::Grant(GrantStatus::BadDomain))
     );
 }

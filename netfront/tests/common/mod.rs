@@ -514,7 +514,7 @@ fn connect(
             .unwrap()
     };
     let map = |gref: u32| -> Mapped {
-        mapped_ring(dom0.map_grant_ref(v.fe, GrantRef(gref), false).unwrap()).unwrap()
+        mapped_ring(dom0.map_grant_ref(v.fe, GrantRef(gref)).unwrap()).unwrap()
     };
     let tx = TxBackRing::attach(map(rd("tx-ring-ref")));
     let rx = RxBackRing::attach(map(rd("rx-ring-ref")));

@@ -20,10 +20,30 @@ use hypervisor::abi::GrantStatus;
 use hypervisor::error::{Error, Result};
 use hypervisor::types::{DOMID_SELF, DomId, GrantRef, Mfn, Pfn};
 
-/// A mapped grant. Unmaps (and unpins the grant) on drop. Keeps the granting domain's memory
-/// alive even if it is destroyed meanwhile (as Xen keeps a zombie domain).
+/// A mapped grant, readable and writable: the seam's `ForeignMapping`, what a shared ring is
+/// built on. Unmaps (and unpins the grant) on drop. Keeps the granting domain's memory alive
+/// even if it is destroyed meanwhile (as Xen keeps a zombie domain).
 #[derive(Debug)]
-pub struct GrantMapping {
+pub struct GrantMapping(Mapped);
+
+/// A grant mapped read-only (`GNTMAP_readonly`). A type of its own, not a `ForeignMapping`:
+/// its page faults on write, so it can never become a (writable) shared ring:
+///
+/// ```compile_fail
+/// # use hypervisor::GrantTable;
+/// # use hypervisor::traits::GuestMemory;
+/// let xen = xen_model::Hypervisor::new(64).unwrap();
+/// let (dom0, guest) = (xen.create_domain(8).unwrap(), xen.create_domain(8).unwrap());
+/// let page = guest.alloc_page().unwrap();
+/// let gref = guest.grant_access(dom0.domid(), page, true).unwrap();
+/// let ro = dom0.map_grant_ref_readonly(guest.domid(), gref).unwrap();
+/// let ring = hypervisor::ringpage::mapped_ring(ro); // ReadOnlyMapping is not a ForeignMapping
+/// ```
+#[derive(Debug)]
+pub struct ReadOnlyMapping(Mapped);
+
+#[derive(Debug)]
+struct Mapped {
     caller: Arc<Domain>,
     remote: Arc<Domain>,
     gref: GrantRef,
@@ -35,30 +55,43 @@ pub struct GrantMapping {
 }
 
 impl GrantMapping {
-    /// The page's address in the caller's address space: 4096 bytes, page-aligned, mapped until
-    /// this object drops. For `netif_ring::SharedPage::from_raw`: every access must be atomic (the
-    /// granting domain accesses the same page concurrently). A read-only mapping faults on write.
+    /// The page's address in the caller's address space: 4096 bytes, page-aligned, readable and
+    /// writable, mapped until this object drops. For `netif_ring::SharedPage::from_raw`: every
+    /// access must be atomic (the granting domain accesses the same page concurrently).
     pub fn as_ptr(&self) -> NonNull<u8> {
-        self.slot.ptr
+        self.0.slot.ptr
     }
 
     /// The granting domain.
     pub fn remote(&self) -> DomId {
-        self.remote.id
+        self.0.remote.id
     }
 
     /// The grant reference.
     pub fn gref(&self) -> GrantRef {
-        self.gref
-    }
-
-    /// Whether the mapping is read-only.
-    pub fn readonly(&self) -> bool {
-        !self.write
+        self.0.gref
     }
 }
 
-impl Drop for GrantMapping {
+impl ReadOnlyMapping {
+    /// The page's address in the caller's address space: 4096 bytes, page-aligned, readable
+    /// only (a write faults), mapped until this object drops; read it through atomics only.
+    pub fn as_ptr(&self) -> NonNull<u8> {
+        self.0.slot.ptr
+    }
+
+    /// The granting domain.
+    pub fn remote(&self) -> DomId {
+        self.0.remote.id
+    }
+
+    /// The grant reference.
+    pub fn gref(&self) -> GrantRef {
+        self.0.gref
+    }
+}
+
+impl Drop for Mapped {
     fn drop(&mut self) {
         let _h = xenoprof::hypercall(Class::GRANT_TABLE);
         {
@@ -73,16 +106,21 @@ impl Drop for GrantMapping {
 }
 
 impl DomainHandle {
-    /// Maps `remote`'s grant `gref` into this domain's address space. Failures carry Xen's
-    /// status: [`Error::Grant`] with bad_domain, bad_gntref, general_error (not a permit-access
-    /// grant), permission_denied (granted to another domain, or writable map of a read-only
-    /// grant), or no_device_space (map area full).
-    pub fn map_grant_ref(
-        &self,
-        remote: DomId,
-        gref: GrantRef,
-        readonly: bool,
-    ) -> Result<GrantMapping> {
+    /// Maps `remote`'s grant `gref` readable and writable into this domain's address space.
+    /// Failures carry Xen's status: [`Error::Grant`] with bad_domain, bad_gntref, general_error
+    /// (not a permit-access grant), permission_denied (granted to another domain, or a
+    /// read-only grant), or no_device_space (map area full).
+    pub fn map_grant_ref(&self, remote: DomId, gref: GrantRef) -> Result<GrantMapping> {
+        self.map(remote, gref, true).map(GrantMapping)
+    }
+
+    /// Maps `remote`'s grant `gref` read-only (`GNTMAP_readonly`); failures as
+    /// [`DomainHandle::map_grant_ref`]'s, except that a read-only grant is fine.
+    pub fn map_grant_ref_readonly(&self, remote: DomId, gref: GrantRef) -> Result<ReadOnlyMapping> {
+        self.map(remote, gref, false).map(ReadOnlyMapping)
+    }
+
+    fn map(&self, remote: DomId, gref: GrantRef, write: bool) -> Result<Mapped> {
         let _h = xenoprof::hypercall(Class::GRANT_TABLE);
         let caller = &self.d;
         let rid = if remote == DOMID_SELF {
@@ -98,7 +136,6 @@ impl DomainHandle {
                 .find_domain(rid)
                 .ok_or(Error::Grant(GrantStatus::BadDomain))?
         };
-        let write = !readonly;
         let pfn = acquire(&rdom, gref, caller.id, write).map_err(Error::Grant)?;
         let Some(mfn) = rdom.p2m(pfn) else {
             release(&rdom, gref, write);
@@ -130,7 +167,7 @@ impl DomainHandle {
             }
         };
         Stats::add(&caller.machine.stats.maps, 1);
-        Ok(GrantMapping {
+        Ok(Mapped {
             caller: caller.clone(),
             remote: rdom,
             gref,
