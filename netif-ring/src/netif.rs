@@ -5,7 +5,6 @@
 //! to the C header. Fields are in the guest's byte order, which on every architecture Xen's netif
 //! runs on (x86, Arm) is little-endian; a big-endian build is refused at compile time.
 
-use core::fmt;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 #[cfg(target_endian = "big")]
@@ -231,37 +230,24 @@ pub enum ExtraRepr {
 
 /// Why an extra-info slot was rejected. Linux netback treats every one of these as fatal for the
 /// vif.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ExtraError {
     /// Type 0 or a type at or above `XEN_NETIF_EXTRA_TYPE_MAX`.
+    #[error(
+        "extra-info slot has type {0}, valid types are 1..{XEN_NETIF_EXTRA_TYPE_MAX}; the \
+         frontend is misbehaving"
+    )]
     BadType(u8),
     /// A GSO slot with size 0.
+    #[error("GSO extra-info slot has size 0; the frontend is misbehaving")]
     GsoSizeZero,
     /// A GSO slot with a type other than TCPv4/TCPv6.
+    #[error(
+        "GSO extra-info slot has unknown GSO type {0} (want 1 TCPv4 or 2 TCPv6); the frontend \
+         is misbehaving"
+    )]
     BadGsoType(u8),
 }
-
-impl fmt::Display for ExtraError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ExtraError::BadType(t) => write!(
-                f,
-                "extra-info slot has type {t}, valid types are 1..{XEN_NETIF_EXTRA_TYPE_MAX}; \
-                 the frontend is misbehaving"
-            ),
-            ExtraError::GsoSizeZero => {
-                f.write_str("GSO extra-info slot has size 0; the frontend is misbehaving")
-            }
-            ExtraError::BadGsoType(t) => write!(
-                f,
-                "GSO extra-info slot has unknown GSO type {t} (want 1 TCPv4 or 2 TCPv6); \
-                 the frontend is misbehaving"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for ExtraError {}
 
 impl ExtraRepr {
     /// Parses an extra-info slot, validating as Linux netback does.
