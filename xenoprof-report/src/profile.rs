@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use xenoprof::hooks::{Context, DomId};
 
 use crate::error::Error;
-use crate::hooks::{Context, DomId};
 #[cfg(feature = "pc-sampling")]
 use crate::pc::PcProfile;
 

@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
+use xenoprof::hooks::Context;
 
 use crate::error::Error;
-use crate::hooks::Context;
 use crate::profile::Profile;
 use crate::report::Metric;
 

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::class::RegisterError;
+use xenoprof::class::RegisterError;
 
 /// Everything that can go wrong at this crate's boundary.
 #[derive(Debug)]
@@ -92,7 +92,8 @@ impl fmt::Display for Error {
             }
             Error::PcSamplingUnavailable => write!(
                 f,
-                "PC sampling is not compiled in; rebuild xenoprof with the `pc-sampling` feature"
+                "PC sampling is not compiled in; rebuild xenoprof-report with the `pc-sampling` \
+                 feature"
             ),
             Error::Spawn(e) => write!(
                 f,

@@ -2,11 +2,12 @@
 //! explain itself. The test burns CPU in a named function until enough samples arrive (bounded
 //! by a generous iteration cap, never by a timing assertion).
 
-#![cfg(all(feature = "pc-sampling", feature = "enabled"))]
+#![cfg(feature = "pc-sampling")]
 
 use std::hint::black_box;
 
-use xenoprof::{Context, Error, PcSampler, register_vcpu};
+use xenoprof::{Context, register_vcpu};
+use xenoprof_report::{Error, PcSampler};
 
 #[inline(never)]
 fn xenoprof_pc_test_busy_function(seed: u64) -> u64 {
