@@ -198,3 +198,34 @@ impl Profile {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contexts_are_their_lowercase_names_in_json() {
+        for ctx in Context::ALL {
+            let row = Row {
+                context: ctx,
+                class: None,
+                samples: 1,
+                cycles: 2,
+                calls: 3,
+            };
+            let json = serde_json::to_string(&row).expect("serialize");
+            assert!(
+                json.contains(&format!("\"context\":\"{}\"", ctx.name())),
+                "{json}"
+            );
+            assert_eq!(serde_json::from_str::<Row>(&json).expect("parse"), row);
+        }
+        let bad = r#"{"context":"Kernel","class":null,"samples":0,"cycles":0,"calls":0}"#;
+        let e = serde_json::from_str::<Row>(bad).expect_err("capitalised context");
+        assert!(
+            e.to_string()
+                .contains("unknown variant `Kernel`, expected one of `xen`, `kernel`, `user`"),
+            "{e}"
+        );
+    }
+}
