@@ -40,6 +40,7 @@ impl Work {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DiffRow {
     /// The context.
+    #[serde(with = "crate::profile::ContextDef")]
     pub context: Context,
     /// The class (`None`: a passive domain's undivided figure; `Some("TOTAL")` for the total).
     pub class: Option<String>,

@@ -17,6 +17,16 @@ use crate::pc::PcProfile;
 /// The JSON format version this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
 
+/// How profile JSON spells a [`Context`]: its lower-case name. The hooks crate has no serde, so
+/// fields of type `Context` use this with `#[serde(with = "ContextDef")]`.
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "Context", rename = "Context", rename_all = "lowercase")]
+pub(crate) enum ContextDef {
+    Xen,
+    Kernel,
+    User,
+}
+
 /// A domain's part in a profiling session, as in Xenoprof.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -52,6 +62,7 @@ impl Role {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Row {
     /// xen, kernel or user.
+    #[serde(with = "ContextDef")]
     pub context: Context,
     /// The class name; `None` for a passive domain (no class detail).
     pub class: Option<String>,
