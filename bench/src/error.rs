@@ -40,7 +40,7 @@ pub enum Error {
     /// The chart could not be drawn.
     Chart(String),
     /// Profiling could not be set up.
-    Profile(xenoprof::Error),
+    Profile(xenoprof_report::Error),
 }
 
 impl fmt::Display for Error {
@@ -80,8 +80,8 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-impl From<xenoprof::Error> for Error {
-    fn from(e: xenoprof::Error) -> Self {
+impl From<xenoprof_report::Error> for Error {
+    fn from(e: xenoprof_report::Error) -> Self {
         Error::Profile(e)
     }
 }

@@ -298,7 +298,7 @@ pub(crate) mod tests {
                 user: 0.0,
             },
             link_stats: LinkStats::default(),
-            profile: xenoprof::Profile::new("synthetic"),
+            profile: xenoprof_report::Profile::new("synthetic"),
         }
     }
 

@@ -29,7 +29,8 @@ use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use xenoprof::{Context, DomId, Mode, Session};
+use xenoprof::{Context, DomId, Mode};
+use xenoprof_report::Session;
 
 pub use self::report::{REQUIRED_KEYS, render};
 pub use self::result::{

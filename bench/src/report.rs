@@ -11,7 +11,8 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use xenoprof::{Class, Context, DomId, Metric, Profile};
+use xenoprof::{Class, Context, DomId};
+use xenoprof_report::{Metric, Profile};
 
 use crate::Error;
 use crate::link::{LinkConfig, LinkStats, Offload, RxMode};
@@ -158,7 +159,7 @@ impl StepResult {
         } else {
             Metric::Samples
         };
-        let sp = xenoprof::report::split(&m.profile, metric);
+        let sp = xenoprof_report::report::split(&m.profile, metric);
         StepResult {
             step: step.to_string(),
             link: m.link.to_string(),
@@ -352,7 +353,7 @@ pub fn render_step(r: &StepResult) -> String {
         Metric::Samples
     };
     if r.profile_mode != ProfileMode::Off {
-        let _ = writeln!(s, "\n{}", xenoprof::render(&r.profile, metric, 10));
+        let _ = writeln!(s, "\n{}", xenoprof_report::render(&r.profile, metric, 10));
     }
     s
 }

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
-use xenoprof::{DomId, Mode, Profile, Session};
+use xenoprof::{DomId, Mode};
+use xenoprof_report::{Profile, Session};
 
 use crate::Error;
 use crate::cputime::{thread_cpu_ns, thread_switches};

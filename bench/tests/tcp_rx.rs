@@ -77,7 +77,7 @@ fn direct_link_carries_the_stream_intact_and_the_json_has_the_required_keys() {
     assert_eq!(v["mode"], "copy");
     assert_eq!(v["mtu"], 1500);
     // The profile inside parses back as a xenoprof profile.
-    let p = xenoprof::Profile::from_json(&v["profile"].to_string()).unwrap();
+    let p = xenoprof_report::Profile::from_json(&v["profile"].to_string()).unwrap();
     assert!(p.domain(GUEST_DOMID).is_some());
 
     let text = render_step(&r);

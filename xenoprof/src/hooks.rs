@@ -27,8 +27,6 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use serde::{Deserialize, Serialize};
-
 use crate::class::Class;
 use crate::counters::{TAG_BLOCKED, TAG_CTX_MASK, VcpuCounters, pack_tag};
 
@@ -36,8 +34,7 @@ use crate::counters::{TAG_BLOCKED, TAG_CTX_MASK, VcpuCounters, pack_tag};
 pub type DomId = u16;
 
 /// Where a vCPU is executing, as Xenoprof splits samples.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u8)]
 pub enum Context {
     /// In the hypervisor (a hypercall, or work done on the domain's behalf).
@@ -74,8 +71,7 @@ impl Context {
 }
 
 /// What the hooks do at run time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Mode {
     /// Hooks do nothing beyond one relaxed load.

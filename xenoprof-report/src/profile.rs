@@ -8,14 +8,24 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use xenoprof::hooks::{Context, DomId};
 
 use crate::error::Error;
-use crate::hooks::{Context, DomId};
 #[cfg(feature = "pc-sampling")]
 use crate::pc::PcProfile;
 
 /// The JSON format version this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
+
+/// How profile JSON spells a [`Context`]: its lower-case name. The hooks crate has no serde, so
+/// fields of type `Context` use this with `#[serde(with = "ContextDef")]`.
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "Context", rename = "Context", rename_all = "lowercase")]
+pub(crate) enum ContextDef {
+    Xen,
+    Kernel,
+    User,
+}
 
 /// A domain's part in a profiling session, as in Xenoprof.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -52,6 +62,7 @@ impl Role {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Row {
     /// xen, kernel or user.
+    #[serde(with = "ContextDef")]
     pub context: Context,
     /// The class name; `None` for a passive domain (no class detail).
     pub class: Option<String>,
@@ -196,5 +207,36 @@ impl Profile {
             },
             e => e,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contexts_are_their_lowercase_names_in_json() {
+        for ctx in Context::ALL {
+            let row = Row {
+                context: ctx,
+                class: None,
+                samples: 1,
+                cycles: 2,
+                calls: 3,
+            };
+            let json = serde_json::to_string(&row).expect("serialize");
+            assert!(
+                json.contains(&format!("\"context\":\"{}\"", ctx.name())),
+                "{json}"
+            );
+            assert_eq!(serde_json::from_str::<Row>(&json).expect("parse"), row);
+        }
+        let bad = r#"{"context":"Kernel","class":null,"samples":0,"cycles":0,"calls":0}"#;
+        let e = serde_json::from_str::<Row>(bad).expect_err("capitalised context");
+        assert!(
+            e.to_string()
+                .contains("unknown variant `Kernel`, expected one of `xen`, `kernel`, `user`"),
+            "{e}"
+        );
     }
 }

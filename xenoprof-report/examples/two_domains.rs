@@ -11,7 +11,7 @@
 //! prints the diff in cycles per packet.
 //!
 //! ```text
-//! cargo run --release -p xenoprof --example two_domains [OUT_DIR] [PACKETS]
+//! cargo run --release -p xenoprof-report --example two_domains [OUT_DIR] [PACKETS]
 //! xenoprof diff OUT_DIR/page-flip.json OUT_DIR/grant-copy.json --unit packets
 //! ```
 
@@ -20,9 +20,9 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 
 use xenoprof::{
-    Class, Context, Error, Metric, Mode, Profile, Role, Session, Work, blocked, diff, hypercall,
-    register_vcpu, render, render_diff, scope, set_context, set_mode,
+    Class, Context, Mode, blocked, hypercall, register_vcpu, scope, set_context, set_mode,
 };
+use xenoprof_report::{Error, Metric, Profile, Role, Session, Work, diff, render, render_diff};
 
 /// About `n` rounds of dependent integer work; never optimised away.
 #[inline(always)]
@@ -224,7 +224,7 @@ fn main() -> Result<(), Error> {
     #[cfg(feature = "pc-sampling")]
     if let Some(pc) = &before.pc {
         println!();
-        print!("{}", xenoprof::report::render_functions(pc, 15));
+        print!("{}", xenoprof_report::report::render_functions(pc, 15));
     }
     println!();
     print!("{}", render(&after, Metric::Samples, 8));

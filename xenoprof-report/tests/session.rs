@@ -8,16 +8,15 @@
 //! tests never reach its figures (they only show up in `discarded_samples` under their own
 //! domids, which no test asserts on except for its own domids).
 
-#![cfg(feature = "enabled")]
-
 use std::sync::{Arc, Barrier};
 use std::thread::JoinHandle;
 
-use xenoprof::report::{domain_table, split};
 use xenoprof::{
-    Class, ClockSource, Context, DomId, ManualClock, Metric, Mode, Profile, Role, Session, Work,
-    blocked, diff, flush, hypercall, register_vcpu_with_clock, scope, set_context, set_mode,
+    Class, ClockSource, Context, DomId, ManualClock, Mode, blocked, flush, hypercall,
+    register_vcpu_with_clock, scope, set_context, set_mode,
 };
+use xenoprof_report::report::{domain_table, split};
+use xenoprof_report::{Metric, Profile, Role, Session, Work, diff};
 
 /// A vCPU thread driven step by step: it runs `body`, which calls `sync()` after each state it
 /// wants sampled; the test side calls `Vcpu::step` to wait for that state, sample, and release.
@@ -85,7 +84,7 @@ fn row<'a>(
     d: DomId,
     ctx: Context,
     class: Option<&str>,
-) -> Option<&'a xenoprof::Row> {
+) -> Option<&'a xenoprof_report::Row> {
     p.domain(d)?
         .rows
         .iter()
@@ -301,13 +300,13 @@ fn blocked_and_exited_vcpus_are_not_sampled() {
 /// A profile with the given (context, class, samples, cycles) rows for one active domain.
 fn synthetic(domid: DomId, rows: &[(Context, &str, u64, u64)]) -> Profile {
     let mut p = Profile::new("synthetic");
-    p.domains.push(xenoprof::DomainProfile {
+    p.domains.push(xenoprof_report::DomainProfile {
         domid,
         role: Role::Active,
         vcpus: 1,
         rows: rows
             .iter()
-            .map(|&(context, class, samples, cycles)| xenoprof::Row {
+            .map(|&(context, class, samples, cycles)| xenoprof_report::Row {
                 context,
                 class: Some(class.to_string()),
                 samples,
@@ -361,7 +360,7 @@ fn table_columns_and_split_add_up_to_100_percent() {
         let sp = split(&p, metric);
         assert!((sp.kernel + sp.xen + sp.user - 100.0).abs() < 1e-9);
     }
-    let text = xenoprof::render(&p, Metric::Samples, 3);
+    let text = xenoprof_report::render(&p, Metric::Samples, 3);
     assert!(text.contains("Kernel (dom0)") && text.contains("Xen (in dom0 context)"));
     assert!(text.contains("TOTAL") && text.contains("other"));
 }
@@ -419,7 +418,7 @@ fn diff_normalises_by_work_and_reports_savings() {
     let d2 = diff(&before, &after, Metric::Cycles, &w).expect("diff");
     assert!((d2.total.before - 12000.0 / 50.0).abs() < 1e-9);
     assert!(diff(&before, &after, Metric::Cycles, &Work::recorded("bytes")).is_err());
-    assert!(xenoprof::render_diff(&d).contains("mm"));
+    assert!(xenoprof_report::render_diff(&d).contains("mm"));
 }
 
 #[test]
@@ -447,7 +446,7 @@ fn json_round_trip_of_a_recorded_profile() {
     let bad = p.to_json().replacen("\"version\": 1", "\"version\": 99", 1);
     assert!(matches!(
         Profile::from_json(&bad),
-        Err(xenoprof::Error::Version { found: 99, .. })
+        Err(xenoprof_report::Error::Version { found: 99, .. })
     ));
     assert!(Profile::from_json("{").is_err());
 }

@@ -21,10 +21,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::class::Class;
-use crate::counters::CounterSnapshot;
+use xenoprof::class::Class;
+use xenoprof::counters::CounterSnapshot;
+use xenoprof::hooks::{self, Context, DomId, Mode};
+
 use crate::error::Error;
-use crate::hooks::{self, Context, DomId, Mode};
 use crate::profile::{DomainProfile, Profile, Role, Row};
 
 /// Sets up a [`Session`].
@@ -88,7 +89,7 @@ impl SessionBuilder {
     }
 
     /// Also skip vCPUs whose thread the kernel reports as not runnable (state other than `R` in
-    /// `/proc/self/task/TID/stat`): catches waits not wrapped in [`crate::blocked`], at the
+    /// `/proc/self/task/TID/stat`): catches waits not wrapped in [`xenoprof::blocked`], at the
     /// cost of one small procfs read per vCPU per tick. Off by default.
     pub fn check_running(mut self, on: bool) -> Self {
         self.check_running = on;

@@ -26,9 +26,9 @@ use perf_event::data::Record;
 use perf_event::events::Software;
 use perf_event::{Builder, SampleFlag, Sampler};
 use serde::{Deserialize, Serialize};
+use xenoprof::hooks::DomId;
 
 use crate::error::Error;
-use crate::hooks::DomId;
 
 /// Addresses at or above this are kernel text on x86-64.
 const KERNEL_START: u64 = 0xffff_8000_0000_0000;

@@ -1,8 +1,9 @@
 //! Properties of the seed-shaped table and the diff over arbitrary figures.
 
 use proptest::prelude::*;
-use xenoprof::report::{domain_table, split};
-use xenoprof::{Context, DomainProfile, Metric, Profile, Role, Row, Work, diff};
+use xenoprof::Context;
+use xenoprof_report::report::{domain_table, split};
+use xenoprof_report::{DomainProfile, Metric, Profile, Role, Row, Work, diff};
 
 const CLASSES: [&str; 8] = [
     "other",

@@ -10,8 +10,8 @@
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
+use xenoprof::hooks::{Context, DomId};
 
-use crate::hooks::{Context, DomId};
 use crate::profile::{DomainProfile, Profile, Role, Row};
 
 /// Which figure a table or diff shows.

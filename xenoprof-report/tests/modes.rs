@@ -1,14 +1,13 @@
 //! `Mode::Off` and `Mode::Sampled`, in their own test process: the mode is process-wide, so
 //! these tests take `MODE_LOCK` for their whole body and nothing else in this binary changes it.
 
-#![cfg(feature = "enabled")]
-
 use std::sync::Mutex;
 
 use xenoprof::{
-    Class, ClockSource, Context, ManualClock, Mode, Role, Session, flush, register_vcpu_with_clock,
-    scope, set_mode,
+    Class, ClockSource, Context, ManualClock, Mode, flush, register_vcpu_with_clock, scope,
+    set_mode,
 };
+use xenoprof_report::{Role, Session};
 
 static MODE_LOCK: Mutex<()> = Mutex::new(());
 

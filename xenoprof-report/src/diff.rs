@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
+use xenoprof::hooks::Context;
 
 use crate::error::Error;
-use crate::hooks::Context;
 use crate::profile::Profile;
 use crate::report::Metric;
 
@@ -40,6 +40,7 @@ impl Work {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DiffRow {
     /// The context.
+    #[serde(with = "crate::profile::ContextDef")]
     pub context: Context,
     /// The class (`None`: a passive domain's undivided figure; `Some("TOTAL")` for the total).
     pub class: Option<String>,

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use xenoprof::{Error, Metric, Profile, Work, diff, render, render_diff};
+use xenoprof_report::{Error, Metric, Profile, Work, diff, render, render_diff};
 
 #[derive(Parser)]
 #[command(
@@ -105,7 +105,10 @@ fn run(cli: Cli) -> Result<(), Error> {
             if let Some(pc) = &p.pc {
                 if functions > 0 {
                     println!();
-                    print!("{}", xenoprof::report::render_functions(pc, functions));
+                    print!(
+                        "{}",
+                        xenoprof_report::report::render_functions(pc, functions)
+                    );
                 }
                 if let Some(path) = folded {
                     std::fs::write(&path, pc.folded_text())
@@ -127,7 +130,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             let (b, a) = (Profile::read_json(&before)?, Profile::read_json(&after)?);
             let metric = metric
                 .map(Metric::from)
-                .unwrap_or_else(|| xenoprof::diff::default_metric(&b, &a));
+                .unwrap_or_else(|| xenoprof_report::diff::default_metric(&b, &a));
             let work = Work {
                 unit,
                 before: before_work,
