@@ -1,6 +1,6 @@
 //! Embedded guests: each is a domain of the embedded hypervisor whose vCPU thread runs netfront
 //! (connected through xenbus, exactly as a frontend does), smoltcp on top, and the services
-//! ([`crate::guest`]): ping, TCP echo, discard, iperf3.
+//! ([`guest`]): ping, TCP echo, discard, iperf3.
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,14 +8,13 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use guest::{Services, ServicesConfig, ServicesStats};
 use hypervisor::FrontendDomain;
 use netfront::{FrontConfig, Netfront, RxMode};
 use serde::Serialize;
 use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr};
-
-use crate::guest::{Services, ServicesConfig, ServicesStats};
 
 /// Longest a guest sleeps in one wait, so it sees a stop request promptly.
 const MAX_WAIT: Duration = Duration::from_millis(100);

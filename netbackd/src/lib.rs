@@ -11,7 +11,6 @@
 pub mod cli;
 pub mod daemon;
 pub mod embedded;
-pub mod guest;
 pub mod guests;
 pub mod report;
 pub mod uplinks;

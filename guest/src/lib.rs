@@ -1,3 +1,5 @@
+//! guest: an embedded guest's network services, over netfront (or any smoltcp device).
+//!
 //! The services an embedded guest runs on its IPv4 address, over any smoltcp device:
 //!
 //! - ICMP echo: answered by smoltcp's `Interface` itself (this crate enables smoltcp's
@@ -21,6 +23,7 @@
 //! `now` must be monotonic (`Instant::from_micros` of a monotonic clock, not
 //! `smoltcp::time::Instant::now()`, which reads the wall clock). Once the sockets exist nothing
 //! here allocates per packet; the iperf3 server allocates a little per test (its JSON).
+#![forbid(unsafe_code)]
 
 pub mod echo;
 pub mod iperf3;
