@@ -9,12 +9,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bridge_lite::CaptureDirection;
+use guest::GuestReport;
 use hypervisor::BackendDomain;
 use netback::{Config, Netback, VifId};
 
 use crate::Error;
 use crate::cli::{Args, parse_vif};
-use crate::guests::GuestReport;
 use crate::report::Report;
 
 /// How often the backend looks at its timers when nothing else wakes it.

@@ -6,13 +6,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use guest::{Guest, GuestSpec};
 use netfront::RxMode;
 use xen_model::{DomainHandle, Hypervisor};
 
 use crate::Error;
 use crate::cli::{Args, Mode};
 use crate::daemon::{self, POOL_PAGES, Run, Signals};
-use crate::guests::{Guest, GuestSpec};
 
 /// The driver domain's reservation: the frame pool plus room for everything else it allocates.
 const DOM0_PAGES: u64 = POOL_PAGES as u64 + 1024;

@@ -2,17 +2,15 @@
 //!
 //! It loads netback as the driver domain's backend: a bridge-lite switch whose ports are the
 //! guests' vifs and uplinks into Linux ([`uplinks`]: a TAP device, or an `AF_PACKET` socket on a
-//! NIC). By default it runs on the embedded hypervisor with guests of its own ([`embedded`],
-//! [`guests`]) that run netfront, smoltcp and the [`guest`] services: ICMP echo, TCP echo
-//! (port 7), TCP discard (port 9) and an iperf3 server (port 5201) the stock `iperf3` client
-//! tests against. The backend's loop ([`daemon`]) is the same whatever hypervisor is below.
+//! NIC). By default it runs on the embedded hypervisor with guests of its own ([`embedded`]), each
+//! a [`guest`] crate vCPU: netfront, smoltcp and its services (ping, TCP echo and discard, and a
+//! server the stock `iperf3` client tests against). The backend's loop ([`daemon`]) is the same
+//! whatever hypervisor is below.
 #![forbid(unsafe_code)]
 
 pub mod cli;
 pub mod daemon;
 pub mod embedded;
-pub mod guest;
-pub mod guests;
 pub mod report;
 pub mod uplinks;
 pub mod xen;

@@ -5,10 +5,9 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use bridge_lite::{DropReason, PortKind};
+use guest::GuestReport;
 use netback::NetbackSnapshot;
 use serde::Serialize;
-
-use crate::guests::GuestReport;
 
 /// Everything printed at once.
 #[derive(Debug, Clone, Serialize)]

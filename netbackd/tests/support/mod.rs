@@ -2,4 +2,3 @@
 #![allow(dead_code)]
 
 pub mod daemon;
-pub mod pipe;

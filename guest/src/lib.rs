@@ -1,3 +1,10 @@
+//! guest: an embedded guest, netfront + smoltcp services.
+//!
+//! - [`runner`]: a guest's vCPU thread ([`Guest`]): netfront connected through xenbus over any
+//!   [`hypervisor::FrontendDomain`], smoltcp on top, the services below, counters published as it
+//!   works ([`GuestReport`]), a stop on request. netbackd runs one per embedded guest.
+//! - [`Services`]: what the guest serves, usable over any smoltcp device.
+//!
 //! The services an embedded guest runs on its IPv4 address, over any smoltcp device:
 //!
 //! - ICMP echo: answered by smoltcp's `Interface` itself (this crate enables smoltcp's
@@ -7,7 +14,7 @@
 //! - An iperf3 server on port 5201 ([`iperf3`]) that the stock `iperf3` client tests against,
 //!   normal and reverse (`-R`).
 //!
-//! The guest's loop is the caller's:
+//! Over a device of one's own, the guest's loop is the caller's ([`runner`] is one):
 //!
 //! ```text
 //! loop {
@@ -21,9 +28,12 @@
 //! `now` must be monotonic (`Instant::from_micros` of a monotonic clock, not
 //! `smoltcp::time::Instant::now()`, which reads the wall clock). Once the sockets exist nothing
 //! here allocates per packet; the iperf3 server allocates a little per test (its JSON).
+#![forbid(unsafe_code)]
 
 pub mod echo;
+mod error;
 pub mod iperf3;
+pub mod runner;
 
 use serde::Serialize;
 use smoltcp::iface::SocketSet;
@@ -32,6 +42,9 @@ use smoltcp::time::Instant;
 
 use echo::{Kind, StreamService};
 use iperf3::Iperf3Server;
+
+pub use error::Error;
+pub use runner::{Guest, GuestReport, GuestSpec};
 
 /// TCP port of the echo service (RFC 862).
 pub const ECHO_PORT: u16 = 7;

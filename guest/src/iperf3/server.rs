@@ -23,7 +23,7 @@ use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
 
 use super::proto::{COOKIE_SIZE, Cookie, FrameReader, MAX_PARAMS_JSON, State};
-use crate::guest::{ServiceCounters, ServicesStats, fast_socket, reusable};
+use crate::{ServiceCounters, ServicesStats, fast_socket, reusable};
 
 /// How long a new connection may take to send its cookie.
 const COOKIE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -1,6 +1,7 @@
-//! Embedded guests: each is a domain of the embedded hypervisor whose vCPU thread runs netfront
-//! (connected through xenbus, exactly as a frontend does), smoltcp on top, and the services
-//! ([`crate::guest`]): ping, TCP echo, discard, iperf3.
+//! An embedded guest's vCPU: a thread in a domain of any hypervisor behind the seam
+//! ([`FrontendDomain`]) that runs netfront (connected through xenbus, exactly as a frontend does),
+//! smoltcp on top, and the [services](crate::Services): ping, TCP echo, discard, iperf3. It
+//! publishes its counters as it works and stops when asked.
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +16,7 @@ use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr};
 
-use crate::guest::{Services, ServicesConfig, ServicesStats};
+use crate::{Error, Services, ServicesConfig, ServicesStats};
 
 /// Longest a guest sleeps in one wait, so it sees a stop request promptly.
 const MAX_WAIT: Duration = Duration::from_millis(100);
@@ -87,7 +88,7 @@ impl Guest {
                 if let Err(e) = serve(dom, &spec, &stop, &published) {
                     log::error!("guest {} ({}): {e}", spec.index, spec.addr);
                     if let Ok(mut r) = published.lock() {
-                        r.error = Some(e);
+                        r.error = Some(e.to_string());
                         r.connected = false;
                     }
                 }
@@ -102,19 +103,24 @@ impl Guest {
     }
 }
 
-fn serve<D: FrontendDomain>(
+/// Runs guest `spec` in domain `dom` on the calling thread, as [`Guest::start`]'s thread does
+/// (which also registers the thread as `dom`'s vCPU with xenoprof): connects netfront, serves
+/// until `stop`, then closes netfront. Counters go into `published` as it works (its `index`,
+/// `domid` and `addr` are the caller's to fill). A backend that goes away ends the loop early;
+/// netfront is still closed and that is not an error.
+pub fn serve<D: FrontendDomain>(
     dom: D,
     spec: &GuestSpec,
     stop: &AtomicBool,
     published: &Mutex<GuestReport>,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let cfg = FrontConfig {
         rx_mode: spec.mode,
         mtu: spec.mtu,
         timeout: Duration::from_secs(10),
         ..FrontConfig::default()
     };
-    let mut nf = Netfront::connect(dom, 0, cfg).map_err(|e| e.to_string())?;
+    let mut nf = Netfront::connect(dom, 0, cfg).map_err(Error::Connect)?;
     log::info!(
         "guest {}: netfront connected, {} on {}",
         spec.index,
@@ -176,7 +182,7 @@ fn serve<D: FrontendDomain>(
             log::warn!("guest {}: backend went away: {e}", spec.index);
         }
     }
-    nf.close().map_err(|e| e.to_string())?;
+    nf.close().map_err(Error::Close)?;
     if let Ok(mut r) = published.lock() {
         r.connected = false;
     }

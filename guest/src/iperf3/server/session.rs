@@ -6,7 +6,7 @@ use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
 
 use super::{End, HANDSHAKE_TIMEOUT, Iperf3Server, Phase, Role, Test, closing, drain, send_all};
-use crate::guest::iperf3::proto::{
+use crate::iperf3::proto::{
     IE_NUMSTREAMS, IE_UNIMP, MAX_RESULTS_JSON, Protocol, Results, State, StreamResult, TestParams,
     encode_message, server_error_message, stream_id,
 };

@@ -12,7 +12,6 @@
 //! Nothing here touches a socket: the server (`server.rs`) feeds bytes in and takes bytes out.
 
 use serde::{Deserialize, Deserializer, Serialize};
-use std::fmt;
 
 /// Length of the cookie that starts every connection of a test.
 pub const COOKIE_SIZE: usize = 37;
@@ -126,11 +125,13 @@ pub fn server_error_message(ierrno: i32, errno: i32) -> [u8; 9] {
 }
 
 /// Why a message from a client was refused.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ProtoError {
     /// A JSON message announced zero bytes.
+    #[error("iperf3 client sent an empty JSON message")]
     EmptyMessage,
     /// A JSON message announced more bytes than this message may have.
+    #[error("iperf3 client announced a {len}-byte JSON message; at most {max} are accepted")]
     MessageTooLarge {
         /// Announced length.
         len: u32,
@@ -138,8 +139,10 @@ pub enum ProtoError {
         max: usize,
     },
     /// The message was not JSON of the expected shape.
-    BadJson(serde_json::Error),
+    #[error("iperf3 client sent malformed JSON: {0}")]
+    BadJson(#[source] serde_json::Error),
     /// A parameter had a value iperf3 itself could not have sent.
+    #[error("iperf3 client parameter \"{field}\" {reason}")]
     BadParam {
         /// The JSON key.
         field: &'static str,
@@ -147,43 +150,11 @@ pub enum ProtoError {
         reason: &'static str,
     },
     /// A state byte that iperf3 does not send, or not in this phase.
+    #[error("iperf3 client sent state byte {} out of turn", *.0 as i8)]
     UnexpectedState(u8),
     /// The results named a stream this test does not have.
+    #[error("iperf3 client results name stream {0}, which this test lacks")]
     UnknownStream(i64),
-}
-
-impl fmt::Display for ProtoError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ProtoError::EmptyMessage => write!(f, "iperf3 client sent an empty JSON message"),
-            ProtoError::MessageTooLarge { len, max } => write!(
-                f,
-                "iperf3 client announced a {len}-byte JSON message; at most {max} are accepted"
-            ),
-            ProtoError::BadJson(e) => write!(f, "iperf3 client sent malformed JSON: {e}"),
-            ProtoError::BadParam { field, reason } => {
-                write!(f, "iperf3 client parameter \"{field}\" {reason}")
-            }
-            ProtoError::UnexpectedState(b) => {
-                write!(f, "iperf3 client sent state byte {} out of turn", *b as i8)
-            }
-            ProtoError::UnknownStream(id) => {
-                write!(
-                    f,
-                    "iperf3 client results name stream {id}, which this test lacks"
-                )
-            }
-        }
-    }
-}
-
-impl std::error::Error for ProtoError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            ProtoError::BadJson(e) => Some(e),
-            _ => None,
-        }
-    }
 }
 
 /// Incremental reader of one length-prefixed JSON message; reused across messages.

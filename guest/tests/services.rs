@@ -1,11 +1,12 @@
 //! The guest services in process: a guest and a scripted client, two smoltcp interfaces on an
 //! in-memory wire with a simulated clock. The iperf3 client here is this test's own, written
-//! from iperf3's client (`iperf_client_api.c`); the stock binary runs in `tap.rs`.
+//! from iperf3's client (`iperf_client_api.c`); the stock binary runs against netbackd's guests
+//! in netbackd's `tests/program.rs`.
 
 mod support;
 
-use netbackd::guest::iperf3::PATTERN_PERIOD;
-use netbackd::guest::{DISCARD_PORT, ECHO_PORT, IPERF3_PORT, ServicesConfig};
+use guest::iperf3::PATTERN_PERIOD;
+use guest::{DISCARD_PORT, ECHO_PORT, IPERF3_PORT, ServicesConfig};
 use serde_json::Value;
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
