@@ -15,61 +15,51 @@ pub mod report;
 pub mod uplinks;
 pub mod xen;
 
-use std::fmt;
 use std::path::PathBuf;
 
 /// What stops netbackd, each saying what to do.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The command line asks for something impossible.
+    #[error("{0}")]
     Args(String),
     /// An uplink could not be opened or set up.
+    #[error("uplink {uplink}: {source}")]
     Uplink {
         /// Which (`tap:NAME`, `nic:IFNAME`).
         uplink: String,
         /// Why.
+        #[source]
         source: hostnet::Error,
     },
     /// The hypervisor refused.
-    Hypervisor(hypervisor::Error),
+    #[error("hypervisor: {0}")]
+    Hypervisor(#[source] hypervisor::Error),
     /// The backend refused.
-    Netback(netback::Error),
+    #[error("{0}")]
+    Netback(#[source] netback::Error),
     /// A file could not be created.
+    #[error(
+        "cannot create {}: {source}; check the directory exists and is writable",
+        path.display()
+    )]
     File {
         /// Which.
         path: PathBuf,
         /// Why.
+        #[source]
         source: std::io::Error,
     },
     /// A system call failed.
-    Os(&'static str, std::io::Error),
+    #[error("{0}: {1}")]
+    Os(&'static str, #[source] std::io::Error),
     /// Frames were still held after every domain was destroyed.
+    #[error(
+        "{frames} frame(s) were still held after every domain was destroyed: a grant or mapping \
+         leaked (a bug: please report it with the log above)"
+    )]
     Leak {
         /// How many.
         frames: u64,
     },
 }
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Args(e) => write!(f, "{e}"),
-            Error::Uplink { uplink, source } => write!(f, "uplink {uplink}: {source}"),
-            Error::Hypervisor(e) => write!(f, "hypervisor: {e}"),
-            Error::Netback(e) => write!(f, "{e}"),
-            Error::File { path, source } => write!(
-                f,
-                "cannot create {}: {source}; check the directory exists and is writable",
-                path.display()
-            ),
-            Error::Os(what, e) => write!(f, "{what}: {e}"),
-            Error::Leak { frames } => write!(
-                f,
-                "{frames} frame(s) were still held after every domain was destroyed: a grant \
-                 or mapping leaked (a bug: please report it with the log above)"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for Error {}

@@ -1,7 +1,8 @@
 //! The `netbackd` program against real Linux peers, inside a network namespace of the test's
 //! own: `ping`, a Linux TCP socket and the stock `iperf3` client reach its embedded guests
 //! through a TAP uplink; SIGUSR1 writes the counters; SIGTERM closes every device, removes the
-//! TAP it created and exits 0 with every frame back. Root only; skips (with a message) otherwise.
+//! TAP it created and exits 0 with every frame back. Root only: ignored by default, run with
+//! `--ignored` as root (CI does); without root or the tools it fails saying what is missing.
 
 mod support;
 
@@ -11,24 +12,12 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use rustix::process::Signal;
-use support::daemon::{Daemon, Netns, eventually, netns, run, wait_bounded};
+use support::daemon::{Daemon, Netns, eventually, root_netns, run, wait_bounded};
 
 const HOST_NET: &str = "10.199.5.0/24";
 const TAP_ADDR: &str = "10.199.5.1/24";
 const G1: &str = "10.199.5.2";
 const G2: &str = "10.199.5.3";
-
-macro_rules! skip_unless {
-    ($tag:expr, $tools:expr) => {
-        match netns($tag, $tools) {
-            Ok(ns) => ns,
-            Err(why) => {
-                eprintln!("SKIP {}: {why}", $tag);
-                return;
-            }
-        }
-    };
-}
 
 /// Runs the stock iperf3 client in `ns` with `args`; returns the bytes the receiving side got.
 fn iperf3(ns: &Netns, server: &str, args: &[&str]) -> u64 {
@@ -91,8 +80,9 @@ fn echo_8_mib(ns: &Netns, server: &str) {
 }
 
 #[test]
+#[ignore = "needs root, /dev/net/tun, iproute2, iputils-ping and iperf3: run as root with --ignored (CI does)"]
 fn guests_behind_a_tap_answer_ping_echo_and_iperf3_and_sigterm_leaves_nothing() {
-    let ns = skip_unless!("snbd-prog", &["ip", "ping", "iperf3"]);
+    let ns = root_netns("snbd-prog", &["ip", "ping", "iperf3"]);
     let json = std::env::temp_dir().join(format!("netbackd-test-{}.json", std::process::id()));
     let json_s = json.to_string_lossy().into_owned();
     let mut d = Daemon::start(
@@ -183,8 +173,9 @@ fn guests_behind_a_tap_answer_ping_echo_and_iperf3_and_sigterm_leaves_nothing() 
 }
 
 #[test]
+#[ignore = "needs root, /dev/net/tun, iproute2, iputils-ping and iperf3: run as root with --ignored (CI does)"]
 fn a_persistent_tap_is_attached_and_kept_and_errors_say_what_to_do() {
-    let ns = skip_unless!("snbd-err", &["ip"]);
+    let ns = root_netns("snbd-err", &["ip"]);
     // A persistent TAP someone else made: netbackd attaches and leaves it in place.
     ns.ip(&["tuntap", "add", "sn9", "mode", "tap"]).unwrap();
     ns.ip(&["addr", "add", "10.199.6.1/24", "dev", "sn9"])
@@ -266,13 +257,14 @@ fn run_plain(args: &[&str]) -> std::process::Output {
 }
 
 #[test]
+#[ignore = "needs root and util-linux's setpriv to drop to nobody: run as root with --ignored (CI does)"]
 fn not_root_is_said_plainly() {
     // Run as nobody (util-linux's setpriv): creating a TAP is refused with what to do.
     let setpriv = std::path::Path::new("/usr/bin/setpriv");
-    if !rustix::process::geteuid().is_root() || !setpriv.exists() {
-        eprintln!("SKIP not_root_is_said_plainly: needs root and setpriv to drop to nobody");
-        return;
-    }
+    assert!(
+        rustix::process::geteuid().is_root() && setpriv.exists(),
+        "cannot run: needs root and /usr/bin/setpriv (apt-get install util-linux)"
+    );
     let child = std::process::Command::new(setpriv)
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
         .arg(env!("CARGO_BIN_EXE_netbackd"))
@@ -292,10 +284,11 @@ fn not_root_is_said_plainly() {
 }
 
 #[test]
+#[ignore = "needs root, /dev/net/tun, iproute2, iputils-ping and iperf3: run as root with --ignored (CI does)"]
 fn a_nic_uplink_reaches_guests_through_an_existing_interface() {
     // A veth pair stands in for a NIC and its wire: netbackd takes one end with AF_PACKET, the
     // Linux stack holds an address on the other.
-    let ns = skip_unless!("snbd-nic", &["ip", "ping"]);
+    let ns = root_netns("snbd-nic", &["ip", "ping"]);
     ns.ip(&[
         "link", "add", "wire0", "type", "veth", "peer", "name", "host0",
     ])

@@ -10,6 +10,9 @@ use rustix::process::{Pid, Signal, kill_process};
 
 /// The namespace for a test, or why the test cannot run here (not root, a tool missing).
 pub fn netns(tag: &str, tools: &[&str]) -> Result<Netns, String> {
+    if !rustix::process::geteuid().is_root() {
+        return Err("not root: network namespaces and TAP devices need root".into());
+    }
     if !Path::new("/dev/net/tun").exists() {
         return Err("no /dev/net/tun: load the tun module (modprobe tun)".into());
     }
@@ -23,6 +26,18 @@ pub fn netns(tag: &str, tools: &[&str]) -> Result<Netns, String> {
         }
     }
     Netns::new(tag).map_err(|e| e.to_string())
+}
+
+/// Why a test that needs root and host tools is ignored by default. CI runs as root and
+/// includes them (`cargo test -p netbackd -p hostnet -- --ignored`).
+pub const NEEDS_ROOT: &str = "needs root, /dev/net/tun and iproute2/iputils-ping/iperf3 \
+                              (run as root: cargo test -p netbackd -- --ignored)";
+
+/// A fresh namespace for a test that was asked to run (it is `#[ignore]`d by default): missing
+/// prerequisites fail it with what to install, never skip it silently.
+#[track_caller]
+pub fn root_netns(tag: &str, tools: &[&str]) -> Netns {
+    netns(tag, tools).unwrap_or_else(|why| panic!("{tag}: cannot run: {why}"))
 }
 
 /// Runs a command to completion and insists it succeeds.
