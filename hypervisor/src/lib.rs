@@ -34,4 +34,4 @@ pub use traits::{
     XenDomain, XenStore,
 };
 pub use types::*;
-pub use xenbus::{VifPaths, XenbusState};
+pub use xenbus::{VifConfig, VifPaths, XenbusState};

@@ -46,7 +46,7 @@ pub use domain::{DomainHandle, MAP_AREA_SLOTS};
 pub use evtchn::{EvtchnHandle, EvtchnStats};
 pub use grant::map::{GrantMapping, ReadOnlyMapping};
 /// Paths of a vif device pair, as [`Hypervisor::add_vif`] lays them out (the toolstack's layout).
-pub use hypervisor::VifPaths;
+pub use hypervisor::{VifConfig, VifPaths};
 pub use machine::{Hypervisor, HypervisorStats};
 pub use mem::{PageBorrow, engine_name};
 pub use xenstore::XsConnection;

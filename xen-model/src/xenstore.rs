@@ -20,7 +20,7 @@ use crate::efd::EventFd;
 use crate::machine::Machine;
 use hypervisor::error::{Error, Result};
 use hypervisor::types::{DomId, WatchEvent, XsPerm, XsPermLevel};
-use hypervisor::xenbus::VifPaths;
+use hypervisor::xenbus::{VifConfig, VifPaths};
 
 #[derive(Debug, Clone)]
 struct Node {
@@ -511,14 +511,27 @@ impl crate::machine::Hypervisor {
 
     /// Toolstack (libxl): creates a vif's backend and frontend directories with Xen's
     /// permissions (each end owns its directory, the other end may read it) and cross-links
-    /// them: `frontend`, `frontend-id`, `backend`, `backend-id`, `handle`, `mac`, `online`,
-    /// `state` = 1 (Initialising) on both.
+    /// them: `frontend`, `frontend-id`, `backend`, `backend-id`, `handle`, `mac`, `type`,
+    /// `online`, `state` = 1 (Initialising) on both.
     pub fn add_vif(
         &self,
         frontend: DomId,
         backend: DomId,
         devid: u32,
         mac: &str,
+    ) -> Result<VifPaths> {
+        self.add_vif_with(frontend, backend, devid, &VifConfig::new(mac))
+    }
+
+    /// As [`Hypervisor::add_vif`], with everything a `vif = [...]` entry configures written
+    /// as libxl writes it ([`VifConfig`]: script, bridge, vifname, ip, rate, mtu, type, and an
+    /// empty `hotplug-status` when a hotplug script is to be waited for).
+    pub fn add_vif_with(
+        &self,
+        frontend: DomId,
+        backend: DomId,
+        devid: u32,
+        cfg: &VifConfig,
     ) -> Result<VifPaths> {
         let xs = self.xenstore();
         let paths = VifPaths::new(frontend, backend, devid);
@@ -547,7 +560,7 @@ impl crate::machine::Hypervisor {
         ];
         xs.set_permissions(be, &be_perms)?;
         xs.set_permissions(fe, &fe_perms)?;
-        for (path, value) in paths.toolstack_nodes(frontend, backend, devid, mac) {
+        for (path, value) in paths.toolstack_nodes_with(frontend, backend, devid, cfg) {
             xs.write(&path, &value)?;
         }
         Ok(paths)
