@@ -335,6 +335,8 @@ impl Bridge {
         let ip_lock = &self.ip_locks[ii];
         // One branch per frame on this when the port has no IP lock.
         let ip_locked = ip_lock.is_on();
+        // This batch's ingress counters, added to the port's at the end (its drops, rare, go
+        // straight to the port's).
         let mut rx = PortStats {
             rx_frames: frames.len() as u64,
             ..PortStats::default()
@@ -346,23 +348,23 @@ impl Bridge {
             };
             rx.rx_bytes += len;
             let Some((dst, src)) = macs else {
-                rx.drops.add(DropReason::TooShort, 1);
+                self.stats[ii].drops.add(DropReason::TooShort, 1);
                 continue;
             };
             if src & MAC_GROUP_BIT != 0 {
-                rx.drops.add(DropReason::SrcMulticast, 1);
+                self.stats[ii].drops.add(DropReason::SrcMulticast, 1);
                 continue;
             }
             if src == 0 {
-                rx.drops.add(DropReason::SrcZero, 1);
+                self.stats[ii].drops.add(DropReason::SrcZero, 1);
                 continue;
             }
             if locked && self.fdb.lookup(src, now_ns) != Some(ingress) {
-                rx.drops.add(DropReason::SrcNotAllowed, 1);
+                self.stats[ii].drops.add(DropReason::SrcNotAllowed, 1);
                 continue;
             }
             if ip_locked && let Err(r) = ip_lock.check(h.bytes(), h.frame_len()) {
-                rx.drops.add(r, 1);
+                self.stats[ii].drops.add(r, 1);
                 continue;
             }
             // A dropped frame teaches the table nothing: learn only now.
@@ -379,7 +381,7 @@ impl Bridge {
             if dst & MAC_GROUP_BIT == 0 {
                 if let Some(p) = self.fdb.lookup(dst, now_ns) {
                     if p.0 == ing {
-                        rx.drops.add(DropReason::Hairpin, 1);
+                        self.stats[ii].drops.add(DropReason::Hairpin, 1);
                         continue;
                     }
                     let pi = p.index();
@@ -434,9 +436,6 @@ impl Bridge {
         st.learned += rx.learned;
         st.moves_in += rx.moves_in;
         st.learn_refused += rx.learn_refused;
-        for r in DropReason::ALL {
-            st.drops.add(r, rx.drops.get(r));
-        }
         if self.n_captures != 0 {
             self.capture_after(now, out);
         }
