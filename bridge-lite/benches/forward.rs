@@ -1,6 +1,8 @@
 //! Forwarding rate of bridge-lite in Mpps (criterion `Throughput::Elements` = frames).
 //!
 //! Cases: 64- and 1514-byte frames; 1, 64 and 1024 learned stations per side; batch 1 and 32.
+//! `guest_tx/...`: one guest's 64-byte frames through its MAC-locked vif port to 1024 remote
+//! stations, without and with an IP lock (IPv4 and IPv6 frames), batch 32.
 //! After criterion's cases, the goal case (64 B, 1024 MACs, batch 32) is measured again beside
 //! the in-run baseline, a naive `HashMap` learning switch, and the ratio is printed.
 //!
@@ -28,6 +30,19 @@ fn forward(c: &mut Criterion) {
                 );
             }
         }
+    }
+    for lock in [
+        workload::GuestTx::MacLock,
+        workload::GuestTx::IpLockV4,
+        workload::GuestTx::IpLockV6,
+    ] {
+        let mut w = workload::build_guest_tx(64, 1024, 32, lock);
+        let mut out = Output::new();
+        assert_eq!(w.step(&mut out), 32, "every frame passes the lock");
+        g.throughput(Throughput::Elements(32));
+        g.bench_function(format!("guest_tx/64B/1024mac/batch32/{lock:?}"), |b| {
+            b.iter(|| w.step(&mut out))
+        });
     }
     let mut n = workload::build_naive(64, 1024, 32);
     g.throughput(Throughput::Elements(32));
@@ -59,5 +74,38 @@ fn main() {
         lite.best,
         naive.median,
         lite.median / naive.median
+    );
+
+    // The IP lock's cost: the same guest traffic through its port without and with it, the
+    // three measured in turn each round so that other load on the machine hits them alike.
+    let mut cases = [
+        workload::GuestTx::MacLock,
+        workload::GuestTx::IpLockV4,
+        workload::GuestTx::IpLockV6,
+    ]
+    .map(|lock| (workload::build_guest_tx(64, 1024, 32, lock), Output::new()));
+    let rounds = 9;
+    let rates: Vec<[f64; 3]> = (0..rounds)
+        .map(|_| {
+            let mut round = [0.0; 3];
+            for (rate, (w, out)) in round.iter_mut().zip(cases.iter_mut()) {
+                let r = workload::measure_mpps(|| w.step(out), 32, Duration::from_millis(200), 1);
+                *rate = r.median;
+            }
+            round
+        })
+        .collect();
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let rate = |i: usize| median(rates.iter().map(|r| r[i]).collect());
+    let ratio = |i: usize| median(rates.iter().map(|r| r[i] / r[0]).collect());
+    let (mac, v4, v6) = (rate(0), rate(1), rate(2));
+    println!(
+        "guest tx 64B/1024mac/batch32, median of {rounds} interleaved rounds: MAC lock {mac:.1} \
+         Mpps; with IP lock, IPv4 {v4:.1} Mpps ({:.2}x), IPv6 {v6:.1} Mpps ({:.2}x)",
+        ratio(1),
+        ratio(2)
     );
 }

@@ -1,12 +1,14 @@
 //! The bridge: ports, the batch forwarding path, counters and captures.
 
 use std::io::Write;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::capture::{Capture, CaptureDirection, CaptureSummary};
 use crate::error::BridgeError;
 use crate::fdb::{Fdb, FdbEntry, FdbStats, Learned, MAX_PORT_ID};
 use crate::frame::{Frame, MAC_GROUP_BIT, MAC_MASK, MacAddr, read_macs};
+use crate::iplock::{IpLock, IpLockOptions};
 use crate::output::Output;
 use crate::port::{BridgeSnapshot, DropReason, PortId, PortKind, PortSnapshot, PortStats};
 
@@ -57,6 +59,8 @@ pub struct Bridge {
     learning: Vec<bool>,
     /// Per port: accept only sources pinned to the port (default false).
     locked: Vec<bool>,
+    /// Per port: the addresses it may send from (default none: no IP lock).
+    ip_locks: Vec<IpLock>,
     stats: Vec<PortStats>,
     /// Live port ids in ascending order: the flood set.
     flood_list: Vec<u16>,
@@ -94,6 +98,7 @@ impl Bridge {
             up: Vec::new(),
             learning: Vec::new(),
             locked: Vec::new(),
+            ip_locks: Vec::new(),
             stats: Vec::new(),
             flood_list: Vec::new(),
             captures: Vec::new(),
@@ -114,6 +119,7 @@ impl Bridge {
                 self.up.push(false);
                 self.learning.push(true);
                 self.locked.push(false);
+                self.ip_locks.push(IpLock::default());
                 self.stats.push(PortStats::default());
                 self.captures.push(None);
                 self.ports.len() - 1
@@ -129,6 +135,7 @@ impl Bridge {
         self.up[idx] = true;
         self.learning[idx] = true;
         self.locked[idx] = false;
+        self.ip_locks[idx] = IpLock::default();
         self.stats[idx] = PortStats::default();
         self.rebuild_flood_list();
         Ok(PortId(idx as u16))
@@ -196,6 +203,57 @@ impl Bridge {
         Ok(())
     }
 
+    /// Locks the port to IP addresses (anti-spoofing, the `ip` key of a vif: what Xen's
+    /// vif-common.sh enforces with iptables): frames from the port then pass only if their
+    /// IPv4 or IPv6 source (or ARP sender) is one of `addrs`, with the exceptions neighbour
+    /// discovery and DHCP need, and only IPv4, ARP and IPv6 pass unless
+    /// [`IpLockOptions::other_ethertypes`]. The rules, and why, are in [`crate::iplock`]; each
+    /// breach is counted on this port under its [`DropReason`]. An empty list removes the lock
+    /// (the default). Both families are locked as soon as one address is given: with IPv4
+    /// addresses only, the port's IPv6 may come only from `::` and link-local addresses; with
+    /// IPv6 only, its IPv4 is only DHCP from 0.0.0.0 and its ARP only probes. Combine it with
+    /// [`Bridge::set_port_locked`]: the IP lock trusts the frame's source MAC.
+    ///
+    /// Unspecified, multicast and broadcast addresses are refused (`InvalidConfig`); the lock
+    /// is then left as it was.
+    pub fn set_port_ips(&mut self, port: PortId, addrs: &[IpAddr]) -> Result<(), BridgeError> {
+        let i = self.check(port)?;
+        let bad = |a: &IpAddr| match a {
+            IpAddr::V4(a) => a.is_unspecified() || a.is_multicast() || a.is_broadcast(),
+            IpAddr::V6(a) => a.is_unspecified() || a.is_multicast(),
+        };
+        if addrs.iter().any(bad) {
+            return Err(BridgeError::InvalidConfig {
+                what: "an IP lock address must be unicast (not unspecified, multicast or \
+                       broadcast)",
+            });
+        }
+        self.ip_locks[i].set_addrs(addrs);
+        Ok(())
+    }
+
+    /// The addresses the port's IP lock allows, IPv4 first (empty: no IP lock).
+    pub fn port_ips(&self, port: PortId) -> Result<Vec<IpAddr>, BridgeError> {
+        Ok(self.ip_locks[self.check(port)?].addrs())
+    }
+
+    /// Sets the port's IP lock options (kept when its addresses change; they matter only while
+    /// it has addresses).
+    pub fn set_port_ip_options(
+        &mut self,
+        port: PortId,
+        opts: IpLockOptions,
+    ) -> Result<(), BridgeError> {
+        let i = self.check(port)?;
+        self.ip_locks[i].opts = opts;
+        Ok(())
+    }
+
+    /// The port's IP lock options.
+    pub fn port_ip_options(&self, port: PortId) -> Result<IpLockOptions, BridgeError> {
+        Ok(self.ip_locks[self.check(port)?].opts)
+    }
+
     /// Whether the port is up.
     pub fn port_is_up(&self, port: PortId) -> Result<bool, BridgeError> {
         Ok(self.up[self.check(port)?])
@@ -235,8 +293,8 @@ impl Bridge {
     /// appends each forwarded handle to `out`'s queue for its egress port: known unicast to one
     /// port, broadcast/multicast/unknown unicast cloned to every other live port that is up;
     /// never back out of `ingress`. Frames are dropped (and counted) when shorter than 14
-    /// bytes, when their source is multicast or zero, or when the ingress or egress port is
-    /// down.
+    /// bytes, when their source is multicast or zero, when the ingress or egress port is
+    /// down, and on a locked port when they fail its MAC or IP lock.
     ///
     /// On error (no such ingress port) `frames` is left untouched, so the caller keeps its
     /// handles.
@@ -274,6 +332,11 @@ impl Bridge {
 
         let ing = ingress.0;
         let (learning, locked) = (self.learning[ii], self.locked[ii]);
+        let ip_lock = &self.ip_locks[ii];
+        // One branch per frame on this when the port has no IP lock.
+        let ip_locked = ip_lock.is_on();
+        // This batch's ingress counters, added to the port's at the end (its drops, rare, go
+        // straight to the port's).
         let mut rx = PortStats {
             rx_frames: frames.len() as u64,
             ..PortStats::default()
@@ -285,23 +348,27 @@ impl Bridge {
             };
             rx.rx_bytes += len;
             let Some((dst, src)) = macs else {
-                rx.drops.add(DropReason::TooShort, 1);
+                self.stats[ii].drops.add(DropReason::TooShort, 1);
                 continue;
             };
             if src & MAC_GROUP_BIT != 0 {
-                rx.drops.add(DropReason::SrcMulticast, 1);
+                self.stats[ii].drops.add(DropReason::SrcMulticast, 1);
                 continue;
             }
             if src == 0 {
-                rx.drops.add(DropReason::SrcZero, 1);
+                self.stats[ii].drops.add(DropReason::SrcZero, 1);
                 continue;
             }
-            if locked {
-                if self.fdb.lookup(src, now_ns) != Some(ingress) {
-                    rx.drops.add(DropReason::SrcNotAllowed, 1);
-                    continue;
-                }
-            } else if learning {
+            if locked && self.fdb.lookup(src, now_ns) != Some(ingress) {
+                self.stats[ii].drops.add(DropReason::SrcNotAllowed, 1);
+                continue;
+            }
+            if ip_locked && let Err(r) = ip_lock.check(h.bytes(), h.frame_len()) {
+                self.stats[ii].drops.add(r, 1);
+                continue;
+            }
+            // A dropped frame teaches the table nothing: learn only now.
+            if !locked && learning {
                 match self.fdb.learn(src, ingress, now_ns) {
                     Learned::Refreshed => {}
                     Learned::New | Learned::Evicted { .. } => rx.learned += 1,
@@ -314,7 +381,7 @@ impl Bridge {
             if dst & MAC_GROUP_BIT == 0 {
                 if let Some(p) = self.fdb.lookup(dst, now_ns) {
                     if p.0 == ing {
-                        rx.drops.add(DropReason::Hairpin, 1);
+                        self.stats[ii].drops.add(DropReason::Hairpin, 1);
                         continue;
                     }
                     let pi = p.index();
@@ -369,9 +436,6 @@ impl Bridge {
         st.learned += rx.learned;
         st.moves_in += rx.moves_in;
         st.learn_refused += rx.learn_refused;
-        for r in DropReason::ALL {
-            st.drops.add(r, rx.drops.get(r));
-        }
         if self.n_captures != 0 {
             self.capture_after(now, out);
         }
@@ -461,6 +525,7 @@ impl Bridge {
                         up: self.up[i],
                         learning: self.learning[i],
                         locked: self.locked[i],
+                        ips: self.ip_locks[i].addrs(),
                         capturing: self.captures[i].is_some(),
                         learned_macs: self.fdb.port_entries(id),
                         stats: self.stats[i],

@@ -4,8 +4,9 @@
 //! forwarding, nothing more. bridge-lite is that switch: ports (guest [`PortKind::Vif`]s and
 //! an [`PortKind::Uplink`]), a fixed-capacity MAC table ([`fdb`]), a batch API that turns a
 //! burst of frame *handles* from one port into per-port output queues ([`Bridge::forward`],
-//! [`Output`]), per-port counters with drop reasons ([`PortStats`]), and pcap capture of any
-//! port ([`Bridge::start_capture`]).
+//! [`Output`]), per-port counters with drop reasons ([`PortStats`]), anti-spoofing per port
+//! (MAC: [`Bridge::set_port_locked`]; IP: [`Bridge::set_port_ips`], see [`iplock`]), and pcap
+//! capture of any port ([`Bridge::start_capture`]).
 //!
 //! The switch moves handles, never bytes: see [`frame`] for the handle contract and why it is
 //! generic. The hot path reads only the fixed 14-byte Ethernet header; full validation with
@@ -42,6 +43,7 @@ mod error;
 pub mod fdb;
 pub mod frame;
 mod inspect;
+pub mod iplock;
 mod output;
 mod port;
 pub mod testkit;
@@ -52,5 +54,6 @@ pub use error::BridgeError;
 pub use fdb::{FdbEntry, FdbStats};
 pub use frame::{ETH_HLEN, Frame, FrameRef, MacAddr};
 pub use inspect::{FrameInfo, inspect};
+pub use iplock::IpLockOptions;
 pub use output::Output;
 pub use port::{BridgeSnapshot, DropCounts, DropReason, PortId, PortKind, PortSnapshot, PortStats};

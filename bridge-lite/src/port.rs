@@ -1,6 +1,7 @@
 //! Ports: identity, kind, state and counters.
 
 use std::fmt;
+use std::net::IpAddr;
 
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
@@ -78,11 +79,34 @@ pub enum DropReason {
     /// Received on a locked port from a source MAC that is not pinned to (or, before locking,
     /// learned on) that port: anti-spoofing, counted on the ingress port.
     SrcNotAllowed,
+    /// Received on an IP-locked port from an IPv4 or IPv6 source address, or with an ARP
+    /// sender address, that is not the port's (nor DHCP from 0.0.0.0, an ARP probe, `::` or
+    /// link-local). The remaining reasons up to [`DropReason::IpHeadShort`] are IP lock drops
+    /// too, all counted on the ingress port; see [`crate::Bridge::set_port_ips`].
+    SrcIpNotAllowed,
+    /// ARP whose sender hardware address is not the frame's source MAC.
+    ArpSenderMac,
+    /// IPv6 Neighbour Advertisement whose target is not one of the port's addresses nor the
+    /// link-local address it is sent from.
+    NdTargetNotAllowed,
+    /// ICMPv6 Router Advertisement or Redirect from a port that is not a router.
+    NotARouter,
+    /// VLAN-tagged (the switch does not look inside tags, so it cannot check the addresses).
+    VlanTagged,
+    /// An EtherType the lock cannot check (not IPv4, ARP or IPv6), not allowed on the port.
+    EtherTypeNotAllowed,
+    /// IPv4, IPv6 or ARP header that is malformed or truncated: wrong version, IPv4 header
+    /// shorter than 20 bytes, ARP not for Ethernet and IPv4, a checked field past the end of the
+    /// frame (or of the IPv6 payload), or too many IPv6 extension headers.
+    IpMalformed,
+    /// The checked fields are inside the frame but beyond the head its handle lends, so the
+    /// lock cannot decide (see [`crate::Frame::bytes`]).
+    IpHeadShort,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 7] = [
+    pub const ALL: [DropReason; 15] = [
         DropReason::TooShort,
         DropReason::SrcMulticast,
         DropReason::SrcZero,
@@ -90,6 +114,14 @@ impl DropReason {
         DropReason::EgressDown,
         DropReason::Hairpin,
         DropReason::SrcNotAllowed,
+        DropReason::SrcIpNotAllowed,
+        DropReason::ArpSenderMac,
+        DropReason::NdTargetNotAllowed,
+        DropReason::NotARouter,
+        DropReason::VlanTagged,
+        DropReason::EtherTypeNotAllowed,
+        DropReason::IpMalformed,
+        DropReason::IpHeadShort,
     ];
 
     /// Short name for reports.
@@ -102,6 +134,14 @@ impl DropReason {
             DropReason::EgressDown => "egress_down",
             DropReason::Hairpin => "hairpin",
             DropReason::SrcNotAllowed => "src_not_allowed",
+            DropReason::SrcIpNotAllowed => "src_ip_not_allowed",
+            DropReason::ArpSenderMac => "arp_sender_mac",
+            DropReason::NdTargetNotAllowed => "nd_target_not_allowed",
+            DropReason::NotARouter => "not_a_router",
+            DropReason::VlanTagged => "vlan_tagged",
+            DropReason::EtherTypeNotAllowed => "ethertype_not_allowed",
+            DropReason::IpMalformed => "ip_malformed",
+            DropReason::IpHeadShort => "ip_head_short",
         }
     }
 }
@@ -182,6 +222,8 @@ pub struct PortSnapshot {
     pub learning: bool,
     /// Whether the port is locked (accepts only pinned sources).
     pub locked: bool,
+    /// The addresses the port's IP lock allows (empty: no IP lock).
+    pub ips: Vec<IpAddr>,
     /// Learned MACs it holds in the table (expired ones until reclaimed).
     pub learned_macs: u32,
     /// Whether a pcap capture is running on it.

@@ -11,10 +11,15 @@
 //! Frame sizes are wire sizes: "64" is a 60-byte buffer (plus the 4-byte FCS the wire adds),
 //! "1514" a 1514-byte buffer. Only the 14-byte header is read either way; the larger pool just
 //! spreads those headers over more memory.
+//!
+//! [`build_guest_tx`] measures the other direction, one guest's transmit through its locked
+//! vif port (MAC-locked, as netback locks every vif with a configured MAC, and optionally
+//! IP-locked) to `macs` remote stations behind the uplink: the cost of the IP lock's check.
 
 #![allow(dead_code)]
 
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use bridge_lite::testkit::udp_frame;
@@ -37,6 +42,8 @@ fn remote(k: usize) -> MacAddr {
 pub struct Workload {
     pub bridge: Bridge,
     pub uplink: PortId,
+    /// The port the measured frames come in on (the uplink, or the guest's vif).
+    pub ingress: PortId,
     pub pool: &'static [Vec<u8>],
     pub batch: usize,
     pub now: Duration,
@@ -93,12 +100,77 @@ pub fn build(wire_len: usize, macs: usize, batch: usize) -> Workload {
     Workload {
         bridge,
         uplink,
+        ingress: uplink,
         pool,
         batch,
         now,
         next: 0,
         handles: Vec::new(),
     }
+}
+
+/// The guest's addresses: `udp_frame` sends from 192.0.2.1, `udp6_frame` from 2001:db8::1.
+const GUEST_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+const GUEST_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+
+/// Which lock the guest's port has in [`build_guest_tx`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestTx {
+    /// MAC lock only; IPv4 frames.
+    MacLock,
+    /// MAC and IP lock; IPv4 frames from the guest's address.
+    IpLockV4,
+    /// MAC and IP lock; IPv6 frames from the guest's address.
+    IpLockV6,
+}
+
+/// An Ethernet II / IPv6 / UDP frame from 2001:db8::1, `len` bytes (at least 62).
+pub fn udp6_frame(src: MacAddr, dst: MacAddr, len: usize, seq: u32) -> Vec<u8> {
+    let payload: Vec<u8> = seq
+        .to_be_bytes()
+        .iter()
+        .copied()
+        .cycle()
+        .take(len.max(62) - 62)
+        .collect();
+    let mut out = Vec::new();
+    etherparse::PacketBuilder::ethernet2(src.0, dst.0)
+        .ipv6(
+            GUEST_V6.octets(),
+            [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+            64,
+        )
+        .udp(9, 9)
+        .write(&mut out, &payload)
+        .expect("building a test frame into a Vec");
+    out
+}
+
+/// One guest on vif 1 sending to `macs` remote stations behind the uplink (all learned), its
+/// port locked as `lock` says.
+pub fn build_guest_tx(wire_len: usize, macs: usize, batch: usize, lock: GuestTx) -> Workload {
+    let mut w = build(wire_len, macs, batch);
+    let vif = w.bridge.ports().nth(1).expect("vif 1");
+    let me = guest(0);
+    w.bridge.add_static(me, vif).expect("static entry");
+    w.bridge.set_port_locked(vif, true).expect("lock");
+    if lock != GuestTx::MacLock {
+        let ips = [IpAddr::V4(GUEST_V4), IpAddr::V6(GUEST_V6)];
+        w.bridge.set_port_ips(vif, &ips).expect("ip lock");
+    }
+    let len = buffer_len(wire_len);
+    let pool: Vec<Vec<u8>> = (0..POOL)
+        .map(|i| {
+            let to = remote((i * 7919) % macs);
+            match lock {
+                GuestTx::IpLockV6 => udp6_frame(me, to, len, i as u32),
+                _ => udp_frame(me, to, len, i as u32),
+            }
+        })
+        .collect();
+    w.pool = Box::leak(pool.into_boxed_slice());
+    w.ingress = vif;
+    w
 }
 
 impl Workload {
@@ -113,7 +185,7 @@ impl Workload {
         }
         self.now += Duration::from_micros(1);
         self.bridge
-            .forward(self.uplink, &mut batch, self.now, out)
+            .forward(self.ingress, &mut batch, self.now, out)
             .expect("forward");
         let n = out.len();
         out.clear();
