@@ -576,15 +576,12 @@ impl<D: BackendDomain> VifControl for Datapath<D> {
                 domid: id.domid,
                 handle: id.devid,
             })
-            .map_err(|e| {
-                FrontendError::Connect(hypervisor::Error::Unsupported {
-                    what: "another switch port",
-                    hint: if matches!(e, bridge_lite::BridgeError::TooManyPorts { .. }) {
-                        "the switch is full; detach a vif first"
-                    } else {
-                        "the switch refused the port"
-                    },
-                })
+            .map_err(|e| FrontendError::NoSwitchPort {
+                hint: if matches!(e, bridge_lite::BridgeError::TooManyPorts { .. }) {
+                    "the switch is full; detach a vif first"
+                } else {
+                    "the switch refused the port"
+                },
             })?;
         let _ = self.bridge.set_port_mac_limit(port, self.cfg.vif_mac_limit);
         if let Some(mac) = mac {

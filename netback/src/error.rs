@@ -1,16 +1,16 @@
 //! netback's error types.
 
-use std::fmt;
-
 use crate::vif::VifId;
 
 /// What went wrong in the backend. Guest misbehaviour is not an error of the backend as a whole:
 /// it disables that vif ([`crate::Fatal`]) and the rest carries on.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A hypervisor call failed.
-    Hypervisor(hypervisor::Error),
+    #[error("hypervisor call failed: {0}")]
+    Hypervisor(#[from] hypervisor::Error),
     /// A tunable is out of range.
+    #[error("netback config: {what} {why}")]
     Config {
         /// Which setting.
         what: &'static str,
@@ -18,25 +18,30 @@ pub enum Error {
         why: &'static str,
     },
     /// A frontend cannot be connected.
+    #[error("{id}: frontend cannot be connected: {reason}{}", reason.advice())]
     Frontend {
         /// The vif.
         id: VifId,
         /// What is wrong.
+        #[source]
         reason: FrontendError,
     },
     /// The bridge refused an operation.
-    Bridge(bridge_lite::BridgeError),
+    #[error("bridge: {0}")]
+    Bridge(#[from] bridge_lite::BridgeError),
 }
 
 /// Why a frontend's xenstore keys cannot be used (written to the backend's `error` node).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FrontendError {
     /// A key the protocol requires is missing.
+    #[error("{key} missing")]
     Missing {
         /// The key.
         key: &'static str,
     },
     /// A key holds something other than a number.
+    #[error("{key} is {value:?}, not a number")]
     NotANumber {
         /// The key.
         key: &'static str,
@@ -44,6 +49,7 @@ pub enum FrontendError {
         value: String,
     },
     /// `multi-queue-num-queues` above what this backend offers.
+    #[error("multi-queue-num-queues {asked} is above this backend's maximum of {max}")]
     TooManyQueues {
         /// Queues asked for.
         asked: u32,
@@ -51,71 +57,30 @@ pub enum FrontendError {
         max: u32,
     },
     /// Split event channels asked for; this backend offers `feature-split-event-channels=0`.
+    #[error("split event channels requested but feature-split-event-channels is 0")]
     SplitEventChannels,
     /// Page flipping asked for (`request-rx-copy=0`) but not offered.
+    #[error("frontend asks for page flipping (request-rx-copy=0) but feature-rx-flip is 0")]
     FlipNotOffered,
     /// Mapping the rings or binding the event channel failed.
+    // Not `#[source]`: source() stays None, as before (the message includes the error).
+    #[error("mapping its rings or binding its channel: {0}")]
     Connect(hypervisor::Error),
+    /// The switch has no port for the vif: a limit of this backend, not the frontend's doing.
+    #[error("no switch port for it: {hint}")]
+    NoSwitchPort {
+        /// What to do, chosen where the switch refused.
+        hint: &'static str,
+    },
 }
 
-impl fmt::Display for FrontendError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl FrontendError {
+    /// What [`Error::Frontend`] advises after the reason: the guest can fix everything but a
+    /// full switch, whose own hint already says what to do.
+    fn advice(&self) -> &'static str {
         match self {
-            FrontendError::Missing { key } => write!(f, "{key} missing"),
-            FrontendError::NotANumber { key, value } => {
-                write!(f, "{key} is {value:?}, not a number")
-            }
-            FrontendError::TooManyQueues { asked, max } => write!(
-                f,
-                "multi-queue-num-queues {asked} is above this backend's maximum of {max}"
-            ),
-            FrontendError::SplitEventChannels => {
-                f.write_str("split event channels requested but feature-split-event-channels is 0")
-            }
-            FrontendError::FlipNotOffered => f.write_str(
-                "frontend asks for page flipping (request-rx-copy=0) but feature-rx-flip is 0",
-            ),
-            FrontendError::Connect(e) => write!(f, "mapping its rings or binding its channel: {e}"),
+            FrontendError::NoSwitchPort { .. } => "",
+            _ => "; fix the guest's netfront or its xenstore keys and reconnect",
         }
-    }
-}
-
-impl std::error::Error for FrontendError {}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Hypervisor(e) => write!(f, "hypervisor call failed: {e}"),
-            Error::Config { what, why } => write!(f, "netback config: {what} {why}"),
-            Error::Frontend { id, reason } => write!(
-                f,
-                "{id}: frontend cannot be connected: {reason}; fix the guest's netfront or its \
-                 xenstore keys and reconnect"
-            ),
-            Error::Bridge(e) => write!(f, "bridge: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Error::Hypervisor(e) => Some(e),
-            Error::Bridge(e) => Some(e),
-            Error::Frontend { reason, .. } => Some(reason),
-            Error::Config { .. } => None,
-        }
-    }
-}
-
-impl From<hypervisor::Error> for Error {
-    fn from(e: hypervisor::Error) -> Self {
-        Error::Hypervisor(e)
-    }
-}
-
-impl From<bridge_lite::BridgeError> for Error {
-    fn from(e: bridge_lite::BridgeError) -> Self {
-        Error::Bridge(e)
     }
 }
