@@ -400,7 +400,7 @@ fn ladder(cfg: &RunConfig, json: Option<PathBuf>, svg: Option<PathBuf>) -> Resul
 }
 
 fn report(json: PathBuf, svg: Option<PathBuf>) -> Result<(), Error> {
-    let text = std::fs::read_to_string(&json).map_err(|source| Error::Io {
+    let text = std::fs::read_to_string(&json).map_err(|source| Error::Read {
         path: json.clone(),
         source,
     })?;

@@ -254,30 +254,20 @@ pub const SHORT: Probe = Probe {
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 /// Why a probe has no answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ProbeError {
     /// Both CPUs are the same, or the probe asks for no round trips.
+    #[error("nothing to probe (one CPU, or no round trips asked)")]
     Nothing,
     /// A probe thread could not be pinned (a cpuset that excludes the CPU?).
+    #[error("a probe thread could not be pinned to its CPU (is the process confined to a cpuset?)")]
     Pin,
     /// The probe ran past its limit: a probe thread was not scheduled (a loaded machine).
+    #[error(
+        "the probe ran past its time limit: a probe thread was not scheduled (the machine is \
+         overloaded; retry when it is quieter)"
+    )]
     Limit,
-}
-
-impl fmt::Display for ProbeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ProbeError::Nothing => "nothing to probe (one CPU, or no round trips asked)",
-            ProbeError::Pin => {
-                "a probe thread could not be pinned to its CPU (is the process confined to a \
-                 cpuset?)"
-            }
-            ProbeError::Limit => {
-                "the probe ran past its time limit: a probe thread was not scheduled (the \
-                 machine is overloaded; retry when it is quieter)"
-            }
-        })
-    }
 }
 
 /// How long a cache line takes to go from CPU `a` to CPU `b` and back: two threads pinned

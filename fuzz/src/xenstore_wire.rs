@@ -63,7 +63,7 @@ pub fn decode(stream: &[u8], splits: &[usize]) -> Decoded {
                 Err(e) => {
                     assert!(has, "has_message() said no but next_message failed");
                     assert!(
-                        matches!(e, WireError::PayloadTooLong { len } if len > PAYLOAD_MAX),
+                        matches!(e, WireError::PayloadTooLong { len, .. } if len > PAYLOAD_MAX),
                         "decoder error {e:?}"
                     );
                     // The error is sticky: the stream has lost its framing.

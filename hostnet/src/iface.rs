@@ -31,14 +31,15 @@ pub fn check_name(name: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// The index of interface `name` in the network namespace of socket `sock` (any socket).
-pub(crate) fn index(sock: impl AsFd, name: &str) -> Result<u32, Error> {
+/// The index of interface `name` in the network namespace of socket `sock` (any socket);
+/// `denied` is the advice should the kernel refuse (see [`denied`](crate::error::denied)).
+pub(crate) fn index(sock: impl AsFd, name: &str, denied: &'static str) -> Result<u32, Error> {
     check_name(name)?;
     rustix::net::netdevice::name_to_index(sock, name).map_err(|e| match e {
         rustix::io::Errno::NODEV => Error::NoSuchInterface {
             name: name.to_owned(),
         },
-        e => Error::io("looking up interface", name, e),
+        e => Error::io("looking up interface", name, e, denied),
     })
 }
 

@@ -34,6 +34,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use rustix::thread::LinkNameSpaceType;
 
 use crate::Error;
+use crate::error::denied;
 
 /// `ip netns add` and `del` mount and unmount under /run/netns; one at a time per process.
 static IP_NETNS_LOCK: Mutex<()> = Mutex::new(());
@@ -122,9 +123,10 @@ impl Netns {
 /// does not hold the guard.
 pub fn enter(name: &str) -> Result<(), Error> {
     let path = format!("/run/netns/{name}");
-    let file = File::open(&path).map_err(|e| Error::io("opening namespace", &path, e))?;
+    let file =
+        File::open(&path).map_err(|e| Error::io("opening namespace", &path, e, denied::NETNS))?;
     rustix::thread::move_into_link_name_space(file.as_fd(), Some(LinkNameSpaceType::Network))
-        .map_err(|e| Error::io("entering namespace (setns)", &path, e))
+        .map_err(|e| Error::io("entering namespace (setns)", &path, e, denied::NETNS))
 }
 
 impl Drop for Netns {
@@ -152,7 +154,7 @@ fn run(cmd: &mut Command) -> Result<String, Error> {
     let command = line();
     let out: Output = cmd.output().map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => Error::ToolMissing { tool: "ip" },
-        _ => Error::io("running", &command, e),
+        _ => Error::io("running", &command, e, denied::EXEC),
     })?;
     if !out.status.success() {
         return Err(Error::Command {

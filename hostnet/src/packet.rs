@@ -18,6 +18,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use rustix::net::{AddressFamily, SendAncillaryBuffer, SendFlags, SocketFlags, SocketType};
 
+use crate::error::denied;
 use crate::sys::{self, MMSG_MAX, RecvMeta};
 use crate::vnet::HdrLen;
 use crate::{Error, iface};
@@ -82,9 +83,9 @@ impl PacketSocket {
             SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
             None,
         )
-        .map_err(|e| Error::io("opening AF_PACKET socket", ifname, e))?;
-        let ifindex = iface::index(&fd, ifname)?;
-        let fail = |op| move |e| Error::io(op, ifname, e);
+        .map_err(|e| Error::io("opening AF_PACKET socket", ifname, e, denied::NET_RAW))?;
+        let ifindex = iface::index(&fd, ifname, denied::NET_RAW)?;
+        let fail = |op| move |e| Error::io(op, ifname, e, denied::NET_RAW);
         sys::set_int_opt(
             fd.as_fd(),
             libc::SOL_PACKET,
@@ -102,7 +103,7 @@ impl PacketSocket {
                              open it without the virtio-net header"
                         ),
                     },
-                    _ => Error::io("PACKET_VNET_HDR", ifname, e),
+                    _ => Error::io("PACKET_VNET_HDR", ifname, e, denied::NET_RAW),
                 },
             )?;
         }
@@ -112,7 +113,7 @@ impl PacketSocket {
             Some(libc::ENODEV) => Error::NoSuchInterface {
                 name: ifname.to_owned(),
             },
-            _ => Error::io("binding AF_PACKET socket", ifname, e),
+            _ => Error::io("binding AF_PACKET socket", ifname, e, denied::NET_RAW),
         })?;
         Ok(PacketSocket {
             fd,

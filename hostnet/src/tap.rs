@@ -16,6 +16,7 @@ use std::sync::{Mutex, PoisonError};
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 
+use crate::error::denied;
 use crate::netlink::Route;
 use crate::sys::{self, IfReq};
 use crate::vnet::HdrLen;
@@ -118,7 +119,7 @@ impl Tap {
         )
         .map_err(|e| match e {
             Errno::NOENT | Errno::NODEV | Errno::NXIO => Error::NoTunDevice,
-            e => Error::io("opening /dev/net/tun", name, e),
+            e => Error::io("opening /dev/net/tun", name, e, denied::TUN_DEVICE),
         })?;
 
         let mut flags = IFF_TAP | IFF_NO_PI;
@@ -141,11 +142,11 @@ impl Tap {
                     Some(libc::EBUSY) => Error::TapBusy {
                         name: name.to_owned(),
                     },
-                    _ => Error::io("attaching to TAP", name, e),
+                    _ => Error::io("attaching to TAP", name, e, denied::NET_ADMIN),
                 })?;
                 false
             }
-            Err(e) => return Err(Error::io("creating TAP", name, e)),
+            Err(e) => return Err(Error::io("creating TAP", name, e, denied::NET_ADMIN)),
         };
         // The kernel writes back the final name (it expands a `%d` pattern).
         let name = String::from_utf8_lossy(req.name()).into_owned();
@@ -153,18 +154,20 @@ impl Tap {
         if let Some(len) = config.vnet_hdr {
             let size = len.bytes() as libc::c_int;
             sys::tun_set_vnet_hdr_sz(fd.as_fd(), size)
-                .map_err(|e| Error::io("TUNSETVNETHDRSZ", &name, e))?;
-            sys::tun_set_vnet_le(fd.as_fd()).map_err(|e| Error::io("TUNSETVNETLE", &name, e))?;
+                .map_err(|e| Error::io("TUNSETVNETHDRSZ", &name, e, denied::NET_ADMIN))?;
+            sys::tun_set_vnet_le(fd.as_fd())
+                .map_err(|e| Error::io("TUNSETVNETLE", &name, e, denied::NET_ADMIN))?;
         }
         sys::tun_set_offload(fd.as_fd(), config.offload).map_err(|e| match e.raw_os_error() {
             Some(libc::EINVAL) => Error::BadConfig {
                 what: format!("the kernel refused offloads {:#x} on {name}: drop the ones it lacks (UFO, USO)", config.offload),
             },
-            _ => Error::io("TUNSETOFFLOAD", &name, e),
+            _ => Error::io("TUNSETOFFLOAD", &name, e, denied::NET_ADMIN),
         })?;
 
-        let route = Route::open().map_err(|e| Error::io("opening rtnetlink", &name, e))?;
-        let ifindex = iface::index(&route, &name)?;
+        let route = Route::open()
+            .map_err(|e| Error::io("opening rtnetlink", &name, e, denied::NET_ADMIN))?;
+        let ifindex = iface::index(&route, &name, denied::NET_ADMIN)?;
         let tap = Tap {
             fd,
             route: Mutex::new(route),
@@ -208,14 +211,14 @@ impl Tap {
     /// The interface's MAC address (the host side's; a frame for the host carries it).
     pub fn mac(&self) -> Result<[u8; 6], Error> {
         sys::hw_addr(self.route().as_fd(), self.name.as_bytes())
-            .map_err(|e| Error::io("SIOCGIFHWADDR", &self.name, e))
+            .map_err(|e| Error::io("SIOCGIFHWADDR", &self.name, e, denied::NET_ADMIN))
     }
 
     /// Brings the interface up (`ip link set NAME up`).
     pub fn set_up(&self) -> Result<(), Error> {
         self.route()
             .set_up(self.ifindex, true)
-            .map_err(|e| Error::io("setting interface up", &self.name, e))
+            .map_err(|e| Error::io("setting interface up", &self.name, e, denied::NET_ADMIN))
     }
 
     /// Sets the interface's MTU (`ip link set NAME mtu MTU`).
@@ -229,7 +232,7 @@ impl Tap {
                         self.name
                     ),
                 },
-                _ => Error::io("setting MTU", &self.name, e),
+                _ => Error::io("setting MTU", &self.name, e, denied::NET_ADMIN),
             })
     }
 
@@ -248,7 +251,7 @@ impl Tap {
                     addr,
                     prefix_len,
                 },
-                _ => Error::io("adding address", &self.name, e),
+                _ => Error::io("adding address", &self.name, e, denied::NET_ADMIN),
             })
     }
 

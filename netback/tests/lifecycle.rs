@@ -44,7 +44,7 @@ fn sees_backend_close(g: &mut Guest) {
         }
     };
     assert!(
-        matches!(err, netfront::Error::BackendClosed { state: 5 | 6 }),
+        matches!(err, netfront::Error::BackendClosed { state: 5 | 6, .. }),
         "{err}"
     );
 }

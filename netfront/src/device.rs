@@ -57,15 +57,22 @@ impl<D: FrontendDomain> Netfront<D> {
         let _s = xenoprof::scope(Class::NETFRONT);
         let xs = dom.xenstore().map_err(Error::hv("open xenstore"))?;
         let fe_dir = format!("/local/domain/{}/device/vif/{devid}", dom.domid());
+        // Only a missing node means the toolstack has not created the vif; any other failure
+        // (xenstore gone, access refused) is the hypervisor's, with its own advice.
+        let no_device = |op| {
+            let path = fe_dir.clone();
+            move |e| match e {
+                hypervisor::Error::XsNoEntry(_) => Error::NoDevice { path },
+                source => Error::Hypervisor { op, source },
+            }
+        };
         let be_dir = xs
             .read(&format!("{fe_dir}/backend"))
-            .map_err(|_| Error::NoDevice {
-                path: fe_dir.clone(),
-            })?;
+            .map_err(no_device("xenstore read backend"))?;
         let be_id_path = format!("{fe_dir}/backend-id");
-        let be_id_s = xs.read(&be_id_path).map_err(|_| Error::NoDevice {
-            path: fe_dir.clone(),
-        })?;
+        let be_id_s = xs
+            .read(&be_id_path)
+            .map_err(no_device("xenstore read backend-id"))?;
         let backend: DomId = be_id_s
             .trim()
             .parse()
@@ -431,7 +438,10 @@ impl<D: FrontendDomain> Netfront<D> {
         if fired {
             let s = xenbus::read_state(&self.xs, &self.be_dir)?;
             if matches!(s, XenbusState::Closing | XenbusState::Closed) {
-                return Err(self.disconnect(Error::BackendClosed { state: s as u32 }));
+                return Err(self.disconnect(Error::BackendClosed {
+                    state: s as u32,
+                    hint: "close this device",
+                }));
             }
         }
         Ok(())

@@ -1,14 +1,14 @@
 //! The crate's error type.
 
-use std::fmt;
 use std::time::Duration;
 
 use netif_ring::RingError;
 
 /// Everything that can go wrong in netfront.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     /// A hypervisor call failed.
+    #[error("netfront: {op} failed: {source}")]
     Hypervisor {
         /// What netfront was doing.
         op: &'static str,
@@ -16,11 +16,13 @@ pub enum Error {
         source: hypervisor::Error,
     },
     /// The toolstack has not created the vif (no frontend directory or backend link).
+    #[error("netfront: no vif at {path}: the toolstack must create it (add_vif) before connect")]
     NoDevice {
         /// The frontend directory looked at.
         path: String,
     },
     /// A xenstore value is missing or not what the protocol allows.
+    #[error("netfront: xenstore node {path} holds {value:?}, which the protocol does not allow")]
     BadXenstoreValue {
         /// The node.
         path: String,
@@ -28,6 +30,7 @@ pub enum Error {
         value: String,
     },
     /// The backend did not reach a state in time.
+    #[error("netfront: timed out after {waited:?} waiting for {what}; is the backend running?")]
     Timeout {
         /// What was awaited.
         what: String,
@@ -35,22 +38,36 @@ pub enum Error {
         waited: Duration,
     },
     /// The backend went away (Closing/Closed) during the handshake or while connected.
+    #[error("netfront: the backend switched to state {state} (Closing/Closed); {hint}")]
     BackendClosed {
         /// The backend's state value.
         state: u32,
+        /// What to do, which depends on whether the device had connected.
+        hint: &'static str,
     },
     /// The backend's features do not allow the configuration asked for.
+    #[error("netfront: backend features do not match: {0}; change FrontConfig or the backend")]
     FeatureMismatch(String),
     /// The configuration is invalid.
+    #[error("netfront: invalid FrontConfig: {0}")]
     BadConfig(String),
     /// The backend broke the ring protocol; the device is disconnected.
+    // Not `#[from]`: source() stays None, as before (the message includes the violation).
+    #[error(
+        "netfront: the backend broke the ring protocol ({0}); the device is disconnected, close it"
+    )]
     Ring(RingError),
     /// Grants the backend still uses at teardown; their pages were kept, not freed.
+    #[error(
+        "netfront: {count} grant(s) still in use by the backend at teardown; their pages were \
+         kept (not freed) so the backend cannot write into reused memory"
+    )]
     GrantsStillInUse {
         /// How many grants could not be ended.
         count: usize,
     },
     /// The device was disconnected earlier (see the first error) and can only be closed.
+    #[error("netfront: device disconnected ({0}); only close() is possible")]
     Disconnected(String),
 }
 
@@ -62,54 +79,6 @@ impl Error {
         move |source| Error::Hypervisor { op, source }
     }
 }
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Hypervisor { op, source } => write!(f, "netfront: {op} failed: {source}"),
-            Error::NoDevice { path } => write!(
-                f,
-                "netfront: no vif at {path}: the toolstack must create it (add_vif) before connect"
-            ),
-            Error::BadXenstoreValue { path, value } => {
-                write!(
-                    f,
-                    "netfront: xenstore node {path} holds {value:?}, which the protocol does not allow"
-                )
-            }
-            Error::Timeout { what, waited } => write!(
-                f,
-                "netfront: timed out after {waited:?} waiting for {what}; is the backend running?"
-            ),
-            Error::BackendClosed { state } => write!(
-                f,
-                "netfront: the backend switched to state {state} (Closing/Closed); close this device"
-            ),
-            Error::FeatureMismatch(why) => write!(
-                f,
-                "netfront: backend features do not match: {why}; change FrontConfig or the backend"
-            ),
-            Error::BadConfig(why) => write!(f, "netfront: invalid FrontConfig: {why}"),
-            Error::Ring(e) => write!(
-                f,
-                "netfront: the backend broke the ring protocol ({e}); the device is disconnected, close it"
-            ),
-            Error::GrantsStillInUse { count } => write!(
-                f,
-                "netfront: {count} grant(s) still in use by the backend at teardown; their pages were \
-                 kept (not freed) so the backend cannot write into reused memory"
-            ),
-            Error::Disconnected(why) => {
-                write!(
-                    f,
-                    "netfront: device disconnected ({why}); only close() is possible"
-                )
-            }
-        }
-    }
-}
-
-impl std::error::Error for Error {}
 
 impl From<RingError> for Error {
     fn from(e: RingError) -> Self {

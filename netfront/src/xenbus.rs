@@ -73,7 +73,13 @@ fn wait(
             return Ok(s);
         }
         if closed_is_final && matches!(s, XenbusState::Closing | XenbusState::Closed) {
-            return Err(Error::BackendClosed { state: s as u32 });
+            return Err(Error::BackendClosed {
+                state: s as u32,
+                // Closed is final only for the connect handshake (teardown accepts it): the
+                // device never connected.
+                hint: "the backend stopped the handshake (its error node says why if it refused \
+                       a frontend key); fix that and connect again",
+            });
         }
         let left = timeout.saturating_sub(start.elapsed());
         if left.is_zero() {

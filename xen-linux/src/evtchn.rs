@@ -24,7 +24,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
 
-use super::error::{Error, Result};
+use super::error::{Error, OS_HINT, Result};
 use super::sys::{IOC_NONE, ioc};
 use hypervisor::types::{DomId, PAGE_SIZE, Port};
 
@@ -232,7 +232,7 @@ impl Notifier {
     pub fn notify(&self, port: Port) -> Result<()> {
         evtchn_ioctl(&self.file, EvtchnIoctl::Notify(port))
             .map(drop)
-            .map_err(|e| Error::os("IOCTL_EVTCHN_NOTIFY", &e))
+            .map_err(|e| Error::os("IOCTL_EVTCHN_NOTIFY", &e, OS_HINT))
     }
 }
 
@@ -278,7 +278,7 @@ impl<I: EvtchnIo> Evtchn<I> {
         loop {
             match self.io.ioctl(op) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                r => return r.map_err(|e| Error::os(op.name(), &e)),
+                r => return r.map_err(|e| Error::os(op.name(), &e, OS_HINT)),
             }
         }
     }
@@ -338,7 +338,7 @@ impl<I: EvtchnIo> Evtchn<I> {
                     out.extend(self.bound.iter().map(|&p| Port(p)));
                     return Ok(out.len() - start);
                 }
-                Err(e) => return Err(Error::os("read /dev/xen/evtchn", &e)),
+                Err(e) => return Err(Error::os("read /dev/xen/evtchn", &e, OS_HINT)),
             };
             if n % PORT_BYTES != 0 || n > self.buf.len() {
                 return Err(Error::ShortIo {
@@ -379,7 +379,7 @@ impl<I: EvtchnIo> Evtchn<I> {
                         });
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(Error::os("write /dev/xen/evtchn", &e)),
+                    Err(e) => return Err(Error::os("write /dev/xen/evtchn", &e, OS_HINT)),
                 }
             }
         }

@@ -192,7 +192,8 @@ fn other_read_errors_are_reported() {
         err,
         Error::Os {
             op: "read /dev/xen/evtchn",
-            errno: libc::EFAULT
+            errno: libc::EFAULT,
+            hint: crate::error::OS_HINT,
         }
     );
 }

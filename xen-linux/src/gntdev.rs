@@ -24,7 +24,7 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::error::{Error, Result};
+use super::error::{Error, OS_HINT, Result};
 use super::sys::{IOC_NONE, ioc};
 use hypervisor::abi::GrantStatus;
 use hypervisor::types::{DomId, GrantRef, PAGE_SIZE};
@@ -404,7 +404,7 @@ impl Gntdev {
         // SAFETY: `fd` is open for as long as `self`; the argument contract is the caller's.
         let rc = unsafe { libc::ioctl(fd, req as libc::Ioctl, std::ptr::from_mut(arg)) };
         if rc < 0 {
-            Err(Error::last_os(op))
+            Err(Error::last_os(op, OS_HINT))
         } else {
             Ok(rc)
         }
@@ -469,6 +469,8 @@ impl Gntdev {
             return Err(Error::Os {
                 op: "mmap of a granted page",
                 errno: libc::EOVERFLOW,
+                hint: "gntdev returned a map index beyond mmap's offset range: report it with \
+                       this kernel's version",
             });
         };
         // SAFETY: a fresh mapping at an address the kernel chooses (no MAP_FIXED), so no
@@ -486,7 +488,7 @@ impl Gntdev {
         let ptr = match NonNull::new(addr.cast::<u8>()) {
             Some(p) if addr != libc::MAP_FAILED => p,
             _ => {
-                let err = Error::last_os("mmap of a granted page");
+                let err = Error::last_os("mmap of a granted page", OS_HINT);
                 let _ = self.unmap_index(index);
                 return Err(err);
             }
@@ -622,7 +624,10 @@ impl GntdevMapping {
         // mapped (`live` was set); after this nothing dereferences it (`live` is now false).
         let rc = unsafe { libc::munmap(self.ptr.as_ptr().cast(), PAGE_SIZE) };
         let munmap = if rc < 0 {
-            Err(Error::last_os("munmap of a granted page"))
+            Err(Error::last_os(
+                "munmap of a granted page",
+                "unmapping a whole mapping this process made fails only on a bug: report it",
+            ))
         } else {
             Ok(())
         };

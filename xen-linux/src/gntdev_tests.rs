@@ -151,7 +151,8 @@ fn a_failed_ioctl_is_reported_and_marks_every_segment_failed() {
         err,
         Error::Os {
             op: "IOCTL_GNTDEV_GRANT_COPY",
-            errno: libc::ENOTTY
+            errno: libc::ENOTTY,
+            hint: crate::error::OS_HINT,
         }
     );
     assert_eq!(segs[0].status(), GrantStatus::GeneralError);
@@ -165,7 +166,8 @@ fn a_failed_ioctl_is_reported_and_marks_every_segment_failed() {
         err,
         Error::Os {
             op: "IOCTL_GNTDEV_MAP_GRANT_REF",
-            errno: libc::ENOTTY
+            errno: libc::ENOTTY,
+            hint: crate::error::OS_HINT,
         }
     );
 }

@@ -50,10 +50,13 @@ impl XenEvtchn<DevEvtchn> {
 impl<I: EvtchnIo + AsFd + fmt::Debug> XenEvtchn<I> {
     /// A handle over `io` (the real device, or a fake in tests).
     pub(crate) fn with_io(io: I, counters: Arc<Counters>) -> Result<Self> {
-        let fd = io
-            .as_fd()
-            .try_clone_to_owned()
-            .map_err(|e| super::Error::os("dup of the /dev/xen/evtchn descriptor", &e))?;
+        let fd = io.as_fd().try_clone_to_owned().map_err(|e| {
+            super::Error::os(
+                "dup of the /dev/xen/evtchn descriptor",
+                &e,
+                super::error::FD_HINT,
+            )
+        })?;
         Ok(XenEvtchn {
             ev: Mutex::new(Evtchn::with_io(io)),
             fd,
@@ -168,7 +171,7 @@ impl<I: EvtchnIo + Send + fmt::Debug> EventChannel for XenEvtchn<I> {
 }
 
 fn poll_error(e: &io::Error) -> Error {
-    super::Error::os("poll on /dev/xen/evtchn", e).into()
+    super::Error::os("poll on /dev/xen/evtchn", e, super::error::POLL_HINT).into()
 }
 
 #[cfg(test)]

@@ -83,6 +83,7 @@ impl GntdevIo for FakeGntdev {
             return Err(super::super::Error::Os {
                 op: "IOCTL_GNTDEV_GRANT_COPY",
                 errno,
+                hint: crate::error::OS_HINT,
             });
         }
         let statuses = std::mem::take(&mut st.statuses);
@@ -96,6 +97,7 @@ impl GntdevIo for FakeGntdev {
         Err(super::super::Error::Os {
             op: "IOCTL_GNTDEV_MAP_GRANT_REF",
             errno: libc::EINVAL,
+            hint: crate::error::OS_HINT,
         })
     }
 

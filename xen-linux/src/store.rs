@@ -55,6 +55,7 @@ impl XenXs {
             Error::from(super::Error::Os {
                 op,
                 errno: e.raw_os_error(),
+                hint: super::error::FD_HINT,
             })
         };
         let ready = eventfd(0, EventfdFlags::NONBLOCK | EventfdFlags::CLOEXEC)

@@ -56,28 +56,18 @@ pub const BUILTIN_CLASSES: usize = BUILTIN.len();
 static REGISTERED: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
 
 /// Why a class could not be registered.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RegisterError {
     /// All [`MAX_CLASSES`] slots are taken.
+    #[error(
+        "cannot register profiling class {name:?}: all {MAX_CLASSES} class slots are in use; \
+         reuse an existing class or raise xenoprof::MAX_CLASSES"
+    )]
     Full {
         /// The name that did not fit.
         name: &'static str,
     },
 }
-
-impl fmt::Display for RegisterError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RegisterError::Full { name } => write!(
-                f,
-                "cannot register profiling class {name:?}: all {MAX_CLASSES} class slots are in use; \
-                 reuse an existing class or raise xenoprof::MAX_CLASSES"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for RegisterError {}
 
 impl Class {
     /// Registers (or finds) a class by name. Registering the same name twice returns the same

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use super::wire::{
     self, Decoder, Message, MsgType, PAYLOAD_MAX, Perm, Request, WatchEvent, WireError, XsErrno,
 };
-use crate::error::{Error, Result};
+use crate::error::{Error, POLL_HINT, Result, XS_IO_HINT};
 use crate::sys;
 
 /// xenstored's socket (Xen 4.17's default `XEN_RUN_STORED`), then its `/run` spelling.
@@ -308,7 +308,7 @@ impl XsClient {
         req.encode(req_id, tx_id, &mut self.out)?;
         if let Err(e) = self.conn.write_all(&self.out) {
             self.broken = true;
-            return Err(Error::os("write to xenstore", &e));
+            return Err(Error::os("write to xenstore", &e, XS_IO_HINT));
         }
         loop {
             let Some(msg) = self.next_message(None)? else {
@@ -361,7 +361,7 @@ impl XsClient {
             if let Some(d) = deadline {
                 let left = d.saturating_duration_since(Instant::now());
                 let ready = sys::poll_readable(self.conn.as_fd(), Some(left))
-                    .map_err(|e| Error::os("poll on xenstore", &e))?;
+                    .map_err(|e| Error::os("poll on xenstore", &e, POLL_HINT))?;
                 if !ready {
                     return Ok(None);
                 }
@@ -375,7 +375,7 @@ impl XsClient {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     self.broken = true;
-                    return Err(Error::os("read from xenstore", &e));
+                    return Err(Error::os("read from xenstore", &e, XS_IO_HINT));
                 }
             }
         }

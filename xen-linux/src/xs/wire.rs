@@ -130,29 +130,38 @@ impl fmt::Display for MsgType {
 }
 
 /// What was wrong with bytes on (or bound for) the wire.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum WireError {
     /// A payload beyond [`PAYLOAD_MAX`]. Incoming, the stream cannot be resynchronised.
+    #[error("xenstore payload of {len} bytes exceeds XENSTORE_PAYLOAD_MAX ({PAYLOAD_MAX}): {hint}")]
     PayloadTooLong {
         /// Its length.
         len: usize,
+        /// What to do, which depends on the side: shorten the strings of a message being
+        /// built; drop the connection that delivered one being decoded.
+        hint: &'static str,
     },
     /// A path or token containing NUL (it would end the string early on the wire).
+    #[error("xenstore {what} contains a NUL byte")]
     NulInString {
         /// "path" or "token".
         what: &'static str,
     },
     /// An empty path (xenstored rejects it).
+    #[error("empty xenstore path")]
     EmptyPath,
     /// A string that is not UTF-8 where text is required.
+    #[error("xenstore {what} is not UTF-8")]
     NotUtf8 {
         /// What it was.
         what: &'static str,
     },
     /// A permission string that is not `[nrwb]<domid>`.
+    #[error("bad xenstore permission {0:?}: expected n|r|w|b followed by a domid")]
     BadPerm(String),
     /// A payload that does not have its type's shape.
+    #[error("malformed xenstore message (type {}): {why}", type_name(*ty))]
     Malformed {
         /// The message type (raw).
         ty: u32,
@@ -160,8 +169,14 @@ pub enum WireError {
         why: &'static str,
     },
     /// A type this codec does not encode or decode.
+    #[error("unknown xenstore message type {0}")]
     UnknownType(u32),
     /// A reply of another type than the request.
+    #[error(
+        "xenstore answered a {} request with {}",
+        type_name(*expected),
+        type_name(*got)
+    )]
     UnexpectedReply {
         /// The request's type.
         expected: u32,
@@ -169,43 +184,6 @@ pub enum WireError {
         got: u32,
     },
 }
-
-impl fmt::Display for WireError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::PayloadTooLong { len } => write!(
-                f,
-                "xenstore payload of {len} bytes exceeds XENSTORE_PAYLOAD_MAX ({PAYLOAD_MAX}): \
-                 shorten the path or value"
-            ),
-            Self::NulInString { what } => write!(f, "xenstore {what} contains a NUL byte"),
-            Self::EmptyPath => f.write_str("empty xenstore path"),
-            Self::NotUtf8 { what } => write!(f, "xenstore {what} is not UTF-8"),
-            Self::BadPerm(s) => {
-                write!(
-                    f,
-                    "bad xenstore permission {s:?}: expected n|r|w|b followed by a domid"
-                )
-            }
-            Self::Malformed { ty, why } => {
-                write!(
-                    f,
-                    "malformed xenstore message (type {}): {why}",
-                    type_name(*ty)
-                )
-            }
-            Self::UnknownType(t) => write!(f, "unknown xenstore message type {t}"),
-            Self::UnexpectedReply { expected, got } => write!(
-                f,
-                "xenstore answered a {} request with {}",
-                type_name(*expected),
-                type_name(*got)
-            ),
-        }
-    }
-}
-
-impl std::error::Error for WireError {}
 
 fn type_name(raw: u32) -> String {
     MsgType::from_raw(raw).map_or_else(|| format!("type {raw}"), |t| t.to_string())
@@ -269,7 +247,7 @@ pub struct Message {
 impl Message {
     /// A message, refusing a payload beyond [`PAYLOAD_MAX`].
     pub fn new(ty: MsgType, req_id: u32, tx_id: u32, payload: Vec<u8>) -> Result<Self, WireError> {
-        check_len(payload.len())?;
+        check_len(payload.len(), TOO_LONG_OUT)?;
         let header = Header {
             ty: ty.raw(),
             req_id,
@@ -291,9 +269,18 @@ impl Message {
     }
 }
 
-fn check_len(len: usize) -> Result<(), WireError> {
+/// [`WireError::PayloadTooLong`]'s advice for a message being built: the caller's strings are
+/// too long.
+pub(crate) const TOO_LONG_OUT: &str = "shorten the path or value";
+
+/// [`WireError::PayloadTooLong`]'s advice for a message being decoded: the peer sent it, and the
+/// stream cannot be resynchronised.
+pub(crate) const TOO_LONG_IN: &str = "the sender broke the protocol and the stream has lost its framing: drop the connection \
+     and reconnect";
+
+fn check_len(len: usize, hint: &'static str) -> Result<(), WireError> {
     if len > PAYLOAD_MAX {
-        Err(WireError::PayloadTooLong { len })
+        Err(WireError::PayloadTooLong { len, hint })
     } else {
         Ok(())
     }
@@ -347,7 +334,7 @@ impl Decoder {
         let header = Header::parse(hdr);
         let len = header.len as usize;
         // Refuse as soon as the header is in: never buffer toward an oversize payload.
-        check_len(len)?;
+        check_len(len, TOO_LONG_IN)?;
         let Some(payload) = avail.get(HEADER_LEN..HEADER_LEN + len) else {
             return Ok(None);
         };

@@ -171,14 +171,16 @@ fn oversize_payload_is_refused_when_encoding() {
         }
         .encode(1, 0, &mut out),
         Err(WireError::PayloadTooLong {
-            len: PAYLOAD_MAX + 1
+            len: PAYLOAD_MAX + 1,
+            hint: TOO_LONG_OUT,
         })
     );
     assert_eq!(out, [9], "a refused request leaves nothing behind");
     assert_eq!(
         Message::new(MsgType::Read, 1, 0, vec![0; PAYLOAD_MAX + 1]),
         Err(WireError::PayloadTooLong {
-            len: PAYLOAD_MAX + 1
+            len: PAYLOAD_MAX + 1,
+            hint: TOO_LONG_OUT,
         })
     );
 }
@@ -196,7 +198,8 @@ fn oversize_payload_is_refused_when_decoding_as_soon_as_the_header_is_in() {
     assert_eq!(
         dec.next_message(),
         Err(WireError::PayloadTooLong {
-            len: PAYLOAD_MAX + 1
+            len: PAYLOAD_MAX + 1,
+            hint: TOO_LONG_IN,
         })
     );
 

@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 
 use super::{
-    HEADER_LEN, Header, MsgType, Perm, WireError, check_len, no_nul, push_str,
+    HEADER_LEN, Header, MsgType, Perm, TOO_LONG_OUT, WireError, check_len, no_nul, push_str,
     split_nul_terminated, utf8,
 };
 
@@ -120,7 +120,7 @@ impl<'a> Request<'a> {
             Self::TransactionEnd { commit } => push_str(out, if *commit { "T" } else { "F" }),
         }
         let len = out.len() - start - HEADER_LEN;
-        if let Err(e) = check_len(len) {
+        if let Err(e) = check_len(len, TOO_LONG_OUT) {
             out.truncate(start);
             return Err(e);
         }
