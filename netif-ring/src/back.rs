@@ -129,6 +129,24 @@ impl<K: RingKind, M: RingMem> BackRing<K, M> {
         Ok(Some(v))
     }
 
+    /// Copies out the next request without consuming it (`RING_COPY_REQUEST(req_cons)`, as
+    /// Linux's credit check looks at a packet's size before taking it). A later
+    /// [`next_request`](Self::next_request) reads the slot again: validate that copy, not this
+    /// one, since the peer may have rewritten the slot in between.
+    #[inline]
+    pub fn peek_request(&mut self) -> Result<Option<K::Req>, RingError> {
+        if let Some(e) = self.broken {
+            return Err(e);
+        }
+        if self.req_avail == 0 && self.unconsumed_requests()? == 0 {
+            return Ok(None);
+        }
+        Ok(Some(read_slot::<K, K::Req>(
+            self.mem.slot_words(),
+            self.req_cons & self.mask,
+        )))
+    }
+
     /// Writes a response into the next response slot (`RING_GET_RESPONSE(rsp_prod_pvt++)`),
     /// returning its index. The frontend sees it after a push. Hands the response back if every
     /// consumed request already has a response (a backend bug, not a peer's).

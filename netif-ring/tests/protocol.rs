@@ -314,3 +314,33 @@ impl HostileFront {
         raw::write_slot_at::<TxRing, _>(self.0, 4, idx, r);
     }
 }
+
+#[test]
+fn peek_shows_the_next_request_without_consuming_it() {
+    let (mut front, mut back) = tx_pair(8);
+    assert_eq!(back.peek_request(), Ok(None));
+    front.put_request(req(1)).unwrap();
+    front.put_request(req(2)).unwrap();
+    front.push_requests();
+    assert_eq!(back.peek_request(), Ok(Some(req(1))));
+    assert_eq!(
+        back.peek_request(),
+        Ok(Some(req(1))),
+        "peeking twice moves nothing"
+    );
+    assert_eq!(back.next_request(), Ok(Some(req(1))));
+    assert_eq!(back.peek_request(), Ok(Some(req(2))));
+    assert_eq!(back.next_request(), Ok(Some(req(2))));
+    assert_eq!(back.peek_request(), Ok(None));
+}
+
+#[test]
+fn peek_refuses_a_hostile_req_prod_as_consuming_does() {
+    let (_front, mut back) = tx_pair(8);
+    raw::set_req_prod(back.mem(), 100);
+    assert!(matches!(
+        back.peek_request(),
+        Err(RingError::RequestOverflow { .. })
+    ));
+    assert!(back.next_request().is_err(), "the violation is sticky");
+}
