@@ -15,17 +15,19 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use bridge_lite::{
-    Bridge, BridgeConfig, BridgeSnapshot, CaptureDirection, MacAddr, Output, PortId, PortKind,
-};
+use bridge_lite::{Bridge, BridgeSnapshot, CaptureDirection, PortId, PortKind};
 use hypervisor::{BackendDomain, EventChannel, Port, XenStore};
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 
 use crate::batch::CopyBatch;
 use crate::config::Config;
+use crate::device::{DEFAULT_SWITCH, DeviceConfig, VifMode};
 use crate::error::{Error, FrontendError};
+use crate::netdev::Netdevs;
 use crate::offloads::{SegScratch, fit};
 use crate::pool::{BufPool, MAX_FRAME_PAGES, NetFrame};
+use crate::rate::Rate;
+use crate::switch::{SwitchId, SwitchSnapshot, Switches};
 use crate::uplink::{Uplink, UplinkIo, UplinkStats, Wakeup};
 use crate::vif::{FrontendKeys, Vif, VifId, VifStats};
 use crate::xenbus::{VifControl, Xenbus};
@@ -42,8 +44,10 @@ pub struct NetbackSnapshot {
     pub departed: Vec<(VifId, VifStats)>,
     /// Vifs that have disconnected since the backend started.
     pub departed_total: u64,
-    /// The switch's per-port counters.
+    /// The default switch's (`xenbr0`'s) per-port counters.
     pub bridge: BridgeSnapshot,
+    /// Every switch's counters: the named ones and each host-mode vif's own.
+    pub switches: Vec<SwitchSnapshot>,
     /// Grant-copy hypercalls, all vifs.
     pub copy_hypercalls: u64,
     /// Grant-copy ops submitted.
@@ -58,9 +62,19 @@ pub struct NetbackSnapshot {
 
 struct UplinkSlot<D: BackendDomain> {
     dev: Box<dyn Uplink<D>>,
+    switch: SwitchId,
     port: PortId,
+    /// The vif whose host netdev or emulated NIC this is (removed with its device).
+    owner: Option<VifId>,
     /// Frames that could not be fitted to what it takes (counted into its `tx_errors`).
     unfit: u64,
+}
+
+/// A device the control plane has prepared (before InitWait): its configuration and the
+/// switch its vif joins (a named one, or its own private one in host mode).
+struct Prepared {
+    cfg: DeviceConfig,
+    switch: SwitchId,
 }
 
 /// The data path: everything a pass touches. The control plane drives it through
@@ -69,14 +83,19 @@ struct Datapath<D: BackendDomain> {
     dom0: D,
     evtchn: D::Evtchn,
     cfg: Config,
-    bridge: Bridge,
+    switches: Switches<D>,
+    /// `xenbr0`: where uplinks go unless told otherwise and builtin vifs without a `bridge`.
+    default_switch: SwitchId,
+    /// Devices prepared by the control plane, connected or not.
+    devices: HashMap<VifId, Prepared>,
+    /// Makes host-mode vifs' netdevs (`None`: host mode is refused).
+    netdevs: Option<Box<dyn Netdevs<D>>>,
     pool: BufPool<D>,
     batch: CopyBatch,
     vifs: Vec<Vif<D>>,
     departed: VecDeque<(VifId, VifStats)>,
     departed_total: u64,
     uplinks: Vec<UplinkSlot<D>>,
-    out: Output<NetFrame<D>>,
     frames: Vec<NetFrame<D>>,
     /// Ports delivered by the last wait, unmasked after the next pass.
     delivered: Vec<Port>,
@@ -117,19 +136,28 @@ impl<D: BackendDomain> Netback<D> {
                 why: "must hold at least one maximum-size frame (17 pages)",
             });
         }
-        let xenbus = Xenbus::new(dom0.xenstore()?, dom0.domid(), dom0.can_transfer())?;
+        let xenbus = Xenbus::new(
+            dom0.xenstore()?,
+            dom0.domid(),
+            dom0.can_transfer(),
+            cfg.vif_mode,
+        )?;
         let evtchn = dom0.open_evtchn()?;
+        let mut switches = Switches::new();
+        let default_switch = switches.named_or_new(DEFAULT_SWITCH)?;
         Ok(Netback {
             xenbus,
             dp: Datapath {
                 batch: CopyBatch::new(cfg.copy_batch_ops),
-                bridge: Bridge::new(BridgeConfig::default())?,
+                switches,
+                default_switch,
+                devices: HashMap::new(),
+                netdevs: None,
                 pool: BufPool::new(dom0.clone(), pool_pages),
                 vifs: Vec::new(),
                 departed: VecDeque::new(),
                 departed_total: 0,
                 uplinks: Vec::new(),
-                out: Output::new(),
                 frames: Vec::new(),
                 delivered: Vec::new(),
                 captures: HashMap::new(),
@@ -169,9 +197,27 @@ impl<D: BackendDomain> Netback<D> {
         self.dp.captures.insert(id, path);
     }
 
-    /// The switch, to add ports, static MACs or captures.
+    /// The default switch (`xenbr0`), to add ports, static MACs or captures.
     pub fn bridge(&mut self) -> &mut Bridge {
-        &mut self.dp.bridge
+        &mut self.dp.switches.get(self.dp.default_switch).bridge
+    }
+
+    /// The named switch `name`, if there is one.
+    pub fn switch_bridge(&mut self, name: &str) -> Option<&mut Bridge> {
+        let id = self.dp.switches.named(name)?;
+        Some(&mut self.dp.switches.get(id).bridge)
+    }
+
+    /// Makes the named switch `name` (builtin vifs whose `bridge` key names it join it);
+    /// nothing if it exists. `xenbr0` always exists.
+    pub fn add_switch(&mut self, name: &str) -> Result<SwitchId, Error> {
+        Ok(self.dp.switches.named_or_new(name)?)
+    }
+
+    /// Gives the backend a way to make host-mode vifs' netdevs; without one, host-mode vifs
+    /// are refused.
+    pub fn set_netdevs(&mut self, netdevs: Box<dyn Netdevs<D>>) {
+        self.dp.netdevs = Some(netdevs);
     }
 
     /// The frame pool (backend pages).
@@ -184,15 +230,20 @@ impl<D: BackendDomain> Netback<D> {
         &self.dp.evtchn
     }
 
-    /// Plugs an uplink into the switch; returns its port.
+    /// Plugs an uplink into the default switch (`xenbr0`); returns its port.
     pub fn attach_uplink(&mut self, dev: Box<dyn Uplink<D>>) -> Result<PortId, Error> {
-        let port = self.dp.bridge.add_port(PortKind::Uplink)?;
-        log::info!("uplink {} on switch port {port}", dev.name());
-        self.dp.uplinks.push(UplinkSlot {
-            dev,
-            port,
-            unfit: 0,
-        });
+        self.attach_uplink_to(DEFAULT_SWITCH, dev)
+    }
+
+    /// Plugs an uplink into the named switch `switch` (made if it does not exist yet); returns
+    /// its port.
+    pub fn attach_uplink_to(
+        &mut self,
+        switch: &str,
+        dev: Box<dyn Uplink<D>>,
+    ) -> Result<PortId, Error> {
+        let id = self.dp.switches.named_or_new(switch)?;
+        let port = self.dp.plug_uplink(id, dev, None)?;
         Ok(port)
     }
 
@@ -200,7 +251,7 @@ impl<D: BackendDomain> Netback<D> {
     /// tools that drive a frontend by hand call it directly). Returns its local port.
     pub fn connect_vif(&mut self, id: VifId, keys: FrontendKeys) -> Result<Port, Error> {
         self.dp
-            .connect(id, keys, None)
+            .connect(id, keys)
             .map_err(|reason| Error::Frontend { id, reason })?;
         Ok(self.dp.vifs.last().map(|v| v.port).unwrap_or_default())
     }
@@ -237,7 +288,8 @@ impl<D: BackendDomain> Netback<D> {
             vifs: dp.vifs.iter().map(|v| (v.id, v.stats())).collect(),
             departed: dp.departed.iter().cloned().collect(),
             departed_total: dp.departed_total,
-            bridge: dp.bridge.snapshot(),
+            bridge: dp.switches.get_ref(dp.default_switch).bridge.snapshot(),
+            switches: dp.switches.snapshots(),
             copy_hypercalls: dp.batch.hypercalls,
             copy_ops: dp.batch.ops_done,
             pool_pages: dp.pool.owned_pages(),
@@ -254,13 +306,17 @@ impl<D: BackendDomain> Netback<D> {
         }
     }
 
-    /// One pass over the control plane and every vif and uplink. Returns whether any work was
-    /// done (or control-plane events are still waiting).
+    /// One pass over the control plane and every vif and uplink, at the monotonic clock's
+    /// `now`. Returns whether any work was done (or control-plane events are still waiting).
     pub fn poll(&mut self) -> Result<bool, Error> {
+        self.poll_at(Instant::now())
+    }
+
+    /// [`Netback::poll`] at a time the caller gives: everything timed in a pass (queue stamps
+    /// and their expiry, MAC ageing, delayed ends of interrupt, rate credit) reads this one
+    /// `now`. Tests drive time by hand with it instead of sleeping; it must not go backwards.
+    pub fn poll_at(&mut self, now: Instant) -> Result<bool, Error> {
         let more = self.xenbus.poll(&mut self.dp)?;
-        // One clock read serves the pass (queue stamps, expiry, MAC ageing) and its end of
-        // interrupt.
-        let now = Instant::now();
         let work = self.dp.pass(now)?;
         self.dp.end_of_interrupt(now);
         Ok(work || more)
@@ -390,45 +446,43 @@ impl<D: BackendDomain> Datapath<D> {
                 &self.cfg,
                 &mut self.batch,
                 &mut self.frames,
+                now,
             );
             if !self.frames.is_empty() {
-                let port = vif.bridge_port;
-                self.bridge
-                    .forward(port, &mut self.frames, since, &mut self.out)?;
+                let sw = self.switches.get(vif.switch);
+                sw.bridge
+                    .forward(vif.bridge_port, &mut self.frames, since, &mut sw.out)?;
             }
         }
-        // Outside → switch, NAPI-style: at most one vif queue's worth of bytes per pass, so a
-        // pass's work is bounded. No guest holds the uplinks back: a frame for a vif whose
-        // queue is full is that vif's drop (`rx_queue_full`), as Linux drops at a full vif
-        // queue, and every other guest's traffic keeps flowing.
-        let mut budget = self.cfg.rx_queue_bytes;
+        // Outside → switch, NAPI-style: at most one vif queue's worth of bytes per uplink per
+        // pass, so a pass's work is bounded and every uplink (each host-mode vif has its own)
+        // gets its turn. No guest holds the uplinks back: a frame for a vif whose queue is full
+        // is that vif's drop (`rx_queue_full`), as Linux drops at a full vif queue, and every
+        // other guest's traffic keeps flowing.
+        let budget = self.cfg.rx_queue_bytes;
         for i in 0..self.uplinks.len() {
-            let max = self.uplinks[i].dev.max_frame();
-            if budget < max {
-                break;
-            }
             self.frames.clear();
             let io = UplinkIo {
                 pool: &self.pool,
                 evtchn: &self.evtchn,
             };
-            work |= self.uplinks[i].dev.receive(&io, &mut self.frames, budget);
+            let u = &mut self.uplinks[i];
+            work |= u.dev.receive(&io, &mut self.frames, budget);
             if !self.frames.is_empty() {
-                let taken: usize = self.frames.iter().map(NetFrame::len).sum();
-                budget = budget.saturating_sub(taken);
-                let port = self.uplinks[i].port;
-                self.bridge
-                    .forward(port, &mut self.frames, since, &mut self.out)?;
+                let sw = self.switches.get(u.switch);
+                sw.bridge
+                    .forward(u.port, &mut self.frames, since, &mut sw.out)?;
             }
         }
         // Switch → queues, each frame fitted to what its port takes (a checksum completed, a
         // super-frame segmented) only if the port cannot take it as it is.
-        if !self.out.is_empty() {
+        if self.switches.iter().any(|(_, s)| !s.out.is_empty()) {
             let cap = self.cfg.rx_queue_bytes;
             let share = self.share_pages();
             for vif in &mut self.vifs {
                 let to = vif.accepts;
-                for f in self.out.drain(vif.bridge_port) {
+                let out = &mut self.switches.get(vif.switch).out;
+                for f in out.drain(vif.bridge_port) {
                     let fitted = fit(f, to, &self.pool, &mut self.seg, &mut |f| {
                         vif.enqueue_rx(f, now, cap, share)
                     });
@@ -438,10 +492,10 @@ impl<D: BackendDomain> Datapath<D> {
                 }
             }
             for i in 0..self.uplinks.len() {
-                let port = self.uplinks[i].port;
+                let (switch, port) = (self.uplinks[i].switch, self.uplinks[i].port);
                 let to = self.uplinks[i].dev.accepts();
                 self.frames.clear();
-                for f in self.out.drain(port) {
+                for f in self.switches.get(switch).out.drain(port) {
                     let frames = &mut self.frames;
                     if fit(f, to, &self.pool, &mut self.seg, &mut |f| frames.push(f)).is_err() {
                         self.uplinks[i].unfit += 1;
@@ -455,7 +509,9 @@ impl<D: BackendDomain> Datapath<D> {
                     self.uplinks[i].dev.transmit(&io, &mut self.frames);
                 }
             }
-            self.out.clear();
+            for (_, sw) in self.switches.iter_mut() {
+                sw.out.clear();
+            }
         }
         // Queues → guests.
         for vif in &mut self.vifs {
@@ -468,7 +524,9 @@ impl<D: BackendDomain> Datapath<D> {
     fn rearm(&mut self) -> bool {
         let mut more = false;
         for vif in &mut self.vifs {
-            if vif.is_disabled() {
+            // A vif waiting for rate credit has requests it may not take yet: the wait wakes
+            // for it at its credit's moment instead (`next_deadline`).
+            if vif.is_disabled() || vif.tx_waiting_until().is_some() {
                 continue;
             }
             match vif.tx.final_check_for_requests() {
@@ -514,9 +572,8 @@ impl<D: BackendDomain> Datapath<D> {
         }
     }
 
-    /// The earliest held-back EOI, which the next wait must not sleep past.
     /// The earliest moment a pass has timed work to do without any event arriving: a delayed
-    /// end of interrupt or a queued frame expiring. `wait`
+    /// end of interrupt, a queued frame expiring, or a vif's rate credit arriving. `wait`
     /// never sleeps past it, so nothing timed depends on `Config::poll_interval`. Only moments
     /// after `now` count: the pass just run handled those before it (a past one would make
     /// `wait` spin).
@@ -525,7 +582,7 @@ impl<D: BackendDomain> Datapath<D> {
             .iter()
             .flat_map(|v| {
                 let expiry = v.rx_queue.oldest().map(|t| t + self.cfg.rx_drain_timeout);
-                [v.eoi.deadline(), expiry]
+                [v.eoi.deadline(), expiry, v.tx_waiting_until()]
             })
             .flatten()
             .filter(|t| *t > now)
@@ -540,14 +597,19 @@ impl<D: BackendDomain> Datapath<D> {
     }
 
     /// Takes a vif out: unbinds its channel, unmaps its rings (dropping the ring mappings),
-    /// unplugs it from the switch, keeps its final counters.
+    /// unplugs it from its switch (handing its MAC back to an older claimant), keeps its final
+    /// counters. Its device stays prepared (a host netdev stays).
     fn remove(&mut self, id: VifId) -> Option<VifStats> {
         let i = self.vifs.iter().position(|v| v.id == id)?;
         let mut vif = self.vifs.swap_remove(i);
         vif.stats.rx_discarded += vif.rx_queue.clear() as u64;
         let _ = self.evtchn.unbind(vif.port);
-        let _ = self.bridge.remove_port(vif.bridge_port);
-        self.out.clear();
+        let sw = self.switches.get(vif.switch);
+        let _ = sw.bridge.remove_port(vif.bridge_port);
+        if let Some(mac) = vif.mac {
+            sw.release_mac(mac, vif.bridge_port);
+        }
+        sw.out.clear();
         self.delivered.retain(|p| *p != vif.port);
         let stats = vif.stats();
         drop(vif);
@@ -558,19 +620,59 @@ impl<D: BackendDomain> Datapath<D> {
         self.departed_total += 1;
         Some(stats)
     }
-}
 
-impl<D: BackendDomain> VifControl for Datapath<D> {
-    fn connect(
+    /// Plugs `dev` into switch `switch` (on behalf of vif `owner`'s device, if any).
+    fn plug_uplink(
         &mut self,
-        id: VifId,
-        keys: FrontendKeys,
-        mac: Option<MacAddr>,
-    ) -> Result<(), FrontendError> {
+        switch: SwitchId,
+        dev: Box<dyn Uplink<D>>,
+        owner: Option<VifId>,
+    ) -> Result<PortId, bridge_lite::BridgeError> {
+        let sw = self.switches.get(switch);
+        let port = sw.bridge.add_port(PortKind::Uplink)?;
+        if owner.is_some() {
+            // A host netdev's or emulated NIC's frames go to their vif whatever their MACs.
+            let _ = sw.bridge.set_port_learning(port, false);
+        }
+        log::info!("{} on switch {} port {port}", dev.name(), sw.name);
+        self.uplinks.push(UplinkSlot {
+            dev,
+            switch,
+            port,
+            owner,
+            unfit: 0,
+        });
+        Ok(port)
+    }
+
+    /// Unplugs and drops the uplinks of vif `id`'s device (its host netdev, its emulated NIC).
+    fn unplug_owned(&mut self, id: VifId) {
+        let mut i = 0;
+        while i < self.uplinks.len() {
+            if self.uplinks[i].owner == Some(id) {
+                let u = self.uplinks.swap_remove(i);
+                let sw = self.switches.get(u.switch);
+                let _ = sw.bridge.remove_port(u.port);
+                sw.out.clear();
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Connects vif `id` on its prepared device (a builtin vif on `xenbr0` if the control
+    /// plane prepared none: tools that drive a frontend by hand).
+    fn connect(&mut self, id: VifId, keys: FrontendKeys) -> Result<(), FrontendError> {
         if self.vifs.iter().any(|v| v.id == id) {
             self.remove(id);
         }
-        let port = self
+        let (switch, cfg) = match self.devices.get(&id) {
+            Some(p) => (p.switch, p.cfg.clone()),
+            None => (self.default_switch, DeviceConfig::builtin(id)),
+        };
+        let builtin = cfg.mode == VifMode::Builtin;
+        let sw = self.switches.get(switch);
+        let port = sw
             .bridge
             .add_port(PortKind::Vif {
                 domid: id.domid,
@@ -583,23 +685,45 @@ impl<D: BackendDomain> VifControl for Datapath<D> {
                     "the switch refused the port"
                 },
             })?;
-        let _ = self.bridge.set_port_mac_limit(port, self.cfg.vif_mac_limit);
-        if let Some(mac) = mac {
-            // Anti-spoofing: the port accepts only the MAC the toolstack configured.
-            if self.bridge.add_static(mac, port).is_ok() {
-                let _ = self.bridge.set_port_locked(port, true);
-            } else {
-                log::warn!("{id}: cannot pin {mac} to its port; the port is not locked");
+        let mut mac = None;
+        if builtin {
+            let _ = sw.bridge.set_port_mac_limit(port, self.cfg.vif_mac_limit);
+            if let Some(m) = cfg.mac {
+                // Anti-spoofing: the port accepts only the MAC the toolstack configured.
+                if sw.claim_mac(m, port) {
+                    mac = Some(m);
+                } else {
+                    log::warn!("{id}: cannot pin {m} to its port; the port is not locked");
+                }
             }
+            if !cfg.ips.is_empty() && !sw.lock_ips(port, &cfg.ips) {
+                log::warn!("{id}: cannot lock its port to {:?}", cfg.ips);
+            }
+        } else {
+            // Host mode: the host's own bridge or routes decide; the pipe to the netdev learns
+            // nothing and floods to its one other port.
+            let _ = sw.bridge.set_port_learning(port, false);
         }
-        match Vif::connect(&self.dom0, &self.evtchn, id, keys, port, mac) {
-            Ok(vif) => {
+        let connected = Vif::connect(&self.dom0, &self.evtchn, id, keys, switch, port, mac)
+            .map_err(FrontendError::Connect)
+            .and_then(|mut vif| match vif.check_rings() {
+                Ok(()) => Ok(vif),
+                Err(e) => {
+                    let _ = self.evtchn.unbind(vif.port);
+                    Err(e)
+                }
+            });
+        match connected {
+            Ok(mut vif) => {
+                vif.set_rate(cfg.rate);
                 self.vifs.push(vif);
                 if let Some(path) = self.captures.get(&id) {
                     let started = std::fs::File::create(path)
                         .map_err(|e| e.to_string())
                         .and_then(|f| {
-                            self.bridge
+                            self.switches
+                                .get(switch)
+                                .bridge
                                 .start_capture(
                                     port,
                                     std::io::BufWriter::new(f),
@@ -614,14 +738,103 @@ impl<D: BackendDomain> VifControl for Datapath<D> {
                 Ok(())
             }
             Err(e) => {
-                let _ = self.bridge.remove_port(port);
-                Err(FrontendError::Connect(e))
+                let sw = self.switches.get(switch);
+                let _ = sw.bridge.remove_port(port);
+                if let Some(m) = mac {
+                    sw.release_mac(m, port);
+                }
+                Err(e)
             }
         }
+    }
+}
+
+impl<D: BackendDomain> VifControl for Datapath<D> {
+    fn prepare(&mut self, id: VifId, cfg: &DeviceConfig) -> Result<(), String> {
+        self.release(id);
+        cfg.check()?;
+        let switch = match cfg.mode {
+            VifMode::Builtin => self.switches.named(&cfg.switch).ok_or_else(|| {
+                format!(
+                    "no splitnet switch named {:?} (this backend has {}): start netbackd with an \
+                     uplink on it (--uplink ...,switch={}) or fix bridge= in the vif's config",
+                    cfg.switch,
+                    self.switches.names().join(", "),
+                    cfg.switch
+                )
+            })?,
+            VifMode::Host => {
+                let Some(netdevs) = self.netdevs.as_mut() else {
+                    return Err(
+                        "host mode (a vif netdev for the toolstack's script) is not \
+                                available in this backend: use script=vif-splitnet, or run \
+                                netbackd with --vif-mode builtin"
+                            .into(),
+                    );
+                };
+                let dev = netdevs.open(id, &cfg.netdev, cfg.mtu)?;
+                let switch = self
+                    .switches
+                    .private(&cfg.netdev, id)
+                    .map_err(|e| e.to_string())?;
+                if let Err(e) = self.plug_uplink(switch, dev, Some(id)) {
+                    self.switches.remove(switch);
+                    return Err(e.to_string());
+                }
+                switch
+            }
+        };
+        if cfg.ioemu && cfg.mode == VifMode::Builtin {
+            let name = format!("{}-emu", cfg.netdev);
+            match self.netdevs.as_mut().map(|n| n.open_emulated(id, &name)) {
+                Some(Ok(dev)) => {
+                    if let Err(e) = self.plug_uplink(switch, dev, Some(id)) {
+                        log::warn!("{id}: cannot put {name} on {}: {e}", cfg.switch);
+                    }
+                }
+                Some(Err(e)) => log::info!("{id}: no emulated NIC yet ({e})"),
+                None => {}
+            }
+        }
+        self.devices.insert(
+            id,
+            Prepared {
+                cfg: cfg.clone(),
+                switch,
+            },
+        );
+        Ok(())
+    }
+
+    fn connect(&mut self, id: VifId, keys: FrontendKeys) -> Result<(), FrontendError> {
+        Datapath::connect(self, id, keys)
     }
 
     fn disconnect(&mut self, id: VifId) {
         self.remove(id);
+    }
+
+    fn release(&mut self, id: VifId) {
+        self.remove(id);
+        self.unplug_owned(id);
+        let Some(p) = self.devices.remove(&id) else {
+            return;
+        };
+        if p.cfg.mode == VifMode::Host {
+            self.switches.remove(p.switch);
+            if let Some(n) = self.netdevs.as_mut() {
+                n.remove(id, &p.cfg.netdev);
+            }
+        }
+    }
+
+    fn set_rate(&mut self, id: VifId, rate: Option<Rate>) {
+        if let Some(p) = self.devices.get_mut(&id) {
+            p.cfg.rate = rate;
+        }
+        if let Some(v) = self.vifs.iter_mut().find(|v| v.id == id) {
+            v.set_rate(rate);
+        }
     }
 }
 
@@ -631,7 +844,9 @@ impl<D: BackendDomain> Drop for Netback<D> {
         for id in ids {
             self.dp.remove(id);
         }
-        self.dp.out.clear();
+        for (_, sw) in self.dp.switches.iter_mut() {
+            sw.out.clear();
+        }
         self.dp.frames.clear();
         self.dp.uplinks.clear();
         self.dp.pool.release();

@@ -42,6 +42,9 @@ pub struct Config {
     /// `busy_poll`). Work arriving within it costs neither the peer's notification nor a
     /// wakeup; an idle backend pays it once per idle spell. Zero: block at once.
     pub busy_poll: Duration,
+    /// How each vif's mode (host netdev or builtin switch) is chosen; by default from its
+    /// `script` key (`vif-splitnet`: builtin).
+    pub vif_mode: crate::ModePolicy,
 }
 
 impl Default for Config {
@@ -59,6 +62,7 @@ impl Default for Config {
             vif_mac_limit: Some(64),
             max_eoi_delay: Duration::from_millis(100),
             busy_poll: Duration::from_micros(20),
+            vif_mode: crate::ModePolicy::Auto,
         }
     }
 }

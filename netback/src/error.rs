@@ -62,6 +62,17 @@ pub enum FrontendError {
     /// Page flipping asked for (`request-rx-copy=0`) but not offered.
     #[error("frontend asks for page flipping (request-rx-copy=0) but feature-rx-flip is 0")]
     FlipNotOffered,
+    /// The rings' indices are impossible at connect (`req_prod - rsp_prod` more than a ring
+    /// holds), as Linux 6.1's `xenvif_map_frontend_data_rings` refuses them.
+    #[error(
+        "its {ring} ring's indices are impossible ({why}); the frontend must initialise its rings before connecting"
+    )]
+    RingIndices {
+        /// `tx` or `rx`.
+        ring: &'static str,
+        /// What the ring reported.
+        why: netif_ring::RingError,
+    },
     /// Mapping the rings or binding the event channel failed.
     // Not `#[source]`: source() stays None, as before (the message includes the error).
     #[error("mapping its rings or binding its channel: {0}")]

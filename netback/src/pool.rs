@@ -17,8 +17,11 @@ use hypervisor::{GuestMemory, LocalAddr, PAGE_SIZE, Pfn};
 use netif_ring::netif::MAX_FRAME;
 use offload::{Csum, OffloadMeta};
 
-/// Bytes of each frame kept in its handle for the switch (and a pcap snapshot of the head).
-pub const HEAD: usize = 64;
+/// Bytes of each frame kept in its handle for the switch (and a pcap snapshot of the head):
+/// enough for what the switch reads, a port's IP lock included (an IPv6 Neighbour
+/// Advertisement's target ends at byte 78; 128 also covers IPv4 options and an IPv6 extension
+/// header).
+pub const HEAD: usize = 128;
 /// Bytes of a frame's start read to find its headers (Ethernet, IP with options or extension
 /// headers, TCP with options) for offload work.
 pub const HDR_PEEK: usize = 256;

@@ -17,6 +17,7 @@
 //! answered, never forwarded.
 
 use std::ops::Range;
+use std::time::Instant;
 
 use hypervisor::{BackendDomain, CopyOp, CopyPtr, GrantRef, PAGE_SIZE};
 use netif_ring::netif::{
@@ -28,6 +29,7 @@ use netif_ring::netif::{
 use crate::batch::CopyBatch;
 use crate::config::Config;
 use crate::pool::{Buf, BufPool, HDR_PEEK, NetFrame};
+use crate::rate::Credit;
 use crate::vif::{Fatal, Vif};
 
 /// What becomes of a packet read this pass.
@@ -92,6 +94,7 @@ impl<D: BackendDomain> Vif<D> {
     /// buffers, answers every slot of each packet read whole and appends the good frames to
     /// `frames`. Returns whether any request was consumed. A fatal frontend error disables the
     /// vif.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn tx_action(
         &mut self,
         dom0: &D,
@@ -100,9 +103,15 @@ impl<D: BackendDomain> Vif<D> {
         cfg: &Config,
         batch: &mut CopyBatch,
         frames: &mut Vec<NetFrame<D>>,
+        now: Instant,
     ) -> bool {
         if self.is_disabled() {
             return false;
+        }
+        if let Some(rate) = self.rate
+            && self.credit.is_none()
+        {
+            self.credit = Some(Credit::new(rate, now));
         }
         let _s = xenoprof::scope(xenoprof::Class::NETBACK);
         debug_assert!(
@@ -115,6 +124,16 @@ impl<D: BackendDomain> Vif<D> {
         let mut pending = std::mem::take(&mut sc.pending);
         let mut fatal = None;
         while pending.len() < cfg.tx_batch_packets {
+            // The rate limit looks at the next packet's size before taking it, as Linux's
+            // credit check does; the packet is charged by the size it is then read with.
+            let charged = match self.tx_credit(now) {
+                Ok(Some(c)) => c,
+                Ok(None) => break,
+                Err(f) => {
+                    fatal = Some(f);
+                    break;
+                }
+            };
             let start = sc.ids.len();
             let chain = match self.tx_count_requests(cfg, &mut sc) {
                 Ok(Some(c)) => c,
@@ -124,6 +143,9 @@ impl<D: BackendDomain> Vif<D> {
                     break;
                 }
             };
+            if let Some(c) = &mut self.credit {
+                c.correct(charged, u64::from(chain.first.size));
+            }
             let ids = start..sc.ids.len();
             let (flags, gso) = (chain.first.flags, chain.gso);
             let fate = match self.tx_check_packet(cfg, &chain, &sc.slots) {
@@ -182,6 +204,25 @@ impl<D: BackendDomain> Vif<D> {
         }
         self.did_work |= consumed;
         consumed
+    }
+
+    /// The rate limit's gate before a packet: `Ok(Some(charged))` if it may be taken (charged
+    /// by the size its first request shows now; 0 when the vif is not limited), `Ok(None)` if
+    /// it waits for credit (counted) or no request waits.
+    fn tx_credit(&mut self, now: Instant) -> Result<Option<u64>, Fatal> {
+        let Some(credit) = &mut self.credit else {
+            return Ok(Some(0));
+        };
+        let Some(first) = self.tx.peek_request().map_err(Fatal::Ring)? else {
+            return Ok(None);
+        };
+        let size = u64::from(first.size);
+        if credit.take(size, now) {
+            Ok(Some(size))
+        } else {
+            self.stats.tx_rate_limited += 1;
+            Ok(None)
+        }
     }
 
     /// Reads one packet's chain: the first request, its extra-info slots and its `more_data`

@@ -107,6 +107,9 @@ pub struct VifStats {
     pub tx_csum_errors: u64,
     /// Tx super-frames (a GSO extra-info slot) taken from the guest.
     pub tx_gso_frames: u64,
+    /// Times the guest's transmit stopped to wait for credit (its `rate` limit): each is a
+    /// pass that left requests on the ring until the next credit window.
+    pub tx_rate_limited: u64,
     /// Frames put on the guest's ring (a slot whose copy or transfer then failed is answered
     /// with an error and counted in `rx_copy_errors` too).
     pub rx_packets: u64,
@@ -308,6 +311,8 @@ pub struct Vif<D: BackendDomain> {
     pub(crate) mode: RxMode,
     /// What the frontend takes on its rx ring.
     pub(crate) accepts: crate::Accepts,
+    /// The switch it is plugged into, and its port there.
+    pub(crate) switch: crate::switch::SwitchId,
     pub(crate) bridge_port: PortId,
     /// The MAC the toolstack configured (`mac` in the backend directory); the vif's bridge
     /// port accepts only this source when set.
@@ -321,6 +326,10 @@ pub struct Vif<D: BackendDomain> {
     /// Reused working storage of the tx and rx passes.
     pub(crate) tx_scratch: crate::tx::TxScratch<D>,
     pub(crate) rx_scratch: crate::rx::RxScratch<D>,
+    /// The `rate` key's limit on the guest's transmit, if any.
+    pub(crate) rate: Option<crate::rate::Rate>,
+    /// Its credit, started at the first pass after the rate was set (with that pass's clock).
+    pub(crate) credit: Option<crate::rate::Credit>,
 }
 
 impl<D: BackendDomain> fmt::Debug for Vif<D> {
@@ -343,6 +352,7 @@ impl<D: BackendDomain> Vif<D> {
         evtchn: &D::Evtchn,
         id: VifId,
         keys: FrontendKeys,
+        switch: crate::switch::SwitchId,
         bridge_port: PortId,
         mac: Option<MacAddr>,
     ) -> Result<Vif<D>, hypervisor::Error> {
@@ -366,6 +376,7 @@ impl<D: BackendDomain> Vif<D> {
                     ..keys.offload.into()
                 },
             },
+            switch,
             bridge_port,
             mac,
             rx_queue: RxQueue::new(),
@@ -376,7 +387,19 @@ impl<D: BackendDomain> Vif<D> {
             eoi: hypervisor::LateEoi::new(),
             tx_scratch: Default::default(),
             rx_scratch: Default::default(),
+            rate: None,
+            credit: None,
         })
+    }
+
+    /// Linux 6.1's check at connect (`xenvif_map_frontend_data_rings`): each ring's requests
+    /// past its responses must fit the ring, else the frontend is refused rather than
+    /// connected and disabled on its first pass.
+    pub(crate) fn check_rings(&mut self) -> Result<(), crate::FrontendError> {
+        let bad = |ring, why| crate::FrontendError::RingIndices { ring, why };
+        self.tx.unconsumed_requests().map_err(|e| bad("tx", e))?;
+        self.rx.unconsumed_requests().map_err(|e| bad("rx", e))?;
+        Ok(())
     }
 
     /// The vif's identity.
@@ -394,6 +417,11 @@ impl<D: BackendDomain> Vif<D> {
         self.bridge_port
     }
 
+    /// The switch the vif is plugged into.
+    pub fn switch(&self) -> crate::switch::SwitchId {
+        self.switch
+    }
+
     /// The MAC its switch port is locked to, if the toolstack configured one.
     pub fn mac(&self) -> Option<MacAddr> {
         self.mac
@@ -406,6 +434,24 @@ impl<D: BackendDomain> Vif<D> {
             eoi_delayed: self.eoi.delayed(),
             ..self.stats.clone()
         }
+    }
+
+    /// Limits the guest's transmit to `rate` (`None`: unlimited), from the next pass on with a
+    /// full window of credit, as Linux applies a changed `rate` key.
+    pub(crate) fn set_rate(&mut self, rate: Option<crate::rate::Rate>) {
+        self.rate = rate;
+        self.credit = None;
+    }
+
+    /// The guest's transmit rate limit.
+    pub fn rate(&self) -> Option<crate::rate::Rate> {
+        self.rate
+    }
+
+    /// When a vif whose transmit waits for credit may go on (the backend's wait must not sleep
+    /// past it).
+    pub(crate) fn tx_waiting_until(&self) -> Option<Instant> {
+        self.credit.as_ref().and_then(|c| c.waiting_until())
     }
 
     /// Whether the vif was disabled for a fatal frontend error.

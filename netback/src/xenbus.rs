@@ -19,17 +19,22 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use bridge_lite::MacAddr;
 use hypervisor::{DomId, GrantRef, Port, XenStore};
 use netif_ring::netif::RxMode;
 
+use crate::device::{DeviceConfig, ModePolicy, VifMode, read_device_config};
 use crate::error::{Error, FrontendError};
+use crate::rate::Rate;
 use crate::vif::{FrontendKeys, FrontendOffloads, VifId};
 
 pub use hypervisor::XenbusState;
 
 /// Watch token of the backend tree.
 const BE_TOKEN: &str = "netback";
+/// A node this backend writes into every device it offers, so a later instance (a restart)
+/// takes over only devices a splitnet backend served, never one another backend (Linux's
+/// xen-netback) holds.
+pub const OWNER_NODE: &str = "splitnet-backend";
 /// Watch events handled per pass: a guest writing junk cannot stall the data path.
 const EVENTS_PER_PASS: usize = 64;
 
@@ -52,15 +57,19 @@ pub fn features(allow_flip: bool) -> [(&'static str, &'static str); 11] {
 
 /// What the control plane asks of the data path.
 pub(crate) trait VifControl {
-    /// Connects a vif with the keys its frontend wrote; `mac` locks its switch port.
-    fn connect(
-        &mut self,
-        id: VifId,
-        keys: FrontendKeys,
-        mac: Option<MacAddr>,
-    ) -> Result<(), FrontendError>;
-    /// Disconnects a vif (unmaps, unbinds, unplugs); nothing if it is not connected.
+    /// Prepares a device before InitWait: in host mode makes its netdev (which the toolstack's
+    /// script then finds), in builtin mode finds its switch. `Err` says why the device is
+    /// refused and what to do.
+    fn prepare(&mut self, id: VifId, cfg: &DeviceConfig) -> Result<(), String>;
+    /// Connects a prepared device's vif with the keys its frontend wrote.
+    fn connect(&mut self, id: VifId, keys: FrontendKeys) -> Result<(), FrontendError>;
+    /// Disconnects a vif (unmaps, unbinds, unplugs); nothing if it is not connected. The
+    /// device stays prepared.
     fn disconnect(&mut self, id: VifId);
+    /// The device is gone: disconnect, and undo `prepare` (a host netdev is removed).
+    fn release(&mut self, id: VifId);
+    /// The `rate` key changed: applies at once to a connected vif, and to later connects.
+    fn set_rate(&mut self, id: VifId, rate: Option<Rate>);
 }
 
 /// One vif device as the control plane tracks it.
@@ -71,6 +80,11 @@ struct Device {
     fe_token: String,
     /// The state this backend last wrote.
     state: XenbusState,
+    /// What the toolstack configured.
+    cfg: DeviceConfig,
+    /// Connected on the data path, but Connected waits for the hotplug script to write
+    /// `hotplug-status=connected` (as Linux's netback waits when libxl wrote the node).
+    awaiting_hotplug: bool,
 }
 
 /// The control plane: the backend tree's watch, and every device it knows.
@@ -78,6 +92,7 @@ pub(crate) struct Xenbus<S: XenStore> {
     xs: S,
     be_base: String,
     allow_flip: bool,
+    policy: ModePolicy,
     devices: HashMap<VifId, Device>,
 }
 
@@ -111,14 +126,15 @@ fn parse_fe_token(token: &str) -> Option<VifId> {
 }
 
 impl<S: XenStore> Xenbus<S> {
-    /// Watches the backend tree of domain `backend`.
-    pub fn new(xs: S, backend: DomId, allow_flip: bool) -> Result<Self, Error> {
+    /// Watches the backend tree of domain `backend`; each device's mode follows `policy`.
+    pub fn new(xs: S, backend: DomId, allow_flip: bool, policy: ModePolicy) -> Result<Self, Error> {
         let be_base = format!("/local/domain/{backend}/backend/vif");
         xs.watch(&be_base, BE_TOKEN)?;
         Ok(Self {
             xs,
             be_base,
             allow_flip,
+            policy,
             devices: HashMap::new(),
         })
     }
@@ -138,7 +154,8 @@ impl<S: XenStore> Xenbus<S> {
         self.allow_flip = allow;
     }
 
-    /// Closes every device: disconnect, then Closing and Closed (the backend is stopping).
+    /// Closes every device: disconnect, then Closing and Closed, and release what was prepared
+    /// (host netdevs are removed): the backend is stopping and no instance follows.
     pub fn close_all(&mut self, vifs: &mut impl VifControl) {
         let mut ids: Vec<VifId> = self.devices.keys().copied().collect();
         ids.sort_unstable();
@@ -152,6 +169,7 @@ impl<S: XenStore> Xenbus<S> {
                 self.set_state(id, XenbusState::Closing);
                 self.set_state(id, XenbusState::Closed);
             }
+            vifs.release(id);
         }
     }
 
@@ -227,17 +245,36 @@ impl<S: XenStore> Xenbus<S> {
             .read(&format!("{be_path}/online"))
             .is_ok_and(|v| v.trim() == "1");
         let Some(dev) = self.devices.get(&id) else {
-            if online && state == Some(XenbusState::Initialising) {
-                self.probe(id, be_path);
+            match state {
+                Some(XenbusState::Initialising) if online => self.probe(id, be_path, vifs),
+                // A device a previous instance of this backend served (a restart): take it over
+                // without disturbing the guest.
+                Some(s @ (XenbusState::InitWait | XenbusState::Connected))
+                    if online && self.xs.read(&format!("{be_path}/{OWNER_NODE}")).is_ok() =>
+                {
+                    self.adopt(id, be_path, s, vifs)
+                }
+                _ => {}
             }
             return;
         };
         let ours = dev.state;
+        if dev.awaiting_hotplug && online && self.hotplug_connected(&be_path) {
+            log::info!("{id}: the hotplug script is done");
+            if let Some(d) = self.devices.get_mut(&id) {
+                d.awaiting_hotplug = false;
+            }
+            self.set_state(id, XenbusState::Connected);
+        }
+        self.rate_changed(id, vifs);
         let toolstack_closing = state == Some(XenbusState::Closing) && ours != XenbusState::Closing;
         if (!online || toolstack_closing) && ours != XenbusState::Closed {
             log::info!(
                 "{id}: the toolstack detaches the device (online={online:?}, state={state:?})"
             );
+            if let Some(d) = self.devices.get_mut(&id) {
+                d.awaiting_hotplug = false;
+            }
             vifs.disconnect(id);
             self.set_state(id, XenbusState::Closing);
             self.set_state(id, XenbusState::Closed);
@@ -248,34 +285,162 @@ impl<S: XenStore> Xenbus<S> {
         }
     }
 
-    /// A new device: write features, go to InitWait, watch the frontend's state.
-    fn probe(&mut self, id: VifId, be_path: String) {
+    /// Starts tracking a device: checks its frontend path, reads what the toolstack
+    /// configured, prepares the data path (a host netdev, or the named switch), watches the
+    /// frontend's state. `None` if the device is not ready or was refused (then Closed, with
+    /// `error` and `hotplug-error` saying why).
+    fn track(
+        &mut self,
+        id: VifId,
+        be_path: String,
+        state: XenbusState,
+        vifs: &mut impl VifControl,
+    ) -> Option<()> {
         let Ok(fe_path) = self.xs.read(&format!("{be_path}/frontend")) else {
-            return; // Not fully created yet; the next watch event retries.
+            return None; // Not fully created yet; the next watch event retries.
         };
         let expected = format!("/local/domain/{}/device/vif/{}", id.domid, id.devid);
         if fe_path != expected {
             log::warn!(
                 "{id}: backend's frontend node names {fe_path:?}, expected {expected}; ignoring the device"
             );
-            return;
+            return None;
+        }
+        let cfg = read_device_config(&self.xs, &be_path, id, self.policy);
+        for w in &cfg.warnings {
+            log::warn!("{id}: {w}");
         }
         let fe_token = fe_token(id);
         if let Err(e) = self.xs.watch(&format!("{fe_path}/state"), &fe_token) {
             log::warn!("{id}: cannot watch the frontend's state: {e}");
-            return;
+            return None;
         }
-        log::info!("{id}: new device, frontend {fe_path}");
+        log::info!(
+            "{id}: device, frontend {fe_path}, {}",
+            match cfg.mode {
+                VifMode::Host => format!("host mode: netdev {} mtu {}", cfg.netdev, cfg.mtu),
+                VifMode::Builtin => format!("builtin mode: switch {}", cfg.switch),
+            }
+        );
+        let prepared = vifs.prepare(id, &cfg);
         self.devices.insert(
             id,
             Device {
                 be_path,
                 fe_path,
                 fe_token,
-                state: XenbusState::Initialising,
+                state,
+                cfg,
+                awaiting_hotplug: false,
             },
         );
-        self.offer(id);
+        if let Err(why) = prepared {
+            self.refuse(id, &why, vifs);
+            return None;
+        }
+        Some(())
+    }
+
+    /// A new device: track it, write features, go to InitWait.
+    fn probe(&mut self, id: VifId, be_path: String, vifs: &mut impl VifControl) {
+        if self
+            .track(id, be_path, XenbusState::Initialising, vifs)
+            .is_some()
+        {
+            self.offer(id);
+        }
+    }
+
+    /// A device a previous instance of the backend left in InitWait or Connected (it was
+    /// restarted, or crashed): track it, and if the frontend is connected, connect its vif from
+    /// the rings as they stand (requests the old instance took but never answered are served
+    /// again). Nothing is written unless that fails, so the guest notices nothing.
+    fn adopt(
+        &mut self,
+        id: VifId,
+        be_path: String,
+        state: XenbusState,
+        vifs: &mut impl VifControl,
+    ) {
+        if self.track(id, be_path, state, vifs).is_none() {
+            return;
+        }
+        log::info!("{id}: taking over the device from a previous backend ({state:?})");
+        if state == XenbusState::Connected {
+            let Some(dev) = self.devices.get(&id) else {
+                return;
+            };
+            let (fe_path, be_path) = (dev.fe_path.clone(), dev.be_path.clone());
+            let fe_state = self
+                .xs
+                .read(&format!("{fe_path}/state"))
+                .ok()
+                .and_then(|s| XenbusState::parse(&s));
+            if matches!(
+                fe_state,
+                Some(XenbusState::Connected | XenbusState::Initialised)
+            ) {
+                if let Err(reason) = self.connect(id, &fe_path, &be_path, vifs) {
+                    self.fail(id, reason, vifs);
+                }
+                return;
+            }
+        }
+        // The frontend moved on meanwhile: follow it as for any state change.
+        self.frontend_changed(id, vifs);
+    }
+
+    /// Refuses a device: `error` and `hotplug-error` say why (the toolstack shows the latter),
+    /// a log line, Closed.
+    fn refuse(&mut self, id: VifId, why: &str, vifs: &mut impl VifControl) {
+        log::error!("{id}: refusing the device: {why}");
+        if let Some(d) = self.devices.get(&id)
+            && self.present(&d.be_path)
+        {
+            let _ = self.xs.write(&format!("{}/hotplug-error", d.be_path), why);
+            let _ = self.xs.write(&format!("{}/error", d.be_path), why);
+        }
+        vifs.disconnect(id);
+        self.set_state(id, XenbusState::Closed);
+    }
+
+    /// Whether the hotplug script has written `hotplug-status=connected`.
+    fn hotplug_connected(&self, be_path: &str) -> bool {
+        self.xs
+            .read(&format!("{be_path}/hotplug-status"))
+            .is_ok_and(|v| v.trim() == "connected")
+    }
+
+    /// The toolstack changed `rate` (`xl network-...`, or by hand): apply it live.
+    fn rate_changed(&mut self, id: VifId, vifs: &mut impl VifControl) {
+        let Some(dev) = self.devices.get_mut(&id) else {
+            return;
+        };
+        let rate = match self.xs.read(&format!("{}/rate", dev.be_path)) {
+            Ok(r) => match Rate::parse(&r) {
+                Ok(rate) => rate,
+                Err(e) => {
+                    if dev.cfg.rate.is_some() {
+                        log::warn!("{id}: {e}");
+                    }
+                    None
+                }
+            },
+            Err(_) => None,
+        };
+        if rate != dev.cfg.rate {
+            log::info!(
+                "{id}: rate {}",
+                rate.map_or("unlimited".into(), |r| format!(
+                    "{:.0} bytes/s ({} bytes per {:?})",
+                    r.bytes_per_sec(),
+                    r.bytes,
+                    r.window
+                ))
+            );
+            dev.cfg.rate = rate;
+            vifs.set_rate(id, rate);
+        }
     }
 
     /// Writes the features and goes to InitWait.
@@ -289,7 +454,9 @@ impl<S: XenStore> Xenbus<S> {
         for (k, v) in features(self.allow_flip) {
             let _ = self.xs.write(&format!("{}/{k}", dev.be_path), v);
         }
+        let _ = self.xs.write(&format!("{}/{OWNER_NODE}", dev.be_path), "1");
         let _ = self.xs.rm(&format!("{}/error", dev.be_path));
+        let _ = self.xs.rm(&format!("{}/hotplug-error", dev.be_path));
         self.set_state(id, XenbusState::InitWait);
     }
 
@@ -298,7 +465,7 @@ impl<S: XenStore> Xenbus<S> {
         let Some(dev) = self.devices.remove(&id) else {
             return;
         };
-        vifs.disconnect(id);
+        vifs.release(id);
         let _ = self
             .xs
             .unwatch(&format!("{}/state", dev.fe_path), &dev.fe_token);
@@ -340,7 +507,7 @@ impl<S: XenStore> Xenbus<S> {
                 let fe_path = dev.fe_path.clone();
                 let be_path = dev.be_path.clone();
                 match self.connect(id, &fe_path, &be_path, vifs) {
-                    Ok(()) => self.set_state(id, XenbusState::Connected),
+                    Ok(()) => self.connected(id, &be_path),
                     Err(reason) => self.fail(id, reason, vifs),
                 }
             }
@@ -372,29 +539,45 @@ impl<S: XenStore> Xenbus<S> {
         }
     }
 
+    /// The vif is connected on the data path: Connected, unless the toolstack asked the
+    /// backend to wait for its hotplug script (an empty `hotplug-status` node, as libxl writes
+    /// it; Linux 6.1 waits the same way), in which case Connected follows the script's
+    /// `connected`.
+    fn connected(&mut self, id: VifId, be_path: &str) {
+        let node = self.xs.read(&format!("{be_path}/hotplug-status"));
+        match node {
+            Ok(v) if v.trim() != "connected" => {
+                log::info!("{id}: waiting for the hotplug script (hotplug-status {v:?})");
+                if let Some(d) = self.devices.get_mut(&id) {
+                    d.awaiting_hotplug = true;
+                }
+            }
+            _ => self.set_state(id, XenbusState::Connected),
+        }
+    }
+
     fn connect(
         &mut self,
         id: VifId,
         fe_path: &str,
-        be_path: &str,
+        _be_path: &str,
         vifs: &mut impl VifControl,
     ) -> Result<(), FrontendError> {
         let keys = read_frontend_keys(&self.xs, fe_path, self.allow_flip)?;
-        let mac = match self.xs.read(&format!("{be_path}/mac")) {
-            Ok(m) => match m.parse::<MacAddr>() {
-                Ok(mac) => Some(mac),
-                Err(e) => {
-                    log::warn!("{id}: {e}; the vif's port is not locked to a MAC");
-                    None
-                }
-            },
-            Err(_) => None,
-        };
-        vifs.connect(id, keys, mac)?;
+        vifs.connect(id, keys)?;
+        let cfg = self.devices.get(&id).map(|d| &d.cfg);
         log::info!(
-            "{id}: connected ({:?} mode, mac {})",
+            "{id}: connected ({:?} mode, {})",
             keys.mode,
-            mac.map_or("any".to_string(), |m| m.to_string())
+            match cfg {
+                Some(c) if c.mode == VifMode::Host => format!("netdev {}", c.netdev),
+                Some(c) => format!(
+                    "switch {}, mac {}",
+                    c.switch,
+                    c.mac.map_or("any".to_string(), |m| m.to_string())
+                ),
+                None => "switch xenbr0".into(),
+            }
         );
         Ok(())
     }
@@ -431,7 +614,8 @@ pub fn read_frontend_keys(
         }
     };
     let required = |key: &'static str| read_u32(key)?.ok_or(FrontendError::Missing { key });
-    if let Some(n) = read_u32("multi-queue-num-queues")?
+    // Linux 6.1 reads it with a default of 1, a value that is not a number included.
+    if let Some(n) = read_u32("multi-queue-num-queues").ok().flatten()
         && n > 1
     {
         return Err(FrontendError::TooManyQueues { asked: n, max: 1 });
@@ -449,8 +633,11 @@ pub fn read_frontend_keys(
     };
     // `feature-rx-notify` is not required: Linux only shortens its drain timeout without it,
     // and this backend arms `req_event` itself when it waits for buffers.
-    let flag =
-        |key: &'static str| -> Result<bool, FrontendError> { Ok(read_u32(key)?.unwrap_or(0) != 0) };
+    // A `feature-*` key is read as Linux 6.1's `xenbus_read_unsigned(.., 0)` reads it: missing
+    // or not a number is 0 (off), and the vif still connects.
+    let flag = |key: &'static str| -> Result<bool, FrontendError> {
+        Ok(read_u32(key).ok().flatten().unwrap_or(0) != 0)
+    };
     // What the frontend takes on its rx ring (Linux's read_xenbus_vif_flags).
     let offload = FrontendOffloads {
         sg: flag("feature-sg")?,
