@@ -1,38 +1,22 @@
-//! The hostile frontend: it writes ring slots and indices raw (`netif_ring::raw`), grants, re-grants
-//! and revokes its pages in any order, and remembers enough to judge the backend's answers.
+//! The hostile frontend: a [`RawFront`] that writes ring slots and indices raw, grants, re-grants
+//! and revokes its pages in any order (also in the middle of a backend pass: [`Revocation`]),
+//! and remembers enough to judge the backend's answers.
 //!
 //! Every data page is a sentinel (a known pattern, or the data the guest itself wrote) unless a
 //! live writable or accept-transfer grant to the backend names it. Every image written into a
 //! ring slot is kept until that slot's response is read, so a response's `id` can be checked
 //! against what the backend could have read there, however the slot was rewritten.
 
-use xen_model::{DomainHandle, EvtchnHandle, Hypervisor};
-use hypervisor::ringpage::own_ring;
-use hypervisor::{DomId, GrantRef, PAGE_SIZE, Pfn, Port};
-use netback::{FrontendKeys, FrontendOffloads, RxMode, VifId};
+use hypervisor::{DomId, GrantRef, PAGE_SIZE, Pfn};
+use netback::{FrontendOffloads, RxMode, VifId};
 use netif_ring::netif::{ExtraInfo, RxRequest, TxRequest};
-use netif_ring::{FrontRing, RxRing, TxRing, raw};
+use netif_ring::raw;
+pub use testkit::GrantKind;
+use testkit::{Guest, RawFront};
+use xen_model::{DomainHandle, Hypervisor};
 
 use crate::Input;
-use crate::world::{HOSTILE_PAGES, RING_SIZE, RxFront, TxFront, pattern};
-
-/// What a grant lets the backend do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GrantKind {
-    /// Writable, to the backend.
-    Rw,
-    /// Read-only, to the backend.
-    Ro,
-    /// Writable, to another domain (the backend may not use it).
-    Foreign,
-    /// Accept a page transfer from the backend (flip mode's rx buffers).
-    Accept,
-}
-
-impl GrantKind {
-    /// All kinds, for decoding.
-    pub const ALL: [GrantKind; 4] = [Self::Rw, Self::Ro, Self::Foreign, Self::Accept];
-}
+use crate::world::{HOSTILE_PAGES, MAC_H, RING_SIZE, pattern};
 
 /// One grant the guest made.
 #[derive(Debug, Clone, Copy)]
@@ -50,18 +34,8 @@ pub struct Grant {
 /// The hostile guest.
 #[derive(Debug)]
 pub struct Hostile {
-    /// The guest.
-    pub dom: DomainHandle,
-    /// Its event-channel handle.
-    pub evtchn: EvtchnHandle,
-    /// Its port to the backend.
-    pub port: Port,
-    /// Its ring grants and port.
-    pub keys: FrontendKeys,
-    /// Its tx ring (only the memory is used: every write is raw).
-    pub tx: TxFront,
-    /// Its rx ring (likewise).
-    pub rx: RxFront,
+    /// The guest and its rings (only their memory is used: every ring write is raw).
+    pub front: RawFront,
     /// The guest's own tx producer (free-running).
     pub tx_prod: u32,
     /// The guest's own rx producer.
@@ -73,8 +47,6 @@ pub struct Hostile {
     generation: u32,
     /// Every grant made, in order.
     pub grants: Vec<Grant>,
-    backend: DomId,
-    foreign: DomId,
     /// Per tx ring slot: every 12-byte image written since its last response was read.
     pub tx_images: Vec<Vec<TxRequest>>,
     /// Per rx ring slot: likewise, 8-byte images.
@@ -85,15 +57,20 @@ impl Hostile {
     /// A guest with rings granted to `backend`; `foreign` is the domain its foreign grants
     /// name. Every data page starts as a sentinel.
     pub fn new(xen: &Hypervisor, backend: DomId, foreign: DomId, mode: RxMode) -> Hostile {
-        let dom = xen.create_domain(HOSTILE_PAGES).expect("hostile guest");
-        let txp = dom.alloc_page().expect("ring page");
-        let rxp = dom.alloc_page().expect("ring page");
-        let tx = FrontRing::init(own_ring(&dom, txp).expect("pin"));
-        let rx = FrontRing::init(own_ring(&dom, rxp).expect("pin"));
-        let tx_ring_ref = dom.grant_access(backend, txp, false).expect("grant");
-        let rx_ring_ref = dom.grant_access(backend, rxp, false).expect("grant");
-        let evtchn = dom.open_evtchn();
-        let port = evtchn.alloc_unbound(backend).expect("port");
+        let front = RawFront::new(
+            xen,
+            backend,
+            Guest {
+                mac: MAC_H,
+                mode,
+                pages: HOSTILE_PAGES,
+                // Everything Linux's netfront takes, so the checksum and GSO paths of rx are
+                // fuzzed too (a GSO extra slot consumes a request of its own).
+                offload: FrontendOffloads::ALL,
+                foreign: Some(foreign),
+            },
+        );
+        let dom = &front.dom;
         let pages: Vec<Pfn> = (2..HOSTILE_PAGES)
             .map(|_| dom.alloc_page().expect("data page"))
             .collect();
@@ -113,28 +90,13 @@ impl Hostile {
             rx_images[s].push(RxRequest::default());
         }
         Hostile {
-            dom,
-            evtchn,
-            port,
-            keys: FrontendKeys {
-                tx_ring_ref,
-                rx_ring_ref,
-                event_channel: port,
-                mode,
-                // Everything Linux's netfront takes, so the checksum and GSO paths of rx are
-                // fuzzed too (a GSO extra slot consumes a request of its own).
-                offload: FrontendOffloads::ALL,
-            },
-            tx,
-            rx,
+            front,
             tx_prod: 0,
             rx_prod: 0,
             pages,
             expected,
             generation: 0,
             grants: Vec::new(),
-            backend,
-            foreign,
             tx_images,
             rx_images,
         }
@@ -142,24 +104,14 @@ impl Hostile {
 
     /// Its vif's id.
     pub fn id(&self) -> VifId {
-        VifId {
-            domid: self.dom.domid(),
-            devid: 0,
-        }
+        self.front.id()
     }
 
     /// Grants data page `page` (modulo the count) as `kind`; returns the grant's index.
     pub fn grant(&mut self, page: usize, kind: GrantKind) -> Option<usize> {
         let page = page % self.pages.len();
-        let pfn = self.pages[page];
-        let r = match kind {
-            GrantKind::Rw => self.dom.grant_access(self.backend, pfn, false),
-            GrantKind::Ro => self.dom.grant_access(self.backend, pfn, true),
-            GrantKind::Foreign => self.dom.grant_access(self.foreign, pfn, false),
-            GrantKind::Accept => self.dom.grant_accept_transfer(self.backend, pfn),
-        };
-        let gref = r.ok()?;
-        if matches!(kind, GrantKind::Rw | GrantKind::Accept) {
+        let gref = self.front.grant(self.pages[page], kind).ok()?;
+        if kind.backend_writes() {
             self.expected[page] = None;
         }
         self.grants.push(Grant {
@@ -182,10 +134,7 @@ impl Hostile {
         if !g.live {
             return;
         }
-        let ok = match g.kind {
-            GrantKind::Accept => self.dom.end_transfer(g.gref).is_ok(),
-            _ => self.dom.end_access(g.gref).is_ok(),
-        };
+        let ok = self.front.revoke(g.gref, g.kind).is_ok();
         assert!(
             ok,
             "revoking {g:?} failed: the backend holds a grant between passes"
@@ -202,11 +151,7 @@ impl Hostile {
         }
         let i = i % self.grants.len();
         let g = self.grants[i];
-        let ok = g.live
-            && match g.kind {
-                GrantKind::Accept => self.dom.end_transfer(g.gref).is_ok(),
-                _ => self.dom.end_access(g.gref).is_ok(),
-            };
+        let ok = g.live && self.front.revoke(g.gref, g.kind).is_ok();
         if ok {
             self.grants[i].live = false;
             self.refresh(g.page);
@@ -214,10 +159,10 @@ impl Hostile {
         ok
     }
 
-    /// A revocation of grant `i` (modulo the count) for the backend's `at_call`-th grant
-    /// hypercall of the next pass, with the pattern to lay if the page then has no writable
-    /// grant left. `None` if the grant is already revoked.
-    pub fn mid_pass_revoke(&mut self, i: usize, at_call: u32) -> Option<crate::hooked::MidPass> {
+    /// A revocation of grant `i` (modulo the count) to make during the next pass, with the
+    /// pattern to lay if the page then has no writable grant left. `None` if the grant is
+    /// already revoked.
+    pub fn mid_pass_revoke(&mut self, i: usize) -> Option<Revocation> {
         if self.grants.is_empty() {
             return None;
         }
@@ -226,20 +171,18 @@ impl Hostile {
         if !g.live {
             return None;
         }
-        let others = self.grants.iter().enumerate().any(|(j, o)| {
-            j != i
-                && o.live
-                && o.page == g.page
-                && matches!(o.kind, GrantKind::Rw | GrantKind::Accept)
-        });
+        let others = self
+            .grants
+            .iter()
+            .enumerate()
+            .any(|(j, o)| j != i && o.live && o.page == g.page && o.kind.backend_writes());
         let refill = (!others).then(|| {
             self.generation += 1;
             let pfn = self.pages[g.page];
-            (pfn, pattern(self.dom.domid(), pfn, self.generation))
+            (pfn, pattern(self.front.dom.domid(), pfn, self.generation))
         });
-        Some(crate::hooked::MidPass {
-            at_call,
-            guest: self.dom.clone(),
+        Some(Revocation {
+            guest: self.front.dom.clone(),
             grant: i,
             gref: g.gref,
             kind: g.kind,
@@ -249,15 +192,16 @@ impl Hostile {
     }
 
     /// Takes note of revocations made during a pass.
-    pub fn reconcile(&mut self, done: &[crate::hooked::MidPass]) {
+    pub fn reconcile(&mut self, done: &[Revocation]) {
         for m in done.iter().filter(|m| m.ok) {
             let page = self.grants[m.grant].page;
             self.grants[m.grant].live = false;
             // The page may have gained or lost another writable grant since the revocation was
             // scheduled: the refill counts only if none is left.
-            let writable = self.grants.iter().any(|g| {
-                g.live && g.page == page && matches!(g.kind, GrantKind::Rw | GrantKind::Accept)
-            });
+            let writable = self
+                .grants
+                .iter()
+                .any(|g| g.live && g.page == page && g.kind.backend_writes());
             match &m.refill {
                 Some((_, p)) if !writable => self.expected[page] = Some(p.clone()),
                 _ => self.refresh(page),
@@ -267,16 +211,17 @@ impl Hostile {
 
     /// Re-lays the sentinel of `page` if no live grant lets the backend write it.
     fn refresh(&mut self, page: usize) {
-        let writable = self.grants.iter().any(|g| {
-            g.live && g.page == page && matches!(g.kind, GrantKind::Rw | GrantKind::Accept)
-        });
+        let writable = self
+            .grants
+            .iter()
+            .any(|g| g.live && g.page == page && g.kind.backend_writes());
         if writable || self.expected[page].is_some() {
             return;
         }
         self.generation += 1;
         let pfn = self.pages[page];
-        let p = pattern(self.dom.domid(), pfn, self.generation);
-        self.dom.write(pfn, 0, &p).expect("own page");
+        let p = pattern(self.front.dom.domid(), pfn, self.generation);
+        self.front.dom.write(pfn, 0, &p).expect("own page");
         self.expected[page] = Some(p);
     }
 
@@ -285,7 +230,7 @@ impl Hostile {
         let page = page % self.pages.len();
         let offset = offset % PAGE_SIZE;
         let data = &data[..data.len().min(PAGE_SIZE - offset)];
-        if self.dom.write(self.pages[page], offset, data).is_ok()
+        if self.front.dom.write(self.pages[page], offset, data).is_ok()
             && let Some(e) = &mut self.expected[page]
         {
             e[offset..offset + data.len()].copy_from_slice(data);
@@ -306,8 +251,8 @@ impl Hostile {
         match input.u8() {
             0xff => input.u32(),
             0xfe => 2048 + u32::from(input.u16()),
-            0xfd => self.keys.tx_ring_ref.0,
-            0xfc => self.keys.rx_ring_ref.0,
+            0xfd => self.front.keys.tx_ring_ref.0,
+            0xfc => self.front.keys.rx_ring_ref.0,
             s if !self.grants.is_empty() => self.grants[s as usize % self.grants.len()].gref.0,
             _ => u32::from(input.u16()),
         }
@@ -325,7 +270,10 @@ impl Hostile {
         let mut buf = vec![0u8; PAGE_SIZE];
         for (i, e) in self.expected.iter().enumerate() {
             let Some(e) = e else { continue };
-            self.dom.read(self.pages[i], 0, &mut buf).expect("own page");
+            self.front
+                .dom
+                .read(self.pages[i], 0, &mut buf)
+                .expect("own page");
             if buf != *e {
                 let at = buf.iter().zip(e).position(|(a, b)| a != b).unwrap_or(0);
                 let live: Vec<&Grant> = self.grants.iter().filter(|g| g.page == i).collect();
@@ -342,15 +290,14 @@ impl Hostile {
 
     /// Writes `req` into the tx slot for index `idx`.
     pub fn write_tx(&mut self, idx: u32, req: TxRequest) {
-        raw::write_slot_at::<TxRing, TxRequest>(self.tx.mem(), RING_SIZE, idx, req);
+        self.front.write_tx_at(idx, req);
         self.tx_images[(idx % RING_SIZE) as usize].push(req);
     }
 
     /// Writes an extra-info slot for index `idx` (its first 8 bytes; the rest stay).
     pub fn write_tx_extra(&mut self, idx: u32, extra: ExtraInfo) {
-        raw::write_slot_at::<TxRing, ExtraInfo>(self.tx.mem(), RING_SIZE, idx, extra);
-        let image: TxRequest =
-            raw::read_slot_at::<TxRing, TxRequest>(self.tx.mem(), RING_SIZE, idx);
+        self.front.write_tx_at(idx, extra);
+        let image: TxRequest = self.front.read_tx_at(idx);
         self.tx_images[(idx % RING_SIZE) as usize].push(image);
     }
 
@@ -368,19 +315,19 @@ impl Hostile {
 
     /// Publishes `v` as `req_prod` of the tx ring.
     pub fn set_tx_req_prod(&mut self, v: u32) {
-        raw::set_req_prod(self.tx.mem(), v);
+        self.front.set_tx_req_prod(v);
     }
 
     /// The shared indices of the tx ring.
     pub fn tx_indices(&self) -> raw::Indices {
-        raw::indices(self.tx.mem())
+        self.front.tx_indices()
     }
 
     // --- rx ring ---
 
     /// Writes `req` into the rx slot for index `idx`.
     pub fn write_rx(&mut self, idx: u32, req: RxRequest) {
-        raw::write_slot_at::<RxRing, RxRequest>(self.rx.mem(), RING_SIZE, idx, req);
+        self.front.write_rx_at(idx, req);
         self.rx_images[(idx % RING_SIZE) as usize].push(req);
     }
 
@@ -392,17 +339,52 @@ impl Hostile {
 
     /// Publishes `v` as `req_prod` of the rx ring.
     pub fn set_rx_req_prod(&mut self, v: u32) {
-        raw::set_req_prod(self.rx.mem(), v);
+        self.front.set_rx_req_prod(v);
     }
 
     /// The shared indices of the rx ring.
     pub fn rx_indices(&self) -> raw::Indices {
-        raw::indices(self.rx.mem())
+        self.front.rx_indices()
     }
 
     /// Signals the backend.
     pub fn notify(&self) {
-        let _ = self.evtchn.notify(self.port);
+        self.front.notify();
+    }
+}
+
+/// A revocation the guest makes during a pass, before one of the backend's grant hypercalls
+/// (scheduled on a `testkit::MidPass`). A revoked page that the backend may no longer write
+/// gets its fresh sentinel pattern at once, inside the pass, so a later write through the
+/// revoked grant shows at the end.
+#[derive(Debug, Clone)]
+pub struct Revocation {
+    /// The guest.
+    pub guest: DomainHandle,
+    /// Index of the grant in the guest's list.
+    pub grant: usize,
+    /// The grant.
+    pub gref: GrantRef,
+    /// Its kind.
+    pub kind: GrantKind,
+    /// The page and the pattern to lay once revoked, if the backend may then no longer write
+    /// the page.
+    pub refill: Option<(Pfn, Vec<u8>)>,
+    /// Set once done: whether the revocation succeeded.
+    pub ok: bool,
+}
+
+impl Revocation {
+    /// Revokes the grant (on the backend's thread, inside the pass) and lays the refill.
+    pub fn run(&mut self) {
+        self.ok = self.kind.end(&self.guest, self.gref).is_ok();
+        if self.ok
+            && let Some((pfn, p)) = &self.refill
+        {
+            self.guest
+                .write(*pfn, 0, p)
+                .expect("the guest writes its own revoked page");
+        }
     }
 }
 

@@ -6,16 +6,14 @@
 //! valid program), and [`Enc`] writes the same encoding for the seed corpora ([`seeds`]).
 //!
 //! The targets that drive netback ([`netback_tx`], [`netback_rx`], [`xenbus_keys`]) share a
-//! world built on the embedded hypervisor ([`world`]): a backend, one hostile frontend whose
-//! every page is a sentinel unless it is granted writable to the backend, and a well-behaved
-//! pair of guests that must still exchange a frame byte-exact at the end; what their scenes do
-//! alike (setup, the backend pass, the grant ops, the end checks) is in [`scene`].
-#![deny(unsafe_code)]
+//! world built on the embedded hypervisor with `testkit` ([`world`]): a backend, one hostile
+//! frontend whose every page is a sentinel unless it is granted writable to the backend
+//! ([`hostile`]), and a well-behaved pair of guests that must still exchange a frame byte-exact
+//! at the end; what their scenes do alike (setup, the backend pass, the grant ops, the end
+//! checks) is in [`scene`].
 
 pub mod bridge_forward;
 pub mod extra_parse;
-#[allow(unsafe_code)]
-pub mod hooked;
 pub mod hostile;
 mod input;
 pub mod netback_rx;

@@ -21,12 +21,13 @@ use std::time::Duration;
 
 use netback::{Config, RxMode, VifStats};
 use netif_ring::netif::{NETRXF_MORE_DATA, RxRequest, RxResponse};
-use netif_ring::{RxRing, raw};
+use netif_ring::raw;
+use testkit::{frame_between, mac};
 
 use crate::hostile::{GrantKind, Hostile, Published};
 use crate::netback_tx::pick_dst;
 use crate::scene::{self, FatalWatch};
-use crate::world::{self, Base, MAC_A, MAC_B, RING_SIZE, frame, mac};
+use crate::world::{self, Base, MAC_A, MAC_B, RING_SIZE};
 use crate::{Input, Scenario};
 
 /// Op codes (first byte of each op, modulo their number).
@@ -150,7 +151,7 @@ impl Scene {
     /// written only between passes and each is read at most once a pass, so the request is the
     /// last image written there.
     fn answered(&self, j: u32) -> (RxRequest, RxResponse) {
-        let rsp = raw::read_slot_at::<RxRing, RxResponse>(self.h.rx.mem(), RING_SIZE, j);
+        let rsp: RxResponse = self.h.front.read_rx_at(j);
         let slot = (j % RING_SIZE) as usize;
         (*self.h.rx_images[slot].last().expect("an image"), rsp)
     }
@@ -160,7 +161,6 @@ impl Scene {
     /// `revoked`: the guest revoked the gref during the pass, so a copy before that was fine
     /// but the page now holds a fresh sentinel.
     fn response(&mut self, j: u32, req: RxRequest, rsp: RxResponse, shared: bool, revoked: bool) {
-        let mem = self.h.rx.mem();
         let slot = (j % RING_SIZE) as usize;
         assert_eq!(
             rsp.id, req.id,
@@ -188,12 +188,16 @@ impl Scene {
             }
             if let Some(p) = &mut self.partial {
                 let mut buf = vec![0u8; len];
-                self.h.dom.read(pfn, off, &mut buf).expect("own page");
+                self.h.front.dom.read(pfn, off, &mut buf).expect("own page");
                 p.extend_from_slice(&buf);
             }
         } else {
             self.error_responses += 1;
-            assert_eq!(rsp.status, netif_ring::netif::NETIF_RSP_ERROR, "response {j}");
+            assert_eq!(
+                rsp.status,
+                netif_ring::netif::NETIF_RSP_ERROR,
+                "response {j}"
+            );
             if self.mode == RxMode::Copy {
                 assert!(
                     page.is_none(),
@@ -220,7 +224,7 @@ impl Scene {
             }
             self.partial = Some(Vec::new());
         }
-        let now: RxRequest = raw::read_slot_at::<RxRing, RxRequest>(mem, RING_SIZE, j);
+        let now: RxRequest = self.h.front.read_rx_at(j);
         self.h.rx_images[slot] = vec![now];
     }
 
@@ -341,8 +345,8 @@ impl Scenario for Scene {
                         continue;
                     }
                     self.seq += 1;
-                    let f = frame(mac(MAC_A), dst, len, self.seq);
-                    if self.w.a.send(&f) {
+                    let f = frame_between(mac(MAC_A), dst, len, self.seq);
+                    if self.w.a.try_send(&f) {
                         self.flooded_pages += pages;
                         self.sent.push(f);
                     }
@@ -359,8 +363,8 @@ impl Scenario for Scene {
             op::SET_EVENTS => {
                 let v = input.u32();
                 match input.below(2) {
-                    0 => raw::set_req_event(self.h.rx.mem(), v),
-                    _ => raw::set_rsp_event(self.h.rx.mem(), v),
+                    0 => raw::set_req_event(self.h.front.rx.mem(), v),
+                    _ => raw::set_rsp_event(self.h.front.rx.mem(), v),
                 }
             }
             op::POST_MANY => {

@@ -23,11 +23,12 @@ use netif_ring::netif::{
     ExtraInfo, NETIF_RSP_DROPPED, NETIF_RSP_ERROR, NETIF_RSP_NULL, NETIF_RSP_OKAY,
     NETTXF_EXTRA_INFO, NETTXF_MORE_DATA, TxRequest, TxResponse,
 };
-use netif_ring::{TxRing, raw};
+use netif_ring::raw;
+use testkit::{frame_between, mac};
 
 use crate::hostile::{GrantKind, Hostile, Published};
 use crate::scene::{self, FatalWatch};
-use crate::world::{Base, MAC_A, MAC_B, MAC_H, RING_SIZE, frame, mac};
+use crate::world::{Base, MAC_A, MAC_B, MAC_H, RING_SIZE};
 use crate::{Input, Scenario};
 
 /// Op codes (first byte of each op, modulo their number).
@@ -127,7 +128,7 @@ impl Scene {
         // Data pages hold frames to various destinations; most are granted.
         let dsts = [[0xff; 6], mac(MAC_B), mac(MAC_A), mac(MAC_H), mac(0x33)];
         for i in 0..h.pages.len() {
-            let f = frame(mac(MAC_H), dsts[i % dsts.len()], 4096, i as u32);
+            let f = frame_between(mac(MAC_H), dsts[i % dsts.len()], 4096, i as u32);
             h.write_page(i, 0, &f);
         }
         for i in 0..24 {
@@ -163,8 +164,7 @@ impl Scene {
         let st = self.stats();
         let rsp_prod = self.h.tx_indices().rsp_prod;
         for j in self.tx.after_pass(rsp_prod) {
-            let mem = self.h.tx.mem();
-            let rsp: TxResponse = raw::read_slot_at::<TxRing, TxResponse>(mem, RING_SIZE, j);
+            let rsp: TxResponse = self.h.front.read_tx_at(j);
             let slot = (j % RING_SIZE) as usize;
             let images = &self.h.tx_images[slot];
             assert!(
@@ -180,7 +180,7 @@ impl Scene {
                 NETIF_RSP_NULL => self.null += 1,
                 s => panic!("response {j} has status {s}"),
             }
-            let now: TxRequest = raw::read_slot_at::<TxRing, TxRequest>(mem, RING_SIZE, j);
+            let now: TxRequest = self.h.front.read_tx_at(j);
             self.h.tx_images[slot] = vec![now];
         }
         self.fatal.check(&st, rsp_prod);
@@ -310,7 +310,7 @@ impl Scenario for Scene {
                 let len = (pick_size(input) as usize).clamp(14, 4096);
                 let dst = pick_dst(input);
                 self.seq += 1;
-                let f = frame(mac(MAC_H), dst, len, self.seq);
+                let f = frame_between(mac(MAC_H), dst, len, self.seq);
                 self.h.write_page(page, offset, &f);
             }
             op::POLL => {
@@ -327,10 +327,10 @@ impl Scenario for Scene {
             op::SET_EVENTS => {
                 let v = input.u32();
                 match input.below(4) {
-                    0 => raw::set_req_event(self.h.tx.mem(), v),
-                    1 => raw::set_rsp_event(self.h.tx.mem(), v),
-                    2 => raw::set_req_event(self.h.rx.mem(), v),
-                    _ => raw::set_rsp_event(self.h.rx.mem(), v),
+                    0 => raw::set_req_event(self.h.front.tx.mem(), v),
+                    1 => raw::set_rsp_event(self.h.front.tx.mem(), v),
+                    2 => raw::set_req_event(self.h.front.rx.mem(), v),
+                    _ => raw::set_rsp_event(self.h.front.rx.mem(), v),
                 }
             }
             op::CHAIN => {
@@ -379,13 +379,13 @@ impl Scenario for Scene {
             }
             op::PAIR => {
                 self.seq += 1;
-                let f = frame(
+                let f = frame_between(
                     mac(MAC_A),
                     mac(MAC_B),
                     60 + self.seq as usize % 3000,
                     self.seq,
                 );
-                self.w.a.send(&f);
+                self.w.a.try_send(&f);
                 self.w.b.drain();
             }
             op::MID_REVOKE => scene::mid_revoke(&self.w, &mut self.h, input),

@@ -8,8 +8,8 @@
 use netback::{Config, RxMode, VifStats};
 
 use crate::Input;
-use crate::hostile::Hostile;
-use crate::world::{self, Base, MAC_A, MAC_B, pair_exchanges};
+use crate::hostile::{Hostile, Revocation};
+use crate::world::{self, Base, pair_exchanges};
 
 /// Passes a ring target's settle makes at most while the backend still reports work.
 pub const SETTLE_PASSES: usize = 300;
@@ -20,9 +20,9 @@ pub const SETTLE_PASSES: usize = 300;
 pub fn setup(cfg: Config, mode: RxMode) -> (Base, Hostile) {
     let mut w = world::base(cfg);
     let h = Hostile::new(&w.xen, w.dom0.domid(), w.a.dom.domid(), mode);
-    world::connect(&mut w.nb, &h.keys, h.id(), None);
-    world::connect(&mut w.nb, &w.a.keys, w.a.id(), Some(MAC_A));
-    world::connect(&mut w.nb, &w.b.keys, w.b.id(), Some(MAC_B));
+    h.front.connect(&mut w.nb);
+    w.a.connect_pinned(&mut w.nb);
+    w.b.connect_pinned(&mut w.nb);
     w.b.post_rx(64);
     w.a.post_rx(64);
     (w, h)
@@ -38,13 +38,9 @@ pub fn stats(w: &Base, h: &Hostile) -> VifStats {
 /// note of the ones made. Returns the backend's answer (work left) and the grefs revoked during
 /// the pass.
 pub fn pass(w: &mut Base, h: &mut Hostile) -> (bool, Vec<u32>) {
-    w.hooked.hook().calls = 0;
+    w.mid.begin();
     let work = w.nb.poll().expect("netback poll");
-    let done = {
-        let mut hook = w.hooked.hook();
-        hook.pending.clear();
-        std::mem::take(&mut hook.done)
-    };
+    let done: Vec<Revocation> = w.mid.end().into_iter().map(|(_, r)| r).collect();
     h.reconcile(&done);
     (
         work,
@@ -77,7 +73,7 @@ pub fn revoke(w: &Base, h: &mut Hostile, input: &mut Input<'_>) {
     let i = input.u8() as usize;
     h.revoke(i);
     let grants = &h.grants;
-    w.hooked.hook().pending.retain(|m| grants[m.grant].live);
+    w.mid.retain(|m| grants[m.grant].live);
 }
 
 /// Op `MID_REVOKE` (`grant, call`): the hostile guest revokes a grant during the next pass,
@@ -85,8 +81,8 @@ pub fn revoke(w: &Base, h: &mut Hostile, input: &mut Input<'_>) {
 pub fn mid_revoke(w: &Base, h: &mut Hostile, input: &mut Input<'_>) {
     let i = input.u8() as usize;
     let at = 1 + input.below(4) as u32;
-    if let Some(m) = h.mid_pass_revoke(i, at) {
-        w.hooked.hook().pending.push(m);
+    if let Some(m) = h.mid_pass_revoke(i) {
+        w.mid.schedule(at, m);
     }
 }
 

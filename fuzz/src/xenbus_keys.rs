@@ -17,12 +17,13 @@
 //! still exchanges a frame byte-exact.
 
 use hypervisor::XenbusState;
-use xen_model::{Hypervisor, XsConnection};
 use netback::{Config, FrontendKeys, RxMode};
+use testkit::{RawFront, mac, mac_string};
+use xen_model::{Hypervisor, XsConnection};
 
 use crate::hostile::{GrantKind, Hostile};
 use crate::scene;
-use crate::world::{self, Base, Front, MAC_H, Nb, mac, pair_exchanges};
+use crate::world::{self, Base, MAC_H, Nb, pair_exchanges};
 use crate::{Input, Scenario};
 
 /// Keys a frontend writes (and a few it should not).
@@ -83,15 +84,6 @@ struct Scene {
     pair_be: [String; 2],
 }
 
-/// MAC number `n` as the toolstack writes it (`02:00:00:00:00:xx`).
-fn mac_string(n: u8) -> String {
-    let m = mac(n);
-    format!(
-        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-        m[0], m[1], m[2], m[3], m[4], m[5]
-    )
-}
-
 /// The ring keys a well-behaved frontend writes before its `state`.
 fn ring_keys(k: &FrontendKeys) -> [(&'static str, String); 4] {
     [
@@ -103,9 +95,9 @@ fn ring_keys(k: &FrontendKeys) -> [(&'static str, String); 4] {
 }
 
 /// Brings a well-behaved frontend up through xenbus.
-fn handshake(xen: &Hypervisor, nb: &mut Nb, f: &Front, xs0: &XsConnection) -> String {
+fn handshake(xen: &Hypervisor, nb: &mut Nb, f: &RawFront, xs0: &XsConnection) -> String {
     let paths = xen
-        .add_vif(f.dom.domid(), 0, 0, &mac_string(f.mac))
+        .add_vif(f.dom.domid(), 0, 0, &mac_string(mac(f.mac)))
         .expect("toolstack");
     let state = |xs0: &XsConnection| xs0.read(&format!("{}/state", paths.backend));
     for _ in 0..50 {
@@ -145,9 +137,9 @@ impl Scene {
         }
         let paths = w
             .xen
-            .add_vif(h.dom.domid(), 0, 0, &mac_string(MAC_H))
+            .add_vif(h.front.dom.domid(), 0, 0, &mac_string(mac(MAC_H)))
             .expect("toolstack");
-        let hxs = h.dom.xenstore();
+        let hxs = h.front.dom.xenstore();
         Scene {
             w,
             h,
@@ -241,9 +233,9 @@ impl Scene {
             }
         };
         match input.below(20) {
-            0 => self.h.keys.tx_ring_ref.0.to_string(),
-            1 => self.h.keys.rx_ring_ref.0.to_string(),
-            2 => self.h.keys.event_channel.0.to_string(),
+            0 => self.h.front.keys.tx_ring_ref.0.to_string(),
+            1 => self.h.front.keys.rx_ring_ref.0.to_string(),
+            2 => self.h.front.keys.event_channel.0.to_string(),
             3 => self.w.a.keys.event_channel.0.to_string(),
             4 => self.w.a.keys.tx_ring_ref.0.to_string(),
             5 => grant(&self.h, input.u8()),
@@ -311,7 +303,7 @@ impl Scenario for Scene {
                 self.h.try_revoke(i);
             }
             op::GOOD_KEYS => {
-                for (key, v) in ring_keys(&self.h.keys) {
+                for (key, v) in ring_keys(&self.h.front.keys) {
                     let _ = self.hxs.write(&format!("{}/{key}", self.fe), &v);
                 }
                 let s = ["1", "3", "4", "5", "6"][input.below(5)];

@@ -1,26 +1,25 @@
 //! Frames between two hand-driven frontends through netback and bridge-lite, in copy and flip
 //! mode, single- and multi-slot.
 
-mod common;
-
-use common::{RawFront, frame, machine};
 use netback::{Config, RxMode};
+use testkit::{Guest, Scene, frame};
 
 fn exchange(mode: RxMode, len: usize) {
-    let (xen, dom0, mut nb) = machine(Config::default());
-    let mut a = RawFront::new(&xen, &dom0, 1, RxMode::Copy);
-    let mut b = RawFront::new(&xen, &dom0, 2, mode);
-    a.connect(&mut nb);
-    b.connect(&mut nb);
+    let mut s = Scene::new(Config::default());
+    let mut a = s.front(Guest::mac(1));
+    let mut b = s.front(Guest {
+        mode,
+        ..Guest::mac(2)
+    });
     b.post_rx(128);
     // b speaks first so the switch learns it; a's frames are then unicast to b.
     b.send(&frame(2, 1, 60, 0));
-    nb.poll().unwrap();
+    s.nb.poll().unwrap();
     let sent: Vec<Vec<u8>> = (0..5).map(|i| frame(1, 2, len, i)).collect();
     for f in &sent {
         a.send(f);
     }
-    nb.poll().unwrap();
+    s.nb.poll().unwrap();
     assert_eq!(
         a.reap_tx(),
         sent.iter().map(|f| f.len().div_ceil(4096)).sum::<usize>()
@@ -36,7 +35,7 @@ fn exchange(mode: RxMode, len: usize) {
     for (g, s) in got.iter().zip(&sent) {
         assert!(g.as_ref().is_ok_and(|g| g == s), "frame arrives intact");
     }
-    let st = nb.vif_stats(b.id()).unwrap();
+    let st = s.nb.vif_stats(b.id()).unwrap();
     assert_eq!(st.rx_packets, 5);
     assert_eq!(st.rx_copy_errors, 0);
 }
@@ -73,21 +72,19 @@ fn copy_hypercalls_for_ten_frames(copy_batch_ops: usize) -> u64 {
         copy_batch_ops,
         ..Config::default()
     };
-    let (xen, dom0, mut nb) = machine(cfg);
-    let mut a = RawFront::new(&xen, &dom0, 1, RxMode::Copy);
-    let mut b = RawFront::new(&xen, &dom0, 2, RxMode::Copy);
-    a.connect(&mut nb);
-    b.connect(&mut nb);
+    let mut s = Scene::new(cfg);
+    let mut a = s.front(Guest::mac(1));
+    let mut b = s.front(Guest::mac(2));
     b.post_rx(64);
     b.send(&frame(2, 1, 60, 0));
-    nb.poll().unwrap();
-    let before = nb.snapshot().copy_hypercalls;
+    s.nb.poll().unwrap();
+    let before = s.nb.snapshot().copy_hypercalls;
     for i in 0..10 {
         a.send(&frame(1, 2, 1000, i));
     }
-    nb.poll().unwrap();
+    s.nb.poll().unwrap();
     assert_eq!(b.recv().len(), 10);
-    nb.snapshot().copy_hypercalls - before
+    s.nb.snapshot().copy_hypercalls - before
 }
 
 #[test]

@@ -2,41 +2,37 @@
 //! cases disable that vif with a counter and a reason; single bad packets are dropped and
 //! counted; the backend never panics and a well-behaved vif next to it keeps working.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{RawFront, frame, machine};
-use netback::{Config, Fatal, Netback, RxMode};
+use netback::{Config, Fatal};
+use netif_ring::RingError;
 use netif_ring::netif::{
     ExtraInfo, NETIF_RSP_ERROR, NETIF_RSP_NULL, NETIF_RSP_OKAY, NETTXF_EXTRA_INFO,
     NETTXF_MORE_DATA, TxRequest, XEN_NETIF_EXTRA_TYPE_GSO, XEN_NETIF_EXTRA_TYPE_MAX,
     XEN_NETIF_GSO_TYPE_TCPV4,
 };
-use netif_ring::{RingError, raw};
+use testkit::{Guest, Nb, RawFront, broadcast, frame};
 use xen_model::{DomainHandle, Hypervisor};
 
 /// A hostile frontend `h` and a well-behaved pair `a` → `b` on the same backend.
 struct Scene {
     xen: Hypervisor,
     dom0: DomainHandle,
-    nb: Netback<DomainHandle>,
+    nb: Nb,
     h: RawFront,
     a: RawFront,
     b: RawFront,
 }
 
 fn scene(cfg: Config) -> Scene {
-    let (xen, dom0, mut nb) = machine(cfg);
-    let h = RawFront::new(&xen, &dom0, 9, RxMode::Copy);
-    let a = RawFront::new(&xen, &dom0, 1, RxMode::Copy);
-    let mut b = RawFront::new(&xen, &dom0, 2, RxMode::Copy);
-    h.connect(&mut nb);
-    a.connect(&mut nb);
-    b.connect(&mut nb);
+    let mut s = testkit::Scene::new(cfg);
+    let h = s.front(Guest::mac(9));
+    let a = s.front(Guest::mac(1));
+    let mut b = s.front(Guest::mac(2));
     b.post_rx(32);
     b.send(&frame(2, 1, 60, 0));
-    nb.poll().unwrap();
+    s.nb.poll().unwrap();
+    let testkit::Scene { xen, dom0, nb } = s;
     Scene {
         xen,
         dom0,
@@ -95,7 +91,7 @@ impl Scene {
 #[test]
 fn tx_ring_overflow_is_fatal() {
     let mut s = scene(Config::default());
-    raw::set_req_prod(s.h.tx.mem(), 10_000);
+    s.h.set_tx_req_prod(10_000);
     s.nb.poll().unwrap();
     assert!(
         matches!(
@@ -324,9 +320,7 @@ fn rx_buffer_with_bad_grant_gets_an_error_response() {
         .unwrap();
     assert!(s.h.rx.push_requests_and_check_notify());
     // Broadcast so the switch floods to the hostile vif too.
-    let mut f = frame(1, 0xff, 300, 1);
-    f[..6].copy_from_slice(&[0xff; 6]);
-    s.a.send(&f);
+    s.a.send(&broadcast(1, 300, 1));
     s.nb.poll().unwrap();
     let rsp = s.h.rx.next_response().unwrap().unwrap();
     assert_eq!(rsp.id, 5, "the patched response keeps its id");
@@ -346,9 +340,7 @@ fn rx_queue_is_capped_in_bytes_and_drained_when_the_guest_stalls() {
     // The hostile guest posts no rx buffers; the good guest floods it with broadcasts of one
     // 9014-byte frame each (several slots, the XSA-392 shape).
     for i in 0..20 {
-        let mut f = frame(1, 0xff, 9014, i);
-        f[..6].copy_from_slice(&[0xff; 6]);
-        s.a.send(&f);
+        s.a.send(&broadcast(1, 9014, i));
         s.nb.poll().unwrap();
         s.a.reap_tx();
     }

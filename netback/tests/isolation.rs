@@ -2,38 +2,31 @@
 //! not payload bytes), the rx queue (each frame expires on its own), the MAC table (a cap per
 //! port).
 
-mod common;
-
 use std::time::Duration;
 
-use common::{RawFront, frame, machine};
-use netback::{Config, RxMode};
+use netback::Config;
+use testkit::{Guest, Nb, Scene, broadcast, frame};
 
 #[test]
 fn queued_small_frames_pin_at_most_the_vifs_share_of_pages_and_others_still_send() {
     // 2048 pool pages and three vifs: each rx queue may pin 2048 / (3 + 1) = 512 pages.
-    let (xen, dom0, mut nb) = machine(Config::default());
-    let h = RawFront::new(&xen, &dom0, 9, RxMode::Copy);
-    let mut a = RawFront::new(&xen, &dom0, 1, RxMode::Copy);
-    let mut b = RawFront::new(&xen, &dom0, 2, RxMode::Copy);
-    for f in [&h, &a, &b] {
-        f.connect(&mut nb);
-    }
+    let mut s = Scene::new(Config::default());
+    let h = s.front(Guest::mac(9));
+    let mut a = s.front(Guest::mac(1));
+    let mut b = s.front(Guest::mac(2));
     a.post_rx(64);
     // h posts no buffers; b floods it with 60-byte broadcasts (each pins a whole page). By
     // bytes alone 512 KiB would hold 8 738 of them.
     for i in 0..1200u32 {
-        let mut f = frame(2, 0xff, 60, i as u8);
-        f[..6].copy_from_slice(&[0xff; 6]);
-        b.send(&f);
-        nb.poll().unwrap();
+        b.send(&broadcast(2, 60, i));
+        s.nb.poll().unwrap();
         b.reap_tx();
         a.recv();
         if i % 32 == 0 {
             a.post_rx(32);
         }
     }
-    let hs = nb.vif_stats(h.id()).unwrap();
+    let hs = s.nb.vif_stats(h.id()).unwrap();
     assert_eq!(
         hs.rx_queue_full,
         1200 - 512,
@@ -43,22 +36,22 @@ fn queued_small_frames_pin_at_most_the_vifs_share_of_pages_and_others_still_send
     assert_eq!(hs.rx_queue_peak_pages, 512, "{hs:?}");
     assert_eq!(hs.rx_queue_peak_bytes, 512 * 60, "{hs:?}");
     // a's queue drained as it posted buffers; its mark stays where the queue once stood.
-    let as_ = nb.vif_stats(a.id()).unwrap();
+    let as_ = s.nb.vif_stats(a.id()).unwrap();
     assert!(as_.rx_packets > 0, "{as_:?}");
     assert!(
         as_.rx_queue_peak_bytes >= 60 && as_.rx_queue_peak_pages <= 512,
         "{as_:?}"
     );
     assert!(
-        nb.pool().owned_pages() <= 512 + 64,
+        s.nb.pool().owned_pages() <= 512 + 64,
         "the pool holds h's share and little else: {}",
-        nb.pool().owned_pages()
+        s.nb.pool().owned_pages()
     );
     // Another guest's transmit still finds buffers.
     a.send(&frame(1, 2, 1000, 7));
-    nb.poll().unwrap();
-    assert_eq!(nb.vif_stats(a.id()).unwrap().tx_no_buffer, 0);
-    assert_eq!(nb.vif_stats(b.id()).unwrap().tx_no_buffer, 0);
+    s.nb.poll().unwrap();
+    assert_eq!(s.nb.vif_stats(a.id()).unwrap().tx_no_buffer, 0);
+    assert_eq!(s.nb.vif_stats(b.id()).unwrap().tx_no_buffer, 0);
 }
 
 /// A guest that takes its frames slowly (one buffer per pass) is not a PAUSE for everyone: the
@@ -70,13 +63,10 @@ fn a_slow_guest_never_holds_the_wire_back() {
         rx_queue_bytes: 70_000,
         ..Config::default()
     };
-    let (xen, dom0, mut nb) = machine(cfg);
-    let remote = xen.create_domain(16).unwrap();
-    let (_, mut wire) = xen_model::nic::attach(&mut nb, &remote, 1514).unwrap();
-    let mut slow = RawFront::new(&xen, &dom0, 9, RxMode::Copy);
-    let mut fast = RawFront::new(&xen, &dom0, 1, RxMode::Copy);
-    slow.connect(&mut nb);
-    fast.connect(&mut nb);
+    let mut s = Scene::new(cfg);
+    let mut wire = s.nic(1514);
+    let mut slow = s.front(Guest::mac(9));
+    let mut fast = s.front(Guest::mac(1));
     fast.post_rx(64);
     slow.post_rx(1);
     // Broadcasts, so every frame is for both guests.
@@ -85,15 +75,14 @@ fn a_slow_guest_never_holds_the_wire_back() {
     while fast_got < N && passes < 1000 {
         passes += 1;
         while sent < N {
-            let mut f = frame(0x33, 0xff, 1514, sent as u8);
-            f[..6].copy_from_slice(&[0xff; 6]);
+            let f = broadcast(0x33, 1514, sent as u32);
             if wire.send(f.len(), |b| b.copy_from_slice(&f)).is_none() {
                 break;
             }
             sent += 1;
         }
         wire.flush();
-        nb.poll().unwrap();
+        s.nb.poll().unwrap();
         let n = fast.recv().len();
         fast.post_rx(n);
         fast_got += n;
@@ -106,7 +95,7 @@ fn a_slow_guest_never_holds_the_wire_back() {
         passes <= 20,
         "{passes} passes for {N} frames: the slow guest set the pace"
     );
-    let ss = nb.vif_stats(slow.id()).unwrap();
+    let ss = s.nb.vif_stats(slow.id()).unwrap();
     let queued = 70_000 / 1514;
     assert!(
         ss.rx_queue_full >= (N - slow_got - queued) as u64,
@@ -121,29 +110,27 @@ fn each_queued_frame_expires_even_while_buffers_trickle_in() {
         rx_drain_timeout: Duration::from_millis(50),
         ..Config::default()
     };
-    let (xen, dom0, mut nb) = machine(cfg);
-    let mut slow = RawFront::new(&xen, &dom0, 3, RxMode::Copy);
-    let mut a = RawFront::new(&xen, &dom0, 1, RxMode::Copy);
-    slow.connect(&mut nb);
-    a.connect(&mut nb);
+    let mut s = Scene::new(cfg);
+    let mut slow = s.front(Guest::mac(3));
+    let mut a = s.front(Guest::mac(1));
     // 40 frames for the slow guest at once.
-    for i in 0..40u8 {
+    for i in 0..40 {
         a.send(&frame(1, 3, 500, i));
     }
     // Unknown unicast floods; the slow guest learns nothing it did not send: announce it.
     slow.send(&frame(3, 0xff, 60, 0));
-    nb.poll().unwrap();
+    s.nb.poll().unwrap();
     // It posts one buffer now and then: the queue never stalls outright, yet frames that have
     // waited past the timeout are dropped one by one.
     let mut got = 0;
     for _ in 0..8 {
         slow.post_rx(1);
-        nb.poll().unwrap();
+        s.nb.poll().unwrap();
         got += slow.recv().len();
         std::thread::sleep(Duration::from_millis(15));
     }
-    nb.poll().unwrap();
-    let st = nb.vif_stats(slow.id()).unwrap();
+    s.nb.poll().unwrap();
+    let st = s.nb.vif_stats(slow.id()).unwrap();
     assert!(
         (1..=8).contains(&got),
         "the trickled buffers were used: {got}"
@@ -156,32 +143,32 @@ fn each_queued_frame_expires_even_while_buffers_trickle_in() {
 
 #[test]
 fn a_flood_of_source_macs_learns_at_most_the_ports_cap() {
-    let (xen, dom0, mut nb) = machine(Config::default());
+    let mut s = Scene::new(Config::default());
     // Frontends connected by hand carry no configured MAC: their ports are not locked, so the
     // cap is what bounds them.
-    let h = RawFront::new(&xen, &dom0, 9, RxMode::Copy);
-    let mut a = RawFront::new(&xen, &dom0, 1, RxMode::Copy);
-    let mut b = RawFront::new(&xen, &dom0, 2, RxMode::Copy);
-    let mut h = h;
-    for f in [&h, &a, &b] {
-        f.connect(&mut nb);
-    }
+    let mut h = s.front(Guest::mac(9));
+    let mut a = s.front(Guest::mac(1));
+    let mut b = s.front(Guest::mac(2));
     b.post_rx(64);
     b.send(&frame(2, 0xff, 60, 0));
     a.send(&frame(1, 0xff, 60, 0));
-    nb.poll().unwrap();
+    s.nb.poll().unwrap();
     for i in 0..500u32 {
         let mut f = frame(9, 0xff, 60, 0);
         f[6..12].copy_from_slice(&[0x02, 0x77, 0, 0, (i >> 8) as u8, i as u8]);
         h.send(&f);
         if i % 32 == 0 {
-            nb.poll().unwrap();
+            s.nb.poll().unwrap();
             h.reap_tx();
         }
     }
-    nb.poll().unwrap();
-    let h_port = nb.vifs().find(|v| v.id() == h.id()).unwrap().bridge_port();
-    let port_of = |nb: &common::Nb| {
+    s.nb.poll().unwrap();
+    let h_port =
+        s.nb.vifs()
+            .find(|v| v.id() == h.id())
+            .unwrap()
+            .bridge_port();
+    let port_of = |nb: &Nb| {
         nb.snapshot()
             .bridge
             .ports
@@ -189,24 +176,24 @@ fn a_flood_of_source_macs_learns_at_most_the_ports_cap() {
             .find(|x| x.id == h_port)
             .unwrap()
     };
-    let hp = port_of(&nb);
+    let hp = port_of(&s.nb);
     assert_eq!(hp.learned_macs, 64, "the cap");
     assert!(hp.stats.learn_refused >= 400, "{:?}", hp.stats);
     // a's entry survived: its unicast to b is not flooded to h. (First let b take what the
     // flood queued for it.)
     loop {
         b.post_rx(64);
-        nb.poll().unwrap();
+        s.nb.poll().unwrap();
         if b.recv().is_empty() {
             break;
         }
     }
-    let before = port_of(&nb).stats.tx_frames;
+    let before = port_of(&s.nb).stats.tx_frames;
     a.send(&frame(1, 2, 300, 1));
-    nb.poll().unwrap();
+    s.nb.poll().unwrap();
     assert_eq!(b.recv().len(), 1);
     assert_eq!(
-        port_of(&nb).stats.tx_frames,
+        port_of(&s.nb).stats.tx_frames,
         before,
         "a's unicast was not flooded to the hostile port"
     );

@@ -4,16 +4,14 @@
 //! frontend that negotiated GSO and cut into segments for one that did not; offload metadata
 //! that does not match the headers drops the packet after answering it OK.
 
-mod common;
-
-use common::{RawFront, RxFrame, machine};
 use etherparse::PacketBuilder;
-use netback::{Config, FrontendOffloads, RxMode};
+use netback::{Config, FrontendOffloads};
 use netif_ring::netif::{
     ExtraRepr, NETIF_RSP_OKAY, NETRXF_CSUM_BLANK, NETRXF_DATA_VALIDATED, NETTXF_CSUM_BLANK,
     NETTXF_DATA_VALIDATED, XEN_NETIF_GSO_TYPE_TCPV4,
 };
 use offload::csum;
+use testkit::{Guest, Nb, RawFront, RxFrame, Scene};
 
 const A_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
 const B_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 2];
@@ -56,22 +54,22 @@ fn payload(n: usize) -> Vec<u8> {
 }
 
 /// A sender A and a receiver B taking `b` on its rx ring.
-fn pair(b: FrontendOffloads) -> (common::Nb, RawFront, RawFront, xen_model::Hypervisor) {
-    let (xen, dom0, mut nb) = machine(Config::default());
-    let a = RawFront::new(&xen, &dom0, 1, RxMode::Copy);
-    let mut rb = RawFront::new(&xen, &dom0, 2, RxMode::Copy);
-    rb.keys.offload = b;
-    a.connect(&mut nb);
-    rb.connect(&mut nb);
+fn pair(b: FrontendOffloads) -> (Nb, RawFront, RawFront, xen_model::Hypervisor) {
+    let mut s = Scene::new(Config::default());
+    let a = s.front(Guest::mac(1));
+    let mut rb = s.front(Guest {
+        offload: b,
+        ..Guest::mac(2)
+    });
     rb.post_rx(64);
     // B announces its MAC so frames to it are unicast.
     let mut hello = frame(false, true, b"hello");
     hello[..6].copy_from_slice(&[0xff; 6]);
     hello[6..12].copy_from_slice(&B_MAC);
     rb.send(&hello);
-    nb.poll().unwrap();
+    s.nb.poll().unwrap();
     rb.reap_tx();
-    (nb, a, rb, xen)
+    (s.nb, a, rb, s.xen)
 }
 
 fn one(frames: Vec<RxFrame>) -> RxFrame {

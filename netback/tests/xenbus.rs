@@ -1,10 +1,8 @@
 //! The control plane: features and InitWait, connecting on the frontend's keys, refusing bad
 //! keys with an `error` node, and teardown.
 
-mod common;
-
-use common::{Nb, RawFront, frame, machine};
 use netback::{Config, RxMode};
+use testkit::{Guest, Nb, RawFront, Scene, broadcast};
 use xen_model::{DomainHandle, Hypervisor, XsConnection};
 
 fn state(xs: &XsConnection, dir: &str) -> String {
@@ -43,8 +41,8 @@ fn write_keys(f: &RawFront, fe: &str, extra: &[(&str, &str)]) {
 }
 
 fn setup(extra: &[(&str, &str)]) -> (Hypervisor, DomainHandle, Nb, RawFront, String, String) {
-    let (xen, dom0, mut nb) = machine(Config::default());
-    let f = RawFront::new(&xen, &dom0, 1, RxMode::Copy);
+    let Scene { xen, dom0, mut nb } = Scene::new(Config::default());
+    let f = RawFront::new(&xen, dom0.domid(), Guest::mac(1));
     let paths = xen
         .add_vif(f.dom.domid(), dom0.domid(), 0, "02:00:00:00:00:01")
         .unwrap();
@@ -77,9 +75,7 @@ fn handshake_connects_and_teardown_closes() {
     settle(&mut nb, || state(&xs, &be) == "4");
     assert_eq!(nb.vifs().count(), 1);
     // The connected vif passes traffic: a broadcast from the guest reaches the switch.
-    let mut b = frame(1, 0xff, 100, 0);
-    b[..6].copy_from_slice(&[0xff; 6]);
-    f.send(&b);
+    f.send(&broadcast(1, 100, 0));
     nb.poll().unwrap();
     assert_eq!(f.reap_tx(), 1);
     assert_eq!(nb.vif_stats(f.id()).unwrap().tx_packets, 1);
@@ -109,9 +105,16 @@ fn too_many_queues_is_refused() {
 
 #[test]
 fn flip_request_refused_when_flip_is_off() {
-    let (xen, dom0, mut nb) = machine(Config::default());
+    let Scene { xen, dom0, mut nb } = Scene::new(Config::default());
     nb.set_allow_flip(false).unwrap();
-    let f = RawFront::new(&xen, &dom0, 1, RxMode::Flip);
+    let f = RawFront::new(
+        &xen,
+        dom0.domid(),
+        Guest {
+            mode: RxMode::Flip,
+            ..Guest::mac(1)
+        },
+    );
     let paths = xen
         .add_vif(f.dom.domid(), dom0.domid(), 0, "02:00:00:00:00:01")
         .unwrap();

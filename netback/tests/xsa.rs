@@ -5,20 +5,13 @@
 //! its reason, every slot answered (or, once disabled, none), nothing outside granted memory
 //! touched, and a well-behaved pair `a` → `b` on the same backend still passing traffic.
 
-mod common;
-
-use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{RawFront, frame, machine};
 use etherparse::PacketBuilder;
+use hypervisor::PAGE_SIZE;
 use hypervisor::ringpage::own_ring;
-use hypervisor::{
-    CopyOp, DomId, GrantOps, GrantRef, GuestMemory, LocalAddr, PAGE_SIZE, Pfn, XenDomain,
-};
-use netback::{Config, Fatal, Netback, RxMode};
+use netback::{Config, Fatal, RxMode};
 use netif_ring::netif::{
     ExtraInfo, NETIF_RSP_ERROR, NETIF_RSP_NULL, NETIF_RSP_OKAY, NETTXF_CSUM_BLANK,
     NETTXF_DATA_VALIDATED, NETTXF_EXTRA_INFO, NETTXF_MORE_DATA, RxRequest, RxResponse, TxRequest,
@@ -26,36 +19,33 @@ use netif_ring::netif::{
     XEN_NETIF_EXTRA_TYPE_MCAST_DEL,
 };
 use netif_ring::{FrontRing, RingError, TxRing, raw};
-use xen_model::{DomainHandle, EvtchnHandle, GrantMapping, Hypervisor, XsConnection};
+use testkit::{Guest, MidPass, Nb, RawFront, broadcast, frame};
+use xen_model::{DomainHandle, Hypercall, Hypervisor};
 
 /// A hostile frontend `h` and a well-behaved pair `a` → `b` on one backend.
 struct Scene {
     xen: Hypervisor,
     dom0: DomainHandle,
-    nb: common::Nb,
+    nb: Nb,
     h: RawFront,
     a: RawFront,
     b: RawFront,
 }
 
 fn scene(cfg: Config, pool_pages: usize) -> Scene {
-    let xen = Hypervisor::new(16 * 1024).unwrap();
-    let dom0 = xen.create_domain(4096).unwrap();
-    let mut nb = Netback::new(dom0.clone(), cfg, pool_pages).unwrap();
-    let mut a = RawFront::new(&xen, &dom0, 1, RxMode::Copy);
-    let mut b = RawFront::new(&xen, &dom0, 2, RxMode::Copy);
-    a.connect(&mut nb);
-    b.connect(&mut nb);
+    let mut s = testkit::Scene::with_pool(cfg, pool_pages);
+    let mut a = s.front(Guest::mac(1));
+    let mut b = s.front(Guest::mac(2));
     a.post_rx(8);
     b.post_rx(64);
     // b announces its MAC, so a's frames to it are unicast; h connects afterwards, so it starts
     // with an empty queue and the pool with every page free.
     b.send(&frame(2, 1, 60, 0));
-    nb.poll().unwrap();
+    s.nb.poll().unwrap();
     b.reap_tx();
     assert_eq!(a.recv().len(), 1);
-    let h = RawFront::new(&xen, &dom0, 9, RxMode::Copy);
-    h.connect(&mut nb);
+    let h = s.front(Guest::mac(9));
+    let testkit::Scene { xen, dom0, nb } = s;
     Scene {
         xen,
         dom0,
@@ -248,9 +238,7 @@ fn a_packet_the_pool_cannot_hold_is_answered_with_errors_not_fatal() {
     // posts no buffers) and hold two; a 65 535-byte packet needs 16.
     let mut s = scene(Config::default(), 17);
     for i in 0..2 {
-        let mut bcast = frame(1, 0xff, 100, i);
-        bcast[..6].copy_from_slice(&[0xff; 6]);
-        s.a.send(&bcast);
+        s.a.send(&broadcast(1, 100, i));
         s.nb.poll().unwrap();
         s.a.reap_tx();
         assert_eq!(s.b.recv().len(), 1);
@@ -290,9 +278,7 @@ fn an_extra_info_slot_that_never_comes_is_fatal() {
         s.push(&more);
         assert!(s.responses().is_empty(), "a disabled vif is never answered");
         // Frames switched to it are discarded and counted.
-        let mut bcast = frame(1, 0xff, 60, 3);
-        bcast[..6].copy_from_slice(&[0xff; 6]);
-        s.a.send(&bcast);
+        s.a.send(&broadcast(1, 60, 3));
         s.nb.poll().unwrap();
         s.a.reap_tx();
         s.b.recv();
@@ -346,9 +332,7 @@ fn rx_ring_overflow_is_fatal() {
     let mut s = scene(Config::default(), 256);
     raw::set_req_prod(s.h.rx.mem(), 10_000);
     // A broadcast gives the backend a frame to deliver to h.
-    let mut bcast = frame(1, 0xff, 300, 5);
-    bcast[..6].copy_from_slice(&[0xff; 6]);
-    s.a.send(&bcast);
+    s.a.send(&broadcast(1, 300, 5));
     s.nb.poll().unwrap();
     s.a.reap_tx();
     s.b.recv();
@@ -364,107 +348,21 @@ fn rx_ring_overflow_is_fatal() {
     s.others_carry_on();
 }
 
-/// What the guest does at the hooked moment.
-type Hook = Box<dyn FnOnce() + Send>;
-
-/// dom0 with a one-shot hook in front of its first page allocation or grant copy once armed:
-/// the moment after netback has read and validated a tx pass's requests and before it uses
-/// them (the pool grows on demand while building the copies; the copies follow).
-#[derive(Clone)]
-struct Hooked {
-    inner: DomainHandle,
-    hook: Arc<Mutex<Option<Hook>>>,
-    /// 1: the hook ran at a page allocation; 2: at a grant copy.
-    fired_at: Arc<AtomicU32>,
-}
-
-impl Hooked {
-    fn fire(&self, at: u32) {
-        let hook = self.hook.lock().unwrap().take();
-        if let Some(h) = hook {
-            h();
-            // Relaxed: pairs with no other access; the pass and the test's load after it run
-            // on one thread.
-            self.fired_at.store(at, Ordering::Relaxed);
-        }
-    }
-}
-
-// SAFETY: every method delegates unchanged to `DomainHandle`, whose implementation vouches for
-// `page_ptr` and `pin_ring`; the wrapper touches no memory itself, and `inner` keeps the domain
-// alive as long as any clone lives.
-#[allow(unsafe_code)]
-unsafe impl GuestMemory for Hooked {
-    fn domid(&self) -> DomId {
-        GuestMemory::domid(&self.inner)
-    }
-    fn alloc_page(&self) -> hypervisor::Result<Pfn> {
-        self.fire(1);
-        GuestMemory::alloc_page(&self.inner)
-    }
-    fn free_page(&self, pfn: Pfn) -> hypervisor::Result<()> {
-        GuestMemory::free_page(&self.inner, pfn)
-    }
-    fn read(&self, pfn: Pfn, offset: usize, buf: &mut [u8]) -> hypervisor::Result<()> {
-        GuestMemory::read(&self.inner, pfn, offset, buf)
-    }
-    fn write(&self, pfn: Pfn, offset: usize, data: &[u8]) -> hypervisor::Result<()> {
-        GuestMemory::write(&self.inner, pfn, offset, data)
-    }
-    fn with_page<R>(&self, pfn: Pfn, f: impl FnOnce(&[u8]) -> R) -> hypervisor::Result<R> {
-        GuestMemory::with_page(&self.inner, pfn, f)
-    }
-    fn local_addr(&self, pfn: Pfn) -> hypervisor::Result<LocalAddr> {
-        GuestMemory::local_addr(&self.inner, pfn)
-    }
-    fn page_ptr(&self, pfn: Pfn) -> hypervisor::Result<NonNull<u8>> {
-        GuestMemory::page_ptr(&self.inner, pfn)
-    }
-    fn pin_ring(&self, pfn: Pfn) -> hypervisor::Result<()> {
-        GuestMemory::pin_ring(&self.inner, pfn)
-    }
-    fn unpin_ring(&self, pfn: Pfn) {
-        GuestMemory::unpin_ring(&self.inner, pfn)
-    }
-}
-
-impl GrantOps for Hooked {
-    type Mapping = GrantMapping;
-    fn grant_copy(&self, ops: &mut [CopyOp]) -> hypervisor::Result<()> {
-        self.fire(2);
-        GrantOps::grant_copy(&self.inner, ops)
-    }
-    fn map_grant_ref(&self, remote: DomId, gref: GrantRef) -> hypervisor::Result<GrantMapping> {
-        GrantOps::map_grant_ref(&self.inner, remote, gref)
-    }
-}
-
-impl XenDomain for Hooked {
-    type Store = XsConnection;
-    type Evtchn = EvtchnHandle;
-    fn xenstore(&self) -> hypervisor::Result<XsConnection> {
-        XenDomain::xenstore(&self.inner)
-    }
-    fn open_evtchn(&self) -> hypervisor::Result<EvtchnHandle> {
-        XenDomain::open_evtchn(&self.inner)
-    }
-}
-
 // XSA-155 (CVE-2015-8550): backends read a request from the shared page more than once, so a
 // guest rewriting it between the check and the use got an unchecked value past the check.
 #[test]
 fn xsa155_requests_rewritten_after_netback_read_them_change_nothing() {
-    let xen = Hypervisor::new(16 * 1024).unwrap();
-    let dom0 = Hooked {
-        inner: xen.create_domain(4096).unwrap(),
-        hook: Arc::default(),
-        fired_at: Arc::default(),
-    };
-    let mut nb = Netback::new(dom0.clone(), Config::default(), 2048).unwrap();
-    let mut h = RawFront::new(&xen, &dom0.inner, 9, RxMode::Copy);
-    let mut b = RawFront::new(&xen, &dom0.inner, 2, RxMode::Copy);
-    nb.connect_vif(h.id(), h.keys).unwrap();
-    nb.connect_vif(b.id(), b.keys).unwrap();
+    let mut s = testkit::Scene::new(Config::default());
+    // The moment after netback has read and validated a tx pass's requests and before it uses
+    // them: its first page allocation (the pool grows on demand while building the copies) or
+    // grant copy (the copies follow).
+    let hook = MidPass::install(
+        &s.dom0,
+        &[Hypercall::AllocPage, Hypercall::GrantCopy],
+        |guest_acts: &mut Box<dyn FnMut() + Send>| guest_acts(),
+    );
+    let mut h = s.front(Guest::mac(9));
+    let mut b = s.front(Guest::mac(2));
     b.post_rx(8);
     // The hostile guest's tx ring, shared with the hook (its RawFront keeps a spare one).
     let spare = h.dom.alloc_page().unwrap();
@@ -477,8 +375,8 @@ fn xsa155_requests_rewritten_after_netback_read_them_change_nothing() {
     let slots = split(&mut h, &data, &[2000], 0, 1);
     {
         let mut t = tx.lock().unwrap();
-        for s in &slots {
-            if let Slot::Req(r) = s {
+        for slot in &slots {
+            if let Slot::Req(r) = slot {
                 t.put_request(*r).unwrap();
             }
         }
@@ -502,21 +400,25 @@ fn xsa155_requests_rewritten_after_netback_read_them_change_nothing() {
     ];
     {
         let tx = tx.clone();
-        *dom0.hook.lock().unwrap() = Some(Box::new(move || {
-            let t = tx.lock().unwrap();
-            for (i, r) in evil.iter().enumerate() {
-                raw::write_slot_at::<TxRing, TxRequest>(t.mem(), t.size(), i as u32, *r);
-            }
-        }));
+        hook.begin();
+        hook.schedule(
+            1,
+            Box::new(move || {
+                let t = tx.lock().unwrap();
+                for (i, r) in evil.iter().enumerate() {
+                    raw::write_slot_at::<TxRing, TxRequest>(t.mem(), t.size(), i as u32, *r);
+                }
+            }),
+        );
     }
     if tx.lock().unwrap().push_requests_and_check_notify() {
         h.evtchn.notify(h.port).unwrap();
     }
-    nb.poll().unwrap();
+    s.nb.poll().unwrap();
+    let fired: Vec<Hypercall> = hook.end().into_iter().map(|(call, _)| call).collect();
     assert_eq!(
-        // Relaxed: the store in `Hooked::fire` ran on this thread, during the pass.
-        dom0.fired_at.load(Ordering::Relaxed),
-        1,
+        fired,
+        [Hypercall::AllocPage],
         "the rewrite must land between netback's checks and its copies (the pool grows while \
          the copies are built); if the pool stopped growing on demand, move the hook"
     );
@@ -529,7 +431,7 @@ fn xsa155_requests_rewritten_after_netback_read_them_change_nothing() {
         [(1, NETIF_RSP_OKAY), (2, NETIF_RSP_OKAY)],
         "answered with the ids netback read"
     );
-    let st = nb.vif_stats(h.id()).unwrap();
+    let st = s.nb.vif_stats(h.id()).unwrap();
     assert!(st.fatal.is_none(), "{st:?}");
     assert_eq!((st.tx_packets, st.tx_bytes), (1, 3000), "{st:?}");
     assert_eq!(st.tx_copy_errors, 0, "the rewritten grants were never used");
@@ -546,35 +448,33 @@ fn xsa155_requests_rewritten_after_netback_read_them_change_nothing() {
 // frame and whatever the backend page held past its end.
 #[test]
 fn xsa216_a_flipped_page_carries_nothing_past_the_frame() {
-    let (xen, dom0, mut nb) = machine(Config::default());
-    let mut a = RawFront::new(&xen, &dom0, 1, RxMode::Copy);
-    let mut c = RawFront::new(&xen, &dom0, 3, RxMode::Copy);
-    a.connect(&mut nb);
-    c.connect(&mut nb);
+    let mut s = testkit::Scene::new(Config::default());
+    let mut a = s.front(Guest::mac(1));
+    let mut c = s.front(Guest::mac(3));
     a.post_rx(8);
     c.post_rx(64);
-    let mut hello = frame(3, 0xff, 60, 0);
-    hello[..6].copy_from_slice(&[0xff; 6]);
-    c.send(&hello);
-    nb.poll().unwrap();
+    c.send(&broadcast(3, 60, 0));
+    s.nb.poll().unwrap();
     a.recv();
     // a sends c frames of 4090 bytes (one page each, nearly full of c's traffic): the pool's
     // pages now hold them.
-    for i in 0..16u8 {
+    for i in 0..16 {
         let mut f = frame(1, 3, 4090, i);
         f[14..].fill(0xee);
         a.send(&f);
-        nb.poll().unwrap();
+        s.nb.poll().unwrap();
         a.reap_tx();
         assert_eq!(c.recv().len(), 1);
     }
     // Then a page-flipping guest f connects and receives short frames and a two-page one.
-    let mut f = RawFront::new(&xen, &dom0, 5, RxMode::Flip);
-    f.connect(&mut nb);
+    let mut f = s.front(Guest {
+        mode: RxMode::Flip,
+        ..Guest::mac(5)
+    });
     let mut bufs = Vec::new();
     for i in 0..8u16 {
         let pfn = f.dom.alloc_page().unwrap();
-        let gref = f.dom.grant_accept_transfer(dom0.domid(), pfn).unwrap();
+        let gref = f.dom.grant_accept_transfer(s.dom0.domid(), pfn).unwrap();
         f.rx.put_request(RxRequest {
             id: 100 + i,
             pad: 0,
@@ -587,12 +487,12 @@ fn xsa216_a_flipped_page_carries_nothing_past_the_frame() {
     let sent: Vec<Vec<u8>> = [60, 1000, 5000]
         .iter()
         .enumerate()
-        .map(|(i, &n)| frame(1, 5, n, 0x40 + i as u8))
+        .map(|(i, &n)| frame(1, 5, n, 0x40 + i as u32))
         .collect();
-    for s in &sent {
-        a.send(s);
+    for one in &sent {
+        a.send(one);
     }
-    nb.poll().unwrap();
+    s.nb.poll().unwrap();
     a.reap_tx();
     let mut got = Vec::new();
     while let Some(rsp) = f.rx.next_response().unwrap() {
@@ -624,7 +524,7 @@ fn xsa270_no_control_ring_is_offered_and_hash_extras_are_ignored() {
     let mut s = scene(Config::default(), 256);
     // A guest the toolstack gives a vif through xenbus: the backend's features say no control
     // ring.
-    let g = RawFront::new(&s.xen, &s.dom0, 7, RxMode::Copy);
+    let g = RawFront::new(&s.xen, s.dom0.domid(), Guest::mac(7));
     let paths = s
         .xen
         .add_vif(g.dom.domid(), s.dom0.domid(), 0, "02:00:00:00:00:07")
@@ -670,9 +570,7 @@ fn xsa392_one_free_rx_slot_does_not_keep_multi_slot_frames_queued() {
     s.h.post_rx(1);
     let flood = |s: &mut Scene, n: u8| {
         for i in 0..n {
-            let mut f = frame(1, 0xff, 9014, i);
-            f[..6].copy_from_slice(&[0xff; 6]);
-            s.a.send(&f);
+            s.a.send(&broadcast(1, 9014, u32::from(i)));
             s.nb.poll().unwrap();
             s.a.reap_tx();
             s.b.recv();
@@ -806,15 +704,10 @@ fn a_stalled_guest_does_not_hold_the_wire_back_for_the_others() {
         rx_drain_timeout: Duration::from_secs(600),
         ..Config::default()
     };
-    let xen = Hypervisor::new(16 * 1024).unwrap();
-    let dom0 = xen.create_domain(4096).unwrap();
-    let mut nb = Netback::new(dom0.clone(), cfg, 2048).unwrap();
-    let remote = xen.create_domain(16).unwrap();
-    let (_, mut wire) = xen_model::nic::attach(&mut nb, &remote, 1514).unwrap();
-    let h = RawFront::new(&xen, &dom0, 9, RxMode::Copy);
-    let mut a = RawFront::new(&xen, &dom0, 1, RxMode::Copy);
-    h.connect(&mut nb);
-    a.connect(&mut nb);
+    let mut s = testkit::Scene::new(cfg);
+    let mut wire = s.nic(1514);
+    let h = s.front(Guest::mac(9));
+    let mut a = s.front(Guest::mac(1));
     a.post_rx(64);
     // Four queues' worth of broadcasts from the wire; h posts no buffers at all.
     const N: usize = 200;
@@ -822,18 +715,14 @@ fn a_stalled_guest_does_not_hold_the_wire_back_for_the_others() {
     for _ in 0..5000 {
         passes += 1;
         while sent < N {
-            let f = {
-                let mut f = frame(0x33, 0xff, 1514, sent as u8);
-                f[..6].copy_from_slice(&[0xff; 6]);
-                f
-            };
+            let f = broadcast(0x33, 1514, sent as u32);
             if wire.send(f.len(), |b| b.copy_from_slice(&f)).is_none() {
                 break;
             }
             sent += 1;
         }
         wire.flush();
-        nb.poll().unwrap();
+        s.nb.poll().unwrap();
         let n = a.recv().len();
         a.post_rx(n);
         got += n;
@@ -847,7 +736,7 @@ fn a_stalled_guest_does_not_hold_the_wire_back_for_the_others() {
         passes <= 10,
         "{passes} passes: something held the wire back"
     );
-    let hs = nb.vif_stats(h.id()).unwrap();
+    let hs = s.nb.vif_stats(h.id()).unwrap();
     assert_eq!(
         hs.rx_queue_full,
         (N - 46) as u64,
@@ -871,14 +760,14 @@ fn bad_ring_refs_and_event_channels_are_refused_with_an_error_node() {
     ];
     for (case, (key, value, says)) in cases.into_iter().enumerate() {
         let mut s = scene(Config::default(), 256);
-        let g = RawFront::new(&s.xen, &s.dom0, 7, RxMode::Copy);
+        let g = RawFront::new(&s.xen, s.dom0.domid(), Guest::mac(7));
         let paths = s
             .xen
             .add_vif(g.dom.domid(), s.dom0.domid(), 0, "02:00:00:00:00:07")
             .unwrap();
         let xs = s.dom0.xenstore();
         let be = |k: &str| xs.read(&format!("{}/{k}", paths.backend)).ok();
-        let settle = |nb: &mut common::Nb, want: &str| {
+        let settle = |nb: &mut Nb, want: &str| {
             for _ in 0..50 {
                 nb.poll().unwrap();
                 if be("state").as_deref() == Some(want) {

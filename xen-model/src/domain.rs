@@ -2,13 +2,14 @@
 
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crossbeam_utils::CachePadded;
 use xenoprof::Class;
 
 use crate::evtchn::EventChannels;
 use crate::grant::GrantTableState;
+use crate::hook::{Hypercall, HypercallHook};
 use crate::machine::Machine;
 use crate::mem::{MapArea, PageBorrow, View};
 use crate::xenstore::XsConnection;
@@ -44,6 +45,9 @@ pub(crate) struct Domain {
     pub evtchn: CachePadded<EventChannels>,
     pub map_area: MapArea,
     dying: AtomicBool,
+    /// A test's hook, run before the domain's grant hypercalls and page allocations (`hook.rs`);
+    /// set at most once, read on every such call.
+    pub hook: OnceLock<HypercallHook>,
 }
 
 impl std::fmt::Debug for Domain {
@@ -98,6 +102,7 @@ impl Domain {
             evtchn: CachePadded::new(EventChannels::new()),
             map_area,
             dying: AtomicBool::new(false),
+            hook: OnceLock::new(),
             machine,
         })
     }
@@ -203,6 +208,7 @@ impl DomainHandle {
 
     /// Allocates a page from the reservation.
     pub fn alloc_page(&self) -> Result<Pfn> {
+        self.before(Hypercall::AllocPage);
         let mut a = self.d.pfn_alloc.lock().unwrap_or_else(|e| e.into_inner());
         let pfn = a.free.pop().ok_or(Error::ReservationExhausted {
             domid: self.d.id,

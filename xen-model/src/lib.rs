@@ -35,6 +35,7 @@ mod domain;
 mod efd;
 mod evtchn;
 mod grant;
+mod hook;
 mod machine;
 #[allow(unsafe_code)]
 mod mem;
@@ -45,6 +46,7 @@ mod xenstore;
 pub use domain::{DomainHandle, MAP_AREA_SLOTS};
 pub use evtchn::{EvtchnHandle, EvtchnStats};
 pub use grant::map::{GrantMapping, ReadOnlyMapping};
+pub use hook::{Hypercall, HypercallHook};
 /// Paths of a vif device pair, as [`Hypervisor::add_vif`] lays them out (the toolstack's layout).
 pub use hypervisor::{VifConfig, VifPaths};
 pub use machine::{Hypervisor, HypervisorStats};

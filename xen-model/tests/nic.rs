@@ -370,7 +370,7 @@ fn in_order_segments_of_one_flow_come_out_as_one_super_frame() {
         // The switch sees the patched headers.
         assert_eq!(
             bridge_lite::Frame::bytes(&out[0]),
-            &bytes[..64],
+            &bytes[..netback::pool::HEAD],
             "the handle's head copy is the patched header"
         );
         let st = r.nic.stats();

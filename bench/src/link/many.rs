@@ -20,13 +20,14 @@ use std::time::Duration;
 
 use netback::{Config, Netback, NetbackSnapshot};
 use netfront::Netfront;
+use testkit::Machine;
+use xen_model::DomainHandle;
 use xen_model::nic::Wire;
-use xen_model::{DomainHandle, Hypervisor};
 use xenoprof::DomId;
 
 use super::splitnet::{
-    DOM0_PAGES, GuestEndpoint, POOL_PAGES, REMOTE_HV_DOMID, WireEndpoint, check_mtu, front_config,
-    hv, netback_config,
+    DOM0_PAGES, GuestEndpoint, POOL_PAGES, REMOTE_HV_DOMID, WireEndpoint, assembly, check_mtu,
+    front_config, netback_config,
 };
 use super::{DOM0, Offload, RxMode};
 use crate::Error;
@@ -89,7 +90,7 @@ struct Mailbox {
 
 /// The machine. See the module documentation.
 pub struct ManyMachine {
-    xen: Hypervisor,
+    machine: Machine,
     cfg: ManyConfig,
     stop: Arc<AtomicBool>,
     mailbox: Arc<Mailbox>,
@@ -121,13 +122,14 @@ impl ManyMachine {
         check_mtu(cfg.mtu)?;
         let guest_frames = cfg.vifs as u64 * (GUEST_PAGES + hypervisor::GNTTAB_FRAMES as u64);
         let frames = DOM0_PAGES + guest_frames + 4 * 1024;
-        let xen = Hypervisor::new(frames).map_err(hv("machine"))?;
-        let dom0 = xen
-            .create_domain_with_id(DOM0, DOM0_PAGES)
-            .map_err(hv("dom0"))?;
-        let remote = xen
-            .create_domain_with_id(REMOTE_HV_DOMID, 16)
-            .map_err(hv("remote host"))?;
+        let machine = Machine::builder()
+            .frames(frames)
+            .dom0_id(DOM0)
+            .dom0_pages(DOM0_PAGES)
+            .build()
+            .map_err(assembly)?;
+        let remote = machine.remote(REMOTE_HV_DOMID).map_err(assembly)?;
+        let dom0 = machine.dom0.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let (reply, replies) = mpsc::channel();
         let mailbox = Arc::new(Mailbox {
@@ -143,7 +145,7 @@ impl ManyMachine {
             .spawn(move || dom0_main(dom0, remote, nb_cfg, eth_mtu, cfg.heap, s, m, wire_tx))
             .map_err(Error::Spawn)?;
         let machine = ManyMachine {
-            xen,
+            machine,
             cfg,
             stop: stop.clone(),
             mailbox,
@@ -165,17 +167,9 @@ impl ManyMachine {
         for i in 0..self.cfg.vifs {
             let domid = guest_domid(i);
             let guest = self
-                .xen
-                .create_domain_with_id(domid, GUEST_PAGES)
-                .map_err(hv("guest"))?;
-            let mac = guest_mac(i)
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<Vec<_>>()
-                .join(":");
-            self.xen
-                .add_vif(domid, DOM0, 0, &mac)
-                .map_err(hv("add_vif"))?;
+                .machine
+                .vif_guest(domid, GUEST_PAGES, guest_mac(i))
+                .map_err(assembly)?;
             let nf = Netfront::connect(
                 guest,
                 0,

@@ -19,6 +19,7 @@ use netback::{Config, Netback, NetbackSnapshot};
 use netfront::{FrontConfig, Netfront};
 use smoltcp::phy::{self, ChecksumCapabilities, Device, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
+use testkit::Machine;
 use xen_model::nic::{Wire, WireFrame, wire_nic};
 use xen_model::{DomainHandle, Hypervisor};
 
@@ -35,8 +36,12 @@ pub(crate) const POOL_PAGES: usize = 8 * 1024;
 /// Bytes the remote host's device hands smoltcp per poll before the next `flush`.
 const BURST_BYTES: usize = 256 << 10;
 
-pub(crate) fn hv(what: &'static str) -> impl FnOnce(hypervisor::Error) -> Error {
-    move |e| Error::Config(format!("splitnet link: {what}: {e}"))
+/// The guest's reservation, in pages.
+const GUEST_PAGES: u64 = 8 * 1024;
+
+/// A step of the machine's assembly failed.
+pub(crate) fn assembly(e: testkit::Error) -> Error {
+    Error::Config(format!("splitnet link: {e}"))
 }
 
 /// Refuses an IP MTU the link cannot carry.
@@ -113,18 +118,17 @@ impl Link for SplitnetLink {
 
     fn build(&mut self, cfg: &LinkConfig) -> Result<(WireEndpoint, GuestEndpoint), Error> {
         check_mtu(cfg.mtu)?;
-        let xen = Hypervisor::new(64 * 1024).map_err(hv("machine"))?;
-        let dom0 = xen
-            .create_domain_with_id(cfg.dom0, DOM0_PAGES)
-            .map_err(hv("dom0"))?;
-        let guest = xen
-            .create_domain_with_id(cfg.guest, 8 * 1024)
-            .map_err(hv("guest"))?;
-        let remote = xen
-            .create_domain_with_id(REMOTE_HV_DOMID, 16)
-            .map_err(hv("remote host"))?;
-        xen.add_vif(cfg.guest, cfg.dom0, 0, "02:00:00:00:00:02")
-            .map_err(hv("add_vif"))?;
+        let m = Machine::builder()
+            .frames(64 * 1024)
+            .dom0_id(cfg.dom0)
+            .dom0_pages(DOM0_PAGES)
+            .build()
+            .map_err(assembly)?;
+        let guest = m
+            .vif_guest(cfg.guest, GUEST_PAGES, testkit::mac(2))
+            .map_err(assembly)?;
+        let remote = m.remote(REMOTE_HV_DOMID).map_err(assembly)?;
+        let Machine { xen, dom0 } = m;
         let eth_mtu = cfg.ethernet_mtu();
         let (wire_tx, wire_rx) = std::sync::mpsc::channel();
 

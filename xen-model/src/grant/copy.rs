@@ -15,6 +15,7 @@ use xenoprof::Class;
 
 use super::{acquire, release};
 use crate::domain::{Domain, DomainHandle};
+use crate::hook::Hypercall;
 use crate::machine::Stats;
 use hypervisor::abi::*;
 use hypervisor::error::Result;
@@ -321,6 +322,7 @@ impl DomainHandle {
         ops: &mut [T],
         mut each: impl FnMut(&Arc<Domain>, &mut Side, &mut Side, &mut T) -> (GrantStatus, u16),
     ) -> Result<()> {
+        self.before(Hypercall::GrantCopy);
         let _h = xenoprof::hypercall(Class::GRANT_TABLE);
         let (mut src, mut dst) = (Side::new(), Side::new());
         let (mut failed, mut bytes) = (0u64, 0u64);

@@ -20,6 +20,7 @@ use xenoprof::Class;
 
 use super::copy::DomCache;
 use crate::domain::{Domain, DomainHandle};
+use crate::hook::Hypercall;
 use crate::machine::Stats;
 use crate::mem::{entry_header, header_domid, header_flags};
 use hypervisor::abi::*;
@@ -139,6 +140,7 @@ impl DomainHandle {
         ops: &mut [T],
         mut each: impl FnMut(&Arc<Domain>, &mut DomCache, &mut T) -> GrantStatus,
     ) -> Result<()> {
+        self.before(Hypercall::GrantTransfer);
         let _h = xenoprof::hypercall(Class::GRANT_TABLE);
         let mut cache = DomCache::new();
         let mut failed = 0;
