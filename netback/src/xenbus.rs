@@ -391,7 +391,8 @@ impl<S: XenStore> Xenbus<S> {
     }
 
     /// Refuses a device: `error` and `hotplug-error` say why (the toolstack shows the latter),
-    /// a log line, Closed.
+    /// a log line, Closed, and the device is no longer tracked: nothing the frontend does
+    /// offers it again (the toolstack must remove it and add it anew, fixed).
     fn refuse(&mut self, id: VifId, why: &str, vifs: &mut impl VifControl) {
         log::error!("{id}: refusing the device: {why}");
         if let Some(d) = self.devices.get(&id)
@@ -400,8 +401,13 @@ impl<S: XenStore> Xenbus<S> {
             let _ = self.xs.write(&format!("{}/hotplug-error", d.be_path), why);
             let _ = self.xs.write(&format!("{}/error", d.be_path), why);
         }
-        vifs.disconnect(id);
         self.set_state(id, XenbusState::Closed);
+        if let Some(d) = self.devices.remove(&id) {
+            let _ = self
+                .xs
+                .unwatch(&format!("{}/state", d.fe_path), &d.fe_token);
+        }
+        vifs.release(id);
     }
 
     /// Whether the hotplug script has written `hotplug-status=connected`.

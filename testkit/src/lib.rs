@@ -8,7 +8,8 @@
 //! - [`Machine`] and [`Scene`]: the machine with dom0, netback on the calling thread, guests
 //!   added one at a time in the order a test needs, the simulated NIC as an uplink;
 //! - [`MidPass`]: guest actions inside a backend pass (before its `n`-th grant hypercall),
-//!   through the model's hypercall hook.
+//!   through the model's hypercall hook;
+//! - [`MemNetdevs`]: host-mode vifs' netdevs in memory, for netback's host mode without Linux.
 //!
 //! Setup failures in a test panic with what failed (`#[track_caller]`); [`MachineBuilder::build`]
 //! and the toolstack steps return [`Error`] instead, for the benchmark.
@@ -31,11 +32,13 @@
 pub mod frame;
 mod front;
 mod midpass;
+pub mod netdev;
 mod scene;
 
 pub use frame::{broadcast, frame, frame_between, mac, mac_string};
 pub use front::{DRAIN_POSTED, GrantKind, Guest, RawFront, RxFrame, RxFront, TxFront};
 pub use midpass::{GRANT_CALLS, MidPass};
+pub use netdev::MemNetdevs;
 pub use scene::{
     DOM0_PAGES, Error, FRAMES, Machine, MachineBuilder, POOL_PAGES, REMOTE_PAGES, Scene,
 };

@@ -6,6 +6,7 @@
 
 mod rx;
 mod tx;
+mod xenbus;
 
 use std::collections::{HashMap, VecDeque};
 
