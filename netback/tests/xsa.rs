@@ -560,7 +560,6 @@ fn xsa270_no_control_ring_is_offered_and_hash_extras_are_ignored() {
 #[test]
 fn xsa392_one_free_rx_slot_does_not_keep_multi_slot_frames_queued() {
     let cfg = Config {
-        // Long enough that nothing expires while the test floods, on a loaded machine too.
         rx_drain_timeout: Duration::from_secs(1),
         rx_queue_bytes: 100_000,
         ..Config::default()
@@ -568,16 +567,18 @@ fn xsa392_one_free_rx_slot_does_not_keep_multi_slot_frames_queued() {
     let mut s = scene(cfg, 2048);
     // h keeps one buffer posted; every frame for it takes three.
     s.h.post_rx(1);
-    let flood = |s: &mut Scene, n: u8| {
+    // Time is the test's: each flood happens at one instant, however slow the machine.
+    let t = std::time::Instant::now();
+    let flood = |s: &mut Scene, n: u8, at| {
         for i in 0..n {
             s.a.send(&broadcast(1, 9014, u32::from(i)));
-            s.nb.poll().unwrap();
+            s.nb.poll_at(at).unwrap();
             s.a.reap_tx();
             s.b.recv();
             s.b.post_rx(3);
         }
     };
-    flood(&mut s, 30);
+    flood(&mut s, 30, t);
     let st = s.stats();
     assert_eq!(st.rx_packets, 0, "one slot fits no frame");
     assert_eq!(
@@ -585,15 +586,15 @@ fn xsa392_one_free_rx_slot_does_not_keep_multi_slot_frames_queued() {
         30 - 11,
         "100 000 bytes hold 11 frames: {st:?}"
     );
-    std::thread::sleep(Duration::from_millis(1100));
-    s.nb.poll().unwrap();
+    let later = t + Duration::from_millis(1100);
+    s.nb.poll_at(later).unwrap();
     let st = s.stats();
     assert_eq!(
         st.rx_expired, 11,
         "queued frames expire although a slot stays free: {st:?}"
     );
     // The queue is usable again, and still capped.
-    flood(&mut s, 20);
+    flood(&mut s, 20, later);
     assert_eq!(s.stats().rx_queue_full, 19 + 9, "{:?}", s.stats());
     assert!(s.stats().fatal.is_none());
     s.others_carry_on();
