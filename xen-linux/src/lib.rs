@@ -96,7 +96,7 @@ mod tests {
         match available() {
             Ok(()) => println!("real Xen is available here"),
             Err(e) => {
-                eprintln!("skipping real-Xen checks: {e}");
+                eprintln!("not on Xen here: checked the refusal instead: {e}");
                 let Error::Unavailable { what, hint } = &e else {
                     panic!("expected Unavailable, got {e:?}");
                 };
