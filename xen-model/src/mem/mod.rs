@@ -5,11 +5,14 @@
 //! built by mapping frames at their pfns with `MAP_FIXED`; a backend maps foreign grants into a
 //! [`MapArea`]. The same physical page is thus reachable at several virtual addresses, and other
 //! threads (other domains' vCPUs) touch it concurrently. So nothing here hands out `&mut [u8]`
-//! over guest memory: bytes move with raw-pointer copies, grant entries with atomics, and the one
-//! shared borrow ([`PageBorrow`]) is guarded by a per-page state word that excludes every writer.
+//! over guest memory: bytes move with the copy engine's atomic copies (`copy`: per-byte relaxed
+//! atomic copies, an asm loop explained as such or `AtomicU64` words; see its docs for the
+//! argument), grant entries with atomics, and the one shared borrow ([`PageBorrow`]) is guarded
+//! by a per-page state word that excludes every writer. No frame is ever touched with
+//! `memcpy`, `ptr::copy*` or `ptr::write_bytes`.
 //!
-//! Frames that hold grant tables are marked "atomic only": raw copies refuse them, so the
-//! `&AtomicU32` references [`GrantFrames::entry`] hands out never race with a non-atomic access.
+//! Frames that hold grant tables are marked "atomic only": copies refuse them, so the
+//! `&AtomicU32` references [`GrantFrames::entry`] hands out never meet an access of another size.
 
 mod copy;
 mod view;
@@ -38,13 +41,13 @@ pub(crate) struct MachineMemory {
     fd: OwnedFd,
     base: NonNull<u8>,
     frames: u64,
-    /// Per frame, how many reasons it has to be touched by atomics only (it holds a grant table,
-    /// or is pinned as a shared ring by its owner or by a mapping): raw copies refuse it.
+    /// Per frame, how many reasons it has to be touched by its own atomics only (it holds a grant
+    /// table, or is pinned as a shared ring by its owner or by a mapping): copies refuse it.
     atomic_only: Box<[AtomicU16]>,
 }
 
-// SAFETY: `base` is a shared mapping that lives as long as `self`; all access through it is raw
-// copies or atomics, which are fine from any thread.
+// SAFETY: `base` is a shared mapping that lives as long as `self`; all access through it is the
+// copy engine's atomic copies or atomics, which are fine from any thread.
 unsafe impl Send for MachineMemory {}
 // SAFETY: as for Send; no method hands out unsynchronised references.
 unsafe impl Sync for MachineMemory {}
@@ -104,7 +107,7 @@ impl MachineMemory {
         self.frames
     }
 
-    /// The direct-map address of a frame that raw copies may touch.
+    /// The direct-map address of a frame that copies may touch.
     #[inline]
     fn plain_frame(&self, mfn: Mfn) -> Option<*mut u8> {
         let flag = self.atomic_only.get(mfn.index())?;
@@ -134,19 +137,35 @@ impl MachineMemory {
         // SAFETY: both ranges lie inside mapped, plain frames (checked above).
         let (d, s) = unsafe { (d.add(doff), s.add(soff)) };
         if dst == src && doff.abs_diff(soff) < len {
-            // Same frame, overlapping ranges: memmove semantics.
-            // SAFETY: inside one mapped frame; `copy` permits overlap.
-            unsafe { std::ptr::copy(s, d, len) };
+            // Same frame, overlapping ranges: memmove semantics, as an atomic copy of the whole
+            // source into a private bounce buffer, then out of it. Every source byte is read
+            // before any destination byte is written, which is all memmove promises; that a
+            // concurrent writer may change bytes in between is the same tearing any atomic copy
+            // allows. Rare (a domain copying within one of its own pages), so two copies of at
+            // most a page are fine.
+            let mut bounce = [0u8; PAGE_SIZE];
+            let bounce = &mut bounce[..len];
+            // SAFETY: `s..s + len` is inside one plain frame (checked above), whose concurrent
+            // users go through the copy engine (or read a borrowed page, with no writer);
+            // `bounce` is private.
+            unsafe { copy::read_shared(bounce, s) };
+            // SAFETY: as above, for `d..d + len`; `bounce` is private, so not overlapping.
+            unsafe { copy::write_shared(d, bounce) };
         } else {
-            // SAFETY: in range and non-overlapping (different frames, or disjoint ranges);
-            // concurrent access by other threads is raw or atomic only.
-            unsafe { copy::copy_nonoverlapping(d, s, len) };
+            // SAFETY: in range and non-overlapping (different frames, or disjoint ranges), each
+            // inside one plain frame; other threads access frames only through the copy engine,
+            // atomics on atomic-only frames (refused above), or reads of a page borrowed with no
+            // writer.
+            unsafe { copy::copy_shared(d, s, len) };
         }
         true
     }
 
     /// Benchmark baseline: copies between frames through the direct map with glibc's `memcpy`
     /// (`engine == false`) or with the copy engine (`engine == true`), with no grant work.
+    ///
+    /// `memcpy` is not an atomic copy: it is only sound between frames nobody else touches while
+    /// the benchmark runs (the grant benchmark's own frames, on its one thread).
     pub fn copy_baseline(
         &self,
         engine: bool,
@@ -166,10 +185,11 @@ impl MachineMemory {
             return false;
         };
         // SAFETY: in range (checked above) of two different plain frames, so the ranges are
-        // valid and disjoint; other threads touch frames only through raw copies or atomics.
+        // valid and disjoint. The engine's copy is atomic, fine whoever else accesses the
+        // frames; `memcpy` relies on the benchmark's frames having no other user meanwhile.
         unsafe {
             if engine {
-                copy::copy_nonoverlapping(d.add(doff), s.add(soff), len);
+                copy::copy_shared(d.add(doff), s.add(soff), len);
             } else {
                 std::ptr::copy_nonoverlapping(s.add(soff), d.add(doff), len);
             }
@@ -185,8 +205,9 @@ impl MachineMemory {
         if off.checked_add(buf.len()).is_none_or(|e| e > PAGE_SIZE) {
             return false;
         }
-        // SAFETY: range inside the frame; `buf` is ours and cannot overlap the mapping.
-        unsafe { copy::copy_nonoverlapping(buf.as_mut_ptr(), f.add(off), buf.len()) };
+        // SAFETY: the range is inside one plain frame, whose concurrent users go through the copy
+        // engine (or read a borrowed page, with no writer); `buf` is private (`&mut`).
+        unsafe { copy::read_shared(buf, f.add(off)) };
         true
     }
 
@@ -198,8 +219,11 @@ impl MachineMemory {
         if off.checked_add(data.len()).is_none_or(|e| e > PAGE_SIZE) {
             return false;
         }
-        // SAFETY: as in `read`, reversed.
-        unsafe { copy::copy_nonoverlapping(f.add(off), data.as_ptr(), data.len()) };
+        // SAFETY: as in `read` (a page is never borrowed while anyone may write it: whoever
+        // writes a domain's page through the direct map holds its writer state first, see
+        // `PageBorrow`). `data` is a Rust slice: private, or a borrowed page, which therefore
+        // is not the page written here, so the ranges do not overlap.
+        unsafe { copy::write_shared(f.add(off), data) };
         true
     }
 
@@ -219,11 +243,15 @@ impl MachineMemory {
             )
         };
         if rc != 0 {
-            // Not fatal: the frames are reused unscrubbed. Fall back to zeroing by hand.
+            // Not fatal: zero by hand instead. The frames should be unowned by now, but that is
+            // the caller's bookkeeping, not something this module can see, so zero them with
+            // the atomic copy like any other frame write.
+            static ZEROS: [u8; PAGE_SIZE] = [0; PAGE_SIZE];
             for m in first.0..first.0 + count {
                 if let Some(f) = self.plain_frame(Mfn(m)) {
-                    // SAFETY: the frame is in range and no longer owned by anyone.
-                    unsafe { std::ptr::write_bytes(f, 0, PAGE_SIZE) };
+                    // SAFETY: a whole plain frame, in range; concurrent users (if any were left)
+                    // go through the copy engine; `ZEROS` is private (immutable).
+                    unsafe { copy::write_shared(f, &ZEROS) };
                 }
             }
         }
@@ -325,7 +353,7 @@ impl GrantFrames {
         let off = mfn.index() * PAGE_SIZE + (i % (PAGE_SIZE / 8)) * 8;
         // SAFETY: the offset is inside the direct map (mfn < frames) and 8-aligned (frames are
         // page-aligned, entries 8 bytes), so both 4-byte words are aligned for AtomicU32. The
-        // frame is atomic-only while `self` holds it (raw copies refuse it), and it is only
+        // frame is atomic-only while `self` holds it (copies refuse it), and it is only
         // released by `take_frames(&mut self)`, which cannot run while these `&self`-bound
         // references live; so every access to these bytes is atomic for 'a, and always through
         // these same two 32-bit words (no mixed-size access).
