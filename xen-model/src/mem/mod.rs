@@ -17,6 +17,7 @@
 mod copy;
 mod view;
 
+use std::cell::RefCell;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -161,11 +162,16 @@ impl MachineMemory {
         true
     }
 
-    /// Benchmark baseline: copies between frames through the direct map with glibc's `memcpy`
-    /// (`engine == false`) or with the copy engine (`engine == true`), with no grant work.
+    /// Benchmark baseline: copies between frames with no grant work, with the copy engine
+    /// (`engine == true`, through the direct map, as a grant copy does) or with glibc's
+    /// `memcpy` (`engine == false`).
     ///
-    /// `memcpy` is not an atomic copy: it is only sound between frames nobody else touches while
-    /// the benchmark runs (the grant benchmark's own frames, on its one thread).
+    /// `memcpy` is not an atomic copy, so it must not touch frames other threads may access.
+    /// It copies between the same frame numbers and offsets of this thread's *twin* of machine
+    /// memory instead: a memfd of the same size (sparse, so only frames a benchmark touches cost
+    /// RAM), the same kind of 4 KiB shared-memory pages, mapped once and reachable only from
+    /// this thread. It measures what `memcpy` does at the same sizes, offsets and footprint,
+    /// rep-movsb pit included, without a race with anyone.
     pub fn copy_baseline(
         &self,
         engine: bool,
@@ -184,17 +190,35 @@ impl MachineMemory {
         let (Some(d), Some(s)) = (self.plain_frame(dst), self.plain_frame(src)) else {
             return false;
         };
-        // SAFETY: in range (checked above) of two different plain frames, so the ranges are
-        // valid and disjoint. The engine's copy is atomic, fine whoever else accesses the
-        // frames; `memcpy` relies on the benchmark's frames having no other user meanwhile.
-        unsafe {
-            if engine {
-                copy::copy_shared(d.add(doff), s.add(soff), len);
-            } else {
-                std::ptr::copy_nonoverlapping(s.add(soff), d.add(doff), len);
-            }
+        if engine {
+            // SAFETY: in range (checked above) of two different plain frames, so the ranges are
+            // valid and disjoint; other threads access frames only through the copy engine (or
+            // read a borrowed page, with no writer).
+            unsafe { copy::copy_shared(d.add(doff), s.add(soff), len) };
+            return true;
         }
-        true
+        TWIN.with_borrow_mut(|twin| {
+            if twin.as_ref().is_none_or(|t| t.frames < self.frames) {
+                *twin = Twin::new(self.frames);
+            }
+            let Some(t) = twin.as_ref() else {
+                return false;
+            };
+            // SAFETY: the twin holds at least `self.frames` frames, so both frames' ranges are
+            // inside its mapping (offsets checked above); dst != src, so they are disjoint. The
+            // twin is private to this thread (a thread-local, its memfd closed after mapping, never
+            // handed out) and this is the only code that touches it, so nothing accesses these
+            // bytes concurrently: a plain `memcpy` is fine here, and only here.
+            unsafe {
+                let base = t.base.as_ptr();
+                std::ptr::copy_nonoverlapping(
+                    base.add(src.index() * PAGE_SIZE + soff),
+                    base.add(dst.index() * PAGE_SIZE + doff),
+                    len,
+                );
+            }
+            true
+        })
     }
 
     /// Reads bytes from a frame through the direct map (false if out of range or atomic-only).
@@ -283,6 +307,61 @@ impl Drop for MachineMemory {
     fn drop(&mut self) {
         // SAFETY: unmapping our own mapping; nothing can use it any more (we are being dropped
         // and every user holds an Arc to us).
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.frames as usize * PAGE_SIZE) };
+    }
+}
+
+thread_local! {
+    /// This thread's twin of machine memory, for [`MachineMemory::copy_baseline`]'s `memcpy`.
+    static TWIN: RefCell<Option<Twin>> = const { RefCell::new(None) };
+}
+
+/// A private memfd mapping shaped like machine memory (see [`MachineMemory::copy_baseline`]).
+struct Twin {
+    base: NonNull<u8>,
+    frames: u64,
+}
+
+impl Twin {
+    fn new(frames: u64) -> Option<Self> {
+        let len = usize::try_from(frames.checked_mul(PAGE_SIZE as u64)?).ok()?;
+        // SAFETY: a valid NUL-terminated name; flags are valid.
+        let raw = unsafe { libc::memfd_create(c"splitnet-baseline".as_ptr(), libc::MFD_CLOEXEC) };
+        if raw < 0 {
+            return None;
+        }
+        // SAFETY: `raw` is a fresh fd we own; it is closed when this returns (the mapping keeps
+        // the file alive), so nobody else can map the twin.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: plain syscall on our fd.
+        if unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } != 0 {
+            return None;
+        }
+        // SAFETY: new shared mapping of the whole file; the kernel picks the address.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return None;
+        }
+        Some(Self {
+            base: NonNull::new(p.cast())?,
+            frames,
+        })
+    }
+}
+
+impl Drop for Twin {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping, used only inside `copy_baseline` while borrowed from the
+        // thread-local, which is not borrowed while it is replaced or torn down.
         unsafe { libc::munmap(self.base.as_ptr().cast(), self.frames as usize * PAGE_SIZE) };
     }
 }
