@@ -138,20 +138,8 @@ impl MachineMemory {
         // SAFETY: both ranges lie inside mapped, plain frames (checked above).
         let (d, s) = unsafe { (d.add(doff), s.add(soff)) };
         if dst == src && doff.abs_diff(soff) < len {
-            // Same frame, overlapping ranges: memmove semantics, as an atomic copy of the whole
-            // source into a private bounce buffer, then out of it. Every source byte is read
-            // before any destination byte is written, which is all memmove promises; that a
-            // concurrent writer may change bytes in between is the same tearing any atomic copy
-            // allows. Rare (a domain copying within one of its own pages), so two copies of at
-            // most a page are fine.
-            let mut bounce = [0u8; PAGE_SIZE];
-            let bounce = &mut bounce[..len];
-            // SAFETY: `s..s + len` is inside one plain frame (checked above), whose concurrent
-            // users go through the copy engine (or read a borrowed page, with no writer);
-            // `bounce` is private.
-            unsafe { copy::read_shared(bounce, s) };
-            // SAFETY: as above, for `d..d + len`; `bounce` is private, so not overlapping.
-            unsafe { copy::write_shared(d, bounce) };
+            // SAFETY: both ranges lie inside one plain frame (checked above).
+            unsafe { move_in_frame(d, s, len) };
         } else {
             // SAFETY: in range and non-overlapping (different frames, or disjoint ranges), each
             // inside one plain frame; other threads access frames only through the copy engine,
@@ -301,6 +289,28 @@ impl MachineMemory {
     fn fd(&self) -> i32 {
         self.fd.as_raw_fd()
     }
+}
+
+/// Same frame, overlapping ranges: memmove semantics, as an atomic copy of the whole source
+/// into a private bounce buffer, then out of it. Every source byte is read before any
+/// destination byte is written, which is all memmove promises; that a concurrent writer may
+/// change bytes in between is the same tearing any atomic copy allows. Rare (a domain copying
+/// within one of its own pages), so two copies of at most a page are fine; out of line, so the
+/// page-sized buffer is not in `copy`'s stack frame on every grant copy.
+///
+/// # Safety
+/// `d..d + len` and `s..s + len` lie inside one plain frame (so `len <= PAGE_SIZE`).
+#[cold]
+#[inline(never)]
+unsafe fn move_in_frame(d: *mut u8, s: *const u8, len: usize) {
+    let mut bounce = [0u8; PAGE_SIZE];
+    let bounce = &mut bounce[..len];
+    // SAFETY: `s..s + len` is inside one plain frame (the caller's contract), whose concurrent
+    // users go through the copy engine (or read a borrowed page, with no writer); `bounce` is
+    // private.
+    unsafe { copy::read_shared(bounce, s) };
+    // SAFETY: as above, for `d..d + len`; `bounce` is private, so not overlapping.
+    unsafe { copy::write_shared(d, bounce) };
 }
 
 impl Drop for MachineMemory {
