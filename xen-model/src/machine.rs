@@ -218,9 +218,11 @@ impl Hypervisor {
         }
     }
 
-    /// Benchmark baseline: copies `len` bytes between two machine frames through the direct map,
-    /// with glibc's `memcpy` (`engine == false`) or the copy engine, and no grant work at all: the
-    /// "plain memcpy of the same bytes" grant copy is compared with.
+    /// Benchmark baseline: copies `len` bytes between two machine frames with no grant work at
+    /// all: with the copy engine through the direct map (`engine == true`), or with glibc's
+    /// `memcpy` between the same frame numbers of this thread's private twin of machine memory
+    /// (`memcpy` is not an atomic copy, so it never touches real frames): the "plain copy of the
+    /// same bytes" grant copy is compared with.
     #[doc(hidden)]
     pub fn copy_frames_baseline(
         &self,
@@ -234,7 +236,7 @@ impl Hypervisor {
         self.m.mem.copy_baseline(engine, dst, doff, src, soff, len)
     }
 
-    /// The name of the copy engine in use (`avx2-64` or `memcpy`).
+    /// The name of the copy engine in use (`avx2-64` or `atomic-words`).
     pub fn copy_engine(&self) -> &'static str {
         crate::mem::engine_name()
     }

@@ -5,15 +5,19 @@
 //! built by mapping frames at their pfns with `MAP_FIXED`; a backend maps foreign grants into a
 //! [`MapArea`]. The same physical page is thus reachable at several virtual addresses, and other
 //! threads (other domains' vCPUs) touch it concurrently. So nothing here hands out `&mut [u8]`
-//! over guest memory: bytes move with raw-pointer copies, grant entries with atomics, and the one
-//! shared borrow ([`PageBorrow`]) is guarded by a per-page state word that excludes every writer.
+//! over guest memory: bytes move with the copy engine's atomic copies (`copy`: per-byte relaxed
+//! atomic copies, an asm loop explained as such or `AtomicU64` words; see its docs for the
+//! argument), grant entries with atomics, and the one shared borrow ([`PageBorrow`]) is guarded
+//! by a per-page state word that excludes every writer. No frame is ever touched with
+//! `memcpy`, `ptr::copy*` or `ptr::write_bytes`.
 //!
-//! Frames that hold grant tables are marked "atomic only": raw copies refuse them, so the
-//! `&AtomicU32` references [`GrantFrames::entry`] hands out never race with a non-atomic access.
+//! Frames that hold grant tables are marked "atomic only": copies refuse them, so the
+//! `&AtomicU32` references [`GrantFrames::entry`] hands out never meet an access of another size.
 
 mod copy;
 mod view;
 
+use std::cell::RefCell;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -38,13 +42,13 @@ pub(crate) struct MachineMemory {
     fd: OwnedFd,
     base: NonNull<u8>,
     frames: u64,
-    /// Per frame, how many reasons it has to be touched by atomics only (it holds a grant table,
-    /// or is pinned as a shared ring by its owner or by a mapping): raw copies refuse it.
+    /// Per frame, how many reasons it has to be touched by its own atomics only (it holds a grant
+    /// table, or is pinned as a shared ring by its owner or by a mapping): copies refuse it.
     atomic_only: Box<[AtomicU16]>,
 }
 
-// SAFETY: `base` is a shared mapping that lives as long as `self`; all access through it is raw
-// copies or atomics, which are fine from any thread.
+// SAFETY: `base` is a shared mapping that lives as long as `self`; all access through it is the
+// copy engine's atomic copies or atomics, which are fine from any thread.
 unsafe impl Send for MachineMemory {}
 // SAFETY: as for Send; no method hands out unsynchronised references.
 unsafe impl Sync for MachineMemory {}
@@ -104,7 +108,7 @@ impl MachineMemory {
         self.frames
     }
 
-    /// The direct-map address of a frame that raw copies may touch.
+    /// The direct-map address of a frame that copies may touch.
     #[inline]
     fn plain_frame(&self, mfn: Mfn) -> Option<*mut u8> {
         let flag = self.atomic_only.get(mfn.index())?;
@@ -134,19 +138,28 @@ impl MachineMemory {
         // SAFETY: both ranges lie inside mapped, plain frames (checked above).
         let (d, s) = unsafe { (d.add(doff), s.add(soff)) };
         if dst == src && doff.abs_diff(soff) < len {
-            // Same frame, overlapping ranges: memmove semantics.
-            // SAFETY: inside one mapped frame; `copy` permits overlap.
-            unsafe { std::ptr::copy(s, d, len) };
+            // SAFETY: both ranges lie inside one plain frame (checked above).
+            unsafe { move_in_frame(d, s, len) };
         } else {
-            // SAFETY: in range and non-overlapping (different frames, or disjoint ranges);
-            // concurrent access by other threads is raw or atomic only.
-            unsafe { copy::copy_nonoverlapping(d, s, len) };
+            // SAFETY: in range and non-overlapping (different frames, or disjoint ranges), each
+            // inside one plain frame; other threads access frames only through the copy engine,
+            // atomics on atomic-only frames (refused above), or reads of a page borrowed with no
+            // writer.
+            unsafe { copy::copy_shared(d, s, len) };
         }
         true
     }
 
-    /// Benchmark baseline: copies between frames through the direct map with glibc's `memcpy`
-    /// (`engine == false`) or with the copy engine (`engine == true`), with no grant work.
+    /// Benchmark baseline: copies between frames with no grant work, with the copy engine
+    /// (`engine == true`, through the direct map, as a grant copy does) or with glibc's
+    /// `memcpy` (`engine == false`).
+    ///
+    /// `memcpy` is not an atomic copy, so it must not touch frames other threads may access.
+    /// It copies between the same frame numbers and offsets of this thread's *twin* of machine
+    /// memory instead: a memfd of the same size (sparse, so only frames a benchmark touches cost
+    /// RAM), the same kind of 4 KiB shared-memory pages, mapped once and reachable only from
+    /// this thread. It measures what `memcpy` does at the same sizes, offsets and footprint,
+    /// rep-movsb pit included, without a race with anyone.
     pub fn copy_baseline(
         &self,
         engine: bool,
@@ -165,16 +178,35 @@ impl MachineMemory {
         let (Some(d), Some(s)) = (self.plain_frame(dst), self.plain_frame(src)) else {
             return false;
         };
-        // SAFETY: in range (checked above) of two different plain frames, so the ranges are
-        // valid and disjoint; other threads touch frames only through raw copies or atomics.
-        unsafe {
-            if engine {
-                copy::copy_nonoverlapping(d.add(doff), s.add(soff), len);
-            } else {
-                std::ptr::copy_nonoverlapping(s.add(soff), d.add(doff), len);
-            }
+        if engine {
+            // SAFETY: in range (checked above) of two different plain frames, so the ranges are
+            // valid and disjoint; other threads access frames only through the copy engine (or
+            // read a borrowed page, with no writer).
+            unsafe { copy::copy_shared(d.add(doff), s.add(soff), len) };
+            return true;
         }
-        true
+        TWIN.with_borrow_mut(|twin| {
+            if twin.as_ref().is_none_or(|t| t.frames < self.frames) {
+                *twin = Twin::new(self.frames);
+            }
+            let Some(t) = twin.as_ref() else {
+                return false;
+            };
+            // SAFETY: the twin holds at least `self.frames` frames, so both frames' ranges are
+            // inside its mapping (offsets checked above); dst != src, so they are disjoint. The
+            // twin is private to this thread (a thread-local, its memfd closed after mapping, never
+            // handed out) and this is the only code that touches it, so nothing accesses these
+            // bytes concurrently: a plain `memcpy` is fine here, and only here.
+            unsafe {
+                let base = t.base.as_ptr();
+                std::ptr::copy_nonoverlapping(
+                    base.add(src.index() * PAGE_SIZE + soff),
+                    base.add(dst.index() * PAGE_SIZE + doff),
+                    len,
+                );
+            }
+            true
+        })
     }
 
     /// Reads bytes from a frame through the direct map (false if out of range or atomic-only).
@@ -185,8 +217,9 @@ impl MachineMemory {
         if off.checked_add(buf.len()).is_none_or(|e| e > PAGE_SIZE) {
             return false;
         }
-        // SAFETY: range inside the frame; `buf` is ours and cannot overlap the mapping.
-        unsafe { copy::copy_nonoverlapping(buf.as_mut_ptr(), f.add(off), buf.len()) };
+        // SAFETY: the range is inside one plain frame, whose concurrent users go through the copy
+        // engine (or read a borrowed page, with no writer); `buf` is private (`&mut`).
+        unsafe { copy::read_shared(buf, f.add(off)) };
         true
     }
 
@@ -198,8 +231,11 @@ impl MachineMemory {
         if off.checked_add(data.len()).is_none_or(|e| e > PAGE_SIZE) {
             return false;
         }
-        // SAFETY: as in `read`, reversed.
-        unsafe { copy::copy_nonoverlapping(f.add(off), data.as_ptr(), data.len()) };
+        // SAFETY: as in `read` (a page is never borrowed while anyone may write it: whoever
+        // writes a domain's page through the direct map holds its writer state first, see
+        // `PageBorrow`). `data` is a Rust slice: private, or a borrowed page, which therefore
+        // is not the page written here, so the ranges do not overlap.
+        unsafe { copy::write_shared(f.add(off), data) };
         true
     }
 
@@ -219,11 +255,15 @@ impl MachineMemory {
             )
         };
         if rc != 0 {
-            // Not fatal: the frames are reused unscrubbed. Fall back to zeroing by hand.
+            // Not fatal: zero by hand instead. The frames should be unowned by now, but that is
+            // the caller's bookkeeping, not something this module can see, so zero them with
+            // the atomic copy like any other frame write.
+            static ZEROS: [u8; PAGE_SIZE] = [0; PAGE_SIZE];
             for m in first.0..first.0 + count {
                 if let Some(f) = self.plain_frame(Mfn(m)) {
-                    // SAFETY: the frame is in range and no longer owned by anyone.
-                    unsafe { std::ptr::write_bytes(f, 0, PAGE_SIZE) };
+                    // SAFETY: a whole plain frame, in range; concurrent users (if any were left)
+                    // go through the copy engine; `ZEROS` is private (immutable).
+                    unsafe { copy::write_shared(f, &ZEROS) };
                 }
             }
         }
@@ -251,10 +291,87 @@ impl MachineMemory {
     }
 }
 
+/// Same frame, overlapping ranges: memmove semantics, as an atomic copy of the whole source
+/// into a private bounce buffer, then out of it. Every source byte is read before any
+/// destination byte is written, which is all memmove promises; that a concurrent writer may
+/// change bytes in between is the same tearing any atomic copy allows. Rare (a domain copying
+/// within one of its own pages), so two copies of at most a page are fine; out of line, so the
+/// page-sized buffer is not in `copy`'s stack frame on every grant copy.
+///
+/// # Safety
+/// `d..d + len` and `s..s + len` lie inside one plain frame (so `len <= PAGE_SIZE`).
+#[cold]
+#[inline(never)]
+unsafe fn move_in_frame(d: *mut u8, s: *const u8, len: usize) {
+    let mut bounce = [0u8; PAGE_SIZE];
+    let bounce = &mut bounce[..len];
+    // SAFETY: `s..s + len` is inside one plain frame (the caller's contract), whose concurrent
+    // users go through the copy engine (or read a borrowed page, with no writer); `bounce` is
+    // private.
+    unsafe { copy::read_shared(bounce, s) };
+    // SAFETY: as above, for `d..d + len`; `bounce` is private, so not overlapping.
+    unsafe { copy::write_shared(d, bounce) };
+}
+
 impl Drop for MachineMemory {
     fn drop(&mut self) {
         // SAFETY: unmapping our own mapping; nothing can use it any more (we are being dropped
         // and every user holds an Arc to us).
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.frames as usize * PAGE_SIZE) };
+    }
+}
+
+thread_local! {
+    /// This thread's twin of machine memory, for [`MachineMemory::copy_baseline`]'s `memcpy`.
+    static TWIN: RefCell<Option<Twin>> = const { RefCell::new(None) };
+}
+
+/// A private memfd mapping shaped like machine memory (see [`MachineMemory::copy_baseline`]).
+struct Twin {
+    base: NonNull<u8>,
+    frames: u64,
+}
+
+impl Twin {
+    fn new(frames: u64) -> Option<Self> {
+        let len = usize::try_from(frames.checked_mul(PAGE_SIZE as u64)?).ok()?;
+        // SAFETY: a valid NUL-terminated name; flags are valid.
+        let raw = unsafe { libc::memfd_create(c"splitnet-baseline".as_ptr(), libc::MFD_CLOEXEC) };
+        if raw < 0 {
+            return None;
+        }
+        // SAFETY: `raw` is a fresh fd we own; it is closed when this returns (the mapping keeps
+        // the file alive), so nobody else can map the twin.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: plain syscall on our fd.
+        if unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } != 0 {
+            return None;
+        }
+        // SAFETY: new shared mapping of the whole file; the kernel picks the address.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return None;
+        }
+        Some(Self {
+            base: NonNull::new(p.cast())?,
+            frames,
+        })
+    }
+}
+
+impl Drop for Twin {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping, used only inside `copy_baseline` while borrowed from the
+        // thread-local, which is not borrowed while it is replaced or torn down.
         unsafe { libc::munmap(self.base.as_ptr().cast(), self.frames as usize * PAGE_SIZE) };
     }
 }
@@ -325,7 +442,7 @@ impl GrantFrames {
         let off = mfn.index() * PAGE_SIZE + (i % (PAGE_SIZE / 8)) * 8;
         // SAFETY: the offset is inside the direct map (mfn < frames) and 8-aligned (frames are
         // page-aligned, entries 8 bytes), so both 4-byte words are aligned for AtomicU32. The
-        // frame is atomic-only while `self` holds it (raw copies refuse it), and it is only
+        // frame is atomic-only while `self` holds it (copies refuse it), and it is only
         // released by `take_frames(&mut self)`, which cannot run while these `&self`-bound
         // references live; so every access to these bytes is atomic for 'a, and always through
         // these same two 32-bit words (no mixed-size access).

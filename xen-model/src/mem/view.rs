@@ -102,8 +102,9 @@ pub(crate) struct View {
     state: Box<[AtomicU64]>,
 }
 
-// SAFETY: `base` is a mapping owned by the View; all access through it is raw copies, or the
-// `PageBorrow` shared borrow whose exclusion is enforced by the atomic state words.
+// SAFETY: `base` is a mapping owned by the View; all access through it is the copy engine's
+// atomic copies, or the `PageBorrow` shared borrow whose exclusion is enforced by the atomic
+// state words.
 unsafe impl Send for View {}
 // SAFETY: as for Send.
 unsafe impl Sync for View {}
@@ -199,8 +200,8 @@ impl View {
     }
 
     /// Copies bytes out of a page through the view; refused while the page is a shared ring
-    /// (a transient borrow without the no-writer condition: raw reads may race with raw writes
-    /// from other address spaces, never with ring atomics).
+    /// (a transient borrow without the no-writer condition: the atomic copy may meet writes
+    /// through other mappings, which are atomic copies too, but never ring atomics).
     pub fn read(&self, pfn: Pfn, off: usize, buf: &mut [u8]) -> Result<()> {
         let p = self.check(pfn, off, buf.len())?;
         if !self.update(pfn, |s| {
@@ -208,9 +209,10 @@ impl View {
         }) {
             return Err(self.busy(pfn));
         }
-        // SAFETY: `p..p+len` is mapped (check); `buf` is private memory, so no overlap; the
-        // page is not a ring (held off by our transient borrow).
-        unsafe { copy::copy_nonoverlapping(buf.as_mut_ptr(), p, buf.len()) };
+        // SAFETY: `p..p+len` is inside one mapped page of the view (check); `buf` is private
+        // (`&mut`); the page is not a ring (held off by our transient borrow), so its other
+        // users are atomic copies, or reads of a borrowed page.
+        unsafe { copy::read_shared(buf, p) };
         self.update(pfn, |s| (borrows(s) > 0).then(|| s - BORROW_ONE));
         Ok(())
     }
@@ -281,8 +283,11 @@ impl View {
         if !self.write_begin(pfn) {
             return Err(self.busy(pfn));
         }
-        // SAFETY: mapped range (check); no PageBorrow exists (write_begin holds them off).
-        unsafe { copy::copy_nonoverlapping(p, data.as_ptr(), data.len()) };
+        // SAFETY: inside one mapped page of the view (check); no PageBorrow of it exists and
+        // it is no ring (write_begin holds both off), so its other users are atomic copies;
+        // `data` is private, or a borrowed page, which is not this one (borrowed pages refuse
+        // write_begin).
+        unsafe { copy::write_shared(p, data) };
         self.write_end(pfn);
         Ok(())
     }
@@ -397,9 +402,18 @@ impl PageBorrow<'_> {
 impl Deref for PageBorrow<'_> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        // SAFETY: `ptr` is the page's mapping in a View that outlives 'a; the state word holds
-        // every writer off while this borrow lives (see the type's docs), so the bytes do not
-        // change under the reference.
+        // SAFETY: `ptr` is the page's mapping in a View that outlives 'a. The bytes do not
+        // change while this borrow lives, because its BORROW_ONE in the page's state word makes
+        // every transition a writer needs fail: `write_begin` (the domain's own writes and local
+        // copy destinations) and `grant_rw_begin` (a writable grant, which every foreign copy
+        // into the page needs) require `borrows(s) == 0`; `ring_begin` requires `borrows(s) ==
+        // 0` (granted) or `s == 0`; `moving_begin`/`target_begin` (transfers) require `s == 0`.
+        // And `borrow` itself succeeded only with `writers(s) == 0` (no writable grant, no
+        // in-flight write), `rings(s) == 0` and neither TARGET nor MOVING set. Those
+        // transitions are AcqRel on one word, so each earlier writer's `write_end` happens-before
+        // our reads and our drop happens-before any later writer's begin: no write races with
+        // the reference. Concurrent readers (read-only grants copied from, `View::read`) are
+        // atomic reads, which may race with these plain reads.
         unsafe { std::slice::from_raw_parts(self.ptr, PAGE_SIZE) }
     }
 }
