@@ -211,6 +211,7 @@ fn tap_vnet_header_carries_the_partial_udp_checksum() {
             vnet_hdr: Some(len),
             offload: offload::CSUM | offload::TSO4 | offload::TSO6,
             mtu: Some(9000),
+            ..TapConfig::default()
         };
         let tap = ns.run(|| Tap::open("vtap0", &config)).unwrap().unwrap();
         assert_eq!(tap.vnet_hdr_len(), len.bytes());
@@ -313,6 +314,7 @@ fn tap_tso_hands_out_tcp_super_frames() {
         vnet_hdr: Some(HdrLen::Legacy),
         offload: offload::CSUM | offload::TSO4 | offload::TSO6,
         mtu: None,
+        ..TapConfig::default()
     };
     let tap = ns.run(|| Tap::open("gtap0", &config)).unwrap().unwrap();
     tap.set_up().unwrap();

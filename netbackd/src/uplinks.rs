@@ -46,6 +46,8 @@ pub fn open<D: hypervisor::BackendDomain>(
                 vnet_hdr: offload.then_some(hostnet::vnet::HdrLen::Legacy),
                 offload: if *offload { tap::OFFLOADS } else { 0 },
                 mtu: Some(mtu),
+                // An uplink goes with netbackd; vif netdevs persist (netdevs.rs).
+                persist: false,
             };
             let tap = Tap::open(name, &cfg)?;
             tap.set_up()?;
