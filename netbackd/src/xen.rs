@@ -1,6 +1,7 @@
 //! netbackd on real Xen: the calling domain (dom0 or a driver domain) serves every vif the
 //! toolstack gives it, through `/dev/xen/gntdev`, `/dev/xen/evtchn` and xenstore
-//! (`xen_linux::XenHost`). Guests are real domains; there are no embedded ones.
+//! (`xen_linux::XenHost`). Guests are real domains; there are no embedded ones. Vifs a previous
+//! netbackd left connected are taken over.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -12,8 +13,9 @@ use crate::Error;
 use crate::cli::Args;
 use crate::daemon::{self, POOL_PAGES, Run, Signals};
 
-/// Serves until SIGINT/SIGTERM, then closes every device (Closing, then Closed) and releases
-/// every mapping and event channel.
+/// Serves until SIGINT/SIGTERM, then releases every mapping and event channel it holds,
+/// leaving the devices for the next instance (or, with `--close-on-exit`, closing each first:
+/// Closing, then Closed).
 pub fn run(args: &Args, mut signals: Signals) -> Result<(), Error> {
     // The frame pool plus room for the rings' and the program's own pages.
     let host = XenHost::open(POOL_PAGES + 256).map_err(Error::Hypervisor)?;

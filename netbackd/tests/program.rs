@@ -1,8 +1,9 @@
 //! The `netbackd` program against real Linux peers, inside a network namespace of the test's
 //! own: `ping`, a Linux TCP socket and the stock `iperf3` client reach its embedded guests
-//! through a TAP uplink; SIGUSR1 writes the counters; SIGTERM closes every device, removes the
-//! TAP it created and exits 0 with every frame back. Root only: ignored by default, run with
-//! `--ignored` as root (CI does); without root or the tools it fails saying what is missing.
+//! through a TAP uplink; SIGUSR1 writes the counters; SIGTERM with `--close-on-exit` closes
+//! every device, removes the TAP it created and exits 0 with every frame back. Root only:
+//! ignored by default, run with `--ignored` as root (CI does); without root or the tools it
+//! fails saying what is missing.
 
 mod support;
 
@@ -96,6 +97,8 @@ fn guests_behind_a_tap_answer_ping_echo_and_iperf3_and_sigterm_leaves_nothing() 
             &format!("tap:sn0,addr={TAP_ADDR}"),
             "--stats-json",
             &json_s,
+            // This test is about a stop that leaves nothing; host_mode.rs has the default.
+            "--close-on-exit",
         ],
     );
     for g in [G1, G2] {
