@@ -61,6 +61,10 @@ pub struct Args {
     #[arg(long)]
     pub close_on_exit: bool,
 
+    /// Where netbackd --xen keeps its lock file, dom<domid>.lock with its pid: one netbackd
+    /// per backend domain (made 0700 if missing).
+    #[arg(long, default_value = "/run/netbackd", value_name = "DIR")]
+    pub run_dir: PathBuf,
 
     /// Embedded guests to create at start (not with --xen).
     #[arg(long, default_value_t = 1, value_name = "N")]
@@ -593,6 +597,7 @@ mod tests {
             !a.close_on_exit,
             "a stop leaves the vifs for the next instance"
         );
+        assert_eq!(a.run_dir, PathBuf::from("/run/netbackd"));
         assert!(a.switches.is_empty());
         let a = args(&[
             "--vif-mode",
@@ -602,6 +607,8 @@ mod tests {
             "--switch",
             "isolated-1",
             "--close-on-exit",
+            "--run-dir",
+            "/tmp/nb",
         ])
         .unwrap();
         assert_eq!(
@@ -610,6 +617,7 @@ mod tests {
         );
         assert_eq!(a.switches, ["lan", "isolated-1"]);
         assert!(a.close_on_exit);
+        assert_eq!(a.run_dir, PathBuf::from("/tmp/nb"));
         let a = args(&["--vif-mode", "builtin"]).unwrap();
         assert_eq!(
             netback::ModePolicy::from(a.vif_mode),
