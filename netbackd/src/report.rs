@@ -78,6 +78,7 @@ impl Report {
                     ("tx_copy_errors", v.tx_copy_errors),
                     ("tx_no_buffer", v.tx_no_buffer),
                     ("tx_csum_errors", v.tx_csum_errors),
+                    ("tx_rate_limited", v.tx_rate_limited),
                 ] {
                     if n > 0 {
                         d.push(format!("{name}={n}"));
