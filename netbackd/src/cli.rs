@@ -26,7 +26,7 @@ pub const MAX_GUESTS: u16 = 250;
 /// Example: `netbackd --guests 2 --uplink tap:sn0,addr=10.99.0.1/24`, then from Linux
 /// `ping 10.99.0.2` and `iperf3 -c 10.99.0.2`.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "netbackd", version, about, long_about = None, verbatim_doc_comment)]
+#[command(name = "netbackd", version, about, verbatim_doc_comment)]
 pub struct Args {
     /// Serve real Xen guests from this domain (dom0 or a driver domain) through /dev/xen
     /// (gntdev, evtchn) and xenstore, instead of the embedded hypervisor.
