@@ -65,6 +65,35 @@ pub enum Error {
         /// The interface name.
         name: String,
     },
+    /// No TAP of that name to attach to ([`Tap::attach`](crate::Tap::attach) never creates
+    /// one).
+    #[error(
+        "no TAP {name} to attach to (attaching never creates one): check the name with `ip \
+         link`, and that whatever makes it has started (QEMU, for an HVM guest's \
+         vif<domid>.<devid>-emu)"
+    )]
+    NoSuchTap {
+        /// The interface name.
+        name: String,
+    },
+    /// No bridge of that name to put an interface into.
+    #[error(
+        "no bridge {name}: create it (ip link add {name} type bridge; ip link set {name} up) or \
+         name an existing one"
+    )]
+    NoSuchBridge {
+        /// The bridge's name.
+        name: String,
+    },
+    /// The interface named as a bridge takes no ports.
+    #[error(
+        "{name} is not a bridge (it takes no ports): name a Linux bridge (ip -d link show type \
+         bridge lists them)"
+    )]
+    NotABridge {
+        /// The interface's name.
+        name: String,
+    },
     /// The address (with that prefix) is already on the interface.
     #[error(
         "address {addr}/{prefix_len} is already on {name}: remove it (ip addr del \

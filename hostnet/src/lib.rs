@@ -4,6 +4,8 @@
 //!   the [virtio-net header](vnet) for checksum and segmentation offload.
 //! - [`packet`]: an AF_PACKET socket on a NIC or veth, promiscuous, batched with
 //!   `recvmmsg`/`sendmmsg`, optionally with the virtio-net header (`PACKET_VNET_HDR`).
+//! - [`iface`]: interface names, and putting an interface into a Linux bridge (what Xen's
+//!   `vif-bridge` script does with a vif netdev).
 //! - [`netns`]: throwaway network namespaces for tests (used by this crate's and netbackd's).
 //!
 //! Everything opens in the network namespace of the calling thread.
@@ -16,7 +18,7 @@
 //! `tun-rs` consumes the header itself (it splits GSO frames into segments and completes
 //! checksums for a TUN's IP packets), fixes the offload flags and never sets the header size;
 //! `tappers` and `tun-tap` have no virtio-net header or offload support; `tidy-tuntap` has no
-//! offloads and sits on an old nix with a bindgen build. So the five TUN/TAP ioctls, plus the
+//! offloads and sits on an old nix with a bindgen build. So the six TUN/TAP ioctls, plus the
 //! AF_PACKET options, `recvmmsg` and `sendmmsg`, live in one audited module (`sys.rs`) over
 //! `libc`; everything with a safe wrapper (open, read, write, sockets, `setns`, interface
 //! indices) goes through `rustix`, and interface configuration through a small safe

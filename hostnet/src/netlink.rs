@@ -1,5 +1,5 @@
-//! Just enough rtnetlink to configure an interface: bring it up, set its MTU, add an IPv4
-//! address. Safe code over a rustix netlink socket; the socket belongs to the network
+//! Just enough rtnetlink to configure an interface: bring it up, set its MTU or MAC address,
+//! put it into a bridge, add an IPv4 address. Safe code over a rustix netlink socket; the socket belongs to the network
 //! namespace of the thread that opened it, so a [`Route`] made with a device configures that
 //! device's namespace whichever thread calls it later.
 //!
@@ -20,7 +20,9 @@ const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_CREATE: u16 = 0x400;
+const IFLA_ADDRESS: u16 = 1;
 const IFLA_MTU: u16 = 4;
+const IFLA_MASTER: u16 = 10;
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
 const IFF_UP: u32 = 0x1;
@@ -130,6 +132,27 @@ impl Route {
         let seq = self.next_seq();
         let req = Request::new(RTM_NEWLINK, 0, seq, body.as_bytes())
             .attr(IFLA_MTU, &mtu.to_ne_bytes())
+            .finish();
+        self.transact(&req, seq)
+    }
+
+    /// Sets the MAC address of `ifindex` (`ip link set DEV address MAC`).
+    pub(crate) fn set_address(&mut self, ifindex: u32, mac: [u8; 6]) -> io::Result<()> {
+        let body = link_msg(ifindex, 0, 0)?;
+        let seq = self.next_seq();
+        let req = Request::new(RTM_NEWLINK, 0, seq, body.as_bytes())
+            .attr(IFLA_ADDRESS, &mac)
+            .finish();
+        self.transact(&req, seq)
+    }
+
+    /// Makes `master` (a bridge's index) the master of `ifindex` (`ip link set DEV master
+    /// BRIDGE`); `EOPNOTSUPP` if `master` takes no ports.
+    pub(crate) fn set_master(&mut self, ifindex: u32, master: u32) -> io::Result<()> {
+        let body = link_msg(ifindex, 0, 0)?;
+        let seq = self.next_seq();
+        let req = Request::new(RTM_NEWLINK, 0, seq, body.as_bytes())
+            .attr(IFLA_MASTER, &master.to_ne_bytes())
             .finish();
         self.transact(&req, seq)
     }

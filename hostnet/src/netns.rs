@@ -6,20 +6,13 @@
 //! namespace while the handles it returns work from any thread. Dropping the guard deletes the
 //! namespace, with every interface in it, even when the test panicked.
 //!
-//! Tests skip themselves when [`Netns::new`] fails with [`Error::NotRoot`] or
-//! [`Error::ToolMissing`]:
+//! Tests that need it need root: mark them `#[ignore = "needs root ...: run as root with
+//! --ignored"]`, and let them fail, never skip, when asked to run without it:
 //!
 //! ```no_run
-//! use hostnet::{Error, netns::Netns};
+//! use hostnet::netns::Netns;
 //!
-//! let ns = match Netns::new("mytest") {
-//!     Ok(ns) => ns,
-//!     Err(e @ (Error::NotRoot | Error::ToolMissing { .. })) => {
-//!         eprintln!("skipped: {e}");
-//!         return;
-//!     }
-//!     Err(e) => panic!("{e}"),
-//! };
+//! let ns = Netns::new("mytest").unwrap_or_else(|e| panic!("cannot run: {e}"));
 //! ns.ip(&["link", "add", "va", "type", "veth", "peer", "name", "vb"]).unwrap();
 //! let index = ns.run(|| std::fs::read_to_string("/proc/self/net/dev")).unwrap();
 //! ```

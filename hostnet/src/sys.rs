@@ -80,6 +80,22 @@ pub(crate) fn tun_set_offload(tun: BorrowedFd<'_>, flags: u32) -> io::Result<()>
     Ok(())
 }
 
+/// `TUNSETPERSIST`: whether the device outlives its last open descriptor; the argument is
+/// passed by value. Clearing it on an attached descriptor makes the device go when that
+/// descriptor closes.
+pub(crate) fn tun_set_persist(tun: BorrowedFd<'_>, persist: bool) -> io::Result<()> {
+    // SAFETY: TUNSETPERSIST takes its argument as an integer, not a pointer; no memory is
+    // shared.
+    check(unsafe {
+        libc::ioctl(
+            tun.as_raw_fd(),
+            libc::TUNSETPERSIST,
+            libc::c_ulong::from(persist),
+        )
+    })?;
+    Ok(())
+}
+
 /// `TUNSETVNETHDRSZ`: the size of the virtio-net header before each frame.
 pub(crate) fn tun_set_vnet_hdr_sz(tun: BorrowedFd<'_>, size: libc::c_int) -> io::Result<()> {
     // SAFETY: TUNSETVNETHDRSZ reads one `int` through the pointer, which points at a live local.

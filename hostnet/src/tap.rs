@@ -7,6 +7,10 @@
 //!
 //! A TAP lives in the network namespace of the thread that opens it; [`Tap`] keeps an rtnetlink
 //! socket from that namespace, so its configuration methods work from any thread.
+//!
+//! A TAP goes when its last descriptor closes, unless it is persistent ([`TapConfig::persist`],
+//! [`Tap::set_persist`]): then it stays, with no carrier, for the next [`Tap::open`] or
+//! [`Tap::attach`] of its name, until [`delete`] (or `ip tuntap del`) removes it.
 
 use std::io::{self, IoSlice};
 use std::net::Ipv4Addr;
@@ -58,6 +62,9 @@ pub struct TapConfig {
     pub offload: u32,
     /// Set this MTU after opening.
     pub mtu: Option<u32>,
+    /// Make the device persistent (`TUNSETPERSIST`): it outlives this process, and a later
+    /// open of the same name attaches to it. Remove it with [`delete`].
+    pub persist: bool,
 }
 
 impl TapConfig {
@@ -86,8 +93,8 @@ impl TapConfig {
 
 /// An open TAP device (see the [module docs](self)).
 ///
-/// Dropping it closes the file descriptor: a TAP this handle [created](Tap::created) then
-/// disappears; an attached persistent TAP stays.
+/// Dropping it closes the file descriptor: a TAP that is not [persistent](Tap::set_persist)
+/// then disappears; a persistent one stays (down to no carrier) for the next open.
 #[derive(Debug)]
 pub struct Tap {
     fd: OwnedFd,
@@ -112,42 +119,59 @@ impl Tap {
     pub fn open(name: &str, config: &TapConfig) -> Result<Tap, Error> {
         iface::check_name(name)?;
         config.check()?;
-        let fd = rustix::fs::open(
-            "/dev/net/tun",
-            OFlags::RDWR | OFlags::NONBLOCK | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| match e {
-            Errno::NOENT | Errno::NODEV | Errno::NXIO => Error::NoTunDevice,
-            e => Error::io("opening /dev/net/tun", name, e, denied::TUN_DEVICE),
-        })?;
-
-        let mut flags = IFF_TAP | IFF_NO_PI;
-        if config.vnet_hdr.is_some() {
-            flags |= IFF_VNET_HDR;
-        }
+        let fd = open_tun(name)?;
         // First ask for a new device only (IFF_TUN_EXCL): success means we created it. EBUSY
         // means the name exists; then attach, which succeeds only for a free TAP.
         let mut req = IfReq::new(name.as_bytes());
-        req.set_flags(flags | IFF_TUN_EXCL);
+        req.set_flags(tap_flags(config) | IFF_TUN_EXCL);
         let created = match sys::tun_set_iff(fd.as_fd(), &mut req) {
             Ok(()) => true,
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-                req = IfReq::new(name.as_bytes());
-                req.set_flags(flags);
-                sys::tun_set_iff(fd.as_fd(), &mut req).map_err(|e| match e.raw_os_error() {
-                    Some(libc::EINVAL) => Error::NameInUse {
-                        name: name.to_owned(),
-                    },
-                    Some(libc::EBUSY) => Error::TapBusy {
-                        name: name.to_owned(),
-                    },
-                    _ => Error::io("attaching to TAP", name, e, denied::NET_ADMIN),
-                })?;
+                req = attach_iff(&fd, name, config)?;
                 false
             }
             Err(e) => return Err(Error::io("creating TAP", name, e, denied::NET_ADMIN)),
         };
+        let route = Route::open()
+            .map_err(|e| Error::io("opening rtnetlink", name, e, denied::NET_ADMIN))?;
+        Tap::set_up_fd(fd, route, &req, created, config)
+    }
+
+    /// Attaches to the existing TAP `name` and never creates one: for a TAP someone else made
+    /// (QEMU's `vif<domid>.<devid>-emu`, or a persistent one a previous run left). The
+    /// descriptor is non-blocking.
+    ///
+    /// Errors: [`Error::NoSuchTap`] when there is none, otherwise as [`Tap::open`].
+    pub fn attach(name: &str, config: &TapConfig) -> Result<Tap, Error> {
+        iface::check_name(name)?;
+        config.check()?;
+        let route = Route::open()
+            .map_err(|e| Error::io("opening rtnetlink", name, e, denied::NET_ADMIN))?;
+        let no_tap = |e| match e {
+            Error::NoSuchInterface { name } => Error::NoSuchTap { name },
+            e => e,
+        };
+        let before = iface::index(&route, name, denied::NET_ADMIN).map_err(no_tap)?;
+        let fd = open_tun(name)?;
+        // Without IFF_TUN_EXCL, TUNSETIFF would also create the device had it gone since the
+        // lookup: a new device has a new index, and closing our descriptor removes it again.
+        let req = attach_iff(&fd, name, config)?;
+        if iface::index(&route, name, denied::NET_ADMIN).ok() != Some(before) {
+            return Err(Error::NoSuchTap {
+                name: name.to_owned(),
+            });
+        }
+        Tap::set_up_fd(fd, route, &req, false, config)
+    }
+
+    /// The rest of opening, once `fd` is attached to the device `req` names.
+    fn set_up_fd(
+        fd: OwnedFd,
+        route: Route,
+        req: &IfReq,
+        created: bool,
+        config: &TapConfig,
+    ) -> Result<Tap, Error> {
         // The kernel writes back the final name (it expands a `%d` pattern).
         let name = String::from_utf8_lossy(req.name()).into_owned();
 
@@ -165,8 +189,6 @@ impl Tap {
             _ => Error::io("TUNSETOFFLOAD", &name, e, denied::NET_ADMIN),
         })?;
 
-        let route = Route::open()
-            .map_err(|e| Error::io("opening rtnetlink", &name, e, denied::NET_ADMIN))?;
         let ifindex = iface::index(&route, &name, denied::NET_ADMIN)?;
         let tap = Tap {
             fd,
@@ -178,6 +200,10 @@ impl Tap {
         };
         if let Some(mtu) = config.mtu {
             tap.set_mtu(mtu)?;
+        }
+        // Last: a device this call created and then failed to set up goes with the descriptor.
+        if config.persist {
+            tap.set_persist(true)?;
         }
         Ok(tap)
     }
@@ -192,8 +218,8 @@ impl Tap {
         self.ifindex
     }
 
-    /// Whether this handle created the device (it disappears when the handle is dropped) rather
-    /// than attaching to an existing persistent one (which stays).
+    /// Whether this handle created the device rather than attaching to an existing persistent
+    /// one.
     pub fn created(&self) -> bool {
         self.created
     }
@@ -219,6 +245,31 @@ impl Tap {
         self.route()
             .set_up(self.ifindex, true)
             .map_err(|e| Error::io("setting interface up", &self.name, e, denied::NET_ADMIN))
+    }
+
+    /// Makes the device outlive its last descriptor (`TUNSETPERSIST`), or not: a persistent
+    /// TAP stays, down to no carrier, when this handle closes, and a later [`Tap::open`] or
+    /// [`Tap::attach`] of the name finds it; clearing it makes the device go when the last
+    /// descriptor closes (see [`delete`]).
+    pub fn set_persist(&self, persist: bool) -> Result<(), Error> {
+        sys::tun_set_persist(self.fd.as_fd(), persist)
+            .map_err(|e| Error::io("TUNSETPERSIST", &self.name, e, denied::NET_ADMIN))
+    }
+
+    /// Sets the interface's MAC address (`ip link set NAME address MAC`): the host side's.
+    pub fn set_mac(&self, mac: [u8; 6]) -> Result<(), Error> {
+        self.route()
+            .set_address(self.ifindex, mac)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::EADDRNOTAVAIL | libc::EINVAL) => Error::BadConfig {
+                    what: format!(
+                        "the kernel refused MAC {} for {}: use a unicast address",
+                        mac.map(|b| format!("{b:02x}")).join(":"),
+                        self.name
+                    ),
+                },
+                _ => Error::io("setting MAC address", &self.name, e, denied::NET_ADMIN),
+            })
     }
 
     /// Sets the interface's MTU (`ip link set NAME mtu MTU`).
@@ -280,6 +331,61 @@ impl Tap {
     /// Writes one frame gathered from `parts` (for example the header and the frame).
     pub fn send_vectored(&self, parts: &[IoSlice<'_>]) -> io::Result<usize> {
         Ok(rustix::io::writev(&self.fd, parts)?)
+    }
+}
+
+/// Opens `/dev/net/tun`, non-blocking (for device `name`, in errors).
+fn open_tun(name: &str) -> Result<OwnedFd, Error> {
+    rustix::fs::open(
+        "/dev/net/tun",
+        OFlags::RDWR | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| match e {
+        Errno::NOENT | Errno::NODEV | Errno::NXIO => Error::NoTunDevice,
+        e => Error::io("opening /dev/net/tun", name, e, denied::TUN_DEVICE),
+    })
+}
+
+/// The `TUNSETIFF` flags for `config`: a TAP without packet information, with the virtio-net
+/// header if asked.
+fn tap_flags(config: &TapConfig) -> u16 {
+    let mut flags = IFF_TAP | IFF_NO_PI;
+    if config.vnet_hdr.is_some() {
+        flags |= IFF_VNET_HDR;
+    }
+    flags
+}
+
+/// `TUNSETIFF` without `IFF_TUN_EXCL` on `fd`: attaches to TAP `name` (which the caller knows
+/// exists). Returns the request as the kernel wrote it back.
+fn attach_iff(fd: &OwnedFd, name: &str, config: &TapConfig) -> Result<IfReq, Error> {
+    let mut req = IfReq::new(name.as_bytes());
+    req.set_flags(tap_flags(config));
+    sys::tun_set_iff(fd.as_fd(), &mut req).map_err(|e| match e.raw_os_error() {
+        Some(libc::EINVAL) => Error::NameInUse {
+            name: name.to_owned(),
+        },
+        Some(libc::EBUSY) => Error::TapBusy {
+            name: name.to_owned(),
+        },
+        _ => Error::io("attaching to TAP", name, e, denied::NET_ADMIN),
+    })?;
+    Ok(req)
+}
+
+/// Deletes the persistent TAP `name` (one made with [`TapConfig::persist`], or by `ip tuntap
+/// add`): attaches to it, clears its persistence and closes it, and the kernel deletes a
+/// TAP that is not persistent when its last descriptor closes. `Ok(false)` when there is no
+/// TAP of that name. It must be free: [`Error::TapBusy`] while someone is attached.
+pub fn delete(name: &str) -> Result<bool, Error> {
+    match Tap::attach(name, &TapConfig::default()) {
+        Ok(tap) => {
+            tap.set_persist(false)?;
+            Ok(true)
+        }
+        Err(Error::NoSuchTap { .. }) => Ok(false),
+        Err(e) => Err(e),
     }
 }
 

@@ -4,7 +4,7 @@ mod common;
 
 use std::net::Ipv4Addr;
 
-use common::netns_or_skip;
+use common::root_netns;
 use hostnet::{Error, PacketSocket, Tap, TapConfig};
 
 #[test]
@@ -24,10 +24,9 @@ fn bad_names_are_refused_before_the_kernel_is_asked() {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, TAP devices) and iproute2: run as root with --ignored (CI does)"]
 fn tap_name_held_by_a_non_tap_device_is_in_use() {
-    let Some(ns) = netns_or_skip("tap_name_held_by_a_non_tap_device_is_in_use") else {
-        return;
-    };
+    let ns = root_netns("tap_name_held_by_a_non_tap_device_is_in_use");
     ns.ip(&[
         "link", "add", "taken0", "type", "veth", "peer", "name", "taken1",
     ])
@@ -52,10 +51,9 @@ fn tap_name_held_by_a_non_tap_device_is_in_use() {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, TAP devices) and iproute2: run as root with --ignored (CI does)"]
 fn nic_that_does_not_exist_is_no_such_interface() {
-    let Some(ns) = netns_or_skip("nic_that_does_not_exist_is_no_such_interface") else {
-        return;
-    };
+    let ns = root_netns("nic_that_does_not_exist_is_no_such_interface");
     match ns.run(|| PacketSocket::bind("nosuch0")).unwrap() {
         Err(e @ Error::NoSuchInterface { .. }) => {
             assert!(
@@ -69,10 +67,9 @@ fn nic_that_does_not_exist_is_no_such_interface() {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, TAP devices) and iproute2: run as root with --ignored (CI does)"]
 fn an_address_added_twice_is_in_use() {
-    let Some(ns) = netns_or_skip("an_address_added_twice_is_in_use") else {
-        return;
-    };
+    let ns = root_netns("an_address_added_twice_is_in_use");
     let tap = ns
         .run(|| Tap::open("atap0", &TapConfig::default()))
         .unwrap()

@@ -13,7 +13,7 @@ use ::offload::virtio::{
     VIRTIO_NET_HDR_F_NEEDS_CSUM as FLAG_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_NONE as GSO_NONE,
     VIRTIO_NET_HDR_GSO_TCPV4 as GSO_TCPV4, VirtioNetHdr,
 };
-use common::{HOST_MAC, PATIENCE, eventually, netns_or_skip, split_vnet, wait_readable};
+use common::{HOST_MAC, PATIENCE, eventually, root_netns, split_vnet, wait_readable};
 use etherparse::{PacketBuilder, SlicedPacket, TcpOptionElement, TransportSlice};
 use hostnet::netns::Netns;
 use hostnet::vnet::HdrLen;
@@ -67,8 +67,8 @@ fn make_partial(frame: &mut [u8]) -> (u16, u16) {
 
 /// A namespace with veth va/vb up; vb holds `LINUX_IP` and knows the fake host (`HOST_IP`)
 /// behind it at `HOST_MAC`.
-fn veth_with_host(test: &str) -> Option<(Netns, [u8; 6])> {
-    let ns = netns_or_skip(test)?;
+fn veth_with_host(test: &str) -> (Netns, [u8; 6]) {
+    let ns = root_netns(test);
     ns.ip(&["link", "add", "va", "type", "veth", "peer", "name", "vb"])
         .unwrap();
     ns.ip(&["addr", "add", "10.199.21.1/24", "dev", "vb"])
@@ -89,7 +89,7 @@ fn veth_with_host(test: &str) -> Option<(Netns, [u8; 6])> {
     ])
     .unwrap();
     let vb_mac = mac_of(&ns, "vb");
-    Some((ns, vb_mac))
+    (ns, vb_mac)
 }
 
 /// An interface's MAC address, from `ip -o link show`.
@@ -108,12 +108,11 @@ fn mac_of(ns: &Netns, dev: &str) -> [u8; 6] {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, TAP devices) and iproute2: run as root with --ignored (CI does)"]
 fn vnet_packet_socket_hands_up_super_frames_and_partial_checksums_with_their_header() {
-    let Some((ns, vb_mac)) = veth_with_host(
+    let (ns, vb_mac) = veth_with_host(
         "vnet_packet_socket_hands_up_super_frames_and_partial_checksums_with_their_header",
-    ) else {
-        return;
-    };
+    );
     let sock = ns
         .run(|| PacketSocket::bind_with("va", &PacketConfig { vnet_hdr: true }))
         .unwrap()
@@ -207,16 +206,14 @@ fn vnet_packet_socket_hands_up_super_frames_and_partial_checksums_with_their_hea
 }
 
 #[test]
+#[ignore = "needs root (network namespaces), iproute2 and ethtool: run as root with --ignored (CI does)"]
 fn vnet_packet_socket_sends_frames_the_kernel_completes_and_segments() {
     let test = "vnet_packet_socket_sends_frames_the_kernel_completes_and_segments";
-    let Some((ns, vb_mac)) = veth_with_host(test) else {
-        return;
-    };
+    let (ns, vb_mac) = veth_with_host(test);
     // va gets no checksum offload (and so no TSO): the kernel must finish what we send in
     // software before it leaves, as for a NIC without offloads.
-    if ns.exec("ethtool", &["-K", "va", "tx", "off"]).is_err() {
-        eprintln!("skipped {test}: ethtool is missing or failed (apt-get install ethtool)");
-        return;
+    if let Err(e) = ns.exec("ethtool", &["-K", "va", "tx", "off"]) {
+        panic!("{test}: cannot run: ethtool is missing or failed (apt-get install ethtool): {e}");
     }
     let (tx, rx) = ns
         .run(|| {

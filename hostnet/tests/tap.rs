@@ -9,7 +9,7 @@ use ::offload::virtio::{
     VIRTIO_NET_HDR_F_NEEDS_CSUM as FLAG_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_NONE as GSO_NONE,
 };
 use common::{
-    HOST_MAC, PATIENCE, eventually, netns_or_skip, split_vnet, sys_class_net, wait_readable,
+    HOST_MAC, PATIENCE, eventually, root_netns, split_vnet, sys_class_net, wait_readable,
 };
 use etherparse::{
     ArpHardwareId, ArpOperation, ArpPacket, EtherType, Icmpv4Type, NetSlice, PacketBuilder,
@@ -54,10 +54,9 @@ fn arp_reply(to_mac: [u8; 6], to_ip: [u8; 4]) -> Vec<u8> {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, TAP devices) and iproute2: run as root with --ignored (CI does)"]
 fn tap_carries_icmp_both_ways() {
-    let Some(ns) = netns_or_skip("tap_carries_icmp_both_ways") else {
-        return;
-    };
+    let ns = root_netns("tap_carries_icmp_both_ways");
     let tap = ns
         .run(|| Tap::open("tap0", &TapConfig::default()))
         .unwrap()
@@ -134,12 +133,9 @@ fn tap_carries_icmp_both_ways() {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, TAP devices) and iproute2: run as root with --ignored (CI does)"]
 fn tap_attaches_to_a_persistent_tap_and_removes_only_what_it_created() {
-    let Some(ns) =
-        netns_or_skip("tap_attaches_to_a_persistent_tap_and_removes_only_what_it_created")
-    else {
-        return;
-    };
+    let ns = root_netns("tap_attaches_to_a_persistent_tap_and_removes_only_what_it_created");
     ns.ip(&["tuntap", "add", "dev", "ptap0", "mode", "tap"])
         .unwrap();
     let config = TapConfig::default();
@@ -207,15 +203,15 @@ fn ones_sum(mut acc: u32, data: &[u8]) -> u16 {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, TAP devices) and iproute2: run as root with --ignored (CI does)"]
 fn tap_vnet_header_carries_the_partial_udp_checksum() {
     for len in [HdrLen::Legacy, HdrLen::MrgRxbuf] {
-        let Some(ns) = netns_or_skip("tap_vnet_header_carries_the_partial_udp_checksum") else {
-            return;
-        };
+        let ns = root_netns("tap_vnet_header_carries_the_partial_udp_checksum");
         let config = TapConfig {
             vnet_hdr: Some(len),
             offload: offload::CSUM | offload::TSO4 | offload::TSO6,
             mtu: Some(9000),
+            ..TapConfig::default()
         };
         let tap = ns.run(|| Tap::open("vtap0", &config)).unwrap().unwrap();
         assert_eq!(tap.vnet_hdr_len(), len.bytes());
@@ -306,19 +302,19 @@ fn tap_vnet_header_carries_the_partial_udp_checksum() {
 /// header describing how to cut it. The test plays a TCP peer just far enough (SYN-ACK, a
 /// window) for the kernel to send a burst, then looks at the frames.
 #[test]
+#[ignore = "needs root (network namespaces, TAP devices) and iproute2: run as root with --ignored (CI does)"]
 fn tap_tso_hands_out_tcp_super_frames() {
     use ::offload::virtio::VIRTIO_NET_HDR_GSO_TCPV4 as GSO_TCPV4;
     use etherparse::TcpOptionElement;
     use std::io::Write;
     use std::net::TcpStream;
 
-    let Some(ns) = netns_or_skip("tap_tso_hands_out_tcp_super_frames") else {
-        return;
-    };
+    let ns = root_netns("tap_tso_hands_out_tcp_super_frames");
     let config = TapConfig {
         vnet_hdr: Some(HdrLen::Legacy),
         offload: offload::CSUM | offload::TSO4 | offload::TSO6,
         mtu: None,
+        ..TapConfig::default()
     };
     let tap = ns.run(|| Tap::open("gtap0", &config)).unwrap().unwrap();
     tap.set_up().unwrap();

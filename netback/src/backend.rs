@@ -54,7 +54,8 @@ pub struct NetbackSnapshot {
     pub copy_ops: u64,
     /// Backend pages held by the frame pool.
     pub pool_pages: usize,
-    /// Each uplink's name, switch port and counters.
+    /// Each uplink's name, switch port (on its switch: see [`SwitchSnapshot::uplinks`]) and
+    /// counters.
     pub uplinks: Vec<(String, PortId, UplinkStats)>,
     /// Devices the control plane tracks.
     pub devices: usize,
@@ -289,7 +290,15 @@ impl<D: BackendDomain> Netback<D> {
             departed: dp.departed.iter().cloned().collect(),
             departed_total: dp.departed_total,
             bridge: dp.switches.get_ref(dp.default_switch).bridge.snapshot(),
-            switches: dp.switches.snapshots(),
+            switches: {
+                let mut switches = dp.switches.snapshots();
+                for u in &dp.uplinks {
+                    if let Some(s) = switches.iter_mut().find(|s| s.id == u.switch) {
+                        s.uplinks.push((u.port, u.dev.name().to_string()));
+                    }
+                }
+                switches
+            },
             copy_hypercalls: dp.batch.hypercalls,
             copy_ops: dp.batch.ops_done,
             pool_pages: dp.pool.owned_pages(),

@@ -211,6 +211,7 @@ impl<D: BackendDomain> Switches<D> {
                 name: s.name.clone(),
                 owner: s.owner,
                 bridge: s.bridge.snapshot(),
+                uplinks: Vec::new(),
             })
             .collect()
     }
@@ -227,4 +228,8 @@ pub struct SwitchSnapshot {
     pub owner: Option<VifId>,
     /// Per-port counters.
     pub bridge: BridgeSnapshot,
+    /// The name of each uplink port (a TAP, a NIC, a host-mode vif's netdev): port numbers
+    /// are per switch, so this, not [`NetbackSnapshot::uplinks`](crate::NetbackSnapshot), names
+    /// a port of this switch.
+    pub uplinks: Vec<(PortId, String)>,
 }

@@ -85,6 +85,9 @@ struct Device {
     /// Connected on the data path, but Connected waits for the hotplug script to write
     /// `hotplug-status=connected` (as Linux's netback waits when libxl wrote the node).
     awaiting_hotplug: bool,
+    /// The data path holds what the device needs (its netdev, its switch). A refused device
+    /// is tracked but not prepared, and is offered again only once a new preparation works.
+    prepared: bool,
 }
 
 /// The control plane: the backend tree's watch, and every device it knows.
@@ -281,7 +284,7 @@ impl<S: XenStore> Xenbus<S> {
         } else if online && state == Some(XenbusState::Initialising) && ours == XenbusState::Closed
         {
             // Re-attached in place: offer the device again.
-            self.offer(id);
+            self.reoffer(id, vifs);
         }
     }
 
@@ -332,6 +335,7 @@ impl<S: XenStore> Xenbus<S> {
                 state,
                 cfg,
                 awaiting_hotplug: false,
+                prepared: prepared.is_ok(),
             },
         );
         if let Err(why) = prepared {
@@ -466,6 +470,29 @@ impl<S: XenStore> Xenbus<S> {
         self.set_state(id, XenbusState::InitWait);
     }
 
+    /// Offers a closed device again (its frontend, or the toolstack, starts over). A device
+    /// that was refused is prepared first, from the toolstack's keys as they are now; if that
+    /// is refused again it stays Closed, saying why: it is never offered, so never connected,
+    /// without its netdev or its switch (the data path would otherwise put it on the default
+    /// switch).
+    fn reoffer(&mut self, id: VifId, vifs: &mut impl VifControl) {
+        let Some(dev) = self.devices.get(&id) else {
+            return;
+        };
+        if !dev.prepared {
+            let cfg = read_device_config(&self.xs, &dev.be_path, id, self.policy);
+            if let Err(why) = vifs.prepare(id, &cfg) {
+                self.refuse(id, &why, vifs);
+                return;
+            }
+            if let Some(d) = self.devices.get_mut(&id) {
+                d.cfg = cfg;
+                d.prepared = true;
+            }
+        }
+        self.offer(id);
+    }
+
     /// The backend directory went away: disconnect and stop tracking the device.
     fn forget(&mut self, id: VifId, vifs: &mut impl VifControl) {
         let Some(dev) = self.devices.remove(&id) else {
@@ -539,7 +566,7 @@ impl<S: XenStore> Xenbus<S> {
                     vifs.disconnect(id);
                     self.set_state(id, XenbusState::Closed);
                 }
-                self.offer(id);
+                self.reoffer(id, vifs);
             }
             _ => {}
         }

@@ -101,3 +101,61 @@ fn batched_copy_flushes_once_per_pass() {
         "one tx flush, one rx flush"
     );
 }
+
+/// An uplink that never has frames: for what the backend reports about its ports.
+struct Idle(&'static str);
+
+impl netback::Uplink<xen_model::DomainHandle> for Idle {
+    fn name(&self) -> &str {
+        self.0
+    }
+    fn max_frame(&self) -> usize {
+        1514
+    }
+    fn receive(
+        &mut self,
+        _io: &netback::UplinkIo<'_, xen_model::DomainHandle>,
+        _out: &mut Vec<netback::pool::NetFrame<xen_model::DomainHandle>>,
+        _budget: usize,
+    ) -> bool {
+        false
+    }
+    fn transmit(
+        &mut self,
+        _io: &netback::UplinkIo<'_, xen_model::DomainHandle>,
+        frames: &mut Vec<netback::pool::NetFrame<xen_model::DomainHandle>>,
+    ) {
+        frames.clear();
+    }
+    fn arm(&mut self) -> bool {
+        false
+    }
+    fn wakeup(&self) -> netback::Wakeup<'_> {
+        netback::Wakeup::Port(hypervisor::Port(0))
+    }
+    fn stats(&self) -> netback::UplinkStats {
+        netback::UplinkStats::default()
+    }
+    fn accepts(&self) -> netback::Accepts {
+        netback::Accepts::NONE
+    }
+}
+
+#[test]
+fn each_switch_names_its_own_uplink_ports() {
+    // Port numbers are per switch: two switches' first uplinks are both port 0, so a report
+    // names a port from its switch's own list.
+    let (_xen, _dom0, mut nb) = machine(Config::default());
+    let a = nb.attach_uplink_to("a", Box::new(Idle("tap:a0"))).unwrap();
+    let b = nb.attach_uplink_to("b", Box::new(Idle("tap:b0"))).unwrap();
+    let x = nb.attach_uplink(Box::new(Idle("tap:x0"))).unwrap();
+    assert_eq!(a, b, "each switch numbers its own ports");
+    let snap = nb.snapshot();
+    let named = |name: &str| {
+        let s = snap.switches.iter().find(|s| s.name == name).unwrap();
+        (s.uplinks.clone(), s.bridge.ports.len())
+    };
+    assert_eq!(named("a"), (vec![(a, "tap:a0".to_string())], 1));
+    assert_eq!(named("b"), (vec![(b, "tap:b0".to_string())], 1));
+    assert_eq!(named("xenbr0"), (vec![(x, "tap:x0".to_string())], 1));
+}

@@ -134,3 +134,58 @@ fn flip_request_refused_when_flip_is_off() {
     let err = xs.read(&format!("{}/error", paths.backend)).unwrap();
     assert!(err.contains("feature-rx-flip is 0"), "{err}");
 }
+
+#[test]
+fn a_refused_device_is_not_offered_again_until_it_can_be_prepared() {
+    // A builtin vif naming a switch this backend lacks is refused; the toolstack's own
+    // frontend state write (Initialising) and a frontend that starts over must not put it on
+    // the default switch.
+    let (xen, dom0, mut nb) = machine(Config::default());
+    let f = RawFront::new(&xen, &dom0, 1, RxMode::Copy);
+    let cfg = xen_model::VifConfig {
+        bridge: Some("nope".into()),
+        ..xen_model::VifConfig::new("02:00:00:00:00:01")
+    };
+    let paths = xen
+        .add_vif_with(f.dom.domid(), dom0.domid(), 0, &cfg)
+        .unwrap();
+    let (be, fe) = (paths.backend, paths.frontend);
+    let xs = dom0.xenstore();
+    settle(&mut nb, || state(&xs, &be) == "6");
+    let error = xs.read(&format!("{be}/error")).unwrap();
+    assert!(
+        error.contains("no splitnet switch named \"nope\""),
+        "{error}"
+    );
+    for _ in 0..10 {
+        nb.poll().unwrap();
+    }
+    assert_eq!(state(&xs, &be), "6", "offered again without its switch");
+
+    // The frontend starts over and connects regardless: still refused, nothing connected.
+    let fxs = f.dom.xenstore();
+    fxs.write(&format!("{fe}/state"), "1").unwrap();
+    write_keys(&f, &fe, &[]);
+    fxs.write(&format!("{fe}/state"), "4").unwrap();
+    for _ in 0..10 {
+        nb.poll().unwrap();
+    }
+    assert_eq!(state(&xs, &be), "6");
+    assert_eq!(nb.vifs().count(), 0, "a refused device was connected");
+    assert!(
+        nb.snapshot().bridge.ports.is_empty(),
+        "a refused device is on the default switch"
+    );
+
+    // Once the switch exists, the frontend starting over gets the device, on that switch.
+    nb.add_switch("nope").unwrap();
+    fxs.write(&format!("{fe}/state"), "1").unwrap();
+    settle(&mut nb, || state(&xs, &be) == "2");
+    fxs.write(&format!("{fe}/state"), "4").unwrap();
+    settle(&mut nb, || state(&xs, &be) == "4");
+    assert_eq!(nb.vifs().count(), 1);
+    let snap = nb.snapshot();
+    assert!(snap.bridge.ports.is_empty(), "{:?}", snap.bridge);
+    let nope = snap.switches.iter().find(|s| s.name == "nope").unwrap();
+    assert_eq!(nope.bridge.ports.len(), 1);
+}

@@ -12,28 +12,59 @@ pub const MAX_GUESTS: u16 = 250;
 
 /// netbackd: the splitnet driver-domain backend.
 ///
-/// Serves Xen network frontends from a bridge-lite switch whose other ports are uplinks into
-/// Linux. By default it runs on the embedded hypervisor with `--guests N` guests of its own
-/// (netfront + smoltcp, answering ping, TCP echo on 7, discard on 9 and iperf3 on 5201).
+/// Serves Xen network frontends, each vif as the toolstack configured it: a vif whose hotplug
+/// script is vif-splitnet joins the bridge-lite switch its bridge= names (builtin mode); any
+/// other vif becomes a netdev of this domain, vif<domid>.<devid> (a TAP), for the toolstack's
+/// own script (vif-bridge, vif-route, vif-openvswitch) as with Linux's xen-netback (host mode).
+/// Switches' other ports are uplinks into Linux. By default it runs on the embedded hypervisor
+/// with `--guests N` guests of its own (netfront + smoltcp, answering ping, TCP echo on 7,
+/// discard on 9 and iperf3 on 5201).
+///
+/// At SIGINT/SIGTERM netbackd leaves connected vifs and their netdevs as they are, for the
+/// next netbackd to take over (an upgrade, a restart); --close-on-exit closes them instead.
 ///
 /// Example: `netbackd --guests 2 --uplink tap:sn0,addr=10.99.0.1/24`, then from Linux
 /// `ping 10.99.0.2` and `iperf3 -c 10.99.0.2`.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "netbackd", version, about, long_about = None, verbatim_doc_comment)]
+#[command(name = "netbackd", version, about, verbatim_doc_comment)]
 pub struct Args {
     /// Serve real Xen guests from this domain (dom0 or a driver domain) through /dev/xen
     /// (gntdev, evtchn) and xenstore, instead of the embedded hypervisor.
     #[arg(long)]
     pub xen: bool,
 
-    /// An uplink into Linux, as a switch port (repeatable):
-    /// `tap:NAME[,addr=A.B.C.D/N][,mtu=N][,offload=off]` creates (or attaches to) TAP device
-    /// NAME, sets it up and, with `addr=`, gives it that address; `nic:IFNAME[,offload=off]`
-    /// attaches to an existing interface through an AF_PACKET socket. Both carry checksum
-    /// offload and TCP segmentation offload (64 KiB super-frames) through a virtio-net header
-    /// unless `offload=off`.
+    /// An uplink into Linux, as a port of a switch (repeatable):
+    /// `tap:NAME[,addr=A.B.C.D/N][,mtu=N][,offload=off][,switch=S]` creates (or attaches to)
+    /// TAP device NAME, sets it up and, with `addr=`, gives it that address;
+    /// `nic:IFNAME[,offload=off][,switch=S]` attaches to an existing interface through an
+    /// AF_PACKET socket. It goes on switch S (default xenbr0), which builtin vifs whose
+    /// bridge= is S join. Both carry checksum offload and TCP segmentation offload (64 KiB
+    /// super-frames) through a virtio-net header unless `offload=off`.
     #[arg(long = "uplink", value_name = "tap:NAME | nic:IFNAME")]
     pub uplinks: Vec<UplinkSpec>,
+
+    /// A switch with no uplink (repeatable): builtin vifs whose bridge= names it talk only
+    /// among themselves. (Switches with uplinks are made by --uplink ...,switch=NAME; xenbr0
+    /// always exists.)
+    #[arg(long = "switch", value_name = "NAME", value_parser = parse_switch)]
+    pub switches: Vec<String>,
+
+    /// How each vif is served: auto (from its hotplug script: vif-splitnet is builtin, any
+    /// other script host), host (every vif is a vif<domid>.<devid> netdev for the toolstack's
+    /// script), builtin (every vif joins the switch its bridge= names).
+    #[arg(long, value_enum, default_value_t = VifModeArg::Auto, value_name = "MODE")]
+    pub vif_mode: VifModeArg,
+
+    /// At SIGINT/SIGTERM, close every device (Closing, then Closed: the guests see their
+    /// backend go) and remove the vif netdevs. Without it the vifs stay Connected and the
+    /// netdevs stay, for the next netbackd to take over.
+    #[arg(long)]
+    pub close_on_exit: bool,
+
+    /// Where netbackd --xen keeps its lock file, dom<domid>.lock with its pid: one netbackd
+    /// per backend domain (made 0700 if missing).
+    #[arg(long, default_value = "/run/netbackd", value_name = "DIR")]
+    pub run_dir: PathBuf,
 
     /// Embedded guests to create at start (not with --xen).
     #[arg(long, default_value_t = 1, value_name = "N")]
@@ -44,9 +75,28 @@ pub struct Args {
     #[arg(long, default_value = "10.99.0.0/24", value_name = "CIDR", value_parser = parse_net)]
     pub guest_net: Ipv4Net,
 
-    /// The guests' IP MTU (68..=65521; above 4082 frames take several slots).
+    /// The guests' IP MTU (68..=65521; above 4082 frames take several slots), and the mtu=
+    /// of their vifs (a host-mode vif's netdev gets it).
     #[arg(long, default_value_t = 1500, value_name = "BYTES")]
     pub mtu: u32,
+
+    /// The embedded guests' vifs' hotplug script, as `script=` in a vif line: vif-bridge (host
+    /// mode: netbackd makes vif<domid>.0 and then does what vif-bridge does, putting it into
+    /// the Linux bridge --guest-bridge names) or vif-splitnet (builtin mode). Without it the
+    /// vifs name no script and join switch xenbr0 (or --guest-bridge).
+    #[arg(long, value_name = "SCRIPT", value_parser = parse_guest_script)]
+    pub guest_script: Option<String>,
+
+    /// The embedded guests' vifs' `bridge=`, in guest order, comma-separated or repeated (the
+    /// last one serves the remaining guests): a Linux bridge for vif-bridge, a switch for
+    /// builtin vifs.
+    #[arg(long, value_name = "NAME[,NAME...]", value_delimiter = ',', value_parser = parse_switch)]
+    pub guest_bridge: Vec<String>,
+
+    /// The embedded guests' vifs' `rate=` as libxl writes it, BYTES,USECS: each guest may send
+    /// BYTES per USECS microseconds.
+    #[arg(long, value_name = "BYTES,USECS", value_parser = parse_rate)]
+    pub guest_rate: Option<String>,
 
     /// How the embedded guests receive: grant copy, or page flip (the 2006 baseline; embedded
     /// hypervisor only).
@@ -75,6 +125,30 @@ pub struct Args {
     pub log: log::LevelFilter,
 }
 
+/// `--vif-mode`: how each vif's mode is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum VifModeArg {
+    /// From the vif's hotplug script: vif-splitnet is builtin, any other script host.
+    Auto,
+    /// Every vif is a netdev of this domain.
+    Host,
+    /// Every vif joins a switch.
+    Builtin,
+}
+
+impl From<VifModeArg> for netback::ModePolicy {
+    fn from(m: VifModeArg) -> Self {
+        match m {
+            VifModeArg::Auto => netback::ModePolicy::Auto,
+            VifModeArg::Host => netback::ModePolicy::Host,
+            VifModeArg::Builtin => netback::ModePolicy::Builtin,
+        }
+    }
+}
+
+/// The hotplug scripts the embedded toolstack plays for its guests' vifs.
+pub const GUEST_SCRIPTS: [&str; 2] = ["vif-bridge", netback::device::BUILTIN_SCRIPT];
+
 /// How the embedded guests receive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
@@ -98,6 +172,8 @@ pub enum UplinkSpec {
         /// Checksum and segmentation offload through the virtio-net header (`offload=on`,
         /// the default).
         offload: bool,
+        /// The switch it is a port of (`switch=`, default xenbr0).
+        switch: String,
     },
     /// An existing interface through AF_PACKET.
     Nic {
@@ -106,6 +182,8 @@ pub enum UplinkSpec {
         /// Checksum and segmentation offload through the virtio-net header (`offload=on`,
         /// the default).
         offload: bool,
+        /// The switch it is a port of (`switch=`, default xenbr0).
+        switch: String,
     },
 }
 
@@ -117,14 +195,21 @@ impl UplinkSpec {
             UplinkSpec::Nic { name, .. } => format!("nic:{name}"),
         }
     }
+
+    /// The switch it is a port of.
+    pub fn switch(&self) -> &str {
+        match self {
+            UplinkSpec::Tap { switch, .. } | UplinkSpec::Nic { switch, .. } => switch,
+        }
+    }
 }
 
 impl FromStr for UplinkSpec {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        let usage = "write tap:NAME[,addr=A.B.C.D/N][,mtu=N][,offload=off] or \
-                     nic:IFNAME[,offload=off]";
+        let usage = "write tap:NAME[,addr=A.B.C.D/N][,mtu=N][,offload=off][,switch=S] or \
+                     nic:IFNAME[,offload=off][,switch=S]";
         let (kind, rest) = s
             .split_once(':')
             .ok_or_else(|| format!("uplink {s:?} names no kind; {usage}"))?;
@@ -135,6 +220,7 @@ impl FromStr for UplinkSpec {
         let name = parts.next().unwrap_or_default().to_string();
         hostnet::iface::check_name(&name).map_err(|e| format!("uplink {s:?}: {e}"))?;
         let (mut addr, mut mtu, mut offload) = (None, None, true);
+        let mut switch = netback::device::DEFAULT_SWITCH.to_string();
         for opt in parts {
             match (kind, opt.split_once('=')) {
                 ("tap", Some(("addr", v))) => addr = Some(parse_addr(v)?),
@@ -143,6 +229,9 @@ impl FromStr for UplinkSpec {
                         v.parse()
                             .map_err(|_| format!("uplink {s:?}: mtu={v} is not a number"))?,
                     )
+                }
+                (_, Some(("switch", v))) => {
+                    switch = parse_switch(v).map_err(|e| format!("uplink {s:?}: {e}"))?
                 }
                 (_, Some(("offload", v))) => {
                     offload = match v {
@@ -160,9 +249,14 @@ impl FromStr for UplinkSpec {
                 addr,
                 mtu,
                 offload,
+                switch,
             }
         } else {
-            UplinkSpec::Nic { name, offload }
+            UplinkSpec::Nic {
+                name,
+                offload,
+                switch,
+            }
         })
     }
 }
@@ -221,6 +315,45 @@ fn parse_net(s: &str) -> Result<Ipv4Net, String> {
     Ok(net.trunc())
 }
 
+/// A switch's name (`switch=`, `--switch`, a vif's `bridge=`): what libxl would write as a
+/// bridge name, 1 to 64 bytes with no whitespace, ',' or '/'.
+pub fn parse_switch(s: &str) -> Result<String, String> {
+    let bad = s
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == ',' || c == '/');
+    if s.is_empty() || s.len() > 64 || bad {
+        return Err(format!(
+            "switch name {s:?}: use 1 to 64 bytes without whitespace, ',' or '/' (it matches a \
+             vif's bridge=, e.g. xenbr0)"
+        ));
+    }
+    Ok(s.to_string())
+}
+
+fn parse_guest_script(s: &str) -> Result<String, String> {
+    if GUEST_SCRIPTS.contains(&s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "--guest-script {s:?}: the embedded toolstack plays {} only; use one of them",
+            GUEST_SCRIPTS.join(" or ")
+        ))
+    }
+}
+
+fn parse_rate(s: &str) -> Result<String, String> {
+    match netback::Rate::parse(s) {
+        Ok(Some(_)) => Ok(s.trim().to_string()),
+        Ok(None) => Err(format!(
+            "--guest-rate {s}: zero is no limit; leave the option out instead"
+        )),
+        Err(_) => Err(format!(
+            "--guest-rate {s:?}: write BYTES,USECS as libxl does, e.g. 125000,50000 for 2.5 MB/s \
+             (libxl's rate=20Mb/s@50ms)"
+        )),
+    }
+}
+
 fn parse_addr(s: &str) -> Result<Ipv4Net, String> {
     s.parse().map_err(|_| {
         format!("addr={s} is not an IPv4 address with a prefix; write e.g. addr=10.99.0.1/24")
@@ -260,6 +393,27 @@ impl Args {
                 self.stats_interval
             ));
         }
+        if self.xen
+            && let Some(opt) = [
+                (self.guest_script.is_some(), "--guest-script"),
+                (!self.guest_bridge.is_empty(), "--guest-bridge"),
+                (self.guest_rate.is_some(), "--guest-rate"),
+            ]
+            .iter()
+            .find_map(|(given, name)| given.then_some(name))
+        {
+            return Err(format!(
+                "{opt} configures the embedded guests, which --xen has none of: real guests' \
+                 vifs are configured in their vif= lines (script=, bridge=, rate=)"
+            ));
+        }
+        if !self.xen && self.guest_bridge.len() > usize::from(self.guests) {
+            return Err(format!(
+                "--guest-bridge names {} bridges for {} guest(s): give at most one per guest",
+                self.guest_bridge.len(),
+                self.guests
+            ));
+        }
         let hosts = u32::from(self.guests) + 1;
         if !self.xen && u64::from(hosts) > self.guest_net.hosts().count() as u64 {
             return Err(format!(
@@ -288,6 +442,16 @@ impl Args {
     /// Guest `k`'s (1-based) address.
     pub fn guest_addr(&self, k: u16) -> Ipv4Addr {
         Ipv4Addr::from(u32::from(self.guest_net.network()) + u32::from(k) + 1)
+    }
+
+    /// The `bridge=` of guest `k`'s (1-based) vif: its entry in --guest-bridge, else the
+    /// last entry, else none (the toolstack writes no bridge key).
+    pub fn guest_bridge(&self, k: u16) -> Option<&str> {
+        let i = usize::from(k.max(1) - 1);
+        self.guest_bridge
+            .get(i)
+            .or(self.guest_bridge.last())
+            .map(String::as_str)
     }
 
     /// Guest `k`'s (1-based) MAC.
@@ -327,9 +491,9 @@ mod tests {
             "--uplink",
             "nic:eth0",
             "--uplink",
-            "tap:sn1,offload=off",
+            "tap:sn1,offload=off,switch=lan",
             "--uplink",
-            "nic:eth1,offload=off",
+            "nic:eth1,switch=dmz,offload=off",
         ])
         .unwrap();
         assert_eq!(
@@ -340,20 +504,24 @@ mod tests {
                     addr: Some("10.99.0.1/24".parse().unwrap()),
                     mtu: Some(9000),
                     offload: true,
+                    switch: "xenbr0".into(),
                 },
                 UplinkSpec::Nic {
                     name: "eth0".into(),
                     offload: true,
+                    switch: "xenbr0".into(),
                 },
                 UplinkSpec::Tap {
                     name: "sn1".into(),
                     addr: None,
                     mtu: None,
                     offload: false,
+                    switch: "lan".into(),
                 },
                 UplinkSpec::Nic {
                     name: "eth1".into(),
                     offload: false,
+                    switch: "dmz".into(),
                 },
             ]
         );
@@ -367,6 +535,8 @@ mod tests {
             "tap:sn0,offload",
             "veth:x",
             "tap:this-name-is-far-too-long",
+            "tap:sn0,switch=",
+            "nic:eth0,switch=a/b",
         ] {
             let e = args(&["--uplink", bad]).unwrap_err();
             assert!(e.contains("write") || e.contains("name"), "{bad}: {e}");
@@ -413,5 +583,110 @@ mod tests {
         assert!(args(&["--pcap", "vif1.0:"]).is_err());
         assert_eq!(parse_vif("vif10.2"), Some((10, 2)));
         assert_eq!(parse_vif("vif10"), None);
+    }
+
+    #[test]
+    fn vif_modes_switches_and_exit_behaviour() {
+        let a = args(&[]).unwrap();
+        assert_eq!(a.vif_mode, VifModeArg::Auto);
+        assert_eq!(
+            netback::ModePolicy::from(a.vif_mode),
+            netback::ModePolicy::Auto
+        );
+        assert!(
+            !a.close_on_exit,
+            "a stop leaves the vifs for the next instance"
+        );
+        assert_eq!(a.run_dir, PathBuf::from("/run/netbackd"));
+        assert!(a.switches.is_empty());
+        let a = args(&[
+            "--vif-mode",
+            "host",
+            "--switch",
+            "lan",
+            "--switch",
+            "isolated-1",
+            "--close-on-exit",
+            "--run-dir",
+            "/tmp/nb",
+        ])
+        .unwrap();
+        assert_eq!(
+            netback::ModePolicy::from(a.vif_mode),
+            netback::ModePolicy::Host
+        );
+        assert_eq!(a.switches, ["lan", "isolated-1"]);
+        assert!(a.close_on_exit);
+        assert_eq!(a.run_dir, PathBuf::from("/tmp/nb"));
+        let a = args(&["--vif-mode", "builtin"]).unwrap();
+        assert_eq!(
+            netback::ModePolicy::from(a.vif_mode),
+            netback::ModePolicy::Builtin
+        );
+        assert!(args(&["--vif-mode", "bridge"]).is_err());
+        let long = "x".repeat(65);
+        for bad in ["", "a b", "a,b", "a/b", long.as_str()] {
+            let e = args(&["--switch", bad]).unwrap_err();
+            assert!(e.contains("switch name"), "{bad:?}: {e}");
+        }
+        let up: UplinkSpec = "tap:sn0,switch=lan".parse().unwrap();
+        assert_eq!(up.switch(), "lan");
+        let up: UplinkSpec = "nic:eth0".parse().unwrap();
+        assert_eq!(up.switch(), "xenbr0", "the toolstack's default bridge");
+    }
+
+    #[test]
+    fn embedded_guests_vifs_are_configured_like_vif_lines() {
+        let a = args(&[
+            "--guests",
+            "3",
+            "--guest-script",
+            "vif-bridge",
+            "--guest-bridge",
+            "a,b",
+            "--guest-rate",
+            "125000,50000",
+        ])
+        .unwrap();
+        assert_eq!(a.guest_script.as_deref(), Some("vif-bridge"));
+        assert_eq!(a.guest_bridge(1), Some("a"));
+        assert_eq!(a.guest_bridge(2), Some("b"));
+        assert_eq!(a.guest_bridge(3), Some("b"), "the last serves the rest");
+        assert_eq!(a.guest_rate.as_deref(), Some("125000,50000"));
+        // Repeated is the same as comma-separated.
+        let a = args(&[
+            "--guests",
+            "2",
+            "--guest-bridge",
+            "a",
+            "--guest-bridge",
+            "b",
+        ])
+        .unwrap();
+        assert_eq!(
+            (a.guest_bridge(1), a.guest_bridge(2)),
+            (Some("a"), Some("b"))
+        );
+        // Nothing configured: no script, no bridge key (xenbr0), no rate.
+        let a = args(&[]).unwrap();
+        assert_eq!((a.guest_script.as_deref(), a.guest_bridge(1)), (None, None));
+        assert!(args(&["--guest-script", "vif-splitnet"]).is_ok());
+
+        let e = args(&["--guest-script", "vif-route"]).unwrap_err();
+        assert!(e.contains("vif-bridge or vif-splitnet"), "{e}");
+        let e = args(&["--guest-rate", "fast"]).unwrap_err();
+        assert!(e.contains("BYTES,USECS"), "{e}");
+        let e = args(&["--guest-rate", "0,0"]).unwrap_err();
+        assert!(e.contains("leave the option out"), "{e}");
+        let e = args(&["--guest-bridge", "a,b"]).unwrap_err();
+        assert!(e.contains("at most one per guest"), "{e}");
+        for opt in [
+            ["--guest-script", "vif-bridge"],
+            ["--guest-bridge", "xenbr0"],
+            ["--guest-rate", "1000,1000"],
+        ] {
+            let e = args(&["--xen", opt[0], opt[1]]).unwrap_err();
+            assert!(e.contains(opt[0]) && e.contains("vif= lines"), "{e}");
+        }
     }
 }

@@ -1,6 +1,9 @@
-//! The backend's loop, the same on the embedded hypervisor and on real Xen: uplinks attached,
-//! captures started, counters printed on a timer and on SIGUSR1, and on SIGINT/SIGTERM every
-//! device closed (Closing, then Closed) with every mapping and event channel released.
+//! The backend's loop, the same on the embedded hypervisor and on real Xen: switches made,
+//! uplinks attached to theirs, host-mode vifs' netdevs provided ([`HostNetdevs`]), captures
+//! started, counters printed on a timer and on SIGUSR1. On SIGINT/SIGTERM it stops: by default
+//! leaving every device as it is (Connected vifs, persistent netdevs) for the next instance to
+//! take over, with `--close-on-exit` closing every device (Closing, then Closed) and removing
+//! the netdevs; either way every mapping and event channel of this process is released.
 
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
@@ -15,6 +18,7 @@ use netback::{Config, Netback, VifId};
 
 use crate::Error;
 use crate::cli::{Args, parse_vif};
+use crate::netdevs::HostNetdevs;
 use crate::report::Report;
 
 /// How often the backend looks at its timers when nothing else wakes it.
@@ -88,6 +92,7 @@ pub fn config(args: &Args) -> Config {
         copy_batch_ops: args.batch,
         flip_batch_pages: args.batch,
         poll_interval: POLL_INTERVAL,
+        vif_mode: args.vif_mode.into(),
         ..Config::default()
     }
 }
@@ -116,22 +121,31 @@ impl std::fmt::Debug for Run {
     }
 }
 
-/// Builds the backend in `dom0` with the uplinks and captures the command line asks for.
+/// Builds the backend in `dom0` with the switches, uplinks and captures the command line asks
+/// for, able to make host-mode vifs' netdevs.
 pub fn build<D: BackendDomain>(dom0: D, run: &mut Run) -> Result<Netback<D>, Error> {
     let args = &run.args;
     let mut nb = Netback::new(dom0, config(args), POOL_PAGES).map_err(Error::Netback)?;
+    nb.set_netdevs(Box::new(HostNetdevs));
+    for name in &args.switches {
+        nb.add_switch(name).map_err(Error::Netback)?;
+        log::info!("switch {name}: no uplink; its builtin vifs talk among themselves");
+    }
     for spec in &args.uplinks {
         let up = crate::uplinks::open::<D>(spec, args.mtu).map_err(|e| Error::Uplink {
             uplink: spec.port_name(),
             source: e,
         })?;
-        let port = nb.attach_uplink(up).map_err(Error::Netback)?;
+        let port = nb
+            .attach_uplink_to(spec.switch(), up)
+            .map_err(Error::Netback)?;
         for p in args.pcaps.iter().filter(|p| p.port == spec.port_name()) {
             let f = std::fs::File::create(&p.file).map_err(|e| Error::File {
                 path: p.file.clone(),
                 source: e,
             })?;
-            nb.bridge()
+            nb.switch_bridge(spec.switch())
+                .expect("attach_uplink_to made the switch")
                 .start_capture(port, std::io::BufWriter::new(f), CaptureDirection::Both)
                 .map_err(|e| Error::Netback(e.into()))?;
             log::info!("capturing {} into {}", p.port, p.file.display());
@@ -153,7 +167,9 @@ pub fn build<D: BackendDomain>(dom0: D, run: &mut Run) -> Result<Netback<D>, Err
     Ok(nb)
 }
 
-/// Serves until SIGINT/SIGTERM, then closes every device and reports.
+/// Serves until SIGINT/SIGTERM, then (with `--close-on-exit`) closes every device, and
+/// reports. Without `--close-on-exit` it never writes to the devices on the way out: the caller
+/// drops the backend, which unmaps and unbinds what this process holds and nothing else.
 pub fn serve<D: BackendDomain>(nb: &mut Netback<D>, run: &Run) -> Result<(), Error> {
     let args = &run.args;
     let interval =
@@ -174,8 +190,16 @@ pub fn serve<D: BackendDomain>(nb: &mut Netback<D>, run: &Run) -> Result<(), Err
             }
         }
     }
-    log::info!("stopping: closing every device");
-    nb.close_all();
+    if args.close_on_exit {
+        log::info!("stopping: closing every device (--close-on-exit)");
+        nb.close_all();
+    } else {
+        log::info!(
+            "stopping: leaving {} device(s) as they are, vifs connected and netdevs in place, \
+             for the next netbackd to take over (--close-on-exit closes them)",
+            nb.snapshot().devices
+        );
+    }
     emit(nb, run);
     Ok(())
 }

@@ -1,18 +1,25 @@
 //! netbackd on the embedded hypervisor: a machine with dom0 (the driver domain, whose vCPU runs
-//! the backend) and `--guests N` guests created at start; the toolstack adds each guest's vif,
+//! the backend) and `--guests N` guests created at start; the [toolstack](crate::toolstack)
+//! adds each guest's vif as its `--guest-*` options configure it and plays its hotplug script,
 //! and each guest connects to the backend through xenbus as a frontend does.
+//!
+//! At exit the toolstack destroys the guests. With `--close-on-exit` the backend first closes
+//! every device (the guests see Closing, then Closed) and removes the vif netdevs; without it
+//! the backend leaves the devices as they are, persistent vif netdevs included, and the guests
+//! go as destroyed domains go.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use guest::{Guest, GuestSpec};
+use guest::{Guest, GuestReport, GuestSpec};
 use netfront::RxMode;
 use xen_model::{DomainHandle, Hypervisor};
 
 use crate::Error;
 use crate::cli::{Args, Mode};
 use crate::daemon::{self, POOL_PAGES, Run, Signals};
+use crate::toolstack;
 
 /// The driver domain's reservation: the frame pool plus room for everything else it allocates.
 const DOM0_PAGES: u64 = POOL_PAGES as u64 + 1024;
@@ -80,17 +87,37 @@ pub fn run(args: &Args, mut signals: Signals) -> Result<(), Error> {
         Err(_) => return Err(thread_died(backend)),
     }
 
-    // The toolstack adds each guest's vif; each guest then connects through xenbus.
+    // The toolstack adds each guest's vif and runs its hotplug script; each guest then
+    // connects through xenbus. A guest whose vif fails is not started, as `xl create` fails.
     let stop_guests = Arc::new(AtomicBool::new(false));
     let mut guests = Vec::new();
+    let mut vifs = Vec::new();
     for (k, dom) in (1..=n).zip(doms) {
-        let mac = Args::guest_mac(k);
-        let mac_s = mac.map(|b| format!("{b:02x}")).join(":");
-        xen.add_vif(k, 0, 0, &mac_s).map_err(Error::Hypervisor)?;
+        let addr = args.guest_addr(k);
+        let paths = match toolstack::attach_vif(&xen, args, k) {
+            Ok(paths) => paths,
+            Err(why) => {
+                log::error!(
+                    "guest {k} ({addr}): its vif{k}.0 failed: {why}; the guest is not started \
+                     (as xl create fails)"
+                );
+                if let Ok(mut v) = guest_reports.lock() {
+                    v.push(Arc::new(Mutex::new(GuestReport {
+                        index: k,
+                        domid: k,
+                        addr: addr.to_string(),
+                        error: Some(format!("vif{k}.0 failed: {why}")),
+                        ..GuestReport::default()
+                    })));
+                }
+                continue;
+            }
+        };
+        vifs.push(paths);
         let spec = GuestSpec {
             index: k,
-            mac,
-            addr: args.guest_addr(k),
+            mac: Args::guest_mac(k),
+            addr,
             prefix: args.guest_net.prefix_len(),
             mtu: args.mtu as usize,
             mode: match args.mode {
@@ -106,7 +133,8 @@ pub fn run(args: &Args, mut signals: Signals) -> Result<(), Error> {
         guests.push(g);
     }
     log::info!(
-        "serving {n} guest(s); SIGUSR1 prints counters, SIGINT/SIGTERM stops (twice: at once)"
+        "serving {} of {n} guest(s); SIGUSR1 prints counters, SIGINT/SIGTERM stops (twice: at once)",
+        guests.len()
     );
 
     let served = backend.join().map_err(|_| {
@@ -115,8 +143,16 @@ pub fn run(args: &Args, mut signals: Signals) -> Result<(), Error> {
             std::io::Error::other("panic"),
         )
     });
-    // The backend has closed every device: the guests' netfronts see it and close, giving back
-    // every page and grant.
+    // With --close-on-exit the backend has closed every device: the guests see it and close,
+    // giving back every page and grant. Without it the backend has let go of the devices as
+    // they were (its mappings released, nothing written): the toolstack destroys them as `xl
+    // destroy` does, and the guests, seeing no backend, close.
+    if !args.close_on_exit {
+        let xs = xen.xenstore();
+        for paths in &vifs {
+            toolstack::destroy_vif(&xs, paths);
+        }
+    }
     // Relaxed: a stop flag; joins order the rest.
     stop_guests.store(true, Ordering::Relaxed);
     for g in guests {

@@ -1,17 +1,24 @@
 //! netbackd: the splitnet driver-domain program.
 //!
-//! It loads netback as the driver domain's backend: a bridge-lite switch whose ports are the
-//! guests' vifs and uplinks into Linux ([`uplinks`]: a TAP device, or an `AF_PACKET` socket on a
-//! NIC). By default it runs on the embedded hypervisor with guests of its own ([`embedded`]), each
-//! a [`guest`] crate vCPU: netfront, smoltcp and its services (ping, TCP echo and discard, and a
-//! server the stock `iperf3` client tests against). The backend's loop ([`daemon`]) is the same
-//! whatever hypervisor is below.
+//! It loads netback as the driver domain's backend. Each vif is served as the toolstack
+//! configured it: in host mode as a netdev of this domain for the toolstack's own hotplug
+//! script ([`netdevs`]: a persistent TAP, as Linux's xen-netback makes `vif<domid>.<devid>`);
+//! in builtin mode as a port of the bridge-lite switch its `bridge=` names, whose other ports
+//! are uplinks into Linux ([`uplinks`]: a TAP device, or an `AF_PACKET` socket on a NIC). On
+//! real Xen ([`xen`]) one instance serves a backend domain ([`lock`]). By default it runs on
+//! the embedded hypervisor with guests of its own ([`embedded`]), added by a small toolstack
+//! ([`toolstack`]), each a [`guest`] crate vCPU: netfront, smoltcp and its services (ping, TCP
+//! echo and discard, and a server the stock `iperf3` client tests against). The backend's loop
+//! ([`daemon`]) is the same whatever hypervisor is below.
 #![forbid(unsafe_code)]
 
 pub mod cli;
 pub mod daemon;
 pub mod embedded;
+pub mod lock;
+pub mod netdevs;
 pub mod report;
+pub mod toolstack;
 pub mod uplinks;
 pub mod xen;
 
@@ -50,6 +57,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Another netbackd serves this backend domain, or its lock file cannot be made.
+    #[error("{0}")]
+    Lock(#[source] lock::LockError),
     /// A system call failed.
     #[error("{0}: {1}")]
     Os(&'static str, #[source] std::io::Error),

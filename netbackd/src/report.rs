@@ -1,5 +1,5 @@
-//! Counters as a person reads them and as JSON: per vif, per switch port, per uplink, per
-//! embedded guest.
+//! Counters as a person reads them and as JSON: per vif, per switch and its ports, per uplink,
+//! per embedded guest.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -78,6 +78,7 @@ impl Report {
                     ("tx_copy_errors", v.tx_copy_errors),
                     ("tx_no_buffer", v.tx_no_buffer),
                     ("tx_csum_errors", v.tx_csum_errors),
+                    ("tx_rate_limited", v.tx_rate_limited),
                 ] {
                     if n > 0 {
                         d.push(format!("{name}={n}"));
@@ -110,26 +111,41 @@ impl Report {
             "  {:<14} {:>10} {:>12} {:>10} {:>12}  drops",
             "switch port", "rx frames", "rx bytes", "tx frames", "tx bytes"
         );
-        for p in &b.bridge.ports {
-            let name = match p.kind {
-                PortKind::Vif { domid, handle } => format!("vif{domid}.{handle}"),
-                PortKind::Uplink => b
-                    .uplinks
-                    .iter()
-                    .find(|(_, id, _)| *id == p.id)
-                    .map_or_else(|| "uplink".into(), |(n, _, _)| n.clone()),
-            };
+        for sw in &b.switches {
+            // A named switch with nothing on it yet says nothing.
+            if sw.bridge.ports.is_empty() {
+                continue;
+            }
             let _ = writeln!(
                 s,
-                "  {:<14} {:>10} {:>12} {:>10} {:>12}  {}{}",
-                name,
-                p.stats.rx_frames,
-                p.stats.rx_bytes,
-                p.stats.tx_frames,
-                p.stats.tx_bytes,
-                drops(&p.stats.drops),
-                if p.locked { "  (locked)" } else { "" }
+                "  switch {}{}:",
+                sw.name,
+                match sw.owner {
+                    Some(id) => format!(" (host mode: {id} and its netdev)"),
+                    None => String::new(),
+                }
             );
+            for p in &sw.bridge.ports {
+                let name = match p.kind {
+                    PortKind::Vif { domid, handle } => format!("vif{domid}.{handle}"),
+                    PortKind::Uplink => sw
+                        .uplinks
+                        .iter()
+                        .find(|(id, _)| *id == p.id)
+                        .map_or_else(|| "uplink".into(), |(_, n)| n.clone()),
+                };
+                let _ = writeln!(
+                    s,
+                    "  {:<14} {:>10} {:>12} {:>10} {:>12}  {}{}",
+                    name,
+                    p.stats.rx_frames,
+                    p.stats.rx_bytes,
+                    p.stats.tx_frames,
+                    p.stats.tx_bytes,
+                    drops(&p.stats.drops),
+                    if p.locked { "  (locked)" } else { "" }
+                );
+            }
         }
         for (name, _, u) in &b.uplinks {
             let _ = writeln!(

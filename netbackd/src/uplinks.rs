@@ -24,6 +24,7 @@ use offload::OffloadMeta;
 use crate::cli::UplinkSpec;
 
 pub use nic::NicUplink;
+pub(crate) use tap::OFFLOADS as TAP_OFFLOADS;
 pub use tap::TapUplink;
 
 /// Frames one receive call may take at most (then the switch runs).
@@ -40,12 +41,15 @@ pub fn open<D: hypervisor::BackendDomain>(
             addr,
             mtu,
             offload,
+            ..
         } => {
             let mtu = mtu.unwrap_or(default_mtu);
             let cfg = TapConfig {
                 vnet_hdr: offload.then_some(hostnet::vnet::HdrLen::Legacy),
                 offload: if *offload { tap::OFFLOADS } else { 0 },
                 mtu: Some(mtu),
+                // An uplink goes with netbackd; vif netdevs persist (netdevs.rs).
+                persist: false,
             };
             let tap = Tap::open(name, &cfg)?;
             tap.set_up()?;
@@ -70,31 +74,40 @@ pub fn open<D: hypervisor::BackendDomain>(
             );
             Box::new(TapUplink::new(spec.port_name(), tap, cfg.offload, mtu))
         }
-        UplinkSpec::Nic { name, offload } => {
-            let sock = if *offload {
-                match PacketSocket::bind_with(name, &PacketConfig { vnet_hdr: true }) {
-                    Err(hostnet::Error::BadConfig { what }) => {
-                        log::warn!("{}: {what}; offloads off", spec.port_name());
-                        PacketSocket::bind(name)?
-                    }
-                    r => r?,
-                }
-            } else {
-                PacketSocket::bind(name)?
-            };
-            log::info!(
-                "{}: AF_PACKET on {name} (ifindex {}), promiscuous, offloads {}",
-                spec.port_name(),
-                sock.ifindex(),
-                if sock.vnet_hdr().is_some() {
-                    "on (checksum, TSO4, TSO6)"
-                } else {
-                    "off"
-                }
-            );
-            Box::new(NicUplink::new(spec.port_name(), sock))
+        UplinkSpec::Nic { name, offload, .. } => {
+            Box::new(open_nic(spec.port_name(), name, *offload)?)
         }
     })
+}
+
+/// Binds an AF_PACKET socket on the existing interface `name` as port `port` (with the
+/// virtio-net header if `offload` and the kernel has it).
+pub(crate) fn open_nic(
+    port: String,
+    name: &str,
+    offload: bool,
+) -> Result<NicUplink, hostnet::Error> {
+    let sock = if offload {
+        match PacketSocket::bind_with(name, &PacketConfig { vnet_hdr: true }) {
+            Err(hostnet::Error::BadConfig { what }) => {
+                log::warn!("{port}: {what}; offloads off");
+                PacketSocket::bind(name)?
+            }
+            r => r?,
+        }
+    } else {
+        PacketSocket::bind(name)?
+    };
+    log::info!(
+        "{port}: AF_PACKET on {name} (ifindex {}), promiscuous, offloads {}",
+        sock.ifindex(),
+        if sock.vnet_hdr().is_some() {
+            "on (checksum, TSO4, TSO6)"
+        } else {
+            "off"
+        }
+    );
+    Ok(NicUplink::new(port, sock))
 }
 
 /// Copies one frame from outside into backend buffers with its offload metadata, counting what

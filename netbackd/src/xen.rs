@@ -1,6 +1,7 @@
 //! netbackd on real Xen: the calling domain (dom0 or a driver domain) serves every vif the
 //! toolstack gives it, through `/dev/xen/gntdev`, `/dev/xen/evtchn` and xenstore
-//! (`xen_linux::XenHost`). Guests are real domains; there are no embedded ones.
+//! (`xen_linux::XenHost`). Guests are real domains; there are no embedded ones. One netbackd
+//! per backend domain ([`InstanceLock`]); vifs a previous one left connected are taken over.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -11,12 +12,22 @@ use xen_linux::XenHost;
 use crate::Error;
 use crate::cli::Args;
 use crate::daemon::{self, POOL_PAGES, Run, Signals};
+use crate::lock::InstanceLock;
 
-/// Serves until SIGINT/SIGTERM, then closes every device (Closing, then Closed) and releases
-/// every mapping and event channel.
+/// Serves until SIGINT/SIGTERM, then releases every mapping and event channel it holds,
+/// leaving the devices for the next instance (or, with `--close-on-exit`, closing each first:
+/// Closing, then Closed).
 pub fn run(args: &Args, mut signals: Signals) -> Result<(), Error> {
     // The frame pool plus room for the rings' and the program's own pages.
     let host = XenHost::open(POOL_PAGES + 256).map_err(Error::Hypervisor)?;
+    // Before anything reads or writes the backend tree.
+    let lock = InstanceLock::acquire(&args.run_dir, host.domid()).map_err(Error::Lock)?;
+    log::info!(
+        "the only netbackd for domain {} (lock {}, pid {})",
+        host.domid(),
+        lock.path().display(),
+        std::process::id()
+    );
     log::info!(
         "real Xen: serving vifs of domain {} ({}); guests attach with the toolstack \
          (xl network-attach, or vif = [...] in their config)",
@@ -53,5 +64,6 @@ pub fn run(args: &Args, mut signals: Signals) -> Result<(), Error> {
     daemon::serve(&mut nb, &run)?;
     drop(nb);
     log::info!("exit: {}", host.stats());
+    drop(lock);
     Ok(())
 }

@@ -1,8 +1,9 @@
 //! The `netbackd` program against real Linux peers, inside a network namespace of the test's
 //! own: `ping`, a Linux TCP socket and the stock `iperf3` client reach its embedded guests
-//! through a TAP uplink; SIGUSR1 writes the counters; SIGTERM closes every device, removes the
-//! TAP it created and exits 0 with every frame back. Root only: ignored by default, run with
-//! `--ignored` as root (CI does); without root or the tools it fails saying what is missing.
+//! through a TAP uplink; SIGUSR1 writes the counters; SIGTERM with `--close-on-exit` closes
+//! every device, removes the TAP it created and exits 0 with every frame back. Root only:
+//! ignored by default, run with `--ignored` as root (CI does); without root or the tools it
+//! fails saying what is missing.
 
 mod support;
 
@@ -13,41 +14,12 @@ use std::time::Duration;
 
 use rustix::process::Signal;
 use support::daemon::{Daemon, Netns, eventually, root_netns, run, wait_bounded};
+use support::peers::iperf3;
 
 const HOST_NET: &str = "10.199.5.0/24";
 const TAP_ADDR: &str = "10.199.5.1/24";
 const G1: &str = "10.199.5.2";
 const G2: &str = "10.199.5.3";
-
-/// Runs the stock iperf3 client in `ns` with `args`; returns the bytes the receiving side got.
-fn iperf3(ns: &Netns, server: &str, args: &[&str]) -> u64 {
-    let child = ns
-        .command("iperf3")
-        .args(["-c", server, "-J"])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn iperf3");
-    let out = wait_bounded(child, Duration::from_secs(60));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "iperf3 {args:?} failed ({}):\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("iperf3 {args:?} printed no JSON ({e}):\n{stdout}"));
-    assert!(report.get("error").is_none(), "iperf3: {}", report["error"]);
-    let sum = &report["end"]["sum_received"];
-    eprintln!(
-        "iperf3 {server} {args:?}: {:.2} Gb/s",
-        sum["bits_per_second"].as_f64().unwrap_or(0.0) / 1e9
-    );
-    sum["bytes"].as_u64().expect("end.sum_received.bytes")
-}
 
 /// 8 MiB through a guest's TCP echo service, from a Linux socket in the namespace.
 fn echo_8_mib(ns: &Netns, server: &str) {
@@ -96,6 +68,8 @@ fn guests_behind_a_tap_answer_ping_echo_and_iperf3_and_sigterm_leaves_nothing() 
             &format!("tap:sn0,addr={TAP_ADDR}"),
             "--stats-json",
             &json_s,
+            // This test is about a stop that leaves nothing; host_mode.rs has the default.
+            "--close-on-exit",
         ],
     );
     for g in [G1, G2] {

@@ -12,37 +12,11 @@ use std::time::Duration;
 
 use rustix::process::Signal;
 use support::daemon::{Daemon, eventually, root_netns};
+use support::peers::pcap_records;
 
 const GUEST: &str = "10.199.15.2";
 /// The guest's MAC (`Args::guest_mac(1)`).
 const GUEST_MAC: [u8; 6] = [0x00, 0x16, 0x3e, 0x00, 0x00, 0x02];
-
-/// Every record of a classic pcap file: (original length, the bytes kept).
-fn pcap_records(file: &[u8]) -> Vec<(usize, &[u8])> {
-    let big_endian = match file.get(..4) {
-        Some([0xa1, 0xb2, 0xc3, 0xd4]) => true,
-        Some([0xd4, 0xc3, 0xb2, 0xa1]) => false,
-        magic => panic!("not a classic microsecond pcap: {magic:?}"),
-    };
-    let u32_at = |b: &[u8]| {
-        let w = [b[0], b[1], b[2], b[3]];
-        if big_endian {
-            u32::from_be_bytes(w)
-        } else {
-            u32::from_le_bytes(w)
-        }
-    };
-    let len_at = |b: &[u8]| u32_at(b) as usize;
-    let mut out = Vec::new();
-    let mut at = 24;
-    while at + 16 <= file.len() {
-        let (incl, orig) = (len_at(&file[at + 8..]), len_at(&file[at + 12..]));
-        let data = &file[at + 16..at + 16 + incl];
-        out.push((orig, data));
-        at += 16 + incl;
-    }
-    out
-}
 
 #[test]
 #[ignore = "needs root, /dev/net/tun, iproute2 and iputils-ping: run as root with --ignored (CI does)"]

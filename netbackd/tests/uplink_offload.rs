@@ -342,6 +342,7 @@ fn tap_uplink_carries_super_frames_and_partial_checksums_both_ways() {
         addr: Some("10.199.12.1/24".parse().unwrap()),
         mtu: Some(1500),
         offload: true,
+        switch: "xenbr0".into(),
     };
     let seen = run_exchange(&ns, spec, "snu0", [10, 199, 12, 1], [10, 199, 12, 2]);
     assert_super_frames(&seen);
@@ -356,6 +357,7 @@ fn tap_uplink_with_offload_off_carries_only_whole_frames() {
         addr: Some("10.199.13.1/24".parse().unwrap()),
         mtu: Some(1500),
         offload: false,
+        switch: "xenbr0".into(),
     };
     let seen = run_exchange(&ns, spec, "snu1", [10, 199, 13, 1], [10, 199, 13, 2]);
     assert!(!seen.data_frames.is_empty());
@@ -383,6 +385,7 @@ fn nic_uplink_carries_super_frames_and_partial_checksums_both_ways() {
     let spec = UplinkSpec::Nic {
         name: "wire0".into(),
         offload: true,
+        switch: "xenbr0".into(),
     };
     let seen = run_exchange(&ns, spec, "host0", [10, 199, 14, 1], [10, 199, 14, 2]);
     assert_super_frames(&seen);

@@ -10,17 +10,14 @@ use hostnet::netns::Netns;
 use hostnet::vnet::HdrLen;
 use rustix::event::{PollFd, PollFlags, Timespec};
 
-/// A fresh namespace, or `None` (with a printed reason) when this machine cannot make one.
+/// A fresh namespace for a test that was asked to run (they are `#[ignore]`d by default, with
+/// the reason): without root or `ip` it fails saying what is missing, never skips.
 #[track_caller]
-pub fn netns_or_skip(test: &str) -> Option<Netns> {
-    match Netns::new("hostnet") {
-        Ok(ns) => Some(ns),
-        Err(e @ (Error::NotRoot | Error::ToolMissing { .. })) => {
-            eprintln!("skipped {test}: {e}");
-            None
-        }
-        Err(e) => panic!("{test}: cannot create a network namespace: {e}"),
-    }
+pub fn root_netns(test: &str) -> Netns {
+    Netns::new("hostnet").unwrap_or_else(|e| match e {
+        Error::NotRoot | Error::ToolMissing { .. } => panic!("{test}: cannot run: {e}"),
+        e => panic!("{test}: cannot create a network namespace: {e}"),
+    })
 }
 
 /// How long a test waits for the kernel before calling it a failure (never a performance bound).

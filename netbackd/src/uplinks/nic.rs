@@ -31,7 +31,7 @@ pub struct NicUplink {
 
 impl NicUplink {
     /// The port `name` for `sock`.
-    pub(super) fn new(name: String, sock: PacketSocket) -> Self {
+    pub(crate) fn new(name: String, sock: PacketSocket) -> Self {
         let hdr_len = sock.vnet_hdr_len();
         Self {
             name,

@@ -42,7 +42,7 @@ pub struct TapUplink {
 
 impl TapUplink {
     /// The port `name` for `tap`, opened with the `TUN_F_*` offloads `offload` and this MTU.
-    pub(super) fn new(name: String, tap: Tap, offload: u32, mtu: u32) -> Self {
+    pub(crate) fn new(name: String, tap: Tap, offload: u32, mtu: u32) -> Self {
         let max_frame = if offload & (tun_f::TSO4 | tun_f::TSO6) != 0 {
             // A super-frame: a 64 KiB IP datagram and its Ethernet header.
             MAX_FRAME

@@ -42,14 +42,29 @@ XENBUS_PATH=$BE sh "$SCRIPT" online type_if=vif 2>/dev/null
 check "online before any backend offered the vif fails, saying why" 1 $? \
     grep -q "netbackd" "$STORE$BE/hotplug-error"
 
+# Another backend's features (Linux's xen-netback writes feature-rx-copy too) are not netbackd's.
 rm -rf "$STORE"/*; xenstore-write "$BE/feature-rx-copy" 1
+XENBUS_PATH=$BE sh "$SCRIPT" online type_if=vif 2>/dev/null
+check "online with another backend's features but no splitnet-backend fails" 1 $? \
+    grep -q "splitnet-backend is missing" "$STORE$BE/hotplug-error"
+
+# A vif netbackd refused (bridge= names no switch it has) fails with netbackd's reason.
+rm -rf "$STORE"/*; xenstore-write "$BE/feature-rx-copy" 1 "$BE/splitnet-backend" 1 \
+    "$BE/error" 'no splitnet switch named "dmz" (this backend has xenbr0)'
+XENBUS_PATH=$BE sh "$SCRIPT" online type_if=vif 2>/dev/null
+check "online refuses a vif netbackd refused, with its reason" 1 $? \
+    grep -q 'no splitnet switch named "dmz"' "$STORE$BE/hotplug-error"
+[ "$(status)" = error ]
+check "a refused vif's hotplug-status is error" 0 $?
+
+rm -rf "$STORE"/*; xenstore-write "$BE/feature-rx-copy" 1 "$BE/splitnet-backend" 1
 mkdir -p "$T/sys/bus/xen-backend/devices/vif-7-0/driver"
 XENBUS_PATH=$BE sh "$SCRIPT" online type_if=vif 2>/dev/null
 check "online refuses a vif Linux's xen-netback has taken" 1 $? \
     grep -q "xen-netback" "$STORE$BE/hotplug-error"
 rm -rf "$T/sys/bus"
 
-rm -rf "$STORE"/*; xenstore-write "$BE/feature-rx-copy" 1
+rm -rf "$STORE"/*; xenstore-write "$BE/feature-rx-copy" 1 "$BE/splitnet-backend" 1 "$BE/hotplug-status" ""
 XENBUS_PATH=$BE sh "$SCRIPT" online type_if=vif
 check "online writes hotplug-status=connected" 0 $? [ "$(status)" = connected ]
 
@@ -60,7 +75,7 @@ rm -rf "$STORE"/*
 XENBUS_PATH=$BE sh "$SCRIPT" offline type_if=vif
 check "offline succeeds with the directory already gone" 0 $?
 
-xenstore-write "$BE/feature-rx-copy" 1
+xenstore-write "$BE/feature-rx-copy" 1 "$BE/splitnet-backend" 1
 XENBUS_PATH=$BE sh "$SCRIPT" add
 check "add is online" 0 $? [ "$(status)" = connected ]
 XENBUS_PATH=$BE sh "$SCRIPT" remove
