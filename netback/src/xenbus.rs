@@ -395,8 +395,8 @@ impl<S: XenStore> Xenbus<S> {
     }
 
     /// Refuses a device: `error` and `hotplug-error` say why (the toolstack shows the latter),
-    /// a log line, Closed, and the device is no longer tracked: nothing the frontend does
-    /// offers it again (the toolstack must remove it and add it anew, fixed).
+    /// a log line, Closed. It stays tracked but unprepared: offered again only once a new
+    /// preparation works ([`Xenbus::reoffer`]).
     fn refuse(&mut self, id: VifId, why: &str, vifs: &mut impl VifControl) {
         log::error!("{id}: refusing the device: {why}");
         if let Some(d) = self.devices.get(&id)
@@ -405,12 +405,10 @@ impl<S: XenStore> Xenbus<S> {
             let _ = self.xs.write(&format!("{}/hotplug-error", d.be_path), why);
             let _ = self.xs.write(&format!("{}/error", d.be_path), why);
         }
-        self.set_state(id, XenbusState::Closed);
-        if let Some(d) = self.devices.remove(&id) {
-            let _ = self
-                .xs
-                .unwatch(&format!("{}/state", d.fe_path), &d.fe_token);
+        if let Some(d) = self.devices.get_mut(&id) {
+            d.prepared = false;
         }
+        self.set_state(id, XenbusState::Closed);
         vifs.release(id);
     }
 

@@ -145,7 +145,7 @@ impl netback::Uplink<xen_model::DomainHandle> for Idle {
 fn each_switch_names_its_own_uplink_ports() {
     // Port numbers are per switch: two switches' first uplinks are both port 0, so a report
     // names a port from its switch's own list.
-    let (_xen, _dom0, mut nb) = machine(Config::default());
+    let mut nb = Scene::new(Config::default()).nb;
     let a = nb.attach_uplink_to("a", Box::new(Idle("tap:a0"))).unwrap();
     let b = nb.attach_uplink_to("b", Box::new(Idle("tap:b0"))).unwrap();
     let x = nb.attach_uplink(Box::new(Idle("tap:x0"))).unwrap();

@@ -140,8 +140,8 @@ fn a_refused_device_is_not_offered_again_until_it_can_be_prepared() {
     // A builtin vif naming a switch this backend lacks is refused; the toolstack's own
     // frontend state write (Initialising) and a frontend that starts over must not put it on
     // the default switch.
-    let (xen, dom0, mut nb) = machine(Config::default());
-    let f = RawFront::new(&xen, &dom0, 1, RxMode::Copy);
+    let Scene { xen, dom0, mut nb } = Scene::new(Config::default());
+    let f = RawFront::new(&xen, dom0.domid(), Guest::mac(1));
     let cfg = xen_model::VifConfig {
         bridge: Some("nope".into()),
         ..xen_model::VifConfig::new("02:00:00:00:00:01")
