@@ -142,6 +142,7 @@ impl<D: BackendDomain> Netback<D> {
             dom0.domid(),
             dom0.can_transfer(),
             cfg.vif_mode,
+            cfg.max_queues,
         )?;
         let evtchn = dom0.open_evtchn()?;
         let mut switches = Switches::new();
@@ -254,7 +255,7 @@ impl<D: BackendDomain> Netback<D> {
         self.dp
             .connect(id, keys)
             .map_err(|reason| Error::Frontend { id, reason })?;
-        Ok(self.dp.vifs.last().map(|v| v.port).unwrap_or_default())
+        Ok(self.dp.vifs.last().map(Vif::port).unwrap_or_default())
     }
 
     /// Disconnects a vif: unbinds its channel, unmaps its rings, unplugs it from the switch.
@@ -395,9 +396,12 @@ impl<D: BackendDomain> Netback<D> {
                 dp.evtchn.wait(Some(timeout), &mut dp.delivered)?;
             }
         }
-        for vif in &mut dp.vifs {
-            if dp.delivered.contains(&vif.port) {
-                vif.eoi.delivered();
+        for q in dp.vifs.iter_mut().flat_map(|v| v.queues.iter_mut()) {
+            if dp.delivered.contains(&q.tx_port) {
+                q.eoi[0].delivered();
+            }
+            if q.split() && dp.delivered.contains(&q.rx_port) {
+                q.eoi[1].delivered();
             }
         }
         Ok(())
@@ -445,18 +449,20 @@ impl<D: BackendDomain> Datapath<D> {
         let since = now.duration_since(self.start);
         let mut work = false;
         // Guest → switch.
-        for i in 0..self.vifs.len() {
+        for vif in &mut self.vifs {
             self.frames.clear();
-            let vif = &mut self.vifs[i];
-            work |= vif.tx_action(
-                &self.dom0,
-                &self.evtchn,
-                &self.pool,
-                &self.cfg,
-                &mut self.batch,
-                &mut self.frames,
-                now,
-            );
+            for q in &mut vif.queues {
+                work |= q.tx_action(
+                    &self.dom0,
+                    &self.evtchn,
+                    &self.pool,
+                    &self.cfg,
+                    &mut self.batch,
+                    &mut self.frames,
+                    now,
+                );
+            }
+            vif.propagate_fatal();
             if !self.frames.is_empty() {
                 let sw = self.switches.get(vif.switch);
                 sw.bridge
@@ -490,13 +496,18 @@ impl<D: BackendDomain> Datapath<D> {
             let share = self.share_pages();
             for vif in &mut self.vifs {
                 let to = vif.accepts;
+                // Each queue gets its share of the vif's byte cap and pages.
+                let n = vif.queues.len();
+                let (cap, share) = (cap / n, (share / n).max(crate::pool::MAX_FRAME_PAGES));
                 let out = &mut self.switches.get(vif.switch).out;
                 for f in out.drain(vif.bridge_port) {
+                    let qi = vif.select_queue(&f);
+                    let q = &mut vif.queues[qi];
                     let fitted = fit(f, to, &self.pool, &mut self.seg, &mut |f| {
-                        vif.enqueue_rx(f, now, cap, share)
+                        q.enqueue_rx(f, now, cap, share)
                     });
                     if fitted.is_err() {
-                        vif.stats.rx_unfit += 1;
+                        q.stats.rx_unfit += 1;
                     }
                 }
             }
@@ -524,7 +535,10 @@ impl<D: BackendDomain> Datapath<D> {
         }
         // Queues → guests.
         for vif in &mut self.vifs {
-            work |= vif.rx_action(&self.dom0, &self.evtchn, &self.cfg, &mut self.batch, now);
+            for q in &mut vif.queues {
+                work |= q.rx_action(&self.dom0, &self.evtchn, &self.cfg, &mut self.batch, now);
+            }
+            vif.propagate_fatal();
         }
         Ok(work)
     }
@@ -533,16 +547,19 @@ impl<D: BackendDomain> Datapath<D> {
     fn rearm(&mut self) -> bool {
         let mut more = false;
         for vif in &mut self.vifs {
-            // A vif waiting for rate credit has requests it may not take yet: the wait wakes
-            // for it at its credit's moment instead (`next_deadline`).
-            if vif.is_disabled() || vif.tx_waiting_until().is_some() {
-                continue;
+            for q in &mut vif.queues {
+                // A queue waiting for rate credit has requests it may not take yet: the wait
+                // wakes for it at its credit's moment instead (`next_deadline`).
+                if q.is_disabled() || q.tx_waiting_until().is_some() {
+                    continue;
+                }
+                match q.tx.final_check_for_requests() {
+                    Ok(true) => more = true,
+                    Ok(false) => {}
+                    Err(e) => q.disable(crate::vif::Fatal::Ring(e)),
+                }
             }
-            match vif.tx.final_check_for_requests() {
-                Ok(true) => more = true,
-                Ok(false) => {}
-                Err(e) => vif.disable(crate::vif::Fatal::Ring(e)),
-            }
+            vif.propagate_fatal();
         }
         for u in &mut self.uplinks {
             more |= u.dev.arm();
@@ -551,27 +568,28 @@ impl<D: BackendDomain> Datapath<D> {
     }
 
     /// The late EOI: unmasks the ports the last wait delivered, now that the pass has served
-    /// them. An event is spurious (XSA-332 accounting) when no work was done for its vif since
-    /// the previous one: passes look at every ring whatever the events, so work an event
+    /// them. An event is spurious (XSA-332 accounting) when no work was done on its port's
+    /// side of its queue (both sides, for a queue with one port) since the previous one: passes look at every ring whatever the events, so work an event
     /// announced is often done before the event is collected, and that is not spurious. A vif
     /// whose events keep finding no work has its EOI held back, 1 ms after the second spurious
     /// event in a row and doubling up to `max_eoi_delay`, as Linux's lateeoi does, so notifying
     /// in a loop cannot buy unbounded passes; work resets it.
     fn end_of_interrupt(&mut self, now: Instant) {
-        for vif in &mut self.vifs {
-            // `did_work` is cleared only at a decision: work done by passes that collected no
-            // event counts for the next event, which may be the one that announced it.
-            let worked = vif.did_work;
-            match vif
-                .eoi
-                .end_of_interrupt(worked, now, self.cfg.max_eoi_delay)
-            {
-                hypervisor::Eoi::Idle | hypervisor::Eoi::Spurious => {}
-                hypervisor::Eoi::Worked => vif.did_work = false,
-                hypervisor::Eoi::Delayed => self.delivered.retain(|p| *p != vif.port),
-            }
-            if vif.eoi.take_due(now) {
-                self.delivered.push(vif.port);
+        for q in self.vifs.iter_mut().flat_map(|v| v.queues.iter_mut()) {
+            let sides = if q.split() { 2 } else { 1 };
+            for side in 0..sides {
+                let port = if side == 0 { q.tx_port } else { q.rx_port };
+                // `did_work` is cleared only at a decision: work done by passes that collected
+                // no event counts for the next event, which may be the one that announced it.
+                let worked = q.did_work[side];
+                match q.eoi[side].end_of_interrupt(worked, now, self.cfg.max_eoi_delay) {
+                    hypervisor::Eoi::Idle | hypervisor::Eoi::Spurious => {}
+                    hypervisor::Eoi::Worked => q.did_work[side] = false,
+                    hypervisor::Eoi::Delayed => self.delivered.retain(|p| *p != port),
+                }
+                if q.eoi[side].take_due(now) {
+                    self.delivered.push(port);
+                }
             }
         }
         if !self.delivered.is_empty() {
@@ -589,9 +607,15 @@ impl<D: BackendDomain> Datapath<D> {
     fn next_deadline(&self, now: Instant) -> Option<Instant> {
         self.vifs
             .iter()
-            .flat_map(|v| {
-                let expiry = v.rx_queue.oldest().map(|t| t + self.cfg.rx_drain_timeout);
-                [v.eoi.deadline(), expiry, v.tx_waiting_until()]
+            .flat_map(|v| v.queues.iter())
+            .flat_map(|q| {
+                let expiry = q.rx_queue.oldest().map(|t| t + self.cfg.rx_drain_timeout);
+                [
+                    q.eoi[0].deadline(),
+                    q.eoi[1].deadline(),
+                    expiry,
+                    q.tx_waiting_until(),
+                ]
             })
             .flatten()
             .filter(|t| *t > now)
@@ -611,15 +635,18 @@ impl<D: BackendDomain> Datapath<D> {
     fn remove(&mut self, id: VifId) -> Option<VifStats> {
         let i = self.vifs.iter().position(|v| v.id == id)?;
         let mut vif = self.vifs.swap_remove(i);
-        vif.stats.rx_discarded += vif.rx_queue.clear() as u64;
-        let _ = self.evtchn.unbind(vif.port);
+        for q in &mut vif.queues {
+            q.stats.rx_discarded += q.rx_queue.clear() as u64;
+        }
+        vif.unbind(&self.evtchn);
+        let ports = vif.ports();
         let sw = self.switches.get(vif.switch);
         let _ = sw.bridge.remove_port(vif.bridge_port);
         if let Some(mac) = vif.mac {
             sw.release_mac(mac, vif.bridge_port);
         }
         sw.out.clear();
-        self.delivered.retain(|p| *p != vif.port);
+        self.delivered.retain(|p| !ports.contains(p));
         let stats = vif.stats();
         drop(vif);
         if self.departed.len() == DEPARTED_KEPT {
@@ -713,15 +740,7 @@ impl<D: BackendDomain> Datapath<D> {
             // nothing and floods to its one other port.
             let _ = sw.bridge.set_port_learning(port, false);
         }
-        let connected = Vif::connect(&self.dom0, &self.evtchn, id, keys, switch, port, mac)
-            .map_err(FrontendError::Connect)
-            .and_then(|mut vif| match vif.check_rings() {
-                Ok(()) => Ok(vif),
-                Err(e) => {
-                    let _ = self.evtchn.unbind(vif.port);
-                    Err(e)
-                }
-            });
+        let connected = Vif::connect(&self.dom0, &self.evtchn, id, &keys, switch, port, mac);
         match connected {
             Ok(mut vif) => {
                 vif.set_rate(cfg.rate);

@@ -45,6 +45,9 @@ pub struct Config {
     /// How each vif's mode (host netdev or builtin switch) is chosen; by default from its
     /// `script` key (`vif-splitnet`: builtin).
     pub vif_mode: crate::ModePolicy,
+    /// Queues a frontend may ask for (`multi-queue-max-queues`): Linux's default, min(8, online
+    /// CPUs of the backend domain).
+    pub max_queues: u32,
 }
 
 impl Default for Config {
@@ -63,6 +66,7 @@ impl Default for Config {
             max_eoi_delay: Duration::from_millis(100),
             busy_poll: Duration::from_micros(20),
             vif_mode: crate::ModePolicy::Auto,
+            max_queues: std::thread::available_parallelism().map_or(1, |n| n.get().min(8) as u32),
         }
     }
 }
@@ -94,6 +98,9 @@ impl Config {
                 "rx_queue_bytes",
                 "must hold at least one maximum-size frame (65549 B)",
             );
+        }
+        if !(1..=64).contains(&self.max_queues) {
+            return bad("max_queues", "must be 1..=64");
         }
         if self.busy_poll > Duration::from_millis(10) {
             return bad(

@@ -47,4 +47,4 @@ pub use offloads::{Accepts, Unfit};
 pub use rate::Rate;
 pub use switch::{SwitchId, SwitchSnapshot};
 pub use uplink::{Uplink, UplinkIo, UplinkStats, Wakeup};
-pub use vif::{Fatal, FrontendKeys, FrontendOffloads, Vif, VifId, VifStats};
+pub use vif::{Fatal, FrontendKeys, FrontendOffloads, QueueKeys, Vif, VifId, VifStats};

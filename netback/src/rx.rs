@@ -1,16 +1,16 @@
 //! The receive path, switch → guest (Linux's `rx.c`), in copy or flip mode.
 //!
 //! Frames wait in the vif's queue (capped in bytes, each stamped when queued). One pass
-//! ([`Vif::rx_action`], Linux's `xenvif_rx_action`):
+//! per queue ([`Queue::rx_action`], Linux's `xenvif_rx_action`):
 //! - drops frames that waited longer than `rx_drain_timeout` (`xenvif_rx_queue_drop_expired`);
 //! - while the frontend has posted enough buffers for the head frame
-//!   ([`Vif::rx_slots_available`]), delivers it ([`Vif::rx_skb`]): a frame of `len` bytes takes
+//!   ([`Queue::rx_slots_available`]), delivers it ([`Queue::rx_skb`]): a frame of `len` bytes takes
 //!   `ceil(len / 4096)` requests, one per backend page, answered in request order with
 //!   `NETRXF_more_data` on all but the last; copy mode queues one grant copy per slot (chunks
 //!   stop at both page boundaries: backend pages and guest buffers both start at offset 0),
 //!   flip mode one page transfer;
 //! - flushes the copies and transfers, patching each failed op into its response
-//!   ([`Vif::rx_flush`]), then pushes the responses and notifies once ([`Vif::rx_complete`]).
+//!   ([`Queue::rx_flush`]), then pushes the responses and notifies once ([`Queue::rx_complete`]).
 
 use std::time::Instant;
 
@@ -21,7 +21,7 @@ use netif_ring::{BackRing, PageRing, RxRing};
 use crate::batch::CopyBatch;
 use crate::config::Config;
 use crate::pool::NetFrame;
-use crate::vif::{Fatal, Vif, VifStats};
+use crate::vif::{Fatal, Queue, VifStats};
 
 /// Working storage of an rx pass, kept in the vif so a pass allocates nothing once warm.
 pub(crate) struct RxScratch<D: BackendDomain> {
@@ -52,7 +52,7 @@ pub(crate) fn slots_for<D: BackendDomain>(f: &NetFrame<D>) -> u32 {
     f.len().div_ceil(PAGE_SIZE) as u32 + u32::from(f.meta().gso.is_some())
 }
 
-impl<D: BackendDomain> Vif<D> {
+impl<D: BackendDomain> Queue<D> {
     /// Delivers queued frames into the guest. Returns whether any frame was delivered.
     pub(crate) fn rx_action(
         &mut self,
@@ -268,9 +268,9 @@ impl<D: BackendDomain> Vif<D> {
             return delivered > 0;
         }
         if delivered > 0 {
-            self.did_work = true;
+            self.worked(true);
             if self.rx.push_responses_and_check_notify() {
-                self.notify(evtchn);
+                self.notify(evtchn, true);
             }
         }
         delivered > 0

@@ -1,14 +1,14 @@
 //! The transmit path, guest → switch (Linux's `netback.c` tx half).
 //!
-//! One pass ([`Vif::tx_action`], Linux's `xenvif_tx_action`) takes packets while requests wait:
-//! - [`Vif::tx_count_requests`] reads a packet's chain (first request, extra-info slots, the
+//! One pass per queue ([`Queue::tx_action`], Linux's `xenvif_tx_action`) takes packets while requests wait:
+//! - [`Queue::tx_count_requests`] reads a packet's chain (first request, extra-info slots, the
 //!   `more_data` slots), each request copied out of the shared ring once, and applies Linux's
 //!   fatal checks (`xenvif_count_requests`, `xenvif_get_extras`);
-//! - [`Vif::tx_check_packet`] applies the drop checks (too many slots, an oversize later slot,
+//! - [`Queue::tx_check_packet`] applies the drop checks (too many slots, an oversize later slot,
 //!   a runt first slot);
 //! - `tx_build_gops` lays out the grant copies into backend pages (`xenvif_tx_build_gops`),
 //!   queued in the pass's batch;
-//! - after one flush, [`Vif::tx_make_responses`] answers every slot of every packet in ring
+//! - after one flush, [`Queue::tx_make_responses`] answers every slot of every packet in ring
 //!   order (extras with `NETIF_RSP_NULL`) and hands the good frames to the switch; the frontend
 //!   is notified once per pass if it asked to be.
 //!
@@ -30,7 +30,7 @@ use crate::batch::CopyBatch;
 use crate::config::Config;
 use crate::pool::{Buf, BufPool, HDR_PEEK, NetFrame};
 use crate::rate::Credit;
-use crate::vif::{Fatal, Vif};
+use crate::vif::{Fatal, Queue};
 
 /// What becomes of a packet read this pass.
 // The buffer is held inline on purpose: boxing it would allocate per packet, and the vector of
@@ -89,7 +89,7 @@ impl<D: BackendDomain> Default for TxScratch<D> {
     }
 }
 
-impl<D: BackendDomain> Vif<D> {
+impl<D: BackendDomain> Queue<D> {
     /// Takes up to `cfg.tx_batch_packets` packets from the tx ring, copies them into backend
     /// buffers, answers every slot of each packet read whole and appends the good frames to
     /// `frames`. Returns whether any request was consumed. A fatal frontend error disables the
@@ -196,13 +196,15 @@ impl<D: BackendDomain> Vif<D> {
         self.tx_make_responses(&sc, &mut pending, frames);
         sc.pending = pending;
         if consumed && self.tx.push_responses_and_check_notify() {
-            self.notify(evtchn);
+            self.notify(evtchn, false);
         }
         self.tx_scratch = sc;
         if let Some(f) = fatal {
             self.disable(f);
         }
-        self.did_work |= consumed;
+        if consumed {
+            self.worked(false);
+        }
         consumed
     }
 

@@ -164,19 +164,52 @@ fn fatal_as_text<S: serde::Serializer>(f: &Option<Fatal>, s: S) -> Result<S::Ok,
     }
 }
 
-/// What the frontend wrote to xenstore, enough to connect a vif.
+/// One queue's keys, from the frontend's directory (or its `queue-N/` subdirectory when it
+/// asked for several queues).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FrontendKeys {
+pub struct QueueKeys {
     /// `tx-ring-ref`.
     pub tx_ring_ref: GrantRef,
     /// `rx-ring-ref`.
     pub rx_ring_ref: GrantRef,
-    /// `event-channel` (the frontend's unbound port).
+    /// `event-channel`, or `event-channel-tx` with split event channels (the frontend's
+    /// unbound port for its transmit side).
     pub event_channel: Port,
+    /// `event-channel-rx` with split event channels: the frontend's port for its receive side.
+    pub event_channel_rx: Option<Port>,
+}
+
+/// What the frontend wrote to xenstore, enough to connect a vif.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrontendKeys {
+    /// Each queue's rings and event channels (`multi-queue-num-queues` of them, at least one).
+    pub queues: Vec<QueueKeys>,
     /// From `request-rx-copy`.
     pub mode: RxMode,
     /// What the frontend takes on its rx ring.
     pub offload: FrontendOffloads,
+}
+
+impl FrontendKeys {
+    /// One queue, one event channel: what a frontend without multi-queue writes.
+    pub fn single(
+        tx_ring_ref: GrantRef,
+        rx_ring_ref: GrantRef,
+        event_channel: Port,
+        mode: RxMode,
+        offload: FrontendOffloads,
+    ) -> Self {
+        Self {
+            queues: vec![QueueKeys {
+                tx_ring_ref,
+                rx_ring_ref,
+                event_channel,
+                event_channel_rx: None,
+            }],
+            mode,
+            offload,
+        }
+    }
 }
 
 /// What a frontend takes on its rx ring, from its `feature-*` keys (Linux's
@@ -291,181 +324,90 @@ impl<D: BackendDomain> RxQueue<D> {
         n
     }
 
-    /// Bytes queued.
-    pub fn bytes(&self) -> usize {
-        self.bytes
-    }
-
     /// Whether nothing waits.
     pub fn is_empty(&self) -> bool {
         self.frames.is_empty()
     }
 }
 
-/// A connected vif.
-pub struct Vif<D: BackendDomain> {
+/// One of a vif's queues (multi-queue): its own rings, event channel(s), rx queue and counters,
+/// served as a unit (Linux's `xenvif_queue`). A vif without multi-queue has one.
+pub(crate) struct Queue<D: BackendDomain> {
+    /// The vif it belongs to (for logs).
     pub(crate) id: VifId,
+    /// Its index among the vif's queues.
+    pub(crate) index: u16,
     pub(crate) tx: BackRing<TxRing, PageRing<<D as GrantOps>::Mapping>>,
     pub(crate) rx: BackRing<RxRing, PageRing<<D as GrantOps>::Mapping>>,
-    pub(crate) port: Port,
+    /// The local port its transmit side notifies and is notified on (the only port without
+    /// split event channels).
+    pub(crate) tx_port: Port,
+    /// The local port of its receive side: `tx_port` unless event channels are split.
+    pub(crate) rx_port: Port,
     pub(crate) mode: RxMode,
-    /// What the frontend takes on its rx ring.
-    pub(crate) accepts: crate::Accepts,
-    /// The switch it is plugged into, and its port there.
-    pub(crate) switch: crate::switch::SwitchId,
-    pub(crate) bridge_port: PortId,
-    /// The MAC the toolstack configured (`mac` in the backend directory); the vif's bridge
-    /// port accepts only this source when set.
-    pub(crate) mac: Option<MacAddr>,
     pub(crate) rx_queue: RxQueue<D>,
     pub(crate) stats: VifStats,
-    /// Work was done for this vif since its last end of interrupt was decided.
-    pub(crate) did_work: bool,
-    /// The port's late end of interrupt (an event storm is throttled, XSA-332).
-    pub(crate) eoi: hypervisor::LateEoi,
+    /// Work was done on each port's side since that port's last end of interrupt was decided
+    /// (index 0: `tx_port`, or the only port; 1: `rx_port` when split).
+    pub(crate) did_work: [bool; 2],
+    /// Each port's late end of interrupt (an event storm is throttled, XSA-332).
+    pub(crate) eoi: [hypervisor::LateEoi; 2],
     /// Reused working storage of the tx and rx passes.
     pub(crate) tx_scratch: crate::tx::TxScratch<D>,
     pub(crate) rx_scratch: crate::rx::RxScratch<D>,
-    /// The `rate` key's limit on the guest's transmit, if any.
+    /// The `rate` key's limit on the guest's transmit, if any (each queue has its own credit,
+    /// as Linux's).
     pub(crate) rate: Option<crate::rate::Rate>,
     /// Its credit, started at the first pass after the rate was set (with that pass's clock).
     pub(crate) credit: Option<crate::rate::Credit>,
 }
 
-impl<D: BackendDomain> fmt::Debug for Vif<D> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Vif")
-            .field("id", &self.id)
-            .field("port", &self.port)
-            .field("mode", &self.mode)
-            .field("rx_queued_bytes", &self.rx_queue.bytes())
-            .field("stats", &self.stats)
-            .finish()
-    }
-}
-
-impl<D: BackendDomain> Vif<D> {
-    /// Maps the frontend's rings and binds its event channel on `evtchn`
-    /// (`xenvif_connect_data`).
-    pub(crate) fn connect(
-        dom0: &D,
-        evtchn: &D::Evtchn,
-        id: VifId,
-        keys: FrontendKeys,
-        switch: crate::switch::SwitchId,
-        bridge_port: PortId,
-        mac: Option<MacAddr>,
-    ) -> Result<Vif<D>, hypervisor::Error> {
-        let tx_map = dom0.map_grant_ref(id.domid, keys.tx_ring_ref)?;
-        let rx_map = dom0.map_grant_ref(id.domid, keys.rx_ring_ref)?;
-        let tx = BackRing::attach(mapped_ring(tx_map)?);
-        let rx = BackRing::attach(mapped_ring(rx_map)?);
-        let port = evtchn.bind_interdomain(id.domid, keys.event_channel)?;
-        Ok(Vif {
-            id,
-            tx,
-            rx,
-            port,
-            mode: keys.mode,
-            // A flipped page carries one slot's data: no super-frames in flip mode.
-            accepts: match keys.mode {
-                RxMode::Copy => keys.offload.into(),
-                RxMode::Flip => crate::Accepts {
-                    gso_tcpv4: false,
-                    gso_tcpv6: false,
-                    ..keys.offload.into()
-                },
-            },
-            switch,
-            bridge_port,
-            mac,
-            rx_queue: RxQueue::new(),
-            stats: VifStats::default(),
-            // Binding marks the port pending on real Xen (the event is delivered and unmasked
-            // like any other); every pass looks at both rings anyway, events or not.
-            did_work: false,
-            eoi: hypervisor::LateEoi::new(),
-            tx_scratch: Default::default(),
-            rx_scratch: Default::default(),
-            rate: None,
-            credit: None,
-        })
+impl<D: BackendDomain> Queue<D> {
+    /// Whether its event channels are split (a port per direction).
+    pub(crate) fn split(&self) -> bool {
+        self.tx_port != self.rx_port
     }
 
-    /// Linux 6.1's check at connect (`xenvif_map_frontend_data_rings`): each ring's requests
-    /// past its responses must fit the ring, else the frontend is refused rather than
-    /// connected and disabled on its first pass.
-    pub(crate) fn check_rings(&mut self) -> Result<(), crate::FrontendError> {
-        let bad = |ring, why| crate::FrontendError::RingIndices { ring, why };
-        self.tx.unconsumed_requests().map_err(|e| bad("tx", e))?;
-        self.rx.unconsumed_requests().map_err(|e| bad("rx", e))?;
-        Ok(())
+    /// Which EOI slot a side's work counts for: the rx side has its own only when split.
+    fn side(&self, rx: bool) -> usize {
+        usize::from(rx && self.split())
     }
 
-    /// The vif's identity.
-    pub fn id(&self) -> VifId {
-        self.id
+    /// Work was done on one side of the queue.
+    pub(crate) fn worked(&mut self, rx: bool) {
+        let s = self.side(rx);
+        self.did_work[s] = true;
     }
 
-    /// The local event-channel port bound to the frontend.
-    pub fn port(&self) -> Port {
-        self.port
-    }
-
-    /// The bridge port the vif is plugged into.
-    pub fn bridge_port(&self) -> PortId {
-        self.bridge_port
-    }
-
-    /// The switch the vif is plugged into.
-    pub fn switch(&self) -> crate::switch::SwitchId {
-        self.switch
-    }
-
-    /// The MAC its switch port is locked to, if the toolstack configured one.
-    pub fn mac(&self) -> Option<MacAddr> {
-        self.mac
-    }
-
-    /// Counters, the late-EOI ones (kept by the port's [`hypervisor::LateEoi`]) included.
-    pub fn stats(&self) -> VifStats {
+    /// Counters, the late-EOI ones (kept by the ports' [`hypervisor::LateEoi`]s) included.
+    pub(crate) fn stats(&self) -> VifStats {
         VifStats {
-            spurious_events: self.eoi.spurious(),
-            eoi_delayed: self.eoi.delayed(),
+            spurious_events: self.eoi.iter().map(|e| e.spurious()).sum(),
+            eoi_delayed: self.eoi.iter().map(|e| e.delayed()).sum(),
             ..self.stats.clone()
         }
     }
 
-    /// Limits the guest's transmit to `rate` (`None`: unlimited), from the next pass on with a
-    /// full window of credit, as Linux applies a changed `rate` key.
-    pub(crate) fn set_rate(&mut self, rate: Option<crate::rate::Rate>) {
-        self.rate = rate;
-        self.credit = None;
-    }
-
-    /// The guest's transmit rate limit.
-    pub fn rate(&self) -> Option<crate::rate::Rate> {
-        self.rate
-    }
-
-    /// When a vif whose transmit waits for credit may go on (the backend's wait must not sleep
-    /// past it).
+    /// When a queue whose transmit waits for credit may go on (the backend's wait must not
+    /// sleep past it).
     pub(crate) fn tx_waiting_until(&self) -> Option<Instant> {
         self.credit.as_ref().and_then(|c| c.waiting_until())
     }
 
-    /// Whether the vif was disabled for a fatal frontend error.
-    pub fn is_disabled(&self) -> bool {
+    /// Whether the queue (and so its vif) was disabled for a fatal frontend error.
+    pub(crate) fn is_disabled(&self) -> bool {
         self.stats.fatal.is_some()
     }
 
-    /// Disables the vif: logs once, records why, drops its queue. The rings stay mapped until
-    /// the frontend disconnects (as Linux keeps them until `xenvif_disconnect`).
+    /// Disables the queue: logs once, records why, drops its queue. The vif disables its other
+    /// queues after the pass. The rings stay mapped until the frontend disconnects (as Linux
+    /// keeps them until `xenvif_disconnect`).
     pub(crate) fn disable(&mut self, why: Fatal) {
         if self.stats.fatal.is_none() {
             log::error!(
-                "{}: frontend misbehaved, disabling the vif (carrier off): {why}",
-                self.id
+                "{} queue {}: frontend misbehaved, disabling the vif (carrier off): {why}",
+                self.id,
+                self.index
             );
             self.stats.fatal = Some(why);
             self.stats.rx_discarded += self.rx_queue.clear() as u64;
@@ -494,11 +436,298 @@ impl<D: BackendDomain> Vif<D> {
         }
     }
 
-    /// Sends an event to the frontend.
-    pub(crate) fn notify(&mut self, evtchn: &D::Evtchn) {
+    /// Sends an event to the frontend on one side's port.
+    pub(crate) fn notify(&mut self, evtchn: &D::Evtchn, rx: bool) {
         self.stats.notifies += 1;
+        let port = if rx { self.rx_port } else { self.tx_port };
         // A notify to a closed port means the frontend went away; the control plane tears the
         // vif down when it sees the state change.
-        let _ = evtchn.notify(self.port);
+        let _ = evtchn.notify(port);
+    }
+
+    /// Linux 6.1's check at connect (`xenvif_map_frontend_data_rings`): each ring's requests
+    /// past its responses must fit the ring, else the frontend is refused rather than
+    /// connected and disabled on its first pass.
+    fn check_rings(&mut self) -> Result<(), crate::FrontendError> {
+        let bad = |ring, why| crate::FrontendError::RingIndices { ring, why };
+        self.tx.unconsumed_requests().map_err(|e| bad("tx", e))?;
+        self.rx.unconsumed_requests().map_err(|e| bad("rx", e))?;
+        Ok(())
+    }
+}
+
+/// A connected vif: its queues, and what they share (its switch port, MAC, mode).
+pub struct Vif<D: BackendDomain> {
+    pub(crate) id: VifId,
+    pub(crate) mode: RxMode,
+    /// What the frontend takes on its rx ring.
+    pub(crate) accepts: crate::Accepts,
+    /// The switch it is plugged into, and its port there.
+    pub(crate) switch: crate::switch::SwitchId,
+    pub(crate) bridge_port: PortId,
+    /// The MAC the toolstack configured (`mac` in the backend directory); the vif's bridge
+    /// port accepts only this source when set.
+    pub(crate) mac: Option<MacAddr>,
+    /// At least one.
+    pub(crate) queues: Vec<Queue<D>>,
+    /// The `rate` key's limit on the guest's transmit, if any.
+    pub(crate) rate: Option<crate::rate::Rate>,
+}
+
+impl<D: BackendDomain> fmt::Debug for Vif<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Vif")
+            .field("id", &self.id)
+            .field("queues", &self.queues.len())
+            .field("ports", &self.ports())
+            .field("mode", &self.mode)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl<D: BackendDomain> Vif<D> {
+    /// Maps every queue's rings and binds its event channel(s) on `evtchn`
+    /// (`xenvif_connect_data` per queue). On failure nothing stays mapped or bound.
+    pub(crate) fn connect(
+        dom0: &D,
+        evtchn: &D::Evtchn,
+        id: VifId,
+        keys: &FrontendKeys,
+        switch: crate::switch::SwitchId,
+        bridge_port: PortId,
+        mac: Option<MacAddr>,
+    ) -> Result<Vif<D>, crate::FrontendError> {
+        // A flipped page carries one slot's data: no super-frames in flip mode.
+        let accepts = match keys.mode {
+            RxMode::Copy => keys.offload.into(),
+            RxMode::Flip => crate::Accepts {
+                gso_tcpv4: false,
+                gso_tcpv6: false,
+                ..keys.offload.into()
+            },
+        };
+        let mut vif = Vif {
+            id,
+            mode: keys.mode,
+            accepts,
+            switch,
+            bridge_port,
+            mac,
+            queues: Vec::with_capacity(keys.queues.len()),
+            rate: None,
+        };
+        for (index, q) in keys.queues.iter().enumerate() {
+            match Self::connect_queue(dom0, evtchn, id, index as u16, q, keys.mode) {
+                Ok(queue) => vif.queues.push(queue),
+                Err(e) => {
+                    vif.unbind(evtchn);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(vif)
+    }
+
+    fn connect_queue(
+        dom0: &D,
+        evtchn: &D::Evtchn,
+        id: VifId,
+        index: u16,
+        keys: &QueueKeys,
+        mode: RxMode,
+    ) -> Result<Queue<D>, crate::FrontendError> {
+        use crate::FrontendError::Connect;
+        let tx_map = dom0
+            .map_grant_ref(id.domid, keys.tx_ring_ref)
+            .map_err(Connect)?;
+        let rx_map = dom0
+            .map_grant_ref(id.domid, keys.rx_ring_ref)
+            .map_err(Connect)?;
+        let tx = BackRing::attach(mapped_ring(tx_map).map_err(Connect)?);
+        let rx = BackRing::attach(mapped_ring(rx_map).map_err(Connect)?);
+        let tx_port = evtchn
+            .bind_interdomain(id.domid, keys.event_channel)
+            .map_err(Connect)?;
+        let rx_port = match keys.event_channel_rx {
+            None => tx_port,
+            Some(p) => match evtchn.bind_interdomain(id.domid, p) {
+                Ok(p) => p,
+                Err(e) => {
+                    let _ = evtchn.unbind(tx_port);
+                    return Err(Connect(e));
+                }
+            },
+        };
+        let mut q = Queue {
+            id,
+            index,
+            tx,
+            rx,
+            tx_port,
+            rx_port,
+            mode,
+            rx_queue: RxQueue::new(),
+            stats: VifStats::default(),
+            // Binding marks the port pending on real Xen (the event is delivered and unmasked
+            // like any other); every pass looks at both rings anyway, events or not.
+            did_work: [false; 2],
+            eoi: [hypervisor::LateEoi::new(), hypervisor::LateEoi::new()],
+            tx_scratch: Default::default(),
+            rx_scratch: Default::default(),
+            rate: None,
+            credit: None,
+        };
+        if let Err(e) = q.check_rings() {
+            let _ = evtchn.unbind(q.tx_port);
+            if q.split() {
+                let _ = evtchn.unbind(q.rx_port);
+            }
+            return Err(e);
+        }
+        Ok(q)
+    }
+
+    /// Unbinds every queue's ports (the rings unmap when the vif drops).
+    pub(crate) fn unbind(&self, evtchn: &D::Evtchn) {
+        for p in self.ports() {
+            let _ = evtchn.unbind(p);
+        }
+    }
+
+    /// Every local port of the vif, each once.
+    pub fn ports(&self) -> Vec<Port> {
+        let mut ports = Vec::with_capacity(self.queues.len() * 2);
+        for q in &self.queues {
+            ports.push(q.tx_port);
+            if q.split() {
+                ports.push(q.rx_port);
+            }
+        }
+        ports
+    }
+
+    /// The vif's identity.
+    pub fn id(&self) -> VifId {
+        self.id
+    }
+
+    /// The local event-channel port of its first queue (its transmit side's when split).
+    pub fn port(&self) -> Port {
+        self.queues[0].tx_port
+    }
+
+    /// How many queues it has.
+    pub fn num_queues(&self) -> usize {
+        self.queues.len()
+    }
+
+    /// The bridge port the vif is plugged into.
+    pub fn bridge_port(&self) -> PortId {
+        self.bridge_port
+    }
+
+    /// The switch the vif is plugged into.
+    pub fn switch(&self) -> crate::switch::SwitchId {
+        self.switch
+    }
+
+    /// The MAC its switch port is locked to, if the toolstack configured one.
+    pub fn mac(&self) -> Option<MacAddr> {
+        self.mac
+    }
+
+    /// Counters of all its queues together.
+    pub fn stats(&self) -> VifStats {
+        let mut all = VifStats::default();
+        for q in &self.queues {
+            all.add(&q.stats());
+        }
+        all
+    }
+
+    /// Each queue's counters.
+    pub fn queue_stats(&self) -> Vec<VifStats> {
+        self.queues.iter().map(Queue::stats).collect()
+    }
+
+    /// Limits the guest's transmit to `rate` (`None`: unlimited), from the next pass on with a
+    /// full window of credit, as Linux applies a changed `rate` key.
+    pub(crate) fn set_rate(&mut self, rate: Option<crate::rate::Rate>) {
+        self.rate = rate;
+        for q in &mut self.queues {
+            q.rate = rate;
+            q.credit = None;
+        }
+    }
+
+    /// The guest's transmit rate limit.
+    pub fn rate(&self) -> Option<crate::rate::Rate> {
+        self.rate
+    }
+
+    /// Whether the vif was disabled for a fatal frontend error (on any queue).
+    pub fn is_disabled(&self) -> bool {
+        self.queues.iter().any(Queue::is_disabled)
+    }
+
+    /// After a pass: a fatal error on one queue disables them all (Linux takes the whole vif's
+    /// carrier down).
+    pub(crate) fn propagate_fatal(&mut self) {
+        let Some(why) = self.queues.iter().find_map(|q| q.stats.fatal.clone()) else {
+            return;
+        };
+        for q in &mut self.queues {
+            if q.stats.fatal.is_none() {
+                q.stats.fatal = Some(why.clone());
+                q.stats.rx_discarded += q.rx_queue.clear() as u64;
+            }
+        }
+    }
+
+    /// The queue a frame goes to: its flow's hash over the queues (Linux's
+    /// `xenvif_select_queue` without a hash mapping from the ctrl ring).
+    pub(crate) fn select_queue(&self, frame: &NetFrame<D>) -> usize {
+        if self.queues.len() == 1 {
+            return 0;
+        }
+        (offload::flow::flow_hash(bridge_lite::Frame::bytes(frame)) % self.queues.len() as u32)
+            as usize
+    }
+}
+
+impl VifStats {
+    /// Adds `o`'s counters to these (peaks take the larger; the first fatal reason stays).
+    pub fn add(&mut self, o: &VifStats) {
+        self.tx_packets += o.tx_packets;
+        self.tx_bytes += o.tx_bytes;
+        self.tx_runt += o.tx_runt;
+        self.tx_too_many_slots += o.tx_too_many_slots;
+        self.tx_oversize_slot += o.tx_oversize_slot;
+        self.tx_copy_errors += o.tx_copy_errors;
+        self.tx_no_buffer += o.tx_no_buffer;
+        self.tx_mcast_requests += o.tx_mcast_requests;
+        self.tx_csum_errors += o.tx_csum_errors;
+        self.tx_gso_frames += o.tx_gso_frames;
+        self.tx_rate_limited += o.tx_rate_limited;
+        self.rx_packets += o.rx_packets;
+        self.rx_bytes += o.rx_bytes;
+        self.rx_queue_full += o.rx_queue_full;
+        self.rx_copy_errors += o.rx_copy_errors;
+        self.rx_expired += o.rx_expired;
+        self.rx_discarded += o.rx_discarded;
+        self.rx_private_copies += o.rx_private_copies;
+        self.rx_gso_frames += o.rx_gso_frames;
+        self.rx_unfit += o.rx_unfit;
+        self.rx_queue_peak_bytes = self.rx_queue_peak_bytes.max(o.rx_queue_peak_bytes);
+        self.rx_queue_peak_pages = self.rx_queue_peak_pages.max(o.rx_queue_peak_pages);
+        self.notifies += o.notifies;
+        self.spurious_events += o.spurious_events;
+        self.eoi_delayed += o.eoi_delayed;
+        self.hypercalls += o.hypercalls;
+        self.grant_ops += o.grant_ops;
+        if self.fatal.is_none() {
+            self.fatal = o.fatal.clone();
+        }
     }
 }

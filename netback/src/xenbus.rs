@@ -25,7 +25,7 @@ use netif_ring::netif::RxMode;
 use crate::device::{DeviceConfig, ModePolicy, VifMode, read_device_config};
 use crate::error::{Error, FrontendError};
 use crate::rate::Rate;
-use crate::vif::{FrontendKeys, FrontendOffloads, VifId};
+use crate::vif::{FrontendKeys, FrontendOffloads, QueueKeys, VifId};
 
 pub use hypervisor::XenbusState;
 
@@ -39,19 +39,20 @@ pub const OWNER_NODE: &str = "splitnet-backend";
 const EVENTS_PER_PASS: usize = 64;
 
 /// The features this backend offers, written to its directory before InitWait.
-pub fn features(allow_flip: bool) -> [(&'static str, &'static str); 11] {
+pub fn features(allow_flip: bool, max_queues: u32) -> [(&'static str, String); 11] {
+    let s = |v: &str| v.to_string();
     [
-        ("feature-sg", "1"),
-        ("feature-gso-tcpv4", "1"),
-        ("feature-gso-tcpv6", "1"),
-        ("feature-ipv6-csum-offload", "1"),
-        ("feature-rx-copy", "1"),
-        ("feature-rx-flip", if allow_flip { "1" } else { "0" }),
-        ("feature-rx-notify", "1"),
-        ("feature-split-event-channels", "0"),
-        ("multi-queue-max-queues", "1"),
-        ("feature-ctrl-ring", "0"),
-        ("feature-multicast-control", "0"),
+        ("feature-sg", s("1")),
+        ("feature-gso-tcpv4", s("1")),
+        ("feature-gso-tcpv6", s("1")),
+        ("feature-ipv6-csum-offload", s("1")),
+        ("feature-rx-copy", s("1")),
+        ("feature-rx-flip", s(if allow_flip { "1" } else { "0" })),
+        ("feature-rx-notify", s("1")),
+        ("feature-split-event-channels", s("1")),
+        ("multi-queue-max-queues", max_queues.to_string()),
+        ("feature-ctrl-ring", s("0")),
+        ("feature-multicast-control", s("0")),
     ]
 }
 
@@ -96,6 +97,8 @@ pub(crate) struct Xenbus<S: XenStore> {
     be_base: String,
     allow_flip: bool,
     policy: ModePolicy,
+    /// `multi-queue-max-queues` offered.
+    max_queues: u32,
     devices: HashMap<VifId, Device>,
 }
 
@@ -129,8 +132,15 @@ fn parse_fe_token(token: &str) -> Option<VifId> {
 }
 
 impl<S: XenStore> Xenbus<S> {
-    /// Watches the backend tree of domain `backend`; each device's mode follows `policy`.
-    pub fn new(xs: S, backend: DomId, allow_flip: bool, policy: ModePolicy) -> Result<Self, Error> {
+    /// Watches the backend tree of domain `backend`; each device's mode follows `policy`;
+    /// frontends may ask for up to `max_queues` queues.
+    pub fn new(
+        xs: S,
+        backend: DomId,
+        allow_flip: bool,
+        policy: ModePolicy,
+        max_queues: u32,
+    ) -> Result<Self, Error> {
         let be_base = format!("/local/domain/{backend}/backend/vif");
         xs.watch(&be_base, BE_TOKEN)?;
         Ok(Self {
@@ -138,6 +148,7 @@ impl<S: XenStore> Xenbus<S> {
             be_base,
             allow_flip,
             policy,
+            max_queues,
             devices: HashMap::new(),
         })
     }
@@ -459,8 +470,8 @@ impl<S: XenStore> Xenbus<S> {
         if !self.present(&dev.be_path) {
             return; // Removed meanwhile: writing would recreate it.
         }
-        for (k, v) in features(self.allow_flip) {
-            let _ = self.xs.write(&format!("{}/{k}", dev.be_path), v);
+        for (k, v) in features(self.allow_flip, self.max_queues) {
+            let _ = self.xs.write(&format!("{}/{k}", dev.be_path), &v);
         }
         let _ = self.xs.write(&format!("{}/{OWNER_NODE}", dev.be_path), "1");
         let _ = self.xs.rm(&format!("{}/error", dev.be_path));
@@ -594,12 +605,15 @@ impl<S: XenStore> Xenbus<S> {
         _be_path: &str,
         vifs: &mut impl VifControl,
     ) -> Result<(), FrontendError> {
-        let keys = read_frontend_keys(&self.xs, fe_path, self.allow_flip)?;
+        let keys = read_frontend_keys(&self.xs, fe_path, self.allow_flip, self.max_queues)?;
+        let (mode, queues) = (keys.mode, keys.queues.len());
+        let split = keys.queues.iter().any(|q| q.event_channel_rx.is_some());
         vifs.connect(id, keys)?;
         let cfg = self.devices.get(&id).map(|d| &d.cfg);
         log::info!(
-            "{id}: connected ({:?} mode, {})",
-            keys.mode,
+            "{id}: connected ({mode:?} mode, {queues} queue{}{}, {})",
+            if queues == 1 { "" } else { "s" },
+            if split { ", split event channels" } else { "" },
             match cfg {
                 Some(c) if c.mode == VifMode::Host => format!("netdev {}", c.netdev),
                 Some(c) => format!(
@@ -628,14 +642,19 @@ impl<S: XenStore> Xenbus<S> {
     }
 }
 
-/// Reads and validates the frontend's keys (`connect_data_rings`, `read_xenbus_vif_flags`).
+/// Reads and validates the frontend's keys (`connect_data_rings` for each queue,
+/// `read_xenbus_vif_flags`), as Linux 6.1 reads them: `multi-queue-num-queues` (default 1; more
+/// than `max_queues` is refused); with one queue the ring keys are in the frontend's directory,
+/// with several in `queue-N/`; each queue's `event-channel-tx` and `event-channel-rx` when both
+/// are there (split event channels), else its `event-channel`.
 pub fn read_frontend_keys(
     xs: &impl XenStore,
     fe_path: &str,
     allow_flip: bool,
+    max_queues: u32,
 ) -> Result<FrontendKeys, FrontendError> {
-    let read_u32 = |key: &'static str| -> Result<Option<u32>, FrontendError> {
-        match xs.read(&format!("{fe_path}/{key}")) {
+    let read_u32 = |dir: &str, key: &'static str| -> Result<Option<u32>, FrontendError> {
+        match xs.read(&format!("{dir}/{key}")) {
             Ok(v) => v
                 .trim()
                 .parse::<u32>()
@@ -644,20 +663,43 @@ pub fn read_frontend_keys(
             Err(_) => Ok(None),
         }
     };
-    let required = |key: &'static str| read_u32(key)?.ok_or(FrontendError::Missing { key });
     // Linux 6.1 reads it with a default of 1, a value that is not a number included.
-    if let Some(n) = read_u32("multi-queue-num-queues").ok().flatten()
-        && n > 1
-    {
-        return Err(FrontendError::TooManyQueues { asked: n, max: 1 });
+    let num_queues = read_u32(fe_path, "multi-queue-num-queues")
+        .ok()
+        .flatten()
+        .unwrap_or(1);
+    if num_queues == 0 || num_queues > max_queues {
+        return Err(FrontendError::TooManyQueues {
+            asked: num_queues,
+            max: max_queues,
+        });
     }
-    if read_u32("event-channel-tx")?.is_some() && read_u32("event-channel")?.is_none() {
-        return Err(FrontendError::SplitEventChannels);
+    let mut queues = Vec::with_capacity(num_queues as usize);
+    for n in 0..num_queues {
+        let dir = if num_queues == 1 {
+            fe_path.to_string()
+        } else {
+            format!("{fe_path}/queue-{n}")
+        };
+        let required =
+            |key: &'static str| read_u32(&dir, key)?.ok_or(FrontendError::Missing { key });
+        let tx = required("tx-ring-ref")?;
+        let rx = required("rx-ring-ref")?;
+        let (evtchn, evtchn_rx) = match (
+            read_u32(&dir, "event-channel-tx")?,
+            read_u32(&dir, "event-channel-rx")?,
+        ) {
+            (Some(t), Some(r)) => (t, Some(Port(r))),
+            _ => (required("event-channel")?, None),
+        };
+        queues.push(QueueKeys {
+            tx_ring_ref: GrantRef(tx),
+            rx_ring_ref: GrantRef(rx),
+            event_channel: Port(evtchn),
+            event_channel_rx: evtchn_rx,
+        });
     }
-    let tx = required("tx-ring-ref")?;
-    let rx = required("rx-ring-ref")?;
-    let evtchn = required("event-channel")?;
-    let mode = match read_u32("request-rx-copy")?.unwrap_or(0) {
+    let mode = match read_u32(fe_path, "request-rx-copy")?.unwrap_or(0) {
         0 if allow_flip => RxMode::Flip,
         0 => return Err(FrontendError::FlipNotOffered),
         _ => RxMode::Copy,
@@ -666,21 +708,17 @@ pub fn read_frontend_keys(
     // and this backend arms `req_event` itself when it waits for buffers.
     // A `feature-*` key is read as Linux 6.1's `xenbus_read_unsigned(.., 0)` reads it: missing
     // or not a number is 0 (off), and the vif still connects.
-    let flag = |key: &'static str| -> Result<bool, FrontendError> {
-        Ok(read_u32(key).ok().flatten().unwrap_or(0) != 0)
-    };
+    let flag = |key: &'static str| read_u32(fe_path, key).ok().flatten().unwrap_or(0) != 0;
     // What the frontend takes on its rx ring (Linux's read_xenbus_vif_flags).
     let offload = FrontendOffloads {
-        sg: flag("feature-sg")?,
-        csum: !flag("feature-no-csum-offload")?,
-        ipv6_csum: flag("feature-ipv6-csum-offload")?,
-        gso_tcpv4: flag("feature-gso-tcpv4")?,
-        gso_tcpv6: flag("feature-gso-tcpv6")?,
+        sg: flag("feature-sg"),
+        csum: !flag("feature-no-csum-offload"),
+        ipv6_csum: flag("feature-ipv6-csum-offload"),
+        gso_tcpv4: flag("feature-gso-tcpv4"),
+        gso_tcpv6: flag("feature-gso-tcpv6"),
     };
     Ok(FrontendKeys {
-        tx_ring_ref: GrantRef(tx),
-        rx_ring_ref: GrantRef(rx),
-        event_channel: Port(evtchn),
+        queues,
         mode,
         offload,
     })

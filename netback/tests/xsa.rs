@@ -779,7 +779,7 @@ fn bad_ring_refs_and_event_channels_are_refused_with_an_error_node() {
         };
         settle(&mut s.nb, "2");
         let gx = g.dom.xenstore();
-        let k = &g.keys;
+        let k = &g.keys.queues[0];
         for (name, v) in [
             ("tx-ring-ref", k.tx_ring_ref.0.to_string()),
             ("rx-ring-ref", k.rx_ring_ref.0.to_string()),

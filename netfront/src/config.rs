@@ -45,6 +45,15 @@ pub struct FrontConfig {
     /// busy. The delay starts at 1 ms on the second event in a row that found no work and
     /// doubles up to this.
     pub max_eoi_delay: Duration,
+    /// Queues to ask for (default 1): as many as this and the backend's
+    /// `multi-queue-max-queues` allow. Each queue has its own rings, event channel(s), `tx_pages`
+    /// and `rx_buffers`; frames are sent on the queue their flow hashes to, as Linux's
+    /// `xennet_select_queue` does.
+    pub max_queues: u32,
+    /// Split event channels (a port per direction per queue) when the backend offers
+    /// `feature-split-event-channels` (default false; Linux's netfront always splits when it
+    /// can).
+    pub split_event_channels: bool,
 }
 
 impl Default for FrontConfig {
@@ -59,6 +68,8 @@ impl Default for FrontConfig {
             csum_offload: true,
             gso: true,
             max_eoi_delay: Duration::from_millis(100),
+            max_queues: 1,
+            split_event_channels: false,
         }
     }
 }
@@ -95,6 +106,12 @@ impl FrontConfig {
                 "mtu {} is outside 68..={}",
                 self.mtu,
                 MAX_TX_FRAME - ETH_HLEN
+            )));
+        }
+        if !(1..=64).contains(&self.max_queues) {
+            return Err(Error::BadConfig(format!(
+                "max_queues {} is outside 1..=64",
+                self.max_queues
             )));
         }
         if self.rx_buffers == 0 {

@@ -114,6 +114,10 @@ pub struct BackendFeatures {
     /// checksum (Linux netfront's `NETIF_F_IPV6_CSUM`); without it netfront completes IPv6
     /// checksums itself before sending.
     pub ipv6_csum_offload: bool,
+    /// `multi-queue-max-queues` (1 when absent or not a number).
+    pub max_queues: u32,
+    /// `feature-split-event-channels`.
+    pub split_event_channels: bool,
 }
 
 fn read_flag(xs: &impl XenStore, dir: &str, key: &str) -> Result<bool> {
@@ -158,6 +162,13 @@ impl BackendFeatures {
             gso_tcpv4: read_flag(xs, backend_dir, "feature-gso-tcpv4")?,
             gso_tcpv6: read_flag(xs, backend_dir, "feature-gso-tcpv6")?,
             ipv6_csum_offload: read_flag(xs, backend_dir, "feature-ipv6-csum-offload")?,
+            max_queues: xs
+                .read(&format!("{backend_dir}/multi-queue-max-queues"))
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .filter(|&n| n >= 1)
+                .unwrap_or(1),
+            split_event_channels: read_flag(xs, backend_dir, "feature-split-event-channels")?,
         })
     }
 
@@ -242,6 +253,8 @@ mod tests {
             gso_tcpv4: true,
             gso_tcpv6: true,
             ipv6_csum_offload: true,
+            max_queues: 1,
+            split_event_channels: true,
         };
         let copy = FrontConfig::default();
         let flip = FrontConfig {

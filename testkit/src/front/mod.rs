@@ -167,13 +167,7 @@ impl RawFront {
             backend,
             tx,
             rx,
-            keys: FrontendKeys {
-                tx_ring_ref,
-                rx_ring_ref,
-                event_channel: port,
-                mode: guest.mode,
-                offload: guest.offload,
-            },
+            keys: FrontendKeys::single(tx_ring_ref, rx_ring_ref, port, guest.mode, guest.offload),
             mac: guest.mac,
             tx_responses: Vec::new(),
             foreign: guest.foreign,
@@ -196,7 +190,7 @@ impl RawFront {
     /// Connects it to `nb` directly (no xenbus).
     #[track_caller]
     pub fn connect(&self, nb: &mut Nb) {
-        nb.connect_vif(self.id(), self.keys)
+        nb.connect_vif(self.id(), self.keys.clone())
             .expect("the backend connects the vif");
     }
 

@@ -23,12 +23,13 @@ impl RawFront {
         let xs = self.dom.xenstore();
         let fe = &paths.frontend;
         let k = &self.keys;
+        let q = &k.queues[0];
         let o = k.offload;
         let b = |v: bool| if v { "1" } else { "0" };
         let keys = [
-            ("tx-ring-ref", k.tx_ring_ref.0.to_string()),
-            ("rx-ring-ref", k.rx_ring_ref.0.to_string()),
-            ("event-channel", k.event_channel.0.to_string()),
+            ("tx-ring-ref", q.tx_ring_ref.0.to_string()),
+            ("rx-ring-ref", q.rx_ring_ref.0.to_string()),
+            ("event-channel", q.event_channel.0.to_string()),
             ("request-rx-copy", b(k.mode == RxMode::Copy).to_string()),
             ("feature-rx-notify", "1".into()),
             ("feature-sg", b(o.sg).into()),
