@@ -21,6 +21,7 @@ use rustix::event::{PollFd, PollFlags, Timespec, poll};
 
 use crate::batch::CopyBatch;
 use crate::config::Config;
+use crate::control::ControlThread;
 use crate::device::{DEFAULT_SWITCH, DeviceConfig, VifMode};
 use crate::error::{Error, FrontendError};
 use crate::netdev::Netdevs;
@@ -32,6 +33,8 @@ use crate::uplink::{Uplink, UplinkIo, UplinkStats, Wakeup};
 use crate::vif::{FrontendKeys, Vif, VifId, VifStats};
 use crate::xenbus::{VifControl, Xenbus};
 
+/// Control-plane commands carried out per pass (with the control plane on its own thread).
+const COMMANDS_PER_PASS: usize = 64;
 /// Departed vifs whose final counters are kept.
 const DEPARTED_KEPT: usize = 64;
 
@@ -107,9 +110,28 @@ struct Datapath<D: BackendDomain> {
     start: Instant,
 }
 
+/// Where the control plane runs.
+enum Control<D: BackendDomain> {
+    /// Inside [`Netback::poll`], on the data path's thread (a bounded number of watch events
+    /// per pass): deterministic, for tests and tools that drive the backend by hand.
+    Inline(Xenbus<D::Store>),
+    /// On a thread of its own (`Config::control_thread`): the data path only executes the
+    /// commands it sends.
+    Thread(ControlThread),
+}
+
+impl<D: BackendDomain> std::fmt::Debug for Control<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Control::Inline(x) => x.fmt(f),
+            Control::Thread(t) => t.fmt(f),
+        }
+    }
+}
+
 /// The backend. Lives on one backend vCPU thread (it is not `Send`: frames are `Rc`s).
 pub struct Netback<D: BackendDomain> {
-    xenbus: Xenbus<D::Store>,
+    control: Control<D>,
     dp: Datapath<D>,
     wake: Option<OwnedFd>,
 }
@@ -120,7 +142,7 @@ impl<D: BackendDomain> std::fmt::Debug for Netback<D> {
             .field("dom0", &self.dp.dom0.domid())
             .field("vifs", &self.dp.vifs)
             .field("pool", &self.dp.pool)
-            .field("xenbus", &self.xenbus)
+            .field("control", &self.control)
             .finish()
     }
 }
@@ -137,18 +159,26 @@ impl<D: BackendDomain> Netback<D> {
                 why: "must hold at least one maximum-size frame (17 pages)",
             });
         }
-        let xenbus = Xenbus::new(
-            dom0.xenstore()?,
+        let (domid, flip, policy, queues) = (
             dom0.domid(),
             dom0.can_transfer(),
             cfg.vif_mode,
             cfg.max_queues,
-        )?;
+        );
+        let control = if cfg.control_thread {
+            Control::Thread(ControlThread::spawn(
+                dom0.clone(),
+                cfg.xenstore_timeout,
+                move |xs| Xenbus::new(xs, domid, flip, policy, queues),
+            )?)
+        } else {
+            Control::Inline(Xenbus::new(dom0.xenstore()?, domid, flip, policy, queues)?)
+        };
         let evtchn = dom0.open_evtchn()?;
         let mut switches = Switches::new();
         let default_switch = switches.named_or_new(DEFAULT_SWITCH)?;
         Ok(Netback {
-            xenbus,
+            control,
             dp: Datapath {
                 batch: CopyBatch::new(cfg.copy_batch_ops),
                 switches,
@@ -183,7 +213,10 @@ impl<D: BackendDomain> Netback<D> {
                       (use copy mode)",
             });
         }
-        self.xenbus.set_allow_flip(allow);
+        match &mut self.control {
+            Control::Inline(x) => x.set_allow_flip(allow),
+            Control::Thread(t) => t.allow_flip(allow),
+        }
         Ok(())
     }
 
@@ -266,7 +299,10 @@ impl<D: BackendDomain> Netback<D> {
     /// Closes every device (Closing, then Closed), releasing every mapping and event channel:
     /// what a backend does when it stops.
     pub fn close_all(&mut self) {
-        self.xenbus.close_all(&mut self.dp);
+        match &mut self.control {
+            Control::Inline(x) => x.close_all(&mut self.dp),
+            Control::Thread(t) => t.close_all(&mut self.dp),
+        }
         let ids: Vec<VifId> = self.dp.vifs.iter().map(|v| v.id).collect();
         for id in ids {
             self.dp.remove(id);
@@ -312,7 +348,10 @@ impl<D: BackendDomain> Netback<D> {
                     (u.dev.name().to_string(), u.port, st)
                 })
                 .collect(),
-            devices: self.xenbus.devices(),
+            devices: match &self.control {
+                Control::Inline(x) => x.devices(),
+                Control::Thread(t) => t.devices(),
+            },
         }
     }
 
@@ -326,7 +365,21 @@ impl<D: BackendDomain> Netback<D> {
     /// and their expiry, MAC ageing, delayed ends of interrupt, rate credit) reads this one
     /// `now`. Tests drive time by hand with it instead of sleeping; it must not go backwards.
     pub fn poll_at(&mut self, now: Instant) -> Result<bool, Error> {
-        let more = self.xenbus.poll(&mut self.dp)?;
+        let more = match &mut self.control {
+            Control::Inline(x) => x.poll(&mut self.dp)?,
+            Control::Thread(t) => {
+                // The control plane's commands, a bounded number per pass: looking never
+                // blocks, and the control plane waits for the answers.
+                t.drain_wake();
+                let mut n = 0;
+                while n < COMMANDS_PER_PASS {
+                    let Ok(cmd) = t.cmds.try_recv() else { break };
+                    cmd.execute(&mut self.dp);
+                    n += 1;
+                }
+                n == COMMANDS_PER_PASS
+            }
+        };
         let work = self.dp.pass(now)?;
         self.dp.end_of_interrupt(now);
         Ok(work || more)
@@ -347,7 +400,10 @@ impl<D: BackendDomain> Netback<D> {
         let dp = &mut self.dp;
         let mut fds: Vec<BorrowedFd<'_>> = Vec::with_capacity(4 + dp.uplinks.len());
         let evtchn_fd = dp.evtchn.as_fd();
-        let xs_fd = self.xenbus.store().as_fd();
+        let xs_fd = match &self.control {
+            Control::Inline(x) => x.store().as_fd(),
+            Control::Thread(t) => Some(t.wake_fd()),
+        };
         match (evtchn_fd, xs_fd) {
             (Some(e), Some(x)) => {
                 fds.push(e);

@@ -23,6 +23,7 @@
 mod backend;
 mod batch;
 mod config;
+mod control;
 pub mod device;
 mod error;
 pub mod netdev;

@@ -55,6 +55,11 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = VifModeArg::Auto, value_name = "MODE")]
     pub vif_mode: VifModeArg,
 
+    /// Queues a guest may ask for (multi-queue-max-queues; Linux's netfront asks for one per
+    /// vCPU up to this). Default: min(8, this domain's online CPUs), as Linux's xen-netback.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub max_queues: Option<u32>,
+
     /// At SIGINT/SIGTERM, close every device (Closing, then Closed: the guests see their
     /// backend go) and remove the vif netdevs. Without it the vifs stay Connected and the
     /// netdevs stay, for the next netbackd to take over.

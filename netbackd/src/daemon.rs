@@ -93,6 +93,9 @@ pub fn config(args: &Args) -> Config {
         flip_batch_pages: args.batch,
         poll_interval: POLL_INTERVAL,
         vif_mode: args.vif_mode.into(),
+        // xenstore on its own thread: a slow or restarting xenstored never stalls packets.
+        control_thread: true,
+        max_queues: args.max_queues.unwrap_or(Config::default().max_queues),
         ..Config::default()
     }
 }
