@@ -30,7 +30,7 @@ use crate::pool::{BufPool, MAX_FRAME_PAGES, NetFrame};
 use crate::rate::Rate;
 use crate::switch::{SwitchId, SwitchSnapshot, Switches};
 use crate::uplink::{Uplink, UplinkIo, UplinkStats, Wakeup};
-use crate::vif::{FrontendKeys, Vif, VifId, VifStats};
+use crate::vif::{FrontendKeys, Queue, Vif, VifId, VifStats};
 use crate::xenbus::{VifControl, Xenbus};
 
 /// Control-plane commands carried out per pass (with the control plane on its own thread).
@@ -101,6 +101,8 @@ struct Datapath<D: BackendDomain> {
     departed_total: u64,
     uplinks: Vec<UplinkSlot<D>>,
     frames: Vec<NetFrame<D>>,
+    /// The pass's failed grant copies, routed back to their queues (reused).
+    failed: Vec<(crate::batch::Owner, hypervisor::GrantStatus)>,
     /// Ports delivered by the last wait, unmasked after the next pass.
     delivered: Vec<Port>,
     /// pcap files to capture vifs into, started whenever the vif connects.
@@ -191,6 +193,7 @@ impl<D: BackendDomain> Netback<D> {
                 departed_total: 0,
                 uplinks: Vec::new(),
                 frames: Vec::new(),
+                failed: Vec::new(),
                 delivered: Vec::new(),
                 captures: HashMap::new(),
                 seg: SegScratch::new(),
@@ -504,19 +507,28 @@ impl<D: BackendDomain> Datapath<D> {
     fn pass(&mut self, now: Instant) -> Result<bool, Error> {
         let since = now.duration_since(self.start);
         let mut work = false;
-        // Guest → switch.
+        // Guest → switch: every queue's copies in one batch (one hypercall carries the ops of
+        // many guests), then each queue answers its slots.
+        self.batch.begin_pass(self.slots());
+        let queues = self.vifs.iter_mut().flat_map(|v| v.queues.iter_mut());
+        for (slot, q) in (0u32..).zip(queues) {
+            work |= q.tx_build(
+                slot,
+                &self.dom0,
+                &self.pool,
+                &self.cfg,
+                &mut self.batch,
+                now,
+            );
+        }
+        self.batch.flush(&self.dom0);
+        self.route_failures(Queue::tx_failed);
+        let mut slot = 0;
         for vif in &mut self.vifs {
             self.frames.clear();
             for q in &mut vif.queues {
-                work |= q.tx_action(
-                    &self.dom0,
-                    &self.evtchn,
-                    &self.pool,
-                    &self.cfg,
-                    &mut self.batch,
-                    &mut self.frames,
-                    now,
-                );
+                q.tx_finish(&self.evtchn, &mut self.frames, self.batch.calls(slot));
+                slot += 1;
             }
             vif.propagate_fatal();
             if !self.frames.is_empty() {
@@ -589,14 +601,48 @@ impl<D: BackendDomain> Datapath<D> {
                 sw.out.clear();
             }
         }
-        // Queues → guests.
+        // Queues → guests: every queue's copies in one batch, then each pushes its responses.
+        self.batch.begin_pass(self.slots());
+        let queues = self.vifs.iter_mut().flat_map(|v| v.queues.iter_mut());
+        for (slot, q) in (0u32..).zip(queues) {
+            q.rx_build(slot, &self.dom0, &self.cfg, &mut self.batch, now);
+        }
+        self.batch.flush(&self.dom0);
+        self.route_failures(Queue::rx_failed);
+        let mut slot = 0;
         for vif in &mut self.vifs {
             for q in &mut vif.queues {
-                work |= q.rx_action(&self.dom0, &self.evtchn, &self.cfg, &mut self.batch, now);
+                work |= q.rx_finish(&self.dom0, &self.evtchn, self.batch.calls(slot));
+                slot += 1;
             }
             vif.propagate_fatal();
         }
         Ok(work)
+    }
+
+    /// Queues served in a pass (each queue's slot is its position in vif, then queue order).
+    fn slots(&self) -> usize {
+        self.vifs.iter().map(|v| v.queues.len()).sum()
+    }
+
+    /// Hands the pass's failed grant copies to their queues (`fail(queue, item)`), in slot
+    /// order: the batch reports them in submission order, which is slot order.
+    fn route_failures(&mut self, fail: fn(&mut Queue<D>, u32)) {
+        self.batch.take_failed(&mut self.failed);
+        if self.failed.is_empty() {
+            return;
+        }
+        let mut it = self.failed.iter().peekable();
+        for (slot, q) in self
+            .vifs
+            .iter_mut()
+            .flat_map(|v| v.queues.iter_mut())
+            .enumerate()
+        {
+            while let Some((owner, _)) = it.next_if(|(o, _)| o.slot as usize == slot) {
+                fail(q, owner.item);
+            }
+        }
     }
 
     /// Before blocking: the final checks on every tx ring and uplink. True if work arrived.

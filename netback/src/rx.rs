@@ -18,7 +18,7 @@ use hypervisor::{BackendDomain, CopyOp, CopyPtr, GrantRef, GrantStatus, PAGE_SIZ
 use netif_ring::netif::{NETIF_RSP_ERROR, NETRXF_MORE_DATA, RxMode, RxRequest, RxResponse};
 use netif_ring::{BackRing, PageRing, RxRing};
 
-use crate::batch::CopyBatch;
+use crate::batch::{CopyBatch, Owner};
 use crate::config::Config;
 use crate::pool::NetFrame;
 use crate::vif::{Fatal, Queue, VifStats};
@@ -34,6 +34,8 @@ pub(crate) struct RxScratch<D: BackendDomain> {
     transfer_rsp: Vec<u32>,
     /// Responses put this pass, by position: a failed op's owner is its position here.
     puts: Vec<(u32, RxResponse)>,
+    /// Frames delivered this pass (between build and finish).
+    delivered: usize,
 }
 
 impl<D: BackendDomain> Default for RxScratch<D> {
@@ -43,6 +45,7 @@ impl<D: BackendDomain> Default for RxScratch<D> {
             transfers: Vec::new(),
             transfer_rsp: Vec::new(),
             puts: Vec::new(),
+            delivered: 0,
         }
     }
 }
@@ -53,31 +56,29 @@ pub(crate) fn slots_for<D: BackendDomain>(f: &NetFrame<D>) -> u32 {
 }
 
 impl<D: BackendDomain> Queue<D> {
-    /// Delivers queued frames into the guest. Returns whether any frame was delivered.
-    pub(crate) fn rx_action(
+    /// The first half of an rx pass: drops expired frames, then delivers queued frames into
+    /// the guest's posted buffers: responses put, grant copies queued in the pass's `batch` (as
+    /// queue `slot` of the pass), page transfers made (flip mode). The pass flushes the batch,
+    /// reports this queue's failed copies ([`Queue::rx_failed`]), then [`Queue::rx_finish`]
+    /// pushes the responses. Returns how many frames were delivered.
+    pub(crate) fn rx_build(
         &mut self,
+        slot: u32,
         dom0: &D,
-        evtchn: &D::Evtchn,
         cfg: &Config,
         batch: &mut CopyBatch,
         now: Instant,
-    ) -> bool {
+    ) -> usize {
         if self.is_disabled() || self.rx_queue.is_empty() {
-            return false;
+            return 0;
         }
         let _s = xenoprof::scope(xenoprof::Class::NETBACK);
         self.stats.rx_expired += self.rx_queue.drop_expired(now, cfg.rx_drain_timeout) as u64;
-        // Every pass flushes the shared batch before returning, so no other vif's ops wait in it.
-        debug_assert!(
-            batch.is_empty(),
-            "a previous pass left grant copies unflushed"
-        );
-        let (hc, ops) = (batch.hypercalls, batch.ops_done);
         let mut sc = std::mem::take(&mut self.rx_scratch);
         sc.puts.clear();
+        sc.delivered = 0;
         let mut fatal = None;
-        let mut delivered = 0usize;
-        while delivered < cfg.rx_batch_packets {
+        while sc.delivered < cfg.rx_batch_packets {
             let Some(needed) = self.rx_queue.front().map(slots_for) else {
                 break;
             };
@@ -94,16 +95,36 @@ impl<D: BackendDomain> Queue<D> {
             let Some(frame) = self.rx_queue.pop() else {
                 break;
             };
-            if let Err(f) = self.rx_skb(dom0, cfg, batch, &mut sc, frame) {
+            if let Err(f) = self.rx_skb(slot, dom0, cfg, batch, &mut sc, frame) {
                 fatal = Some(f);
                 break;
             }
-            delivered += 1;
+            sc.delivered += 1;
         }
-        self.rx_flush(dom0, batch, &mut sc);
-        self.stats.hypercalls += batch.hypercalls - hc;
-        self.stats.grant_ops += batch.ops_done - ops;
+        let delivered = sc.delivered;
         self.rx_scratch = sc;
+        self.rx_fatal = fatal;
+        delivered
+    }
+
+    /// Response `item` of this queue's part of the pass: its grant copy failed.
+    pub(crate) fn rx_failed(&mut self, item: u32) {
+        patch_error(&mut self.rx, &self.rx_scratch.puts, item, &mut self.stats);
+    }
+
+    /// The second half of an rx pass, after the batch was flushed: the page transfers still
+    /// waiting (flip mode) are made, the delivered frames' pages go back, the responses are
+    /// pushed and the frontend notified once (or the vif disabled after a fatal error). `calls`
+    /// is the hypercalls this queue's copies went in. Returns whether any frame was delivered.
+    pub(crate) fn rx_finish(&mut self, dom0: &D, evtchn: &D::Evtchn, calls: u32) -> bool {
+        let _s = xenoprof::scope(xenoprof::Class::NETBACK);
+        self.stats.hypercalls += u64::from(calls);
+        let mut sc = std::mem::take(&mut self.rx_scratch);
+        self.rx_flush_transfers(dom0, &mut sc);
+        sc.inflight.clear();
+        let delivered = std::mem::take(&mut sc.delivered);
+        self.rx_scratch = sc;
+        let fatal = self.rx_fatal.take();
         self.rx_complete(evtchn, delivered, fatal)
     }
 
@@ -127,6 +148,7 @@ impl<D: BackendDomain> Queue<D> {
     /// index), as Linux netback lays it out. The caller checked that enough requests are posted.
     fn rx_skb(
         &mut self,
+        slot: u32,
         dom0: &D,
         cfg: &Config,
         batch: &mut CopyBatch,
@@ -188,7 +210,7 @@ impl<D: BackendDomain> Queue<D> {
                 debug_assert!(false, "a consumed rx request had no response slot");
                 break;
             };
-            let owner = sc.puts.len() as u32;
+            let item = sc.puts.len() as u32;
             sc.puts.push((idx, rsp));
             let gref = GrantRef(req.gref);
             match self.mode {
@@ -198,13 +220,13 @@ impl<D: BackendDomain> Queue<D> {
                         CopyPtr::gref(self.id.domid, gref, 0),
                         chunk as u16,
                     );
-                    let (rx, stats, puts) = (&mut self.rx, &mut self.stats, &sc.puts);
-                    batch.push(dom0, op, owner, &mut |o, _| patch_error(rx, puts, o, stats));
+                    self.stats.grant_ops += 1;
+                    batch.push(dom0, op, Owner { slot, item });
                 }
                 RxMode::Flip => {
                     sc.transfers
                         .push(TransferOp::new(page.pfn, self.id.domid, gref));
-                    sc.transfer_rsp.push(owner);
+                    sc.transfer_rsp.push(item);
                     if sc.transfers.len() >= cfg.flip_batch_pages {
                         self.rx_flush_transfers(dom0, sc);
                     }
@@ -226,15 +248,6 @@ impl<D: BackendDomain> Queue<D> {
         self.stats.rx_bytes += len as u64;
         sc.inflight.push(frame);
         Ok(())
-    }
-
-    /// Flushes the pass's copies and transfers, patching failures into their responses; the
-    /// backend pages of the delivered frames can be reused afterwards.
-    fn rx_flush(&mut self, dom0: &D, batch: &mut CopyBatch, sc: &mut RxScratch<D>) {
-        let (rx, stats, puts) = (&mut self.rx, &mut self.stats, &sc.puts);
-        batch.flush(dom0, &mut |o, _| patch_error(rx, puts, o, stats));
-        self.rx_flush_transfers(dom0, sc);
-        sc.inflight.clear();
     }
 
     /// One page-transfer call for the collected pages; a failed transfer's response becomes an

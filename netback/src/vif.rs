@@ -360,6 +360,9 @@ pub(crate) struct Queue<D: BackendDomain> {
     pub(crate) rate: Option<crate::rate::Rate>,
     /// Its credit, started at the first pass after the rate was set (with that pass's clock).
     pub(crate) credit: Option<crate::rate::Credit>,
+    /// A fatal error found while building this pass's copies, acted on when it finishes.
+    pub(crate) tx_fatal: Option<Fatal>,
+    pub(crate) rx_fatal: Option<Fatal>,
 }
 
 impl<D: BackendDomain> Queue<D> {
@@ -577,6 +580,8 @@ impl<D: BackendDomain> Vif<D> {
             rx_scratch: Default::default(),
             rate: None,
             credit: None,
+            tx_fatal: None,
+            rx_fatal: None,
         };
         if let Err(e) = q.check_rings() {
             let _ = evtchn.unbind(q.tx_port);
