@@ -359,6 +359,13 @@ impl Fdb {
         // write alone keeps two learners from both taking the last place. The cap is read
         // Relaxed too: a cap being changed applies from the next learn that sees it.
         let limit = p.limit.load(Relaxed);
+        if seeded(SeededBug::CapCheckThenAdd) {
+            if p.count.load(Relaxed) >= limit {
+                return false;
+            }
+            p.count.fetch_add(1, Relaxed);
+            return true;
+        }
         p.count
             .fetch_update(Relaxed, Relaxed, |c| (c < limit).then_some(c + 1))
             .is_ok()

@@ -12,6 +12,12 @@ use crate::fdb::FdbStats;
 pub struct PortId(pub(crate) u16);
 
 impl PortId {
+    /// The port numbered `n`, for tools and models that drive a MAC table ([`crate::fdb::Fdb`])
+    /// directly; a bridge hands out its own ids.
+    pub const fn new(n: u16) -> Self {
+        PortId(n)
+    }
+
     /// The port number as an index (0-based).
     pub const fn index(self) -> usize {
         self.0 as usize

@@ -28,6 +28,9 @@ pub enum SeededBug {
     /// A learner of a new MAC does not look for a twin another learner put in the same bucket
     /// at the same moment: the MAC can stay in the table twice.
     NoTwinRecheck,
+    /// A learner checks its port's cap and adds to its count in two steps instead of one
+    /// read-modify-write: two learners can both take the last place.
+    CapCheckThenAdd,
     /// The learner's full barrier (entry store, then port/twin re-read) removed: the store can
     /// be ordered after the re-read, so the learner and the control path can miss each other.
     NoLearnBarrier,
