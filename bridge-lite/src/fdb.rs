@@ -60,6 +60,8 @@ use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crossbeam_utils::CachePadded;
+
 use crate::frame::{MAC_MASK, MacAddr};
 use crate::port::PortId;
 use crate::sync::{
@@ -203,7 +205,7 @@ impl Totals {
 /// is made or dropped and when the counters are summed: never by learning or lookups.
 #[derive(Debug, Default)]
 struct Registry {
-    live: Vec<Arc<Counters>>,
+    live: Vec<Arc<CachePadded<Counters>>>,
     retired: Totals,
 }
 
@@ -215,14 +217,9 @@ struct PortSlot {
     life: AtomicU32,
 }
 
-/// The shared part: buckets, per-port atomics, hash parameters.
+/// The shared part besides the buckets: per-port atomics and the handles' counters.
 struct Table {
-    buckets: Box<[Bucket]>,
     ports: Box<[PortSlot]>,
-    shift: u32,
-    mul: u64,
-    ageing_ns: u64,
-    granule_ns: u64,
     capacity: usize,
     registry: Mutex<Registry>,
 }
@@ -232,15 +229,24 @@ struct Table {
 /// See the module docs for layout, policies and the rules between threads.
 pub struct Fdb {
     t: Arc<Table>,
-    ctr: Arc<Counters>,
+    /// The buckets (shared) and the hash and ageing parameters (fixed at construction),
+    /// held by every handle itself: a lookup follows one pointer, not two.
+    buckets: Arc<[Bucket]>,
+    shift: u32,
+    mul: u64,
+    ageing_ns: u64,
+    granule_ns: u64,
+    /// Padded: handles of different threads are made one after the other and would otherwise
+    /// share a line (false sharing on every sweep).
+    ctr: Arc<CachePadded<Counters>>,
     sweep_cursor: usize,
 }
 
 impl std::fmt::Debug for Fdb {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Fdb")
-            .field("buckets", &self.t.buckets.len())
-            .field("ageing_ns", &self.t.ageing_ns)
+            .field("buckets", &self.buckets.len())
+            .field("ageing_ns", &self.ageing_ns)
             .field("stats", &self.stats())
             .finish()
     }
@@ -289,9 +295,8 @@ impl Fdb {
         let mul = (seed ^ 0x9e37_79b9_7f4a_7c15).wrapping_mul(0xbf58_476d_1ce4_e5b9) | 1;
         let ageing_ns = u64::try_from(ageing.as_nanos()).unwrap_or(u64::MAX);
         let ports = max_ports.clamp(1, MAX_PORT_ID as usize + 1);
-        let ctr = Arc::new(Counters::default());
+        let ctr = Arc::new(CachePadded::new(Counters::default()));
         let t = Table {
-            buckets: (0..nbuckets).map(|_| Bucket::new()).collect(),
             ports: (0..ports)
                 .map(|_| PortSlot {
                     count: AtomicU32::new(0),
@@ -299,10 +304,6 @@ impl Fdb {
                     life: AtomicU32::new(1),
                 })
                 .collect(),
-            shift: 64 - nbuckets.trailing_zeros(),
-            mul,
-            ageing_ns,
-            granule_ns: (ageing_ns >> 10).max(1),
             capacity: nbuckets * WAYS,
             registry: Mutex::new(Registry {
                 live: vec![ctr.clone()],
@@ -311,6 +312,11 @@ impl Fdb {
         };
         Self {
             t: Arc::new(t),
+            buckets: (0..nbuckets).map(|_| Bucket::new()).collect(),
+            shift: 64 - nbuckets.trailing_zeros(),
+            mul,
+            ageing_ns,
+            granule_ns: (ageing_ns >> 10).max(1),
             ctr,
             sweep_cursor: 0,
         }
@@ -319,7 +325,7 @@ impl Fdb {
     /// Another handle on the same table, with its own (zero) counters and sweep cursor: one
     /// per thread that learns, sweeps or changes the table.
     pub fn handle(&self) -> Fdb {
-        let ctr = Arc::new(Counters::default());
+        let ctr = Arc::new(CachePadded::new(Counters::default()));
         self.t
             .registry
             .lock()
@@ -328,6 +334,11 @@ impl Fdb {
             .push(ctr.clone());
         Fdb {
             t: self.t.clone(),
+            buckets: self.buckets.clone(),
+            shift: self.shift,
+            mul: self.mul,
+            ageing_ns: self.ageing_ns,
+            granule_ns: self.granule_ns,
             ctr,
             sweep_cursor: 0,
         }
@@ -335,13 +346,13 @@ impl Fdb {
 
     #[inline(always)]
     fn bucket_of(&self, mac: u64) -> usize {
-        (mac.wrapping_mul(self.t.mul) >> self.t.shift) as usize
+        (mac.wrapping_mul(self.mul) >> self.shift) as usize
     }
 
     #[inline(always)]
     fn expired(&self, seen: u64, now: u64) -> bool {
         // A clock that went backwards (now < seen) counts as fresh rather than ancient.
-        now.saturating_sub(seen) > self.t.ageing_ns
+        now.saturating_sub(seen) > self.ageing_ns
     }
 
     #[inline(always)]
@@ -460,7 +471,7 @@ impl Fdb {
     /// only.
     #[inline(always)]
     pub fn lookup(&self, mac: u64, now: u64) -> Option<PortId> {
-        let b = &self.t.buckets[self.bucket_of(mac)];
+        let b = &self.buckets[self.bucket_of(mac)];
         for i in 0..WAYS {
             // Relaxed: the key word is the whole entry and publishes nothing else (the time
             // beside it is advisory: see "Benign races" in the module docs).
@@ -488,7 +499,7 @@ impl Fdb {
     pub fn learn_for(&mut self, mac: u64, port: PortId, generation: u32, now: u64) -> Learned {
         loop {
             let bi = self.bucket_of(mac);
-            let b = &self.t.buckets[bi];
+            let b = &self.buckets[bi];
             let mut hit = None;
             for i in 0..WAYS {
                 // Relaxed: as in `lookup`.
@@ -517,7 +528,7 @@ impl Fdb {
             let from = key_port(w);
             if from == port.0 {
                 // At most one store per granule: other cores reading this bucket keep it.
-                if now.saturating_sub(seen) >= self.t.granule_ns {
+                if now.saturating_sub(seen) >= self.granule_ns {
                     b.seen[i].store(now, Relaxed);
                 }
                 if was_expired {
@@ -552,7 +563,7 @@ impl Fdb {
             self.ctr.refused.add(1);
             return Some(Learned::LimitReached);
         }
-        let b = &self.t.buckets[bi];
+        let b = &self.buckets[bi];
         let new = make_key(old & MAC_MASK, port.0);
         // Relaxed: the key word is self-contained; the re-check below is ordered by the learn
         // barrier.
@@ -596,7 +607,7 @@ impl Fdb {
             self.ctr.refused.add(1);
             return Some(Learned::LimitReached);
         }
-        let b = &self.t.buckets[bi];
+        let b = &self.buckets[bi];
         let Some((i, old, old_seen)) = self.victim(bi) else {
             self.release(port.0);
             self.ctr.refused.add(1);
@@ -640,7 +651,7 @@ impl Fdb {
     /// The slot a new entry goes into: a free one, else the least recently seen dynamic one.
     /// Returns (slot, its key word, its time).
     fn victim(&self, bi: usize) -> Option<(usize, u64, u64)> {
-        let b = &self.t.buckets[bi];
+        let b = &self.buckets[bi];
         let mut victim = None;
         let mut oldest = u64::MAX;
         for i in 0..WAYS {
@@ -662,7 +673,7 @@ impl Fdb {
     /// same MAC. A static entry beats a learned one, otherwise the lower slot wins; the loser
     /// is withdrawn by whichever of the two gets there first.
     fn settle_twins(&self, bi: usize, i: usize, mine: u64) {
-        let b = &self.t.buckets[bi];
+        let b = &self.buckets[bi];
         let mac = mine & MAC_MASK;
         for j in 0..WAYS {
             if j == i {
@@ -686,7 +697,7 @@ impl Fdb {
 
     /// Takes `w` out of slot `i` if it is still there, counting it under `why`.
     fn withdraw(&self, bi: usize, i: usize, w: u64, why: Withdraw) {
-        let b = &self.t.buckets[bi];
+        let b = &self.buckets[bi];
         // Relaxed: whoever wins this compare-and-swap counts the removal; nothing else is
         // published by an empty slot.
         if b.keys[i].compare_exchange(w, 0, Relaxed, Relaxed).is_ok() {
@@ -709,7 +720,7 @@ impl Fdb {
         let bi = self.bucket_of(key);
         let new = make_key(key, port.0) | STATIC_BIT;
         loop {
-            let b = &self.t.buckets[bi];
+            let b = &self.buckets[bi];
             let Some((i, old, _)) = self.victim(bi) else {
                 return false;
             };
@@ -740,7 +751,7 @@ impl Fdb {
         let mut found = false;
         for i in 0..WAYS {
             // Relaxed: the compare-and-swap decides.
-            let w = self.t.buckets[bi].keys[i].load(Relaxed);
+            let w = self.buckets[bi].keys[i].load(Relaxed);
             if w != 0 && w & MAC_MASK == key && self.clear(bi, i, w) {
                 self.ctr.flushed.add(1);
                 found = true;
@@ -752,7 +763,7 @@ impl Fdb {
     /// Empties slot `i` if it still holds `w`; the caller counts the removal.
     fn clear(&self, bi: usize, i: usize, w: u64) -> bool {
         // Relaxed: as in `withdraw`.
-        let ok = self.t.buckets[bi].keys[i]
+        let ok = self.buckets[bi].keys[i]
             .compare_exchange(w, 0, Relaxed, Relaxed)
             .is_ok();
         if ok && w & STATIC_BIT == 0 {
@@ -766,10 +777,10 @@ impl Fdb {
     /// which also stops learners still running for it.
     pub fn flush_port(&mut self, port: PortId, include_static: bool) -> usize {
         let mut n = 0;
-        for bi in 0..self.t.buckets.len() {
+        for bi in 0..self.buckets.len() {
             for i in 0..WAYS {
                 // Relaxed: after `close_port`'s barrier; the compare-and-swap decides.
-                let w = self.t.buckets[bi].keys[i].load(Relaxed);
+                let w = self.buckets[bi].keys[i].load(Relaxed);
                 if w != 0
                     && key_port(w) == port.0
                     && (include_static || w & STATIC_BIT == 0)
@@ -779,7 +790,9 @@ impl Fdb {
                 }
             }
         }
-        self.ctr.flushed.add(n as u64);
+        if n != 0 {
+            self.ctr.flushed.add(n as u64);
+        }
         n
     }
 
@@ -788,13 +801,13 @@ impl Fdb {
     /// budget of one bucket per `frames_per_sweep` frames forwarded.
     /// Returns how many entries were freed.
     pub fn sweep(&mut self, now: u64, buckets: usize) -> usize {
-        let n = self.t.buckets.len();
+        let n = self.buckets.len();
         let mut freed = 0;
         for _ in 0..buckets.min(n) {
             let bi = self.sweep_cursor;
             self.sweep_cursor = (bi + 1) & (n - 1);
             for i in 0..WAYS {
-                let b = &self.t.buckets[bi];
+                let b = &self.buckets[bi];
                 // Relaxed: the compare-and-swap decides; a refresh racing with it is benign
                 // (module docs).
                 let w = b.keys[i].load(Relaxed);
@@ -807,14 +820,16 @@ impl Fdb {
                 }
             }
         }
-        self.ctr.expired.add(freed as u64);
+        if freed != 0 {
+            self.ctr.expired.add(freed as u64);
+        }
         freed
     }
 
     /// Every live entry at `now`, in table order. Control path only.
     pub fn entries(&self, now: u64) -> Vec<FdbEntry> {
         let mut out = Vec::new();
-        for b in self.t.buckets.iter() {
+        for b in self.buckets.iter() {
             for i in 0..WAYS {
                 // Relaxed: a report.
                 let w = b.keys[i].load(Relaxed);
@@ -881,7 +896,7 @@ impl Fdb {
     pub fn check_invariants(&self) -> Result<(), String> {
         let mut occupied = 0;
         let mut per_port = vec![0u32; self.t.ports.len()];
-        for (bi, b) in self.t.buckets.iter().enumerate() {
+        for (bi, b) in self.buckets.iter().enumerate() {
             let keys: [u64; WAYS] = std::array::from_fn(|i| b.keys[i].load(Relaxed));
             for (i, &w) in keys.iter().enumerate() {
                 if w == 0 {

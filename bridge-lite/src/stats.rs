@@ -13,6 +13,8 @@
 
 use std::sync::{Arc, Mutex, OnceLock};
 
+use crossbeam_utils::CachePadded;
+
 use crate::port::{DropReason, PortStats};
 use crate::sync::Counter;
 
@@ -77,8 +79,10 @@ impl AtomicPortStats {
     }
 }
 
-/// A chunk of [`CHUNK`] ports' counters.
-pub(crate) type Chunk = Arc<[AtomicPortStats]>;
+/// A chunk of [`CHUNK`] ports' counters, each port's on lines of its own (forwarders' chunks
+/// are allocated by different threads side by side).
+/// A fixed-size array, so indexing within a chunk needs no bounds check.
+pub(crate) type Chunk = Arc<[CachePadded<AtomicPortStats>; CHUNK]>;
 
 /// One forwarder's counter block, as the registry sees it.
 #[derive(Debug)]
@@ -120,7 +124,7 @@ impl OwnBlock {
             };
             // Only the owner ever initialises its chunks, so this never waits.
             let c = slot
-                .get_or_init(|| (0..CHUNK).map(|_| AtomicPortStats::default()).collect())
+                .get_or_init(|| Arc::new(std::array::from_fn(|_| CachePadded::default())))
                 .clone();
             self.chunks.push(c);
         }
