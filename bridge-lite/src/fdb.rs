@@ -1025,4 +1025,43 @@ mod tests {
         assert_eq!(t.lookup(mac(5), 0), None);
         t.check_invariants().unwrap();
     }
+
+    #[test]
+    fn a_known_mac_rewrites_its_time_once_per_granule_not_per_learn() {
+        let mut t = Fdb::new(64, Duration::from_secs(1024), Some(5));
+        let granule = SEC; // 1024 s / 1024
+        assert_eq!(t.learn(mac(1), PortId(1), 10 * SEC), Learned::New);
+        // Within a granule: the recorded time stays.
+        t.learn(mac(1), PortId(1), 10 * SEC + granule - 1);
+        let age = |t: &Fdb, now| t.entries(now)[0].age;
+        assert_eq!(age(&t, 20 * SEC), Some(Duration::from_secs(10)));
+        // A granule later it moves.
+        t.learn(mac(1), PortId(1), 10 * SEC + granule);
+        assert_eq!(age(&t, 20 * SEC), Some(Duration::from_secs(9)));
+        t.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn an_entry_learned_for_a_closed_port_generation_is_withdrawn() {
+        let mut ctl = Fdb::with_ports(64, Duration::from_secs(300), Some(6), 8);
+        let mut fwd = ctl.handle();
+        let g = ctl.open_port(PortId(2));
+        assert_eq!(fwd.learn_for(mac(1), PortId(2), g, SEC), Learned::New);
+        ctl.close_port(PortId(2));
+        assert_eq!(ctl.lookup(mac(1), SEC), None);
+        // A forwarder still holding the old port table learns for the old generation: the
+        // entry goes in, sees the generation changed, and comes out again.
+        fwd.learn_for(mac(2), PortId(2), g, SEC);
+        assert_eq!(ctl.lookup(mac(2), SEC), None);
+        assert_eq!(ctl.port_entries(PortId(2)), 0);
+        let g2 = ctl.open_port(PortId(2));
+        assert_ne!(g2, g);
+        assert_eq!(fwd.learn_for(mac(2), PortId(2), g2, SEC), Learned::New);
+        assert_eq!(ctl.stats().flushed, 2);
+        ctl.check_invariants().unwrap();
+        // Counters of a dropped handle still count.
+        drop(fwd);
+        assert_eq!(ctl.stats().learned, 3);
+        ctl.check_invariants().unwrap();
+    }
 }
