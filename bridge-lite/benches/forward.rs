@@ -135,4 +135,31 @@ fn main() {
         both_up.median,
         two / one
     );
+    // The control: the same two streams on two separate bridges (nothing shared at all),
+    // alternated with the shared case. Their ratio is what sharing costs, whatever else the
+    // machine is running (both suffer alike when a core is busy elsewhere).
+    let (_w2, mut down2, _) = workload::build_two_streams(64, 1024, 32);
+    let (_w3, _, mut up3) = workload::build_two_streams(64, 1024, 32);
+    let secs = Duration::from_millis(600);
+    let pair = |a: &mut workload::Stream, b: &mut workload::Stream| {
+        let (mut o1, mut o2) = (Output::new(), Output::new());
+        std::thread::scope(|s| {
+            let h = s.spawn(|| workload::measure_mpps(|| a.step(&mut o1), 32, secs, 3).median);
+            let u = workload::measure_mpps(|| b.step(&mut o2), 32, secs, 3).median;
+            h.join().expect("forwarding thread") + u
+        })
+    };
+    let rounds: Vec<(f64, f64)> = (0..5)
+        .map(|_| (pair(&mut down, &mut up), pair(&mut down2, &mut up3)))
+        .collect();
+    let mut ratios: Vec<f64> = rounds.iter().map(|(s, p)| s / p).collect();
+    ratios.sort_by(f64::total_cmp);
+    let mean = |f: fn(&(f64, f64)) -> f64| rounds.iter().map(f).sum::<f64>() / 5.0;
+    println!(
+        "two threads, shared table vs two separate bridges, 5 interleaved rounds: {:.1} vs \
+         {:.1} Mpps aggregate (mean); shared/separate median {:.2}x",
+        mean(|r| r.0),
+        mean(|r| r.1),
+        ratios[2]
+    );
 }
