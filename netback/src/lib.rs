@@ -29,6 +29,7 @@ pub mod netdev;
 mod offloads;
 pub mod pool;
 pub mod rate;
+pub mod ratelimit;
 mod rx;
 pub mod switch;
 mod tx;

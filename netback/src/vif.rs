@@ -463,9 +463,13 @@ impl<D: BackendDomain> Vif<D> {
     /// the frontend disconnects (as Linux keeps them until `xenvif_disconnect`).
     pub(crate) fn disable(&mut self, why: Fatal) {
         if self.stats.fatal.is_none() {
-            log::error!(
-                "{}: frontend misbehaved, disabling the vif (carrier off): {why}",
-                self.id
+            crate::ratelimit::guest_log(
+                log::Level::Error,
+                self.id,
+                format_args!(
+                    "{}: frontend misbehaved, disabling the vif (carrier off): {why}",
+                    self.id
+                ),
             );
             self.stats.fatal = Some(why);
             self.stats.rx_discarded += self.rx_queue.clear() as u64;

@@ -398,7 +398,13 @@ impl<S: XenStore> Xenbus<S> {
     /// a log line, Closed. It stays tracked but unprepared: offered again only once a new
     /// preparation works ([`Xenbus::reoffer`]).
     fn refuse(&mut self, id: VifId, why: &str, vifs: &mut impl VifControl) {
-        log::error!("{id}: refusing the device: {why}");
+        // A refused device is offered again each time its frontend starts over: a guest can
+        // repeat this as fast as it cycles its state.
+        crate::ratelimit::guest_log(
+            log::Level::Error,
+            id,
+            format_args!("{id}: refusing the device: {why}"),
+        );
         if let Some(d) = self.devices.get(&id)
             && self.present(&d.be_path)
         {
@@ -615,7 +621,11 @@ impl<S: XenStore> Xenbus<S> {
 
     /// `xenbus_dev_fatal`: log, write `error`, close.
     fn fail(&mut self, id: VifId, reason: FrontendError, vifs: &mut impl VifControl) {
-        log::error!("{id}: cannot connect the frontend: {reason}");
+        crate::ratelimit::guest_log(
+            log::Level::Error,
+            id,
+            format_args!("{id}: cannot connect the frontend: {reason}"),
+        );
         if let Some(d) = self.devices.get(&id)
             && self.present(&d.be_path)
         {
