@@ -32,6 +32,9 @@ use crate::uplink::{Uplink, UplinkIo, UplinkStats, Wakeup};
 use crate::vif::{FrontendKeys, Vif, VifId, VifStats};
 use crate::xenbus::{VifControl, Xenbus};
 
+mod inspect;
+pub use inspect::{DeviceInfo, RateInfo, RingDump, VifDump};
+
 /// Departed vifs whose final counters are kept.
 const DEPARTED_KEPT: usize = 64;
 
@@ -105,6 +108,8 @@ struct Datapath<D: BackendDomain> {
     /// Software segmentation's buffers.
     seg: SegScratch,
     start: Instant,
+    /// The transmit limit of vifs whose device has no `rate` key.
+    default_rate: Option<Rate>,
 }
 
 /// The backend. Lives on one backend vCPU thread (it is not `Send`: frames are `Rc`s).
@@ -164,6 +169,7 @@ impl<D: BackendDomain> Netback<D> {
                 captures: HashMap::new(),
                 seg: SegScratch::new(),
                 start: Instant::now(),
+                default_rate: None,
                 cfg,
                 evtchn,
                 dom0,
@@ -724,7 +730,7 @@ impl<D: BackendDomain> Datapath<D> {
             });
         match connected {
             Ok(mut vif) => {
-                vif.set_rate(cfg.rate);
+                vif.set_rate(cfg.rate.or(self.default_rate));
                 self.vifs.push(vif);
                 if let Some(path) = self.captures.get(&id) {
                     let started = std::fs::File::create(path)
@@ -842,7 +848,7 @@ impl<D: BackendDomain> VifControl for Datapath<D> {
             p.cfg.rate = rate;
         }
         if let Some(v) = self.vifs.iter_mut().find(|v| v.id == id) {
-            v.set_rate(rate);
+            v.set_rate(rate.or(self.default_rate));
         }
     }
 }

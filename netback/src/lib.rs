@@ -37,7 +37,7 @@ pub mod uplink;
 mod vif;
 pub mod xenbus;
 
-pub use backend::{Netback, NetbackSnapshot};
+pub use backend::{DeviceInfo, Netback, NetbackSnapshot, RateInfo, RingDump, VifDump};
 pub use batch::CopyBatch;
 pub use config::Config;
 pub use device::{DeviceConfig, ModePolicy, VifMode};

@@ -291,6 +291,11 @@ impl<D: BackendDomain> RxQueue<D> {
         n
     }
 
+    /// Frames queued.
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
     /// Bytes queued.
     pub fn bytes(&self) -> usize {
         self.bytes

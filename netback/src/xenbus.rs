@@ -157,6 +157,32 @@ impl<S: XenStore> Xenbus<S> {
         self.allow_flip = allow;
     }
 
+    /// Each tracked device's state as this backend last wrote it.
+    pub fn device_states(&self) -> HashMap<VifId, XenbusState> {
+        self.devices.iter().map(|(id, d)| (*id, d.state)).collect()
+    }
+
+    /// Closes one device as the toolstack's detach does (disconnect, Closing, Closed), keeping
+    /// it tracked and prepared: its frontend may start over (it is offered again), or the
+    /// toolstack may remove it. False if the device is not tracked.
+    pub fn close(&mut self, id: VifId, vifs: &mut impl VifControl) -> bool {
+        let Some(d) = self.devices.get_mut(&id) else {
+            return false;
+        };
+        d.awaiting_hotplug = false;
+        vifs.disconnect(id);
+        if self
+            .devices
+            .get(&id)
+            .is_some_and(|d| d.state != XenbusState::Closed)
+        {
+            log::info!("{id}: closing the device (asked by the operator)");
+            self.set_state(id, XenbusState::Closing);
+            self.set_state(id, XenbusState::Closed);
+        }
+        true
+    }
+
     /// Closes every device: disconnect, then Closing and Closed, and release what was prepared
     /// (host netdevs are removed): the backend is stopping and no instance follows.
     pub fn close_all(&mut self, vifs: &mut impl VifControl) {
