@@ -5,8 +5,12 @@
 //! take over, with `--close-on-exit` closing every device (Closing, then Closed) and removing
 //! the netdevs; either way every mapping and event channel of this process is released.
 
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::net::TcpListener;
 use std::os::fd::OwnedFd;
-use std::os::unix::net::UnixStream;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,6 +22,10 @@ use netback::{Config, Netback, VifId};
 
 use crate::Error;
 use crate::cli::{Args, parse_vif};
+use crate::config::Loaded;
+use crate::ctl::{self, CtlFeed, CtlQueue, Reply, Request};
+use crate::logging::LogControl;
+use crate::metrics::{Latest, PUBLISH_EVERY, Snapshot};
 use crate::netdevs::HostNetdevs;
 use crate::report::Report;
 
@@ -27,22 +35,40 @@ const POLL_INTERVAL: Duration = Duration::from_millis(200);
 pub const POOL_PAGES: usize = 8 * 1024;
 
 /// What signals tell the program: stop (SIGINT/SIGTERM; a second one exits at once), print the
-/// counters (SIGUSR1), and a descriptor that becomes readable on either, for the backend's poll.
+/// counters (SIGUSR1), re-read the config file (SIGHUP), and a descriptor that becomes readable
+/// on any of them, for the backend's poll.
 #[derive(Debug)]
 pub struct Signals {
     /// Set by SIGINT or SIGTERM.
     pub stop: Arc<AtomicBool>,
     /// Set by SIGUSR1.
     pub report: Arc<AtomicBool>,
+    /// Set by SIGHUP.
+    pub reload: Arc<AtomicBool>,
     wake: Option<UnixStream>,
+    waker: Waker,
+}
+
+/// Ends the backend's wait from another thread (the control socket's): a byte on the same
+/// socket pair the signal handlers write to.
+#[derive(Debug, Clone)]
+pub struct Waker(Arc<UnixStream>);
+
+impl Waker {
+    /// Wakes the backend (a full pipe means a wakeup is already pending).
+    pub fn wake(&self) {
+        use std::io::Write;
+        let _ = (&*self.0).write(&[1]);
+    }
 }
 
 impl Signals {
     /// Installs the handlers.
     pub fn install() -> Result<Signals, Error> {
-        use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
         let stop = Arc::new(AtomicBool::new(false));
         let report = Arc::new(AtomicBool::new(false));
+        let reload = Arc::new(AtomicBool::new(false));
         let (r, w) = UnixStream::pair().map_err(|e| Error::Os("socketpair", e))?;
         r.set_nonblocking(true)
             .map_err(|e| Error::Os("socketpair", e))?;
@@ -63,20 +89,28 @@ impl Signals {
             reg(signal_hook::flag::register(sig, stop.clone()))?;
         }
         reg(signal_hook::flag::register(SIGUSR1, report.clone()))?;
-        for sig in [SIGINT, SIGTERM, SIGUSR1] {
+        reg(signal_hook::flag::register(SIGHUP, reload.clone()))?;
+        for sig in [SIGINT, SIGTERM, SIGUSR1, SIGHUP] {
             let w = w.try_clone().map_err(|e| Error::Os("dup", e))?;
             reg(signal_hook::low_level::pipe::register(sig, w))?;
         }
         Ok(Signals {
             stop,
             report,
+            reload,
             wake: Some(r),
+            waker: Waker(Arc::new(w)),
         })
     }
 
     /// The descriptor that wakes the backend's poll on a signal (taken once).
     pub fn take_wake_fd(&mut self) -> Option<OwnedFd> {
         self.wake.take().map(OwnedFd::from)
+    }
+
+    /// What wakes the backend from another thread.
+    pub fn waker(&self) -> Waker {
+        self.waker.clone()
     }
 
     /// Whether a stop was asked for.
@@ -99,25 +133,143 @@ pub fn config(args: &Args) -> Config {
 
 /// What the backend thread needs besides its domain.
 pub struct Run {
-    /// The command line.
+    /// The command line (and config file) in force.
     pub args: Args,
+    /// How the options were put together, for SIGHUP to read the file again.
+    pub loaded: Loaded,
+    /// The program's arguments as it was started.
+    pub argv: Vec<OsString>,
     /// When the program started.
     pub start: Instant,
     /// Set by SIGINT/SIGTERM.
     pub stop: Arc<AtomicBool>,
     /// Set by SIGUSR1.
     pub report: Arc<AtomicBool>,
+    /// Set by SIGHUP.
+    pub reload: Arc<AtomicBool>,
     /// Wakes the backend's poll on a signal.
     pub wake: Option<OwnedFd>,
     /// The embedded guests' counters, as they register.
     pub guests: Arc<Mutex<Vec<Arc<Mutex<GuestReport>>>>>,
     /// Hypervisor-wide counters for the report.
     pub hypervisor: Box<dyn Fn() -> Option<serde_json::Value> + Send>,
+    /// The log's level control.
+    pub log: LogControl,
+    /// Requests from the control socket.
+    pub ctl: Option<CtlQueue>,
+    /// Where snapshots for the metrics go (with --metrics).
+    pub latest: Option<Latest>,
 }
 
 impl std::fmt::Debug for Run {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Run").field("args", &self.args).finish()
+    }
+}
+
+/// The program's sockets, bound before it confines itself.
+#[derive(Debug)]
+pub struct Sockets {
+    /// The control socket (none if another netbackd answers on this run directory's).
+    pub ctl: Option<(UnixListener, PathBuf)>,
+    /// The metrics listener and its address, with --metrics.
+    pub metrics: Option<(TcpListener, std::net::SocketAddr)>,
+}
+
+impl Sockets {
+    /// Binds the control socket in --run-dir and, with --metrics, the metrics listener.
+    /// `exclusive`: this instance holds the backend domain's lock, so a live socket there is
+    /// an error rather than another embedded instance's.
+    pub fn bind(args: &Args, exclusive: bool) -> Result<Sockets, Error> {
+        let ctl = match ctl::bind(&args.run_dir) {
+            Ok(l) => Some(l),
+            Err(e @ ctl::CtlError::InUse { .. }) if !exclusive => {
+                tracing::warn!("{e}; this netbackd serves no control socket");
+                None
+            }
+            Err(e) => return Err(Error::Ctl(e)),
+        };
+        let metrics = match args.metrics {
+            Some(addr) => {
+                let l = TcpListener::bind(addr).map_err(|e| Error::Metrics { addr, source: e })?;
+                // Asked now: after confinement getsockname(2) is not allowed.
+                let bound = l.local_addr().map_err(|e| Error::Os("metrics socket", e))?;
+                Some((l, bound))
+            }
+            None => None,
+        };
+        Ok(Sockets { ctl, metrics })
+    }
+
+    /// Serves them on threads of their own; returns the backend's ends.
+    pub fn serve(
+        self,
+        feed: Option<CtlFeed>,
+        waker: Waker,
+        latest: Option<Latest>,
+    ) -> Result<(), Error> {
+        if let (Some((l, path)), Some(feed)) = (self.ctl, feed) {
+            ctl::spawn(l, feed, waker).map_err(|e| Error::Os("spawning the control thread", e))?;
+            // Removed at a clean exit (a socket left by a crash is replaced by the next one).
+            *CTL_SOCKET.lock().unwrap_or_else(|p| p.into_inner()) = Some(path.clone());
+            tracing::info!(socket = %path.display(), "control socket: netbackd ctl list|stats|dump|close");
+        }
+        if let (Some((l, addr)), Some(latest)) = (self.metrics, latest) {
+            crate::metrics::spawn(l, latest)
+                .map_err(|e| Error::Os("spawning the metrics thread", e))?;
+            tracing::info!(%addr, "metrics: http://{addr}/metrics");
+        }
+        Ok(())
+    }
+}
+
+/// What `main` hands to either mode: the options and how they were put together, the log.
+#[derive(Debug)]
+pub struct Startup {
+    /// The options in force, and the config file's keys.
+    pub loaded: Loaded,
+    /// The program's arguments as it was started (SIGHUP parses them again).
+    pub argv: Vec<OsString>,
+    /// The log's level control.
+    pub log: LogControl,
+}
+
+impl Startup {
+    /// The options in force.
+    pub fn args(&self) -> &Args {
+        &self.loaded.args
+    }
+}
+
+/// Confines the calling thread, then every thread (seccomp), and says what is kept: what
+/// `main`'s thread does once everything is open and every other thread has confined itself.
+pub fn confine_process(plan: &crate::confine::Plan) -> Result<(), Error> {
+    crate::confine::confine_thread(plan).map_err(Error::Confine)?;
+    crate::confine::install_seccomp(plan).map_err(Error::Confine)?;
+    tracing::info!(
+        caps = ?plan.keep.iter().map(|(c, _)| c.to_string()).collect::<Vec<_>>(),
+        user = plan.user.as_ref().map_or("root", |u| u.name.as_str()),
+        seccomp = plan.seccomp,
+        "{}",
+        plan.describe()
+    );
+    Ok(())
+}
+
+/// The control socket this process serves, removed at exit ([`remove_ctl_socket`]).
+static CTL_SOCKET: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// Removes the control socket this process made, if any.
+pub fn remove_ctl_socket() {
+    if let Some(p) = CTL_SOCKET.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+/// Tells the service manager (systemd's `Type=notify`) something, if it listens.
+pub fn notify(state: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(state) {
+        tracing::warn!(error = %e, "cannot tell the service manager (NOTIFY_SOCKET)");
     }
 }
 
@@ -170,15 +322,51 @@ pub fn build<D: BackendDomain>(dom0: D, run: &mut Run) -> Result<Netback<D>, Err
 /// Serves until SIGINT/SIGTERM, then (with `--close-on-exit`) closes every device, and
 /// reports. Without `--close-on-exit` it never writes to the devices on the way out: the caller
 /// drops the backend, which unmaps and unbinds what this process holds and nothing else.
-pub fn serve<D: BackendDomain>(nb: &mut Netback<D>, run: &Run) -> Result<(), Error> {
-    let args = &run.args;
-    let interval =
-        (args.stats_interval > 0.0).then(|| Duration::from_secs_f64(args.stats_interval));
+///
+/// Besides the backend's passes, each turn of the loop answers a bounded number of control
+/// requests, and once a second publishes the counters for the metrics, warns (rate limited per
+/// vif) about frames guests had dropped, and feeds systemd's watchdog: a wedged loop stops
+/// feeding it.
+pub fn serve<D: BackendDomain>(nb: &mut Netback<D>, run: &mut Run) -> Result<(), Error> {
+    let mut interval = stats_interval(&run.args);
     let mut next = interval.map(|i| run.start + i);
+    let watchdog = sd_notify::watchdog_enabled().map(|t| t / 2);
+    let mut next_feed = Instant::now();
+    let mut next_tick = Instant::now();
+    let mut drops = DropWatch::default();
+    apply_default_rate(nb, &run.args);
     // Relaxed: flags set by signal handlers; nothing else is published through them.
     while !run.stop.load(Ordering::Relaxed) {
         if !nb.poll().map_err(Error::Netback)? {
             nb.wait(POLL_INTERVAL).map_err(Error::Netback)?;
+        }
+        if let Some(q) = &run.ctl {
+            q.serve(|req| answer(nb, run, req));
+        }
+        let now = Instant::now();
+        if let Some(every) = watchdog
+            && now >= next_feed
+        {
+            notify(&[sd_notify::NotifyState::Watchdog]);
+            next_feed = now + every;
+        }
+        if now >= next_tick {
+            next_tick = now + PUBLISH_EVERY;
+            let snap = nb.snapshot();
+            drops.warn(&snap);
+            netback::ratelimit::flush_suppressed();
+            if let Some(latest) = &run.latest {
+                latest.publish(Snapshot {
+                    at: now,
+                    report: report(snap, run),
+                    devices: nb.device_list(),
+                });
+            }
+        }
+        if run.reload.swap(false, Ordering::Relaxed) {
+            reload(nb, run);
+            interval = stats_interval(&run.args);
+            next = interval.map(|i| Instant::now() + i);
         }
         let due = next.is_some_and(|n| Instant::now() >= n);
         if run.report.swap(false, Ordering::Relaxed) || due {
@@ -190,7 +378,8 @@ pub fn serve<D: BackendDomain>(nb: &mut Netback<D>, run: &Run) -> Result<(), Err
             }
         }
     }
-    if args.close_on_exit {
+    notify(&[sd_notify::NotifyState::Stopping]);
+    if run.args.close_on_exit {
         log::info!("stopping: closing every device (--close-on-exit)");
         nb.close_all();
     } else {
@@ -204,8 +393,238 @@ pub fn serve<D: BackendDomain>(nb: &mut Netback<D>, run: &Run) -> Result<(), Err
     Ok(())
 }
 
-/// Prints the counters (and writes the JSON file).
-fn emit<D: BackendDomain>(nb: &Netback<D>, run: &Run) {
+fn stats_interval(args: &Args) -> Option<Duration> {
+    (args.stats_interval > 0.0).then(|| Duration::from_secs_f64(args.stats_interval))
+}
+
+fn apply_default_rate<D: BackendDomain>(nb: &mut Netback<D>, args: &Args) {
+    let rate = args
+        .default_rate
+        .as_deref()
+        .and_then(|r| netback::Rate::parse(r).ok().flatten());
+    if rate != nb.default_rate() {
+        nb.set_default_rate(rate);
+        match rate {
+            Some(r) => tracing::info!(
+                rate = args.default_rate.as_deref().unwrap_or_default(),
+                bytes_per_sec = r.bytes_per_sec(),
+                "default rate of vifs without rate= in their vif line"
+            ),
+            None => tracing::info!("no default rate: vifs without rate= are unlimited"),
+        }
+    }
+}
+
+/// SIGHUP: reads the config file again, applies what can change live, and says what it
+/// applied and what needs a restart.
+fn reload<D: BackendDomain>(nb: &mut Netback<D>, run: &mut Run) {
+    notify(&[
+        sd_notify::NotifyState::Reloading,
+        sd_notify::NotifyState::monotonic_usec_now().unwrap_or(sd_notify::NotifyState::Reloading),
+    ]);
+    let Some(path) = run.args.config.clone() else {
+        tracing::info!("SIGHUP: no --config file to read again; nothing changed");
+        notify(&[sd_notify::NotifyState::Ready]);
+        return;
+    };
+    match crate::config::reload(&run.loaded, &run.argv) {
+        Err(e) => tracing::error!("SIGHUP: {e}; nothing changed, the options in force stay"),
+        Ok((new, _)) if new.args.validate().is_err() => tracing::error!(
+            "SIGHUP: {}: {}; nothing changed",
+            path.display(),
+            new.args.validate().unwrap_err()
+        ),
+        Ok((new, what)) => {
+            if new.args.log != run.args.log
+                && let Err(e) = run.log.set_level(new.args.log)
+            {
+                tracing::warn!("SIGHUP: cannot change the log level: {e}");
+            }
+            let mut live = run.args.clone();
+            live.log = new.args.log;
+            live.stats_interval = new.args.stats_interval;
+            live.default_rate = new.args.default_rate.clone();
+            apply_default_rate(nb, &live);
+            run.args = live;
+            // What a restart would take: the file as read now, the options as they run.
+            let mut loaded = new;
+            loaded.args = run.args.clone();
+            run.loaded = loaded;
+            tracing::info!(
+                file = %path.display(),
+                applied = ?what.applied,
+                need_restart = ?what.need_restart,
+                command_line_wins = ?what.overridden,
+                "SIGHUP: config read again: {}{}{}",
+                if what.applied.is_empty() {
+                    "nothing live changed".to_string()
+                } else {
+                    format!("applied {}", what.applied.join(", "))
+                },
+                if what.need_restart.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {} changed but need a restart", what.need_restart.join(", "))
+                },
+                if what.overridden.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; {} changed but the command line gives them",
+                        what.overridden.join(", ")
+                    )
+                },
+            );
+        }
+    }
+    notify(&[sd_notify::NotifyState::Ready]);
+}
+
+/// Guest-caused drops since the last look, per vif, as rate-limited warnings.
+#[derive(Debug, Default)]
+struct DropWatch {
+    last: HashMap<VifId, [u64; 6]>,
+}
+
+impl DropWatch {
+    fn warn(&mut self, snap: &netback::NetbackSnapshot) {
+        const NAMES: [&str; 6] = [
+            "tx_runt",
+            "tx_too_many_slots",
+            "tx_oversize_slot",
+            "tx_copy_errors",
+            "tx_csum_errors",
+            "rx_copy_errors",
+        ];
+        let mut seen = HashMap::with_capacity(snap.vifs.len());
+        for (id, v) in &snap.vifs {
+            let now = [
+                v.tx_runt,
+                v.tx_too_many_slots,
+                v.tx_oversize_slot,
+                v.tx_copy_errors,
+                v.tx_csum_errors,
+                v.rx_copy_errors,
+            ];
+            let before = self.last.get(id).copied().unwrap_or_default();
+            let grew: Vec<String> = NAMES
+                .iter()
+                .zip(now.iter().zip(before))
+                .filter(|(_, (n, b))| **n > *b)
+                .map(|(name, (n, b))| format!("{name} +{}", n - b))
+                .collect();
+            if !grew.is_empty() {
+                netback::ratelimit::guest_log(
+                    log::Level::Warn,
+                    *id,
+                    format_args!(
+                        "{id}: dropped frames its guest sent malformed or with bad grants: {}",
+                        grew.join(", ")
+                    ),
+                );
+            }
+            seen.insert(*id, now);
+        }
+        self.last = seen;
+    }
+}
+
+/// Answers one control request on the backend's thread.
+fn answer<D: BackendDomain>(nb: &mut Netback<D>, run: &Run, req: &Request) -> Reply {
+    let vif_of = |name: &str| {
+        parse_vif(name)
+            .map(|(domid, devid)| VifId { domid, devid })
+            .ok_or_else(|| format!("{name:?} is not a vif: write vif<domid>.<devid>"))
+    };
+    let to_value = |v: Result<serde_json::Value, serde_json::Error>| match v {
+        Ok(v) => Reply::Ok(v),
+        Err(e) => Reply::Error(e.to_string()),
+    };
+    match req {
+        Request::List => {
+            let snap = nb.snapshot();
+            let list: Vec<serde_json::Value> = nb
+                .device_list()
+                .into_iter()
+                .map(|d| {
+                    let stats = snap.vifs.iter().find(|(id, _)| *id == d.id).map(|(_, s)| s);
+                    let drops = stats.map_or(0, |s| {
+                        s.rx_queue_full
+                            + s.rx_expired
+                            + s.rx_copy_errors
+                            + s.rx_unfit
+                            + s.rx_discarded
+                            + s.tx_runt
+                            + s.tx_too_many_slots
+                            + s.tx_oversize_slot
+                            + s.tx_copy_errors
+                            + s.tx_no_buffer
+                            + s.tx_csum_errors
+                    });
+                    serde_json::json!({
+                        "vif": d.id.to_string(),
+                        "domid": d.id.domid,
+                        "devid": d.id.devid,
+                        "state": d.state.map(|s| format!("{s:?}")),
+                        "mode": d.mode,
+                        "switch": d.switch,
+                        "netdev": d.netdev,
+                        "mac": d.mac,
+                        "ips": d.ips,
+                        "queues": d.queues,
+                        "rate": d.rate,
+                        "rate_is_default": d.rate_is_default,
+                        "connected": d.connected,
+                        "disabled": d.disabled,
+                        "counters": stats.map(|s| serde_json::json!({
+                            "rx_packets": s.rx_packets,
+                            "rx_bytes": s.rx_bytes,
+                            "tx_packets": s.tx_packets,
+                            "tx_bytes": s.tx_bytes,
+                            "drops": drops,
+                        })),
+                    })
+                })
+                .collect();
+            Reply::Ok(serde_json::Value::Array(list))
+        }
+        Request::Stats => {
+            let r = report(nb.snapshot(), run);
+            to_value(
+                serde_json::to_value(&r)
+                    .map(|j| serde_json::json!({"report": j, "text": r.text()})),
+            )
+        }
+        Request::Dump { vif } => match vif_of(vif) {
+            Err(e) => Reply::Error(e),
+            Ok(id) => match nb.vif_dump(id) {
+                Some(d) => to_value(serde_json::to_value(d)),
+                None => Reply::Error(format!(
+                    "{vif} is not connected (netbackd ctl list shows the devices)"
+                )),
+            },
+        },
+        Request::Close { vif } => match vif_of(vif) {
+            Err(e) => Reply::Error(e),
+            Ok(id) => {
+                if nb.close_device(id) {
+                    tracing::info!(vif = %id, "closed by netbackd ctl");
+                    Reply::Ok(serde_json::Value::String(
+                        "closed (Closing, then Closed); it connects again if its frontend starts over"
+                            .into(),
+                    ))
+                } else {
+                    Reply::Error(format!(
+                        "no device {vif} (netbackd ctl list shows the devices)"
+                    ))
+                }
+            }
+        },
+    }
+}
+
+/// The counters as one report.
+fn report(backend: netback::NetbackSnapshot, run: &Run) -> Report {
     let guests = run
         .guests
         .lock()
@@ -215,12 +634,17 @@ fn emit<D: BackendDomain>(nb: &Netback<D>, run: &Run) {
                 .collect()
         })
         .unwrap_or_default();
-    let report = Report {
+    Report {
         uptime_s: run.start.elapsed().as_secs_f64(),
-        backend: nb.snapshot(),
+        backend,
         guests,
         hypervisor: (run.hypervisor)(),
-    };
+    }
+}
+
+/// Prints the counters (and writes the JSON file).
+fn emit<D: BackendDomain>(nb: &Netback<D>, run: &Run) {
+    let report = report(nb.snapshot(), run);
     print!("{}", report.text());
     if let Some(path) = &run.args.stats_json
         && let Err(e) = report.write_json(path)
