@@ -45,13 +45,13 @@ fn the_unit_file_passes_systemd_analyze_verify() {
     let dir = scratch("verify");
     let text = std::fs::read_to_string(unit_file()).unwrap();
     assert!(
-        text.contains("ExecStart=/usr/sbin/netbackd --xen"),
+        text.contains("ExecStart=/usr/local/sbin/netbackd --xen"),
         "{text}"
     );
     let unit = dir.join("netbackd.service");
     std::fs::write(
         &unit,
-        text.replace("/usr/sbin/netbackd", env!("CARGO_BIN_EXE_netbackd")),
+        text.replace("/usr/local/sbin/netbackd", env!("CARGO_BIN_EXE_netbackd")),
     )
     .unwrap();
     let out = Command::new("systemd-analyze")
