@@ -23,6 +23,7 @@ pub mod lock;
 pub mod logging;
 pub mod metrics;
 pub mod netdevs;
+mod ops;
 pub mod report;
 pub mod seccomp;
 pub mod toolstack;
