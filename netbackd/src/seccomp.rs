@@ -45,6 +45,9 @@ pub fn allowed() -> Vec<(&'static str, i64)> {
         ("clock_nanosleep", libc::SYS_clock_nanosleep),
         ("nanosleep", libc::SYS_nanosleep),
         ("ppoll", libc::SYS_ppoll),
+        // A sleeping call (futex, clock_nanosleep, ppoll with a timeout) that a stop interrupts
+        // (SIGSTOP and SIGCONT, a debugger or strace attaching) resumes through it.
+        ("restart_syscall", libc::SYS_restart_syscall),
         ("prctl", libc::SYS_prctl),
         // Signals (signal-hook's handlers write to a socketpair; a second SIGTERM exits).
         ("rt_sigaction", libc::SYS_rt_sigaction),

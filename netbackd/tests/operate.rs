@@ -146,6 +146,16 @@ fn every_thread_is_confined_as_its_mode_needs() {
         );
         assert!(t.uid.starts_with("0\t") || t.uid.starts_with("0 "), "{t:?}");
     }
+    // A stop and a continue (an admin's kill -STOP/-CONT, a debugger attaching) resume its
+    // sleeping calls through restart_syscall, which the filter must allow.
+    d.signal(Signal::STOP);
+    std::thread::sleep(Duration::from_millis(300));
+    d.signal(Signal::CONT);
+    assert!(
+        answers_within(&ns, "10.199.50.3", Duration::from_secs(10)),
+        "netbackd did not survive SIGSTOP and SIGCONT:\n{}",
+        d.kill_and_log()
+    );
     d.signal(Signal::TERM);
     let out = d.wait(Duration::from_secs(30));
     let err = String::from_utf8_lossy(&out.stderr);
