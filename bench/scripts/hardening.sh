@@ -2,7 +2,8 @@
 # What netbackd's hardening costs the data path: the stock iperf3 client sends into an embedded
 # guest through a TAP, with the seccomp filter (the default), without it (--no-seccomp), and with
 # the filter and a Prometheus scrape every second (--metrics); RUNS interleaved rounds of the
-# three, each a fresh netbackd in a fresh network namespace, then the median and spread of each.
+# three (each round starting with the next one), each run a fresh netbackd in a fresh network
+# namespace, then the median and spread of each.
 # The cross-CPU round trip (bench probe) is taken before and after: compare only runs whose probe
 # did not move (README, "The two commands").
 #
@@ -75,8 +76,12 @@ one() {
 
 echo "probe before: $(probe)"
 declare -A R
+VARIANTS=(seccomp no-seccomp metrics)
 for r in $(seq 1 "$RUNS"); do
-    for v in seccomp no-seccomp metrics; do
+    # Each round starts with the next variant, so none always runs first (after the probe's
+    # build, or right after a namespace teardown the kernel finishes in the background).
+    for i in 0 1 2; do
+        v=${VARIANTS[$(((r - 1 + i) % 3))]}
         g=$(one "$v")
         R[$v]+="$g "
         echo "round $r $v: $g Gb/s"
