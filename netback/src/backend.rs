@@ -21,7 +21,7 @@ use rustix::event::{PollFd, PollFlags, Timespec, poll};
 
 use crate::batch::CopyBatch;
 use crate::config::Config;
-use crate::control::ControlThread;
+use crate::control::{ControlThread, ThreadJob};
 use crate::device::{DEFAULT_SWITCH, DeviceConfig, VifMode};
 use crate::error::{Error, FrontendError};
 use crate::netdev::Netdevs;
@@ -35,6 +35,9 @@ use crate::xenbus::{VifControl, Xenbus};
 
 /// Control-plane commands carried out per pass (with the control plane on its own thread).
 const COMMANDS_PER_PASS: usize = 64;
+
+mod inspect;
+pub use inspect::{DeviceInfo, QueueDump, RateInfo, RingDump, VifDump};
 /// Departed vifs whose final counters are kept.
 const DEPARTED_KEPT: usize = 64;
 
@@ -110,6 +113,8 @@ struct Datapath<D: BackendDomain> {
     /// Software segmentation's buffers.
     seg: SegScratch,
     start: Instant,
+    /// The transmit limit of vifs whose device has no `rate` key.
+    default_rate: Option<Rate>,
 }
 
 /// Where the control plane runs.
@@ -198,6 +203,7 @@ impl<D: BackendDomain> Netback<D> {
                 captures: HashMap::new(),
                 seg: SegScratch::new(),
                 start: Instant::now(),
+                default_rate: None,
                 cfg,
                 evtchn,
                 dom0,
@@ -292,6 +298,16 @@ impl<D: BackendDomain> Netback<D> {
             .connect(id, keys)
             .map_err(|reason| Error::Frontend { id, reason })?;
         Ok(self.dp.vifs.last().map(Vif::port).unwrap_or_default())
+    }
+
+    /// Runs `job` on every thread this backend made (the control plane's, when it has its own),
+    /// waiting for each: how its owner confines them (credentials and capabilities are per
+    /// thread on Linux). The calling thread is not included. The first error is returned.
+    pub fn run_on_threads(&mut self, job: ThreadJob) -> Result<(), String> {
+        match &self.control {
+            Control::Inline(_) => Ok(()),
+            Control::Thread(t) => t.run_job(job, &mut self.dp),
+        }
     }
 
     /// Disconnects a vif: unbinds its channel, unmaps its rings, unplugs it from the switch.
@@ -845,7 +861,7 @@ impl<D: BackendDomain> Datapath<D> {
         let connected = Vif::connect(&self.dom0, &self.evtchn, id, &keys, switch, port, mac);
         match connected {
             Ok(mut vif) => {
-                vif.set_rate(cfg.rate);
+                vif.set_rate(cfg.rate.or(self.default_rate));
                 self.vifs.push(vif);
                 if let Some(path) = self.captures.get(&id) {
                     let started = std::fs::File::create(path)
@@ -963,7 +979,7 @@ impl<D: BackendDomain> VifControl for Datapath<D> {
             p.cfg.rate = rate;
         }
         if let Some(v) = self.vifs.iter_mut().find(|v| v.id == id) {
-            v.set_rate(rate);
+            v.set_rate(rate.or(self.default_rate));
         }
     }
 }

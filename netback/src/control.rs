@@ -13,14 +13,15 @@
 //!   Connected is written, unmapping before Closed), never the other way round: the data path
 //!   only ever looks at the channel without blocking.
 
+use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use hypervisor::{BackendDomain, XenStore};
+use hypervisor::{BackendDomain, XenStore, XenbusState};
 use rustix::event::{EventfdFlags, eventfd};
 
 use crate::device::DeviceConfig;
@@ -136,8 +137,16 @@ impl VifControl for DataLink {
 enum CtlCmd {
     /// Close every device and release it (`--close-on-exit`); answered when done.
     CloseAll(Sender<()>),
+    /// Close one device (the operator's `ctl close`); answered with whether it was tracked.
+    Close(VifId, Sender<bool>),
     AllowFlip(bool),
+    /// Run this on the control thread and answer with its result.
+    Run(ThreadJob, Sender<Result<(), String>>),
 }
+
+/// Work the backend's owner runs on each thread the backend made (e.g. confining it: Linux
+/// keeps credentials and capabilities per thread).
+pub type ThreadJob = std::sync::Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
 /// The data path's handle on the control thread.
 pub(crate) struct ControlThread {
@@ -147,7 +156,9 @@ pub(crate) struct ControlThread {
     wake: Arc<OwnedFd>,
     ctl: Sender<CtlCmd>,
     stop: Arc<AtomicBool>,
-    devices: Arc<AtomicUsize>,
+    /// Each tracked device's state as the control plane last wrote it, published after every
+    /// event it handled (operators' tools read it; the data path never waits on it).
+    states: Arc<Mutex<HashMap<VifId, XenbusState>>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -179,7 +190,7 @@ impl ControlThread {
         let (cmd_tx, cmds) = mpsc::channel();
         let (ctl, ctl_rx) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
-        let devices = Arc::new(AtomicUsize::new(0));
+        let states = Arc::new(Mutex::new(HashMap::new()));
         // The first connection is made here, so a backend that cannot reach xenstore at all
         // fails to start with the reason.
         let xs = dom0.xenstore()?;
@@ -189,10 +200,10 @@ impl ControlThread {
             cmds: cmd_tx,
             wake: wake.clone(),
         };
-        let (stop2, devices2) = (stop.clone(), devices.clone());
+        let (stop2, states2) = (stop.clone(), states.clone());
         let thread = std::thread::Builder::new()
             .name("netback-control".into())
-            .spawn(move || run(dom0, xs_timeout, xenbus, link, ctl_rx, &stop2, &devices2))
+            .spawn(move || run(dom0, xs_timeout, xenbus, link, ctl_rx, &stop2, &states2))
             .map_err(|e| {
                 Error::Hypervisor(hypervisor::Error::Os {
                     op: "spawning the control plane's thread",
@@ -205,7 +216,7 @@ impl ControlThread {
             wake,
             ctl,
             stop,
-            devices,
+            states,
             thread: Some(thread),
         })
     }
@@ -223,8 +234,18 @@ impl ControlThread {
 
     /// Devices the control plane knows.
     pub(crate) fn devices(&self) -> usize {
-        // Relaxed: a count for reports; it orders nothing.
-        self.devices.load(Ordering::Relaxed)
+        self.states
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Each tracked device's state, as last published.
+    pub(crate) fn device_states(&self) -> HashMap<VifId, XenbusState> {
+        self.states
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Offers page flipping to devices probed from now on, or stops offering it.
@@ -236,23 +257,51 @@ impl ControlThread {
     /// with `dp` while the control plane does its own: the caller is the data path.
     pub(crate) fn close_all(&self, dp: &mut impl VifControl) {
         let (tx, rx) = mpsc::channel();
-        if self.ctl.send(CtlCmd::CloseAll(tx)).is_err() {
-            return;
+        if self.ctl.send(CtlCmd::CloseAll(tx)).is_ok() {
+            self.serve_until(&rx, dp);
         }
-        loop {
-            match rx.recv_timeout(Duration::from_millis(5)) {
-                Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
+    }
+
+    /// Closes device `id` as the toolstack's detach would; false if it is not tracked. The
+    /// caller is the data path, whose part is carried out with `dp` meanwhile.
+    pub(crate) fn close(&self, id: VifId, dp: &mut impl VifControl) -> bool {
+        let (tx, rx) = mpsc::channel();
+        if self.ctl.send(CtlCmd::Close(id, tx)).is_err() {
+            return false;
+        }
+        self.serve_until(&rx, dp).unwrap_or(false)
+    }
+
+    /// Runs `job` on the control thread, the caller (the data path) serving its commands
+    /// meanwhile.
+    pub(crate) fn run_job(&self, job: ThreadJob, dp: &mut impl VifControl) -> Result<(), String> {
+        let (tx, rx) = mpsc::channel();
+        if self.ctl.send(CtlCmd::Run(job, tx)).is_err() {
+            return Err("the control plane's thread is gone".into());
+        }
+        self.serve_until(&rx, dp)
+            .unwrap_or_else(|| Err("the control plane's thread is gone".into()))
+    }
+
+    /// Executes the control plane's commands with `dp` until `answer` comes (or the control
+    /// plane is gone): the control plane may need the data path to finish what it was asked.
+    fn serve_until<T>(&self, answer: &Receiver<T>, dp: &mut impl VifControl) -> Option<T> {
+        let got = loop {
+            match answer.recv_timeout(Duration::from_millis(5)) {
+                Ok(v) => break Some(v),
+                Err(RecvTimeoutError::Disconnected) => break None,
                 Err(RecvTimeoutError::Timeout) => {}
             }
             self.drain_wake();
             while let Ok(cmd) = self.cmds.try_recv() {
                 cmd.execute(dp);
             }
-        }
+        };
         // The last commands sent before the answer.
         while let Ok(cmd) = self.cmds.try_recv() {
             cmd.execute(dp);
         }
+        got
     }
 }
 
@@ -276,7 +325,7 @@ fn run<D: BackendDomain>(
     mut link: DataLink,
     ctl: Receiver<CtlCmd>,
     stop: &AtomicBool,
-    devices: &AtomicUsize,
+    states: &Mutex<HashMap<VifId, XenbusState>>,
 ) {
     let mut backoff = FIRST_BACKOFF;
     // Acquire: pairs with the Release store in `ControlThread::drop`.
@@ -287,7 +336,13 @@ fn run<D: BackendDomain>(
                     xenbus.close_all(&mut link);
                     let _ = done.send(());
                 }
+                CtlCmd::Close(id, done) => {
+                    let _ = done.send(xenbus.close(id, &mut link));
+                }
                 CtlCmd::AllowFlip(a) => xenbus.set_allow_flip(a),
+                CtlCmd::Run(job, done) => {
+                    let _ = done.send(job());
+                }
             }
         }
         let polled = match xenbus.wait_event(Some(WATCH_WAIT)) {
@@ -298,8 +353,7 @@ fn run<D: BackendDomain>(
             Ok(None) => Ok(false),
             Err(e) => Err(e),
         };
-        // Relaxed: a count for reports.
-        devices.store(xenbus.devices(), Ordering::Relaxed);
+        *states.lock().unwrap_or_else(PoisonError::into_inner) = xenbus.device_states();
         if polled.is_ok() && xenbus.broken().is_none() {
             backoff = FIRST_BACKOFF;
             continue;

@@ -324,6 +324,16 @@ impl<D: BackendDomain> RxQueue<D> {
         n
     }
 
+    /// Frames queued.
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// Bytes queued.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     /// Whether nothing waits.
     pub fn is_empty(&self) -> bool {
         self.frames.is_empty()
@@ -407,10 +417,13 @@ impl<D: BackendDomain> Queue<D> {
     /// keeps them until `xenvif_disconnect`).
     pub(crate) fn disable(&mut self, why: Fatal) {
         if self.stats.fatal.is_none() {
-            log::error!(
-                "{} queue {}: frontend misbehaved, disabling the vif (carrier off): {why}",
+            crate::ratelimit::guest_log(
+                log::Level::Error,
                 self.id,
-                self.index
+                format_args!(
+                    "{} queue {}: frontend misbehaved, disabling the vif (carrier off): {why}",
+                    self.id, self.index
+                ),
             );
             self.stats.fatal = Some(why);
             self.stats.rx_discarded += self.rx_queue.clear() as u64;

@@ -283,6 +283,32 @@ impl<S: XenStore> Xenbus<S> {
         self.allow_flip = allow;
     }
 
+    /// Each tracked device's state as this backend last wrote it.
+    pub fn device_states(&self) -> HashMap<VifId, XenbusState> {
+        self.devices.iter().map(|(id, d)| (*id, d.state)).collect()
+    }
+
+    /// Closes one device as the toolstack's detach does (disconnect, Closing, Closed), keeping
+    /// it tracked and prepared: its frontend may start over (it is offered again), or the
+    /// toolstack may remove it. False if the device is not tracked.
+    pub fn close(&mut self, id: VifId, vifs: &mut impl VifControl) -> bool {
+        let Some(d) = self.devices.get_mut(&id) else {
+            return false;
+        };
+        d.awaiting_hotplug = false;
+        vifs.disconnect(id);
+        if self
+            .devices
+            .get(&id)
+            .is_some_and(|d| d.state != XenbusState::Closed)
+        {
+            log::info!("{id}: closing the device (asked by the operator)");
+            self.set_state(id, XenbusState::Closing);
+            self.set_state(id, XenbusState::Closed);
+        }
+        true
+    }
+
     /// Closes every device: disconnect, then Closing and Closed, and release what was prepared
     /// (host netdevs are removed): the backend is stopping and no instance follows.
     pub fn close_all(&mut self, vifs: &mut impl VifControl) {
@@ -555,7 +581,13 @@ impl<S: XenStore> Xenbus<S> {
     /// a log line, Closed. It stays tracked but unprepared: offered again only once a new
     /// preparation works ([`Xenbus::reoffer`]).
     fn refuse(&mut self, id: VifId, why: &str, vifs: &mut impl VifControl) {
-        log::error!("{id}: refusing the device: {why}");
+        // A refused device is offered again each time its frontend starts over: a guest can
+        // repeat this as fast as it cycles its state.
+        crate::ratelimit::guest_log(
+            log::Level::Error,
+            id,
+            format_args!("{id}: refusing the device: {why}"),
+        );
         if let Some(d) = self.devices.get(&id)
             && self.present(&d.be_path)
         {
@@ -784,7 +816,11 @@ impl<S: XenStore> Xenbus<S> {
 
     /// `xenbus_dev_fatal`: log, write `error`, close.
     fn fail(&mut self, id: VifId, reason: FrontendError, vifs: &mut impl VifControl) {
-        log::error!("{id}: cannot connect the frontend: {reason}");
+        crate::ratelimit::guest_log(
+            log::Level::Error,
+            id,
+            format_args!("{id}: cannot connect the frontend: {reason}"),
+        );
         if let Some(d) = self.devices.get(&id)
             && self.present(&d.be_path)
         {
