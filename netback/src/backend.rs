@@ -396,6 +396,9 @@ impl<D: BackendDomain> Netback<D> {
                 dp.evtchn.wait(Some(timeout), &mut dp.delivered)?;
             }
         }
+        for v in &mut dp.vifs {
+            v.ctrl_delivered(&dp.delivered);
+        }
         for q in dp.vifs.iter_mut().flat_map(|v| v.queues.iter_mut()) {
             if dp.delivered.contains(&q.tx_port) {
                 q.eoi[0].delivered();
@@ -451,6 +454,7 @@ impl<D: BackendDomain> Datapath<D> {
         // Guest → switch.
         for vif in &mut self.vifs {
             self.frames.clear();
+            work |= vif.ctrl_action(&self.dom0, &self.evtchn);
             for q in &mut vif.queues {
                 work |= q.tx_action(
                     &self.dom0,
@@ -459,6 +463,7 @@ impl<D: BackendDomain> Datapath<D> {
                     &self.cfg,
                     &mut self.batch,
                     &mut self.frames,
+                    &mut vif.mcast,
                     now,
                 );
             }
@@ -501,10 +506,12 @@ impl<D: BackendDomain> Datapath<D> {
                 let (cap, share) = (cap / n, (share / n).max(crate::pool::MAX_FRAME_PAGES));
                 let out = &mut self.switches.get(vif.switch).out;
                 for f in out.drain(vif.bridge_port) {
-                    let qi = vif.select_queue(&f);
+                    let Some((qi, hash)) = vif.rx_select(&f) else {
+                        continue;
+                    };
                     let q = &mut vif.queues[qi];
                     let fitted = fit(f, to, &self.pool, &mut self.seg, &mut |f| {
-                        q.enqueue_rx(f, now, cap, share)
+                        q.enqueue_rx(f, now, cap, share, hash)
                     });
                     if fitted.is_err() {
                         q.stats.rx_unfit += 1;
@@ -560,6 +567,7 @@ impl<D: BackendDomain> Datapath<D> {
                 }
             }
             vif.propagate_fatal();
+            more |= vif.ctrl_rearm();
         }
         for u in &mut self.uplinks {
             more |= u.dev.arm();
@@ -592,6 +600,9 @@ impl<D: BackendDomain> Datapath<D> {
                 }
             }
         }
+        for v in &mut self.vifs {
+            v.ctrl_end_of_interrupt(now, self.cfg.max_eoi_delay, &mut self.delivered);
+        }
         if !self.delivered.is_empty() {
             // A port that was closed meanwhile is simply not ours any more.
             let _ = self.evtchn.unmask(&self.delivered);
@@ -618,6 +629,7 @@ impl<D: BackendDomain> Datapath<D> {
                 ]
             })
             .flatten()
+            .chain(self.vifs.iter().filter_map(Vif::ctrl_deadline))
             .filter(|t| *t > now)
             .min()
     }
@@ -862,6 +874,18 @@ impl<D: BackendDomain> VifControl for Datapath<D> {
         }
         if let Some(v) = self.vifs.iter_mut().find(|v| v.id == id) {
             v.set_rate(rate);
+        }
+    }
+
+    fn set_xdp_headroom(&mut self, id: VifId, headroom: u16) {
+        if let Some(v) = self.vifs.iter_mut().find(|v| v.id == id) {
+            v.set_xdp_headroom(headroom);
+        }
+    }
+
+    fn set_multicast_control(&mut self, id: VifId, on: bool) {
+        if let Some(v) = self.vifs.iter_mut().find(|v| v.id == id) {
+            v.set_multicast_control(on);
         }
     }
 }
