@@ -471,6 +471,9 @@ impl<D: BackendDomain> Netback<D> {
                 dp.evtchn.wait(Some(timeout), &mut dp.delivered)?;
             }
         }
+        for v in &mut dp.vifs {
+            v.ctrl_delivered(&dp.delivered);
+        }
         for q in dp.vifs.iter_mut().flat_map(|v| v.queues.iter_mut()) {
             if dp.delivered.contains(&q.tx_port) {
                 q.eoi[0].delivered();
@@ -526,22 +529,27 @@ impl<D: BackendDomain> Datapath<D> {
         // Guest → switch: every queue's copies in one batch (one hypercall carries the ops of
         // many guests), then each queue answers its slots.
         self.batch.begin_pass(self.slots());
-        let queues = self.vifs.iter_mut().flat_map(|v| v.queues.iter_mut());
-        for (slot, q) in (0u32..).zip(queues) {
-            work |= q.tx_build(
-                slot,
-                &self.dom0,
-                &self.pool,
-                &self.cfg,
-                &mut self.batch,
-                now,
-            );
+        let mut slot = 0u32;
+        for vif in &mut self.vifs {
+            for q in &mut vif.queues {
+                work |= q.tx_build(
+                    slot,
+                    &self.dom0,
+                    &self.pool,
+                    &self.cfg,
+                    &mut self.batch,
+                    &mut vif.mcast,
+                    now,
+                );
+                slot += 1;
+            }
         }
         self.batch.flush(&self.dom0);
         self.route_failures(Queue::tx_failed);
         let mut slot = 0;
         for vif in &mut self.vifs {
             self.frames.clear();
+            work |= vif.ctrl_action(&self.dom0, &self.evtchn);
             for q in &mut vif.queues {
                 q.tx_finish(&self.evtchn, &mut self.frames, self.batch.calls(slot));
                 slot += 1;
@@ -585,10 +593,12 @@ impl<D: BackendDomain> Datapath<D> {
                 let (cap, share) = (cap / n, (share / n).max(crate::pool::MAX_FRAME_PAGES));
                 let out = &mut self.switches.get(vif.switch).out;
                 for f in out.drain(vif.bridge_port) {
-                    let qi = vif.select_queue(&f);
+                    let Some((qi, hash)) = vif.rx_select(&f) else {
+                        continue;
+                    };
                     let q = &mut vif.queues[qi];
                     let fitted = fit(f, to, &self.pool, &mut self.seg, &mut |f| {
-                        q.enqueue_rx(f, now, cap, share)
+                        q.enqueue_rx(f, now, cap, share, hash)
                     });
                     if fitted.is_err() {
                         q.stats.rx_unfit += 1;
@@ -678,6 +688,7 @@ impl<D: BackendDomain> Datapath<D> {
                 }
             }
             vif.propagate_fatal();
+            more |= vif.ctrl_rearm();
         }
         for u in &mut self.uplinks {
             more |= u.dev.arm();
@@ -710,6 +721,9 @@ impl<D: BackendDomain> Datapath<D> {
                 }
             }
         }
+        for v in &mut self.vifs {
+            v.ctrl_end_of_interrupt(now, self.cfg.max_eoi_delay, &mut self.delivered);
+        }
         if !self.delivered.is_empty() {
             // A port that was closed meanwhile is simply not ours any more.
             let _ = self.evtchn.unmask(&self.delivered);
@@ -736,6 +750,7 @@ impl<D: BackendDomain> Datapath<D> {
                 ]
             })
             .flatten()
+            .chain(self.vifs.iter().filter_map(Vif::ctrl_deadline))
             .filter(|t| *t > now)
             .min()
     }
@@ -980,6 +995,18 @@ impl<D: BackendDomain> VifControl for Datapath<D> {
         }
         if let Some(v) = self.vifs.iter_mut().find(|v| v.id == id) {
             v.set_rate(rate.or(self.default_rate));
+        }
+    }
+
+    fn set_xdp_headroom(&mut self, id: VifId, headroom: u16) {
+        if let Some(v) = self.vifs.iter_mut().find(|v| v.id == id) {
+            v.set_xdp_headroom(headroom);
+        }
+    }
+
+    fn set_multicast_control(&mut self, id: VifId, on: bool) {
+        if let Some(v) = self.vifs.iter_mut().find(|v| v.id == id) {
+            v.set_multicast_control(on);
         }
     }
 }

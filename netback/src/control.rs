@@ -47,6 +47,8 @@ pub(crate) enum DataCmd {
     Disconnect(VifId, Sender<()>),
     Release(VifId, Sender<()>),
     SetRate(VifId, Option<Rate>),
+    SetXdpHeadroom(VifId, u16, Sender<()>),
+    SetMulticastControl(VifId, bool),
 }
 
 impl DataCmd {
@@ -70,6 +72,11 @@ impl DataCmd {
                 let _ = reply.send(());
             }
             DataCmd::SetRate(id, rate) => dp.set_rate(id, rate),
+            DataCmd::SetXdpHeadroom(id, h, reply) => {
+                dp.set_xdp_headroom(id, h);
+                let _ = reply.send(());
+            }
+            DataCmd::SetMulticastControl(id, on) => dp.set_multicast_control(id, on),
         }
     }
 }
@@ -130,6 +137,16 @@ impl VifControl for DataLink {
 
     fn set_rate(&mut self, id: VifId, rate: Option<Rate>) {
         self.send(DataCmd::SetRate(id, rate));
+    }
+
+    fn set_xdp_headroom(&mut self, id: VifId, headroom: u16) {
+        // Waited for: the control plane writes Connected back once the headroom applies, and
+        // the frontend may post buffers laid out for it right after.
+        self.ask(|r| DataCmd::SetXdpHeadroom(id, headroom, r));
+    }
+
+    fn set_multicast_control(&mut self, id: VifId, on: bool) {
+        self.send(DataCmd::SetMulticastControl(id, on));
     }
 }
 

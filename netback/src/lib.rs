@@ -11,6 +11,9 @@
 //!   hypercall per `copy_batch_ops` ops, failures patched into their responses) or flip mode
 //!   (page transfer, where the hypervisor can); one notification per pass, with ring.h
 //!   suppression.
+//! - ctrl ring (`ctrl.rs`, `hash.rs`): receive-side hashing a guest sets up (Toeplitz, its key,
+//!   its mapping of hashes to queues), with hash extra-info slots on its frames; multicast
+//!   control (`mcast.rs`); `xdp-headroom` on the rx path.
 //! - [`uplink`]: ports towards the outside (TAP and `AF_PACKET` in the `netbackd` program, the
 //!   embedded model's simulated NIC in the benchmark).
 //! - [`Netback`]: the loop a backend vCPU runs, with [`bridge_lite`] between the vifs and the
@@ -24,8 +27,11 @@ mod backend;
 mod batch;
 mod config;
 mod control;
+mod ctrl;
 pub mod device;
 mod error;
+mod hash;
+mod mcast;
 pub mod netdev;
 mod offloads;
 pub mod pool;
@@ -42,8 +48,11 @@ pub use backend::{DeviceInfo, Netback, NetbackSnapshot, QueueDump, RateInfo, Rin
 pub use batch::CopyBatch;
 pub use config::Config;
 pub use control::ThreadJob;
+pub use ctrl::CtrlKeys;
 pub use device::{DeviceConfig, ModePolicy, VifMode};
 pub use error::{Error, FrontendError};
+pub use hash::{HashSettings, MAX_HASH_KEY, MAX_HASH_MAPPING, RxHash};
+pub use mcast::MCAST_MAX;
 pub use netdev::Netdevs;
 pub use netif_ring::netif::RxMode;
 pub use offloads::{Accepts, Unfit};

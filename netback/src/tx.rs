@@ -13,8 +13,12 @@
 //!   is notified once per pass if it asked to be.
 //!
 //! A fatal error leaves the offending packet's slots unanswered and disables the vif, as
-//! Linux's `xenvif_fatal_tx_err` does. Multicast add/remove requests are dummy requests:
-//! answered, never forwarded.
+//! Linux's `xenvif_fatal_tx_err` does. Multicast add/remove requests are dummy requests, taken
+//! as Linux's `xenvif_tx_build_gops` takes them: right after their extra-info slots, before any
+//! packet check (a Windows frontend sends them with size 0 and no data) and without reading a
+//! `more_data` chain; the last add (else the last remove) of the request amends the vif's
+//! multicast list ([`crate::mcast`]); answered OK, or an error for an add the full list refuses;
+//! never forwarded.
 
 use std::ops::Range;
 use std::time::Instant;
@@ -28,6 +32,7 @@ use netif_ring::netif::{
 
 use crate::batch::{CopyBatch, Owner};
 use crate::config::Config;
+use crate::mcast::McastFilter;
 use crate::pool::{Buf, BufPool, HDR_PEEK, NetFrame};
 use crate::rate::Credit;
 use crate::vif::{Fatal, Queue};
@@ -45,6 +50,8 @@ enum Fate<D: BackendDomain> {
     Dropped,
     /// A multicast control request: answered OK, no data.
     Dummy,
+    /// A multicast add the vif's full list refused: answered with an error, no data.
+    Refused,
 }
 
 /// One packet of the pass: its slots (to answer), its offload flags and GSO slot, its fate.
@@ -59,10 +66,18 @@ struct Pending<D: BackendDomain> {
 /// A packet's chain as read from the ring.
 struct Chain {
     first: TxRequest,
-    /// A multicast add/remove extra came with it.
-    mcast: bool,
+    /// Its multicast control, if an add or remove extra came with it (the last add, else the
+    /// last remove, as Linux keeps the last extra of each type).
+    mcast: Option<McastOp>,
     /// Its GSO extra-info slot, if any.
     gso: Option<ExtraInfo>,
+}
+
+/// A multicast list change a tx request asks for.
+#[derive(Clone, Copy)]
+enum McastOp {
+    Add([u8; 6]),
+    Del([u8; 6]),
 }
 
 /// Working storage of a tx pass, kept in the vif so a pass allocates nothing once warm.
@@ -103,6 +118,7 @@ impl<D: BackendDomain> Queue<D> {
         pool: &BufPool<D>,
         cfg: &Config,
         batch: &mut CopyBatch,
+        mcast: &mut McastFilter,
         now: Instant,
     ) -> bool {
         if self.is_disabled() {
@@ -143,16 +159,33 @@ impl<D: BackendDomain> Queue<D> {
             }
             let ids = start..sc.ids.len();
             let (flags, gso) = (chain.first.flags, chain.gso);
+            if let Some(op) = chain.mcast {
+                self.stats.tx_mcast_requests += 1;
+                let fate = match op {
+                    McastOp::Add(a) if !mcast.add(a) => {
+                        self.stats.tx_mcast_errors += 1;
+                        Fate::Refused
+                    }
+                    McastOp::Add(_) => Fate::Dummy,
+                    McastOp::Del(a) => {
+                        mcast.del(a);
+                        Fate::Dummy
+                    }
+                };
+                sc.pending.push(Pending {
+                    ids,
+                    flags,
+                    gso,
+                    fate,
+                });
+                continue;
+            }
             let fate = match self.tx_check_packet(cfg, &chain, &sc.slots) {
                 Err(f) => {
                     fatal = Some(f);
                     break;
                 }
                 Ok(false) => Fate::Dropped,
-                Ok(true) if chain.mcast => {
-                    self.stats.tx_mcast_requests += 1;
-                    Fate::Dummy
-                }
                 Ok(true) => match pool.alloc(chain.first.size as usize) {
                     Some(buf) => {
                         tx_build_gops(self.id.domid, &buf, &chain, &sc.slots, &mut sc.ops);
@@ -266,7 +299,7 @@ impl<D: BackendDomain> Queue<D> {
         let truncated = |sc: &TxScratch<D>| Fatal::TruncatedPacket {
             got: sc.ids.len() - start,
         };
-        let mut mcast = false;
+        let (mut add, mut del) = (None, None);
         let mut gso = None;
         if first.flags & NETTXF_EXTRA_INFO != 0 {
             loop {
@@ -280,7 +313,8 @@ impl<D: BackendDomain> Queue<D> {
                 sc.ids
                     .push((u16::from_le_bytes([extra.type_, extra.flags]), true));
                 match ExtraRepr::parse(&extra).map_err(Fatal::BadExtra)? {
-                    ExtraRepr::McastAdd(_) | ExtraRepr::McastDel(_) => mcast = true,
+                    ExtraRepr::McastAdd(a) => add = Some(a),
+                    ExtraRepr::McastDel(a) => del = Some(a),
                     ExtraRepr::Gso { .. } => gso = Some(extra),
                     ExtraRepr::Hash { .. } | ExtraRepr::Xdp { .. } => {}
                 }
@@ -291,6 +325,12 @@ impl<D: BackendDomain> Queue<D> {
         }
         sc.slots.clear();
         sc.slots.push(first);
+        // A multicast control request ends with its extras (Linux answers it before counting
+        // any data slots; a more_data slot after it starts the next packet).
+        let mcast = add.map(McastOp::Add).or(del.map(McastOp::Del));
+        if mcast.is_some() {
+            return Ok(Some(Chain { first, mcast, gso }));
+        }
         let mut more = first.flags & NETTXF_MORE_DATA != 0;
         while more {
             // Slots read after the first; Linux checks before reading the next one.
@@ -316,7 +356,11 @@ impl<D: BackendDomain> Queue<D> {
             more = next.flags & NETTXF_MORE_DATA != 0;
             sc.slots.push(next);
         }
-        Ok(Some(Chain { first, mcast, gso }))
+        Ok(Some(Chain {
+            first,
+            mcast: None,
+            gso,
+        }))
     }
 
     /// The drop checks on a whole chain. `Ok(false)`: dropped (counted); `Err`: the first slot
@@ -362,7 +406,7 @@ impl<D: BackendDomain> Queue<D> {
         for p in pending.drain(..) {
             let status = match &p.fate {
                 Fate::Copying(_) | Fate::Dummy => NETIF_RSP_OKAY,
-                Fate::CopyFailed | Fate::Dropped => NETIF_RSP_ERROR,
+                Fate::CopyFailed | Fate::Dropped | Fate::Refused => NETIF_RSP_ERROR,
             };
             for &(id, extra) in &sc.ids[p.ids] {
                 let st = if extra { NETIF_RSP_NULL } else { status };
@@ -382,7 +426,7 @@ impl<D: BackendDomain> Queue<D> {
                     Err(SetupError::Read) => self.stats.tx_copy_errors += 1,
                 },
                 Fate::CopyFailed => self.stats.tx_copy_errors += 1,
-                Fate::Dropped | Fate::Dummy => {}
+                Fate::Dropped | Fate::Dummy | Fate::Refused => {}
             }
         }
     }

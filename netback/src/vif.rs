@@ -11,6 +11,8 @@ use hypervisor::{BackendDomain, DomId, EventChannel, GrantOps, GrantRef, Port};
 use netif_ring::netif::{ExtraError, RxMode};
 use netif_ring::{BackRing, PageRing, RingError, RxRing, TxRing};
 
+use crate::hash::{RxHash, VifHash};
+use crate::mcast::McastFilter;
 use crate::pool::NetFrame;
 
 /// A vif's identity: frontend domain and device id (`vif<domid>.<devid>`).
@@ -56,6 +58,8 @@ pub enum Fatal {
         /// Slots of the packet read before the pushed requests ran out.
         got: usize,
     },
+    /// The ctrl ring's producer index is beyond what the ring holds.
+    CtrlRing(RingError),
 }
 
 impl fmt::Display for Fatal {
@@ -77,6 +81,7 @@ impl fmt::Display for Fatal {
                 "tx packet chain continues after {got} slots but no further request was pushed \
                  (a frontend must push whole packets)"
             ),
+            Fatal::CtrlRing(e) => write!(f, "ctrl ring: {e}"),
         }
     }
 }
@@ -102,6 +107,9 @@ pub struct VifStats {
     pub tx_no_buffer: u64,
     /// Multicast add/remove requests (extra-info only, no data), answered and not forwarded.
     pub tx_mcast_requests: u64,
+    /// Multicast adds refused because the vif's list already held 64 addresses (answered
+    /// `NETIF_RSP_ERROR`, as Linux answers them).
+    pub tx_mcast_errors: u64,
     /// Tx packets answered OK and dropped because their checksum setup failed (offload flags
     /// that do not match their headers), as Linux drops them.
     pub tx_csum_errors: u64,
@@ -131,6 +139,11 @@ pub struct VifStats {
     pub rx_private_copies: u64,
     /// Super-frames delivered whole, with a GSO extra-info slot.
     pub rx_gso_frames: u64,
+    /// Frames delivered with a hash extra-info slot (the guest set hashing up).
+    pub rx_hash_extras: u64,
+    /// Multicast frames the vif's filter kept from the guest (it asked for multicast control
+    /// and did not subscribe to their group).
+    pub rx_mcast_filtered: u64,
     /// Frames dropped because they could not be fitted to what the frontend takes: longer than a
     /// page without `feature-sg`, offload metadata not matching the headers, or no backend
     /// buffers for software segmentation or for a flip-mode guest's private copy, or (flip
@@ -151,6 +164,17 @@ pub struct VifStats {
     pub hypercalls: u64,
     /// Grant operations (copies and transfers) submitted for this vif.
     pub grant_ops: u64,
+    /// Requests answered on the ctrl ring.
+    pub ctrl_requests: u64,
+    /// Ctrl requests answered `INVALID_PARAMETER` (a bad size, offset, grant, queue number or
+    /// algorithm).
+    pub ctrl_invalid: u64,
+    /// Ctrl requests answered `NOT_SUPPORTED` (an unknown type, the grant-mapping types, hash
+    /// flags asked for before an algorithm was set).
+    pub ctrl_not_supported: u64,
+    /// Grant copies of a key or mapping table from the guest that failed (each also answered
+    /// `INVALID_PARAMETER`).
+    pub ctrl_copy_errors: u64,
     /// Set when the vif was disabled.
     #[serde(serialize_with = "fatal_as_text")]
     pub fatal: Option<Fatal>,
@@ -188,6 +212,13 @@ pub struct FrontendKeys {
     pub mode: RxMode,
     /// What the frontend takes on its rx ring.
     pub offload: FrontendOffloads,
+    /// `ctrl-ring-ref` and `event-channel-ctrl`, if the frontend made a ctrl ring.
+    pub ctrl: Option<crate::ctrl::CtrlKeys>,
+    /// `request-multicast-control`: only subscribed multicast groups reach the guest.
+    pub multicast_control: bool,
+    /// `xdp-headroom`: bytes left free before the data in each rx buffer (copy mode), at most
+    /// `XEN_NETIF_MAX_XDP_HEADROOM`.
+    pub xdp_headroom: u16,
 }
 
 impl FrontendKeys {
@@ -208,6 +239,9 @@ impl FrontendKeys {
             }],
             mode,
             offload,
+            ctrl: None,
+            multicast_control: false,
+            xdp_headroom: 0,
         }
     }
 }
@@ -243,7 +277,8 @@ impl FrontendOffloads {
 /// A vif's rx queue: frames waiting for guest buffers, capped in bytes, each stamped with when
 /// it was queued so one that waits too long is dropped (as Linux stamps each skb).
 pub(crate) struct RxQueue<D: BackendDomain> {
-    frames: VecDeque<(NetFrame<D>, Instant)>,
+    /// Each frame with when it was queued and its hash (when the guest set hashing up).
+    frames: VecDeque<(NetFrame<D>, Instant, Option<RxHash>)>,
     bytes: usize,
     /// Backend pages the queued frames pin (a 60-byte frame pins a whole page).
     pages: usize,
@@ -271,6 +306,7 @@ impl<D: BackendDomain> RxQueue<D> {
         now: Instant,
         cap: usize,
         share: usize,
+        hash: Option<RxHash>,
     ) -> Result<(), NetFrame<D>> {
         let pages = pages_of(frame.len());
         if self.bytes + frame.len() > cap || self.pages + pages > share {
@@ -278,32 +314,32 @@ impl<D: BackendDomain> RxQueue<D> {
         }
         self.bytes += frame.len();
         self.pages += pages;
-        self.frames.push_back((frame, now));
+        self.frames.push_back((frame, now, hash));
         Ok(())
     }
 
-    /// The frame at the head.
-    pub fn front(&self) -> Option<&NetFrame<D>> {
-        self.frames.front().map(|(f, _)| f)
+    /// The frame at the head, and its hash.
+    pub fn front(&self) -> Option<(&NetFrame<D>, Option<RxHash>)> {
+        self.frames.front().map(|(f, _, h)| (f, *h))
     }
 
     /// When the frame at the head was queued.
     pub fn oldest(&self) -> Option<Instant> {
-        self.frames.front().map(|(_, at)| *at)
+        self.frames.front().map(|(_, at, _)| *at)
     }
 
-    /// Takes the frame at the head.
-    pub fn pop(&mut self) -> Option<NetFrame<D>> {
-        let (f, _) = self.frames.pop_front()?;
+    /// Takes the frame at the head, with its hash.
+    pub fn pop(&mut self) -> Option<(NetFrame<D>, Option<RxHash>)> {
+        let (f, _, h) = self.frames.pop_front()?;
         self.bytes -= f.len();
         self.pages -= pages_of(f.len());
-        Some(f)
+        Some((f, h))
     }
 
     /// Drops frames at the head queued more than `timeout` before `now`; returns how many.
     pub fn drop_expired(&mut self, now: Instant, timeout: Duration) -> usize {
         let mut n = 0;
-        while let Some((f, at)) = self.frames.front() {
+        while let Some((f, at, _)) = self.frames.front() {
             if now.saturating_duration_since(*at) < timeout {
                 break;
             }
@@ -373,6 +409,11 @@ pub(crate) struct Queue<D: BackendDomain> {
     /// A fatal error found while building this pass's copies, acted on when it finishes.
     pub(crate) tx_fatal: Option<Fatal>,
     pub(crate) rx_fatal: Option<Fatal>,
+    /// Bytes left free before the data in each rx buffer (the vif's `xdp-headroom`; 0 in flip
+    /// mode, where whole pages change hands).
+    pub(crate) rx_headroom: u16,
+    /// The frontend takes frames of several slots (`feature-sg`).
+    pub(crate) rx_sg: bool,
 }
 
 impl<D: BackendDomain> Queue<D> {
@@ -437,12 +478,13 @@ impl<D: BackendDomain> Queue<D> {
         now: Instant,
         cap: usize,
         share: usize,
+        hash: Option<RxHash>,
     ) {
         if self.is_disabled() {
             self.stats.rx_discarded += 1;
             return;
         }
-        match self.rx_queue.push(frame, now, cap, share) {
+        match self.rx_queue.push(frame, now, cap, share, hash) {
             Ok(()) => {
                 let s = &mut self.stats;
                 s.rx_queue_peak_bytes = s.rx_queue_peak_bytes.max(self.rx_queue.bytes as u64);
@@ -488,6 +530,14 @@ pub struct Vif<D: BackendDomain> {
     pub(crate) queues: Vec<Queue<D>>,
     /// The `rate` key's limit on the guest's transmit, if any.
     pub(crate) rate: Option<crate::rate::Rate>,
+    /// Its ctrl ring, if the frontend made one.
+    pub(crate) ctrl: Option<Box<crate::ctrl::Ctrl<D>>>,
+    /// Receive-side hashing the guest set up over the ctrl ring (off by default).
+    pub(crate) hash: VifHash,
+    /// Its multicast list and filter.
+    pub(crate) mcast: McastFilter,
+    /// Counters of the vif as a whole (ctrl ring, multicast filter); the queues keep the rest.
+    pub(crate) stats: VifStats,
 }
 
 impl<D: BackendDomain> fmt::Debug for Vif<D> {
@@ -532,16 +582,29 @@ impl<D: BackendDomain> Vif<D> {
             mac,
             queues: Vec::with_capacity(keys.queues.len()),
             rate: None,
+            ctrl: None,
+            hash: VifHash::default(),
+            mcast: McastFilter::default(),
+            stats: VifStats::default(),
         };
+        vif.mcast.set_control(keys.multicast_control);
+        // As Linux's connect: the ctrl ring first, then the data rings.
+        if let Some(c) = keys.ctrl {
+            vif.ctrl = Some(Box::new(crate::ctrl::Ctrl::connect(dom0, evtchn, id, c)?));
+        }
         for (index, q) in keys.queues.iter().enumerate() {
             match Self::connect_queue(dom0, evtchn, id, index as u16, q, keys.mode) {
-                Ok(queue) => vif.queues.push(queue),
+                Ok(mut queue) => {
+                    queue.rx_sg = accepts.sg;
+                    vif.queues.push(queue)
+                }
                 Err(e) => {
                     vif.unbind(evtchn);
                     return Err(e);
                 }
             }
         }
+        vif.set_xdp_headroom(keys.xdp_headroom);
         Ok(vif)
     }
 
@@ -595,6 +658,8 @@ impl<D: BackendDomain> Vif<D> {
             credit: None,
             tx_fatal: None,
             rx_fatal: None,
+            rx_headroom: 0,
+            rx_sg: true,
         };
         if let Err(e) = q.check_rings() {
             let _ = evtchn.unbind(q.tx_port);
@@ -613,14 +678,17 @@ impl<D: BackendDomain> Vif<D> {
         }
     }
 
-    /// Every local port of the vif, each once.
+    /// Every local port of the vif, each once (its queues', then its ctrl ring's).
     pub fn ports(&self) -> Vec<Port> {
-        let mut ports = Vec::with_capacity(self.queues.len() * 2);
+        let mut ports = Vec::with_capacity(self.queues.len() * 2 + 1);
         for q in &self.queues {
             ports.push(q.tx_port);
             if q.split() {
                 ports.push(q.rx_port);
             }
+        }
+        if let Some(c) = &self.ctrl {
+            ports.push(c.port);
         }
         ports
     }
@@ -655,13 +723,52 @@ impl<D: BackendDomain> Vif<D> {
         self.mac
     }
 
-    /// Counters of all its queues together.
+    /// Counters of all its queues together, and of the vif as a whole.
     pub fn stats(&self) -> VifStats {
-        let mut all = VifStats::default();
+        let mut all = self.stats.clone();
         for q in &self.queues {
             all.add(&q.stats());
         }
         all
+    }
+
+    /// Its receive-side hash settings (algorithm none unless the guest set hashing up over its
+    /// ctrl ring).
+    pub fn hash_settings(&self) -> crate::HashSettings {
+        self.hash.settings()
+    }
+
+    /// Whether it has a ctrl ring.
+    pub fn has_ctrl_ring(&self) -> bool {
+        self.ctrl.is_some()
+    }
+
+    /// The multicast groups it subscribed to, and whether it asked for filtering
+    /// (`request-multicast-control`).
+    pub fn multicast(&self) -> (bool, Vec<[u8; 6]>) {
+        (self.mcast.active(), self.mcast.groups().to_vec())
+    }
+
+    /// Its `xdp-headroom` as applied (copy mode; 0 in flip mode).
+    pub fn xdp_headroom(&self) -> u16 {
+        self.queues[0].rx_headroom
+    }
+
+    /// Follows the frontend's `request-multicast-control`.
+    pub(crate) fn set_multicast_control(&mut self, on: bool) {
+        self.mcast.set_control(on);
+    }
+
+    /// Applies the frontend's `xdp-headroom` (clamped to `XEN_NETIF_MAX_XDP_HEADROOM`, as
+    /// Linux clamps it) to every queue, from the next frame delivered on; flip mode ignores it.
+    pub(crate) fn set_xdp_headroom(&mut self, headroom: u16) {
+        let h = match self.mode {
+            RxMode::Copy => headroom.min(netif_ring::netif::XEN_NETIF_MAX_XDP_HEADROOM),
+            RxMode::Flip => 0,
+        };
+        for q in &mut self.queues {
+            q.rx_headroom = h;
+        }
     }
 
     /// Each queue's counters.
@@ -703,14 +810,26 @@ impl<D: BackendDomain> Vif<D> {
         }
     }
 
-    /// The queue a frame goes to: its flow's hash over the queues (Linux's
-    /// `xenvif_select_queue` without a hash mapping from the ctrl ring).
-    pub(crate) fn select_queue(&self, frame: &NetFrame<D>) -> usize {
-        if self.queues.len() == 1 {
-            return 0;
+    /// Where a frame from the switch goes (Linux's `xenvif_start_xmit` and
+    /// `xenvif_select_queue`): `None` if the vif's multicast filter keeps it from the guest
+    /// (counted); else its queue and, when the guest set hashing up, its hash. Without hashing
+    /// the queue is its flow's hash over the queues.
+    #[inline]
+    pub(crate) fn rx_select(&mut self, frame: &NetFrame<D>) -> Option<(usize, Option<RxHash>)> {
+        let head = bridge_lite::Frame::bytes(frame);
+        if self.mcast.active() && !self.mcast.passes(head) {
+            self.stats.rx_mcast_filtered += 1;
+            return None;
         }
-        (offload::flow::flow_hash(bridge_lite::Frame::bytes(frame)) % self.queues.len() as u32)
-            as usize
+        if self.hash.active() {
+            let more = |buf: &mut [u8]| frame.0.peek(buf).unwrap_or(0);
+            return Some(self.hash.select(head, more, self.queues.len()));
+        }
+        if self.queues.len() == 1 {
+            return Some((0, None));
+        }
+        let q = offload::flow::flow_hash(head) % self.queues.len() as u32;
+        Some((q as usize, None))
     }
 }
 
@@ -725,6 +844,7 @@ impl VifStats {
         self.tx_copy_errors += o.tx_copy_errors;
         self.tx_no_buffer += o.tx_no_buffer;
         self.tx_mcast_requests += o.tx_mcast_requests;
+        self.tx_mcast_errors += o.tx_mcast_errors;
         self.tx_csum_errors += o.tx_csum_errors;
         self.tx_gso_frames += o.tx_gso_frames;
         self.tx_rate_limited += o.tx_rate_limited;
@@ -736,6 +856,8 @@ impl VifStats {
         self.rx_discarded += o.rx_discarded;
         self.rx_private_copies += o.rx_private_copies;
         self.rx_gso_frames += o.rx_gso_frames;
+        self.rx_hash_extras += o.rx_hash_extras;
+        self.rx_mcast_filtered += o.rx_mcast_filtered;
         self.rx_unfit += o.rx_unfit;
         self.rx_queue_peak_bytes = self.rx_queue_peak_bytes.max(o.rx_queue_peak_bytes);
         self.rx_queue_peak_pages = self.rx_queue_peak_pages.max(o.rx_queue_peak_pages);
@@ -744,6 +866,10 @@ impl VifStats {
         self.eoi_delayed += o.eoi_delayed;
         self.hypercalls += o.hypercalls;
         self.grant_ops += o.grant_ops;
+        self.ctrl_requests += o.ctrl_requests;
+        self.ctrl_invalid += o.ctrl_invalid;
+        self.ctrl_not_supported += o.ctrl_not_supported;
+        self.ctrl_copy_errors += o.ctrl_copy_errors;
         if self.fatal.is_none() {
             self.fatal = o.fatal.clone();
         }

@@ -39,7 +39,7 @@ pub const OWNER_NODE: &str = "splitnet-backend";
 const EVENTS_PER_PASS: usize = 64;
 
 /// The features this backend offers, written to its directory before InitWait.
-pub fn features(allow_flip: bool, max_queues: u32) -> [(&'static str, String); 11] {
+pub fn features(allow_flip: bool, max_queues: u32) -> [(&'static str, String); 13] {
     let s = |v: &str| v.to_string();
     [
         ("feature-sg", s("1")),
@@ -51,8 +51,10 @@ pub fn features(allow_flip: bool, max_queues: u32) -> [(&'static str, String); 1
         ("feature-rx-notify", s("1")),
         ("feature-split-event-channels", s("1")),
         ("multi-queue-max-queues", max_queues.to_string()),
-        ("feature-ctrl-ring", s("0")),
-        ("feature-multicast-control", s("0")),
+        ("feature-ctrl-ring", s("1")),
+        ("feature-multicast-control", s("1")),
+        ("feature-dynamic-multicast-control", s("1")),
+        ("feature-xdp-headroom", s("1")),
     ]
 }
 
@@ -71,6 +73,10 @@ pub(crate) trait VifControl {
     fn release(&mut self, id: VifId);
     /// The `rate` key changed: applies at once to a connected vif, and to later connects.
     fn set_rate(&mut self, id: VifId, rate: Option<Rate>);
+    /// The frontend reconfigured its `xdp-headroom` (a connected vif; nothing otherwise).
+    fn set_xdp_headroom(&mut self, id: VifId, headroom: u16);
+    /// The frontend's `request-multicast-control` changed (a connected vif; nothing otherwise).
+    fn set_multicast_control(&mut self, id: VifId, on: bool);
 }
 
 /// One vif device as the control plane tracks it.
@@ -89,6 +95,13 @@ struct Device {
     /// The data path holds what the device needs (its netdev, its switch). A refused device
     /// is tracked but not prepared, and is offered again only once a new preparation works.
     prepared: bool,
+    /// The state node says Reconfigured (the frontend's `xdp-headroom` was applied) while the
+    /// device is Connected; Connected is written back when the frontend returns to Connected.
+    reconfigured: bool,
+    /// Taken over from a previous backend instance, whose multicast list is lost with it:
+    /// filtering stays off (every multicast frame reaches the guest) until the frontend
+    /// connects again.
+    mcast_list_lost: bool,
 }
 
 /// The control plane's xenstore connection: it remembers when xenstore stopped answering (the
@@ -202,11 +215,20 @@ fn fe_token(id: VifId) -> String {
     format!("netback-fe:{}:{}", id.domid, id.devid)
 }
 
-fn parse_fe_token(token: &str) -> Option<VifId> {
-    let mut it = token.strip_prefix("netback-fe:")?.split(':');
+/// The token of the watch on the frontend's `request-multicast-control`.
+fn mc_token(id: VifId) -> String {
+    format!("netback-mc:{}:{}", id.domid, id.devid)
+}
+
+fn parse_token(prefix: &str, token: &str) -> Option<VifId> {
+    let mut it = token.strip_prefix(prefix)?.split(':');
     let domid = it.next()?.parse().ok()?;
     let devid = it.next()?.parse().ok()?;
     it.next().is_none().then_some(VifId { domid, devid })
+}
+
+fn parse_fe_token(token: &str) -> Option<VifId> {
+    parse_token("netback-fe:", token)
 }
 
 impl<S: XenStore> Xenbus<S> {
@@ -363,6 +385,8 @@ impl<S: XenStore> Xenbus<S> {
             }
         } else if let Some(id) = parse_fe_token(&ev.token) {
             self.frontend_changed(id, vifs);
+        } else if let Some(id) = parse_token("netback-mc:", &ev.token) {
+            self.multicast_control_changed(id, vifs);
         }
         match self.xs.broken() {
             Some(e) => Err(Error::Hypervisor(e)),
@@ -435,6 +459,11 @@ impl<S: XenStore> Xenbus<S> {
                 Some(s @ (XenbusState::InitWait | XenbusState::Connected)) if online && owned => {
                     self.adopt(id, be_path, s, vifs)
                 }
+                // Left Reconfigured (an xdp-headroom change) by the previous instance: a
+                // Connected device.
+                Some(XenbusState::Reconfigured) if online && owned => {
+                    self.adopt(id, be_path, XenbusState::Connected, vifs)
+                }
                 _ => {}
             }
             return;
@@ -499,6 +528,14 @@ impl<S: XenStore> Xenbus<S> {
             log::warn!("{id}: cannot watch the frontend's state: {e}");
             return None;
         }
+        // feature-dynamic-multicast-control: the key is followed while connected, as Linux's
+        // xen_register_mcast_ctrl_watch does.
+        if let Err(e) = self.xs.watch(
+            &format!("{fe_path}/request-multicast-control"),
+            &mc_token(id),
+        ) {
+            log::warn!("{id}: cannot watch the frontend's request-multicast-control: {e}");
+        }
         log::info!(
             "{id}: device, frontend {fe_path}, {}",
             match cfg.mode {
@@ -517,6 +554,8 @@ impl<S: XenStore> Xenbus<S> {
                 cfg,
                 awaiting_hotplug: false,
                 prepared: prepared.is_ok(),
+                reconfigured: false,
+                mcast_list_lost: false,
             },
         );
         if let Err(why) = prepared {
@@ -551,6 +590,9 @@ impl<S: XenStore> Xenbus<S> {
             return;
         }
         log::info!("{id}: taking over the device from a previous backend ({state:?})");
+        if let Some(d) = self.devices.get_mut(&id) {
+            d.mcast_list_lost = true;
+        }
         if state == XenbusState::Connected {
             let Some(dev) = self.devices.get(&id) else {
                 return;
@@ -654,6 +696,10 @@ impl<S: XenStore> Xenbus<S> {
         let _ = self.xs.write(&format!("{}/{OWNER_NODE}", dev.be_path), "1");
         let _ = self.xs.rm(&format!("{}/error", dev.be_path));
         let _ = self.xs.rm(&format!("{}/hotplug-error", dev.be_path));
+        if let Some(d) = self.devices.get_mut(&id) {
+            d.mcast_list_lost = false;
+            d.reconfigured = false;
+        }
         self.set_state(id, XenbusState::InitWait);
     }
 
@@ -692,6 +738,10 @@ impl<S: XenStore> Xenbus<S> {
         let _ = self
             .xs
             .unwatch(&format!("{}/state", dev.fe_path), &dev.fe_token);
+        let _ = self.xs.unwatch(
+            &format!("{}/request-multicast-control", dev.fe_path),
+            &mc_token(id),
+        );
         log::info!("{id}: device removed");
     }
 
@@ -703,11 +753,36 @@ impl<S: XenStore> Xenbus<S> {
                 log::info!("{id}: backend {:?} -> {state:?}", d.state);
             }
             d.state = state;
+            d.reconfigured = false;
             let path = format!("{}/state", d.be_path);
             if self.xs.read(&path).is_ok() {
                 let _ = self.xs.write(&path, state.as_str());
             }
         }
+    }
+
+    /// Writes the backend's state node without changing the state the device is tracked in
+    /// (Reconfigured is an answer, not a state of its own), only while the node exists.
+    fn write_state_node(&self, id: VifId, state: XenbusState) {
+        if let Some(d) = self.devices.get(&id) {
+            let path = format!("{}/state", d.be_path);
+            if self.xs.read(&path).is_ok() {
+                log::info!("{id}: backend state node {state:?}");
+                let _ = self.xs.write(&path, state.as_str());
+            }
+        }
+    }
+
+    /// The frontend's `request-multicast-control` changed (or its watch was registered).
+    fn multicast_control_changed(&mut self, id: VifId, vifs: &mut impl VifControl) {
+        let Some(dev) = self.devices.get(&id) else {
+            return;
+        };
+        if dev.mcast_list_lost {
+            return;
+        }
+        let on = read_flag(&self.xs, &dev.fe_path, "request-multicast-control");
+        vifs.set_multicast_control(id, on);
     }
 
     /// The frontend's state changed: follow it.
@@ -738,6 +813,25 @@ impl<S: XenStore> Xenbus<S> {
                     // at again after the reconnect.
                     Err(_) if self.xs.broken().is_some() => {}
                     Err(reason) => self.fail(id, reason, vifs),
+                }
+            }
+            // XDP headroom (Linux's read_xenbus_frontend_xdp): the frontend wrote
+            // `xdp-headroom` and went Reconfiguring; apply it and answer Reconfigured. The
+            // device stays Connected (as Linux's backend state does), and its node says so again
+            // once the frontend is back to Connected.
+            (Some(XenbusState::Reconfiguring), XenbusState::Connected) => {
+                let headroom = read_xdp_headroom(&self.xs, &dev.fe_path);
+                log::info!("{id}: frontend reconfigured: xdp-headroom {headroom}");
+                vifs.set_xdp_headroom(id, headroom);
+                self.write_state_node(id, XenbusState::Reconfigured);
+                if let Some(d) = self.devices.get_mut(&id) {
+                    d.reconfigured = true;
+                }
+            }
+            (Some(XenbusState::Connected), XenbusState::Connected) if dev.reconfigured => {
+                self.write_state_node(id, XenbusState::Connected);
+                if let Some(d) = self.devices.get_mut(&id) {
+                    d.reconfigured = false;
                 }
             }
             (Some(XenbusState::Closing), s)
@@ -792,7 +886,14 @@ impl<S: XenStore> Xenbus<S> {
         _be_path: &str,
         vifs: &mut impl VifControl,
     ) -> Result<(), FrontendError> {
-        let keys = read_frontend_keys(&self.xs, fe_path, self.allow_flip, self.max_queues)?;
+        let mut keys = read_frontend_keys(&self.xs, fe_path, self.allow_flip, self.max_queues)?;
+        if self.devices.get(&id).is_some_and(|d| d.mcast_list_lost) && keys.multicast_control {
+            log::warn!(
+                "{id}: the previous backend's multicast list is lost: every multicast frame \
+                 reaches the guest until it reconnects"
+            );
+            keys.multicast_control = false;
+        }
         let (mode, queues) = (keys.mode, keys.queues.len());
         let split = keys.queues.iter().any(|q| q.event_channel_rx.is_some());
         vifs.connect(id, keys)?;
@@ -908,11 +1009,47 @@ pub fn read_frontend_keys(
         gso_tcpv4: flag("feature-gso-tcpv4"),
         gso_tcpv6: flag("feature-gso-tcpv6"),
     };
+    // Linux's connect_ctrl_ring: no `ctrl-ring-ref` (or one that is not a number) is no ctrl
+    // ring; with one, `event-channel-ctrl` is required.
+    let ctrl = match read_u32(fe_path, "ctrl-ring-ref").ok().flatten() {
+        None => None,
+        Some(r) => Some(crate::ctrl::CtrlKeys {
+            ring_ref: GrantRef(r),
+            event_channel: Port(read_u32(fe_path, "event-channel-ctrl")?.ok_or(
+                FrontendError::Missing {
+                    key: "event-channel-ctrl",
+                },
+            )?),
+        }),
+    };
     Ok(FrontendKeys {
         queues,
         mode,
         offload,
+        ctrl,
+        multicast_control: flag("request-multicast-control"),
+        xdp_headroom: read_xdp_headroom(xs, fe_path),
     })
+}
+
+/// A frontend flag as Linux's `xenbus_read_unsigned(.., 0)` reads it: missing or not a number
+/// is off.
+fn read_flag(xs: &impl XenStore, dir: &str, key: &str) -> bool {
+    xs.read(&format!("{dir}/{key}"))
+        .ok()
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .is_some_and(|v| v != 0)
+}
+
+/// `xdp-headroom` as Linux's `read_xenbus_frontend_xdp` reads it (`%hu`): missing or not a
+/// number is 0; the value is taken modulo 65536 and clamped to `XEN_NETIF_MAX_XDP_HEADROOM`.
+pub fn read_xdp_headroom(xs: &impl XenStore, fe_path: &str) -> u16 {
+    xs.read(&format!("{fe_path}/xdp-headroom"))
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(0, |v| {
+            (v as u16).min(netif_ring::netif::XEN_NETIF_MAX_XDP_HEADROOM)
+        })
 }
 
 #[cfg(test)]

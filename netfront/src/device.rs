@@ -10,6 +10,7 @@ use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Med
 use xenoprof::Class;
 
 use crate::config::FrontConfig;
+use crate::ctrl::CtrlChannel;
 use crate::error::{Error, Result};
 use crate::ringmem::guest_ring;
 use crate::rx::RxPath;
@@ -60,26 +61,34 @@ impl FrontQueue {
 /// A connected vif frontend: the guest's network device.
 #[derive(Debug)]
 pub struct Netfront<D: FrontendDomain> {
-    dom: D,
-    xs: D::Store,
-    fe_dir: String,
-    be_dir: String,
-    backend: DomId,
-    evtchn: Arc<D::Evtchn>,
+    pub(crate) dom: D,
+    pub(crate) xs: D::Store,
+    pub(crate) fe_dir: String,
+    pub(crate) be_dir: String,
+    pub(crate) backend: DomId,
+    pub(crate) evtchn: Arc<D::Evtchn>,
     /// Ports delivered by the last wait (reused).
     delivered: Vec<Port>,
     /// At least one.
     queues: Vec<FrontQueue>,
     /// Each queue's transmit path (by queue index; apart from `queues` so a smoltcp token can
     /// borrow one queue's receive path and every transmit path at once).
-    tx: Vec<TxPath<D>>,
+    pub(crate) tx: Vec<TxPath<D>>,
     /// Each queue's receive path.
     rx: Vec<RxPath<D>>,
     /// The queue `receive` looks at first (round robin).
     rx_next: usize,
-    cfg: FrontConfig,
-    features: BackendFeatures,
+    /// The queue whose frame `receive` handed out last.
+    last_rx_queue: Option<usize>,
+    pub(crate) cfg: FrontConfig,
+    pub(crate) features: BackendFeatures,
     disconnected: Option<Error>,
+    /// The ctrl ring, when receive hashing was asked for.
+    pub(crate) ctrl: Option<CtrlChannel<D>>,
+    /// Ctrl requests answered.
+    pub(crate) ctrl_answered: u64,
+    /// The rx headroom the backend applies (`xdp-headroom`).
+    pub(crate) xdp_headroom: u16,
 }
 
 impl<D: FrontendDomain> Netfront<D> {
@@ -192,6 +201,16 @@ impl<D: FrontendDomain> Netfront<D> {
         let num_queues = cfg.max_queues.min(features.max_queues).max(1);
         let split = cfg.split_event_channels && features.split_event_channels;
         let built = (|| -> Result<Self> {
+            let ctrl = match cfg.hashing {
+                Some(_) => Some(CtrlChannel::new(
+                    &dom,
+                    &evtchn,
+                    backend,
+                    &mut pages,
+                    &mut grants,
+                )?),
+                None => None,
+            };
             let max_frame = cfg.max_frame();
             let mut queues = Vec::with_capacity(num_queues as usize);
             let (mut txs, mut rxs) = (Vec::new(), Vec::new());
@@ -274,9 +293,13 @@ impl<D: FrontendDomain> Netfront<D> {
                 tx: txs,
                 rx: rxs,
                 rx_next: 0,
+                last_rx_queue: None,
                 cfg: cfg.clone(),
                 features,
                 disconnected: None,
+                ctrl,
+                ctrl_answered: 0,
+                xdp_headroom: 0,
             })
         })();
         match built {
@@ -335,6 +358,19 @@ impl<D: FrontendDomain> Netfront<D> {
             for (k, v) in xenbus::offload_keys(&self.cfg) {
                 write(k, v)?;
             }
+            if let Some(c) = &self.ctrl {
+                write("ctrl-ring-ref", &c.page.1.0.to_string())?;
+                write("event-channel-ctrl", &c.port.0.to_string())?;
+            }
+            // netif.h: before Connected. Written either way, so a reconnect inherits nothing.
+            write(
+                "request-multicast-control",
+                if self.cfg.multicast.is_some() {
+                    "1"
+                } else {
+                    "0"
+                },
+            )?;
             xenbus::switch_state(xs, fe, XenbusState::Connected)?;
             xenbus::wait_for_state(
                 xs,
@@ -348,6 +384,16 @@ impl<D: FrontendDomain> Netfront<D> {
                 self.evtchn
                     .notify(q.rx_port)
                     .map_err(Error::hv("notify(connect)"))?;
+            }
+            // What the ctrl ring, multicast control and XDP headroom set up (crate::ctrl).
+            if let Some(h) = self.cfg.hashing.clone() {
+                self.set_up_hashing(&h)?;
+            }
+            for g in self.cfg.multicast.clone().unwrap_or_default() {
+                self.subscribe(g)?;
+            }
+            if self.cfg.xdp_headroom != 0 {
+                self.set_xdp_headroom(self.cfg.xdp_headroom)?;
             }
             Ok(())
         })();
@@ -410,12 +456,42 @@ impl<D: FrontendDomain> Netfront<D> {
         &self.cfg
     }
 
+    /// Whether a ctrl ring was made ([`FrontConfig::hashing`]).
+    pub fn has_ctrl_ring(&self) -> bool {
+        self.ctrl.is_some()
+    }
+
+    /// The rx headroom the backend applies, as last set ([`Netfront::set_xdp_headroom`]).
+    pub fn xdp_headroom(&self) -> u16 {
+        self.xdp_headroom
+    }
+
+    /// The queue the frame the stack took last came on, and its hash extra's (value,
+    /// `_XEN_NETIF_CTRL_HASH_TYPE_*`) if it had one.
+    pub fn last_rx(&self) -> Option<(usize, Option<(u32, u8)>)> {
+        let q = self.last_rx_queue?;
+        Some((q, self.rx[q].last_hash))
+    }
+
+    /// Each queue's counters (transmit and receive paths together).
+    pub fn queue_stats(&self) -> Vec<Stats> {
+        self.tx
+            .iter()
+            .zip(&self.rx)
+            .map(|(t, r)| {
+                let mut s = t.stats;
+                s.merge(&r.stats);
+                s
+            })
+            .collect()
+    }
+
     /// Frames received and not yet taken by the stack.
     pub fn rx_pending(&self) -> usize {
         self.rx.iter().map(|r| r.ready.len()).sum()
     }
 
-    fn disconnect(&mut self, e: Error) -> Error {
+    pub(crate) fn disconnect(&mut self, e: Error) -> Error {
         if self.disconnected.is_none() {
             let why = e.to_string();
             let _ = self.xs.write(&format!("{}/error", self.fe_dir), &why);
@@ -425,7 +501,7 @@ impl<D: FrontendDomain> Netfront<D> {
         e
     }
 
-    fn check_connected(&self) -> Result<()> {
+    pub(crate) fn check_connected(&self) -> Result<()> {
         match &self.disconnected {
             Some(e) => Err(Error::Disconnected(e.to_string())),
             None => Ok(()),
@@ -515,6 +591,19 @@ impl<D: FrontendDomain> Netfront<D> {
         Ok(())
     }
 
+    /// Port `p` was delivered by a wait other than [`Self::wait`]'s: its queue's late end of
+    /// interrupt will decide its unmask, as for an event `wait` collected.
+    pub(crate) fn mark_delivered(&mut self, p: Port) {
+        for q in &mut self.queues {
+            if p == q.tx_port {
+                q.eoi[0].delivered();
+            }
+            if q.split() && p == q.rx_port {
+                q.eoi[1].delivered();
+            }
+        }
+    }
+
     /// The late end of interrupt for the events the last wait delivered (see [`Self::wait`]),
     /// and held-back ones that have come due.
     fn end_of_interrupt(&mut self) -> Result<()> {
@@ -575,6 +664,7 @@ impl<D: FrontendDomain> Netfront<D> {
                 s.eoi_delayed += e.delayed();
             }
         }
+        s.ctrl_requests = self.ctrl_answered;
         s
     }
 
@@ -597,6 +687,7 @@ impl<D: FrontendDomain> Netfront<D> {
             tx: txs,
             rx: rxs,
             cfg,
+            ctrl,
             ..
         } = self;
         let _ = xenbus::switch_state(&xs, &fe_dir, XenbusState::Closing);
@@ -622,6 +713,17 @@ impl<D: FrontendDomain> Netfront<D> {
             }
         };
         let mut ports = Vec::new();
+        if let Some(c) = ctrl {
+            let CtrlChannel { ring, page, port } = c;
+            // The ring (its page view) goes before its page can be freed.
+            drop(ring);
+            if retry(&|| dom.end_access(page.1)) {
+                free.push(page.0);
+            } else {
+                stuck.push(page.0);
+            }
+            ports.push(port);
+        }
         for ((q, mut tx), mut rx) in queues.into_iter().zip(txs).zip(rxs) {
             let FrontQueue {
                 tx_ring,
@@ -795,6 +897,7 @@ impl<D: FrontendDomain> phy::Device for Netfront<D> {
         }
         let i = found?;
         self.rx_next = (i + 1) % n;
+        self.last_rx_queue = Some(i);
         // A frame received may need an answer; without room for one the stack still gets the
         // frame (its reply then waits for the next transmit).
         let _ = self.tx_room();

@@ -16,7 +16,8 @@ impl RawFront {
     }
 
     /// Writes what a frontend writes to connect (ring references, event channel,
-    /// `request-rx-copy`, its `feature-*` keys as [`RawFront::keys`] says) through its own
+    /// `request-rx-copy`, its `feature-*` keys, and its ctrl ring, `request-multicast-control`
+    /// and `xdp-headroom` when set, as [`RawFront::keys`] says) through its own
     /// xenstore connection, then its state Connected. The backend connects on its next pass.
     #[track_caller]
     pub fn publish(&self, paths: &VifPaths) {
@@ -38,6 +39,17 @@ impl RawFront {
             ("feature-gso-tcpv4", b(o.gso_tcpv4).into()),
             ("feature-gso-tcpv6", b(o.gso_tcpv6).into()),
         ];
+        let mut keys = keys.to_vec();
+        if let Some(c) = k.ctrl {
+            keys.push(("ctrl-ring-ref", c.ring_ref.0.to_string()));
+            keys.push(("event-channel-ctrl", c.event_channel.0.to_string()));
+        }
+        if k.multicast_control {
+            keys.push(("request-multicast-control", "1".into()));
+        }
+        if k.xdp_headroom != 0 {
+            keys.push(("xdp-headroom", k.xdp_headroom.to_string()));
+        }
         for (key, v) in keys {
             xs.write(&format!("{fe}/{key}"), &v)
                 .expect("the frontend writes its keys");
