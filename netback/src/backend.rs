@@ -732,7 +732,8 @@ impl<D: BackendDomain> Datapath<D> {
     }
 
     /// The earliest moment a pass has timed work to do without any event arriving: a delayed
-    /// end of interrupt, a queued frame expiring, or a vif's rate credit arriving. `wait`
+    /// end of interrupt, a queued frame expiring, a queue stalling, or a vif's rate credit
+    /// arriving. `wait`
     /// never sleeps past it, so nothing timed depends on `Config::poll_interval`. Only moments
     /// after `now` count: the pass just run handled those before it (a past one would make
     /// `wait` spin).
@@ -747,6 +748,7 @@ impl<D: BackendDomain> Datapath<D> {
                     q.eoi[1].deadline(),
                     expiry,
                     q.tx_waiting_until(),
+                    q.rx_stall_deadline(self.cfg.rx_stall_timeout),
                 ]
             })
             .flatten()

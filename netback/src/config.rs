@@ -24,6 +24,11 @@ pub struct Config {
     /// A frame that waits in a vif's rx queue longer than this is dropped (Linux stamps each
     /// skb with `rx_drain_timeout_msecs`, 10 s), so a stalled guest cannot pin backend memory.
     pub rx_drain_timeout: Duration,
+    /// A vif queue whose guest has posted no receive buffer and been given no frame for this
+    /// long while frames wait for it is stalled (Linux's `rx_stall_timeout_msecs`, 60 s): the
+    /// vif's carrier goes off and frames for it are dropped (counted) until the guest posts a
+    /// buffer again. Zero turns detection off.
+    pub rx_stall_timeout: Duration,
     /// Upper bound on how long the backend blocks with nothing to wake it: a safety net only.
     /// Events, watches and uplinks wake it at once, and it wakes for its own timers (rx
     /// expiry, delayed end of interrupt) when they are due; `tests/wakeups.rs` runs with this
@@ -68,6 +73,7 @@ impl Default for Config {
             tx_slots_drop: netif_ring::netif::XEN_NETIF_NR_SLOTS_MIN as usize,
             tx_slots_fatal: 20,
             rx_drain_timeout: Duration::from_secs(10),
+            rx_stall_timeout: Duration::from_secs(60),
             poll_interval: Duration::from_millis(20),
             vif_mac_limit: Some(64),
             max_eoi_delay: Duration::from_millis(100),

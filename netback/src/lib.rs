@@ -38,6 +38,7 @@ pub mod pool;
 pub mod rate;
 pub mod ratelimit;
 mod rx;
+mod stall;
 pub mod switch;
 mod tx;
 pub mod uplink;

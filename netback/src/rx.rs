@@ -2,6 +2,7 @@
 //!
 //! Frames wait in the vif's queue (capped in bytes, each stamped when queued). One pass
 //! per queue ([`Queue::rx_action`], Linux's `xenvif_rx_action`):
+//! - notices a guest whose receive stalled or recovered (`stall.rs`, carrier off and on);
 //! - drops frames that waited longer than `rx_drain_timeout` (`xenvif_rx_queue_drop_expired`);
 //! - while the frontend has posted enough buffers for the head frame
 //!   ([`Queue::rx_slots_available`]), delivers it ([`Queue::rx_skb`]): a frame of `len` bytes takes
@@ -110,11 +111,16 @@ impl<D: BackendDomain> Queue<D> {
         batch: &mut CopyBatch,
         now: Instant,
     ) -> usize {
+        if self.is_disabled() {
+            return 0;
+        }
+        // Expired frames first: one that should have gone already is not waiting any more.
+        self.stats.rx_expired += self.rx_queue.drop_expired(now, cfg.rx_drain_timeout) as u64;
+        self.rx_watch_stall(now, cfg.rx_stall_timeout);
         if self.is_disabled() || self.rx_queue.is_empty() {
             return 0;
         }
         let _s = xenoprof::scope(xenoprof::Class::NETBACK);
-        self.stats.rx_expired += self.rx_queue.drop_expired(now, cfg.rx_drain_timeout) as u64;
         let mut sc = std::mem::take(&mut self.rx_scratch);
         sc.puts.clear();
         sc.delivered = 0;
@@ -149,6 +155,9 @@ impl<D: BackendDomain> Queue<D> {
             sc.delivered += 1;
         }
         let delivered = sc.delivered;
+        if delivered > 0 {
+            self.rx_progress(now);
+        }
         self.rx_scratch = sc;
         self.rx_fatal = fatal;
         delivered

@@ -135,6 +135,15 @@ pub struct VifStats {
     /// Frames dropped unsent because the vif was disabled or disconnected: those still queued
     /// then, and those switched to it afterwards.
     pub rx_discarded: u64,
+    /// Whether the guest's receive is stalled now (on any queue: the vif's carrier is off):
+    /// frames waited, no receive buffer was posted and nothing was delivered for
+    /// `Config::rx_stall_timeout`. Cleared when the guest posts buffers again.
+    pub rx_stalled: bool,
+    /// Times a queue's guest receive stalled (carrier off).
+    pub rx_stalls: u64,
+    /// Frames dropped because the vif's carrier was off (a queue stalled): those queued when
+    /// it stalled and those switched to the vif while it stayed stalled.
+    pub rx_stall_drops: u64,
     /// Frames copied privately before being flipped (flooded frames another vif also holds).
     pub rx_private_copies: u64,
     /// Super-frames delivered whole, with a GSO extra-info slot.
@@ -414,6 +423,11 @@ pub(crate) struct Queue<D: BackendDomain> {
     pub(crate) rx_headroom: u16,
     /// The frontend takes frames of several slots (`feature-sg`).
     pub(crate) rx_sg: bool,
+    /// Its guest's receive is stalled (`stall.rs`).
+    pub(crate) rx_stalled: bool,
+    /// When a frame was last put on its rx ring, or the stall clock otherwise restarted (the
+    /// first pass after connecting, a recovery).
+    pub(crate) rx_last_progress: Option<Instant>,
 }
 
 impl<D: BackendDomain> Queue<D> {
@@ -438,6 +452,7 @@ impl<D: BackendDomain> Queue<D> {
         VifStats {
             spurious_events: self.eoi.iter().map(|e| e.spurious()).sum(),
             eoi_delayed: self.eoi.iter().map(|e| e.delayed()).sum(),
+            rx_stalled: self.rx_stalled,
             ..self.stats.clone()
         }
     }
@@ -660,6 +675,8 @@ impl<D: BackendDomain> Vif<D> {
             rx_fatal: None,
             rx_headroom: 0,
             rx_sg: true,
+            rx_stalled: false,
+            rx_last_progress: None,
         };
         if let Err(e) = q.check_rings() {
             let _ = evtchn.unbind(q.tx_port);
@@ -791,6 +808,12 @@ impl<D: BackendDomain> Vif<D> {
         self.rate
     }
 
+    /// Whether the guest's receive is stalled on any of its queues: its carrier is off and
+    /// frames for it are dropped (see `Config::rx_stall_timeout`).
+    pub fn is_rx_stalled(&self) -> bool {
+        self.queues.iter().any(Queue::is_rx_stalled)
+    }
+
     /// Whether the vif was disabled for a fatal frontend error (on any queue).
     pub fn is_disabled(&self) -> bool {
         self.queues.iter().any(Queue::is_disabled)
@@ -811,11 +834,16 @@ impl<D: BackendDomain> Vif<D> {
     }
 
     /// Where a frame from the switch goes (Linux's `xenvif_start_xmit` and
-    /// `xenvif_select_queue`): `None` if the vif's multicast filter keeps it from the guest
-    /// (counted); else its queue and, when the guest set hashing up, its hash. Without hashing
+    /// `xenvif_select_queue`): `None` if the vif's carrier is off (a queue stalled) or its
+    /// multicast filter keeps it from the guest (counted); else its queue and, when the guest set hashing up, its hash. Without hashing
     /// the queue is its flow's hash over the queues.
     #[inline]
     pub(crate) fn rx_select(&mut self, frame: &NetFrame<D>) -> Option<(usize, Option<RxHash>)> {
+        if self.is_rx_stalled() {
+            // Carrier off: dropped here, never queued (Linux's qdisc drops while it is off).
+            self.stats.rx_stall_drops += 1;
+            return None;
+        }
         let head = bridge_lite::Frame::bytes(frame);
         if self.mcast.active() && !self.mcast.passes(head) {
             self.stats.rx_mcast_filtered += 1;
@@ -854,6 +882,9 @@ impl VifStats {
         self.rx_copy_errors += o.rx_copy_errors;
         self.rx_expired += o.rx_expired;
         self.rx_discarded += o.rx_discarded;
+        self.rx_stalled |= o.rx_stalled;
+        self.rx_stalls += o.rx_stalls;
+        self.rx_stall_drops += o.rx_stall_drops;
         self.rx_private_copies += o.rx_private_copies;
         self.rx_gso_frames += o.rx_gso_frames;
         self.rx_hash_extras += o.rx_hash_extras;

@@ -45,6 +45,9 @@ pub struct DeviceInfo {
     pub connected: bool,
     /// Why the vif was disabled, if it was.
     pub disabled: Option<String>,
+    /// Whether its guest's receive is stalled (carrier off: frames for it are dropped until it
+    /// posts receive buffers again; `Config::rx_stall_timeout`).
+    pub rx_stalled: bool,
 }
 
 /// A transmit limit as an operator reads it.
@@ -130,6 +133,8 @@ pub struct QueueDump {
     pub tx_credit_wait_us: Option<u64>,
     /// Whether an end of interrupt is being held back (an event storm, XSA-332).
     pub eoi_held_back: bool,
+    /// Whether its guest's receive is stalled (no buffers posted while frames waited).
+    pub rx_stalled: bool,
 }
 
 fn ring_dump<K: netif_ring::RingKind, M: netif_ring::RingMem>(
@@ -194,6 +199,7 @@ impl<D: BackendDomain> Netback<D> {
                     rate_is_default: own_rate.is_none() && dp.default_rate.is_some(),
                     connected: vif.is_some(),
                     disabled: vif.and_then(|v| v.stats().fatal.map(|f| f.to_string())),
+                    rx_stalled: vif.is_some_and(Vif::is_rx_stalled),
                 }
             })
             .collect()
@@ -221,6 +227,7 @@ impl<D: BackendDomain> Netback<D> {
                         .tx_waiting_until()
                         .map(|t| t.saturating_duration_since(now).as_micros() as u64),
                     eoi_held_back: q.eoi.iter().any(|e| e.deadline().is_some()),
+                    rx_stalled: q.is_rx_stalled(),
                 })
                 .collect(),
         })
