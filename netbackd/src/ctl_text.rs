@@ -57,6 +57,8 @@ pub fn render(req: &Request, v: &Value) -> String {
                 let mut state = s(&d["state"]);
                 if !d["disabled"].is_null() {
                     state = format!("{state} DISABLED");
+                } else if d["rx_stalled"] == true {
+                    state = format!("{state} STALLED");
                 } else if d["connected"] == false {
                     state = format!("{state} (not connected)");
                 }
@@ -93,6 +95,14 @@ pub fn render(req: &Request, v: &Value) -> String {
                 );
                 if let Some(why) = d["disabled"].as_str() {
                     let _ = writeln!(out, "  {}: disabled: {why}", s(&d["vif"]));
+                } else if d["rx_stalled"] == true {
+                    let _ = writeln!(
+                        out,
+                        "  {}: guest rx stalled (carrier off): it posts no receive buffers; \
+                         frames for it are dropped ({} so far) until it does",
+                        s(&d["vif"]),
+                        s(&c["rx_stall_drops"])
+                    );
                 }
             }
         }
@@ -139,9 +149,14 @@ pub fn render(req: &Request, v: &Value) -> String {
                 }
                 let _ = writeln!(
                     out,
-                    "  rx queue: {} frames, {} bytes waiting for the guest's buffers\n  tx: {}\n  events: {}",
+                    "  rx queue: {} frames, {} bytes waiting for the guest's buffers{}\n  tx: {}\n  events: {}",
                     s(&q["rx_queue_frames"]),
                     s(&q["rx_queue_bytes"]),
+                    if q["rx_stalled"] == true {
+                        " (guest rx STALLED: carrier off, frames dropped)"
+                    } else {
+                        ""
+                    },
                     match q["tx_credit_wait_us"].as_u64() {
                         Some(us) => format!("waiting {us} us for rate credit"),
                         None => "not waiting for credit".into(),
@@ -159,4 +174,35 @@ pub fn render(req: &Request, v: &Value) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed(stalled: bool) -> Value {
+        serde_json::json!([{
+            "vif": "vif3.0", "domid": 3, "devid": 0, "state": "Connected", "mode": "builtin",
+            "switch": "xenbr0", "mac": null, "ips": [], "queues": 1, "rate": null,
+            "rate_is_default": false, "connected": true, "disabled": null,
+            "rx_stalled": stalled,
+            "counters": {"rx_packets": 1, "rx_bytes": 60, "tx_packets": 0, "tx_bytes": 0,
+                         "drops": 7, "rx_stalls": 1, "rx_stall_drops": 7},
+        }])
+    }
+
+    #[test]
+    fn list_says_which_guest_is_stalled_and_what_it_cost() {
+        let out = render(&Request::List, &listed(true));
+        assert!(out.contains("Connected STALLED"), "{out}");
+        assert!(
+            out.contains("vif3.0: guest rx stalled (carrier off)") && out.contains("(7 so far)"),
+            "{out}"
+        );
+        let out = render(&Request::List, &listed(false));
+        assert!(
+            !out.contains("STALLED") && !out.contains("stalled"),
+            "{out}"
+        );
+    }
 }

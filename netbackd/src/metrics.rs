@@ -83,13 +83,14 @@ fn labels(pairs: &[(&str, String)]) -> Labels {
 }
 
 /// Guest-visible drop counters of a vif, by reason.
-fn vif_drops(v: &VifStats) -> [(&'static str, u64); 12] {
+fn vif_drops(v: &VifStats) -> [(&'static str, u64); 13] {
     [
         ("rx_queue_full", v.rx_queue_full),
         ("rx_expired", v.rx_expired),
         ("rx_copy_errors", v.rx_copy_errors),
         ("rx_unfit", v.rx_unfit),
         ("rx_discarded", v.rx_discarded),
+        ("rx_stall_drops", v.rx_stall_drops),
         ("tx_runt", v.tx_runt),
         ("tx_too_many_slots", v.tx_too_many_slots),
         ("tx_oversize_slot", v.tx_oversize_slot),
@@ -169,6 +170,17 @@ pub fn render(snap: &Snapshot, age: Duration) -> String {
         "vif_disabled",
         "1 if the vif was disabled because its frontend broke the protocol",
     );
+    let stalled = gauge_family(
+        &mut reg,
+        "vif_rx_stalled",
+        "1 while the guest's receive is stalled (it posts no rx buffers while frames wait: \
+         carrier off, frames for it dropped)",
+    );
+    let stalls = vif_c(
+        &mut reg,
+        "rx_stalls",
+        "Times the guest's receive stalled (carrier off)",
+    );
     let info = gauge_family(
         &mut reg,
         "vif_info",
@@ -190,6 +202,8 @@ pub fn render(snap: &Snapshot, age: Duration) -> String {
         hypercalls.get_or_create(&l).inc_by(v.hypercalls);
         spurious.get_or_create(&l).inc_by(v.spurious_events);
         disabled.get_or_create(&l).set(i64::from(v.fatal.is_some()));
+        stalled.get_or_create(&l).set(i64::from(v.rx_stalled));
+        stalls.get_or_create(&l).inc_by(v.rx_stalls);
         for (reason, n) in vif_drops(v) {
             let mut l = l.clone();
             l.push(("reason".into(), reason.into()));
@@ -353,4 +367,87 @@ fn answer(mut stream: TcpStream, latest: &Latest) {
         "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netback::{NetbackSnapshot, VifId};
+
+    fn snapshot(v: VifStats) -> Snapshot {
+        let bridge = bridge_lite::Bridge::new(bridge_lite::BridgeConfig::default())
+            .expect("a bridge")
+            .snapshot();
+        let backend = NetbackSnapshot {
+            vifs: vec![(VifId { domid: 3, devid: 0 }, v)],
+            departed: vec![],
+            departed_total: 0,
+            bridge,
+            switches: vec![],
+            copy_hypercalls: 0,
+            copy_ops: 0,
+            pool_pages: 0,
+            uplinks: vec![],
+            devices: 1,
+        };
+        Snapshot {
+            at: Instant::now(),
+            report: Report {
+                uptime_s: 1.0,
+                backend,
+                guests: vec![],
+                hypervisor: None,
+            },
+            devices: vec![],
+        }
+    }
+
+    const VIF: &[&str] = &["vif=\"vif3.0\""];
+
+    #[test]
+    fn a_stalled_guest_shows_as_a_gauge_its_stalls_and_its_drops() {
+        let v = VifStats {
+            rx_stalled: true,
+            rx_stalls: 2,
+            rx_stall_drops: 7,
+            ..VifStats::default()
+        };
+        let text = render(&snapshot(v.clone()), Duration::ZERO);
+        let line = |name: &str, extra: &[&str]| {
+            text.lines()
+                .find(|l| {
+                    l.starts_with(&format!("{name}{{"))
+                        && VIF.iter().chain(extra).all(|x| l.contains(x))
+                })
+                .unwrap_or_else(|| panic!("no {name} {extra:?} in\n{text}"))
+                .rsplit(' ')
+                .next()
+                .and_then(|n| n.parse::<u64>().ok())
+                .expect("a number")
+        };
+        assert_eq!(line("netbackd_vif_rx_stalled", &[]), 1);
+        assert_eq!(line("netbackd_vif_rx_stalls_total", &[]), 2);
+        assert_eq!(
+            line("netbackd_vif_drops_total", &["reason=\"rx_stall_drops\""]),
+            7
+        );
+        // Recovered: the gauge goes back to 0, the counters stay.
+        let text = render(
+            &snapshot(VifStats {
+                rx_stalled: false,
+                ..v
+            }),
+            Duration::ZERO,
+        );
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("netbackd_vif_rx_stalled{") && l.ends_with(" 0")),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("netbackd_vif_rx_stalls_total{") && l.ends_with(" 2")),
+            "{text}"
+        );
+    }
 }

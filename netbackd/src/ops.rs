@@ -169,6 +169,7 @@ pub(crate) fn answer<D: BackendDomain>(nb: &mut Netback<D>, run: &Run, req: &Req
                             + s.rx_copy_errors
                             + s.rx_unfit
                             + s.rx_discarded
+                            + s.rx_stall_drops
                             + s.tx_runt
                             + s.tx_too_many_slots
                             + s.tx_oversize_slot
@@ -191,12 +192,15 @@ pub(crate) fn answer<D: BackendDomain>(nb: &mut Netback<D>, run: &Run, req: &Req
                         "rate_is_default": d.rate_is_default,
                         "connected": d.connected,
                         "disabled": d.disabled,
+                        "rx_stalled": d.rx_stalled,
                         "counters": stats.map(|s| serde_json::json!({
                             "rx_packets": s.rx_packets,
                             "rx_bytes": s.rx_bytes,
                             "tx_packets": s.tx_packets,
                             "tx_bytes": s.tx_bytes,
                             "drops": drops,
+                            "rx_stalls": s.rx_stalls,
+                            "rx_stall_drops": s.rx_stall_drops,
                         })),
                     })
                 })

@@ -72,6 +72,7 @@ impl Report {
                     ("rx_copy_errors", v.rx_copy_errors),
                     ("rx_unfit", v.rx_unfit),
                     ("rx_discarded", v.rx_discarded),
+                    ("rx_stall_drops", v.rx_stall_drops),
                     ("tx_runt", v.tx_runt),
                     ("tx_too_many_slots", v.tx_too_many_slots),
                     ("tx_oversize_slot", v.tx_oversize_slot),
@@ -86,6 +87,8 @@ impl Report {
                 }
                 if let Some(f) = &v.fatal {
                     d.push(format!("DISABLED: {f}"));
+                } else if v.rx_stalled {
+                    d.push("STALLED (guest posts no rx buffers; carrier off)".into());
                 }
                 let _ = writeln!(
                     s,
