@@ -600,8 +600,8 @@ impl<D: BackendDomain> Datapath<D> {
                     let fitted = fit(f, to, &self.pool, &mut self.seg, &mut |f| {
                         q.enqueue_rx(f, now, cap, share, hash)
                     });
-                    if fitted.is_err() {
-                        q.stats.rx_unfit += 1;
+                    if let Err(why) = fitted {
+                        q.stats.count_unfit(why);
                     }
                 }
             }

@@ -2,9 +2,16 @@
 //! super-frame) when the port takes it so, and is fixed up only for a port that does not, as
 //! Linux's `validate_xmit_skb` does at a device: the checksum completed in place, or the
 //! super-frame cut into MSS-sized segments in software.
+//!
+//! The rules that keep a frame from a port that cannot take it hold alike for a frame that
+//! arrives whole and for the segments software GSO makes of one ([`admits`]): a super-frame
+//! whose segments would not fit (longer than a page, for a frontend without `feature-sg`) is
+//! dropped before it is cut, and so is one that would make more than
+//! [`offload::gso::MAX_SEGS`] segments (a hostile `gso_size`), so one frame costs a bounded
+//! amount of work however small its MSS.
 
 use hypervisor::{BackendDomain, PAGE_SIZE};
-use offload::gso::{MAX_FRAME_LEN, SegCsum, segment};
+use offload::gso::{self, MAX_FRAME_LEN, SegCsum, segment_while};
 use offload::{Csum, GsoKind, OffloadMeta};
 
 use crate::pool::{BufPool, NetFrame};
@@ -73,6 +80,15 @@ pub enum Unfit {
     Offload,
     /// No backend buffers for its segments.
     NoBuffer,
+    /// A super-frame that would be cut into more than [`offload::gso::MAX_SEGS`] segments.
+    TooManySegments,
+}
+
+/// Whether a frame of `len` bytes, whole or a segment of a super-frame, may go to a port that
+/// takes `to` as far as its length goes: one page at most without `feature-sg`. (A frontend's
+/// headroom shrinks its buffers further: the rx path checks that for every frame it delivers.)
+pub(crate) fn admits(to: Accepts, len: usize) -> bool {
+    to.sg || len <= PAGE_SIZE
 }
 
 /// Reused storage for software segmentation: the super-frame gathered from its pages, and one
@@ -129,15 +145,17 @@ pub(crate) fn fit<D: BackendDomain>(
             buf.complete_csum().map_err(|_| Unfit::Offload)?;
         }
     }
-    if !to.sg && frame.len() > PAGE_SIZE {
+    if !admits(to, frame.len()) {
         return Err(Unfit::TooBig);
     }
     out(frame);
     Ok(())
 }
 
-/// Software GSO: the super-frame gathered into one buffer, cut with `offload::gso::segment`,
-/// each segment written into backend pages of its own.
+/// Software GSO: the super-frame gathered into one buffer, planned (too many segments, or
+/// segments the port does not admit: the whole frame is dropped uncut), cut with
+/// `offload::gso::segment_while`, each segment written into backend pages of its own; the cut
+/// stops at the first segment that finds no buffer.
 fn segment_into<D: BackendDomain>(
     frame: NetFrame<D>,
     meta: OffloadMeta,
@@ -151,6 +169,14 @@ fn segment_into<D: BackendDomain>(
         .0
         .read_into(&mut scratch.frame)
         .map_err(|_| Unfit::Offload)?;
+    let plan = match gso::plan(&scratch.frame, scratch.frame.len(), &meta) {
+        Ok(p) => p,
+        Err(offload::Error::TooManySegments { .. }) => return Err(Unfit::TooManySegments),
+        Err(_) => return Err(Unfit::Offload),
+    };
+    if !admits(to, plan.largest) {
+        return Err(Unfit::TooBig);
+    }
     let partial = if is_ipv6(&frame) {
         to.ipv6_csum
     } else {
@@ -163,26 +189,25 @@ fn segment_into<D: BackendDomain>(
         SegCsum::Complete
     };
     let mut failed = None;
-    segment(
+    segment_while(
         &scratch.frame,
         &meta,
         mode,
         &mut scratch.seg,
         &mut |seg, m| {
-            if failed.is_some() {
-                return;
-            }
+            debug_assert!(admits(to, seg.len()), "the plan admitted every segment");
             match pool.alloc(seg.len()) {
                 Some(mut buf) => {
                     if buf.fill(seg).is_ok() {
                         buf.set_meta(*m);
                         out(NetFrame::new(buf));
-                    } else {
-                        failed = Some(Unfit::Offload);
+                        return true;
                     }
+                    failed = Some(Unfit::Offload);
                 }
                 None => failed = Some(Unfit::NoBuffer),
             }
+            false
         },
     )
     .map_err(|_| Unfit::Offload)?;

@@ -158,6 +158,10 @@ pub struct VifStats {
     /// buffers for software segmentation or for a flip-mode guest's private copy, or (flip
     /// mode) the unused end of its last page could not be cleared.
     pub rx_unfit: u64,
+    /// Super-frames dropped instead of being cut for this guest because they would make more
+    /// than `offload::gso::MAX_SEGS` segments (an MSS below any TCP sender's: a hostile
+    /// `gso_size`, e.g. 1 on a 64 KiB frame).
+    pub rx_gso_too_many_segs: u64,
     /// The most bytes the rx queue has held at once (at most `Config::rx_queue_bytes`).
     pub rx_queue_peak_bytes: u64,
     /// The most backend pages the rx queue's frames have pinned at once (at most the vif's
@@ -862,6 +866,14 @@ impl<D: BackendDomain> Vif<D> {
 }
 
 impl VifStats {
+    /// Counts a frame the switch sent this vif that could not be fitted to it.
+    pub(crate) fn count_unfit(&mut self, why: crate::Unfit) {
+        match why {
+            crate::Unfit::TooManySegments => self.rx_gso_too_many_segs += 1,
+            _ => self.rx_unfit += 1,
+        }
+    }
+
     /// Adds `o`'s counters to these (peaks take the larger; the first fatal reason stays).
     pub fn add(&mut self, o: &VifStats) {
         self.tx_packets += o.tx_packets;
@@ -890,6 +902,7 @@ impl VifStats {
         self.rx_hash_extras += o.rx_hash_extras;
         self.rx_mcast_filtered += o.rx_mcast_filtered;
         self.rx_unfit += o.rx_unfit;
+        self.rx_gso_too_many_segs += o.rx_gso_too_many_segs;
         self.rx_queue_peak_bytes = self.rx_queue_peak_bytes.max(o.rx_queue_peak_bytes);
         self.rx_queue_peak_pages = self.rx_queue_peak_pages.max(o.rx_queue_peak_pages);
         self.notifies += o.notifies;

@@ -83,12 +83,13 @@ fn labels(pairs: &[(&str, String)]) -> Labels {
 }
 
 /// Guest-visible drop counters of a vif, by reason.
-fn vif_drops(v: &VifStats) -> [(&'static str, u64); 13] {
+fn vif_drops(v: &VifStats) -> [(&'static str, u64); 14] {
     [
         ("rx_queue_full", v.rx_queue_full),
         ("rx_expired", v.rx_expired),
         ("rx_copy_errors", v.rx_copy_errors),
         ("rx_unfit", v.rx_unfit),
+        ("rx_gso_too_many_segs", v.rx_gso_too_many_segs),
         ("rx_discarded", v.rx_discarded),
         ("rx_stall_drops", v.rx_stall_drops),
         ("tx_runt", v.tx_runt),

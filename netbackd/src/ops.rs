@@ -168,6 +168,7 @@ pub(crate) fn answer<D: BackendDomain>(nb: &mut Netback<D>, run: &Run, req: &Req
                             + s.rx_expired
                             + s.rx_copy_errors
                             + s.rx_unfit
+                            + s.rx_gso_too_many_segs
                             + s.rx_discarded
                             + s.rx_stall_drops
                             + s.tx_runt

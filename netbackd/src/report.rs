@@ -71,6 +71,7 @@ impl Report {
                     ("rx_expired", v.rx_expired),
                     ("rx_copy_errors", v.rx_copy_errors),
                     ("rx_unfit", v.rx_unfit),
+                    ("rx_gso_too_many_segs", v.rx_gso_too_many_segs),
                     ("rx_discarded", v.rx_discarded),
                     ("rx_stall_drops", v.rx_stall_drops),
                     ("tx_runt", v.tx_runt),

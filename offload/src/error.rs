@@ -80,6 +80,20 @@ pub enum Error {
         /// The kind the metadata claims.
         kind: GsoKind,
     },
+    /// Cutting the super-frame would make more segments than [`crate::gso::MAX_SEGS`]: its MSS
+    /// is below what any TCP sender uses (a hostile `gso_size`, such as 1 on a 64 KiB frame).
+    #[error(
+        "GSO super-frame would be cut into {segs} segments (MSS {mss}), more than the {max} a \
+         TCP sender's smallest MSS gives; drop the frame"
+    )]
+    TooManySegments {
+        /// Segments it would make.
+        segs: usize,
+        /// Its MSS.
+        mss: u16,
+        /// The cap.
+        max: usize,
+    },
     /// The caller's scratch buffer cannot hold one segment.
     #[error(
         "segmentation scratch buffer has {have} bytes but one segment needs {need}; give \

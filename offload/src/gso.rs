@@ -17,6 +17,68 @@ use crate::csum::{self, Checksum};
 use crate::parse::{self, L3Kind, field, tcp_flags};
 use crate::{Csum, Error, OffloadMeta};
 
+/// The smallest MSS a TCP sender uses: Linux's `tcp_min_snd_mss` default (`TCP_MIN_SND_MSS`,
+/// 48 bytes), the floor it puts under a peer's advertised MSS since CVE-2019-11479 so that a
+/// peer cannot make it cut its data into tiny segments. Linux takes any non-zero `gso_size`
+/// from a guest (`xenvif_set_skb_gso`) and bounds only UDP GSO per frame (`UDP_MAX_SEGMENTS`);
+/// here a TCP super-frame is bounded by what a real sender could have produced.
+pub const MIN_SEND_MSS: usize = 48;
+
+/// The most segments [`segment`] cuts one super-frame into: the largest TCP payload (an IPv6
+/// datagram of 65 535 payload bytes less a 20-byte TCP header; IPv4's is 20 bytes smaller) at
+/// [`MIN_SEND_MSS`], 1365. A super-frame that would make more (`gso_size` 1 on a 64 KiB frame
+/// makes 65 495) is refused with [`Error::TooManySegments`] before any work is done, so one
+/// frame costs at most this many segments.
+pub const MAX_SEGS: usize = (65_535 - 20usize).div_ceil(MIN_SEND_MSS);
+
+/// What cutting a super-frame makes, known from its headers and length alone ([`plan`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// Segments.
+    pub segs: usize,
+    /// Bytes of headers (Ethernet through TCP) each segment carries.
+    pub hdr_len: usize,
+    /// The longest segment (every one but the last is this long).
+    pub largest: usize,
+}
+
+/// What [`segment`] would make of `frame` (all of it, or at least its headers: `len` is its
+/// full length) described by `meta`, with the same checks, without doing any of the work:
+/// an egress checks each segment will fit it before paying for the cut.
+pub fn plan(frame: &[u8], len: usize, meta: &OffloadMeta) -> Result<Plan, Error> {
+    let gso = meta.gso.ok_or(Error::NotGso)?;
+    if gso.size == 0 {
+        return Err(Error::GsoSizeZero);
+    }
+    let loc = parse::locate(frame)?;
+    if loc.gso_kind() != Some(gso.kind) {
+        return Err(Error::GsoMismatch { kind: gso.kind });
+    }
+    if len < loc.ip_end {
+        return Err(Error::Truncated {
+            what: "IP datagram",
+            need: loc.ip_end,
+            have: len,
+        });
+    }
+    let hdr_len = loc.hdr_len();
+    let payload = loc.ip_end - hdr_len;
+    let mss = usize::from(gso.size);
+    let segs = payload.div_ceil(mss).max(1);
+    if segs > MAX_SEGS {
+        return Err(Error::TooManySegments {
+            segs,
+            mss: gso.size,
+            max: MAX_SEGS,
+        });
+    }
+    Ok(Plan {
+        segs,
+        hdr_len,
+        largest: hdr_len + mss.min(payload),
+    })
+}
+
 /// The largest Ethernet frame this crate handles: an 802.1Q-tagged header and a 65 535-byte IP
 /// datagram. A scratch buffer of this size fits any segment.
 pub const MAX_FRAME_LEN: usize = 18 + 65_535;
@@ -36,7 +98,8 @@ pub enum SegCsum {
 ///
 /// `scratch` must hold one segment (headers + MSS; [`MAX_FRAME_LEN`] always does). Bytes after
 /// the IP datagram (Ethernet padding) are dropped. Errors: no GSO in `meta`, MSS 0, a frame that
-/// is not TCP over the IP version `meta` names, or one shorter than its IP length.
+/// is not TCP over the IP version `meta` names, one shorter than its IP length, or one that
+/// would make more than [`MAX_SEGS`] segments (see [`plan`]).
 pub fn segment<F>(
     frame: &[u8],
     meta: &OffloadMeta,
@@ -47,21 +110,27 @@ pub fn segment<F>(
 where
     F: FnMut(&[u8], &OffloadMeta),
 {
+    segment_while(frame, meta, mode, scratch, &mut |seg, m| {
+        out(seg, m);
+        true
+    })
+}
+
+/// [`segment`], stopping after the segment for which `out` returns false (an egress that ran
+/// out of buffers wastes no work on the rest); returns the segments handed out.
+pub fn segment_while<F>(
+    frame: &[u8],
+    meta: &OffloadMeta,
+    mode: SegCsum,
+    scratch: &mut [u8],
+    out: &mut F,
+) -> Result<usize, Error>
+where
+    F: FnMut(&[u8], &OffloadMeta) -> bool,
+{
+    let Plan { segs: count, .. } = plan(frame, frame.len(), meta)?;
     let gso = meta.gso.ok_or(Error::NotGso)?;
-    if gso.size == 0 {
-        return Err(Error::GsoSizeZero);
-    }
     let loc = parse::locate(frame)?;
-    if loc.gso_kind() != Some(gso.kind) {
-        return Err(Error::GsoMismatch { kind: gso.kind });
-    }
-    if frame.len() < loc.ip_end {
-        return Err(Error::Truncated {
-            what: "IP datagram",
-            need: loc.ip_end,
-            have: frame.len(),
-        });
-    }
     let hdr_len = loc.hdr_len();
     let payload = &frame[hdr_len..loc.ip_end];
     let mss = usize::from(gso.size);
@@ -91,7 +160,6 @@ where
         gso: None,
     };
 
-    let count = payload.len().div_ceil(mss).max(1);
     for i in 0..count {
         let chunk = payload
             .get(i * mss..((i + 1) * mss).min(payload.len()))
@@ -135,7 +203,9 @@ where
             let c = Checksum::new().add(&seg[th..]).finish();
             parse::put16(seg, th + field::TCP_CSUM, c);
         }
-        out(seg, &seg_meta);
+        if !out(seg, &seg_meta) {
+            return Ok(i + 1);
+        }
     }
     Ok(count)
 }

@@ -221,3 +221,89 @@ fn refuses_what_it_cannot_segment() {
         Err(Error::GsoMismatch { .. })
     ));
 }
+
+/// `meta` with MSS `mss`.
+fn with_mss(meta: &OffloadMeta, mss: u16) -> OffloadMeta {
+    let g = meta.gso.expect("a super-frame");
+    OffloadMeta {
+        gso: Some(Gso::new(g.kind, mss)),
+        ..*meta
+    }
+}
+
+#[test]
+fn the_segment_cap_is_a_64k_datagram_at_the_smallest_mss_tcp_sends() {
+    assert_eq!(gso::MIN_SEND_MSS, 48);
+    assert_eq!(gso::MAX_SEGS, 1365);
+}
+
+#[test]
+fn a_hostile_mss_is_refused_before_any_segment_is_made() {
+    for v6 in [false, true] {
+        let (f, meta) = super_frame(&big(v6));
+        let payload = 45 * MSS;
+        for mss in [1u16, 2, 47] {
+            let mut scratch = vec![0u8; MAX_FRAME_LEN];
+            let mut calls = 0;
+            let r = gso::segment(
+                &f,
+                &with_mss(&meta, mss),
+                SegCsum::Complete,
+                &mut scratch,
+                &mut |_, _| calls += 1,
+            );
+            let want = payload.div_ceil(usize::from(mss));
+            assert!(
+                matches!(r, Err(Error::TooManySegments { segs, mss: m, max: 1365 }) if segs == want && m == mss),
+                "MSS {mss}: {r:?}"
+            );
+            assert_eq!(calls, 0, "no segment is made of a refused frame");
+            assert!(matches!(
+                gso::plan(&f, f.len(), &with_mss(&meta, mss)),
+                Err(Error::TooManySegments { .. })
+            ));
+        }
+        // MSS 48 is allowed: ceil(65 160 / 48) = 1358 segments.
+        let m48 = with_mss(&meta, 48);
+        let plan = gso::plan(&f, f.len(), &m48).expect("within the cap");
+        assert_eq!(plan.segs, 1358);
+        assert_eq!(plan.largest, plan.hdr_len + 48);
+        assert_eq!(run(&f, &m48, SegCsum::Complete).len(), 1358);
+    }
+}
+
+#[test]
+fn plan_says_what_segment_makes_from_the_headers_alone() {
+    let (f, meta) = super_frame(&big(false));
+    for mss in [48u16, 536, 1448, 9000, 60_000, 65_535] {
+        let m = with_mss(&meta, mss);
+        let segs = run(&f, &m, SegCsum::Complete);
+        // From the first 200 bytes and the length: the same answer as the whole frame gives.
+        let plan = gso::plan(&f[..200], f.len(), &m).expect("plan");
+        assert_eq!(plan, gso::plan(&f, f.len(), &m).unwrap());
+        assert_eq!(plan.segs, segs.len(), "MSS {mss}");
+        assert_eq!(
+            plan.largest,
+            segs.iter().map(|(s, _)| s.len()).max().unwrap(),
+            "MSS {mss}"
+        );
+    }
+    // A frame shorter than its IP length says so.
+    assert!(matches!(
+        gso::plan(&f[..200], 199, &meta),
+        Err(Error::Truncated { .. })
+    ));
+}
+
+#[test]
+fn segment_while_stops_where_the_egress_says() {
+    let (f, meta) = super_frame(&big(false));
+    let mut scratch = vec![0u8; MAX_FRAME_LEN];
+    let mut seen = 0;
+    let n = gso::segment_while(&f, &meta, SegCsum::Complete, &mut scratch, &mut |_, _| {
+        seen += 1;
+        seen < 3
+    })
+    .unwrap();
+    assert_eq!((n, seen), (3, 3));
+}
