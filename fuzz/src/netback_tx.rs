@@ -4,7 +4,8 @@
 //! The input is a program: raw tx requests (any gref, offset, flags, id, size), extra-info slots
 //! of arbitrary bytes, whole chains, slots rewritten after they were pushed, `req_prod` set to
 //! anything, event indices scribbled on, grants made, revoked and re-made between passes, pages
-//! rewritten, and backend passes.
+//! rewritten, and backend passes; and TCP super-frames with any MSS, for the pair's receiver,
+//! which takes neither `feature-sg` nor GSO, so software GSO cuts them.
 //!
 //! Invariants: netback never panics; `rsp_prod` only moves forward, never past the furthest
 //! valid `req_prod` the backend was shown (no response to an unpushed request, none answered
@@ -14,14 +15,17 @@
 //! do, a vif that is not disabled has answered every pushed request; the counters agree with the
 //! responses and the switch (`tx_packets + drops ≤ responses`, OK responses ≥ packets, error
 //! responses ≥ drops, switch rx = `tx_packets`); no sentinel page of the guest or of dom0
-//! changed; the pair still exchanges a frame byte-exact.
+//! changed; the pair still exchanges a frame byte-exact. A super-frame that reaches the switch
+//! for the pair's receiver is dropped uncut and counted once if it would make more than
+//! `MAX_GSO_SEGS` segments, and otherwise never counted so.
 
 use std::time::Duration;
 
 use netback::{Config, RxMode, VifStats};
 use netif_ring::netif::{
-    ExtraInfo, NETIF_RSP_DROPPED, NETIF_RSP_ERROR, NETIF_RSP_NULL, NETIF_RSP_OKAY,
-    NETTXF_EXTRA_INFO, NETTXF_MORE_DATA, TxRequest, TxResponse,
+    ExtraInfo, ExtraRepr, NETIF_RSP_DROPPED, NETIF_RSP_ERROR, NETIF_RSP_NULL, NETIF_RSP_OKAY,
+    NETTXF_CSUM_BLANK, NETTXF_DATA_VALIDATED, NETTXF_EXTRA_INFO, NETTXF_MORE_DATA, TxRequest,
+    TxResponse, XEN_NETIF_GSO_TYPE_TCPV4,
 };
 use netif_ring::raw;
 use testkit::{frame_between, mac};
@@ -66,8 +70,11 @@ pub mod op {
     /// `grant, call`: the guest revokes a grant during the next pass, before the backend's
     /// `1 + call % 4`-th grant hypercall of it.
     pub const MID_REVOKE: u8 = 15;
+    /// `dst?, mss kind, mss, len`: a TCP/IPv4 super-frame (`csum_blank`, a GSO extra of that
+    /// MSS) written across the first data pages and pushed as one chain, then settled.
+    pub const GSO: u8 = 16;
     /// Number of op codes.
-    pub const COUNT: u8 = 16;
+    pub const COUNT: u8 = 17;
 }
 
 /// A slot size chosen by the input: runts, page-sized, packet-sized or raw.
@@ -102,6 +109,25 @@ pub fn pick_dst(input: &mut Input<'_>) -> [u8; 6] {
         4 => [0x01, 0x00, 0x5e, 0, 0, 1],
         _ => input.array(),
     }
+}
+
+/// A TCP/IPv4 frame from the hostile guest to `dst` with `payload` bytes, its checksum left to
+/// the receiver (`csum_blank`: the field's value does not matter to the backend).
+fn tcp_frame(dst: [u8; 6], payload: usize, seq: u32) -> Vec<u8> {
+    let mut f = Vec::with_capacity(54 + payload);
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&mac(MAC_H));
+    f.extend_from_slice(&[0x08, 0x00]);
+    let ip_len = (40 + payload) as u16;
+    f.extend_from_slice(&[0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 6, 0, 0]);
+    f[16..18].copy_from_slice(&ip_len.to_be_bytes());
+    f.extend_from_slice(&[10, 0, 0, MAC_H, 10, 0, 0, MAC_B]);
+    f.extend_from_slice(&4000u16.to_be_bytes());
+    f.extend_from_slice(&5201u16.to_be_bytes());
+    f.extend_from_slice(&seq.to_be_bytes());
+    f.extend_from_slice(&[0, 0, 0, 1, 0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
+    f.extend((0..payload).map(|i| (i as u32).wrapping_mul(31).wrapping_add(seq) as u8));
+    f
 }
 
 /// The hostile guest's sent traffic and what the backend answered, with the checks.
@@ -232,6 +258,94 @@ impl Scene {
                 self.tx.rsp_seen, req_prod,
                 "the backend went idle with pushed requests unanswered"
             );
+        }
+    }
+}
+
+impl Scene {
+    /// Op `GSO`: a super-frame through software GSO, and what the receiver's counters say.
+    fn gso(&mut self, input: &mut Input<'_>) {
+        // Judged only when this frame is alone on the ring: earlier requests all answered, none
+        // written and left unpushed.
+        self.settle();
+        let alone = self.h.tx_indices().req_prod == self.h.tx_prod
+            && self.tx.rsp_seen == self.h.tx_prod
+            && self.stats().fatal.is_none();
+        let to_b = input.below(4) != 0;
+        let dst = if to_b { mac(MAC_B) } else { pick_dst(input) };
+        let mss = match input.below(4) {
+            0 => u16::from(input.u8() % 64),
+            1 => 40 + u16::from(input.u8()),
+            2 => 1448,
+            _ => input.u16(),
+        };
+        // At most 65 535 bytes (a slot's size field) and 16 pages (the granted run).
+        let payload = usize::from(input.u16()) % (65_535 - 54 + 1);
+        self.seq += 1;
+        let f = tcp_frame(dst, payload, self.seq);
+        let pages = f.len().div_ceil(4096);
+        let mut slots = Vec::with_capacity(pages);
+        for (i, chunk) in f.chunks(4096).enumerate() {
+            self.h.write_page(i, 0, chunk);
+            let gref = self
+                .h
+                .grants
+                .iter()
+                .find(|g| g.live && g.page == i)
+                .map_or(0, |g| g.gref.0);
+            slots.push((gref, chunk.len() as u16));
+        }
+        let extra = ExtraRepr::Gso {
+            size: mss,
+            gso_type: XEN_NETIF_GSO_TYPE_TCPV4,
+            features: 0,
+        }
+        .emit(false);
+        for (i, &(gref, size)) in slots.iter().enumerate() {
+            let mut flags = if i + 1 < pages { NETTXF_MORE_DATA } else { 0 };
+            if i == 0 {
+                flags |= NETTXF_CSUM_BLANK | NETTXF_DATA_VALIDATED | NETTXF_EXTRA_INFO;
+            }
+            self.seq += 1;
+            self.h.put_tx(TxRequest {
+                gref,
+                offset: 0,
+                flags,
+                id: self.seq as u16,
+                size: if i == 0 { f.len() as u16 } else { size },
+            });
+            if i == 0 {
+                self.h.put_tx_extra(extra);
+            }
+        }
+        let b = self.w.b.id();
+        let before = (self.stats(), self.w.nb.vif_stats(b).expect("the pair's b"));
+        self.h.set_tx_req_prod(self.h.tx_prod);
+        self.h.notify();
+        self.settle();
+        let after = (self.stats(), self.w.nb.vif_stats(b).expect("the pair's b"));
+        let sent = after.0.tx_packets - before.0.tx_packets;
+        let capped = after.1.rx_gso_too_many_segs - before.1.rx_gso_too_many_segs;
+        if !alone {
+            return;
+        }
+        if sent == 1 && to_b && mss > 0 {
+            let segs = payload.div_ceil(usize::from(mss)).max(1);
+            assert_eq!(
+                capped,
+                u64::from(segs > netback::MAX_GSO_SEGS),
+                "a super-frame of {segs} segments (MSS {mss}, payload {payload}): {:?}",
+                after.1
+            );
+            if segs <= netback::MAX_GSO_SEGS && 54 + payload.min(usize::from(mss)) > 4096 {
+                assert!(
+                    after.1.rx_unfit > before.1.rx_unfit,
+                    "segments longer than a page for a guest without feature-sg: {:?}",
+                    after.1
+                );
+            }
+        } else if sent == 0 {
+            assert_eq!(capped, 0, "nothing new reached the switch");
         }
     }
 }
@@ -389,6 +503,7 @@ impl Scenario for Scene {
                 self.w.b.drain();
             }
             op::MID_REVOKE => scene::mid_revoke(&self.w, &mut self.h, input),
+            op::GSO => self.gso(input),
             _ => unreachable!(),
         }
     }
@@ -432,6 +547,39 @@ mod tests {
         let mut s = play(9);
         s.settle();
         assert!(s.stats().fatal.is_some());
+        s.finish();
+    }
+
+    /// The three software-GSO seeds, last in the list.
+    fn gso_seed(k: usize) -> Scene {
+        let n = crate::seeds::all()[3].1.len();
+        play(n - 3 + k)
+    }
+
+    #[test]
+    fn seed_gso_hostile_mss_is_dropped_uncut() {
+        let s = gso_seed(0);
+        assert_eq!(s.stats().tx_packets, 1, "the super-frame reached the switch");
+        let b = s.w.nb.vif_stats(s.w.b.id()).unwrap();
+        assert_eq!(b.rx_gso_too_many_segs, 1, "{b:?}");
+        assert_eq!(b.rx_packets, 0, "not one of its 65 000 segments");
+        s.finish();
+    }
+
+    #[test]
+    fn seed_gso_is_cut_for_the_pair_receiver() {
+        let s = gso_seed(1);
+        let b = s.w.nb.vif_stats(s.w.b.id()).unwrap();
+        assert_eq!(b.rx_gso_too_many_segs, 0, "{b:?}");
+        assert_eq!(b.rx_packets, 14, "20 000 bytes at MSS 1448: {b:?}");
+        s.finish();
+    }
+
+    #[test]
+    fn seed_gso_segments_over_a_page_are_kept_from_a_guest_without_sg() {
+        let s = gso_seed(2);
+        let b = s.w.nb.vif_stats(s.w.b.id()).unwrap();
+        assert_eq!((b.rx_unfit, b.rx_packets), (1, 0), "{b:?}");
         s.finish();
     }
 

@@ -235,6 +235,11 @@ fn netback_tx() -> Vec<Vec<u8>> {
             .u8(op::WAIT)
             .u8(op::POLL)
             .done(),
+        // Software GSO for the pair's receiver (no sg, no GSO): MSS 1 on a 64 KiB frame (over
+        // the segment cap: dropped uncut), MSS 1448 (cut), MSS 6000 (segments over a page).
+        head().u8(op::GSO).u8(1).u8(0).u8(1).u16(65_000).done(),
+        head().u8(op::GSO).u8(1).u8(2).u16(20_000).done(),
+        head().u8(op::GSO).u8(1).u8(3).u16(6000).u16(30_000).done(),
     ]
 }
 
