@@ -56,10 +56,10 @@ pub use hash::{HashSettings, MAX_HASH_KEY, MAX_HASH_MAPPING, RxHash};
 pub use mcast::MCAST_MAX;
 pub use netdev::Netdevs;
 pub use netif_ring::netif::RxMode;
-pub use offloads::{Accepts, Unfit};
 /// The most segments software GSO cuts one super-frame into (`offload::gso::MAX_SEGS`); a
 /// super-frame that would make more is dropped uncut (`VifStats::rx_gso_too_many_segs`).
 pub use offload::gso::MAX_SEGS as MAX_GSO_SEGS;
+pub use offloads::{Accepts, Unfit};
 pub use rate::Rate;
 pub use switch::{SwitchId, SwitchSnapshot};
 pub use uplink::{Uplink, UplinkIo, UplinkStats, Wakeup};

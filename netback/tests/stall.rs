@@ -8,8 +8,6 @@ use std::time::{Duration, Instant};
 use netback::{Config, VifStats};
 use testkit::{Guest, Nb, RawFront, broadcast, frame};
 
-const STALL: Duration = Duration::from_secs(60);
-
 /// A guest `h` that posts no rx buffers and a pair `a` → `b` that behaves, on one backend.
 struct Scene {
     nb: Nb,
