@@ -203,3 +203,108 @@ fn a_zero_timeout_turns_detection_off() {
     );
     assert_eq!(st.rx_expired, 2);
 }
+
+/// A UDP/IPv4 frame from MAC 1 to MAC 2 on source port `port` (a flow of its own).
+fn udp(port: u16) -> Vec<u8> {
+    let b = etherparse::PacketBuilder::ethernet2(testkit::mac(1), testkit::mac(2))
+        .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+        .udp(port, 9);
+    let mut out = Vec::with_capacity(b.size(100));
+    b.write(&mut out, &[0x5a; 100]).unwrap();
+    out
+}
+
+fn port_of(f: &[u8]) -> u16 {
+    u16::from_be_bytes([f[34], f[35]])
+}
+
+#[test]
+fn one_stalled_queue_takes_the_whole_vifs_carrier_off() {
+    use hypervisor::ringpage::own_ring;
+    use netif_ring::netif::RxRequest;
+    use netif_ring::{FrontRing, RxRing, TxRing};
+
+    let mut s = testkit::Scene::new(Config {
+        max_queues: 2,
+        ..Config::default()
+    });
+    let mut a = s.front(Guest::mac(1));
+    // `r` has two queues: its raw frontend's rings (queue 0) and a second pair made here.
+    let mut r = s.guest(Guest::mac(2));
+    let txp = r.dom.alloc_page().unwrap();
+    let rxp = r.dom.alloc_page().unwrap();
+    let _tx1: testkit::TxFront = FrontRing::<TxRing, _>::init(own_ring(&r.dom, txp).unwrap());
+    let mut rx1: testkit::RxFront = FrontRing::<RxRing, _>::init(own_ring(&r.dom, rxp).unwrap());
+    let port1 = r.evtchn.alloc_unbound(r.backend).unwrap();
+    r.keys.queues.push(netback::QueueKeys {
+        tx_ring_ref: r.dom.grant_access(r.backend, txp, false).unwrap(),
+        rx_ring_ref: r.dom.grant_access(r.backend, rxp, false).unwrap(),
+        event_channel: port1,
+        event_channel_rx: None,
+    });
+    r.connect(&mut s.nb);
+    r.post_rx(64);
+    let t0 = Instant::now();
+    r.send(&testkit::frame(2, 1, 60, 0));
+    s.nb.poll_at(t0).unwrap();
+    r.reap_tx();
+    // Sixteen flows: those steered to queue 0 arrive, the others wait on queue 1 (no buffers).
+    for p in 0..16 {
+        a.send(&udp(1000 + p));
+    }
+    s.nb.poll_at(t0).unwrap();
+    a.reap_tx();
+    let on_q0: Vec<u16> = r
+        .recv()
+        .iter()
+        .map(|f| port_of(f.as_ref().unwrap()))
+        .collect();
+    let on_q1: Vec<u16> = (1000..1016).filter(|p| !on_q0.contains(p)).collect();
+    assert!(
+        !on_q0.is_empty() && !on_q1.is_empty(),
+        "flows spread over both queues: {on_q0:?}"
+    );
+    let at = |secs| t0 + Duration::from_secs(secs);
+    let rid = r.id();
+    let st = |s: &testkit::Scene| s.nb.vif_stats(rid).unwrap();
+    // Past the timeout a frame waits on queue 1, which has nothing posted: it stalls, and the
+    // whole vif's carrier goes off, so queue 0's flows are dropped too although it has buffers.
+    a.send(&udp(on_q1[0]));
+    s.nb.poll_at(at(61)).unwrap();
+    assert!(st(&s).rx_stalled);
+    let per_queue =
+        s.nb.vifs()
+            .find(|v| v.id() == r.id())
+            .unwrap()
+            .queue_stats();
+    assert_eq!(
+        (per_queue[0].rx_stalled, per_queue[1].rx_stalled),
+        (false, true)
+    );
+    let drops = st(&s).rx_stall_drops;
+    a.send(&udp(on_q0[0]));
+    s.nb.poll_at(at(62)).unwrap();
+    a.reap_tx();
+    assert!(r.recv().is_empty(), "carrier off for every queue");
+    assert_eq!(st(&s).rx_stall_drops, drops + 1);
+    // Queue 1 posts one buffer: ready, carrier on, queue 0's flows arrive again.
+    let pfn = r.dom.alloc_page().unwrap();
+    let gref = r.dom.grant_access(r.backend, pfn, false).unwrap();
+    rx1.put_request(RxRequest {
+        id: 0,
+        pad: 0,
+        gref: gref.0,
+    })
+    .unwrap();
+    assert!(
+        rx1.push_requests_and_check_notify(),
+        "the stall asked for an event at the first buffer"
+    );
+    s.nb.poll_at(at(63)).unwrap();
+    assert!(!st(&s).rx_stalled);
+    a.send(&udp(on_q0[0]));
+    s.nb.poll_at(at(64)).unwrap();
+    let got = r.recv();
+    assert_eq!(got.len(), 1);
+    assert_eq!(port_of(got[0].as_ref().unwrap()), on_q0[0]);
+}
