@@ -21,6 +21,7 @@ use rustix::event::{PollFd, PollFlags, Timespec, poll};
 
 use crate::batch::CopyBatch;
 use crate::config::Config;
+use crate::control::{ControlThread, ThreadJob};
 use crate::device::{DEFAULT_SWITCH, DeviceConfig, VifMode};
 use crate::error::{Error, FrontendError};
 use crate::netdev::Netdevs;
@@ -29,9 +30,14 @@ use crate::pool::{BufPool, MAX_FRAME_PAGES, NetFrame};
 use crate::rate::Rate;
 use crate::switch::{SwitchId, SwitchSnapshot, Switches};
 use crate::uplink::{Uplink, UplinkIo, UplinkStats, Wakeup};
-use crate::vif::{FrontendKeys, Vif, VifId, VifStats};
+use crate::vif::{FrontendKeys, Queue, Vif, VifId, VifStats};
 use crate::xenbus::{VifControl, Xenbus};
 
+/// Control-plane commands carried out per pass (with the control plane on its own thread).
+const COMMANDS_PER_PASS: usize = 64;
+
+mod inspect;
+pub use inspect::{DeviceInfo, QueueDump, RateInfo, RingDump, VifDump};
 /// Departed vifs whose final counters are kept.
 const DEPARTED_KEPT: usize = 64;
 
@@ -98,6 +104,8 @@ struct Datapath<D: BackendDomain> {
     departed_total: u64,
     uplinks: Vec<UplinkSlot<D>>,
     frames: Vec<NetFrame<D>>,
+    /// The pass's failed grant copies, routed back to their queues (reused).
+    failed: Vec<(crate::batch::Owner, hypervisor::GrantStatus)>,
     /// Ports delivered by the last wait, unmasked after the next pass.
     delivered: Vec<Port>,
     /// pcap files to capture vifs into, started whenever the vif connects.
@@ -105,11 +113,32 @@ struct Datapath<D: BackendDomain> {
     /// Software segmentation's buffers.
     seg: SegScratch,
     start: Instant,
+    /// The transmit limit of vifs whose device has no `rate` key.
+    default_rate: Option<Rate>,
+}
+
+/// Where the control plane runs.
+enum Control<D: BackendDomain> {
+    /// Inside [`Netback::poll`], on the data path's thread (a bounded number of watch events
+    /// per pass): deterministic, for tests and tools that drive the backend by hand.
+    Inline(Xenbus<D::Store>),
+    /// On a thread of its own (`Config::control_thread`): the data path only executes the
+    /// commands it sends.
+    Thread(ControlThread),
+}
+
+impl<D: BackendDomain> std::fmt::Debug for Control<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Control::Inline(x) => x.fmt(f),
+            Control::Thread(t) => t.fmt(f),
+        }
+    }
 }
 
 /// The backend. Lives on one backend vCPU thread (it is not `Send`: frames are `Rc`s).
 pub struct Netback<D: BackendDomain> {
-    xenbus: Xenbus<D::Store>,
+    control: Control<D>,
     dp: Datapath<D>,
     wake: Option<OwnedFd>,
 }
@@ -120,7 +149,7 @@ impl<D: BackendDomain> std::fmt::Debug for Netback<D> {
             .field("dom0", &self.dp.dom0.domid())
             .field("vifs", &self.dp.vifs)
             .field("pool", &self.dp.pool)
-            .field("xenbus", &self.xenbus)
+            .field("control", &self.control)
             .finish()
     }
 }
@@ -137,18 +166,26 @@ impl<D: BackendDomain> Netback<D> {
                 why: "must hold at least one maximum-size frame (17 pages)",
             });
         }
-        let xenbus = Xenbus::new(
-            dom0.xenstore()?,
+        let (domid, flip, policy, queues) = (
             dom0.domid(),
             dom0.can_transfer(),
             cfg.vif_mode,
             cfg.max_queues,
-        )?;
+        );
+        let control = if cfg.control_thread {
+            Control::Thread(ControlThread::spawn(
+                dom0.clone(),
+                cfg.xenstore_timeout,
+                move |xs| Xenbus::new(xs, domid, flip, policy, queues),
+            )?)
+        } else {
+            Control::Inline(Xenbus::new(dom0.xenstore()?, domid, flip, policy, queues)?)
+        };
         let evtchn = dom0.open_evtchn()?;
         let mut switches = Switches::new();
         let default_switch = switches.named_or_new(DEFAULT_SWITCH)?;
         Ok(Netback {
-            xenbus,
+            control,
             dp: Datapath {
                 batch: CopyBatch::new(cfg.copy_batch_ops),
                 switches,
@@ -161,10 +198,12 @@ impl<D: BackendDomain> Netback<D> {
                 departed_total: 0,
                 uplinks: Vec::new(),
                 frames: Vec::new(),
+                failed: Vec::new(),
                 delivered: Vec::new(),
                 captures: HashMap::new(),
                 seg: SegScratch::new(),
                 start: Instant::now(),
+                default_rate: None,
                 cfg,
                 evtchn,
                 dom0,
@@ -183,7 +222,10 @@ impl<D: BackendDomain> Netback<D> {
                       (use copy mode)",
             });
         }
-        self.xenbus.set_allow_flip(allow);
+        match &mut self.control {
+            Control::Inline(x) => x.set_allow_flip(allow),
+            Control::Thread(t) => t.allow_flip(allow),
+        }
         Ok(())
     }
 
@@ -258,6 +300,16 @@ impl<D: BackendDomain> Netback<D> {
         Ok(self.dp.vifs.last().map(Vif::port).unwrap_or_default())
     }
 
+    /// Runs `job` on every thread this backend made (the control plane's, when it has its own),
+    /// waiting for each: how its owner confines them (credentials and capabilities are per
+    /// thread on Linux). The calling thread is not included. The first error is returned.
+    pub fn run_on_threads(&mut self, job: ThreadJob) -> Result<(), String> {
+        match &self.control {
+            Control::Inline(_) => Ok(()),
+            Control::Thread(t) => t.run_job(job, &mut self.dp),
+        }
+    }
+
     /// Disconnects a vif: unbinds its channel, unmaps its rings, unplugs it from the switch.
     pub fn disconnect_vif(&mut self, id: VifId) -> Option<VifStats> {
         self.dp.remove(id)
@@ -266,7 +318,10 @@ impl<D: BackendDomain> Netback<D> {
     /// Closes every device (Closing, then Closed), releasing every mapping and event channel:
     /// what a backend does when it stops.
     pub fn close_all(&mut self) {
-        self.xenbus.close_all(&mut self.dp);
+        match &mut self.control {
+            Control::Inline(x) => x.close_all(&mut self.dp),
+            Control::Thread(t) => t.close_all(&mut self.dp),
+        }
         let ids: Vec<VifId> = self.dp.vifs.iter().map(|v| v.id).collect();
         for id in ids {
             self.dp.remove(id);
@@ -312,7 +367,10 @@ impl<D: BackendDomain> Netback<D> {
                     (u.dev.name().to_string(), u.port, st)
                 })
                 .collect(),
-            devices: self.xenbus.devices(),
+            devices: match &self.control {
+                Control::Inline(x) => x.devices(),
+                Control::Thread(t) => t.devices(),
+            },
         }
     }
 
@@ -326,7 +384,21 @@ impl<D: BackendDomain> Netback<D> {
     /// and their expiry, MAC ageing, delayed ends of interrupt, rate credit) reads this one
     /// `now`. Tests drive time by hand with it instead of sleeping; it must not go backwards.
     pub fn poll_at(&mut self, now: Instant) -> Result<bool, Error> {
-        let more = self.xenbus.poll(&mut self.dp)?;
+        let more = match &mut self.control {
+            Control::Inline(x) => x.poll(&mut self.dp)?,
+            Control::Thread(t) => {
+                // The control plane's commands, a bounded number per pass: looking never
+                // blocks, and the control plane waits for the answers.
+                t.drain_wake();
+                let mut n = 0;
+                while n < COMMANDS_PER_PASS {
+                    let Ok(cmd) = t.cmds.try_recv() else { break };
+                    cmd.execute(&mut self.dp);
+                    n += 1;
+                }
+                n == COMMANDS_PER_PASS
+            }
+        };
         let work = self.dp.pass(now)?;
         self.dp.end_of_interrupt(now);
         Ok(work || more)
@@ -347,7 +419,10 @@ impl<D: BackendDomain> Netback<D> {
         let dp = &mut self.dp;
         let mut fds: Vec<BorrowedFd<'_>> = Vec::with_capacity(4 + dp.uplinks.len());
         let evtchn_fd = dp.evtchn.as_fd();
-        let xs_fd = self.xenbus.store().as_fd();
+        let xs_fd = match &self.control {
+            Control::Inline(x) => x.store().as_fd(),
+            Control::Thread(t) => Some(t.wake_fd()),
+        };
         match (evtchn_fd, xs_fd) {
             (Some(e), Some(x)) => {
                 fds.push(e);
@@ -451,21 +526,33 @@ impl<D: BackendDomain> Datapath<D> {
     fn pass(&mut self, now: Instant) -> Result<bool, Error> {
         let since = now.duration_since(self.start);
         let mut work = false;
-        // Guest → switch.
+        // Guest → switch: every queue's copies in one batch (one hypercall carries the ops of
+        // many guests), then each queue answers its slots.
+        self.batch.begin_pass(self.slots());
+        let mut slot = 0u32;
+        for vif in &mut self.vifs {
+            for q in &mut vif.queues {
+                work |= q.tx_build(
+                    slot,
+                    &self.dom0,
+                    &self.pool,
+                    &self.cfg,
+                    &mut self.batch,
+                    &mut vif.mcast,
+                    now,
+                );
+                slot += 1;
+            }
+        }
+        self.batch.flush(&self.dom0);
+        self.route_failures(Queue::tx_failed);
+        let mut slot = 0;
         for vif in &mut self.vifs {
             self.frames.clear();
             work |= vif.ctrl_action(&self.dom0, &self.evtchn);
             for q in &mut vif.queues {
-                work |= q.tx_action(
-                    &self.dom0,
-                    &self.evtchn,
-                    &self.pool,
-                    &self.cfg,
-                    &mut self.batch,
-                    &mut self.frames,
-                    &mut vif.mcast,
-                    now,
-                );
+                q.tx_finish(&self.evtchn, &mut self.frames, self.batch.calls(slot));
+                slot += 1;
             }
             vif.propagate_fatal();
             if !self.frames.is_empty() {
@@ -540,14 +627,48 @@ impl<D: BackendDomain> Datapath<D> {
                 sw.out.clear();
             }
         }
-        // Queues → guests.
+        // Queues → guests: every queue's copies in one batch, then each pushes its responses.
+        self.batch.begin_pass(self.slots());
+        let queues = self.vifs.iter_mut().flat_map(|v| v.queues.iter_mut());
+        for (slot, q) in (0u32..).zip(queues) {
+            q.rx_build(slot, &self.dom0, &self.cfg, &mut self.batch, now);
+        }
+        self.batch.flush(&self.dom0);
+        self.route_failures(Queue::rx_failed);
+        let mut slot = 0;
         for vif in &mut self.vifs {
             for q in &mut vif.queues {
-                work |= q.rx_action(&self.dom0, &self.evtchn, &self.cfg, &mut self.batch, now);
+                work |= q.rx_finish(&self.dom0, &self.evtchn, self.batch.calls(slot));
+                slot += 1;
             }
             vif.propagate_fatal();
         }
         Ok(work)
+    }
+
+    /// Queues served in a pass (each queue's slot is its position in vif, then queue order).
+    fn slots(&self) -> usize {
+        self.vifs.iter().map(|v| v.queues.len()).sum()
+    }
+
+    /// Hands the pass's failed grant copies to their queues (`fail(queue, item)`), in slot
+    /// order: the batch reports them in submission order, which is slot order.
+    fn route_failures(&mut self, fail: fn(&mut Queue<D>, u32)) {
+        self.batch.take_failed(&mut self.failed);
+        if self.failed.is_empty() {
+            return;
+        }
+        let mut it = self.failed.iter().peekable();
+        for (slot, q) in self
+            .vifs
+            .iter_mut()
+            .flat_map(|v| v.queues.iter_mut())
+            .enumerate()
+        {
+            while let Some((owner, _)) = it.next_if(|(o, _)| o.slot as usize == slot) {
+                fail(q, owner.item);
+            }
+        }
     }
 
     /// Before blocking: the final checks on every tx ring and uplink. True if work arrived.
@@ -755,7 +876,7 @@ impl<D: BackendDomain> Datapath<D> {
         let connected = Vif::connect(&self.dom0, &self.evtchn, id, &keys, switch, port, mac);
         match connected {
             Ok(mut vif) => {
-                vif.set_rate(cfg.rate);
+                vif.set_rate(cfg.rate.or(self.default_rate));
                 self.vifs.push(vif);
                 if let Some(path) = self.captures.get(&id) {
                     let started = std::fs::File::create(path)
@@ -873,7 +994,7 @@ impl<D: BackendDomain> VifControl for Datapath<D> {
             p.cfg.rate = rate;
         }
         if let Some(v) = self.vifs.iter_mut().find(|v| v.id == id) {
-            v.set_rate(rate);
+            v.set_rate(rate.or(self.default_rate));
         }
     }
 

@@ -48,6 +48,13 @@ pub struct Config {
     /// Queues a frontend may ask for (`multi-queue-max-queues`): Linux's default, min(8, online
     /// CPUs of the backend domain).
     pub max_queues: u32,
+    /// Runs the control plane (xenstore watches, handshakes, lifecycle) on a thread of its own,
+    /// so a slow or vanished xenstored never stalls the data path (default false: it runs
+    /// inside `Netback::poll`, which tests rely on for determinism; netbackd turns it on).
+    pub control_thread: bool,
+    /// The deadline of each xenstore request the control thread makes (default 2 s); past it
+    /// the connection is given up and made again.
+    pub xenstore_timeout: Duration,
 }
 
 impl Default for Config {
@@ -67,6 +74,8 @@ impl Default for Config {
             busy_poll: Duration::from_micros(20),
             vif_mode: crate::ModePolicy::Auto,
             max_queues: std::thread::available_parallelism().map_or(1, |n| n.get().min(8) as u32),
+            control_thread: false,
+            xenstore_timeout: Duration::from_secs(2),
         }
     }
 }

@@ -26,6 +26,7 @@
 mod backend;
 mod batch;
 mod config;
+mod control;
 mod ctrl;
 pub mod device;
 mod error;
@@ -35,6 +36,7 @@ pub mod netdev;
 mod offloads;
 pub mod pool;
 pub mod rate;
+pub mod ratelimit;
 mod rx;
 pub mod switch;
 mod tx;
@@ -42,9 +44,10 @@ pub mod uplink;
 mod vif;
 pub mod xenbus;
 
-pub use backend::{Netback, NetbackSnapshot};
+pub use backend::{DeviceInfo, Netback, NetbackSnapshot, QueueDump, RateInfo, RingDump, VifDump};
 pub use batch::CopyBatch;
 pub use config::Config;
+pub use control::ThreadJob;
 pub use ctrl::CtrlKeys;
 pub use device::{DeviceConfig, ModePolicy, VifMode};
 pub use error::{Error, FrontendError};

@@ -23,7 +23,7 @@ use netif_ring::netif::{
 };
 use netif_ring::{BackRing, PageRing, RxRing};
 
-use crate::batch::CopyBatch;
+use crate::batch::{CopyBatch, Owner};
 use crate::config::Config;
 use crate::hash::RxHash;
 use crate::pool::NetFrame;
@@ -40,6 +40,8 @@ pub(crate) struct RxScratch<D: BackendDomain> {
     transfer_rsp: Vec<u32>,
     /// Responses put this pass, by position: a failed op's owner is its position here.
     puts: Vec<(u32, RxResponse)>,
+    /// Frames delivered this pass (between build and finish).
+    delivered: usize,
 }
 
 /// How a frame is laid out on the rx ring: its data slots and its extra-info slots.
@@ -58,6 +60,7 @@ impl<D: BackendDomain> Default for RxScratch<D> {
             transfers: Vec::new(),
             transfer_rsp: Vec::new(),
             puts: Vec::new(),
+            delivered: 0,
         }
     }
 }
@@ -94,31 +97,29 @@ impl<D: BackendDomain> Queue<D> {
         })
     }
 
-    /// Delivers queued frames into the guest. Returns whether any frame was delivered.
-    pub(crate) fn rx_action(
+    /// The first half of an rx pass: drops expired frames, then delivers queued frames into
+    /// the guest's posted buffers: responses put, grant copies queued in the pass's `batch` (as
+    /// queue `slot` of the pass), page transfers made (flip mode). The pass flushes the batch,
+    /// reports this queue's failed copies ([`Queue::rx_failed`]), then [`Queue::rx_finish`]
+    /// pushes the responses. Returns how many frames were delivered.
+    pub(crate) fn rx_build(
         &mut self,
+        slot: u32,
         dom0: &D,
-        evtchn: &D::Evtchn,
         cfg: &Config,
         batch: &mut CopyBatch,
         now: Instant,
-    ) -> bool {
+    ) -> usize {
         if self.is_disabled() || self.rx_queue.is_empty() {
-            return false;
+            return 0;
         }
         let _s = xenoprof::scope(xenoprof::Class::NETBACK);
         self.stats.rx_expired += self.rx_queue.drop_expired(now, cfg.rx_drain_timeout) as u64;
-        // Every pass flushes the shared batch before returning, so no other vif's ops wait in it.
-        debug_assert!(
-            batch.is_empty(),
-            "a previous pass left grant copies unflushed"
-        );
-        let (hc, ops) = (batch.hypercalls, batch.ops_done);
         let mut sc = std::mem::take(&mut self.rx_scratch);
         sc.puts.clear();
+        sc.delivered = 0;
         let mut fatal = None;
-        let mut delivered = 0usize;
-        while delivered < cfg.rx_batch_packets {
+        while sc.delivered < cfg.rx_batch_packets {
             let Some((f, hash)) = self.rx_queue.front() else {
                 break;
             };
@@ -141,16 +142,41 @@ impl<D: BackendDomain> Queue<D> {
             let Some((frame, hash)) = self.rx_queue.pop() else {
                 break;
             };
-            if let Err(f) = self.rx_skb(dom0, cfg, batch, &mut sc, frame, hash, layout) {
+            if let Err(f) = self.rx_skb(slot, dom0, cfg, batch, &mut sc, frame, hash, layout) {
                 fatal = Some(f);
                 break;
             }
-            delivered += 1;
+            sc.delivered += 1;
         }
-        self.rx_flush(dom0, batch, &mut sc);
-        self.stats.hypercalls += batch.hypercalls - hc;
-        self.stats.grant_ops += batch.ops_done - ops;
+        let delivered = sc.delivered;
         self.rx_scratch = sc;
+        self.rx_fatal = fatal;
+        delivered
+    }
+
+    /// Response `item` of this queue's part of the pass: its grant copy failed.
+    pub(crate) fn rx_failed(&mut self, item: u32) {
+        patch_error(
+            &mut self.rx,
+            &mut self.rx_scratch.puts,
+            item,
+            &mut self.stats,
+        );
+    }
+
+    /// The second half of an rx pass, after the batch was flushed: the page transfers still
+    /// waiting (flip mode) are made, the delivered frames' pages go back, the responses are
+    /// pushed and the frontend notified once (or the vif disabled after a fatal error). `calls`
+    /// is the hypercalls this queue's copies went in. Returns whether any frame was delivered.
+    pub(crate) fn rx_finish(&mut self, dom0: &D, evtchn: &D::Evtchn, calls: u32) -> bool {
+        let _s = xenoprof::scope(xenoprof::Class::NETBACK);
+        self.stats.hypercalls += u64::from(calls);
+        let mut sc = std::mem::take(&mut self.rx_scratch);
+        self.rx_flush_transfers(dom0, &mut sc);
+        sc.inflight.clear();
+        let delivered = std::mem::take(&mut sc.delivered);
+        self.rx_scratch = sc;
+        let fatal = self.rx_fatal.take();
         self.rx_complete(evtchn, delivered, fatal)
     }
 
@@ -179,6 +205,7 @@ impl<D: BackendDomain> Queue<D> {
     #[allow(clippy::too_many_arguments)]
     fn rx_skb(
         &mut self,
+        slot: u32,
         dom0: &D,
         cfg: &Config,
         batch: &mut CopyBatch,
@@ -235,7 +262,7 @@ impl<D: BackendDomain> Queue<D> {
         let room = self.rx_room();
         let data_slots = layout.data as usize;
         let pages = frame.0.pages();
-        for slot in 0..data_slots {
+        for ds in 0..data_slots {
             // `rx_slots_available` validated enough requests, and each consumed request is
             // answered at once below, so neither the ring nor put_response can come up short.
             let req: RxRequest = match self.rx.next_request() {
@@ -246,9 +273,9 @@ impl<D: BackendDomain> Queue<D> {
                 }
                 Err(e) => return Err(Fatal::Ring(e)),
             };
-            let start = slot * room;
+            let start = ds * room;
             let chunk = (len - start).min(room);
-            let more = if slot + 1 == data_slots {
+            let more = if ds + 1 == data_slots {
                 0
             } else {
                 NETRXF_MORE_DATA
@@ -256,7 +283,7 @@ impl<D: BackendDomain> Queue<D> {
             let rsp = RxResponse {
                 id: req.id,
                 offset: headroom,
-                flags: if slot == 0 {
+                flags: if ds == 0 {
                     (first_flags & !NETRXF_MORE_DATA) | more
                 } else {
                     more
@@ -267,7 +294,7 @@ impl<D: BackendDomain> Queue<D> {
                 debug_assert!(false, "a consumed rx request had no response slot");
                 break;
             };
-            let owner = sc.puts.len() as u32;
+            let item = sc.puts.len() as u32;
             sc.puts.push((idx, rsp));
             let gref = GrantRef(req.gref);
             match self.mode {
@@ -284,22 +311,22 @@ impl<D: BackendDomain> Queue<D> {
                             CopyPtr::gref(self.id.domid, gref, headroom + done as u16),
                             n as u16,
                         );
-                        let (rx, stats, puts) = (&mut self.rx, &mut self.stats, &mut sc.puts);
-                        batch.push(dom0, op, owner, &mut |o, _| patch_error(rx, puts, o, stats));
+                        self.stats.grant_ops += 1;
+                        batch.push(dom0, op, Owner { slot, item });
                         done += n;
                     }
                 }
                 RxMode::Flip => {
                     // No headroom in flip mode: a slot is a page.
                     sc.transfers
-                        .push(TransferOp::new(pages[slot].pfn, self.id.domid, gref));
-                    sc.transfer_rsp.push(owner);
+                        .push(TransferOp::new(pages[ds].pfn, self.id.domid, gref));
+                    sc.transfer_rsp.push(item);
                     if sc.transfers.len() >= cfg.flip_batch_pages {
                         self.rx_flush_transfers(dom0, sc);
                     }
                 }
             }
-            if slot == 0 {
+            if ds == 0 {
                 // The extra-info slots right after the first: each consumes a request whose
                 // buffer stays unused, and overlays its response.
                 let mut left = layout.extras;
@@ -327,15 +354,6 @@ impl<D: BackendDomain> Queue<D> {
         self.stats.rx_bytes += len as u64;
         sc.inflight.push(frame);
         Ok(())
-    }
-
-    /// Flushes the pass's copies and transfers, patching failures into their responses; the
-    /// backend pages of the delivered frames can be reused afterwards.
-    fn rx_flush(&mut self, dom0: &D, batch: &mut CopyBatch, sc: &mut RxScratch<D>) {
-        let (rx, stats, puts) = (&mut self.rx, &mut self.stats, &mut sc.puts);
-        batch.flush(dom0, &mut |o, _| patch_error(rx, puts, o, stats));
-        self.rx_flush_transfers(dom0, sc);
-        sc.inflight.clear();
     }
 
     /// One page-transfer call for the collected pages; a failed transfer's response becomes an

@@ -30,7 +30,7 @@ use netif_ring::netif::{
     TxResponse, XEN_NETIF_EXTRA_FLAG_MORE,
 };
 
-use crate::batch::CopyBatch;
+use crate::batch::{CopyBatch, Owner};
 use crate::config::Config;
 use crate::mcast::McastFilter;
 use crate::pool::{Buf, BufPool, HDR_PEEK, NetFrame};
@@ -105,19 +105,19 @@ impl<D: BackendDomain> Default for TxScratch<D> {
 }
 
 impl<D: BackendDomain> Queue<D> {
-    /// Takes up to `cfg.tx_batch_packets` packets from the tx ring, copies them into backend
-    /// buffers, answers every slot of each packet read whole and appends the good frames to
-    /// `frames`. Returns whether any request was consumed. A fatal frontend error disables the
-    /// vif.
+    /// The first half of a tx pass: takes up to `cfg.tx_batch_packets` packets from the tx
+    /// ring and queues their grant copies into backend buffers in the pass's `batch` (as queue
+    /// `slot` of the pass). Returns whether any request was consumed. The pass flushes the
+    /// batch, reports this queue's failed copies ([`Queue::tx_failed`]), then
+    /// [`Queue::tx_finish`] answers the slots.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn tx_action(
+    pub(crate) fn tx_build(
         &mut self,
+        slot: u32,
         dom0: &D,
-        evtchn: &D::Evtchn,
         pool: &BufPool<D>,
         cfg: &Config,
         batch: &mut CopyBatch,
-        frames: &mut Vec<NetFrame<D>>,
         mcast: &mut McastFilter,
         now: Instant,
     ) -> bool {
@@ -130,16 +130,11 @@ impl<D: BackendDomain> Queue<D> {
             self.credit = Some(Credit::new(rate, now));
         }
         let _s = xenoprof::scope(xenoprof::Class::NETBACK);
-        debug_assert!(
-            batch.is_empty(),
-            "a previous pass left grant copies unflushed"
-        );
-        let (hc, ops) = (batch.hypercalls, batch.ops_done);
         let mut sc = std::mem::take(&mut self.tx_scratch);
         sc.ids.clear();
-        let mut pending = std::mem::take(&mut sc.pending);
+        sc.pending.clear();
         let mut fatal = None;
-        while pending.len() < cfg.tx_batch_packets {
+        while sc.pending.len() < cfg.tx_batch_packets {
             // The rate limit looks at the next packet's size before taking it, as Linux's
             // credit check does; the packet is charged by the size it is then read with.
             let charged = match self.tx_credit(now) {
@@ -177,7 +172,7 @@ impl<D: BackendDomain> Queue<D> {
                         Fate::Dummy
                     }
                 };
-                pending.push(Pending {
+                sc.pending.push(Pending {
                     ids,
                     flags,
                     gso,
@@ -194,17 +189,19 @@ impl<D: BackendDomain> Queue<D> {
                 Ok(true) => match pool.alloc(chain.first.size as usize) {
                     Some(buf) => {
                         tx_build_gops(self.id.domid, &buf, &chain, &sc.slots, &mut sc.ops);
-                        let owner = pending.len() as u32;
-                        pending.push(Pending {
+                        let owner = Owner {
+                            slot,
+                            item: sc.pending.len() as u32,
+                        };
+                        sc.pending.push(Pending {
                             ids,
                             flags,
                             gso,
                             fate: Fate::Copying(buf),
                         });
-                        // A flush here may report failures of earlier packets of the pass too:
-                        // each owner is the packet's index in `pending`.
+                        self.stats.grant_ops += sc.ops.len() as u64;
                         for op in sc.ops.drain(..) {
-                            batch.push(dom0, op, owner, &mut |o, _| fail(&mut pending, o));
+                            batch.push(dom0, op, owner);
                         }
                         continue;
                     }
@@ -214,17 +211,42 @@ impl<D: BackendDomain> Queue<D> {
                     }
                 },
             };
-            pending.push(Pending {
+            sc.pending.push(Pending {
                 ids,
                 flags,
                 gso,
                 fate,
             });
         }
-        // Finish the copies of this pass; a failed op fails its packet.
-        batch.flush(dom0, &mut |owner, _| fail(&mut pending, owner));
-        self.stats.hypercalls += batch.hypercalls - hc;
-        self.stats.grant_ops += batch.ops_done - ops;
+        let consumed = !sc.pending.is_empty();
+        self.tx_scratch = sc;
+        self.tx_fatal = fatal;
+        consumed
+    }
+
+    /// Packet `item` of this queue's part of the pass: a grant copy of it failed.
+    pub(crate) fn tx_failed(&mut self, item: u32) {
+        if let Some(p) = self.tx_scratch.pending.get_mut(item as usize)
+            && matches!(p.fate, Fate::Copying(_))
+        {
+            p.fate = Fate::CopyFailed;
+        }
+    }
+
+    /// The second half of a tx pass, after the batch was flushed: answers every slot of each
+    /// packet read whole, appends the good frames to `frames`, notifies the frontend once if it
+    /// asked, and disables the vif after a fatal error. `calls` is the hypercalls this queue's
+    /// copies went in.
+    pub(crate) fn tx_finish(
+        &mut self,
+        evtchn: &D::Evtchn,
+        frames: &mut Vec<NetFrame<D>>,
+        calls: u32,
+    ) {
+        let _s = xenoprof::scope(xenoprof::Class::NETBACK);
+        self.stats.hypercalls += u64::from(calls);
+        let mut sc = std::mem::take(&mut self.tx_scratch);
+        let mut pending = std::mem::take(&mut sc.pending);
         let consumed = !pending.is_empty();
         self.tx_make_responses(&sc, &mut pending, frames);
         sc.pending = pending;
@@ -232,13 +254,12 @@ impl<D: BackendDomain> Queue<D> {
             self.notify(evtchn, false);
         }
         self.tx_scratch = sc;
-        if let Some(f) = fatal {
+        if let Some(f) = self.tx_fatal.take() {
             self.disable(f);
         }
         if consumed {
             self.worked(false);
         }
-        consumed
     }
 
     /// The rate limit's gate before a packet: `Ok(Some(charged))` if it may be taken (charged
@@ -477,14 +498,5 @@ fn tx_build_gops<D: BackendDomain>(
             dst += n;
             left -= n;
         }
-    }
-}
-
-/// Marks packet `owner` of the pass as failed (its buffer goes back to the pool).
-fn fail<D: BackendDomain>(pending: &mut [Pending<D>], owner: u32) {
-    if let Some(p) = pending.get_mut(owner as usize)
-        && matches!(p.fate, Fate::Copying(_))
-    {
-        p.fate = Fate::CopyFailed;
     }
 }

@@ -360,6 +360,16 @@ impl<D: BackendDomain> RxQueue<D> {
         n
     }
 
+    /// Frames queued.
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// Bytes queued.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     /// Whether nothing waits.
     pub fn is_empty(&self) -> bool {
         self.frames.is_empty()
@@ -396,6 +406,9 @@ pub(crate) struct Queue<D: BackendDomain> {
     pub(crate) rate: Option<crate::rate::Rate>,
     /// Its credit, started at the first pass after the rate was set (with that pass's clock).
     pub(crate) credit: Option<crate::rate::Credit>,
+    /// A fatal error found while building this pass's copies, acted on when it finishes.
+    pub(crate) tx_fatal: Option<Fatal>,
+    pub(crate) rx_fatal: Option<Fatal>,
     /// Bytes left free before the data in each rx buffer (the vif's `xdp-headroom`; 0 in flip
     /// mode, where whole pages change hands).
     pub(crate) rx_headroom: u16,
@@ -445,10 +458,13 @@ impl<D: BackendDomain> Queue<D> {
     /// keeps them until `xenvif_disconnect`).
     pub(crate) fn disable(&mut self, why: Fatal) {
         if self.stats.fatal.is_none() {
-            log::error!(
-                "{} queue {}: frontend misbehaved, disabling the vif (carrier off): {why}",
+            crate::ratelimit::guest_log(
+                log::Level::Error,
                 self.id,
-                self.index
+                format_args!(
+                    "{} queue {}: frontend misbehaved, disabling the vif (carrier off): {why}",
+                    self.id, self.index
+                ),
             );
             self.stats.fatal = Some(why);
             self.stats.rx_discarded += self.rx_queue.clear() as u64;
@@ -640,6 +656,8 @@ impl<D: BackendDomain> Vif<D> {
             rx_scratch: Default::default(),
             rate: None,
             credit: None,
+            tx_fatal: None,
+            rx_fatal: None,
             rx_headroom: 0,
             rx_sg: true,
         };

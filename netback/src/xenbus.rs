@@ -104,9 +104,87 @@ struct Device {
     mcast_list_lost: bool,
 }
 
+/// The control plane's xenstore connection: it remembers when xenstore stopped answering (the
+/// connection broke, or a request passed its deadline), so that no decision is taken on what a
+/// failed read seemed to say (a device that looks removed, a frontend that looks gone). Once
+/// broken, the control plane connects again and resynchronises ([`Xenbus::reconnect`]).
+#[derive(Debug)]
+pub(crate) struct Conn<S: XenStore> {
+    xs: S,
+    broken: std::sync::Mutex<Option<hypervisor::Error>>,
+}
+
+impl<S: XenStore> Conn<S> {
+    fn new(xs: S) -> Self {
+        Self {
+            xs,
+            broken: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Why the connection is unusable, if it is.
+    pub(crate) fn broken(&self) -> Option<hypervisor::Error> {
+        self.broken
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn note<T>(&self, r: hypervisor::Result<T>) -> hypervisor::Result<T> {
+        if let Err(e @ (hypervisor::Error::XsDisconnected | hypervisor::Error::XsTimeout { .. })) =
+            &r
+        {
+            self.broken
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_or_insert(e.clone());
+        }
+        r
+    }
+}
+
+impl<S: XenStore> XenStore for Conn<S> {
+    fn read(&self, path: &str) -> hypervisor::Result<String> {
+        self.note(self.xs.read(path))
+    }
+    fn write(&self, path: &str, value: &str) -> hypervisor::Result<()> {
+        self.note(self.xs.write(path, value))
+    }
+    fn mkdir(&self, path: &str) -> hypervisor::Result<()> {
+        self.note(self.xs.mkdir(path))
+    }
+    fn rm(&self, path: &str) -> hypervisor::Result<()> {
+        self.note(self.xs.rm(path))
+    }
+    fn directory(&self, path: &str) -> hypervisor::Result<Vec<String>> {
+        self.note(self.xs.directory(path))
+    }
+    fn set_permissions(&self, path: &str, perms: &[hypervisor::XsPerm]) -> hypervisor::Result<()> {
+        self.note(self.xs.set_permissions(path, perms))
+    }
+    fn watch(&self, path: &str, token: &str) -> hypervisor::Result<()> {
+        self.note(self.xs.watch(path, token))
+    }
+    fn unwatch(&self, path: &str, token: &str) -> hypervisor::Result<()> {
+        self.note(self.xs.unwatch(path, token))
+    }
+    fn read_watch(
+        &self,
+        timeout: Option<Duration>,
+    ) -> hypervisor::Result<Option<hypervisor::WatchEvent>> {
+        self.note(self.xs.read_watch(timeout))
+    }
+    fn as_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.xs.as_fd()
+    }
+    fn set_request_timeout(&self, timeout: Option<Duration>) {
+        self.xs.set_request_timeout(timeout)
+    }
+}
+
 /// The control plane: the backend tree's watch, and every device it knows.
 pub(crate) struct Xenbus<S: XenStore> {
-    xs: S,
+    xs: Conn<S>,
     be_base: String,
     allow_flip: bool,
     policy: ModePolicy,
@@ -166,7 +244,7 @@ impl<S: XenStore> Xenbus<S> {
         let be_base = format!("/local/domain/{backend}/backend/vif");
         xs.watch(&be_base, BE_TOKEN)?;
         Ok(Self {
-            xs,
+            xs: Conn::new(xs),
             be_base,
             allow_flip,
             policy,
@@ -177,7 +255,44 @@ impl<S: XenStore> Xenbus<S> {
 
     /// The connection, for its descriptor.
     pub fn store(&self) -> &S {
-        &self.xs
+        &self.xs.xs
+    }
+
+    /// Why xenstore is unusable, if it is: the connection broke or a request passed its
+    /// deadline. Nothing was decided on what it failed to say.
+    pub fn broken(&self) -> Option<hypervisor::Error> {
+        self.xs.broken()
+    }
+
+    /// Carries on over a new connection `xs` after the old one broke (xenstored restarted, or
+    /// stopped answering): registers the watches again and looks at every device afresh, as it
+    /// stands now. What this control plane wrote and did not get through (its state, a
+    /// frontend connected in between) is written and done again.
+    pub fn reconnect(&mut self, xs: S, vifs: &mut impl VifControl) -> Result<(), Error> {
+        xs.watch(&self.be_base, BE_TOKEN)?;
+        for d in self.devices.values() {
+            xs.watch(&format!("{}/state", d.fe_path), &d.fe_token)?;
+        }
+        self.xs = Conn::new(xs);
+        let ids: Vec<VifId> = self.devices.keys().copied().collect();
+        for id in &ids {
+            if let Some(d) = self.devices.get(id) {
+                let state = d.state;
+                self.set_state(*id, state);
+            }
+        }
+        self.scan(vifs);
+        for id in ids {
+            self.frontend_changed(id, vifs);
+        }
+        if let Some(e) = self.xs.broken() {
+            return Err(Error::Hypervisor(e));
+        }
+        log::info!(
+            "xenstore: connected again, {} device(s) resynchronised",
+            self.devices.len()
+        );
+        Ok(())
     }
 
     /// Devices known (each with a backend directory).
@@ -188,6 +303,32 @@ impl<S: XenStore> Xenbus<S> {
     /// Whether `feature-rx-flip=1` is offered to devices probed from now on.
     pub fn set_allow_flip(&mut self, allow: bool) {
         self.allow_flip = allow;
+    }
+
+    /// Each tracked device's state as this backend last wrote it.
+    pub fn device_states(&self) -> HashMap<VifId, XenbusState> {
+        self.devices.iter().map(|(id, d)| (*id, d.state)).collect()
+    }
+
+    /// Closes one device as the toolstack's detach does (disconnect, Closing, Closed), keeping
+    /// it tracked and prepared: its frontend may start over (it is offered again), or the
+    /// toolstack may remove it. False if the device is not tracked.
+    pub fn close(&mut self, id: VifId, vifs: &mut impl VifControl) -> bool {
+        let Some(d) = self.devices.get_mut(&id) else {
+            return false;
+        };
+        d.awaiting_hotplug = false;
+        vifs.disconnect(id);
+        if self
+            .devices
+            .get(&id)
+            .is_some_and(|d| d.state != XenbusState::Closed)
+        {
+            log::info!("{id}: closing the device (asked by the operator)");
+            self.set_state(id, XenbusState::Closing);
+            self.set_state(id, XenbusState::Closed);
+        }
+        true
     }
 
     /// Closes every device: disconnect, then Closing and Closed, and release what was prepared
@@ -212,23 +353,45 @@ impl<S: XenStore> Xenbus<S> {
     /// Handles up to [`EVENTS_PER_PASS`] watch events. Returns whether more may be waiting.
     pub fn poll(&mut self, vifs: &mut impl VifControl) -> Result<bool, Error> {
         for _ in 0..EVENTS_PER_PASS {
-            let Some(ev) = self.xs.read_watch(Some(Duration::ZERO))? else {
+            let Some(ev) = self.wait_event(Some(Duration::ZERO))? else {
                 return Ok(false);
             };
-            if ev.token == BE_TOKEN {
-                match parse_device_path(&self.be_base, &ev.path) {
-                    Some(id) => self.backend_changed(id, vifs),
-                    // The watch's own registration event, or a change above the device level
-                    // (vifs created before the backend started): look at everything.
-                    None => self.scan(vifs),
-                }
-            } else if let Some(id) = parse_fe_token(&ev.token) {
-                self.frontend_changed(id, vifs);
-            } else if let Some(id) = parse_token("netback-mc:", &ev.token) {
-                self.multicast_control_changed(id, vifs);
-            }
+            self.handle(ev, vifs)?;
         }
         Ok(true)
+    }
+
+    /// The next watch event, waiting up to `timeout` for it.
+    pub fn wait_event(
+        &mut self,
+        timeout: Option<Duration>,
+    ) -> Result<Option<hypervisor::WatchEvent>, Error> {
+        Ok(self.xs.read_watch(timeout)?)
+    }
+
+    /// Acts on one watch event. `Err` if xenstore stopped answering meanwhile (nothing was
+    /// decided on what it failed to say).
+    pub fn handle(
+        &mut self,
+        ev: hypervisor::WatchEvent,
+        vifs: &mut impl VifControl,
+    ) -> Result<(), Error> {
+        if ev.token == BE_TOKEN {
+            match parse_device_path(&self.be_base, &ev.path) {
+                Some(id) => self.backend_changed(id, vifs),
+                // The watch's own registration event, or a change above the device level
+                // (vifs created before the backend started): look at everything.
+                None => self.scan(vifs),
+            }
+        } else if let Some(id) = parse_fe_token(&ev.token) {
+            self.frontend_changed(id, vifs);
+        } else if let Some(id) = parse_token("netback-mc:", &ev.token) {
+            self.multicast_control_changed(id, vifs);
+        }
+        match self.xs.broken() {
+            Some(e) => Err(Error::Hypervisor(e)),
+            None => Ok(()),
+        }
     }
 
     /// Looks at every device directory under the backend tree, and at every known device.
@@ -269,10 +432,7 @@ impl<S: XenStore> Xenbus<S> {
     /// `state`, our own writes, or the directory's removal).
     fn backend_changed(&mut self, id: VifId, vifs: &mut impl VifControl) {
         let be_path = self.be_path(id);
-        if !self.present(&be_path) {
-            self.forget(id, vifs);
-            return;
-        }
+        let present = self.present(&be_path);
         let state = self
             .xs
             .read(&format!("{be_path}/state"))
@@ -282,21 +442,26 @@ impl<S: XenStore> Xenbus<S> {
             .xs
             .read(&format!("{be_path}/online"))
             .is_ok_and(|v| v.trim() == "1");
+        let owned = self.xs.read(&format!("{be_path}/{OWNER_NODE}")).is_ok();
+        if self.xs.broken().is_some() {
+            // What the reads seemed to say is not what is there: decide nothing.
+            return;
+        }
+        if !present {
+            self.forget(id, vifs);
+            return;
+        }
         let Some(dev) = self.devices.get(&id) else {
             match state {
                 Some(XenbusState::Initialising) if online => self.probe(id, be_path, vifs),
                 // A device a previous instance of this backend served (a restart): take it over
                 // without disturbing the guest.
-                Some(s @ (XenbusState::InitWait | XenbusState::Connected))
-                    if online && self.xs.read(&format!("{be_path}/{OWNER_NODE}")).is_ok() =>
-                {
+                Some(s @ (XenbusState::InitWait | XenbusState::Connected)) if online && owned => {
                     self.adopt(id, be_path, s, vifs)
                 }
                 // Left Reconfigured (an xdp-headroom change) by the previous instance: a
                 // Connected device.
-                Some(XenbusState::Reconfigured)
-                    if online && self.xs.read(&format!("{be_path}/{OWNER_NODE}")).is_ok() =>
-                {
+                Some(XenbusState::Reconfigured) if online && owned => {
                     self.adopt(id, be_path, XenbusState::Connected, vifs)
                 }
                 _ => {}
@@ -352,6 +517,9 @@ impl<S: XenStore> Xenbus<S> {
             return None;
         }
         let cfg = read_device_config(&self.xs, &be_path, id, self.policy);
+        if self.xs.broken().is_some() {
+            return None;
+        }
         for w in &cfg.warnings {
             log::warn!("{id}: {w}");
         }
@@ -439,7 +607,9 @@ impl<S: XenStore> Xenbus<S> {
                 fe_state,
                 Some(XenbusState::Connected | XenbusState::Initialised)
             ) {
-                if let Err(reason) = self.connect(id, &fe_path, &be_path, vifs) {
+                if let Err(reason) = self.connect(id, &fe_path, &be_path, vifs)
+                    && self.xs.broken().is_none()
+                {
                     self.fail(id, reason, vifs);
                 }
                 return;
@@ -453,7 +623,13 @@ impl<S: XenStore> Xenbus<S> {
     /// a log line, Closed. It stays tracked but unprepared: offered again only once a new
     /// preparation works ([`Xenbus::reoffer`]).
     fn refuse(&mut self, id: VifId, why: &str, vifs: &mut impl VifControl) {
-        log::error!("{id}: refusing the device: {why}");
+        // A refused device is offered again each time its frontend starts over: a guest can
+        // repeat this as fast as it cycles its state.
+        crate::ratelimit::guest_log(
+            log::Level::Error,
+            id,
+            format_args!("{id}: refusing the device: {why}"),
+        );
         if let Some(d) = self.devices.get(&id)
             && self.present(&d.be_path)
         {
@@ -538,6 +714,9 @@ impl<S: XenStore> Xenbus<S> {
         };
         if !dev.prepared {
             let cfg = read_device_config(&self.xs, &dev.be_path, id, self.policy);
+            if self.xs.broken().is_some() {
+                return;
+            }
             if let Err(why) = vifs.prepare(id, &cfg) {
                 self.refuse(id, &why, vifs);
                 return;
@@ -621,12 +800,18 @@ impl<S: XenStore> Xenbus<S> {
             .xs
             .read(&format!("{}/online", dev.be_path))
             .is_ok_and(|v| v.trim() == "1");
+        if self.xs.broken().is_some() {
+            return;
+        }
         match (fe_state, ours) {
             (Some(XenbusState::Initialised | XenbusState::Connected), XenbusState::InitWait) => {
                 let fe_path = dev.fe_path.clone();
                 let be_path = dev.be_path.clone();
                 match self.connect(id, &fe_path, &be_path, vifs) {
                     Ok(()) => self.connected(id, &be_path),
+                    // Keys read over a broken connection say nothing: the frontend is looked
+                    // at again after the reconnect.
+                    Err(_) if self.xs.broken().is_some() => {}
                     Err(reason) => self.fail(id, reason, vifs),
                 }
             }
@@ -732,7 +917,11 @@ impl<S: XenStore> Xenbus<S> {
 
     /// `xenbus_dev_fatal`: log, write `error`, close.
     fn fail(&mut self, id: VifId, reason: FrontendError, vifs: &mut impl VifControl) {
-        log::error!("{id}: cannot connect the frontend: {reason}");
+        crate::ratelimit::guest_log(
+            log::Level::Error,
+            id,
+            format_args!("{id}: cannot connect the frontend: {reason}"),
+        );
         if let Some(d) = self.devices.get(&id)
             && self.present(&d.be_path)
         {
