@@ -32,8 +32,7 @@ use netif_ring::ctrl::{
     XEN_NETIF_CTRL_STATUS_SUCCESS, XEN_NETIF_CTRL_TYPE_GET_HASH_FLAGS,
     XEN_NETIF_CTRL_TYPE_GET_HASH_MAPPING_SIZE, XEN_NETIF_CTRL_TYPE_SET_HASH_ALGORITHM,
     XEN_NETIF_CTRL_TYPE_SET_HASH_FLAGS, XEN_NETIF_CTRL_TYPE_SET_HASH_KEY,
-    XEN_NETIF_CTRL_TYPE_SET_HASH_MAPPING, XEN_NETIF_CTRL_TYPE_SET_HASH_MAPPING_SIZE,
-    toeplitz_hash,
+    XEN_NETIF_CTRL_TYPE_SET_HASH_MAPPING, XEN_NETIF_CTRL_TYPE_SET_HASH_MAPPING_SIZE, toeplitz_hash,
 };
 use netif_ring::netif::XEN_NETIF_EXTRA_TYPE_HASH;
 use testkit::{frame_between, mac};
@@ -229,13 +228,7 @@ impl Scene {
     fn poll(&mut self) -> bool {
         let req_prod = self.h.front.ctrl_indices().req_prod;
         self.ctrl.before_pass_of(req_prod, CTRL_RING);
-        if std::env::var_os("CTRL_DEBUG").is_some() {
-            eprintln!("pass: req_prod {req_prod} {:?} idx {:?}", self.ctrl, self.h.front.ctrl_indices());
-        }
         let (work, revoked) = scene::pass(&mut self.w, &mut self.h);
-        if std::env::var_os("CTRL_DEBUG").is_some() {
-            eprintln!("after: idx {:?} fatal {:?}", self.h.front.ctrl_indices(), self.stats().fatal);
-        }
         let clean = revoked.is_empty();
         let st = self.stats();
         let rsp_prod = self.h.front.ctrl_indices().rsp_prod;
@@ -402,15 +395,18 @@ impl Scene {
             assert_eq!(s.mapping.len(), n as usize);
         }
         if let Some(k) = &o.key {
-            assert_eq!(s.key, k.to_vec(), "the key is not what the guest's page held");
+            assert_eq!(
+                s.key,
+                k.to_vec(),
+                "the key is not what the guest's page held"
+            );
         }
     }
 
     fn settle(&mut self) {
         scene::until_idle(|| self.poll());
         let req_prod = self.h.front.ctrl_indices().req_prod;
-        if self.stats().fatal.is_none() && req_prod.wrapping_sub(self.ctrl.rsp_seen) <= CTRL_RING
-        {
+        if self.stats().fatal.is_none() && req_prod.wrapping_sub(self.ctrl.rsp_seen) <= CTRL_RING {
             assert_eq!(
                 self.ctrl.rsp_seen, req_prod,
                 "the backend went idle with pushed ctrl requests unanswered"
@@ -450,7 +446,11 @@ impl Scene {
             (Some((t, v)), Some(e)) => {
                 assert_eq!(e[2], t, "hash type");
                 assert_eq!(e[3], XEN_NETIF_CTRL_HASH_ALGORITHM_TOEPLITZ as u8);
-                assert_eq!(u32::from_le_bytes([e[4], e[5], e[6], e[7]]), v, "hash value");
+                assert_eq!(
+                    u32::from_le_bytes([e[4], e[5], e[6], e[7]]),
+                    v,
+                    "hash value"
+                );
             }
             (w, e) => panic!("hash extra {e:?} for a frame whose settings give {w:?}: {s:?}"),
         }
@@ -593,7 +593,10 @@ impl Scenario for Scene {
                 let (id, type_) = if b[0] & 1 == 0 {
                     (old.id, old.type_)
                 } else {
-                    (u16::from_le_bytes([b[0], b[1]]), u16::from_le_bytes([b[2], b[3]]))
+                    (
+                        u16::from_le_bytes([b[0], b[1]]),
+                        u16::from_le_bytes([b[2], b[3]]),
+                    )
                 };
                 self.write(
                     idx,

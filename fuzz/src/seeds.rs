@@ -421,11 +421,14 @@ fn netback_ctrl() -> Vec<Vec<u8>> {
             .u32(0);
         let e = req(e, XEN_NETIF_CTRL_TYPE_SET_HASH_MAPPING_SIZE, [8, 0, 0]);
         // SET_HASH_MAPPING from grant 1 (page 1: zeros), 8 entries at 0.
-        let e = grant(e.u8(op::REQ).u8(XEN_NETIF_CTRL_TYPE_SET_HASH_MAPPING as u8), 1)
-            .u8(7)
-            .u32(8)
-            .u8(7)
-            .u32(0);
+        let e = grant(
+            e.u8(op::REQ).u8(XEN_NETIF_CTRL_TYPE_SET_HASH_MAPPING as u8),
+            1,
+        )
+        .u8(7)
+        .u32(8)
+        .u8(7)
+        .u32(0);
         push(e)
     };
     vec![
@@ -449,11 +452,14 @@ fn netback_ctrl() -> Vec<Vec<u8>> {
         // A table naming queue 1 (page 2), a key grant revoked mid-pass, a rewrite after push.
         {
             let e = req(head(), XEN_NETIF_CTRL_TYPE_SET_HASH_MAPPING_SIZE, [4, 0, 0]);
-            let e = grant(e.u8(op::REQ).u8(XEN_NETIF_CTRL_TYPE_SET_HASH_MAPPING as u8), 2)
-                .u8(7)
-                .u32(4)
-                .u8(7)
-                .u32(0);
+            let e = grant(
+                e.u8(op::REQ).u8(XEN_NETIF_CTRL_TYPE_SET_HASH_MAPPING as u8),
+                2,
+            )
+            .u8(7)
+            .u32(4)
+            .u8(7)
+            .u32(0);
             let e = grant(e.u8(op::REQ).u8(XEN_NETIF_CTRL_TYPE_SET_HASH_KEY as u8), 4)
                 .u8(7)
                 .u32(40)
