@@ -130,6 +130,8 @@ pub struct QueueDump {
     pub tx_credit_wait_us: Option<u64>,
     /// Whether an end of interrupt is being held back (an event storm, XSA-332).
     pub eoi_held_back: bool,
+    /// Whether its tx ring is armed: idle, skipped by passes until its frontend notifies.
+    pub tx_armed: bool,
 }
 
 fn ring_dump<K: netif_ring::RingKind, M: netif_ring::RingMem>(
@@ -221,6 +223,7 @@ impl<D: BackendDomain> Netback<D> {
                         .tx_waiting_until()
                         .map(|t| t.saturating_duration_since(now).as_micros() as u64),
                     eoi_held_back: q.eoi.iter().any(|e| e.deadline().is_some()),
+                    tx_armed: q.tx_armed,
                 })
                 .collect(),
         })
