@@ -57,7 +57,30 @@ impl Hostile {
     /// A guest with rings granted to `backend`; `foreign` is the domain its foreign grants
     /// name. Every data page starts as a sentinel.
     pub fn new(xen: &Hypervisor, backend: DomId, foreign: DomId, mode: RxMode) -> Hostile {
-        let front = RawFront::new(
+        Self::build(xen, backend, foreign, mode, None)
+    }
+
+    /// A guest as [`Hostile::new`] makes one, with a ctrl ring (made before any data page) and
+    /// only `data_pages` data pages: the rest of its reservation is left for rx buffers its
+    /// frontend posts the well-behaved way.
+    pub fn with_ctrl_ring(
+        xen: &Hypervisor,
+        backend: DomId,
+        foreign: DomId,
+        mode: RxMode,
+        data_pages: usize,
+    ) -> Hostile {
+        Self::build(xen, backend, foreign, mode, Some(data_pages))
+    }
+
+    fn build(
+        xen: &Hypervisor,
+        backend: DomId,
+        foreign: DomId,
+        mode: RxMode,
+        ctrl_and_pages: Option<usize>,
+    ) -> Hostile {
+        let mut front = RawFront::new(
             xen,
             backend,
             Guest {
@@ -70,8 +93,15 @@ impl Hostile {
                 foreign: Some(foreign),
             },
         );
+        let n = match ctrl_and_pages {
+            Some(n) => {
+                front.make_ctrl_ring();
+                n
+            }
+            None => HOSTILE_PAGES as usize - 2,
+        };
         let dom = &front.dom;
-        let pages: Vec<Pfn> = (2..HOSTILE_PAGES)
+        let pages: Vec<Pfn> = (0..n)
             .map(|_| dom.alloc_page().expect("data page"))
             .collect();
         let expected = pages
@@ -403,8 +433,13 @@ impl Published {
     /// Before a pass: the backend will see `req_prod`. Returns whether that value is valid
     /// (at most a ring ahead of the responses), as the backend must judge it.
     pub fn before_pass(&mut self, req_prod: u32) -> bool {
+        self.before_pass_of(req_prod, RING_SIZE)
+    }
+
+    /// [`Published::before_pass`] for a ring of `size` slots (the ctrl ring has 128).
+    pub fn before_pass_of(&mut self, req_prod: u32, size: u32) -> bool {
         let d = req_prod.wrapping_sub(self.rsp_seen);
-        if d > RING_SIZE {
+        if d > size {
             return false;
         }
         if d > self.hi.wrapping_sub(self.rsp_seen) {

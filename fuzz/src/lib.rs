@@ -5,7 +5,8 @@
 //! decoded by [`Input`] (a cursor that reads zeros once the bytes run out, so every input is a
 //! valid program), and [`Enc`] writes the same encoding for the seed corpora ([`seeds`]).
 //!
-//! The targets that drive netback ([`netback_tx`], [`netback_rx`], [`xenbus_keys`]) share a
+//! The targets that drive netback ([`netback_tx`], [`netback_rx`], [`netback_ctrl`],
+//! [`xenbus_keys`]) share a
 //! world built on the embedded hypervisor with `testkit` ([`world`]): a backend, one hostile
 //! frontend whose every page is a sentinel unless it is granted writable to the backend
 //! ([`hostile`]), and a well-behaved pair of guests that must still exchange a frame byte-exact
@@ -16,6 +17,7 @@ pub mod bridge_forward;
 pub mod extra_parse;
 pub mod hostile;
 mod input;
+pub mod netback_ctrl;
 pub mod netback_rx;
 pub mod netback_tx;
 pub mod scene;

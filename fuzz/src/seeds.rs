@@ -4,7 +4,7 @@
 
 use xen_linux::xs::wire::{Message, MsgType, XsErrno, emit_strings};
 
-use crate::{Enc, bridge_forward, netback_rx, netback_tx, xenbus_keys};
+use crate::{Enc, bridge_forward, netback_ctrl, netback_rx, netback_tx, xenbus_keys};
 
 fn extra_parse() -> Vec<Vec<u8>> {
     [
@@ -396,6 +396,106 @@ fn xenbus_keys() -> Vec<Vec<u8>> {
     ]
 }
 
+fn netback_ctrl() -> Vec<Vec<u8>> {
+    use netback_ctrl::op;
+    use netif_ring::ctrl::*;
+    // copy batch 64.
+    let head = || Enc::new().u8(63);
+    // A request: type, then each data word as a raw u32 (selector 7).
+    let req = |e: Enc, t: u16, d: [u32; 3]| {
+        let mut e = e.u8(op::REQ).u8(0xff).u16(t);
+        for w in d {
+            e = e.u8(7).u32(w);
+        }
+        e
+    };
+    // The data word "grant of data page i": selector 0, then pick_gref's grant index.
+    let grant = |e: Enc, i: u8| e.u8(0).u8(i);
+    let push = |e: Enc| e.u8(op::PUSH).u8(1).u8(op::POLL);
+    // TCP/IPv4 frames to the hostile guest.
+    let send = |e: Enc, flow: u16| e.u8(op::SEND).u8(0).u16(flow);
+    let set_up = || {
+        let e = req(head(), XEN_NETIF_CTRL_TYPE_SET_HASH_ALGORITHM, [1, 0, 0]);
+        let e = req(e, XEN_NETIF_CTRL_TYPE_GET_HASH_FLAGS, [0; 3]);
+        let e = req(e, XEN_NETIF_CTRL_TYPE_SET_HASH_FLAGS, [0xf, 0, 0]);
+        // SET_HASH_KEY from grant 0 (page 0: the RSS key), 40 bytes.
+        let e = grant(e.u8(op::REQ).u8(XEN_NETIF_CTRL_TYPE_SET_HASH_KEY as u8), 0)
+            .u8(7)
+            .u32(40)
+            .u8(7)
+            .u32(0);
+        let e = req(e, XEN_NETIF_CTRL_TYPE_SET_HASH_MAPPING_SIZE, [8, 0, 0]);
+        // SET_HASH_MAPPING from grant 1 (page 1: zeros), 8 entries at 0.
+        let e = grant(
+            e.u8(op::REQ).u8(XEN_NETIF_CTRL_TYPE_SET_HASH_MAPPING as u8),
+            1,
+        )
+        .u8(7)
+        .u32(8)
+        .u8(7)
+        .u32(0);
+        push(e)
+    };
+    vec![
+        send(send(set_up(), 1000), 2000).u8(op::SETTLE).done(),
+        req(head(), XEN_NETIF_CTRL_TYPE_GET_HASH_MAPPING_SIZE, [0; 3])
+            .u8(op::SET_REQ_PROD)
+            .u8(2)
+            .u8(1)
+            .u8(op::POLL)
+            .done(),
+        {
+            let e = req(head(), XEN_NETIF_CTRL_TYPE_SET_HASH_ALGORITHM, [7, 0, 0]);
+            let e = req(e, XEN_NETIF_CTRL_TYPE_SET_HASH_FLAGS, [1, 0, 0]);
+            let e = req(e, XEN_NETIF_CTRL_TYPE_SET_HASH_KEY, [0, 41, 0]);
+            let e = req(e, XEN_NETIF_CTRL_TYPE_SET_HASH_MAPPING_SIZE, [129, 0, 0]);
+            let e = req(e, XEN_NETIF_CTRL_TYPE_SET_HASH_MAPPING, [0, 2, u32::MAX]);
+            let e = req(e, XEN_NETIF_CTRL_TYPE_ADD_GREF_MAPPING, [0; 3]);
+            let e = req(e, 0xbeef, [1, 2, 3]);
+            push(e).u8(op::SETTLE).done()
+        },
+        // A table naming queue 1 (page 2), a key grant revoked mid-pass, a rewrite after push.
+        {
+            let e = req(head(), XEN_NETIF_CTRL_TYPE_SET_HASH_MAPPING_SIZE, [4, 0, 0]);
+            let e = grant(
+                e.u8(op::REQ).u8(XEN_NETIF_CTRL_TYPE_SET_HASH_MAPPING as u8),
+                2,
+            )
+            .u8(7)
+            .u32(4)
+            .u8(7)
+            .u32(0);
+            let e = grant(e.u8(op::REQ).u8(XEN_NETIF_CTRL_TYPE_SET_HASH_KEY as u8), 4)
+                .u8(7)
+                .u32(40)
+                .u8(7)
+                .u32(0);
+            let e = e.u8(op::MID_REVOKE).u8(4).u8(0);
+            let e = e
+                .u8(op::PUSH)
+                .u8(0)
+                .u8(op::REWRITE)
+                .u8(0)
+                .bytes(&[0, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0]);
+            e.u8(op::POLL).u8(op::SETTLE).done()
+        },
+        // Raw slots and a storm of events with nothing to do.
+        head()
+            .u8(op::RAW)
+            .bytes(&[1, 0, 7, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+            .u8(op::RAW)
+            .bytes(&[2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+            .u8(op::PUSH)
+            .u8(1)
+            .u8(op::NOTIFY)
+            .u8(op::NOTIFY)
+            .u8(op::WAIT)
+            .u8(op::POLL)
+            .u8(op::SETTLE)
+            .done(),
+    ]
+}
+
 /// Every target's seeds, by target name.
 pub fn all() -> Vec<(&'static str, Vec<Vec<u8>>)> {
     vec![
@@ -404,6 +504,7 @@ pub fn all() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         ("bridge_forward", bridge_forward()),
         ("netback_tx", netback_tx()),
         ("netback_rx", netback_rx()),
+        ("netback_ctrl", netback_ctrl()),
         ("xenbus_keys", xenbus_keys()),
     ]
 }
@@ -416,6 +517,7 @@ pub fn target(name: &str) -> fn(&[u8]) {
         "bridge_forward" => crate::bridge_forward::run,
         "netback_tx" => crate::netback_tx::run,
         "netback_rx" => crate::netback_rx::run,
+        "netback_ctrl" => crate::netback_ctrl::run,
         "xenbus_keys" => crate::xenbus_keys::run,
         _ => panic!("no target {name}"),
     }

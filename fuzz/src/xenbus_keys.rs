@@ -3,13 +3,14 @@
 //!
 //! The input is a program of xenstore writes and removals under the hostile frontend's
 //! directory (`tx-ring-ref`, `rx-ring-ref`, `event-channel`, `request-rx-copy`,
-//! `multi-queue-num-queues`, `feature-*`, split event channels, queue subdirectories, `state`,
-//! junk keys and values), attempted writes into its backend directory, grants made and revoked,
-//! and backend passes, in any order.
+//! `multi-queue-num-queues`, `feature-*`, split event channels, queue subdirectories, the ctrl
+//! ring's `ctrl-ring-ref` and `event-channel-ctrl`, `request-multicast-control`,
+//! `xdp-headroom`, `state` (Reconfiguring included), junk keys and values), attempted writes into
+//! its backend directory, grants made and revoked, and backend passes, in any order.
 //!
 //! Invariants: netback never panics; after every pass the backend's `state` node holds a
 //! XenbusState in its canonical form, the hostile device has a vif exactly when its backend is
-//! Connected, a Connected backend has no `error` node, and the pair's backends stay Connected
+//! Connected (or Reconfigured, a Connected device's answer), such a backend has no `error` node, and the pair's backends stay Connected
 //! with live vifs; the guest cannot write its backend directory; once the control plane has
 //! settled, a backend in InitWait never faces a frontend in Initialised/Connected, and a backend
 //! that left InitWait for Closed while the frontend asked to connect wrote an `error` node; the
@@ -27,7 +28,7 @@ use crate::world::{self, Base, MAC_H, Nb, pair_exchanges};
 use crate::{Input, Scenario};
 
 /// Keys a frontend writes (and a few it should not).
-pub const KEYS: [&str; 16] = [
+pub const KEYS: [&str; 20] = [
     "tx-ring-ref",
     "rx-ring-ref",
     "event-channel",
@@ -44,6 +45,10 @@ pub const KEYS: [&str; 16] = [
     "mac",
     "backend",
     "handle",
+    "ctrl-ring-ref",
+    "event-channel-ctrl",
+    "request-multicast-control",
+    "xdp-headroom",
 ];
 
 /// Op codes (first byte of each op, modulo their number).
@@ -131,7 +136,9 @@ impl Scene {
             handshake(&w.xen, &mut w.nb, &w.b, &xs0),
         ];
         w.b.post_rx(64);
-        let mut h = Hostile::new(&w.xen, w.dom0.domid(), w.a.dom.domid(), RxMode::Copy);
+        // With a ctrl ring, so its keys are fuzzed too (its ref and port are among the values).
+        let mut h =
+            Hostile::with_ctrl_ring(&w.xen, w.dom0.domid(), w.a.dom.domid(), RxMode::Copy, 30);
         for i in 0..8 {
             h.grant(i, GrantKind::ALL[i % 4]);
         }
@@ -178,13 +185,15 @@ impl Scene {
         let work = self.w.nb.poll().expect("netback poll");
         let be = self.be_state();
         let vif = self.w.nb.vifs().any(|v| v.id() == self.h.id());
+        // Reconfigured is a Connected device's answer to its frontend's Reconfiguring.
+        let connected = matches!(be, XenbusState::Connected | XenbusState::Reconfigured);
         assert_eq!(
             vif,
-            be == XenbusState::Connected,
+            connected,
             "backend state {be:?} but the vif {}",
             if vif { "exists" } else { "does not exist" }
         );
-        if be == XenbusState::Connected {
+        if connected {
             assert!(!self.has_error(), "a Connected backend has an error node");
         }
         for (f, be) in [(&self.w.a, &self.pair_be[0]), (&self.w.b, &self.pair_be[1])] {
@@ -232,7 +241,7 @@ impl Scene {
                 h.grants[i as usize % h.grants.len()].gref.0.to_string()
             }
         };
-        match input.below(20) {
+        match input.below(21) {
             0 => self.h.front.keys.queues[0].tx_ring_ref.0.to_string(),
             1 => self.h.front.keys.queues[0].rx_ring_ref.0.to_string(),
             2 => self.h.front.keys.queues[0].event_channel.0.to_string(),
@@ -242,6 +251,11 @@ impl Scene {
             6..=14 => (input.below(9)).to_string(),
             15 => "4294967296".into(),
             16 => ["-1", " 4", "+4", "", "4 ", "0x4", "04"][input.below(7)].into(),
+            18 => match &self.h.front.keys.ctrl {
+                Some(c) if input.bool() => c.ring_ref.0.to_string(),
+                Some(c) => c.event_channel.0.to_string(),
+                None => "7".into(),
+            },
             17 => input.u32().to_string(),
             _ => {
                 let n = input.below(24);
@@ -330,7 +344,12 @@ mod tests {
     use super::*;
 
     fn play(seed: usize) -> Scene {
-        crate::input::replay(&crate::seeds::all()[5].1[seed])
+        let seeds = crate::seeds::all();
+        let (_, s) = seeds
+            .iter()
+            .find(|(n, _)| *n == "xenbus_keys")
+            .expect("xenbus_keys seeds");
+        crate::input::replay(&s[seed])
     }
 
     #[test]

@@ -115,6 +115,9 @@ struct Datapath<D: BackendDomain> {
     start: Instant,
     /// The transmit limit of vifs whose device has no `rate` key.
     default_rate: Option<Rate>,
+    /// Some queue's tx ring was armed by the last pass: events are collected before each pass
+    /// (without blocking) so an armed queue is served as soon as its frontend notifies.
+    tx_armed: bool,
 }
 
 /// Where the control plane runs.
@@ -204,6 +207,7 @@ impl<D: BackendDomain> Netback<D> {
                 seg: SegScratch::new(),
                 start: Instant::now(),
                 default_rate: None,
+                tx_armed: false,
                 cfg,
                 evtchn,
                 dom0,
@@ -399,6 +403,14 @@ impl<D: BackendDomain> Netback<D> {
                 n == COMMANDS_PER_PASS
             }
         };
+        if self.dp.tx_armed {
+            // Armed queues are skipped until their event is collected; a busy backend may
+            // not wait (where events are otherwise collected) for a long time.
+            let from = self.dp.delivered.len();
+            let dp = &mut self.dp;
+            dp.evtchn.wait(Some(Duration::ZERO), &mut dp.delivered)?;
+            dp.note_delivered(from, now);
+        }
         let work = self.dp.pass(now)?;
         self.dp.end_of_interrupt(now);
         Ok(work || more)
@@ -471,17 +483,7 @@ impl<D: BackendDomain> Netback<D> {
                 dp.evtchn.wait(Some(timeout), &mut dp.delivered)?;
             }
         }
-        for v in &mut dp.vifs {
-            v.ctrl_delivered(&dp.delivered);
-        }
-        for q in dp.vifs.iter_mut().flat_map(|v| v.queues.iter_mut()) {
-            if dp.delivered.contains(&q.tx_port) {
-                q.eoi[0].delivered();
-            }
-            if q.split() && dp.delivered.contains(&q.rx_port) {
-                q.eoi[1].delivered();
-            }
-        }
+        dp.note_delivered(0, Instant::now());
         Ok(())
     }
 
@@ -530,20 +532,29 @@ impl<D: BackendDomain> Datapath<D> {
         // many guests), then each queue answers its slots.
         self.batch.begin_pass(self.slots());
         let mut slot = 0u32;
+        let idle_after = self.cfg.busy_poll;
+        let mut armed = false;
         for vif in &mut self.vifs {
             for q in &mut vif.queues {
-                work |= q.tx_build(
-                    slot,
-                    &self.dom0,
-                    &self.pool,
-                    &self.cfg,
-                    &mut self.batch,
-                    &mut vif.mcast,
-                    now,
-                );
+                if !q.tx_armed {
+                    let worked = q.tx_build(
+                        slot,
+                        &self.dom0,
+                        &self.pool,
+                        &self.cfg,
+                        &mut self.batch,
+                        &mut vif.mcast,
+                        now,
+                    );
+                    work |= worked;
+                    // Found requests while arming: the next pass takes them.
+                    work |= q.tx_idle(worked, now, idle_after);
+                }
+                armed |= q.tx_armed;
                 slot += 1;
             }
         }
+        self.tx_armed = armed;
         self.batch.flush(&self.dom0);
         self.route_failures(Queue::tx_failed);
         let mut slot = 0;
@@ -551,7 +562,11 @@ impl<D: BackendDomain> Datapath<D> {
             self.frames.clear();
             work |= vif.ctrl_action(&self.dom0, &self.evtchn);
             for q in &mut vif.queues {
-                q.tx_finish(&self.evtchn, &mut self.frames, self.batch.calls(slot));
+                // An armed queue built nothing this pass (it was skipped, or armed after
+                // finding no request): nothing to answer.
+                if !q.tx_armed || q.tx_fatal.is_some() {
+                    q.tx_finish(&self.evtchn, &mut self.frames, self.batch.calls(slot));
+                }
                 slot += 1;
             }
             vif.propagate_fatal();
@@ -646,6 +661,27 @@ impl<D: BackendDomain> Datapath<D> {
         Ok(work)
     }
 
+    /// Accounts the ports a wait or a look at the events delivered (`delivered[from..]`): each
+    /// port's late EOI learns of its event, and a queue whose tx port it is is served again.
+    fn note_delivered(&mut self, from: usize, now: Instant) {
+        let got = &self.delivered[from..];
+        if got.is_empty() {
+            return;
+        }
+        for v in &mut self.vifs {
+            v.ctrl_delivered(got);
+            for q in &mut v.queues {
+                if got.contains(&q.tx_port) {
+                    q.eoi[0].delivered();
+                    q.tx_wake(now);
+                }
+                if q.split() && got.contains(&q.rx_port) {
+                    q.eoi[1].delivered();
+                }
+            }
+        }
+    }
+
     /// Queues served in a pass (each queue's slot is its position in vif, then queue order).
     fn slots(&self) -> usize {
         self.vifs.iter().map(|v| v.queues.len()).sum()
@@ -678,7 +714,7 @@ impl<D: BackendDomain> Datapath<D> {
             for q in &mut vif.queues {
                 // A queue waiting for rate credit has requests it may not take yet: the wait
                 // wakes for it at its credit's moment instead (`next_deadline`).
-                if q.is_disabled() || q.tx_waiting_until().is_some() {
+                if q.is_disabled() || q.tx_waiting_until().is_some() || q.tx_armed {
                     continue;
                 }
                 match q.tx.final_check_for_requests() {
@@ -698,8 +734,9 @@ impl<D: BackendDomain> Datapath<D> {
 
     /// The late EOI: unmasks the ports the last wait delivered, now that the pass has served
     /// them. An event is spurious (XSA-332 accounting) when no work was done on its port's
-    /// side of its queue (both sides, for a queue with one port) since the previous one: passes look at every ring whatever the events, so work an event
-    /// announced is often done before the event is collected, and that is not spurious. A vif
+    /// side of its queue (both sides, for a queue with one port) since the previous one:
+    /// passes look at every ring not armed whatever the events, so work an event announced is
+    /// often done before the event is collected, and that is not spurious. A vif
     /// whose events keep finding no work has its EOI held back, 1 ms after the second spurious
     /// event in a row and doubling up to `max_eoi_delay`, as Linux's lateeoi does, so notifying
     /// in a loop cannot buy unbounded passes; work resets it.
@@ -718,6 +755,10 @@ impl<D: BackendDomain> Datapath<D> {
                 }
                 if q.eoi[side].take_due(now) {
                     self.delivered.push(port);
+                    // Events held back meanwhile may have announced requests.
+                    if side == 0 {
+                        q.tx_wake(now);
+                    }
                 }
             }
         }

@@ -113,6 +113,12 @@ impl<D: BackendDomain> Ctrl<D> {
         queues: usize,
         stats: &mut VifStats,
     ) -> Result<bool, RingError> {
+        // Read req_prod afresh and judge it against the responses pushed so far, not against a
+        // count a re-arm left: served from that count, each request is answered at once, so a
+        // req_prod read only after it would be judged against answers the frontend has not
+        // seen, and one more than a ring ahead of them (the backend's own responses re-read as
+        // requests) would pass.
+        self.ring.unconsumed_requests()?;
         let mut served = 0;
         while served < REQUESTS_PER_PASS {
             let Some(req) = self.ring.next_request()? else {

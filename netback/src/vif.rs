@@ -419,6 +419,12 @@ pub(crate) struct Queue<D: BackendDomain> {
     pub(crate) rate: Option<crate::rate::Rate>,
     /// Its credit, started at the first pass after the rate was set (with that pass's clock).
     pub(crate) credit: Option<crate::rate::Credit>,
+    /// Its tx ring is armed (`req_event` past `req_cons`, the final check found nothing): passes
+    /// skip it until an event on its tx port is collected (per-queue NAPI: an idle guest's ring
+    /// costs a pass nothing).
+    pub(crate) tx_armed: bool,
+    /// When its tx side last had work or an event (`None`: not served yet).
+    pub(crate) tx_active_at: Option<Instant>,
     /// A fatal error found while building this pass's copies, acted on when it finishes.
     pub(crate) tx_fatal: Option<Fatal>,
     pub(crate) rx_fatal: Option<Fatal>,
@@ -511,6 +517,42 @@ impl<D: BackendDomain> Queue<D> {
             }
             Err(_) => self.stats.rx_queue_full += 1,
         }
+    }
+
+    /// After its tx pass: a queue whose tx side found no work for `idle_after` is armed (the
+    /// final check: `req_event` set, the ring read again) so later passes skip it until its
+    /// frontend notifies. A queue waiting for rate credit is not armed: the credit's moment
+    /// wakes it. Returns whether the final check found requests after all.
+    pub(crate) fn tx_idle(&mut self, worked: bool, now: Instant, idle_after: Duration) -> bool {
+        if worked || self.tx_active_at.is_none() {
+            self.tx_active_at = Some(now);
+            return false;
+        }
+        if self.is_disabled()
+            || self.tx_waiting_until().is_some()
+            || self
+                .tx_active_at
+                .is_some_and(|t| now.saturating_duration_since(t) < idle_after)
+        {
+            return false;
+        }
+        match self.tx.final_check_for_requests() {
+            Ok(true) => true,
+            Ok(false) => {
+                self.tx_armed = true;
+                false
+            }
+            Err(e) => {
+                self.disable(Fatal::Ring(e));
+                false
+            }
+        }
+    }
+
+    /// Its tx side must be looked at again (an event came, a held-back EOI came due).
+    pub(crate) fn tx_wake(&mut self, now: Instant) {
+        self.tx_armed = false;
+        self.tx_active_at = Some(now);
     }
 
     /// Sends an event to the frontend on one side's port.
@@ -675,6 +717,8 @@ impl<D: BackendDomain> Vif<D> {
             rx_scratch: Default::default(),
             rate: None,
             credit: None,
+            tx_armed: false,
+            tx_active_at: None,
             tx_fatal: None,
             rx_fatal: None,
             rx_headroom: 0,

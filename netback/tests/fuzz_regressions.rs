@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use netback::{Config, Fatal};
 use netif_ring::RingError;
+use netif_ring::ctrl::XEN_NETIF_CTRL_TYPE_GET_HASH_MAPPING_SIZE;
 use testkit::{Guest, Scene, broadcast, frame};
 
 /// Found by `netback_tx`: the backend's re-arm (`wait`) read `req_prod = 21`, then the hostile
@@ -97,4 +98,44 @@ fn a_guest_posting_no_rx_buffers_cannot_starve_the_others_of_pool_pages() {
         got.iter().any(|g| g.as_ref().is_ok_and(|g| *g == f)),
         "b did not receive a's frame"
     );
+}
+
+/// Found by `netback_ctrl`: the re-arm (`wait`) counted one ctrl request; the frontend then set
+/// the ctrl `req_prod` to 129, a ring and one past the responses it had seen. The pass served
+/// the request the re-arm had counted and only then read `req_prod`, judging it against its own
+/// unpushed answer, so the overflow passed and the backend read its own responses back as 128
+/// more requests. Fixed in netback's ctrl pass: `req_prod` is read afresh when a pass starts.
+#[test]
+fn a_ctrl_req_prod_overflow_after_a_rearm_is_caught() {
+    let mut s = Scene::new(Config::default());
+    let mut g = s.guest(Guest::mac(1));
+    g.make_ctrl_ring();
+    g.connect(&mut s.nb);
+    let mut a = s.front(Guest::mac(2));
+    let mut b = s.front(Guest::mac(3));
+    b.post_rx(8);
+    g.ctrl_request(XEN_NETIF_CTRL_TYPE_GET_HASH_MAPPING_SIZE, [0; 3]);
+    s.nb.wait(Duration::ZERO).unwrap();
+    assert!(g.ctrl_responses().is_empty(), "the re-arm answers nothing");
+    g.set_ctrl_req_prod(129);
+    s.nb.poll().unwrap();
+    let st = s.nb.vif_stats(g.id()).unwrap();
+    assert!(
+        matches!(
+            st.fatal,
+            Some(Fatal::CtrlRing(RingError::RequestOverflow {
+                req_prod: 129,
+                ..
+            }))
+        ),
+        "{:?}",
+        st.fatal
+    );
+    assert!(g.ctrl_responses().is_empty(), "{st:?}");
+    assert_eq!(st.ctrl_requests, 0);
+    // The others carry on.
+    let f = frame(2, 3, 1000, 1);
+    a.send(&f);
+    s.nb.poll().unwrap();
+    assert_eq!(b.recv(), [Ok(f)]);
 }

@@ -149,7 +149,7 @@ pub fn render(req: &Request, v: &Value) -> String {
                 }
                 let _ = writeln!(
                     out,
-                    "  rx queue: {} frames, {} bytes waiting for the guest's buffers{}\n  tx: {}\n  events: {}",
+                    "  rx queue: {} frames, {} bytes waiting for the guest's buffers{}\n  tx: {}{}\n  events: {}",
                     s(&q["rx_queue_frames"]),
                     s(&q["rx_queue_bytes"]),
                     if q["rx_stalled"] == true {
@@ -160,6 +160,11 @@ pub fn render(req: &Request, v: &Value) -> String {
                     match q["tx_credit_wait_us"].as_u64() {
                         Some(us) => format!("waiting {us} us for rate credit"),
                         None => "not waiting for credit".into(),
+                    },
+                    if q["tx_armed"] == true {
+                        ", idle (ring armed: served when the guest notifies)"
+                    } else {
+                        ""
                     },
                     if q["eoi_held_back"] == true {
                         "end of interrupt held back (events kept finding no work)"

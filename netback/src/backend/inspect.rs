@@ -135,6 +135,8 @@ pub struct QueueDump {
     pub eoi_held_back: bool,
     /// Whether its guest's receive is stalled (no buffers posted while frames waited).
     pub rx_stalled: bool,
+    /// Whether its tx ring is armed: idle, skipped by passes until its frontend notifies.
+    pub tx_armed: bool,
 }
 
 fn ring_dump<K: netif_ring::RingKind, M: netif_ring::RingMem>(
@@ -228,6 +230,7 @@ impl<D: BackendDomain> Netback<D> {
                         .map(|t| t.saturating_duration_since(now).as_micros() as u64),
                     eoi_held_back: q.eoi.iter().any(|e| e.deadline().is_some()),
                     rx_stalled: q.is_rx_stalled(),
+                    tx_armed: q.tx_armed,
                 })
                 .collect(),
         })

@@ -87,6 +87,12 @@ impl RawFront {
         raw::write_slot_at::<CtrlRing, T>(ring.mem(), ring.size(), idx, v);
     }
 
+    /// Reads the ctrl slot for index `idx` as `T` (a request or a response).
+    pub fn read_ctrl_at<T: Slot>(&mut self, idx: u32) -> T {
+        let (ring, _) = self.ctrl_ring();
+        raw::read_slot_at::<CtrlRing, T>(ring.mem(), ring.size(), idx)
+    }
+
     /// Publishes `v` as the ctrl ring's `req_prod`.
     pub fn set_ctrl_req_prod(&mut self, v: u32) {
         let (ring, _) = self.ctrl_ring();
