@@ -68,9 +68,10 @@ impl<D: BackendDomain> Queue<D> {
         self.rx_last_progress = Some(now);
     }
 
-    /// Whether this queue's guest receive is stalled (its vif's carrier is off).
+    /// Whether this queue's guest receive is stalled (its vif's carrier is off). A disabled
+    /// queue is not: being disabled says more, and its frames count as discarded.
     pub(crate) fn is_rx_stalled(&self) -> bool {
-        self.rx_stalled
+        self.rx_stalled && !self.is_disabled()
     }
 
     fn rx_stall(&mut self, now: Instant, timeout: Duration) {

@@ -462,7 +462,7 @@ impl<D: BackendDomain> Queue<D> {
         VifStats {
             spurious_events: self.eoi.iter().map(|e| e.spurious()).sum(),
             eoi_delayed: self.eoi.iter().map(|e| e.delayed()).sum(),
-            rx_stalled: self.rx_stalled,
+            rx_stalled: self.is_rx_stalled(),
             ..self.stats.clone()
         }
     }

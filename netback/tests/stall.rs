@@ -308,3 +308,29 @@ fn one_stalled_queue_takes_the_whole_vifs_carrier_off() {
     assert_eq!(got.len(), 1);
     assert_eq!(port_of(got[0].as_ref().unwrap()), on_q0[0]);
 }
+
+#[test]
+fn a_bogus_req_prod_while_stalled_disables_the_vif_and_disabled_wins() {
+    let mut s = scene(Config::default());
+    s.broadcast_at(61, 1);
+    assert!(s.h().rx_stalled);
+    // The recovery check reads req_prod: one claiming more requests than the ring holds is
+    // fatal there as everywhere.
+    s.h.set_rx_req_prod(10_000);
+    s.at(62);
+    let st = s.h();
+    assert!(
+        matches!(st.fatal, Some(netback::Fatal::Ring(_))),
+        "{:?}",
+        st.fatal
+    );
+    assert!(!st.rx_stalled, "disabled says more than stalled");
+    // Its frames now count as discarded (a disabled vif), not as stall drops.
+    let drops = st.rx_stall_drops;
+    s.broadcast_at(63, 2);
+    let st = s.h();
+    assert_eq!(st.rx_stall_drops, drops);
+    assert_eq!(st.rx_discarded, 1);
+    assert_eq!(s.b.recv().len(), 2, "b got both broadcasts");
+    s.pair_flows(64, 3);
+}
