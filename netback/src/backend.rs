@@ -774,8 +774,8 @@ impl<D: BackendDomain> Datapath<D> {
 
     /// The earliest moment a pass has timed work to do without any event arriving: a delayed
     /// end of interrupt, a queued frame expiring, a queue stalling, or a vif's rate credit
-    /// arriving. `wait`
-    /// never sleeps past it, so nothing timed depends on `Config::poll_interval`. Only moments
+    /// arriving. `wait` never sleeps past it, so nothing timed depends on
+    /// `Config::poll_interval`. Only moments
     /// after `now` count: the pass just run handled those before it (a past one would make
     /// `wait` spin).
     fn next_deadline(&self, now: Instant) -> Option<Instant> {
