@@ -10,7 +10,8 @@
 #
 # Usage: sudo bench/scripts/tap-ab.sh --a BIN --b BIN [--runs N] [--seconds S] [--mtu N] [--reverse]
 #   --reverse: iperf3 -R, the guest sends (out of the guest); default: into the guest.
-# Needs: root, iproute2, iperf3, python3, a release build of bench (for the probe). Not run by CI.
+# Needs: root, iproute2, iperf3, curl, python3, cargo (or BENCH=a bench binary, for the probe).
+# Not run by CI.
 set -euo pipefail
 
 RUNS=3
@@ -27,7 +28,7 @@ while [[ $# -gt 0 ]]; do
         --seconds) SECS="$2"; shift 2 ;;
         --mtu) MTU="$2"; shift 2 ;;
         --reverse) DIR="-R"; shift ;;
-        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
         *) echo "tap-ab.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -44,7 +45,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-probe() { cargo run --release -q -p bench -- probe 2>&1 | tail -1; }
+# BENCH=path: a bench binary for the probe (else cargo builds and runs this tree's).
+probe() {
+    if [[ -n "${BENCH:-}" ]]; then "$BENCH" probe 2>&1 | tail -1
+    else cargo run --release -q -p bench -- probe 2>&1 | tail -1; fi
+}
 
 # One run of binary $1: prints "Gb/s writes-per-MiB".
 one() {
@@ -71,7 +76,7 @@ import json, re, sys
 d = json.load(open(sys.argv[1]))
 gbps = d["end"]["sum_received"]["bits_per_second"] / 1e9
 def get(text, name):
-    m = re.search(r'^uplink_' + name + r'_total\{[^}]*\} (\d+)', text, re.M)
+    m = re.search(r'^(?:netbackd_)?uplink_' + name + r'_total\{[^}]*\} (\d+)', text, re.M)
     return int(m.group(1)) if m else 0
 frames = get(sys.argv[3], "tx_frames") - get(sys.argv[2], "tx_frames")
 mib = (get(sys.argv[3], "tx_bytes") - get(sys.argv[2], "tx_bytes")) / 2**20
