@@ -31,7 +31,8 @@ use offload::parse::L4Loc;
 use super::send_one;
 
 /// The coalescer of one egress port: the engine's table and one frame buffer per flow slot
-/// ([`MAX_FLOWS`] x 64 KiB, allocated once).
+/// (64 KiB each, allocated the first time its slot holds a flow and kept: every host-mode vif
+/// has a TAP, and one that never sends a TCP stream needs none).
 pub(crate) struct EgressGro {
     engine: GroEngine<usize>,
     bufs: Vec<Box<[u8]>>,
@@ -51,9 +52,7 @@ impl EgressGro {
     pub(crate) fn new() -> Self {
         Self {
             engine: GroEngine::new(),
-            bufs: (0..MAX_FLOWS)
-                .map(|_| vec![0u8; MAX_FRAME_LEN].into_boxed_slice())
-                .collect(),
+            bufs: (0..MAX_FLOWS).map(|_| Box::default()).collect(),
             ok: [false; MAX_FLOWS],
         }
     }
@@ -125,6 +124,9 @@ impl<D: GuestMemory> GroSink for Sink<'_, '_, D> {
 
     fn hold(&mut self, slot: usize, frame: NetFrame<D>) -> usize {
         let len = frame.len();
+        if self.bufs[slot].is_empty() {
+            self.bufs[slot] = vec![0u8; MAX_FRAME_LEN].into_boxed_slice();
+        }
         self.ok[slot] = self.bufs[slot]
             .get_mut(..len)
             .is_some_and(|dst| frame.0.read_range(0, dst));
@@ -387,6 +389,19 @@ mod tests {
             assert_eq!(s[HDRS..], orig[HDRS..], "segment {i}'s payload");
             assert_eq!(s[38..42], orig[38..42], "segment {i}'s seq");
         }
+    }
+
+    #[test]
+    fn flow_buffers_are_allocated_only_when_a_flow_is_held() {
+        let mut gro = EgressGro::new();
+        let allocated = |g: &EgressGro| g.bufs.iter().filter(|b| !b.is_empty()).count();
+        assert_eq!(allocated(&gro), 0);
+        // A pure ACK pass and a pass of two ACKs hold nothing.
+        let ack = partial(Seg { len: 0, ..SEG });
+        transmit(&mut gro, &[vec![ack.clone()], vec![ack.clone(), ack]]);
+        assert_eq!(allocated(&gro), 0);
+        transmit(&mut gro, &[train(3)]);
+        assert_eq!(allocated(&gro), 1, "one flow, one buffer");
     }
 
     #[test]
