@@ -298,6 +298,7 @@ pub(crate) mod tests {
                 user: 0.0,
             },
             link_stats: LinkStats::default(),
+            floor: None,
             profile: xenoprof_report::Profile::new("synthetic"),
         }
     }

@@ -15,6 +15,7 @@
 pub mod chart;
 pub mod cputime;
 mod error;
+pub mod floor;
 #[allow(unsafe_code)]
 pub mod heap;
 pub mod host;

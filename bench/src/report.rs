@@ -109,6 +109,10 @@ pub struct StepResult {
     pub split: Split,
     /// The link's own counters.
     pub link_stats: LinkStats,
+    /// The backend's cycles per KiB delivered against a memcpy of the same bytes (exact
+    /// profiling only; absent in results from before it was recorded).
+    #[serde(default)]
+    pub floor: Option<crate::floor::Floor>,
     /// The xenoprof profile of the measured window.
     pub profile: Profile,
 }
@@ -160,6 +164,10 @@ impl StepResult {
             Metric::Samples
         };
         let sp = xenoprof_report::report::split(&m.profile, metric);
+        let floor = m
+            .memcpy
+            .filter(|_| exact)
+            .map(|t| crate::floor::Floor::new(&dom0, m.bytes, t));
         StepResult {
             step: step.to_string(),
             link: m.link.to_string(),
@@ -187,6 +195,7 @@ impl StepResult {
                 user: sp.user,
             },
             link_stats: m.link_stats,
+            floor,
             profile: m.profile,
         }
     }
@@ -342,6 +351,9 @@ pub fn render_step(r: &StepResult) -> String {
             }
         }
     }
+    if let Some(f) = &r.floor {
+        let _ = write!(s, "{}", render_floor(f));
+    }
     let _ = writeln!(
         s,
         "\n  Kernel / Xen / User split ({}): {:.1}% / {:.1}% / {:.1}%",
@@ -356,6 +368,38 @@ pub fn render_step(r: &StepResult) -> String {
         let _ = writeln!(s, "\n{}", xenoprof_report::render(&r.profile, metric, 10));
     }
     s
+}
+
+/// The backend's cost per KiB delivered against the memcpy floor, as the report prints it.
+pub fn render_floor(f: &crate::floor::Floor) -> String {
+    let left_out: Vec<String> = f
+        .excluded_cycles_per_kib
+        .iter()
+        .map(|(c, v)| format!("{c} {v:.0}"))
+        .collect();
+    let goal = if f.ratio <= crate::floor::GOAL_RATIO {
+        "within"
+    } else {
+        "over"
+    };
+    format!(
+        "\n  cost per KiB delivered into the guest (dom0 + xen cycles):\n    backend {:>8.0}  \
+         (netback, bridge, grant copies and the Xen work they call)\n    memcpy  {:>8.0}  \
+         (the same bytes in {} B copies, {:.0} MiB, median 1 MiB block; fastest {:.0})\n    ratio   \
+         {:>8.2}x  ({goal} the {:.1}x goal)\n    left out: {}\n",
+        f.backend_cycles_per_kib,
+        f.memcpy_cycles_per_kib,
+        f.memcpy_chunk,
+        f.memcpy_bytes as f64 / (1u64 << 20) as f64,
+        f.memcpy_min_cycles_per_kib,
+        f.ratio,
+        crate::floor::GOAL_RATIO,
+        if left_out.is_empty() {
+            "nothing".into()
+        } else {
+            left_out.join(", ")
+        }
+    )
 }
 
 /// Non-zero entries of `m`, largest first.

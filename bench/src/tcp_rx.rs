@@ -110,6 +110,9 @@ pub struct Measurement {
     pub link_stats: LinkStats,
     /// The cache-line round trip between the CPUs in use, before, during and after the run.
     pub cross_cpu: Option<crate::placement::CrossCpu>,
+    /// The memcpy floor timed right after the window (exact profiling only): the same bytes
+    /// in chunks of the average delivered frame (`floor.rs`).
+    pub memcpy: Option<crate::floor::MemcpyTiming>,
 }
 
 /// How long the stream may take to start moving before the run fails.
@@ -210,6 +213,10 @@ pub fn run<L: Link>(link: &mut L, cfg: &RunConfig) -> Result<Measurement, Error>
         c.finish();
     }
     m.cross_cpu = cross_cpu;
+    if cfg.profile == ProfileMode::Exact {
+        let chunk = crate::floor::chunk_for(m.bytes, m.packets);
+        m.memcpy = Some(crate::floor::time_memcpy(m.bytes, chunk));
+    }
     Ok(m)
 }
 
@@ -390,6 +397,7 @@ fn measure<L: Link>(
         profile,
         link_stats: LinkStats::default(),
         cross_cpu: None,
+        memcpy: None,
     })
 }
 

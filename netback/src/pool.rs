@@ -386,6 +386,28 @@ impl<D: GuestMemory> Buf<D> {
         Ok(())
     }
 
+    /// Reads the frame's bytes `at..at + out.len()` into `out`, page by page: an egress that
+    /// gathers frames (GRO at a TAP) reads each one straight into place. False if the range
+    /// passes the frame's end or a page cannot be read; `out` may then be partly written.
+    pub fn read_range(&self, at: usize, out: &mut [u8]) -> bool {
+        if at.checked_add(out.len()).is_none_or(|end| end > self.len) {
+            return false;
+        }
+        let (mut at, mut out) = (at, out);
+        while !out.is_empty() {
+            let (page, off) = (at / PAGE_SIZE, at % PAGE_SIZE);
+            let n = out.len().min(PAGE_SIZE - off);
+            // In bounds: `at` is below the frame's length, which its pages cover.
+            let pfn = self.pages.as_slice()[page].pfn;
+            if self.pool.dom.read(pfn, off, &mut out[..n]).is_err() {
+                return false;
+            }
+            out = &mut out[n..];
+            at += n;
+        }
+        true
+    }
+
     /// Shortens the frame to `len` bytes (`1..=len()`), giving the pages it no longer needs back
     /// to the pool: for a buffer posted to a device at its largest and filled with less. False
     /// (and nothing changed) for a length out of that range.

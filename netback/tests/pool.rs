@@ -116,3 +116,28 @@ fn l4_checksum_is_checked_across_pages() {
         assert!(!filled(&pool, &bad).l4_csum_ok(&loc), "len {len}");
     }
 }
+
+#[test]
+fn read_range_reads_across_page_boundaries_and_refuses_past_the_end() {
+    let (_xen, pool) = pool(64);
+    let data = bytes(9014, 3);
+    let b = filled(&pool, &data);
+    for (at, n) in [
+        (0, 9014),
+        (4000, 200),
+        (4095, 4098),
+        (8191, 823),
+        (9013, 1),
+        (17, 0),
+    ] {
+        let mut out = vec![0u8; n];
+        assert!(b.read_range(at, &mut out), "{at}+{n}");
+        assert_eq!(out, data[at..at + n], "{at}+{n}");
+    }
+    let mut out = vec![0u8; 2];
+    assert!(!b.read_range(9013, &mut out), "one byte past the end");
+    assert!(
+        !b.read_range(usize::MAX, &mut out),
+        "an offset that overflows"
+    );
+}

@@ -9,6 +9,7 @@
 //! interface behind needs it. With `offload=off` frames cross whole and checksummed (netback
 //! completes checksums and segments super-frames in software for such a port).
 
+mod gro;
 mod nic;
 mod tap;
 mod vnet;
@@ -176,22 +177,34 @@ fn send_out<D: hypervisor::BackendDomain>(
             stats.tx_errors += 1;
             continue;
         }
-        let sent = if hdr_len == vnet::HDR_LEN {
-            let Ok(hdr) = vnet::tx_header(&f.meta(), tx_buf) else {
-                stats.tx_errors += 1;
-                continue;
-            };
-            send(&[IoSlice::new(&hdr), IoSlice::new(tx_buf)])
-        } else {
-            send(&[IoSlice::new(tx_buf)])
+        send_one(tx_buf, &f.meta(), hdr_len, stats, &send);
+    }
+}
+
+/// Sends one frame (with the virtio-net header for `meta` when `hdr_len` says the port carries
+/// one) in one `send` call, counting what became of it.
+fn send_one(
+    frame: &[u8],
+    meta: &OffloadMeta,
+    hdr_len: usize,
+    stats: &mut UplinkStats,
+    send: &dyn Fn(&[IoSlice<'_>]) -> std::io::Result<usize>,
+) {
+    let sent = if hdr_len == vnet::HDR_LEN {
+        let Ok(hdr) = vnet::tx_header(meta, frame) else {
+            stats.tx_errors += 1;
+            return;
         };
-        match sent {
-            Ok(_) => {
-                stats.tx_frames += 1;
-                stats.tx_bytes += tx_buf.len() as u64;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => stats.tx_dropped += 1,
-            Err(_) => stats.tx_errors += 1,
+        send(&[IoSlice::new(&hdr), IoSlice::new(frame)])
+    } else {
+        send(&[IoSlice::new(frame)])
+    };
+    match sent {
+        Ok(_) => {
+            stats.tx_frames += 1;
+            stats.tx_bytes += frame.len() as u64;
         }
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => stats.tx_dropped += 1,
+        Err(_) => stats.tx_errors += 1,
     }
 }

@@ -303,3 +303,75 @@ fn a_nic_uplink_reaches_guests_through_an_existing_interface() {
         "netbackd removed an interface it did not create"
     );
 }
+
+/// The uplink's counters from a SIGUSR1 stats file: (tx_frames, tx_bytes, tx_errors).
+fn uplink_tx(d: &mut Daemon, json: &std::path::Path) -> (u64, u64, u64) {
+    let mut report = serde_json::Value::Null;
+    let got = eventually(Duration::from_secs(10), || {
+        let _ = std::fs::remove_file(json);
+        d.signal(Signal::USR1);
+        if !eventually(Duration::from_secs(5), || json.exists()) {
+            return false;
+        }
+        report = std::fs::read(json)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        report["backend"]["uplinks"][0][2]["tx_frames"].is_u64()
+    });
+    assert!(got, "no uplink counters in the stats: {report}");
+    let u = &report["backend"]["uplinks"][0][2];
+    let n = |k: &str| u[k].as_u64().unwrap_or_default();
+    (n("tx_frames"), n("tx_bytes"), n("tx_errors"))
+}
+
+#[test]
+#[ignore = "needs root, /dev/net/tun, iproute2, iputils-ping and iperf3: run as root with --ignored (CI does)"]
+fn a_guest_that_cannot_segment_leaves_through_the_tap_in_super_frames_byte_exact() {
+    const NET: &str = "10.199.6.0/24";
+    const GUEST: &str = "10.199.6.2";
+    let ns = root_netns("snbd-gro", &["ip", "ping", "iperf3"]);
+    let json = std::env::temp_dir().join(format!("netbackd-gro-{}.json", std::process::id()));
+    let json_s = json.to_string_lossy().into_owned();
+    let mut d = Daemon::start(
+        &ns,
+        &[
+            "--guests",
+            "1",
+            "--guest-net",
+            NET,
+            "--uplink",
+            "tap:sn0,addr=10.199.6.1/24",
+            "--stats-json",
+            &json_s,
+        ],
+    );
+    let up = eventually(Duration::from_secs(20), || {
+        ns.command("ping")
+            .args(["-c", "1", "-W", "1", GUEST])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    assert!(up, "the guest never answered ping:\n{}", d.kill_and_log());
+    // The guest's smoltcp sends MSS-sized segments; what comes back must be every byte sent,
+    // in order, through the coalescing egress.
+    echo_8_mib(&ns, GUEST);
+    // The stock iperf3 client receiving from the guest (-R): it runs to the end, and the
+    // uplink's writes carry several segments each.
+    let (f0, b0, _) = uplink_tx(&mut d, &json);
+    let got = iperf3(&ns, GUEST, &["-t", "3", "-R"]);
+    assert!(got > 0, "the guest sent nothing");
+    let (f1, b1, e1) = uplink_tx(&mut d, &json);
+    let (frames, bytes) = (f1 - f0, b1 - b0);
+    assert!(frames > 0 && bytes >= got, "{frames} frames, {bytes} bytes");
+    // Without coalescing each write carries at most one 1514-byte frame.
+    assert!(
+        bytes / frames > 3 * 1514,
+        "{bytes} bytes in {frames} writes: the egress did not coalesce"
+    );
+    assert_eq!(e1, 0, "frames lost at the uplink");
+    d.signal(Signal::TERM);
+    let out = d.wait(Duration::from_secs(30));
+    assert!(out.status.success(), "exit {}", out.status);
+    let _ = std::fs::remove_file(&json);
+}

@@ -8,6 +8,7 @@ use netback::pool::NetFrame;
 use netback::{Accepts, Uplink, UplinkIo, UplinkStats, Wakeup};
 use netif_ring::netif::{ETH_HLEN, MAX_FRAME};
 
+use super::gro::EgressGro;
 use super::{RX_BURST, send_out, take_in_with_hdr, vnet};
 
 /// The offloads a TAP is opened with when they are on: partial checksums and TCP super-frames
@@ -37,12 +38,20 @@ pub struct TapUplink {
     tx_buf: Vec<u8>,
     max_frame: usize,
     accepts: Accepts,
+    /// Coalesces a guest's consecutive TCP segments into super-frames before they are
+    /// written, when the TAP takes TCP super-frames over both IP versions (`gro.rs`).
+    gro: Option<EgressGro>,
     stats: UplinkStats,
 }
 
 impl TapUplink {
     /// The port `name` for `tap`, opened with the `TUN_F_*` offloads `offload` and this MTU.
     pub(crate) fn new(name: String, tap: Tap, offload: u32, mtu: u32) -> Self {
+        let accepts = if tap.vnet_hdr_len() == vnet::HDR_LEN {
+            accepts_for(offload)
+        } else {
+            Accepts::NONE
+        };
         let max_frame = if offload & (tun_f::TSO4 | tun_f::TSO6) != 0 {
             // A super-frame: a 64 KiB IP datagram and its Ethernet header.
             MAX_FRAME
@@ -52,11 +61,8 @@ impl TapUplink {
         Self {
             name,
             hdr_len: tap.vnet_hdr_len(),
-            accepts: if tap.vnet_hdr_len() == vnet::HDR_LEN {
-                accepts_for(offload)
-            } else {
-                Accepts::NONE
-            },
+            accepts,
+            gro: (accepts.gso_tcpv4 && accepts.gso_tcpv6).then(EgressGro::new),
             tap,
             rx_buf: vec![0; Tap::RECV_BUF_LEN],
             tx_buf: Vec::with_capacity(MAX_FRAME),
@@ -104,13 +110,17 @@ impl<D: hypervisor::BackendDomain> Uplink<D> for TapUplink {
 
     fn transmit(&mut self, _io: &UplinkIo<'_, D>, frames: &mut Vec<NetFrame<D>>) {
         let tap = &self.tap;
-        send_out(
-            frames,
-            &mut self.tx_buf,
-            self.hdr_len,
-            &mut self.stats,
-            |parts| tap.send_vectored(parts),
-        );
+        let send = |parts: &[std::io::IoSlice<'_>]| tap.send_vectored(parts);
+        match &mut self.gro {
+            Some(gro) => gro.transmit(frames, &mut self.tx_buf, &mut self.stats, &send),
+            None => send_out(
+                frames,
+                &mut self.tx_buf,
+                self.hdr_len,
+                &mut self.stats,
+                send,
+            ),
+        }
     }
 
     fn arm(&mut self) -> bool {
