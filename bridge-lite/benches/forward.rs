@@ -5,6 +5,9 @@
 //! stations, without and with an IP lock (IPv4 and IPv6 frames), batch 32.
 //! After criterion's cases, the goal case (64 B, 1024 MACs, batch 32) is measured again beside
 //! the in-run baseline, a naive `HashMap` learning switch, and the ratio is printed.
+//! Last, two forwarding threads on one bridge (shared MAC table, each its own ingress port:
+//! uplink -> guests and vif 1 -> remotes), each direction alone and both at once: the
+//! aggregate rate against one thread's.
 //!
 //! Run: `cargo bench -p bridge-lite --bench forward`
 
@@ -107,5 +110,56 @@ fn main() {
          Mpps; with IP lock, IPv4 {v4:.1} Mpps ({:.2}x), IPv6 {v6:.1} Mpps ({:.2}x)",
         ratio(1),
         ratio(2)
+    );
+
+    // Two forwarders on one bridge, each on its own thread and ingress port.
+    let (_w, mut down, mut up) = workload::build_two_streams(64, 1024, 32);
+    let (mut o1, mut o2) = (Output::new(), Output::new());
+    let secs = Duration::from_secs(2);
+    let alone_down = workload::measure_mpps(|| down.step(&mut o1), 32, secs, 5);
+    let alone_up = workload::measure_mpps(|| up.step(&mut o2), 32, secs, 5);
+    let (both_down, both_up) = std::thread::scope(|s| {
+        let h = s.spawn(|| workload::measure_mpps(|| down.step(&mut o1), 32, secs, 5));
+        let u = workload::measure_mpps(|| up.step(&mut o2), 32, secs, 5);
+        (h.join().expect("forwarding thread"), u)
+    });
+    let one = (alone_down.median + alone_up.median) / 2.0;
+    let two = both_down.median + both_up.median;
+    println!(
+        "two forwarders, 64B/1024mac/batch32, shared table: alone uplink->guests {:.1} Mpps, \
+         vif1->remotes {:.1} Mpps; at once {:.1} + {:.1} = {two:.1} Mpps aggregate, {:.2}x \
+         one thread (mean of the two alone, {one:.1})",
+        alone_down.median,
+        alone_up.median,
+        both_down.median,
+        both_up.median,
+        two / one
+    );
+    // The control: the same two streams on two separate bridges (nothing shared at all),
+    // alternated with the shared case. Their ratio is what sharing costs, whatever else the
+    // machine is running (both suffer alike when a core is busy elsewhere).
+    let (_w2, mut down2, _) = workload::build_two_streams(64, 1024, 32);
+    let (_w3, _, mut up3) = workload::build_two_streams(64, 1024, 32);
+    let secs = Duration::from_millis(600);
+    let pair = |a: &mut workload::Stream, b: &mut workload::Stream| {
+        let (mut o1, mut o2) = (Output::new(), Output::new());
+        std::thread::scope(|s| {
+            let h = s.spawn(|| workload::measure_mpps(|| a.step(&mut o1), 32, secs, 3).median);
+            let u = workload::measure_mpps(|| b.step(&mut o2), 32, secs, 3).median;
+            h.join().expect("forwarding thread") + u
+        })
+    };
+    let rounds: Vec<(f64, f64)> = (0..5)
+        .map(|_| (pair(&mut down, &mut up), pair(&mut down2, &mut up3)))
+        .collect();
+    let mut ratios: Vec<f64> = rounds.iter().map(|(s, p)| s / p).collect();
+    ratios.sort_by(f64::total_cmp);
+    let mean = |f: fn(&(f64, f64)) -> f64| rounds.iter().map(f).sum::<f64>() / 5.0;
+    println!(
+        "two threads, shared table vs two separate bridges, 5 interleaved rounds: {:.1} vs \
+         {:.1} Mpps aggregate (mean); shared/separate median {:.2}x",
+        mean(|r| r.0),
+        mean(|r| r.1),
+        ratios[2]
     );
 }

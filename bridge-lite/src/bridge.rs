@@ -1,16 +1,23 @@
-//! The bridge: ports, the batch forwarding path, counters and captures.
+//! The bridge: ports and their settings, the MAC table's control path, counters and captures
+//! (the control side), plus one built-in [`Forwarder`] behind [`Bridge::forward`].
 
 use std::io::Write;
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
+
+use arc_swap::ArcSwap;
 
 use crate::capture::{Capture, CaptureDirection, CaptureSummary};
 use crate::error::BridgeError;
-use crate::fdb::{Fdb, FdbEntry, FdbStats, Learned, MAX_PORT_ID};
-use crate::frame::{Frame, MAC_GROUP_BIT, MAC_MASK, MacAddr, read_macs};
+use crate::fdb::{Fdb, FdbEntry, FdbStats, MAX_PORT_ID};
+use crate::forwarder::{Forwarder, Shared, nanos};
+use crate::frame::{Frame, MacAddr};
 use crate::iplock::{IpLock, IpLockOptions};
 use crate::output::Output;
-use crate::port::{BridgeSnapshot, DropReason, PortId, PortKind, PortSnapshot, PortStats};
+use crate::port::{BridgeSnapshot, PortId, PortKind, PortSnapshot, PortStats};
+use crate::stats::Registry;
+use crate::table::{CaptureSlot, LIVE, PortConf, PortTable, UP};
 
 /// How a bridge is built.
 #[derive(Debug, Clone)]
@@ -26,8 +33,8 @@ pub struct BridgeConfig {
     /// addresses at one table bucket). Tests set it for reproducible tables.
     pub hash_seed: Option<u64>,
     /// Frames forwarded per table bucket swept for expired entries (default 32: one bucket
-    /// per full batch). Lookups never return an expired entry either way; the sweep only frees
-    /// slots early so occupancy counts track live entries.
+    /// per full batch), per forwarder. Lookups never return an expired entry either way; the
+    /// sweep only frees slots early so occupancy counts track live entries.
     pub frames_per_sweep: usize,
 }
 
@@ -43,40 +50,30 @@ impl Default for BridgeConfig {
     }
 }
 
-#[derive(Debug)]
-struct PortInfo {
-    kind: PortKind,
-}
-
-/// A minimal L2 learning switch. Single-threaded: the thread that forwards owns it (netback's
-/// backend thread); counters are read with [`Bridge::snapshot`] on that thread.
+/// A minimal L2 learning switch.
+///
+/// A `Bridge` is the switch's control side (ports, settings, static MACs, counters, captures;
+/// `&mut self`, one thread at a time) plus one built-in forwarding handle behind
+/// [`Bridge::forward`], so a single thread can own and drive it whole, as netback's backend
+/// thread does. For several forwarding threads, each takes its own [`Forwarder`]
+/// ([`Bridge::forwarder`]): they share the MAC table and the port table without locks, and
+/// the control side changes settings under them without waiting for them (changes apply from
+/// each forwarder's next batch). Counters are summed over every forwarder when read.
 #[derive(Debug)]
 pub struct Bridge {
+    shared: Arc<Shared>,
+    /// The control path's handle on the MAC table.
     fdb: Fdb,
-    ports: Vec<Option<PortInfo>>,
-    up: Vec<bool>,
-    /// Per port: learn source addresses (default true).
-    learning: Vec<bool>,
-    /// Per port: accept only sources pinned to the port (default false).
-    locked: Vec<bool>,
-    /// Per port: the addresses it may send from (default none: no IP lock).
-    ip_locks: Vec<IpLock>,
-    stats: Vec<PortStats>,
-    /// Live port ids in ascending order: the flood set.
-    flood_list: Vec<u16>,
-    captures: Vec<Option<Capture>>,
-    n_captures: usize,
-    /// (port, queue length before the batch) for tx captures.
-    tx_marks: Vec<(usize, usize)>,
-    max_ports: usize,
-    frames_per_sweep: usize,
-    /// Frames forwarded since the last sweep step.
-    sweep_credit: usize,
-}
-
-#[inline(always)]
-fn nanos(now: Duration) -> u64 {
-    u64::try_from(now.as_nanos()).unwrap_or(u64::MAX)
+    /// The port table as last published.
+    table: Arc<PortTable>,
+    /// Tables replaced since, oldest first, while a forwarder may still hold one.
+    retired: Vec<(u64, Weak<PortTable>)>,
+    /// Per port number: the version of the first table without it (its quarantine).
+    freed_at: Vec<u64>,
+    /// Per port number: the summed counters when its port was added or its counters reset.
+    baseline: Vec<PortStats>,
+    /// The forwarder behind [`Bridge::forward`].
+    fwd: Forwarder,
 }
 
 impl Bridge {
@@ -92,70 +89,148 @@ impl Bridge {
                 what: "max_ports must be between 1 and 32768",
             });
         }
-        Ok(Self {
-            fdb: Fdb::new(cfg.fdb_capacity, cfg.ageing, cfg.hash_seed),
-            ports: Vec::new(),
-            up: Vec::new(),
-            learning: Vec::new(),
-            locked: Vec::new(),
-            ip_locks: Vec::new(),
-            stats: Vec::new(),
-            flood_list: Vec::new(),
-            captures: Vec::new(),
-            n_captures: 0,
-            tx_marks: Vec::new(),
+        let table = Arc::new(PortTable::default());
+        let shared = Arc::new(Shared {
+            ports: Arc::new(ArcSwap::new(table.clone())),
+            stats: Mutex::new(Registry::default()),
             max_ports: cfg.max_ports,
             frames_per_sweep: cfg.frames_per_sweep.max(1),
-            sweep_credit: 0,
+        });
+        let fdb = Fdb::with_ports(cfg.fdb_capacity, cfg.ageing, cfg.hash_seed, cfg.max_ports);
+        let fwd = Forwarder::new(shared.clone(), fdb.handle());
+        Ok(Self {
+            shared,
+            fdb,
+            table,
+            retired: Vec::new(),
+            freed_at: Vec::new(),
+            baseline: Vec::new(),
+            fwd,
         })
     }
 
+    /// A new forwarding handle for another thread (see [`Forwarder`]). Each forwarding thread
+    /// needs its own; they may forward at the same time as each other and as this bridge's
+    /// own [`Bridge::forward`] (from another thread than the control side's, that is only
+    /// through a forwarder).
+    pub fn forwarder(&self) -> Forwarder {
+        Forwarder::new(self.shared.clone(), self.fdb.handle())
+    }
+
+    /// Publishes `t` as the new port table.
+    fn publish(&mut self, mut t: PortTable) {
+        t.version = self.table.version + 1;
+        let t = Arc::new(t);
+        self.shared.ports.store(t.clone());
+        let old = std::mem::replace(&mut self.table, t);
+        self.retired.push((old.version, Arc::downgrade(&old)));
+        drop(old);
+        // The built-in forwarder is between batches (we hold `&mut self`): let it drop the
+        // old table now, so it never holds a port number in quarantine.
+        self.fwd.refresh();
+        self.retired.retain(|(_, w)| w.strong_count() != 0);
+    }
+
+    /// A copy of the current table, to change and publish.
+    fn edit(&self) -> PortTable {
+        (*self.table).clone()
+    }
+
+    /// The oldest table version a forwarder may still be forwarding with.
+    fn oldest_in_use(&mut self) -> u64 {
+        self.retired.retain(|(_, w)| w.strong_count() != 0);
+        self.retired.first().map_or(self.table.version, |&(v, _)| v)
+    }
+
+    fn sum(&self, i: usize) -> PortStats {
+        Registry::sum(&self.shared.stats, i)
+    }
+
     /// Adds a port (up, counters zero) and returns its id: the lowest free number.
+    ///
+    /// A removed port's number is reused only once no forwarder can still be in a batch that
+    /// began before the removal (nor holds that older port table between batches); until then
+    /// a higher number is used, and when none is left the error is
+    /// [`BridgeError::PortNumbersBusy`]. With only the bridge's own forwarder, numbers are
+    /// reused at once.
     pub fn add_port(&mut self, kind: PortKind) -> Result<PortId, BridgeError> {
-        let idx = match self.ports.iter().position(Option::is_none) {
+        let oldest = self.oldest_in_use();
+        let mut t = self.edit();
+        let free = |i: usize| t.conf[i].is_none();
+        let idx = match (0..t.conf.len()).find(|&i| free(i) && self.freed_at[i] <= oldest) {
             Some(i) => i,
-            None if self.ports.len() < self.max_ports => {
-                self.ports.push(None);
-                self.up.push(false);
-                self.learning.push(true);
-                self.locked.push(false);
-                self.ip_locks.push(IpLock::default());
-                self.stats.push(PortStats::default());
-                self.captures.push(None);
-                self.ports.len() - 1
+            None if t.conf.len() < self.shared.max_ports => {
+                t.conf.push(None);
+                t.state.push(0);
+                self.freed_at.push(0);
+                self.baseline.push(PortStats::default());
+                t.conf.len() - 1
+            }
+            None if (0..t.conf.len()).any(free) => {
+                return Err(BridgeError::PortNumbersBusy {
+                    max: self.shared.max_ports,
+                });
             }
             None => {
                 return Err(BridgeError::TooManyPorts {
-                    max: self.max_ports,
+                    max: self.shared.max_ports,
                 });
             }
         };
-        self.ports[idx] = Some(PortInfo { kind });
-        self.fdb.set_port_limit(PortId(idx as u16), None);
-        self.up[idx] = true;
-        self.learning[idx] = true;
-        self.locked[idx] = false;
-        self.ip_locks[idx] = IpLock::default();
-        self.stats[idx] = PortStats::default();
-        self.rebuild_flood_list();
-        Ok(PortId(idx as u16))
+        let port = PortId(idx as u16);
+        let generation = self.fdb.open_port(port);
+        t.conf[idx] = Some(PortConf {
+            kind,
+            generation,
+            learning: true,
+            locked: false,
+            ip_lock: Arc::new(IpLock::default()),
+            capture: None,
+        });
+        t.state[idx] = LIVE | UP;
+        t.rebuild_flood_list();
+        self.baseline[idx] = self.sum(idx);
+        self.publish(t);
+        Ok(port)
     }
 
     /// Removes a port: forgets every MAC on it (static ones too), stops its capture (a capture
     /// error is discarded; stop it first to see it) and returns its final counters. Frames
     /// already queued for it in a caller's [`Output`] stay there: drain them before reusing the
     /// id.
+    ///
+    /// Forwarders stop using the port from their next batch; entries a forwarder learns for
+    /// it meanwhile are withdrawn by that forwarder (see [`crate::fdb`]).
     pub fn remove_port(&mut self, port: PortId) -> Result<PortStats, BridgeError> {
         let i = self.check(port)?;
-        self.fdb.flush_port(port, true);
-        if let Some(c) = self.captures[i].take() {
-            self.n_captures -= 1;
-            let _ = c.finish();
+        let mut t = self.edit();
+        let capture = t.conf[i].take().and_then(|c| c.capture);
+        if capture.is_some() {
+            t.captures -= 1;
         }
-        self.ports[i] = None;
-        self.up[i] = false;
-        self.rebuild_flood_list();
-        Ok(std::mem::take(&mut self.stats[i]))
+        t.state[i] = 0;
+        t.rebuild_flood_list();
+        self.publish(t);
+        self.freed_at[i] = self.table.version;
+        self.fdb.close_port(port);
+        if let Some(c) = capture {
+            let _ = take_capture(&c).map(Capture::finish);
+        }
+        let mut st = self.sum(i);
+        st.wrapping_sub(&self.baseline[i]);
+        Ok(st)
+    }
+
+    fn set_state(
+        &mut self,
+        port: PortId,
+        f: impl FnOnce(&mut PortConf),
+    ) -> Result<(), BridgeError> {
+        let i = self.check(port)?;
+        let mut t = self.edit();
+        f(t.conf_mut(i));
+        self.publish(t);
+        Ok(())
     }
 
     /// Brings a port up or down. A down port receives nothing (its rx frames are dropped and
@@ -164,7 +239,9 @@ impl Bridge {
     /// it is down, and forwarding resumes at once when it comes back.
     pub fn set_port_up(&mut self, port: PortId, up: bool) -> Result<(), BridgeError> {
         let i = self.check(port)?;
-        self.up[i] = up;
+        let mut t = self.edit();
+        t.state[i] = if up { LIVE | UP } else { LIVE };
+        self.publish(t);
         Ok(())
     }
 
@@ -172,9 +249,7 @@ impl Bridge {
     /// With learning off, frames still forward but their sources are not added or moved; pair
     /// it with [`Bridge::add_static`] for a guest whose MAC the control plane knows.
     pub fn set_port_learning(&mut self, port: PortId, on: bool) -> Result<(), BridgeError> {
-        let i = self.check(port)?;
-        self.learning[i] = on;
-        Ok(())
+        self.set_state(port, |c| c.learning = on)
     }
 
     /// Caps how many MACs the port may have learned at once (`None`: no cap), so one guest
@@ -198,9 +273,7 @@ impl Bridge {
     /// [`DropReason::SrcNotAllowed`], and learns nothing. This is the switch-level replacement
     /// for the iptables anti-spoof rules Xen's vif scripts install.
     pub fn set_port_locked(&mut self, port: PortId, locked: bool) -> Result<(), BridgeError> {
-        let i = self.check(port)?;
-        self.locked[i] = locked;
-        Ok(())
+        self.set_state(port, |c| c.locked = locked)
     }
 
     /// Locks the port to IP addresses (anti-spoofing, the `ip` key of a vif: what Xen's
@@ -217,7 +290,7 @@ impl Bridge {
     /// Unspecified, multicast and broadcast addresses are refused (`InvalidConfig`); the lock
     /// is then left as it was.
     pub fn set_port_ips(&mut self, port: PortId, addrs: &[IpAddr]) -> Result<(), BridgeError> {
-        let i = self.check(port)?;
+        self.check(port)?;
         let bad = |a: &IpAddr| match a {
             IpAddr::V4(a) => a.is_unspecified() || a.is_multicast() || a.is_broadcast(),
             IpAddr::V6(a) => a.is_unspecified() || a.is_multicast(),
@@ -228,13 +301,16 @@ impl Bridge {
                        broadcast)",
             });
         }
-        self.ip_locks[i].set_addrs(addrs);
-        Ok(())
+        self.set_state(port, |c| {
+            let mut lock = (*c.ip_lock).clone();
+            lock.set_addrs(addrs);
+            c.ip_lock = Arc::new(lock);
+        })
     }
 
     /// The addresses the port's IP lock allows, IPv4 first (empty: no IP lock).
     pub fn port_ips(&self, port: PortId) -> Result<Vec<IpAddr>, BridgeError> {
-        Ok(self.ip_locks[self.check(port)?].addrs())
+        Ok(self.conf(port)?.ip_lock.addrs())
     }
 
     /// Sets the port's IP lock options (kept when its addresses change; they matter only while
@@ -244,48 +320,44 @@ impl Bridge {
         port: PortId,
         opts: IpLockOptions,
     ) -> Result<(), BridgeError> {
-        let i = self.check(port)?;
-        self.ip_locks[i].opts = opts;
-        Ok(())
+        self.set_state(port, |c| {
+            let mut lock = (*c.ip_lock).clone();
+            lock.opts = opts;
+            c.ip_lock = Arc::new(lock);
+        })
     }
 
     /// The port's IP lock options.
     pub fn port_ip_options(&self, port: PortId) -> Result<IpLockOptions, BridgeError> {
-        Ok(self.ip_locks[self.check(port)?].opts)
+        Ok(self.conf(port)?.ip_lock.opts)
     }
 
     /// Whether the port is up.
     pub fn port_is_up(&self, port: PortId) -> Result<bool, BridgeError> {
-        Ok(self.up[self.check(port)?])
+        Ok(self.table.state(self.check(port)?) & UP != 0)
     }
 
     /// What is behind the port.
     pub fn port_kind(&self, port: PortId) -> Result<PortKind, BridgeError> {
-        let i = self.check(port)?;
-        Ok(self.ports[i].as_ref().map_or(PortKind::Uplink, |p| p.kind))
+        Ok(self.conf(port)?.kind)
     }
 
     /// Live ports in id order.
     pub fn ports(&self) -> impl Iterator<Item = PortId> + '_ {
-        self.flood_list.iter().map(|&p| PortId(p))
+        self.table.flood_list.iter().map(|&p| PortId(p))
     }
 
     fn check(&self, port: PortId) -> Result<usize, BridgeError> {
-        match self.ports.get(port.index()) {
-            Some(Some(_)) => Ok(port.index()),
-            _ => Err(BridgeError::NoSuchPort { port }),
+        match self.table.conf(port.index()) {
+            Some(_) => Ok(port.index()),
+            None => Err(BridgeError::NoSuchPort { port }),
         }
     }
 
-    fn rebuild_flood_list(&mut self) {
-        self.flood_list.clear();
-        self.flood_list.extend(
-            self.ports
-                .iter()
-                .enumerate()
-                .filter(|(_, p)| p.is_some())
-                .map(|(i, _)| i as u16),
-        );
+    fn conf(&self, port: PortId) -> Result<&PortConf, BridgeError> {
+        self.table
+            .conf(port.index())
+            .ok_or(BridgeError::NoSuchPort { port })
     }
 
     /// Forwards a burst of frames received on `ingress` at the caller's time `now` (taken once
@@ -298,6 +370,9 @@ impl Bridge {
     ///
     /// On error (no such ingress port) `frames` is left untouched, so the caller keeps its
     /// handles.
+    ///
+    /// This is the bridge's own [`Forwarder`]; other threads forward through theirs, at the
+    /// same time.
     pub fn forward<H: Frame>(
         &mut self,
         ingress: PortId,
@@ -305,179 +380,13 @@ impl Bridge {
         now: Duration,
         out: &mut Output<H>,
     ) -> Result<(), BridgeError> {
-        let _s = xenoprof::scope(xenoprof::Class::BRIDGE);
-        let ii = self.check(ingress)?;
-        let now_ns = nanos(now);
-        if out.queues.len() < self.ports.len() {
-            out.queues.resize_with(self.ports.len(), Vec::new);
-        }
-        if self.n_captures != 0 {
-            self.capture_before(ii, frames, now, out);
-        }
-        self.sweep_credit += frames.len();
-        if self.sweep_credit >= self.frames_per_sweep {
-            let buckets = self.sweep_credit / self.frames_per_sweep;
-            self.sweep_credit %= self.frames_per_sweep;
-            self.fdb.sweep(now_ns, buckets);
-        }
-
-        if !self.up[ii] {
-            let st = &mut self.stats[ii];
-            st.rx_frames += frames.len() as u64;
-            st.rx_bytes += frames.iter().map(|h| h.frame_len() as u64).sum::<u64>();
-            st.drops.add(DropReason::IngressDown, frames.len() as u64);
-            frames.clear();
-            return Ok(());
-        }
-
-        let ing = ingress.0;
-        let (learning, locked) = (self.learning[ii], self.locked[ii]);
-        let ip_lock = &self.ip_locks[ii];
-        // One branch per frame on this when the port has no IP lock.
-        let ip_locked = ip_lock.is_on();
-        // This batch's ingress counters, added to the port's at the end (its drops, rare, go
-        // straight to the port's).
-        let mut rx = PortStats {
-            rx_frames: frames.len() as u64,
-            ..PortStats::default()
-        };
-        for h in frames.drain(..) {
-            let (len, macs) = {
-                let b = h.bytes();
-                (h.frame_len() as u64, read_macs(b))
-            };
-            rx.rx_bytes += len;
-            let Some((dst, src)) = macs else {
-                self.stats[ii].drops.add(DropReason::TooShort, 1);
-                continue;
-            };
-            if src & MAC_GROUP_BIT != 0 {
-                self.stats[ii].drops.add(DropReason::SrcMulticast, 1);
-                continue;
-            }
-            if src == 0 {
-                self.stats[ii].drops.add(DropReason::SrcZero, 1);
-                continue;
-            }
-            if locked && self.fdb.lookup(src, now_ns) != Some(ingress) {
-                self.stats[ii].drops.add(DropReason::SrcNotAllowed, 1);
-                continue;
-            }
-            if ip_locked && let Err(r) = ip_lock.check(h.bytes(), h.frame_len()) {
-                self.stats[ii].drops.add(r, 1);
-                continue;
-            }
-            // A dropped frame teaches the table nothing: learn only now.
-            if !locked && learning {
-                match self.fdb.learn(src, ingress, now_ns) {
-                    Learned::Refreshed => {}
-                    Learned::New | Learned::Evicted { .. } => rx.learned += 1,
-                    Learned::Moved { .. } => rx.moves_in += 1,
-                    Learned::StaticConflict | Learned::Full | Learned::LimitReached => {
-                        rx.learn_refused += 1
-                    }
-                }
-            }
-            if dst & MAC_GROUP_BIT == 0 {
-                if let Some(p) = self.fdb.lookup(dst, now_ns) {
-                    if p.0 == ing {
-                        self.stats[ii].drops.add(DropReason::Hairpin, 1);
-                        continue;
-                    }
-                    let pi = p.index();
-                    let st = &mut self.stats[pi];
-                    if !self.up[pi] {
-                        st.drops.add(DropReason::EgressDown, 1);
-                        continue;
-                    }
-                    st.tx_frames += 1;
-                    st.tx_bytes += len;
-                    out.queues[pi].push(h);
-                    continue;
-                }
-                rx.rx_unknown_unicast += 1;
-            } else if dst == MAC_MASK {
-                rx.rx_broadcast += 1;
-            } else {
-                rx.rx_multicast += 1;
-            }
-            rx.floods += 1;
-            // Clone for every eligible port but the last, which gets the original handle.
-            let mut prev: Option<usize> = None;
-            for &p in &self.flood_list {
-                if p == ing {
-                    continue;
-                }
-                let pi = p as usize;
-                if !self.up[pi] {
-                    self.stats[pi].drops.add(DropReason::EgressDown, 1);
-                    continue;
-                }
-                if let Some(q) = prev {
-                    self.stats[q].tx_frames += 1;
-                    self.stats[q].tx_bytes += len;
-                    out.queues[q].push(h.clone());
-                }
-                prev = Some(pi);
-            }
-            if let Some(q) = prev {
-                self.stats[q].tx_frames += 1;
-                self.stats[q].tx_bytes += len;
-                out.queues[q].push(h);
-            }
-        }
-        let st = &mut self.stats[ii];
-        st.rx_frames += rx.rx_frames;
-        st.rx_bytes += rx.rx_bytes;
-        st.floods += rx.floods;
-        st.rx_broadcast += rx.rx_broadcast;
-        st.rx_multicast += rx.rx_multicast;
-        st.rx_unknown_unicast += rx.rx_unknown_unicast;
-        st.learned += rx.learned;
-        st.moves_in += rx.moves_in;
-        st.learn_refused += rx.learn_refused;
-        if self.n_captures != 0 {
-            self.capture_after(now, out);
-        }
-        Ok(())
-    }
-
-    /// Records rx frames of a capturing ingress port and marks where each tx-capturing port's
-    /// queue stands, so `capture_after` records exactly this batch's frames.
-    #[cold]
-    fn capture_before<H: Frame>(
-        &mut self,
-        ii: usize,
-        frames: &[H],
-        now: Duration,
-        out: &Output<H>,
-    ) {
-        if let Some(c) = self.captures[ii].as_mut().filter(|c| c.dir.rx()) {
-            for h in frames {
-                c.record(now, h.bytes(), h.frame_len());
-            }
-        }
-        self.tx_marks.clear();
-        for (pi, c) in self.captures.iter().enumerate() {
-            if c.as_ref().is_some_and(|c| c.dir.tx()) {
-                self.tx_marks.push((pi, out.queues[pi].len()));
-            }
-        }
-    }
-
-    #[cold]
-    fn capture_after<H: Frame>(&mut self, now: Duration, out: &Output<H>) {
-        for &(pi, start) in &self.tx_marks {
-            if let Some(c) = self.captures[pi].as_mut() {
-                for h in &out.queues[pi][start..] {
-                    c.record(now, h.bytes(), h.frame_len());
-                }
-            }
-        }
+        self.fwd.forward(ingress, frames, now, out)
     }
 
     /// Starts a pcap capture of `port`'s traffic into `writer` (a file, a pipe to `tshark -i -`,
     /// ...). The pcap header is written at once.
+    ///
+    /// Forwarders take the capture's lock to record a frame of this port, and only then.
     pub fn start_capture(
         &mut self,
         port: PortId,
@@ -485,13 +394,18 @@ impl Bridge {
         dir: CaptureDirection,
     ) -> Result<(), BridgeError> {
         let i = self.check(port)?;
-        if self.captures[i].is_some() {
+        if self.table.conf(i).is_some_and(|c| c.capture.is_some()) {
             return Err(BridgeError::CaptureRunning { port });
         }
         let c = Capture::new(Box::new(writer), dir)
             .map_err(|source| BridgeError::Capture { port, source })?;
-        self.captures[i] = Some(c);
-        self.n_captures += 1;
+        let mut t = self.edit();
+        t.conf_mut(i).capture = Some(Arc::new(CaptureSlot {
+            dir,
+            cap: Mutex::new(Some(c)),
+        }));
+        t.captures += 1;
+        self.publish(t);
         Ok(())
     }
 
@@ -499,17 +413,26 @@ impl Bridge {
     /// reports the write error that stopped it early.
     pub fn stop_capture(&mut self, port: PortId) -> Result<CaptureSummary, BridgeError> {
         let i = self.check(port)?;
-        let c = self.captures[i]
+        let mut t = self.edit();
+        let slot = t
+            .conf_mut(i)
+            .capture
             .take()
             .ok_or(BridgeError::NoCapture { port })?;
-        self.n_captures -= 1;
-        c.finish()
+        t.captures -= 1;
+        self.publish(t);
+        take_capture(&slot)
+            .ok_or(BridgeError::NoCapture { port })?
+            .finish()
             .map_err(|source| BridgeError::Capture { port, source })
     }
 
     /// A copy of one port's counters.
     pub fn port_stats(&self, port: PortId) -> Result<PortStats, BridgeError> {
-        Ok(self.stats[self.check(port)?])
+        let i = self.check(port)?;
+        let mut st = self.sum(i);
+        st.wrapping_sub(&self.baseline[i]);
+        Ok(st)
     }
 
     /// A copy of every port's counters and the table's.
@@ -517,19 +440,22 @@ impl Bridge {
         BridgeSnapshot {
             ports: self
                 .ports()
-                .map(|id| {
+                .filter_map(|id| {
                     let i = id.index();
-                    PortSnapshot {
+                    let c = self.table.conf(i)?;
+                    let mut stats = self.sum(i);
+                    stats.wrapping_sub(&self.baseline[i]);
+                    Some(PortSnapshot {
                         id,
-                        kind: self.ports[i].as_ref().map_or(PortKind::Uplink, |p| p.kind),
-                        up: self.up[i],
-                        learning: self.learning[i],
-                        locked: self.locked[i],
-                        ips: self.ip_locks[i].addrs(),
-                        capturing: self.captures[i].is_some(),
+                        kind: c.kind,
+                        up: self.table.state(i) & UP != 0,
+                        learning: c.learning,
+                        locked: c.locked,
+                        ips: c.ip_lock.addrs(),
+                        capturing: c.capture.is_some(),
                         learned_macs: self.fdb.port_entries(id),
-                        stats: self.stats[i],
-                    }
+                        stats,
+                    })
                 })
                 .collect(),
             fdb: self.fdb.stats(),
@@ -538,9 +464,9 @@ impl Bridge {
 
     /// Zeroes every port's counters (the table's counters are cumulative and stay).
     pub fn reset_stats(&mut self) {
-        self.stats
-            .iter_mut()
-            .for_each(|s| *s = PortStats::default());
+        for i in 0..self.baseline.len() {
+            self.baseline[i] = self.sum(i);
+        }
     }
 
     /// The port `mac` is known on at `now`, if any.
@@ -549,7 +475,9 @@ impl Bridge {
         if key == 0 {
             return None;
         }
-        self.fdb.lookup(key, nanos(now))
+        self.fdb
+            .lookup(key, nanos(now))
+            .filter(|p| self.table.state(p.index()) & LIVE != 0)
     }
 
     /// Pins `mac` to `port` (for example a guest's configured MAC from xenstore): it never
@@ -591,4 +519,9 @@ impl Bridge {
     pub fn fdb(&self) -> &Fdb {
         &self.fdb
     }
+}
+
+/// Takes the capture out of its slot (forwarders with an older table then record nothing).
+fn take_capture(slot: &CaptureSlot) -> Option<Capture> {
+    slot.cap.lock().unwrap_or_else(|e| e.into_inner()).take()
 }

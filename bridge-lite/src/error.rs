@@ -21,6 +21,17 @@ pub enum BridgeError {
         /// The configured maximum.
         max: usize,
     },
+    /// Every free port number is still quarantined: a forwarder may still be in a batch that
+    /// began before its port was removed (see [`crate::Bridge::add_port`]).
+    #[error(
+        "every free port number of this bridge (max {max}) belonged to a port removed while a \
+         forwarder was still using it; try again once every forwarder has forwarded a batch \
+         since, or drop idle forwarders"
+    )]
+    PortNumbersBusy {
+        /// The configured maximum.
+        max: usize,
+    },
     /// A configuration value is out of range.
     #[error("invalid bridge configuration: {what}")]
     InvalidConfig {

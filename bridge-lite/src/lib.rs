@@ -41,19 +41,27 @@ mod bridge;
 mod capture;
 mod error;
 pub mod fdb;
+mod forwarder;
 pub mod frame;
 mod inspect;
 pub mod iplock;
 mod output;
 mod port;
+mod stats;
+mod sync;
+mod table;
 pub mod testkit;
 
 pub use bridge::{Bridge, BridgeConfig};
 pub use capture::{CaptureDirection, CaptureSummary, SNAPLEN};
 pub use error::BridgeError;
 pub use fdb::{FdbEntry, FdbStats};
+pub use forwarder::Forwarder;
 pub use frame::{ETH_HLEN, Frame, FrameRef, MacAddr};
 pub use inspect::{FrameInfo, inspect};
 pub use iplock::IpLockOptions;
 pub use output::Output;
 pub use port::{BridgeSnapshot, DropCounts, DropReason, PortId, PortKind, PortSnapshot, PortStats};
+pub use sync::SeededBug;
+#[cfg(loom)]
+pub use sync::seed_bug;

@@ -12,6 +12,12 @@ use crate::fdb::FdbStats;
 pub struct PortId(pub(crate) u16);
 
 impl PortId {
+    /// The port numbered `n`, for tools and models that drive a MAC table ([`crate::fdb::Fdb`])
+    /// directly; a bridge hands out its own ids.
+    pub const fn new(n: u16) -> Self {
+        PortId(n)
+    }
+
     /// The port number as an index (0-based).
     pub const fn index(self) -> usize {
         self.0 as usize
@@ -178,6 +184,10 @@ impl DropCounts {
     pub(crate) fn add(&mut self, reason: DropReason, n: u64) {
         self.counts[reason as usize] += n;
     }
+
+    pub(crate) fn counts_mut(&mut self) -> &mut [u64; DropReason::ALL.len()] {
+        &mut self.counts
+    }
 }
 
 /// Counters of one port. A snapshot is a plain copy ([`crate::Bridge::port_stats`]).
@@ -207,6 +217,61 @@ pub struct PortStats {
     pub learn_refused: u64,
     /// Drops by reason.
     pub drops: DropCounts,
+}
+
+impl PortStats {
+    /// Every counter as one array, in a fixed order (for summing and subtracting blocks).
+    fn fields_mut(&mut self) -> [&mut u64; 11 + DropReason::ALL.len()] {
+        let Self {
+            rx_frames,
+            rx_bytes,
+            tx_frames,
+            tx_bytes,
+            floods,
+            rx_broadcast,
+            rx_multicast,
+            rx_unknown_unicast,
+            learned,
+            moves_in,
+            learn_refused,
+            drops,
+        } = self;
+        let mut d = drops.counts_mut().iter_mut();
+        let head = [
+            rx_frames,
+            rx_bytes,
+            tx_frames,
+            tx_bytes,
+            floods,
+            rx_broadcast,
+            rx_multicast,
+            rx_unknown_unicast,
+            learned,
+            moves_in,
+            learn_refused,
+        ];
+        let mut head = head.into_iter();
+        std::array::from_fn(|_| match head.next() {
+            Some(f) => f,
+            None => d.next().expect("11 fields then the drop counts"),
+        })
+    }
+
+    /// Adds `o` counter by counter (wrapping, like the counters themselves).
+    pub(crate) fn wrapping_add(&mut self, o: &PortStats) {
+        let mut o = *o;
+        for (a, b) in self.fields_mut().into_iter().zip(o.fields_mut()) {
+            *a = a.wrapping_add(*b);
+        }
+    }
+
+    /// Subtracts `o` counter by counter (wrapping).
+    pub(crate) fn wrapping_sub(&mut self, o: &PortStats) {
+        let mut o = *o;
+        for (a, b) in self.fields_mut().into_iter().zip(o.fields_mut()) {
+            *a = a.wrapping_sub(*b);
+        }
+    }
 }
 
 /// One port in a [`BridgeSnapshot`].

@@ -251,8 +251,8 @@ impl Hostile {
         match input.u8() {
             0xff => input.u32(),
             0xfe => 2048 + u32::from(input.u16()),
-            0xfd => self.front.keys.tx_ring_ref.0,
-            0xfc => self.front.keys.rx_ring_ref.0,
+            0xfd => self.front.keys.queues[0].tx_ring_ref.0,
+            0xfc => self.front.keys.queues[0].rx_ring_ref.0,
             s if !self.grants.is_empty() => self.grants[s as usize % self.grants.len()].gref.0,
             _ => u32::from(input.u16()),
         }

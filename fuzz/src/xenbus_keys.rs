@@ -87,9 +87,9 @@ struct Scene {
 /// The ring keys a well-behaved frontend writes before its `state`.
 fn ring_keys(k: &FrontendKeys) -> [(&'static str, String); 4] {
     [
-        ("tx-ring-ref", k.tx_ring_ref.0.to_string()),
-        ("rx-ring-ref", k.rx_ring_ref.0.to_string()),
-        ("event-channel", k.event_channel.0.to_string()),
+        ("tx-ring-ref", k.queues[0].tx_ring_ref.0.to_string()),
+        ("rx-ring-ref", k.queues[0].rx_ring_ref.0.to_string()),
+        ("event-channel", k.queues[0].event_channel.0.to_string()),
         ("request-rx-copy", "1".into()),
     ]
 }
@@ -233,11 +233,11 @@ impl Scene {
             }
         };
         match input.below(20) {
-            0 => self.h.front.keys.tx_ring_ref.0.to_string(),
-            1 => self.h.front.keys.rx_ring_ref.0.to_string(),
-            2 => self.h.front.keys.event_channel.0.to_string(),
-            3 => self.w.a.keys.event_channel.0.to_string(),
-            4 => self.w.a.keys.tx_ring_ref.0.to_string(),
+            0 => self.h.front.keys.queues[0].tx_ring_ref.0.to_string(),
+            1 => self.h.front.keys.queues[0].rx_ring_ref.0.to_string(),
+            2 => self.h.front.keys.queues[0].event_channel.0.to_string(),
+            3 => self.w.a.keys.queues[0].event_channel.0.to_string(),
+            4 => self.w.a.keys.queues[0].tx_ring_ref.0.to_string(),
             5 => grant(&self.h, input.u8()),
             6..=14 => (input.below(9)).to_string(),
             15 => "4294967296".into(),

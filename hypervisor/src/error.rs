@@ -178,6 +178,16 @@ pub enum Error {
         /// Token.
         token: String,
     },
+    /// A xenstore request got no answer within its deadline (xenstored overloaded, or gone
+    /// without closing the connection).
+    #[error(
+        "xenstore did not answer within {after:?}: xenstored is overloaded or gone; the request \
+         is given up and retried on a fresh connection"
+    )]
+    XsTimeout {
+        /// The deadline that passed.
+        after: std::time::Duration,
+    },
     /// The xenstore connection is closed or broke (xenstored went away); open a new one.
     #[error("the xenstore connection is closed or broken: is xenstored running? reconnect")]
     XsDisconnected,

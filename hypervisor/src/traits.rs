@@ -166,6 +166,12 @@ pub trait XenStore: Send + std::fmt::Debug {
     /// A descriptor that polls readable while a watch event may be waiting (`None` if the
     /// implementation has none).
     fn as_fd(&self) -> Option<BorrowedFd<'_>>;
+    /// Gives every later request a deadline (`None`: wait as long as it takes): a request
+    /// unanswered by then fails with [`Error::XsTimeout`], and the connection is best
+    /// replaced. Implementations whose requests cannot stall may ignore it.
+    fn set_request_timeout(&self, timeout: Option<Duration>) {
+        let _ = timeout;
+    }
 }
 
 /// A domain as a driver sees it: its memory, and how it opens xenstore connections and event

@@ -1,4 +1,5 @@
-//! loom models of the shared-ring protocol, and the small harness they share.
+//! loom models of the shared-ring protocol and of bridge-lite's MAC table shared by forwarding
+//! threads (`tests/switch_fdb.rs`), and the small harness they share.
 //!
 //! The models live in `tests/`; they compile only under `--cfg loom` (see the README for the
 //! command). The same `netif-ring` code runs here as on real pages: its `sync` module swaps in

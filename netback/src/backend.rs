@@ -21,6 +21,7 @@ use rustix::event::{PollFd, PollFlags, Timespec, poll};
 
 use crate::batch::CopyBatch;
 use crate::config::Config;
+use crate::control::{ControlThread, ThreadJob};
 use crate::device::{DEFAULT_SWITCH, DeviceConfig, VifMode};
 use crate::error::{Error, FrontendError};
 use crate::netdev::Netdevs;
@@ -29,9 +30,14 @@ use crate::pool::{BufPool, MAX_FRAME_PAGES, NetFrame};
 use crate::rate::Rate;
 use crate::switch::{SwitchId, SwitchSnapshot, Switches};
 use crate::uplink::{Uplink, UplinkIo, UplinkStats, Wakeup};
-use crate::vif::{FrontendKeys, Vif, VifId, VifStats};
+use crate::vif::{FrontendKeys, Queue, Vif, VifId, VifStats};
 use crate::xenbus::{VifControl, Xenbus};
 
+/// Control-plane commands carried out per pass (with the control plane on its own thread).
+const COMMANDS_PER_PASS: usize = 64;
+
+mod inspect;
+pub use inspect::{DeviceInfo, QueueDump, RateInfo, RingDump, VifDump};
 /// Departed vifs whose final counters are kept.
 const DEPARTED_KEPT: usize = 64;
 
@@ -98,6 +104,8 @@ struct Datapath<D: BackendDomain> {
     departed_total: u64,
     uplinks: Vec<UplinkSlot<D>>,
     frames: Vec<NetFrame<D>>,
+    /// The pass's failed grant copies, routed back to their queues (reused).
+    failed: Vec<(crate::batch::Owner, hypervisor::GrantStatus)>,
     /// Ports delivered by the last wait, unmasked after the next pass.
     delivered: Vec<Port>,
     /// pcap files to capture vifs into, started whenever the vif connects.
@@ -105,11 +113,32 @@ struct Datapath<D: BackendDomain> {
     /// Software segmentation's buffers.
     seg: SegScratch,
     start: Instant,
+    /// The transmit limit of vifs whose device has no `rate` key.
+    default_rate: Option<Rate>,
+}
+
+/// Where the control plane runs.
+enum Control<D: BackendDomain> {
+    /// Inside [`Netback::poll`], on the data path's thread (a bounded number of watch events
+    /// per pass): deterministic, for tests and tools that drive the backend by hand.
+    Inline(Xenbus<D::Store>),
+    /// On a thread of its own (`Config::control_thread`): the data path only executes the
+    /// commands it sends.
+    Thread(ControlThread),
+}
+
+impl<D: BackendDomain> std::fmt::Debug for Control<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Control::Inline(x) => x.fmt(f),
+            Control::Thread(t) => t.fmt(f),
+        }
+    }
 }
 
 /// The backend. Lives on one backend vCPU thread (it is not `Send`: frames are `Rc`s).
 pub struct Netback<D: BackendDomain> {
-    xenbus: Xenbus<D::Store>,
+    control: Control<D>,
     dp: Datapath<D>,
     wake: Option<OwnedFd>,
 }
@@ -120,7 +149,7 @@ impl<D: BackendDomain> std::fmt::Debug for Netback<D> {
             .field("dom0", &self.dp.dom0.domid())
             .field("vifs", &self.dp.vifs)
             .field("pool", &self.dp.pool)
-            .field("xenbus", &self.xenbus)
+            .field("control", &self.control)
             .finish()
     }
 }
@@ -137,17 +166,26 @@ impl<D: BackendDomain> Netback<D> {
                 why: "must hold at least one maximum-size frame (17 pages)",
             });
         }
-        let xenbus = Xenbus::new(
-            dom0.xenstore()?,
+        let (domid, flip, policy, queues) = (
             dom0.domid(),
             dom0.can_transfer(),
             cfg.vif_mode,
-        )?;
+            cfg.max_queues,
+        );
+        let control = if cfg.control_thread {
+            Control::Thread(ControlThread::spawn(
+                dom0.clone(),
+                cfg.xenstore_timeout,
+                move |xs| Xenbus::new(xs, domid, flip, policy, queues),
+            )?)
+        } else {
+            Control::Inline(Xenbus::new(dom0.xenstore()?, domid, flip, policy, queues)?)
+        };
         let evtchn = dom0.open_evtchn()?;
         let mut switches = Switches::new();
         let default_switch = switches.named_or_new(DEFAULT_SWITCH)?;
         Ok(Netback {
-            xenbus,
+            control,
             dp: Datapath {
                 batch: CopyBatch::new(cfg.copy_batch_ops),
                 switches,
@@ -160,10 +198,12 @@ impl<D: BackendDomain> Netback<D> {
                 departed_total: 0,
                 uplinks: Vec::new(),
                 frames: Vec::new(),
+                failed: Vec::new(),
                 delivered: Vec::new(),
                 captures: HashMap::new(),
                 seg: SegScratch::new(),
                 start: Instant::now(),
+                default_rate: None,
                 cfg,
                 evtchn,
                 dom0,
@@ -182,7 +222,10 @@ impl<D: BackendDomain> Netback<D> {
                       (use copy mode)",
             });
         }
-        self.xenbus.set_allow_flip(allow);
+        match &mut self.control {
+            Control::Inline(x) => x.set_allow_flip(allow),
+            Control::Thread(t) => t.allow_flip(allow),
+        }
         Ok(())
     }
 
@@ -254,7 +297,17 @@ impl<D: BackendDomain> Netback<D> {
         self.dp
             .connect(id, keys)
             .map_err(|reason| Error::Frontend { id, reason })?;
-        Ok(self.dp.vifs.last().map(|v| v.port).unwrap_or_default())
+        Ok(self.dp.vifs.last().map(Vif::port).unwrap_or_default())
+    }
+
+    /// Runs `job` on every thread this backend made (the control plane's, when it has its own),
+    /// waiting for each: how its owner confines them (credentials and capabilities are per
+    /// thread on Linux). The calling thread is not included. The first error is returned.
+    pub fn run_on_threads(&mut self, job: ThreadJob) -> Result<(), String> {
+        match &self.control {
+            Control::Inline(_) => Ok(()),
+            Control::Thread(t) => t.run_job(job, &mut self.dp),
+        }
     }
 
     /// Disconnects a vif: unbinds its channel, unmaps its rings, unplugs it from the switch.
@@ -265,7 +318,10 @@ impl<D: BackendDomain> Netback<D> {
     /// Closes every device (Closing, then Closed), releasing every mapping and event channel:
     /// what a backend does when it stops.
     pub fn close_all(&mut self) {
-        self.xenbus.close_all(&mut self.dp);
+        match &mut self.control {
+            Control::Inline(x) => x.close_all(&mut self.dp),
+            Control::Thread(t) => t.close_all(&mut self.dp),
+        }
         let ids: Vec<VifId> = self.dp.vifs.iter().map(|v| v.id).collect();
         for id in ids {
             self.dp.remove(id);
@@ -311,7 +367,10 @@ impl<D: BackendDomain> Netback<D> {
                     (u.dev.name().to_string(), u.port, st)
                 })
                 .collect(),
-            devices: self.xenbus.devices(),
+            devices: match &self.control {
+                Control::Inline(x) => x.devices(),
+                Control::Thread(t) => t.devices(),
+            },
         }
     }
 
@@ -325,7 +384,21 @@ impl<D: BackendDomain> Netback<D> {
     /// and their expiry, MAC ageing, delayed ends of interrupt, rate credit) reads this one
     /// `now`. Tests drive time by hand with it instead of sleeping; it must not go backwards.
     pub fn poll_at(&mut self, now: Instant) -> Result<bool, Error> {
-        let more = self.xenbus.poll(&mut self.dp)?;
+        let more = match &mut self.control {
+            Control::Inline(x) => x.poll(&mut self.dp)?,
+            Control::Thread(t) => {
+                // The control plane's commands, a bounded number per pass: looking never
+                // blocks, and the control plane waits for the answers.
+                t.drain_wake();
+                let mut n = 0;
+                while n < COMMANDS_PER_PASS {
+                    let Ok(cmd) = t.cmds.try_recv() else { break };
+                    cmd.execute(&mut self.dp);
+                    n += 1;
+                }
+                n == COMMANDS_PER_PASS
+            }
+        };
         let work = self.dp.pass(now)?;
         self.dp.end_of_interrupt(now);
         Ok(work || more)
@@ -346,7 +419,10 @@ impl<D: BackendDomain> Netback<D> {
         let dp = &mut self.dp;
         let mut fds: Vec<BorrowedFd<'_>> = Vec::with_capacity(4 + dp.uplinks.len());
         let evtchn_fd = dp.evtchn.as_fd();
-        let xs_fd = self.xenbus.store().as_fd();
+        let xs_fd = match &self.control {
+            Control::Inline(x) => x.store().as_fd(),
+            Control::Thread(t) => Some(t.wake_fd()),
+        };
         match (evtchn_fd, xs_fd) {
             (Some(e), Some(x)) => {
                 fds.push(e);
@@ -395,9 +471,15 @@ impl<D: BackendDomain> Netback<D> {
                 dp.evtchn.wait(Some(timeout), &mut dp.delivered)?;
             }
         }
-        for vif in &mut dp.vifs {
-            if dp.delivered.contains(&vif.port) {
-                vif.eoi.delivered();
+        for v in &mut dp.vifs {
+            v.ctrl_delivered(&dp.delivered);
+        }
+        for q in dp.vifs.iter_mut().flat_map(|v| v.queues.iter_mut()) {
+            if dp.delivered.contains(&q.tx_port) {
+                q.eoi[0].delivered();
+            }
+            if q.split() && dp.delivered.contains(&q.rx_port) {
+                q.eoi[1].delivered();
             }
         }
         Ok(())
@@ -444,19 +526,35 @@ impl<D: BackendDomain> Datapath<D> {
     fn pass(&mut self, now: Instant) -> Result<bool, Error> {
         let since = now.duration_since(self.start);
         let mut work = false;
-        // Guest → switch.
-        for i in 0..self.vifs.len() {
+        // Guest → switch: every queue's copies in one batch (one hypercall carries the ops of
+        // many guests), then each queue answers its slots.
+        self.batch.begin_pass(self.slots());
+        let mut slot = 0u32;
+        for vif in &mut self.vifs {
+            for q in &mut vif.queues {
+                work |= q.tx_build(
+                    slot,
+                    &self.dom0,
+                    &self.pool,
+                    &self.cfg,
+                    &mut self.batch,
+                    &mut vif.mcast,
+                    now,
+                );
+                slot += 1;
+            }
+        }
+        self.batch.flush(&self.dom0);
+        self.route_failures(Queue::tx_failed);
+        let mut slot = 0;
+        for vif in &mut self.vifs {
             self.frames.clear();
-            let vif = &mut self.vifs[i];
-            work |= vif.tx_action(
-                &self.dom0,
-                &self.evtchn,
-                &self.pool,
-                &self.cfg,
-                &mut self.batch,
-                &mut self.frames,
-                now,
-            );
+            work |= vif.ctrl_action(&self.dom0, &self.evtchn);
+            for q in &mut vif.queues {
+                q.tx_finish(&self.evtchn, &mut self.frames, self.batch.calls(slot));
+                slot += 1;
+            }
+            vif.propagate_fatal();
             if !self.frames.is_empty() {
                 let sw = self.switches.get(vif.switch);
                 sw.bridge
@@ -490,13 +588,20 @@ impl<D: BackendDomain> Datapath<D> {
             let share = self.share_pages();
             for vif in &mut self.vifs {
                 let to = vif.accepts;
+                // Each queue gets its share of the vif's byte cap and pages.
+                let n = vif.queues.len();
+                let (cap, share) = (cap / n, (share / n).max(crate::pool::MAX_FRAME_PAGES));
                 let out = &mut self.switches.get(vif.switch).out;
                 for f in out.drain(vif.bridge_port) {
+                    let Some((qi, hash)) = vif.rx_select(&f) else {
+                        continue;
+                    };
+                    let q = &mut vif.queues[qi];
                     let fitted = fit(f, to, &self.pool, &mut self.seg, &mut |f| {
-                        vif.enqueue_rx(f, now, cap, share)
+                        q.enqueue_rx(f, now, cap, share, hash)
                     });
                     if fitted.is_err() {
-                        vif.stats.rx_unfit += 1;
+                        q.stats.rx_unfit += 1;
                     }
                 }
             }
@@ -522,27 +627,68 @@ impl<D: BackendDomain> Datapath<D> {
                 sw.out.clear();
             }
         }
-        // Queues → guests.
+        // Queues → guests: every queue's copies in one batch, then each pushes its responses.
+        self.batch.begin_pass(self.slots());
+        let queues = self.vifs.iter_mut().flat_map(|v| v.queues.iter_mut());
+        for (slot, q) in (0u32..).zip(queues) {
+            q.rx_build(slot, &self.dom0, &self.cfg, &mut self.batch, now);
+        }
+        self.batch.flush(&self.dom0);
+        self.route_failures(Queue::rx_failed);
+        let mut slot = 0;
         for vif in &mut self.vifs {
-            work |= vif.rx_action(&self.dom0, &self.evtchn, &self.cfg, &mut self.batch, now);
+            for q in &mut vif.queues {
+                work |= q.rx_finish(&self.dom0, &self.evtchn, self.batch.calls(slot));
+                slot += 1;
+            }
+            vif.propagate_fatal();
         }
         Ok(work)
+    }
+
+    /// Queues served in a pass (each queue's slot is its position in vif, then queue order).
+    fn slots(&self) -> usize {
+        self.vifs.iter().map(|v| v.queues.len()).sum()
+    }
+
+    /// Hands the pass's failed grant copies to their queues (`fail(queue, item)`), in slot
+    /// order: the batch reports them in submission order, which is slot order.
+    fn route_failures(&mut self, fail: fn(&mut Queue<D>, u32)) {
+        self.batch.take_failed(&mut self.failed);
+        if self.failed.is_empty() {
+            return;
+        }
+        let mut it = self.failed.iter().peekable();
+        for (slot, q) in self
+            .vifs
+            .iter_mut()
+            .flat_map(|v| v.queues.iter_mut())
+            .enumerate()
+        {
+            while let Some((owner, _)) = it.next_if(|(o, _)| o.slot as usize == slot) {
+                fail(q, owner.item);
+            }
+        }
     }
 
     /// Before blocking: the final checks on every tx ring and uplink. True if work arrived.
     fn rearm(&mut self) -> bool {
         let mut more = false;
         for vif in &mut self.vifs {
-            // A vif waiting for rate credit has requests it may not take yet: the wait wakes
-            // for it at its credit's moment instead (`next_deadline`).
-            if vif.is_disabled() || vif.tx_waiting_until().is_some() {
-                continue;
+            for q in &mut vif.queues {
+                // A queue waiting for rate credit has requests it may not take yet: the wait
+                // wakes for it at its credit's moment instead (`next_deadline`).
+                if q.is_disabled() || q.tx_waiting_until().is_some() {
+                    continue;
+                }
+                match q.tx.final_check_for_requests() {
+                    Ok(true) => more = true,
+                    Ok(false) => {}
+                    Err(e) => q.disable(crate::vif::Fatal::Ring(e)),
+                }
             }
-            match vif.tx.final_check_for_requests() {
-                Ok(true) => more = true,
-                Ok(false) => {}
-                Err(e) => vif.disable(crate::vif::Fatal::Ring(e)),
-            }
+            vif.propagate_fatal();
+            more |= vif.ctrl_rearm();
         }
         for u in &mut self.uplinks {
             more |= u.dev.arm();
@@ -551,28 +697,32 @@ impl<D: BackendDomain> Datapath<D> {
     }
 
     /// The late EOI: unmasks the ports the last wait delivered, now that the pass has served
-    /// them. An event is spurious (XSA-332 accounting) when no work was done for its vif since
-    /// the previous one: passes look at every ring whatever the events, so work an event
+    /// them. An event is spurious (XSA-332 accounting) when no work was done on its port's
+    /// side of its queue (both sides, for a queue with one port) since the previous one: passes look at every ring whatever the events, so work an event
     /// announced is often done before the event is collected, and that is not spurious. A vif
     /// whose events keep finding no work has its EOI held back, 1 ms after the second spurious
     /// event in a row and doubling up to `max_eoi_delay`, as Linux's lateeoi does, so notifying
     /// in a loop cannot buy unbounded passes; work resets it.
     fn end_of_interrupt(&mut self, now: Instant) {
-        for vif in &mut self.vifs {
-            // `did_work` is cleared only at a decision: work done by passes that collected no
-            // event counts for the next event, which may be the one that announced it.
-            let worked = vif.did_work;
-            match vif
-                .eoi
-                .end_of_interrupt(worked, now, self.cfg.max_eoi_delay)
-            {
-                hypervisor::Eoi::Idle | hypervisor::Eoi::Spurious => {}
-                hypervisor::Eoi::Worked => vif.did_work = false,
-                hypervisor::Eoi::Delayed => self.delivered.retain(|p| *p != vif.port),
+        for q in self.vifs.iter_mut().flat_map(|v| v.queues.iter_mut()) {
+            let sides = if q.split() { 2 } else { 1 };
+            for side in 0..sides {
+                let port = if side == 0 { q.tx_port } else { q.rx_port };
+                // `did_work` is cleared only at a decision: work done by passes that collected
+                // no event counts for the next event, which may be the one that announced it.
+                let worked = q.did_work[side];
+                match q.eoi[side].end_of_interrupt(worked, now, self.cfg.max_eoi_delay) {
+                    hypervisor::Eoi::Idle | hypervisor::Eoi::Spurious => {}
+                    hypervisor::Eoi::Worked => q.did_work[side] = false,
+                    hypervisor::Eoi::Delayed => self.delivered.retain(|p| *p != port),
+                }
+                if q.eoi[side].take_due(now) {
+                    self.delivered.push(port);
+                }
             }
-            if vif.eoi.take_due(now) {
-                self.delivered.push(vif.port);
-            }
+        }
+        for v in &mut self.vifs {
+            v.ctrl_end_of_interrupt(now, self.cfg.max_eoi_delay, &mut self.delivered);
         }
         if !self.delivered.is_empty() {
             // A port that was closed meanwhile is simply not ours any more.
@@ -589,11 +739,18 @@ impl<D: BackendDomain> Datapath<D> {
     fn next_deadline(&self, now: Instant) -> Option<Instant> {
         self.vifs
             .iter()
-            .flat_map(|v| {
-                let expiry = v.rx_queue.oldest().map(|t| t + self.cfg.rx_drain_timeout);
-                [v.eoi.deadline(), expiry, v.tx_waiting_until()]
+            .flat_map(|v| v.queues.iter())
+            .flat_map(|q| {
+                let expiry = q.rx_queue.oldest().map(|t| t + self.cfg.rx_drain_timeout);
+                [
+                    q.eoi[0].deadline(),
+                    q.eoi[1].deadline(),
+                    expiry,
+                    q.tx_waiting_until(),
+                ]
             })
             .flatten()
+            .chain(self.vifs.iter().filter_map(Vif::ctrl_deadline))
             .filter(|t| *t > now)
             .min()
     }
@@ -611,15 +768,18 @@ impl<D: BackendDomain> Datapath<D> {
     fn remove(&mut self, id: VifId) -> Option<VifStats> {
         let i = self.vifs.iter().position(|v| v.id == id)?;
         let mut vif = self.vifs.swap_remove(i);
-        vif.stats.rx_discarded += vif.rx_queue.clear() as u64;
-        let _ = self.evtchn.unbind(vif.port);
+        for q in &mut vif.queues {
+            q.stats.rx_discarded += q.rx_queue.clear() as u64;
+        }
+        vif.unbind(&self.evtchn);
+        let ports = vif.ports();
         let sw = self.switches.get(vif.switch);
         let _ = sw.bridge.remove_port(vif.bridge_port);
         if let Some(mac) = vif.mac {
             sw.release_mac(mac, vif.bridge_port);
         }
         sw.out.clear();
-        self.delivered.retain(|p| *p != vif.port);
+        self.delivered.retain(|p| !ports.contains(p));
         let stats = vif.stats();
         drop(vif);
         if self.departed.len() == DEPARTED_KEPT {
@@ -713,18 +873,10 @@ impl<D: BackendDomain> Datapath<D> {
             // nothing and floods to its one other port.
             let _ = sw.bridge.set_port_learning(port, false);
         }
-        let connected = Vif::connect(&self.dom0, &self.evtchn, id, keys, switch, port, mac)
-            .map_err(FrontendError::Connect)
-            .and_then(|mut vif| match vif.check_rings() {
-                Ok(()) => Ok(vif),
-                Err(e) => {
-                    let _ = self.evtchn.unbind(vif.port);
-                    Err(e)
-                }
-            });
+        let connected = Vif::connect(&self.dom0, &self.evtchn, id, &keys, switch, port, mac);
         match connected {
             Ok(mut vif) => {
-                vif.set_rate(cfg.rate);
+                vif.set_rate(cfg.rate.or(self.default_rate));
                 self.vifs.push(vif);
                 if let Some(path) = self.captures.get(&id) {
                     let started = std::fs::File::create(path)
@@ -842,7 +994,19 @@ impl<D: BackendDomain> VifControl for Datapath<D> {
             p.cfg.rate = rate;
         }
         if let Some(v) = self.vifs.iter_mut().find(|v| v.id == id) {
-            v.set_rate(rate);
+            v.set_rate(rate.or(self.default_rate));
+        }
+    }
+
+    fn set_xdp_headroom(&mut self, id: VifId, headroom: u16) {
+        if let Some(v) = self.vifs.iter_mut().find(|v| v.id == id) {
+            v.set_xdp_headroom(headroom);
+        }
+    }
+
+    fn set_multicast_control(&mut self, id: VifId, on: bool) {
+        if let Some(v) = self.vifs.iter_mut().find(|v| v.id == id) {
+            v.set_multicast_control(on);
         }
     }
 }

@@ -45,6 +45,16 @@ pub struct Config {
     /// How each vif's mode (host netdev or builtin switch) is chosen; by default from its
     /// `script` key (`vif-splitnet`: builtin).
     pub vif_mode: crate::ModePolicy,
+    /// Queues a frontend may ask for (`multi-queue-max-queues`): Linux's default, min(8, online
+    /// CPUs of the backend domain).
+    pub max_queues: u32,
+    /// Runs the control plane (xenstore watches, handshakes, lifecycle) on a thread of its own,
+    /// so a slow or vanished xenstored never stalls the data path (default false: it runs
+    /// inside `Netback::poll`, which tests rely on for determinism; netbackd turns it on).
+    pub control_thread: bool,
+    /// The deadline of each xenstore request the control thread makes (default 2 s); past it
+    /// the connection is given up and made again.
+    pub xenstore_timeout: Duration,
 }
 
 impl Default for Config {
@@ -63,6 +73,9 @@ impl Default for Config {
             max_eoi_delay: Duration::from_millis(100),
             busy_poll: Duration::from_micros(20),
             vif_mode: crate::ModePolicy::Auto,
+            max_queues: std::thread::available_parallelism().map_or(1, |n| n.get().min(8) as u32),
+            control_thread: false,
+            xenstore_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -94,6 +107,9 @@ impl Config {
                 "rx_queue_bytes",
                 "must hold at least one maximum-size frame (65549 B)",
             );
+        }
+        if !(1..=64).contains(&self.max_queues) {
+            return bad("max_queues", "must be 1..=64");
         }
         if self.busy_poll > Duration::from_millis(10) {
             return bad(

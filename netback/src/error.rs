@@ -48,17 +48,14 @@ pub enum FrontendError {
         /// What it holds.
         value: String,
     },
-    /// `multi-queue-num-queues` above what this backend offers.
-    #[error("multi-queue-num-queues {asked} is above this backend's maximum of {max}")]
+    /// `multi-queue-num-queues` of 0, or above what this backend offers.
+    #[error("multi-queue-num-queues {asked} is not within 1..={max}, this backend's maximum")]
     TooManyQueues {
         /// Queues asked for.
         asked: u32,
         /// The backend's `multi-queue-max-queues`.
         max: u32,
     },
-    /// Split event channels asked for; this backend offers `feature-split-event-channels=0`.
-    #[error("split event channels requested but feature-split-event-channels is 0")]
-    SplitEventChannels,
     /// Page flipping asked for (`request-rx-copy=0`) but not offered.
     #[error("frontend asks for page flipping (request-rx-copy=0) but feature-rx-flip is 0")]
     FlipNotOffered,

@@ -11,6 +11,9 @@
 //!   hypercall per `copy_batch_ops` ops, failures patched into their responses) or flip mode
 //!   (page transfer, where the hypervisor can); one notification per pass, with ring.h
 //!   suppression.
+//! - ctrl ring (`ctrl.rs`, `hash.rs`): receive-side hashing a guest sets up (Toeplitz, its key,
+//!   its mapping of hashes to queues), with hash extra-info slots on its frames; multicast
+//!   control (`mcast.rs`); `xdp-headroom` on the rx path.
 //! - [`uplink`]: ports towards the outside (TAP and `AF_PACKET` in the `netbackd` program, the
 //!   embedded model's simulated NIC in the benchmark).
 //! - [`Netback`]: the loop a backend vCPU runs, with [`bridge_lite`] between the vifs and the
@@ -23,12 +26,17 @@
 mod backend;
 mod batch;
 mod config;
+mod control;
+mod ctrl;
 pub mod device;
 mod error;
+mod hash;
+mod mcast;
 pub mod netdev;
 mod offloads;
 pub mod pool;
 pub mod rate;
+pub mod ratelimit;
 mod rx;
 pub mod switch;
 mod tx;
@@ -36,15 +44,19 @@ pub mod uplink;
 mod vif;
 pub mod xenbus;
 
-pub use backend::{Netback, NetbackSnapshot};
+pub use backend::{DeviceInfo, Netback, NetbackSnapshot, QueueDump, RateInfo, RingDump, VifDump};
 pub use batch::CopyBatch;
 pub use config::Config;
+pub use control::ThreadJob;
+pub use ctrl::CtrlKeys;
 pub use device::{DeviceConfig, ModePolicy, VifMode};
 pub use error::{Error, FrontendError};
+pub use hash::{HashSettings, MAX_HASH_KEY, MAX_HASH_MAPPING, RxHash};
+pub use mcast::MCAST_MAX;
 pub use netdev::Netdevs;
 pub use netif_ring::netif::RxMode;
 pub use offloads::{Accepts, Unfit};
 pub use rate::Rate;
 pub use switch::{SwitchId, SwitchSnapshot};
 pub use uplink::{Uplink, UplinkIo, UplinkStats, Wakeup};
-pub use vif::{Fatal, FrontendKeys, FrontendOffloads, Vif, VifId, VifStats};
+pub use vif::{Fatal, FrontendKeys, FrontendOffloads, QueueKeys, Vif, VifId, VifStats};

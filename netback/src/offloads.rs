@@ -104,7 +104,7 @@ fn is_ipv6<D: BackendDomain>(f: &NetFrame<D>) -> bool {
 /// Hands `frame` to `out` in a form `to` takes: as it is, with its checksum completed, or cut
 /// into segments (each a new frame of `pool`).
 pub(crate) fn fit<D: BackendDomain>(
-    frame: NetFrame<D>,
+    mut frame: NetFrame<D>,
     to: Accepts,
     pool: &BufPool<D>,
     scratch: &mut SegScratch,
@@ -123,7 +123,10 @@ pub(crate) fn fit<D: BackendDomain>(
             to.csum
         };
         if !ok {
-            frame.0.complete_csum().map_err(|_| Unfit::Offload)?;
+            // A frame other ports share keeps its partial sum for them: this port gets a
+            // completed copy.
+            let buf = frame.make_mut().ok_or(Unfit::Offload)?;
+            buf.complete_csum().map_err(|_| Unfit::Offload)?;
         }
     }
     if !to.sg && frame.len() > PAGE_SIZE {

@@ -7,11 +7,15 @@
 //! bytes: the handle carries the frame's length and a copy of its first [`HEAD`] bytes (the
 //! Ethernet header the switch reads, as an skb carries its MAC header pointer) and a refcount
 //! on the buffer, so flooding clones a pointer. Dropping the last handle returns the pages.
+//!
+//! Frames are `Send`: a frame one data-path worker takes from a guest may be delivered by
+//! another, and its pages go back to the one pool whichever thread drops it. A frame is
+//! immutable once shared: whatever changes a frame (completing its checksum) needs the only
+//! handle, and works on a private copy otherwise.
 
-use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::ops::Range;
-use std::rc::Rc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use hypervisor::{GuestMemory, LocalAddr, PAGE_SIZE, Pfn};
 use netif_ring::netif::MAX_FRAME;
@@ -40,14 +44,21 @@ pub struct Page {
 
 struct PoolInner<D> {
     dom: D,
-    free: RefCell<Vec<Page>>,
-    /// Pages taken from the reservation so far.
-    owned: RefCell<Vec<Pfn>>,
+    pages: Mutex<PoolPages>,
     limit: usize,
 }
 
-/// A pool of backend pages for frames, grown on demand up to a limit.
-pub struct BufPool<D: GuestMemory>(Rc<PoolInner<D>>);
+#[derive(Default)]
+struct PoolPages {
+    free: Vec<Page>,
+    /// Pages taken from the reservation so far.
+    owned: Vec<Pfn>,
+}
+
+/// A pool of backend pages for frames, grown on demand up to a limit. One lock guards its
+/// lists, taken once per frame allocated or dropped (never across a hypercall other than the
+/// reservation's own page allocation, which happens only while the pool grows).
+pub struct BufPool<D: GuestMemory>(Arc<PoolInner<D>>);
 
 impl<D: GuestMemory> Clone for BufPool<D> {
     fn clone(&self) -> Self {
@@ -57,9 +68,10 @@ impl<D: GuestMemory> Clone for BufPool<D> {
 
 impl<D: GuestMemory> fmt::Debug for BufPool<D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let pages = self.0.lock();
         f.debug_struct("BufPool")
-            .field("owned", &self.0.owned.borrow().len())
-            .field("free", &self.0.free.borrow().len())
+            .field("owned", &pages.owned.len())
+            .field("free", &pages.free.len())
             .field("limit", &self.0.limit)
             .finish()
     }
@@ -68,10 +80,9 @@ impl<D: GuestMemory> fmt::Debug for BufPool<D> {
 impl<D: GuestMemory> BufPool<D> {
     /// A pool drawing at most `limit_pages` pages from `dom`'s reservation.
     pub fn new(dom: D, limit_pages: usize) -> Self {
-        Self(Rc::new(PoolInner {
+        Self(Arc::new(PoolInner {
             dom,
-            free: RefCell::new(Vec::new()),
-            owned: RefCell::new(Vec::new()),
+            pages: Mutex::new(PoolPages::default()),
             limit: limit_pages,
         }))
     }
@@ -89,18 +100,20 @@ impl<D: GuestMemory> BufPool<D> {
         }
         let n = len.div_ceil(PAGE_SIZE);
         let mut pages = Pages::new();
+        let mut lists = self.0.lock();
         while pages.len() < n {
-            let Some(page) = self.0.take_page() else {
-                self.0.free.borrow_mut().extend_from_slice(pages.as_slice());
+            let Some(page) = self.0.take_page(&mut lists) else {
+                lists.free.extend_from_slice(pages.as_slice());
                 return None;
             };
             pages.push(page);
         }
+        drop(lists);
         Some(Buf {
             pages,
             len,
             head: [0; HEAD],
-            meta: Cell::new(OffloadMeta::NONE),
+            meta: OffloadMeta::NONE,
             pool: self.0.clone(),
         })
     }
@@ -112,34 +125,40 @@ impl<D: GuestMemory> BufPool<D> {
 
     /// Pages taken from the reservation.
     pub fn owned_pages(&self) -> usize {
-        self.0.owned.borrow().len()
+        self.0.lock().owned.len()
     }
 
     /// Pages currently free in the pool.
     pub fn free_pages(&self) -> usize {
-        self.0.free.borrow().len()
+        self.0.lock().free.len()
     }
 
     /// Returns every free page to the reservation (on teardown). Pages still held by frames are
     /// returned when those frames drop and the pool is released again.
     pub fn release(&self) {
-        let free: Vec<Page> = self.0.free.borrow_mut().drain(..).collect();
-        let mut owned = self.0.owned.borrow_mut();
+        let mut lists = self.0.lock();
+        let free = std::mem::take(&mut lists.free);
         for page in free {
             if self.0.dom.free_page(page.pfn).is_ok() {
-                owned.retain(|p| *p != page.pfn);
+                lists.owned.retain(|p| *p != page.pfn);
             }
         }
     }
 }
 
 impl<D: GuestMemory> PoolInner<D> {
+    /// The page lists. A thread that panicked while holding them left them consistent (every
+    /// update is one push, pop or retain), so a poisoned lock is taken as it is.
+    fn lock(&self) -> MutexGuard<'_, PoolPages> {
+        self.pages.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// A free page, or one more from the reservation if the limit allows.
-    fn take_page(&self) -> Option<Page> {
-        if let Some(page) = self.free.borrow_mut().pop() {
+    fn take_page(&self, lists: &mut PoolPages) -> Option<Page> {
+        if let Some(page) = lists.free.pop() {
             return Some(page);
         }
-        let mut owned = self.owned.borrow_mut();
+        let owned = &mut lists.owned;
         if owned.len() >= self.limit {
             return None;
         }
@@ -200,10 +219,9 @@ pub struct Buf<D: GuestMemory> {
     pages: Pages,
     len: usize,
     head: [u8; HEAD],
-    /// What is known of its checksum and whether it is a GSO super-frame (a `Cell`: completing
-    /// the checksum of a frame several ports share updates it for all of them).
-    meta: Cell<OffloadMeta>,
-    pool: Rc<PoolInner<D>>,
+    /// What is known of its checksum and whether it is a GSO super-frame.
+    meta: OffloadMeta,
+    pool: Arc<PoolInner<D>>,
 }
 
 impl<D: GuestMemory> fmt::Debug for Buf<D> {
@@ -234,12 +252,12 @@ impl<D: GuestMemory> Buf<D> {
 
     /// The frame's offload metadata.
     pub fn meta(&self) -> OffloadMeta {
-        self.meta.get()
+        self.meta
     }
 
     /// Sets the frame's offload metadata.
-    pub fn set_meta(&self, meta: OffloadMeta) {
-        self.meta.set(meta);
+    pub fn set_meta(&mut self, meta: OffloadMeta) {
+        self.meta = meta;
     }
 
     /// Reads the frame's first bytes (at most `buf.len()`, and at most one page) into `buf`;
@@ -262,8 +280,8 @@ impl<D: GuestMemory> Buf<D> {
     /// frame with nothing partial is left alone. On error the frame is not touched. The head
     /// copy the switch and pcap see keeps the partial sum (as tcpdump on a Linux sender shows
     /// offloaded checksums).
-    pub fn complete_csum(&self) -> Result<(), offload::Error> {
-        let meta = self.meta.get();
+    pub fn complete_csum(&mut self) -> Result<(), offload::Error> {
+        let meta = self.meta;
         let Csum::Partial { .. } = meta.csum else {
             return Ok(());
         };
@@ -301,10 +319,10 @@ impl<D: GuestMemory> Buf<D> {
                 offset: loc.csum_offset,
                 len: self.len,
             })?;
-        self.meta.set(OffloadMeta {
+        self.meta = OffloadMeta {
             csum: Csum::Validated,
             ..meta
-        });
+        };
         Ok(())
     }
 
@@ -376,8 +394,9 @@ impl<D: GuestMemory> Buf<D> {
             return false;
         }
         self.len = len;
-        let mut free = self.pool.free.borrow_mut();
-        self.pages.truncate(len.div_ceil(PAGE_SIZE), &mut free);
+        let mut lists = self.pool.lock();
+        self.pages
+            .truncate(len.div_ceil(PAGE_SIZE), &mut lists.free);
         true
     }
 
@@ -403,14 +422,15 @@ impl<D: GuestMemory> Buf<D> {
         if range.start > range.end || range.end > src.len || new_len > MAX_FRAME {
             return false;
         }
+        let mut lists = self.pool.lock();
         while self.pages.len() < new_len.div_ceil(PAGE_SIZE) {
-            let Some(page) = self.pool.take_page() else {
-                self.pages
-                    .truncate(old_pages, &mut self.pool.free.borrow_mut());
+            let Some(page) = self.pool.take_page(&mut lists) else {
+                self.pages.truncate(old_pages, &mut lists.free);
                 return false;
             };
             self.pages.push(page);
         }
+        drop(lists);
         let dom = &self.pool.dom;
         let (mut from, mut to) = (range.start, old_len);
         while from < range.end {
@@ -420,8 +440,7 @@ impl<D: GuestMemory> Buf<D> {
             let (s, d) = (src.pages.as_slice()[sp].pfn, self.pages.as_slice()[dp].pfn);
             let copied = dom.with_page(s, |bytes| dom.write(d, doff, &bytes[so..so + n]));
             if !matches!(copied, Ok(Ok(()))) {
-                self.pages
-                    .truncate(old_pages, &mut self.pool.free.borrow_mut());
+                self.pages.truncate(old_pages, &mut self.pool.lock().free);
                 return false;
             }
             from += n;
@@ -486,7 +505,7 @@ impl<D: GuestMemory> Buf<D> {
                 .ok()?;
         }
         copy.head = self.head;
-        copy.meta.set(self.meta.get());
+        copy.meta = self.meta;
         Some(copy)
     }
 }
@@ -494,14 +513,14 @@ impl<D: GuestMemory> Buf<D> {
 impl<D: GuestMemory> Drop for Buf<D> {
     fn drop(&mut self) {
         self.pool
+            .lock()
             .free
-            .borrow_mut()
             .extend_from_slice(self.pages.as_slice());
     }
 }
 
 /// The handle the switch moves: a shared reference to a filled buffer.
-pub struct NetFrame<D: GuestMemory>(pub Rc<Buf<D>>);
+pub struct NetFrame<D: GuestMemory>(pub Arc<Buf<D>>);
 
 impl<D: GuestMemory> Clone for NetFrame<D> {
     fn clone(&self) -> Self {
@@ -518,7 +537,7 @@ impl<D: GuestMemory> fmt::Debug for NetFrame<D> {
 impl<D: GuestMemory> NetFrame<D> {
     /// Wraps a filled buffer (its head loaded).
     pub fn new(buf: Buf<D>) -> Self {
-        Self(Rc::new(buf))
+        Self(Arc::new(buf))
     }
 
     /// Frame length.
@@ -533,7 +552,17 @@ impl<D: GuestMemory> NetFrame<D> {
 
     /// Whether this handle is the only one (a flip may give the pages away only then).
     pub fn is_exclusive(&self) -> bool {
-        Rc::strong_count(&self.0) == 1
+        Arc::strong_count(&self.0) == 1
+    }
+
+    /// The buffer to change in place: this handle's own if it is the only one, else a private
+    /// copy it now holds (the other holders keep the frame as it was). `None` if the pool has no
+    /// pages for the copy.
+    pub fn make_mut(&mut self) -> Option<&mut Buf<D>> {
+        if Arc::get_mut(&mut self.0).is_none() {
+            self.0 = Arc::new(self.0.duplicate()?);
+        }
+        Arc::get_mut(&mut self.0)
     }
 
     /// The frame's offload metadata.

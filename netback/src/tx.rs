@@ -1,20 +1,24 @@
 //! The transmit path, guest → switch (Linux's `netback.c` tx half).
 //!
-//! One pass ([`Vif::tx_action`], Linux's `xenvif_tx_action`) takes packets while requests wait:
-//! - [`Vif::tx_count_requests`] reads a packet's chain (first request, extra-info slots, the
+//! One pass per queue ([`Queue::tx_action`], Linux's `xenvif_tx_action`) takes packets while requests wait:
+//! - [`Queue::tx_count_requests`] reads a packet's chain (first request, extra-info slots, the
 //!   `more_data` slots), each request copied out of the shared ring once, and applies Linux's
 //!   fatal checks (`xenvif_count_requests`, `xenvif_get_extras`);
-//! - [`Vif::tx_check_packet`] applies the drop checks (too many slots, an oversize later slot,
+//! - [`Queue::tx_check_packet`] applies the drop checks (too many slots, an oversize later slot,
 //!   a runt first slot);
 //! - `tx_build_gops` lays out the grant copies into backend pages (`xenvif_tx_build_gops`),
 //!   queued in the pass's batch;
-//! - after one flush, [`Vif::tx_make_responses`] answers every slot of every packet in ring
+//! - after one flush, [`Queue::tx_make_responses`] answers every slot of every packet in ring
 //!   order (extras with `NETIF_RSP_NULL`) and hands the good frames to the switch; the frontend
 //!   is notified once per pass if it asked to be.
 //!
 //! A fatal error leaves the offending packet's slots unanswered and disables the vif, as
-//! Linux's `xenvif_fatal_tx_err` does. Multicast add/remove requests are dummy requests:
-//! answered, never forwarded.
+//! Linux's `xenvif_fatal_tx_err` does. Multicast add/remove requests are dummy requests, taken
+//! as Linux's `xenvif_tx_build_gops` takes them: right after their extra-info slots, before any
+//! packet check (a Windows frontend sends them with size 0 and no data) and without reading a
+//! `more_data` chain; the last add (else the last remove) of the request amends the vif's
+//! multicast list ([`crate::mcast`]); answered OK, or an error for an add the full list refuses;
+//! never forwarded.
 
 use std::ops::Range;
 use std::time::Instant;
@@ -26,11 +30,12 @@ use netif_ring::netif::{
     TxResponse, XEN_NETIF_EXTRA_FLAG_MORE,
 };
 
-use crate::batch::CopyBatch;
+use crate::batch::{CopyBatch, Owner};
 use crate::config::Config;
+use crate::mcast::McastFilter;
 use crate::pool::{Buf, BufPool, HDR_PEEK, NetFrame};
 use crate::rate::Credit;
-use crate::vif::{Fatal, Vif};
+use crate::vif::{Fatal, Queue};
 
 /// What becomes of a packet read this pass.
 // The buffer is held inline on purpose: boxing it would allocate per packet, and the vector of
@@ -45,6 +50,8 @@ enum Fate<D: BackendDomain> {
     Dropped,
     /// A multicast control request: answered OK, no data.
     Dummy,
+    /// A multicast add the vif's full list refused: answered with an error, no data.
+    Refused,
 }
 
 /// One packet of the pass: its slots (to answer), its offload flags and GSO slot, its fate.
@@ -59,10 +66,18 @@ struct Pending<D: BackendDomain> {
 /// A packet's chain as read from the ring.
 struct Chain {
     first: TxRequest,
-    /// A multicast add/remove extra came with it.
-    mcast: bool,
+    /// Its multicast control, if an add or remove extra came with it (the last add, else the
+    /// last remove, as Linux keeps the last extra of each type).
+    mcast: Option<McastOp>,
     /// Its GSO extra-info slot, if any.
     gso: Option<ExtraInfo>,
+}
+
+/// A multicast list change a tx request asks for.
+#[derive(Clone, Copy)]
+enum McastOp {
+    Add([u8; 6]),
+    Del([u8; 6]),
 }
 
 /// Working storage of a tx pass, kept in the vif so a pass allocates nothing once warm.
@@ -89,20 +104,21 @@ impl<D: BackendDomain> Default for TxScratch<D> {
     }
 }
 
-impl<D: BackendDomain> Vif<D> {
-    /// Takes up to `cfg.tx_batch_packets` packets from the tx ring, copies them into backend
-    /// buffers, answers every slot of each packet read whole and appends the good frames to
-    /// `frames`. Returns whether any request was consumed. A fatal frontend error disables the
-    /// vif.
+impl<D: BackendDomain> Queue<D> {
+    /// The first half of a tx pass: takes up to `cfg.tx_batch_packets` packets from the tx
+    /// ring and queues their grant copies into backend buffers in the pass's `batch` (as queue
+    /// `slot` of the pass). Returns whether any request was consumed. The pass flushes the
+    /// batch, reports this queue's failed copies ([`Queue::tx_failed`]), then
+    /// [`Queue::tx_finish`] answers the slots.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn tx_action(
+    pub(crate) fn tx_build(
         &mut self,
+        slot: u32,
         dom0: &D,
-        evtchn: &D::Evtchn,
         pool: &BufPool<D>,
         cfg: &Config,
         batch: &mut CopyBatch,
-        frames: &mut Vec<NetFrame<D>>,
+        mcast: &mut McastFilter,
         now: Instant,
     ) -> bool {
         if self.is_disabled() {
@@ -114,16 +130,11 @@ impl<D: BackendDomain> Vif<D> {
             self.credit = Some(Credit::new(rate, now));
         }
         let _s = xenoprof::scope(xenoprof::Class::NETBACK);
-        debug_assert!(
-            batch.is_empty(),
-            "a previous pass left grant copies unflushed"
-        );
-        let (hc, ops) = (batch.hypercalls, batch.ops_done);
         let mut sc = std::mem::take(&mut self.tx_scratch);
         sc.ids.clear();
-        let mut pending = std::mem::take(&mut sc.pending);
+        sc.pending.clear();
         let mut fatal = None;
-        while pending.len() < cfg.tx_batch_packets {
+        while sc.pending.len() < cfg.tx_batch_packets {
             // The rate limit looks at the next packet's size before taking it, as Linux's
             // credit check does; the packet is charged by the size it is then read with.
             let charged = match self.tx_credit(now) {
@@ -148,30 +159,49 @@ impl<D: BackendDomain> Vif<D> {
             }
             let ids = start..sc.ids.len();
             let (flags, gso) = (chain.first.flags, chain.gso);
+            if let Some(op) = chain.mcast {
+                self.stats.tx_mcast_requests += 1;
+                let fate = match op {
+                    McastOp::Add(a) if !mcast.add(a) => {
+                        self.stats.tx_mcast_errors += 1;
+                        Fate::Refused
+                    }
+                    McastOp::Add(_) => Fate::Dummy,
+                    McastOp::Del(a) => {
+                        mcast.del(a);
+                        Fate::Dummy
+                    }
+                };
+                sc.pending.push(Pending {
+                    ids,
+                    flags,
+                    gso,
+                    fate,
+                });
+                continue;
+            }
             let fate = match self.tx_check_packet(cfg, &chain, &sc.slots) {
                 Err(f) => {
                     fatal = Some(f);
                     break;
                 }
                 Ok(false) => Fate::Dropped,
-                Ok(true) if chain.mcast => {
-                    self.stats.tx_mcast_requests += 1;
-                    Fate::Dummy
-                }
                 Ok(true) => match pool.alloc(chain.first.size as usize) {
                     Some(buf) => {
                         tx_build_gops(self.id.domid, &buf, &chain, &sc.slots, &mut sc.ops);
-                        let owner = pending.len() as u32;
-                        pending.push(Pending {
+                        let owner = Owner {
+                            slot,
+                            item: sc.pending.len() as u32,
+                        };
+                        sc.pending.push(Pending {
                             ids,
                             flags,
                             gso,
                             fate: Fate::Copying(buf),
                         });
-                        // A flush here may report failures of earlier packets of the pass too:
-                        // each owner is the packet's index in `pending`.
+                        self.stats.grant_ops += sc.ops.len() as u64;
                         for op in sc.ops.drain(..) {
-                            batch.push(dom0, op, owner, &mut |o, _| fail(&mut pending, o));
+                            batch.push(dom0, op, owner);
                         }
                         continue;
                     }
@@ -181,29 +211,55 @@ impl<D: BackendDomain> Vif<D> {
                     }
                 },
             };
-            pending.push(Pending {
+            sc.pending.push(Pending {
                 ids,
                 flags,
                 gso,
                 fate,
             });
         }
-        // Finish the copies of this pass; a failed op fails its packet.
-        batch.flush(dom0, &mut |owner, _| fail(&mut pending, owner));
-        self.stats.hypercalls += batch.hypercalls - hc;
-        self.stats.grant_ops += batch.ops_done - ops;
+        let consumed = !sc.pending.is_empty();
+        self.tx_scratch = sc;
+        self.tx_fatal = fatal;
+        consumed
+    }
+
+    /// Packet `item` of this queue's part of the pass: a grant copy of it failed.
+    pub(crate) fn tx_failed(&mut self, item: u32) {
+        if let Some(p) = self.tx_scratch.pending.get_mut(item as usize)
+            && matches!(p.fate, Fate::Copying(_))
+        {
+            p.fate = Fate::CopyFailed;
+        }
+    }
+
+    /// The second half of a tx pass, after the batch was flushed: answers every slot of each
+    /// packet read whole, appends the good frames to `frames`, notifies the frontend once if it
+    /// asked, and disables the vif after a fatal error. `calls` is the hypercalls this queue's
+    /// copies went in.
+    pub(crate) fn tx_finish(
+        &mut self,
+        evtchn: &D::Evtchn,
+        frames: &mut Vec<NetFrame<D>>,
+        calls: u32,
+    ) {
+        let _s = xenoprof::scope(xenoprof::Class::NETBACK);
+        self.stats.hypercalls += u64::from(calls);
+        let mut sc = std::mem::take(&mut self.tx_scratch);
+        let mut pending = std::mem::take(&mut sc.pending);
         let consumed = !pending.is_empty();
         self.tx_make_responses(&sc, &mut pending, frames);
         sc.pending = pending;
         if consumed && self.tx.push_responses_and_check_notify() {
-            self.notify(evtchn);
+            self.notify(evtchn, false);
         }
         self.tx_scratch = sc;
-        if let Some(f) = fatal {
+        if let Some(f) = self.tx_fatal.take() {
             self.disable(f);
         }
-        self.did_work |= consumed;
-        consumed
+        if consumed {
+            self.worked(false);
+        }
     }
 
     /// The rate limit's gate before a packet: `Ok(Some(charged))` if it may be taken (charged
@@ -243,7 +299,7 @@ impl<D: BackendDomain> Vif<D> {
         let truncated = |sc: &TxScratch<D>| Fatal::TruncatedPacket {
             got: sc.ids.len() - start,
         };
-        let mut mcast = false;
+        let (mut add, mut del) = (None, None);
         let mut gso = None;
         if first.flags & NETTXF_EXTRA_INFO != 0 {
             loop {
@@ -257,7 +313,8 @@ impl<D: BackendDomain> Vif<D> {
                 sc.ids
                     .push((u16::from_le_bytes([extra.type_, extra.flags]), true));
                 match ExtraRepr::parse(&extra).map_err(Fatal::BadExtra)? {
-                    ExtraRepr::McastAdd(_) | ExtraRepr::McastDel(_) => mcast = true,
+                    ExtraRepr::McastAdd(a) => add = Some(a),
+                    ExtraRepr::McastDel(a) => del = Some(a),
                     ExtraRepr::Gso { .. } => gso = Some(extra),
                     ExtraRepr::Hash { .. } | ExtraRepr::Xdp { .. } => {}
                 }
@@ -268,6 +325,12 @@ impl<D: BackendDomain> Vif<D> {
         }
         sc.slots.clear();
         sc.slots.push(first);
+        // A multicast control request ends with its extras (Linux answers it before counting
+        // any data slots; a more_data slot after it starts the next packet).
+        let mcast = add.map(McastOp::Add).or(del.map(McastOp::Del));
+        if mcast.is_some() {
+            return Ok(Some(Chain { first, mcast, gso }));
+        }
         let mut more = first.flags & NETTXF_MORE_DATA != 0;
         while more {
             // Slots read after the first; Linux checks before reading the next one.
@@ -293,7 +356,11 @@ impl<D: BackendDomain> Vif<D> {
             more = next.flags & NETTXF_MORE_DATA != 0;
             sc.slots.push(next);
         }
-        Ok(Some(Chain { first, mcast, gso }))
+        Ok(Some(Chain {
+            first,
+            mcast: None,
+            gso,
+        }))
     }
 
     /// The drop checks on a whole chain. `Ok(false)`: dropped (counted); `Err`: the first slot
@@ -339,7 +406,7 @@ impl<D: BackendDomain> Vif<D> {
         for p in pending.drain(..) {
             let status = match &p.fate {
                 Fate::Copying(_) | Fate::Dummy => NETIF_RSP_OKAY,
-                Fate::CopyFailed | Fate::Dropped => NETIF_RSP_ERROR,
+                Fate::CopyFailed | Fate::Dropped | Fate::Refused => NETIF_RSP_ERROR,
             };
             for &(id, extra) in &sc.ids[p.ids] {
                 let st = if extra { NETIF_RSP_NULL } else { status };
@@ -359,7 +426,7 @@ impl<D: BackendDomain> Vif<D> {
                     Err(SetupError::Read) => self.stats.tx_copy_errors += 1,
                 },
                 Fate::CopyFailed => self.stats.tx_copy_errors += 1,
-                Fate::Dropped | Fate::Dummy => {}
+                Fate::Dropped | Fate::Dummy | Fate::Refused => {}
             }
         }
     }
@@ -431,14 +498,5 @@ fn tx_build_gops<D: BackendDomain>(
             dst += n;
             left -= n;
         }
-    }
-}
-
-/// Marks packet `owner` of the pass as failed (its buffer goes back to the pool).
-fn fail<D: BackendDomain>(pending: &mut [Pending<D>], owner: u32) {
-    if let Some(p) = pending.get_mut(owner as usize)
-        && matches!(p.fate, Fate::Copying(_))
-    {
-        p.fate = Fate::CopyFailed;
     }
 }

@@ -25,7 +25,7 @@ use netif_ring::netif::RxMode;
 use crate::device::{DeviceConfig, ModePolicy, VifMode, read_device_config};
 use crate::error::{Error, FrontendError};
 use crate::rate::Rate;
-use crate::vif::{FrontendKeys, FrontendOffloads, VifId};
+use crate::vif::{FrontendKeys, FrontendOffloads, QueueKeys, VifId};
 
 pub use hypervisor::XenbusState;
 
@@ -39,19 +39,22 @@ pub const OWNER_NODE: &str = "splitnet-backend";
 const EVENTS_PER_PASS: usize = 64;
 
 /// The features this backend offers, written to its directory before InitWait.
-pub fn features(allow_flip: bool) -> [(&'static str, &'static str); 11] {
+pub fn features(allow_flip: bool, max_queues: u32) -> [(&'static str, String); 13] {
+    let s = |v: &str| v.to_string();
     [
-        ("feature-sg", "1"),
-        ("feature-gso-tcpv4", "1"),
-        ("feature-gso-tcpv6", "1"),
-        ("feature-ipv6-csum-offload", "1"),
-        ("feature-rx-copy", "1"),
-        ("feature-rx-flip", if allow_flip { "1" } else { "0" }),
-        ("feature-rx-notify", "1"),
-        ("feature-split-event-channels", "0"),
-        ("multi-queue-max-queues", "1"),
-        ("feature-ctrl-ring", "0"),
-        ("feature-multicast-control", "0"),
+        ("feature-sg", s("1")),
+        ("feature-gso-tcpv4", s("1")),
+        ("feature-gso-tcpv6", s("1")),
+        ("feature-ipv6-csum-offload", s("1")),
+        ("feature-rx-copy", s("1")),
+        ("feature-rx-flip", s(if allow_flip { "1" } else { "0" })),
+        ("feature-rx-notify", s("1")),
+        ("feature-split-event-channels", s("1")),
+        ("multi-queue-max-queues", max_queues.to_string()),
+        ("feature-ctrl-ring", s("1")),
+        ("feature-multicast-control", s("1")),
+        ("feature-dynamic-multicast-control", s("1")),
+        ("feature-xdp-headroom", s("1")),
     ]
 }
 
@@ -70,6 +73,10 @@ pub(crate) trait VifControl {
     fn release(&mut self, id: VifId);
     /// The `rate` key changed: applies at once to a connected vif, and to later connects.
     fn set_rate(&mut self, id: VifId, rate: Option<Rate>);
+    /// The frontend reconfigured its `xdp-headroom` (a connected vif; nothing otherwise).
+    fn set_xdp_headroom(&mut self, id: VifId, headroom: u16);
+    /// The frontend's `request-multicast-control` changed (a connected vif; nothing otherwise).
+    fn set_multicast_control(&mut self, id: VifId, on: bool);
 }
 
 /// One vif device as the control plane tracks it.
@@ -88,14 +95,101 @@ struct Device {
     /// The data path holds what the device needs (its netdev, its switch). A refused device
     /// is tracked but not prepared, and is offered again only once a new preparation works.
     prepared: bool,
+    /// The state node says Reconfigured (the frontend's `xdp-headroom` was applied) while the
+    /// device is Connected; Connected is written back when the frontend returns to Connected.
+    reconfigured: bool,
+    /// Taken over from a previous backend instance, whose multicast list is lost with it:
+    /// filtering stays off (every multicast frame reaches the guest) until the frontend
+    /// connects again.
+    mcast_list_lost: bool,
+}
+
+/// The control plane's xenstore connection: it remembers when xenstore stopped answering (the
+/// connection broke, or a request passed its deadline), so that no decision is taken on what a
+/// failed read seemed to say (a device that looks removed, a frontend that looks gone). Once
+/// broken, the control plane connects again and resynchronises ([`Xenbus::reconnect`]).
+#[derive(Debug)]
+pub(crate) struct Conn<S: XenStore> {
+    xs: S,
+    broken: std::sync::Mutex<Option<hypervisor::Error>>,
+}
+
+impl<S: XenStore> Conn<S> {
+    fn new(xs: S) -> Self {
+        Self {
+            xs,
+            broken: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Why the connection is unusable, if it is.
+    pub(crate) fn broken(&self) -> Option<hypervisor::Error> {
+        self.broken
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn note<T>(&self, r: hypervisor::Result<T>) -> hypervisor::Result<T> {
+        if let Err(e @ (hypervisor::Error::XsDisconnected | hypervisor::Error::XsTimeout { .. })) =
+            &r
+        {
+            self.broken
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_or_insert(e.clone());
+        }
+        r
+    }
+}
+
+impl<S: XenStore> XenStore for Conn<S> {
+    fn read(&self, path: &str) -> hypervisor::Result<String> {
+        self.note(self.xs.read(path))
+    }
+    fn write(&self, path: &str, value: &str) -> hypervisor::Result<()> {
+        self.note(self.xs.write(path, value))
+    }
+    fn mkdir(&self, path: &str) -> hypervisor::Result<()> {
+        self.note(self.xs.mkdir(path))
+    }
+    fn rm(&self, path: &str) -> hypervisor::Result<()> {
+        self.note(self.xs.rm(path))
+    }
+    fn directory(&self, path: &str) -> hypervisor::Result<Vec<String>> {
+        self.note(self.xs.directory(path))
+    }
+    fn set_permissions(&self, path: &str, perms: &[hypervisor::XsPerm]) -> hypervisor::Result<()> {
+        self.note(self.xs.set_permissions(path, perms))
+    }
+    fn watch(&self, path: &str, token: &str) -> hypervisor::Result<()> {
+        self.note(self.xs.watch(path, token))
+    }
+    fn unwatch(&self, path: &str, token: &str) -> hypervisor::Result<()> {
+        self.note(self.xs.unwatch(path, token))
+    }
+    fn read_watch(
+        &self,
+        timeout: Option<Duration>,
+    ) -> hypervisor::Result<Option<hypervisor::WatchEvent>> {
+        self.note(self.xs.read_watch(timeout))
+    }
+    fn as_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.xs.as_fd()
+    }
+    fn set_request_timeout(&self, timeout: Option<Duration>) {
+        self.xs.set_request_timeout(timeout)
+    }
 }
 
 /// The control plane: the backend tree's watch, and every device it knows.
 pub(crate) struct Xenbus<S: XenStore> {
-    xs: S,
+    xs: Conn<S>,
     be_base: String,
     allow_flip: bool,
     policy: ModePolicy,
+    /// `multi-queue-max-queues` offered.
+    max_queues: u32,
     devices: HashMap<VifId, Device>,
 }
 
@@ -121,30 +215,84 @@ fn fe_token(id: VifId) -> String {
     format!("netback-fe:{}:{}", id.domid, id.devid)
 }
 
-fn parse_fe_token(token: &str) -> Option<VifId> {
-    let mut it = token.strip_prefix("netback-fe:")?.split(':');
+/// The token of the watch on the frontend's `request-multicast-control`.
+fn mc_token(id: VifId) -> String {
+    format!("netback-mc:{}:{}", id.domid, id.devid)
+}
+
+fn parse_token(prefix: &str, token: &str) -> Option<VifId> {
+    let mut it = token.strip_prefix(prefix)?.split(':');
     let domid = it.next()?.parse().ok()?;
     let devid = it.next()?.parse().ok()?;
     it.next().is_none().then_some(VifId { domid, devid })
 }
 
+fn parse_fe_token(token: &str) -> Option<VifId> {
+    parse_token("netback-fe:", token)
+}
+
 impl<S: XenStore> Xenbus<S> {
-    /// Watches the backend tree of domain `backend`; each device's mode follows `policy`.
-    pub fn new(xs: S, backend: DomId, allow_flip: bool, policy: ModePolicy) -> Result<Self, Error> {
+    /// Watches the backend tree of domain `backend`; each device's mode follows `policy`;
+    /// frontends may ask for up to `max_queues` queues.
+    pub fn new(
+        xs: S,
+        backend: DomId,
+        allow_flip: bool,
+        policy: ModePolicy,
+        max_queues: u32,
+    ) -> Result<Self, Error> {
         let be_base = format!("/local/domain/{backend}/backend/vif");
         xs.watch(&be_base, BE_TOKEN)?;
         Ok(Self {
-            xs,
+            xs: Conn::new(xs),
             be_base,
             allow_flip,
             policy,
+            max_queues,
             devices: HashMap::new(),
         })
     }
 
     /// The connection, for its descriptor.
     pub fn store(&self) -> &S {
-        &self.xs
+        &self.xs.xs
+    }
+
+    /// Why xenstore is unusable, if it is: the connection broke or a request passed its
+    /// deadline. Nothing was decided on what it failed to say.
+    pub fn broken(&self) -> Option<hypervisor::Error> {
+        self.xs.broken()
+    }
+
+    /// Carries on over a new connection `xs` after the old one broke (xenstored restarted, or
+    /// stopped answering): registers the watches again and looks at every device afresh, as it
+    /// stands now. What this control plane wrote and did not get through (its state, a
+    /// frontend connected in between) is written and done again.
+    pub fn reconnect(&mut self, xs: S, vifs: &mut impl VifControl) -> Result<(), Error> {
+        xs.watch(&self.be_base, BE_TOKEN)?;
+        for d in self.devices.values() {
+            xs.watch(&format!("{}/state", d.fe_path), &d.fe_token)?;
+        }
+        self.xs = Conn::new(xs);
+        let ids: Vec<VifId> = self.devices.keys().copied().collect();
+        for id in &ids {
+            if let Some(d) = self.devices.get(id) {
+                let state = d.state;
+                self.set_state(*id, state);
+            }
+        }
+        self.scan(vifs);
+        for id in ids {
+            self.frontend_changed(id, vifs);
+        }
+        if let Some(e) = self.xs.broken() {
+            return Err(Error::Hypervisor(e));
+        }
+        log::info!(
+            "xenstore: connected again, {} device(s) resynchronised",
+            self.devices.len()
+        );
+        Ok(())
     }
 
     /// Devices known (each with a backend directory).
@@ -155,6 +303,32 @@ impl<S: XenStore> Xenbus<S> {
     /// Whether `feature-rx-flip=1` is offered to devices probed from now on.
     pub fn set_allow_flip(&mut self, allow: bool) {
         self.allow_flip = allow;
+    }
+
+    /// Each tracked device's state as this backend last wrote it.
+    pub fn device_states(&self) -> HashMap<VifId, XenbusState> {
+        self.devices.iter().map(|(id, d)| (*id, d.state)).collect()
+    }
+
+    /// Closes one device as the toolstack's detach does (disconnect, Closing, Closed), keeping
+    /// it tracked and prepared: its frontend may start over (it is offered again), or the
+    /// toolstack may remove it. False if the device is not tracked.
+    pub fn close(&mut self, id: VifId, vifs: &mut impl VifControl) -> bool {
+        let Some(d) = self.devices.get_mut(&id) else {
+            return false;
+        };
+        d.awaiting_hotplug = false;
+        vifs.disconnect(id);
+        if self
+            .devices
+            .get(&id)
+            .is_some_and(|d| d.state != XenbusState::Closed)
+        {
+            log::info!("{id}: closing the device (asked by the operator)");
+            self.set_state(id, XenbusState::Closing);
+            self.set_state(id, XenbusState::Closed);
+        }
+        true
     }
 
     /// Closes every device: disconnect, then Closing and Closed, and release what was prepared
@@ -179,21 +353,45 @@ impl<S: XenStore> Xenbus<S> {
     /// Handles up to [`EVENTS_PER_PASS`] watch events. Returns whether more may be waiting.
     pub fn poll(&mut self, vifs: &mut impl VifControl) -> Result<bool, Error> {
         for _ in 0..EVENTS_PER_PASS {
-            let Some(ev) = self.xs.read_watch(Some(Duration::ZERO))? else {
+            let Some(ev) = self.wait_event(Some(Duration::ZERO))? else {
                 return Ok(false);
             };
-            if ev.token == BE_TOKEN {
-                match parse_device_path(&self.be_base, &ev.path) {
-                    Some(id) => self.backend_changed(id, vifs),
-                    // The watch's own registration event, or a change above the device level
-                    // (vifs created before the backend started): look at everything.
-                    None => self.scan(vifs),
-                }
-            } else if let Some(id) = parse_fe_token(&ev.token) {
-                self.frontend_changed(id, vifs);
-            }
+            self.handle(ev, vifs)?;
         }
         Ok(true)
+    }
+
+    /// The next watch event, waiting up to `timeout` for it.
+    pub fn wait_event(
+        &mut self,
+        timeout: Option<Duration>,
+    ) -> Result<Option<hypervisor::WatchEvent>, Error> {
+        Ok(self.xs.read_watch(timeout)?)
+    }
+
+    /// Acts on one watch event. `Err` if xenstore stopped answering meanwhile (nothing was
+    /// decided on what it failed to say).
+    pub fn handle(
+        &mut self,
+        ev: hypervisor::WatchEvent,
+        vifs: &mut impl VifControl,
+    ) -> Result<(), Error> {
+        if ev.token == BE_TOKEN {
+            match parse_device_path(&self.be_base, &ev.path) {
+                Some(id) => self.backend_changed(id, vifs),
+                // The watch's own registration event, or a change above the device level
+                // (vifs created before the backend started): look at everything.
+                None => self.scan(vifs),
+            }
+        } else if let Some(id) = parse_fe_token(&ev.token) {
+            self.frontend_changed(id, vifs);
+        } else if let Some(id) = parse_token("netback-mc:", &ev.token) {
+            self.multicast_control_changed(id, vifs);
+        }
+        match self.xs.broken() {
+            Some(e) => Err(Error::Hypervisor(e)),
+            None => Ok(()),
+        }
     }
 
     /// Looks at every device directory under the backend tree, and at every known device.
@@ -234,10 +432,7 @@ impl<S: XenStore> Xenbus<S> {
     /// `state`, our own writes, or the directory's removal).
     fn backend_changed(&mut self, id: VifId, vifs: &mut impl VifControl) {
         let be_path = self.be_path(id);
-        if !self.present(&be_path) {
-            self.forget(id, vifs);
-            return;
-        }
+        let present = self.present(&be_path);
         let state = self
             .xs
             .read(&format!("{be_path}/state"))
@@ -247,15 +442,27 @@ impl<S: XenStore> Xenbus<S> {
             .xs
             .read(&format!("{be_path}/online"))
             .is_ok_and(|v| v.trim() == "1");
+        let owned = self.xs.read(&format!("{be_path}/{OWNER_NODE}")).is_ok();
+        if self.xs.broken().is_some() {
+            // What the reads seemed to say is not what is there: decide nothing.
+            return;
+        }
+        if !present {
+            self.forget(id, vifs);
+            return;
+        }
         let Some(dev) = self.devices.get(&id) else {
             match state {
                 Some(XenbusState::Initialising) if online => self.probe(id, be_path, vifs),
                 // A device a previous instance of this backend served (a restart): take it over
                 // without disturbing the guest.
-                Some(s @ (XenbusState::InitWait | XenbusState::Connected))
-                    if online && self.xs.read(&format!("{be_path}/{OWNER_NODE}")).is_ok() =>
-                {
+                Some(s @ (XenbusState::InitWait | XenbusState::Connected)) if online && owned => {
                     self.adopt(id, be_path, s, vifs)
+                }
+                // Left Reconfigured (an xdp-headroom change) by the previous instance: a
+                // Connected device.
+                Some(XenbusState::Reconfigured) if online && owned => {
+                    self.adopt(id, be_path, XenbusState::Connected, vifs)
                 }
                 _ => {}
             }
@@ -310,6 +517,9 @@ impl<S: XenStore> Xenbus<S> {
             return None;
         }
         let cfg = read_device_config(&self.xs, &be_path, id, self.policy);
+        if self.xs.broken().is_some() {
+            return None;
+        }
         for w in &cfg.warnings {
             log::warn!("{id}: {w}");
         }
@@ -317,6 +527,14 @@ impl<S: XenStore> Xenbus<S> {
         if let Err(e) = self.xs.watch(&format!("{fe_path}/state"), &fe_token) {
             log::warn!("{id}: cannot watch the frontend's state: {e}");
             return None;
+        }
+        // feature-dynamic-multicast-control: the key is followed while connected, as Linux's
+        // xen_register_mcast_ctrl_watch does.
+        if let Err(e) = self.xs.watch(
+            &format!("{fe_path}/request-multicast-control"),
+            &mc_token(id),
+        ) {
+            log::warn!("{id}: cannot watch the frontend's request-multicast-control: {e}");
         }
         log::info!(
             "{id}: device, frontend {fe_path}, {}",
@@ -336,6 +554,8 @@ impl<S: XenStore> Xenbus<S> {
                 cfg,
                 awaiting_hotplug: false,
                 prepared: prepared.is_ok(),
+                reconfigured: false,
+                mcast_list_lost: false,
             },
         );
         if let Err(why) = prepared {
@@ -370,6 +590,9 @@ impl<S: XenStore> Xenbus<S> {
             return;
         }
         log::info!("{id}: taking over the device from a previous backend ({state:?})");
+        if let Some(d) = self.devices.get_mut(&id) {
+            d.mcast_list_lost = true;
+        }
         if state == XenbusState::Connected {
             let Some(dev) = self.devices.get(&id) else {
                 return;
@@ -384,7 +607,9 @@ impl<S: XenStore> Xenbus<S> {
                 fe_state,
                 Some(XenbusState::Connected | XenbusState::Initialised)
             ) {
-                if let Err(reason) = self.connect(id, &fe_path, &be_path, vifs) {
+                if let Err(reason) = self.connect(id, &fe_path, &be_path, vifs)
+                    && self.xs.broken().is_none()
+                {
                     self.fail(id, reason, vifs);
                 }
                 return;
@@ -398,7 +623,13 @@ impl<S: XenStore> Xenbus<S> {
     /// a log line, Closed. It stays tracked but unprepared: offered again only once a new
     /// preparation works ([`Xenbus::reoffer`]).
     fn refuse(&mut self, id: VifId, why: &str, vifs: &mut impl VifControl) {
-        log::error!("{id}: refusing the device: {why}");
+        // A refused device is offered again each time its frontend starts over: a guest can
+        // repeat this as fast as it cycles its state.
+        crate::ratelimit::guest_log(
+            log::Level::Error,
+            id,
+            format_args!("{id}: refusing the device: {why}"),
+        );
         if let Some(d) = self.devices.get(&id)
             && self.present(&d.be_path)
         {
@@ -459,12 +690,16 @@ impl<S: XenStore> Xenbus<S> {
         if !self.present(&dev.be_path) {
             return; // Removed meanwhile: writing would recreate it.
         }
-        for (k, v) in features(self.allow_flip) {
-            let _ = self.xs.write(&format!("{}/{k}", dev.be_path), v);
+        for (k, v) in features(self.allow_flip, self.max_queues) {
+            let _ = self.xs.write(&format!("{}/{k}", dev.be_path), &v);
         }
         let _ = self.xs.write(&format!("{}/{OWNER_NODE}", dev.be_path), "1");
         let _ = self.xs.rm(&format!("{}/error", dev.be_path));
         let _ = self.xs.rm(&format!("{}/hotplug-error", dev.be_path));
+        if let Some(d) = self.devices.get_mut(&id) {
+            d.mcast_list_lost = false;
+            d.reconfigured = false;
+        }
         self.set_state(id, XenbusState::InitWait);
     }
 
@@ -479,6 +714,9 @@ impl<S: XenStore> Xenbus<S> {
         };
         if !dev.prepared {
             let cfg = read_device_config(&self.xs, &dev.be_path, id, self.policy);
+            if self.xs.broken().is_some() {
+                return;
+            }
             if let Err(why) = vifs.prepare(id, &cfg) {
                 self.refuse(id, &why, vifs);
                 return;
@@ -500,6 +738,10 @@ impl<S: XenStore> Xenbus<S> {
         let _ = self
             .xs
             .unwatch(&format!("{}/state", dev.fe_path), &dev.fe_token);
+        let _ = self.xs.unwatch(
+            &format!("{}/request-multicast-control", dev.fe_path),
+            &mc_token(id),
+        );
         log::info!("{id}: device removed");
     }
 
@@ -511,11 +753,36 @@ impl<S: XenStore> Xenbus<S> {
                 log::info!("{id}: backend {:?} -> {state:?}", d.state);
             }
             d.state = state;
+            d.reconfigured = false;
             let path = format!("{}/state", d.be_path);
             if self.xs.read(&path).is_ok() {
                 let _ = self.xs.write(&path, state.as_str());
             }
         }
+    }
+
+    /// Writes the backend's state node without changing the state the device is tracked in
+    /// (Reconfigured is an answer, not a state of its own), only while the node exists.
+    fn write_state_node(&self, id: VifId, state: XenbusState) {
+        if let Some(d) = self.devices.get(&id) {
+            let path = format!("{}/state", d.be_path);
+            if self.xs.read(&path).is_ok() {
+                log::info!("{id}: backend state node {state:?}");
+                let _ = self.xs.write(&path, state.as_str());
+            }
+        }
+    }
+
+    /// The frontend's `request-multicast-control` changed (or its watch was registered).
+    fn multicast_control_changed(&mut self, id: VifId, vifs: &mut impl VifControl) {
+        let Some(dev) = self.devices.get(&id) else {
+            return;
+        };
+        if dev.mcast_list_lost {
+            return;
+        }
+        let on = read_flag(&self.xs, &dev.fe_path, "request-multicast-control");
+        vifs.set_multicast_control(id, on);
     }
 
     /// The frontend's state changed: follow it.
@@ -533,13 +800,38 @@ impl<S: XenStore> Xenbus<S> {
             .xs
             .read(&format!("{}/online", dev.be_path))
             .is_ok_and(|v| v.trim() == "1");
+        if self.xs.broken().is_some() {
+            return;
+        }
         match (fe_state, ours) {
             (Some(XenbusState::Initialised | XenbusState::Connected), XenbusState::InitWait) => {
                 let fe_path = dev.fe_path.clone();
                 let be_path = dev.be_path.clone();
                 match self.connect(id, &fe_path, &be_path, vifs) {
                     Ok(()) => self.connected(id, &be_path),
+                    // Keys read over a broken connection say nothing: the frontend is looked
+                    // at again after the reconnect.
+                    Err(_) if self.xs.broken().is_some() => {}
                     Err(reason) => self.fail(id, reason, vifs),
+                }
+            }
+            // XDP headroom (Linux's read_xenbus_frontend_xdp): the frontend wrote
+            // `xdp-headroom` and went Reconfiguring; apply it and answer Reconfigured. The
+            // device stays Connected (as Linux's backend state does), and its node says so again
+            // once the frontend is back to Connected.
+            (Some(XenbusState::Reconfiguring), XenbusState::Connected) => {
+                let headroom = read_xdp_headroom(&self.xs, &dev.fe_path);
+                log::info!("{id}: frontend reconfigured: xdp-headroom {headroom}");
+                vifs.set_xdp_headroom(id, headroom);
+                self.write_state_node(id, XenbusState::Reconfigured);
+                if let Some(d) = self.devices.get_mut(&id) {
+                    d.reconfigured = true;
+                }
+            }
+            (Some(XenbusState::Connected), XenbusState::Connected) if dev.reconfigured => {
+                self.write_state_node(id, XenbusState::Connected);
+                if let Some(d) = self.devices.get_mut(&id) {
+                    d.reconfigured = false;
                 }
             }
             (Some(XenbusState::Closing), s)
@@ -594,12 +886,22 @@ impl<S: XenStore> Xenbus<S> {
         _be_path: &str,
         vifs: &mut impl VifControl,
     ) -> Result<(), FrontendError> {
-        let keys = read_frontend_keys(&self.xs, fe_path, self.allow_flip)?;
+        let mut keys = read_frontend_keys(&self.xs, fe_path, self.allow_flip, self.max_queues)?;
+        if self.devices.get(&id).is_some_and(|d| d.mcast_list_lost) && keys.multicast_control {
+            log::warn!(
+                "{id}: the previous backend's multicast list is lost: every multicast frame \
+                 reaches the guest until it reconnects"
+            );
+            keys.multicast_control = false;
+        }
+        let (mode, queues) = (keys.mode, keys.queues.len());
+        let split = keys.queues.iter().any(|q| q.event_channel_rx.is_some());
         vifs.connect(id, keys)?;
         let cfg = self.devices.get(&id).map(|d| &d.cfg);
         log::info!(
-            "{id}: connected ({:?} mode, {})",
-            keys.mode,
+            "{id}: connected ({mode:?} mode, {queues} queue{}{}, {})",
+            if queues == 1 { "" } else { "s" },
+            if split { ", split event channels" } else { "" },
             match cfg {
                 Some(c) if c.mode == VifMode::Host => format!("netdev {}", c.netdev),
                 Some(c) => format!(
@@ -615,7 +917,11 @@ impl<S: XenStore> Xenbus<S> {
 
     /// `xenbus_dev_fatal`: log, write `error`, close.
     fn fail(&mut self, id: VifId, reason: FrontendError, vifs: &mut impl VifControl) {
-        log::error!("{id}: cannot connect the frontend: {reason}");
+        crate::ratelimit::guest_log(
+            log::Level::Error,
+            id,
+            format_args!("{id}: cannot connect the frontend: {reason}"),
+        );
         if let Some(d) = self.devices.get(&id)
             && self.present(&d.be_path)
         {
@@ -628,14 +934,19 @@ impl<S: XenStore> Xenbus<S> {
     }
 }
 
-/// Reads and validates the frontend's keys (`connect_data_rings`, `read_xenbus_vif_flags`).
+/// Reads and validates the frontend's keys (`connect_data_rings` for each queue,
+/// `read_xenbus_vif_flags`), as Linux 6.1 reads them: `multi-queue-num-queues` (default 1; more
+/// than `max_queues` is refused); with one queue the ring keys are in the frontend's directory,
+/// with several in `queue-N/`; each queue's `event-channel-tx` and `event-channel-rx` when both
+/// are there (split event channels), else its `event-channel`.
 pub fn read_frontend_keys(
     xs: &impl XenStore,
     fe_path: &str,
     allow_flip: bool,
+    max_queues: u32,
 ) -> Result<FrontendKeys, FrontendError> {
-    let read_u32 = |key: &'static str| -> Result<Option<u32>, FrontendError> {
-        match xs.read(&format!("{fe_path}/{key}")) {
+    let read_u32 = |dir: &str, key: &'static str| -> Result<Option<u32>, FrontendError> {
+        match xs.read(&format!("{dir}/{key}")) {
             Ok(v) => v
                 .trim()
                 .parse::<u32>()
@@ -644,20 +955,43 @@ pub fn read_frontend_keys(
             Err(_) => Ok(None),
         }
     };
-    let required = |key: &'static str| read_u32(key)?.ok_or(FrontendError::Missing { key });
     // Linux 6.1 reads it with a default of 1, a value that is not a number included.
-    if let Some(n) = read_u32("multi-queue-num-queues").ok().flatten()
-        && n > 1
-    {
-        return Err(FrontendError::TooManyQueues { asked: n, max: 1 });
+    let num_queues = read_u32(fe_path, "multi-queue-num-queues")
+        .ok()
+        .flatten()
+        .unwrap_or(1);
+    if num_queues == 0 || num_queues > max_queues {
+        return Err(FrontendError::TooManyQueues {
+            asked: num_queues,
+            max: max_queues,
+        });
     }
-    if read_u32("event-channel-tx")?.is_some() && read_u32("event-channel")?.is_none() {
-        return Err(FrontendError::SplitEventChannels);
+    let mut queues = Vec::with_capacity(num_queues as usize);
+    for n in 0..num_queues {
+        let dir = if num_queues == 1 {
+            fe_path.to_string()
+        } else {
+            format!("{fe_path}/queue-{n}")
+        };
+        let required =
+            |key: &'static str| read_u32(&dir, key)?.ok_or(FrontendError::Missing { key });
+        let tx = required("tx-ring-ref")?;
+        let rx = required("rx-ring-ref")?;
+        let (evtchn, evtchn_rx) = match (
+            read_u32(&dir, "event-channel-tx")?,
+            read_u32(&dir, "event-channel-rx")?,
+        ) {
+            (Some(t), Some(r)) => (t, Some(Port(r))),
+            _ => (required("event-channel")?, None),
+        };
+        queues.push(QueueKeys {
+            tx_ring_ref: GrantRef(tx),
+            rx_ring_ref: GrantRef(rx),
+            event_channel: Port(evtchn),
+            event_channel_rx: evtchn_rx,
+        });
     }
-    let tx = required("tx-ring-ref")?;
-    let rx = required("rx-ring-ref")?;
-    let evtchn = required("event-channel")?;
-    let mode = match read_u32("request-rx-copy")?.unwrap_or(0) {
+    let mode = match read_u32(fe_path, "request-rx-copy")?.unwrap_or(0) {
         0 if allow_flip => RxMode::Flip,
         0 => return Err(FrontendError::FlipNotOffered),
         _ => RxMode::Copy,
@@ -666,24 +1000,56 @@ pub fn read_frontend_keys(
     // and this backend arms `req_event` itself when it waits for buffers.
     // A `feature-*` key is read as Linux 6.1's `xenbus_read_unsigned(.., 0)` reads it: missing
     // or not a number is 0 (off), and the vif still connects.
-    let flag = |key: &'static str| -> Result<bool, FrontendError> {
-        Ok(read_u32(key).ok().flatten().unwrap_or(0) != 0)
-    };
+    let flag = |key: &'static str| read_u32(fe_path, key).ok().flatten().unwrap_or(0) != 0;
     // What the frontend takes on its rx ring (Linux's read_xenbus_vif_flags).
     let offload = FrontendOffloads {
-        sg: flag("feature-sg")?,
-        csum: !flag("feature-no-csum-offload")?,
-        ipv6_csum: flag("feature-ipv6-csum-offload")?,
-        gso_tcpv4: flag("feature-gso-tcpv4")?,
-        gso_tcpv6: flag("feature-gso-tcpv6")?,
+        sg: flag("feature-sg"),
+        csum: !flag("feature-no-csum-offload"),
+        ipv6_csum: flag("feature-ipv6-csum-offload"),
+        gso_tcpv4: flag("feature-gso-tcpv4"),
+        gso_tcpv6: flag("feature-gso-tcpv6"),
+    };
+    // Linux's connect_ctrl_ring: no `ctrl-ring-ref` (or one that is not a number) is no ctrl
+    // ring; with one, `event-channel-ctrl` is required.
+    let ctrl = match read_u32(fe_path, "ctrl-ring-ref").ok().flatten() {
+        None => None,
+        Some(r) => Some(crate::ctrl::CtrlKeys {
+            ring_ref: GrantRef(r),
+            event_channel: Port(read_u32(fe_path, "event-channel-ctrl")?.ok_or(
+                FrontendError::Missing {
+                    key: "event-channel-ctrl",
+                },
+            )?),
+        }),
     };
     Ok(FrontendKeys {
-        tx_ring_ref: GrantRef(tx),
-        rx_ring_ref: GrantRef(rx),
-        event_channel: Port(evtchn),
+        queues,
         mode,
         offload,
+        ctrl,
+        multicast_control: flag("request-multicast-control"),
+        xdp_headroom: read_xdp_headroom(xs, fe_path),
     })
+}
+
+/// A frontend flag as Linux's `xenbus_read_unsigned(.., 0)` reads it: missing or not a number
+/// is off.
+fn read_flag(xs: &impl XenStore, dir: &str, key: &str) -> bool {
+    xs.read(&format!("{dir}/{key}"))
+        .ok()
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .is_some_and(|v| v != 0)
+}
+
+/// `xdp-headroom` as Linux's `read_xenbus_frontend_xdp` reads it (`%hu`): missing or not a
+/// number is 0; the value is taken modulo 65536 and clamped to `XEN_NETIF_MAX_XDP_HEADROOM`.
+pub fn read_xdp_headroom(xs: &impl XenStore, fe_path: &str) -> u16 {
+    xs.read(&format!("{fe_path}/xdp-headroom"))
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(0, |v| {
+            (v as u16).min(netif_ring::netif::XEN_NETIF_MAX_XDP_HEADROOM)
+        })
 }
 
 #[cfg(test)]

@@ -521,8 +521,8 @@ fn dropping_netback_releases_every_mapping_port_watch_and_page() {
     assert!(double.pages_in_use(BACKEND) > 0);
     assert_eq!(
         double.watches(),
-        3,
-        "the backend tree and each frontend's state"
+        5,
+        "the backend tree, and each frontend's state and request-multicast-control"
     );
 
     drop(nb);

@@ -24,7 +24,7 @@ fn settle(nb: &mut Nb, mut cond: impl FnMut() -> bool) {
 
 fn write_keys(f: &RawFront, fe: &str, extra: &[(&str, &str)]) {
     let xs = f.dom.xenstore();
-    let k = &f.keys;
+    let k = &f.keys.queues[0];
     for (key, v) in [
         ("tx-ring-ref", k.tx_ring_ref.0.to_string()),
         ("rx-ring-ref", k.rx_ring_ref.0.to_string()),

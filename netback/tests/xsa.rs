@@ -287,11 +287,11 @@ fn an_extra_info_slot_that_never_comes_is_fatal() {
     }
 }
 
-// Linux's multicast control (`XEN_NETIF_EXTRA_TYPE_MCAST_ADD/DEL`): a dummy request, answered
-// and never forwarded. This backend offers no `feature-multicast-control` and keeps no list,
-// so a guest sending thousands holds no memory.
+// Linux's multicast control (`XEN_NETIF_EXTRA_TYPE_MCAST_ADD/DEL`, `xenvif_mcast_add/del`): a
+// dummy request, answered and never forwarded. The vif's list holds at most 64 addresses and an
+// add beyond that is answered with an error, so a guest sending thousands holds no more memory.
 #[test]
-fn multicast_control_requests_are_answered_never_forwarded_and_keep_no_state() {
+fn multicast_control_requests_are_answered_never_forwarded_and_the_list_is_bounded() {
     let mut s = scene(Config::default(), 256);
     let learned = |s: &Scene| -> Vec<u32> {
         let snap = s.nb.snapshot();
@@ -301,6 +301,7 @@ fn multicast_control_requests_are_answered_never_forwarded_and_keep_no_state() {
     let mut rsp = Vec::new();
     for i in 0..300u16 {
         let mut slots = split(&mut s.h, &frame(9, 2, 60, 0), &[], NETTXF_EXTRA_INFO, i * 2);
+        // Adds of 150 different groups, and removes of groups never added.
         let t = if i % 2 == 0 {
             XEN_NETIF_EXTRA_TYPE_MCAST_ADD
         } else {
@@ -312,13 +313,26 @@ fn multicast_control_requests_are_answered_never_forwarded_and_keep_no_state() {
     }
     let st = s.stats();
     assert_eq!(st.tx_mcast_requests, 300, "{st:?}");
+    assert_eq!(
+        st.tx_mcast_errors,
+        150 - 64,
+        "adds past the 64th are refused"
+    );
     assert_eq!(st.tx_packets, 0, "a control request carries no frame");
     assert!(st.fatal.is_none());
     assert_eq!(rsp.len(), 600);
-    assert!(
-        rsp.chunks(2)
-            .all(|p| p[0].1 == NETIF_RSP_OKAY && p[1].1 == NETIF_RSP_NULL)
-    );
+    for (i, p) in rsp.chunks(2).enumerate() {
+        let refused = i % 2 == 0 && i / 2 >= 64;
+        let want = if refused {
+            NETIF_RSP_ERROR
+        } else {
+            NETIF_RSP_OKAY
+        };
+        assert_eq!((p[0].1, p[1].1), (want, NETIF_RSP_NULL), "request {i}");
+    }
+    let id = s.h.id();
+    let (_, groups) = s.nb.vifs().find(|v| v.id() == id).unwrap().multicast();
+    assert_eq!(groups.len(), netback::MCAST_MAX);
     assert!(s.b.recv().is_empty(), "nothing reached the other guests");
     assert_eq!(learned(&s), before, "no MAC learned from a control request");
     s.others_carry_on();
@@ -516,29 +530,52 @@ fn xsa216_a_flipped_page_carries_nothing_past_the_frame() {
     assert_eq!(got, sent.concat(), "the frames themselves arrived");
 }
 
-// XSA-270 (CVE-2018-15471): Linux netback trusted the frontend's offsets into its hash
-// mapping table, set over the control ring. This backend offers no control ring; a hash extra
-// on a packet is read and ignored.
+// XSA-270 (CVE-2018-15471): Linux netback trusted the frontend's offset and length into its
+// hash mapping table, set over the ctrl ring, and wrote out of bounds. Here every sub-table
+// that does not lie inside the table (the sum overflowing 32 bits included) is answered
+// INVALID_PARAMETER and changes nothing; a hash extra on a tx packet is read and ignored.
 #[test]
-fn xsa270_no_control_ring_is_offered_and_hash_extras_are_ignored() {
+fn xsa270_hash_mapping_bounds_are_checked_and_tx_hash_extras_are_ignored() {
+    use netif_ring::ctrl::{
+        XEN_NETIF_CTRL_STATUS_INVALID_PARAMETER as INVALID, XEN_NETIF_CTRL_STATUS_SUCCESS as OK,
+        XEN_NETIF_CTRL_TYPE_SET_HASH_MAPPING as SET_MAPPING,
+        XEN_NETIF_CTRL_TYPE_SET_HASH_MAPPING_SIZE as SET_SIZE,
+    };
     let mut s = scene(Config::default(), 256);
-    // A guest the toolstack gives a vif through xenbus: the backend's features say no control
-    // ring.
-    let g = RawFront::new(&s.xen, s.dom0.domid(), Guest::mac(7));
-    let paths = s
-        .xen
-        .add_vif(g.dom.domid(), s.dom0.domid(), 0, "02:00:00:00:00:07")
-        .unwrap();
-    let xs = s.dom0.xenstore();
-    let node = |k: &str| xs.read(&format!("{}/{k}", paths.backend)).ok();
-    for _ in 0..50 {
+    let mut g = RawFront::new(&s.xen, s.dom0.domid(), Guest::mac(7));
+    g.make_ctrl_ring();
+    g.connect(&mut s.nb);
+    let ctrl = |s: &mut Scene, g: &mut RawFront, t: u16, data: [u32; 3]| {
+        g.ctrl_request(t, data);
         s.nb.poll().unwrap();
-        if node("state").as_deref() == Some("2") {
-            break;
-        }
+        let r = g.ctrl_responses();
+        assert_eq!(r.len(), 1, "one response per request");
+        r[0].status
+    };
+    assert_eq!(ctrl(&mut s, &mut g, SET_SIZE, [128, 0, 0]), OK);
+    // Queue numbers of a vif with one queue: only 0 is valid, so the page holds 1s to show any
+    // write that got through.
+    let ones = g.grant_bytes(&[1u8, 0, 0, 0].repeat(1024));
+    for (len, off) in [
+        (2, u32::MAX),
+        (u32::MAX, 2),
+        (0x8000_0000, 0x8000_0000),
+        (2, 127),
+        (129, 0),
+        (1025, 0),
+    ] {
+        assert_eq!(
+            ctrl(&mut s, &mut g, SET_MAPPING, [ones.0, len, off]),
+            INVALID,
+            "{len} entries at {off}"
+        );
     }
-    assert_eq!(node("state").as_deref(), Some("2"), "InitWait");
-    assert_eq!(node("feature-ctrl-ring").as_deref(), Some("0"));
+    let id = g.id();
+    let vif = s.nb.vifs().find(|v| v.id() == id).unwrap();
+    assert_eq!(vif.hash_settings().mapping, vec![0; 128], "nothing written");
+    assert_eq!(s.nb.vif_stats(id).unwrap().ctrl_invalid, 6);
+    assert!(s.nb.vif_stats(id).unwrap().fatal.is_none());
+
     let data = frame(9, 2, 200, 8);
     let mut slots = split(&mut s.h, &data, &[], NETTXF_EXTRA_INFO, 1);
     // Type, algorithm and value are junk a hash table lookup would trip on.
@@ -779,7 +816,7 @@ fn bad_ring_refs_and_event_channels_are_refused_with_an_error_node() {
         };
         settle(&mut s.nb, "2");
         let gx = g.dom.xenstore();
-        let k = &g.keys;
+        let k = &g.keys.queues[0];
         for (name, v) in [
             ("tx-ring-ref", k.tx_ring_ref.0.to_string()),
             ("rx-ring-ref", k.rx_ring_ref.0.to_string()),

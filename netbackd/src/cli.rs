@@ -1,6 +1,6 @@
 //! The command line: what the user asks for, checked before anything starts.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
 
@@ -26,8 +26,25 @@ pub const MAX_GUESTS: u16 = 250;
 /// Example: `netbackd --guests 2 --uplink tap:sn0,addr=10.99.0.1/24`, then from Linux
 /// `ping 10.99.0.2` and `iperf3 -c 10.99.0.2`.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "netbackd", version, about, verbatim_doc_comment)]
+#[command(
+    name = "netbackd",
+    version,
+    about,
+    verbatim_doc_comment,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Args {
+    /// A subcommand (the daemon runs without one).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Read options from a TOML file: each key is a long option's name without the dashes
+    /// (`uplink = ["tap:sn0,addr=10.99.0.1/24"]`, `log = "info"`, `xen = true`). Options given
+    /// on the command line win. SIGHUP reads it again and applies what can change live (log,
+    /// stats-interval, default-rate), logging what it applied and what needs a restart.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// Serve real Xen guests from this domain (dom0 or a driver domain) through /dev/xen
     /// (gntdev, evtchn) and xenstore, instead of the embedded hypervisor.
     #[arg(long)]
@@ -55,16 +72,48 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = VifModeArg::Auto, value_name = "MODE")]
     pub vif_mode: VifModeArg,
 
+    /// Queues a guest may ask for (multi-queue-max-queues; Linux's netfront asks for one per
+    /// vCPU up to this). Default: min(8, this domain's online CPUs), as Linux's xen-netback.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub max_queues: Option<u32>,
+
     /// At SIGINT/SIGTERM, close every device (Closing, then Closed: the guests see their
     /// backend go) and remove the vif netdevs. Without it the vifs stay Connected and the
     /// netdevs stay, for the next netbackd to take over.
     #[arg(long)]
     pub close_on_exit: bool,
 
-    /// Where netbackd --xen keeps its lock file, dom<domid>.lock with its pid: one netbackd
-    /// per backend domain (made 0700 if missing).
-    #[arg(long, default_value = "/run/netbackd", value_name = "DIR")]
+    /// Where netbackd keeps its control socket (ctl.sock, root only; see `netbackd ctl`)
+    /// and, with --xen, its lock file dom<domid>.lock with its pid: one netbackd per backend
+    /// domain (made 0700 if missing).
+    #[arg(long, default_value = DEFAULT_RUN_DIR, value_name = "DIR")]
     pub run_dir: PathBuf,
+
+    /// Limit the transmit of every vif whose vif line has no rate= to BYTES per USECS
+    /// microseconds, as libxl writes rate= (a vif's own rate= wins). Changes live on SIGHUP.
+    #[arg(long, value_name = "BYTES,USECS", value_parser = parse_default_rate)]
+    pub default_rate: Option<String>,
+
+    /// Serve Prometheus metrics on http://ADDR:PORT/metrics (a bare PORT listens on
+    /// 127.0.0.1). Off unless given.
+    #[arg(long, value_name = "[ADDR:]PORT", value_parser = parse_metrics_addr)]
+    pub metrics: Option<SocketAddr>,
+
+    /// After setup, run as this user (NAME, or UID[:GID]), keeping only the capabilities the
+    /// data path still needs. Devices, sockets and uplinks are opened as root first.
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+
+    /// Do not install the seccomp allowlist after setup (for debugging only: a syscall
+    /// outside the list otherwise kills netbackd with SIGSYS, exit status 159). Capabilities
+    /// are still dropped.
+    #[arg(long)]
+    pub no_seccomp: bool,
+
+    /// Testing aid: after confinement, make a syscall outside the allowlist (chroot), which
+    /// the filter must answer by killing the process with SIGSYS.
+    #[arg(long, hide = true)]
+    pub debug_forbidden_syscall: bool,
 
     /// Embedded guests to create at start (not with --xen).
     #[arg(long, default_value_t = 1, value_name = "N")]
@@ -120,9 +169,34 @@ pub struct Args {
     #[arg(long = "pcap", value_name = "PORT:FILE")]
     pub pcaps: Vec<PcapSpec>,
 
-    /// Log level: error, warn, info, debug or trace.
+    /// Log level: error, warn, info, debug or trace. Changes live on SIGHUP (with --config).
     #[arg(long, default_value = "info", value_name = "LEVEL")]
     pub log: log::LevelFilter,
+
+    /// Log line format on stderr: text (a timestamp, the level, the source, the message, then
+    /// key=value fields) or json (one object per line).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, value_name = "FORMAT")]
+    pub log_format: LogFormat,
+}
+
+/// Where netbackd keeps its control socket and lock files unless told otherwise.
+pub const DEFAULT_RUN_DIR: &str = "/run/netbackd";
+
+/// A subcommand.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Ask a running netbackd (over its control socket, root only): list, stats, dump, close.
+    Ctl(crate::ctl::CtlArgs),
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines with key=value fields.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// `--vif-mode`: how each vif's mode is chosen.
@@ -352,6 +426,23 @@ fn parse_rate(s: &str) -> Result<String, String> {
              (libxl's rate=20Mb/s@50ms)"
         )),
     }
+}
+
+fn parse_default_rate(s: &str) -> Result<String, String> {
+    parse_rate(s).map_err(|e| e.replace("--guest-rate", "--default-rate"))
+}
+
+/// `--metrics`: `ADDR:PORT`, `[V6ADDR]:PORT`, or a bare `PORT` on 127.0.0.1.
+pub fn parse_metrics_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+    }
+    s.parse().map_err(|_| {
+        format!(
+            "--metrics {s:?}: write PORT (on 127.0.0.1), ADDR:PORT or [V6ADDR]:PORT, e.g. \
+             127.0.0.1:9101"
+        )
+    })
 }
 
 fn parse_addr(s: &str) -> Result<Ipv4Net, String> {

@@ -18,7 +18,10 @@ use xen_model::{DomainHandle, Hypervisor};
 
 use crate::Error;
 use crate::cli::{Args, Mode};
-use crate::daemon::{self, POOL_PAGES, Run, Signals};
+use crate::confine::Plan;
+use crate::ctl;
+use crate::daemon::{self, POOL_PAGES, Run, Signals, Sockets, Startup};
+use crate::metrics::Latest;
 use crate::toolstack;
 
 /// The driver domain's reservation: the frame pool plus room for everything else it allocates.
@@ -28,7 +31,14 @@ const GUEST_PAGES: u64 = 1024;
 
 /// Runs until SIGINT/SIGTERM. Returns once every guest has closed its netfront, every domain is
 /// destroyed and every frame is back with the machine.
-pub fn run(args: &Args, mut signals: Signals) -> Result<(), Error> {
+///
+/// Everything is opened first (the backend's uplinks, the control and metrics sockets), the
+/// guests' vifs are added and their hotplug scripts played; then the process confines itself
+/// ([`crate::confine`]: the backend's thread confines itself once built, this one after the
+/// toolstack's work, then seccomp for all), and only then do the guests start.
+pub fn run(startup: Startup, mut signals: Signals) -> Result<(), Error> {
+    let args = &startup.args().clone();
+    let plan = Plan::for_args(args).map_err(Error::Confine)?;
     let start = Instant::now();
     let n = args.guests;
     let frames = DOM0_PAGES + u64::from(n) * GUEST_PAGES + 64 * (u64::from(n) + 1);
@@ -46,25 +56,41 @@ pub fn run(args: &Args, mut signals: Signals) -> Result<(), Error> {
         args.guest_net
     );
 
+    let sockets = Sockets::bind(args, false)?;
+    let (queue, feed) = ctl::channel();
+    let latest = args.metrics.map(|_| Latest::default());
     let guest_reports = Arc::new(Mutex::new(Vec::new()));
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), Error>>();
     let backend = {
         let xen = xen.clone();
+        let plan = plan.clone();
         let mut run = Run {
             args: args.clone(),
+            loaded: startup.loaded,
+            argv: startup.argv,
             start,
             stop: signals.stop.clone(),
             report: signals.report.clone(),
+            reload: signals.reload.clone(),
             wake: signals.take_wake_fd(),
             guests: guest_reports.clone(),
             hypervisor: Box::new(move || serde_json::to_value(xen_stats(&xen)).ok()),
+            log: startup.log,
+            ctl: sockets.ctl.as_ref().map(|_| queue),
+            latest: latest.clone(),
         };
         std::thread::Builder::new()
             .name("dom0-netback".into())
             .spawn(move || -> Result<(), Error> {
                 let run = &mut run;
                 xenoprof::register_vcpu(0, xenoprof::Context::Kernel);
-                let mut nb = match daemon::build(dom0, run) {
+                let built = daemon::build(dom0, run).and_then(|nb| {
+                    let mut nb = nb;
+                    crate::confine::confine_thread(&plan).map_err(Error::Confine)?;
+                    daemon::confine_backend_threads(&mut nb, &plan)?;
+                    Ok(nb)
+                });
+                let mut nb = match built {
                     Ok(nb) => {
                         let _ = ready_tx.send(Ok(()));
                         nb
@@ -89,12 +115,18 @@ pub fn run(args: &Args, mut signals: Signals) -> Result<(), Error> {
 
     // The toolstack adds each guest's vif and runs its hotplug script; each guest then
     // connects through xenbus. A guest whose vif fails is not started, as `xl create` fails.
+    let attached: Vec<_> = (1..=n)
+        .map(|k| (k, toolstack::attach_vif(&xen, args, k)))
+        .collect();
+    // Everything is open and every script played: confine this thread and the process.
+    daemon::confine_process(&plan)?;
+    sockets.serve(Some(feed), signals.waker(), latest)?;
     let stop_guests = Arc::new(AtomicBool::new(false));
     let mut guests = Vec::new();
     let mut vifs = Vec::new();
-    for (k, dom) in (1..=n).zip(doms) {
+    for ((k, attach), dom) in attached.into_iter().zip(doms) {
         let addr = args.guest_addr(k);
-        let paths = match toolstack::attach_vif(&xen, args, k) {
+        let paths = match attach {
             Ok(paths) => paths,
             Err(why) => {
                 log::error!(
@@ -133,9 +165,17 @@ pub fn run(args: &Args, mut signals: Signals) -> Result<(), Error> {
         guests.push(g);
     }
     log::info!(
-        "serving {} of {n} guest(s); SIGUSR1 prints counters, SIGINT/SIGTERM stops (twice: at once)",
+        "serving {} of {n} guest(s); SIGUSR1 prints counters, SIGHUP reads --config again, \
+         SIGINT/SIGTERM stops (twice: at once)",
         guests.len()
     );
+    daemon::notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("serving the embedded guests"),
+    ]);
+    if args.debug_forbidden_syscall {
+        crate::confine::forbidden_syscall();
+    }
 
     let served = backend.join().map_err(|_| {
         Error::Os(

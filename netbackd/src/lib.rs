@@ -13,11 +13,19 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod config;
+pub mod confine;
+pub mod ctl;
+mod ctl_text;
 pub mod daemon;
 pub mod embedded;
 pub mod lock;
+pub mod logging;
+pub mod metrics;
 pub mod netdevs;
+mod ops;
 pub mod report;
+pub mod seccomp;
 pub mod toolstack;
 pub mod uplinks;
 pub mod xen;
@@ -60,6 +68,27 @@ pub enum Error {
     /// Another netbackd serves this backend domain, or its lock file cannot be made.
     #[error("{0}")]
     Lock(#[source] lock::LockError),
+    /// The control socket could not be made.
+    #[error("control socket: {0}")]
+    Ctl(#[source] ctl::CtlError),
+    /// The metrics listener could not be bound.
+    #[error(
+        "--metrics {addr}: cannot listen there: {source}; choose a free port (or an address \
+         of this host)"
+    )]
+    Metrics {
+        /// Where.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Confinement after setup failed.
+    #[error("{0}")]
+    Confine(#[source] confine::ConfineError),
+    /// One of the backend's own threads could not confine itself.
+    #[error("confining the backend's control-plane thread: {0}")]
+    ConfineThreads(String),
     /// A system call failed.
     #[error("{0}: {1}")]
     Os(&'static str, #[source] std::io::Error),

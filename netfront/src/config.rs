@@ -7,6 +7,10 @@ use crate::error::{Error, Result};
 pub use netif_ring::netif::RxMode;
 use netif_ring::netif::{ETH_HLEN, MAX_FRAME, XEN_NETIF_NR_SLOTS_MIN};
 
+/// Key bytes a backend keeps (Linux netback's `XEN_NETBK_MAX_HASH_KEY_SIZE`; a longer key is
+/// refused).
+pub(crate) const MAX_HASH_KEY: usize = 40;
+
 /// The largest Ethernet frame a netif tx request can describe: the first slot's `size` is u16
 /// (so the IP MTU is at most 65521, as in Linux).
 const MAX_TX_FRAME: usize = netif_ring::netif::XEN_NETIF_MAX_TX_SIZE as usize;
@@ -45,6 +49,39 @@ pub struct FrontConfig {
     /// busy. The delay starts at 1 ms on the second event in a row that found no work and
     /// doubles up to this.
     pub max_eoi_delay: Duration,
+    /// Queues to ask for (default 1): as many as this and the backend's
+    /// `multi-queue-max-queues` allow. Each queue has its own rings, event channel(s), `tx_pages`
+    /// and `rx_buffers`; frames are sent on the queue their flow hashes to, as Linux's
+    /// `xennet_select_queue` does.
+    pub max_queues: u32,
+    /// Split event channels (a port per direction per queue) when the backend offers
+    /// `feature-split-event-channels` (default false; Linux's netfront always splits when it
+    /// can).
+    pub split_event_channels: bool,
+    /// Receive-side hashing to set up over a ctrl ring, as a Windows guest sets up RSS (default
+    /// none: no ctrl ring is made). Needs the backend's `feature-ctrl-ring`.
+    pub hashing: Option<HashConfig>,
+    /// Multicast control (default none: every multicast frame the backend floods arrives):
+    /// `Some(groups)` writes `request-multicast-control=1` and subscribes each group with an
+    /// MCAST_ADD request once connected, so only those groups (and broadcast) arrive. Needs the
+    /// backend's `feature-multicast-control`.
+    pub multicast: Option<Vec<[u8; 6]>>,
+    /// Bytes to keep free before the data in each rx buffer (`xdp-headroom`, default 0), asked
+    /// for once connected through the Reconfiguring handshake as Linux's netfront does when an
+    /// XDP program is attached. Needs the backend's `feature-xdp-headroom`.
+    pub xdp_headroom: u16,
+}
+
+/// Toeplitz hashing of received frames, set up over the ctrl ring ([`FrontConfig::hashing`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HashConfig {
+    /// The Toeplitz key (at most 40 bytes; the backend reads missing bytes as zeros).
+    pub key: Vec<u8>,
+    /// `XEN_NETIF_CTRL_HASH_TYPE_*` flags: which packet types to hash.
+    pub flags: u32,
+    /// The table mapping `hash % len` to a queue: each entry below the number of queues
+    /// negotiated. Empty: the backend's largest table, filled with the queues round robin.
+    pub mapping: Vec<u32>,
 }
 
 impl Default for FrontConfig {
@@ -59,6 +96,11 @@ impl Default for FrontConfig {
             csum_offload: true,
             gso: true,
             max_eoi_delay: Duration::from_millis(100),
+            max_queues: 1,
+            split_event_channels: false,
+            hashing: None,
+            multicast: None,
+            xdp_headroom: 0,
         }
     }
 }
@@ -97,6 +139,12 @@ impl FrontConfig {
                 MAX_TX_FRAME - ETH_HLEN
             )));
         }
+        if !(1..=64).contains(&self.max_queues) {
+            return Err(Error::BadConfig(format!(
+                "max_queues {} is outside 1..=64",
+                self.max_queues
+            )));
+        }
         if self.rx_buffers == 0 {
             return Err(Error::BadConfig("rx_buffers must be at least 1".into()));
         }
@@ -112,6 +160,29 @@ impl FrontConfig {
             return Err(Error::BadConfig(
                 "rx_refill_batch must be at least 1".into(),
             ));
+        }
+        if let Some(h) = &self.hashing {
+            if h.key.len() > MAX_HASH_KEY {
+                return Err(Error::BadConfig(format!(
+                    "hashing key of {} bytes: backends keep at most {} (Linux's limit)",
+                    h.key.len(),
+                    MAX_HASH_KEY
+                )));
+            }
+            if h.flags & !netif_ring::ctrl::XEN_NETIF_CTRL_HASH_TYPE_ALL != 0 {
+                return Err(Error::BadConfig(format!(
+                    "hashing flags {:#x} name types netif.h does not define (the four it does \
+                     are {:#x})",
+                    h.flags,
+                    netif_ring::ctrl::XEN_NETIF_CTRL_HASH_TYPE_ALL
+                )));
+            }
+            if let Some(q) = h.mapping.iter().find(|q| **q >= self.max_queues) {
+                return Err(Error::BadConfig(format!(
+                    "hashing mapping names queue {q}, but max_queues is {}",
+                    self.max_queues
+                )));
+            }
         }
         if self.tx_pages < self.max_tx_slots() {
             return Err(Error::BadConfig(format!(

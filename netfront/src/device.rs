@@ -10,6 +10,7 @@ use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Med
 use xenoprof::Class;
 
 use crate::config::FrontConfig;
+use crate::ctrl::CtrlChannel;
 use crate::error::{Error, Result};
 use crate::ringmem::guest_ring;
 use crate::rx::RxPath;
@@ -20,33 +21,74 @@ use crate::xenbus::{self, BackendFeatures, XenbusState};
 
 const WATCH_TOKEN: &str = "netfront-backend-state";
 
+/// One queue: its rings (with their pages and grants), its event channel(s), its paths.
+#[derive(Debug)]
+struct FrontQueue {
+    tx_ring: (Pfn, GrantRef),
+    rx_ring: (Pfn, GrantRef),
+    /// Its transmit side's port (the only one without split event channels).
+    tx_port: Port,
+    /// Its receive side's port: `tx_port` unless split.
+    rx_port: Port,
+    /// Each port's late end of interrupt (XSA-391: a backend storming us is throttled); index
+    /// 1 only when split.
+    eoi: [hypervisor::LateEoi; 2],
+    /// Each port's response consumer indices at its last event's end-of-interrupt decision:
+    /// whether they moved since is whether work was done. Only a decision about an event
+    /// moves it, so work done while no event was outstanding counts for the next one (which
+    /// may be the event that announced it: the guest often consumes responses before it
+    /// collects their event).
+    work_mark: [u32; 2],
+}
+
+impl FrontQueue {
+    fn split(&self) -> bool {
+        self.tx_port != self.rx_port
+    }
+
+    /// The responses consumed on a port's side(s), from this queue's paths: side 0 is tx (and
+    /// rx too with one port).
+    fn mark<D: FrontendDomain>(&self, side: usize, tx: &TxPath<D>, rx: &RxPath<D>) -> u32 {
+        let (t, r) = (tx.ring.rsp_cons(), rx.ring.rsp_cons());
+        match (self.split(), side) {
+            (false, _) => t.wrapping_add(r),
+            (true, 0) => t,
+            (true, _) => r,
+        }
+    }
+}
+
 /// A connected vif frontend: the guest's network device.
 #[derive(Debug)]
 pub struct Netfront<D: FrontendDomain> {
-    dom: D,
-    xs: D::Store,
-    fe_dir: String,
-    be_dir: String,
-    backend: DomId,
-    port: Port,
-    evtchn: Arc<D::Evtchn>,
+    pub(crate) dom: D,
+    pub(crate) xs: D::Store,
+    pub(crate) fe_dir: String,
+    pub(crate) be_dir: String,
+    pub(crate) backend: DomId,
+    pub(crate) evtchn: Arc<D::Evtchn>,
     /// Ports delivered by the last wait (reused).
     delivered: Vec<Port>,
-    tx_ring: (Pfn, GrantRef),
-    rx_ring: (Pfn, GrantRef),
-    tx: TxPath<D>,
-    rx: RxPath<D>,
-    cfg: FrontConfig,
-    features: BackendFeatures,
+    /// At least one.
+    queues: Vec<FrontQueue>,
+    /// Each queue's transmit path (by queue index; apart from `queues` so a smoltcp token can
+    /// borrow one queue's receive path and every transmit path at once).
+    pub(crate) tx: Vec<TxPath<D>>,
+    /// Each queue's receive path.
+    rx: Vec<RxPath<D>>,
+    /// The queue `receive` looks at first (round robin).
+    rx_next: usize,
+    /// The queue whose frame `receive` handed out last.
+    last_rx_queue: Option<usize>,
+    pub(crate) cfg: FrontConfig,
+    pub(crate) features: BackendFeatures,
     disconnected: Option<Error>,
-    /// The port's late end of interrupt (XSA-391: a backend storming us is throttled).
-    eoi: hypervisor::LateEoi,
-    /// Both rings' response consumer indices, summed, at the last event's end-of-interrupt
-    /// decision: whether they moved since is whether work was done. Only a decision about an
-    /// event moves it, so work done while no event was outstanding counts for the next one
-    /// (which may be the event that announced it: the guest often consumes responses before
-    /// it collects their event).
-    work_mark: u32,
+    /// The ctrl ring, when receive hashing was asked for.
+    pub(crate) ctrl: Option<CtrlChannel<D>>,
+    /// Ctrl requests answered.
+    pub(crate) ctrl_answered: u64,
+    /// The rx headroom the backend applies (`xdp-headroom`).
+    pub(crate) xdp_headroom: u16,
 }
 
 impl<D: FrontendDomain> Netfront<D> {
@@ -120,8 +162,8 @@ impl<D: FrontendDomain> Netfront<D> {
         nf.publish_and_wait()
     }
 
-    /// Allocates rings, pages, grants and the port. On failure everything allocated so far is
-    /// released again.
+    /// Allocates rings, pages, grants and ports for every queue. On failure everything
+    /// allocated so far is released again.
     #[allow(clippy::type_complexity)]
     fn setup(
         dom: D,
@@ -134,7 +176,7 @@ impl<D: FrontendDomain> Netfront<D> {
     ) -> std::result::Result<Self, (Error, D::Store)> {
         let mut pages: Vec<Pfn> = Vec::new();
         let mut grants: Vec<GrantRef> = Vec::new();
-        // Closing the handle (drop) closes its port.
+        // Closing the handle (drop) closes its ports.
         let evtchn = match dom.open_evtchn() {
             Ok(h) => Arc::new(h),
             Err(e) => return Err((Error::hv("open event channel")(e), xs)),
@@ -156,74 +198,108 @@ impl<D: FrontendDomain> Netfront<D> {
             }
             Ok(v)
         };
+        let num_queues = cfg.max_queues.min(features.max_queues).max(1);
+        let split = cfg.split_event_channels && features.split_event_channels;
         let built = (|| -> Result<Self> {
-            let ring_pages = alloc(2, &mut pages)?;
-            let tx_pages = alloc(cfg.tx_pages, &mut pages)?;
-            let rx_pages = alloc(cfg.rx_buffers, &mut pages)?;
-            let (tx_pfn, rx_pfn) = (ring_pages[0], ring_pages[1]);
-            // Initialise before granting (FRONT_RING_INIT then gnttab_grant_foreign_access).
-            let tx_ring = FrontRing::init(guest_ring(&dom, tx_pfn)?);
-            let rx_ring = FrontRing::init(guest_ring(&dom, rx_pfn)?);
-            let tx_gref = dom
-                .grant_access(backend, tx_pfn, false)
-                .map_err(Error::hv("grant tx ring"))?;
-            grants.push(tx_gref);
-            let rx_gref = dom
-                .grant_access(backend, rx_pfn, false)
-                .map_err(Error::hv("grant rx ring"))?;
-            grants.push(rx_gref);
-            let p = evtchn
-                .alloc_unbound(backend)
-                .map_err(Error::hv("alloc_unbound"))?;
-            let max_frame = cfg.max_frame();
-            let tx = TxPath::new(
-                dom.clone(),
-                backend,
-                p,
-                evtchn.clone(),
-                tx_ring,
-                tx_pages,
-                max_frame,
-                TxCsum {
-                    offload: cfg.csum_offload,
-                    ipv6: features.ipv6_csum_offload,
-                },
-            );
-            let policy = RxPolicy {
-                csum_offload: cfg.csum_offload,
-                gso: cfg.gso_enabled(),
-                max_plain: max_frame,
+            let ctrl = match cfg.hashing {
+                Some(_) => Some(CtrlChannel::new(
+                    &dom,
+                    &evtchn,
+                    backend,
+                    &mut pages,
+                    &mut grants,
+                )?),
+                None => None,
             };
-            let rx = RxPath::new(
-                dom.clone(),
-                backend,
-                p,
-                evtchn.clone(),
-                cfg.rx_mode,
-                rx_ring,
-                rx_pages,
-                cfg.rx_refill_batch,
-                cfg.max_rx_frame(),
-                policy,
-            );
+            let max_frame = cfg.max_frame();
+            let mut queues = Vec::with_capacity(num_queues as usize);
+            let (mut txs, mut rxs) = (Vec::new(), Vec::new());
+            for _ in 0..num_queues {
+                let ring_pages = alloc(2, &mut pages)?;
+                let tx_pages = alloc(cfg.tx_pages, &mut pages)?;
+                let rx_pages = alloc(cfg.rx_buffers, &mut pages)?;
+                let (tx_pfn, rx_pfn) = (ring_pages[0], ring_pages[1]);
+                // Initialise before granting (FRONT_RING_INIT then gnttab_grant_foreign_access).
+                let tx_ring = FrontRing::init(guest_ring(&dom, tx_pfn)?);
+                let rx_ring = FrontRing::init(guest_ring(&dom, rx_pfn)?);
+                let tx_gref = dom
+                    .grant_access(backend, tx_pfn, false)
+                    .map_err(Error::hv("grant tx ring"))?;
+                grants.push(tx_gref);
+                let rx_gref = dom
+                    .grant_access(backend, rx_pfn, false)
+                    .map_err(Error::hv("grant rx ring"))?;
+                grants.push(rx_gref);
+                let tx_port = evtchn
+                    .alloc_unbound(backend)
+                    .map_err(Error::hv("alloc_unbound"))?;
+                let rx_port = if split {
+                    evtchn
+                        .alloc_unbound(backend)
+                        .map_err(Error::hv("alloc_unbound"))?
+                } else {
+                    tx_port
+                };
+                let tx = TxPath::new(
+                    dom.clone(),
+                    backend,
+                    tx_port,
+                    evtchn.clone(),
+                    tx_ring,
+                    tx_pages,
+                    max_frame,
+                    TxCsum {
+                        offload: cfg.csum_offload,
+                        ipv6: features.ipv6_csum_offload,
+                    },
+                );
+                let policy = RxPolicy {
+                    csum_offload: cfg.csum_offload,
+                    gso: cfg.gso_enabled(),
+                    max_plain: max_frame,
+                };
+                let rx = RxPath::new(
+                    dom.clone(),
+                    backend,
+                    rx_port,
+                    evtchn.clone(),
+                    cfg.rx_mode,
+                    rx_ring,
+                    rx_pages,
+                    cfg.rx_refill_batch,
+                    cfg.max_rx_frame(),
+                    policy,
+                );
+                queues.push(FrontQueue {
+                    tx_ring: (tx_pfn, tx_gref),
+                    rx_ring: (rx_pfn, rx_gref),
+                    tx_port,
+                    rx_port,
+                    eoi: [hypervisor::LateEoi::new(), hypervisor::LateEoi::new()],
+                    work_mark: [0; 2],
+                });
+                txs.push(tx);
+                rxs.push(rx);
+            }
             Ok(Self {
                 dom: dom.clone(),
                 xs: dom.xenstore().map_err(Error::hv("open xenstore"))?,
                 fe_dir: fe_dir.clone(),
                 be_dir: be_dir.clone(),
                 backend,
-                port: p,
                 evtchn: evtchn.clone(),
                 delivered: Vec::new(),
-                tx_ring: (tx_pfn, tx_gref),
-                rx_ring: (rx_pfn, rx_gref),
-                tx,
-                rx,
+                queues,
+                tx: txs,
+                rx: rxs,
+                rx_next: 0,
+                last_rx_queue: None,
                 cfg: cfg.clone(),
                 features,
                 disconnected: None,
-                eoi: hypervisor::LateEoi::new(),
-                work_mark: 0,
+                ctrl,
+                ctrl_answered: 0,
+                xdp_headroom: 0,
             })
         })();
         match built {
@@ -242,32 +318,59 @@ impl<D: FrontendDomain> Netfront<D> {
     /// Posts rx buffers, writes the keys, switches to Connected and waits for the backend.
     fn publish_and_wait(mut self) -> Result<Self> {
         let r = (|| -> Result<()> {
-            self.rx.refill_all()?;
+            for rx in &mut self.rx {
+                rx.refill_all()?;
+            }
             let xs = &self.xs;
             let fe = &self.fe_dir;
-            let keys = [
-                ("tx-ring-ref", self.tx_ring.1.0.to_string()),
-                ("rx-ring-ref", self.rx_ring.1.0.to_string()),
-                ("event-channel", self.port.0.to_string()),
-                (
-                    "request-rx-copy",
-                    match self.cfg.rx_mode {
-                        crate::RxMode::Copy => "1",
-                        crate::RxMode::Flip => "0",
-                    }
-                    .to_string(),
-                ),
-                ("feature-sg", "1".into()),
-                ("feature-rx-notify", "1".into()),
-            ];
-            for (k, v) in keys {
-                xs.write(&format!("{fe}/{k}"), &v)
-                    .map_err(Error::hv("xenstore write frontend key"))?;
-            }
-            for (k, v) in xenbus::offload_keys(&self.cfg) {
+            let write = |k: &str, v: &str| {
                 xs.write(&format!("{fe}/{k}"), v)
-                    .map_err(Error::hv("xenstore write frontend key"))?;
+                    .map_err(Error::hv("xenstore write frontend key"))
+            };
+            // As Linux's talk_to_netback: the queue count when the backend offers multi-queue,
+            // one queue's keys flat, several under queue-N/.
+            if self.features.max_queues > 1 {
+                write("multi-queue-num-queues", &self.queues.len().to_string())?;
             }
+            let many = self.queues.len() > 1;
+            for (n, q) in self.queues.iter().enumerate() {
+                let dir = if many {
+                    format!("queue-{n}/")
+                } else {
+                    String::new()
+                };
+                write(&format!("{dir}tx-ring-ref"), &q.tx_ring.1.0.to_string())?;
+                write(&format!("{dir}rx-ring-ref"), &q.rx_ring.1.0.to_string())?;
+                if q.split() {
+                    write(&format!("{dir}event-channel-tx"), &q.tx_port.0.to_string())?;
+                    write(&format!("{dir}event-channel-rx"), &q.rx_port.0.to_string())?;
+                } else {
+                    write(&format!("{dir}event-channel"), &q.tx_port.0.to_string())?;
+                }
+            }
+            let copy = match self.cfg.rx_mode {
+                crate::RxMode::Copy => "1",
+                crate::RxMode::Flip => "0",
+            };
+            write("request-rx-copy", copy)?;
+            write("feature-sg", "1")?;
+            write("feature-rx-notify", "1")?;
+            for (k, v) in xenbus::offload_keys(&self.cfg) {
+                write(k, v)?;
+            }
+            if let Some(c) = &self.ctrl {
+                write("ctrl-ring-ref", &c.page.1.0.to_string())?;
+                write("event-channel-ctrl", &c.port.0.to_string())?;
+            }
+            // netif.h: before Connected. Written either way, so a reconnect inherits nothing.
+            write(
+                "request-multicast-control",
+                if self.cfg.multicast.is_some() {
+                    "1"
+                } else {
+                    "0"
+                },
+            )?;
             xenbus::switch_state(xs, fe, XenbusState::Connected)?;
             xenbus::wait_for_state(
                 xs,
@@ -277,9 +380,21 @@ impl<D: FrontendDomain> Netfront<D> {
                 |s| s == XenbusState::Connected,
             )?;
             // The backend is bound now: tell it about the buffers posted above.
-            self.evtchn
-                .notify(self.port)
-                .map_err(Error::hv("notify(connect)"))?;
+            for q in &self.queues {
+                self.evtchn
+                    .notify(q.rx_port)
+                    .map_err(Error::hv("notify(connect)"))?;
+            }
+            // What the ctrl ring, multicast control and XDP headroom set up (crate::ctrl).
+            if let Some(h) = self.cfg.hashing.clone() {
+                self.set_up_hashing(&h)?;
+            }
+            for g in self.cfg.multicast.clone().unwrap_or_default() {
+                self.subscribe(g)?;
+            }
+            if self.cfg.xdp_headroom != 0 {
+                self.set_xdp_headroom(self.cfg.xdp_headroom)?;
+            }
             Ok(())
         })();
         match r {
@@ -304,9 +419,31 @@ impl<D: FrontendDomain> Netfront<D> {
         &self.fe_dir
     }
 
-    /// The local event-channel port.
+    /// The local event-channel port of the first queue (its transmit side's when split).
     pub fn port(&self) -> Port {
-        self.port
+        self.queues[0].tx_port
+    }
+
+    /// Every local port, each once.
+    pub fn ports(&self) -> Vec<Port> {
+        let mut v = Vec::new();
+        for q in &self.queues {
+            v.push(q.tx_port);
+            if q.split() {
+                v.push(q.rx_port);
+            }
+        }
+        v
+    }
+
+    /// Queues negotiated with the backend.
+    pub fn num_queues(&self) -> usize {
+        self.queues.len()
+    }
+
+    /// Whether the event channels are split (a port per direction per queue).
+    pub fn split_event_channels(&self) -> bool {
+        self.queues[0].split()
     }
 
     /// The backend's domain id.
@@ -319,12 +456,42 @@ impl<D: FrontendDomain> Netfront<D> {
         &self.cfg
     }
 
-    /// Frames received and not yet taken by the stack.
-    pub fn rx_pending(&self) -> usize {
-        self.rx.ready.len()
+    /// Whether a ctrl ring was made ([`FrontConfig::hashing`]).
+    pub fn has_ctrl_ring(&self) -> bool {
+        self.ctrl.is_some()
     }
 
-    fn disconnect(&mut self, e: Error) -> Error {
+    /// The rx headroom the backend applies, as last set ([`Netfront::set_xdp_headroom`]).
+    pub fn xdp_headroom(&self) -> u16 {
+        self.xdp_headroom
+    }
+
+    /// The queue the frame the stack took last came on, and its hash extra's (value,
+    /// `_XEN_NETIF_CTRL_HASH_TYPE_*`) if it had one.
+    pub fn last_rx(&self) -> Option<(usize, Option<(u32, u8)>)> {
+        let q = self.last_rx_queue?;
+        Some((q, self.rx[q].last_hash))
+    }
+
+    /// Each queue's counters (transmit and receive paths together).
+    pub fn queue_stats(&self) -> Vec<Stats> {
+        self.tx
+            .iter()
+            .zip(&self.rx)
+            .map(|(t, r)| {
+                let mut s = t.stats;
+                s.merge(&r.stats);
+                s
+            })
+            .collect()
+    }
+
+    /// Frames received and not yet taken by the stack.
+    pub fn rx_pending(&self) -> usize {
+        self.rx.iter().map(|r| r.ready.len()).sum()
+    }
+
+    pub(crate) fn disconnect(&mut self, e: Error) -> Error {
         if self.disconnected.is_none() {
             let why = e.to_string();
             let _ = self.xs.write(&format!("{}/error", self.fe_dir), &why);
@@ -334,23 +501,28 @@ impl<D: FrontendDomain> Netfront<D> {
         e
     }
 
-    fn check_connected(&self) -> Result<()> {
+    pub(crate) fn check_connected(&self) -> Result<()> {
         match &self.disconnected {
             Some(e) => Err(Error::Disconnected(e.to_string())),
             None => Ok(()),
         }
     }
 
-    /// Processes both rings: reclaims tx, consumes rx responses, refills rx. Returns whether
-    /// anything happened. A backend protocol violation disconnects the device (`Error::Ring`).
+    /// Processes every queue's rings: reclaims tx, consumes rx responses, refills rx. Returns
+    /// whether anything happened. A backend protocol violation disconnects the device
+    /// (`Error::Ring`).
     pub fn poll(&mut self) -> Result<bool> {
         self.check_connected()?;
         let _s = xenoprof::scope(Class::NETFRONT);
         let r = (|| -> Result<bool> {
-            let t = self.tx.reclaim()?;
-            let r = self.rx.process()?;
-            let p = self.rx.refill(true)?;
-            Ok(t + r + p > 0)
+            let mut any = false;
+            for (tx, rx) in self.tx.iter_mut().zip(&mut self.rx) {
+                let t = tx.reclaim()?;
+                let r = rx.process()?;
+                let p = rx.refill(true)?;
+                any |= t + r + p > 0;
+            }
+            Ok(any)
         })();
         r.map_err(|e| match e {
             Error::Ring(_) => self.disconnect(e),
@@ -358,7 +530,7 @@ impl<D: FrontendDomain> Netfront<D> {
         })
     }
 
-    /// Final checks on both rings, then blocks on the event channel until an event or
+    /// Final checks on every ring, then blocks on the event channel until an event or
     /// `timeout` (`None`: no limit). Returns at once if work is waiting. Also notices a backend
     /// that switched to Closing/Closed (`Error::BackendClosed`).
     ///
@@ -373,22 +545,31 @@ impl<D: FrontendDomain> Netfront<D> {
         let _s = xenoprof::scope(Class::NETFRONT);
         self.end_of_interrupt()?;
         self.check_backend()?;
-        if !self.rx.ready.is_empty() {
+        if self.rx_pending() > 0 {
             return Ok(());
         }
         let work = (|| -> std::result::Result<bool, netif_ring::RingError> {
-            Ok(self.tx.ring.final_check_for_responses()?
-                | self.rx.ring.final_check_for_responses()?)
+            let mut any = false;
+            for (tx, rx) in self.tx.iter_mut().zip(&mut self.rx) {
+                any |=
+                    tx.ring.final_check_for_responses()? | rx.ring.final_check_for_responses()?;
+            }
+            Ok(any)
         })();
         match work {
             Ok(true) => return Ok(()),
             Ok(false) => {}
             Err(e) => {
-                self.tx.broken.get_or_insert(e);
+                self.tx[0].broken.get_or_insert(e);
                 return Err(self.disconnect(Error::Ring(e)));
             }
         }
-        let timeout = match self.eoi.deadline() {
+        let deadline = self
+            .queues
+            .iter()
+            .flat_map(|q| q.eoi.iter().filter_map(hypervisor::LateEoi::deadline))
+            .min();
+        let timeout = match deadline {
             Some(t) => {
                 let until = t.saturating_duration_since(Instant::now());
                 Some(timeout.map_or(until, |d| d.min(until)))
@@ -399,31 +580,56 @@ impl<D: FrontendDomain> Netfront<D> {
         self.evtchn
             .wait(timeout, &mut self.delivered)
             .map_err(Error::hv("evtchn wait"))?;
-        if self.delivered.contains(&self.port) {
-            self.eoi.delivered();
+        for q in &mut self.queues {
+            if self.delivered.contains(&q.tx_port) {
+                q.eoi[0].delivered();
+            }
+            if q.split() && self.delivered.contains(&q.rx_port) {
+                q.eoi[1].delivered();
+            }
         }
         Ok(())
     }
 
-    /// The late end of interrupt for the event the last wait delivered (see [`Self::wait`]),
-    /// and a held-back one that has come due.
-    fn end_of_interrupt(&mut self) -> Result<()> {
-        let mark = self
-            .rx
-            .ring
-            .rsp_cons()
-            .wrapping_add(self.tx.ring.rsp_cons());
-        let now = Instant::now();
-        let decision =
-            self.eoi
-                .end_of_interrupt(mark != self.work_mark, now, self.cfg.max_eoi_delay);
-        if decision != Eoi::Idle {
-            self.work_mark = mark;
+    /// Port `p` was delivered by a wait other than [`Self::wait`]'s: its queue's late end of
+    /// interrupt will decide its unmask, as for an event `wait` collected.
+    pub(crate) fn mark_delivered(&mut self, p: Port) {
+        for q in &mut self.queues {
+            if p == q.tx_port {
+                q.eoi[0].delivered();
+            }
+            if q.split() && p == q.rx_port {
+                q.eoi[1].delivered();
+            }
         }
-        let unmask = matches!(decision, Eoi::Worked | Eoi::Spurious);
-        if unmask || self.eoi.take_due(now) {
+    }
+
+    /// The late end of interrupt for the events the last wait delivered (see [`Self::wait`]),
+    /// and held-back ones that have come due.
+    fn end_of_interrupt(&mut self) -> Result<()> {
+        let now = Instant::now();
+        let mut unmask = Vec::new();
+        for (i, q) in self.queues.iter_mut().enumerate() {
+            let sides = if q.split() { 2 } else { 1 };
+            for side in 0..sides {
+                let mark = q.mark(side, &self.tx[i], &self.rx[i]);
+                let decision = q.eoi[side].end_of_interrupt(
+                    mark != q.work_mark[side],
+                    now,
+                    self.cfg.max_eoi_delay,
+                );
+                if decision != Eoi::Idle {
+                    q.work_mark[side] = mark;
+                }
+                let due = matches!(decision, Eoi::Worked | Eoi::Spurious);
+                if due || q.eoi[side].take_due(now) {
+                    unmask.push(if side == 0 { q.tx_port } else { q.rx_port });
+                }
+            }
+        }
+        if !unmask.is_empty() {
             self.evtchn
-                .unmask(&[self.port])
+                .unmask(&unmask)
                 .map_err(Error::hv("evtchn unmask"))?;
         }
         Ok(())
@@ -447,17 +653,23 @@ impl<D: FrontendDomain> Netfront<D> {
         Ok(())
     }
 
-    /// A snapshot of the counters.
+    /// A snapshot of the counters, every queue together.
     pub fn stats(&self) -> Stats {
-        let mut s = self.tx.stats;
-        s.merge(&self.rx.stats);
-        s.spurious_wakeups += self.eoi.spurious();
-        s.eoi_delayed += self.eoi.delayed();
+        let mut s = Stats::default();
+        for (q, (tx, rx)) in self.queues.iter().zip(self.tx.iter().zip(&self.rx)) {
+            s.merge(&tx.stats);
+            s.merge(&rx.stats);
+            for e in &q.eoi {
+                s.spurious_wakeups += e.spurious();
+                s.eoi_delayed += e.delayed();
+            }
+        }
+        s.ctrl_requests = self.ctrl_answered;
         s
     }
 
     /// Tears down: Closing, wait for the backend to let go (Closing/Closed), end every grant,
-    /// free every page, close the port, Closed. A grant the backend still holds after the
+    /// free every page, close the ports, Closed. A grant the backend still holds after the
     /// timeout is reported as [`Error::GrantsStillInUse`] and its page is not freed.
     pub fn close(self) -> Result<()> {
         let _s = xenoprof::scope(Class::NETFRONT);
@@ -470,13 +682,12 @@ impl<D: FrontendDomain> Netfront<D> {
             xs,
             fe_dir,
             be_dir,
-            port,
             evtchn,
-            tx_ring,
-            rx_ring,
-            mut tx,
-            mut rx,
+            queues,
+            tx: txs,
+            rx: rxs,
             cfg,
+            ctrl,
             ..
         } = self;
         let _ = xenbus::switch_state(&xs, &fe_dir, XenbusState::Closing);
@@ -501,28 +712,53 @@ impl<D: FrontendDomain> Netfront<D> {
                 }
             }
         };
-        for (pfn, g) in tx.outstanding() {
-            if !retry(&|| dom.end_access(g)) {
-                stuck.push(pfn);
-            }
-        }
-        free.extend(tx.pages.iter().copied().filter(|p| !stuck.contains(p)));
-        for buf in rx.take_posted() {
-            if retry(&|| rx.end_for_teardown(buf)) {
-                free.push(buf.pfn);
+        let mut ports = Vec::new();
+        if let Some(c) = ctrl {
+            let CtrlChannel { ring, page, port } = c;
+            // The ring (its page view) goes before its page can be freed.
+            drop(ring);
+            if retry(&|| dom.end_access(page.1)) {
+                free.push(page.0);
             } else {
-                stuck.push(buf.pfn);
+                stuck.push(page.0);
             }
+            ports.push(port);
         }
-        free.extend(rx.take_owned_pages());
-        // Drop the rings (their page views) before their pages can be freed and reused.
-        drop(tx);
-        drop(rx);
-        for (pfn, g) in [tx_ring, rx_ring] {
-            if retry(&|| dom.end_access(g)) {
-                free.push(pfn);
-            } else {
-                stuck.push(pfn);
+        for ((q, mut tx), mut rx) in queues.into_iter().zip(txs).zip(rxs) {
+            let FrontQueue {
+                tx_ring,
+                rx_ring,
+                tx_port,
+                rx_port,
+                ..
+            } = q;
+            for (pfn, g) in tx.outstanding() {
+                if !retry(&|| dom.end_access(g)) {
+                    stuck.push(pfn);
+                }
+            }
+            free.extend(tx.pages.iter().copied().filter(|p| !stuck.contains(p)));
+            for buf in rx.take_posted() {
+                if retry(&|| rx.end_for_teardown(buf)) {
+                    free.push(buf.pfn);
+                } else {
+                    stuck.push(buf.pfn);
+                }
+            }
+            free.extend(rx.take_owned_pages());
+            // Drop the rings (their page views) before their pages can be freed and reused.
+            drop(tx);
+            drop(rx);
+            for (pfn, g) in [tx_ring, rx_ring] {
+                if retry(&|| dom.end_access(g)) {
+                    free.push(pfn);
+                } else {
+                    stuck.push(pfn);
+                }
+            }
+            ports.push(tx_port);
+            if rx_port != tx_port {
+                ports.push(rx_port);
             }
         }
         let mut first_err = None;
@@ -534,11 +770,13 @@ impl<D: FrontendDomain> Netfront<D> {
                 });
             }
         }
-        if let Err(e) = evtchn.unbind(port) {
-            first_err.get_or_insert(Error::Hypervisor {
-                op: "close event channel",
-                source: e,
-            });
+        for port in ports {
+            if let Err(e) = evtchn.unbind(port) {
+                first_err.get_or_insert(Error::Hypervisor {
+                    op: "close event channel",
+                    source: e,
+                });
+            }
         }
         let _ = xenbus::switch_state(&xs, &fe_dir, XenbusState::Closed);
         let _ = xs.unwatch(&format!("{be_dir}/state"), WATCH_TOKEN);
@@ -555,10 +793,10 @@ pub struct NetfrontRxToken<'a, D: FrontendDomain> {
     rx: &'a mut RxPath<D>,
 }
 
-/// Room for one frame on the tx ring.
+/// Room for one frame on the tx ring of whichever queue its flow hashes to.
 #[derive(Debug)]
 pub struct NetfrontTxToken<'a, D: FrontendDomain> {
-    tx: &'a mut TxPath<D>,
+    tx: &'a mut [TxPath<D>],
 }
 
 impl<D: FrontendDomain> phy::RxToken for NetfrontRxToken<'_, D> {
@@ -575,18 +813,51 @@ impl<D: FrontendDomain> phy::TxToken for NetfrontTxToken<'_, D> {
     where
         F: FnOnce(&mut [u8]) -> R,
     {
-        if len > self.tx.scratch.len() {
+        let txs = self.tx;
+        if len > txs[0].scratch.len() {
             // Longer than the MTU we advertised: let the stack write it, then drop it.
-            self.tx.stats.tx_drop += 1;
+            txs[0].stats.tx_drop += 1;
             return f(&mut vec![0; len]);
         }
-        let r = f(&mut self.tx.scratch[..len]);
+        let r = f(&mut txs[0].scratch[..len]);
         let _s = xenoprof::scope(Class::NETFRONT);
-        let flags = self.tx.offload(len);
+        // The frame's flow picks its queue (Linux's xennet_select_queue); it was written into
+        // queue 0's scratch buffer, which trades places with the chosen queue's (no copy).
+        let qi = if txs.len() > 1 {
+            offload::flow::flow_hash(&txs[0].scratch[..len]) as usize % txs.len()
+        } else {
+            0
+        };
+        if qi != 0 {
+            let (first, rest) = txs.split_at_mut(qi);
+            std::mem::swap(&mut first[0].scratch, &mut rest[0].scratch);
+        }
+        let tx = &mut txs[qi];
+        let flags = tx.offload(len);
         // A failure is counted in tx_errors; smoltcp's TxToken has no error path, and a
         // disconnect shows up in the next poll.
-        let _ = self.tx.send_scratch(len, flags);
+        let _ = tx.send_scratch(len, flags);
         r
+    }
+}
+
+impl<D: FrontendDomain> Netfront<D> {
+    /// Whether every queue has room for the largest frame (a token may send on any of them),
+    /// reclaiming first where one has not. A backend protocol violation disconnects.
+    fn tx_room(&mut self) -> bool {
+        for i in 0..self.tx.len() {
+            if !self.tx[i].has_room() {
+                let _s = xenoprof::scope(Class::NETFRONT);
+                if let Err(e) = self.tx[i].reclaim() {
+                    self.disconnect(e);
+                    return false;
+                }
+                if !self.tx[i].has_room() {
+                    return false;
+                }
+            }
+        }
+        true
     }
 }
 
@@ -607,42 +878,43 @@ impl<D: FrontendDomain> phy::Device for Netfront<D> {
         if self.disconnected.is_some() {
             return None;
         }
-        if self.rx.ready.is_empty() {
-            let _s = xenoprof::scope(Class::NETFRONT);
-            if let Err(e) = self.rx.process() {
-                self.disconnect(e);
-                return None;
+        // The next queue with a frame, round robin, processing responses where none is ready.
+        let n = self.rx.len();
+        let mut found = None;
+        for k in 0..n {
+            let i = (self.rx_next + k) % n;
+            if self.rx[i].ready.is_empty() {
+                let _s = xenoprof::scope(Class::NETFRONT);
+                if let Err(e) = self.rx[i].process() {
+                    self.disconnect(e);
+                    return None;
+                }
             }
-            if self.rx.ready.is_empty() {
-                return None;
+            if !self.rx[i].ready.is_empty() {
+                found = Some(i);
+                break;
             }
         }
-        if !self.tx.has_room() {
-            let _s = xenoprof::scope(Class::NETFRONT);
-            if let Err(e) = self.tx.reclaim() {
-                self.disconnect(e);
-                return None;
-            }
+        let i = found?;
+        self.rx_next = (i + 1) % n;
+        self.last_rx_queue = Some(i);
+        // A frame received may need an answer; without room for one the stack still gets the
+        // frame (its reply then waits for the next transmit).
+        let _ = self.tx_room();
+        if self.disconnected.is_some() {
+            return None;
         }
         Some((
-            NetfrontRxToken { rx: &mut self.rx },
+            NetfrontRxToken {
+                rx: &mut self.rx[i],
+            },
             NetfrontTxToken { tx: &mut self.tx },
         ))
     }
 
     fn transmit(&mut self, _timestamp: smoltcp::time::Instant) -> Option<Self::TxToken<'_>> {
-        if self.disconnected.is_some() {
+        if self.disconnected.is_some() || !self.tx_room() {
             return None;
-        }
-        if !self.tx.has_room() {
-            let _s = xenoprof::scope(Class::NETFRONT);
-            if let Err(e) = self.tx.reclaim() {
-                self.disconnect(e);
-                return None;
-            }
-            if !self.tx.has_room() {
-                return None;
-            }
         }
         Some(NetfrontTxToken { tx: &mut self.tx })
     }

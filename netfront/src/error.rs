@@ -66,6 +66,14 @@ pub enum Error {
         /// How many grants could not be ended.
         count: usize,
     },
+    /// A ctrl-ring or multicast request the backend did not accept.
+    #[error("netfront: {what}: {why}; change FrontConfig (hashing, multicast) or the backend")]
+    Ctrl {
+        /// Which request.
+        what: &'static str,
+        /// What went wrong.
+        why: String,
+    },
     /// The device was disconnected earlier (see the first error) and can only be closed.
     #[error("netfront: device disconnected ({0}); only close() is possible")]
     Disconnected(String),

@@ -69,10 +69,24 @@
 //! A backend that breaks the ring protocol (an impossible producer index) disconnects the
 //! device with [`Error::Ring`]; nothing a backend writes can make this crate panic.
 //!
+//! # Ctrl ring, multicast control, XDP headroom
+//!
+//! As a Windows guest uses the first two: [`FrontConfig::hashing`] makes a ctrl ring and sets
+//! up Toeplitz hashing over it once connected (algorithm, flags, key, mapping over the
+//! negotiated queues); received frames then come with a hash extra-info slot, whose value is
+//! recorded ([`Netfront::last_rx`], [`Stats::rx_hash`]). [`FrontConfig::multicast`] asks for
+//! multicast control and subscribes its groups with MCAST_ADD requests ([`Netfront::subscribe`],
+//! [`Netfront::unsubscribe`] later). As Linux's netfront asks for XDP headroom:
+//! [`FrontConfig::xdp_headroom`] / [`Netfront::set_xdp_headroom`] run the Reconfiguring
+//! handshake; received data then starts at the headroom in each buffer, which the rx path
+//! follows from each response (and from the XDP extra, for a backend that counts the headroom
+//! in the slot's size as Linux's does).
+//!
 //! No `unsafe`: ring pages become ring memory through `hypervisor::ringpage`, the audited place.
 #![forbid(unsafe_code)]
 
 mod config;
+mod ctrl;
 mod device;
 mod error;
 mod ringmem;
@@ -82,7 +96,7 @@ mod stats;
 mod tx;
 pub mod xenbus;
 
-pub use config::{FrontConfig, RxMode};
+pub use config::{FrontConfig, HashConfig, RxMode};
 pub use device::{Netfront, NetfrontRxToken, NetfrontTxToken};
 pub use error::{Error, Result};
 pub use stats::Stats;

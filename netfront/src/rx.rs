@@ -48,6 +48,8 @@ pub(crate) struct Frag {
 pub(crate) struct Frame {
     pub(crate) nfrags: usize,
     pub(crate) len: usize,
+    /// Its hash extra's (value, `_XEN_NETIF_CTRL_HASH_TYPE_*`), if one came.
+    pub(crate) hash: Option<(u32, u8)>,
 }
 
 /// The frame being assembled from responses.
@@ -63,6 +65,10 @@ struct Partial {
     more: bool,
     /// The GSO extra-info slot.
     gso: Option<ExtraInfo>,
+    /// The hash extra's (value, type).
+    hash: Option<(u32, u8)>,
+    /// The XDP extra's headroom.
+    xdp: Option<u16>,
 }
 
 /// A frame's fragments in the domain's pages.
@@ -116,6 +122,8 @@ pub(crate) struct RxPath<D: FrontendDomain> {
     policy: RxPolicy,
     pub(crate) broken: Option<RingError>,
     pub(crate) stats: Stats,
+    /// The hash of the frame the stack took last.
+    pub(crate) last_hash: Option<(u32, u8)>,
 }
 
 impl<D: FrontendDomain> RxPath<D> {
@@ -153,6 +161,7 @@ impl<D: FrontendDomain> RxPath<D> {
             policy,
             broken: None,
             stats: Stats::default(),
+            last_hash: None,
         }
     }
 
@@ -288,17 +297,33 @@ impl<D: FrontendDomain> RxPath<D> {
     }
 
     /// An extra-info slot of the frame in progress: its request's buffer holds no data and goes
-    /// back to the pool; a GSO slot is kept for the checks, anything else condemns the frame.
+    /// back to the pool. A GSO slot is kept for the checks, a hash slot's value recorded, an XDP
+    /// slot's headroom applied; anything else condemns the frame.
     fn on_extra(&mut self, idx: u32, x: ExtraInfo) {
         if let Some((buf, _)) = self.take_buf(idx) {
             self.free_pages.push(buf.pfn);
         }
         self.extra_pending = x.flags & XEN_NETIF_EXTRA_FLAG_MORE != 0;
         let p = &mut self.partial;
-        // Only GSO is negotiated: a malformed slot (type 0 or >= MAX, GSO size 0, unknown GSO
-        // type), another type, or a second GSO slot is a backend bug.
+        // A malformed slot (type 0 or >= MAX, GSO size 0, unknown GSO type), a multicast type
+        // (a frontend's to send, never to receive), or a second slot of one type is a backend
+        // bug.
         match ExtraRepr::parse(&x) {
             Ok(ExtraRepr::Gso { .. }) if p.gso.is_none() => p.gso = Some(x),
+            Ok(ExtraRepr::Hash {
+                hash_type, value, ..
+            }) if p.hash.is_none() => p.hash = Some((u32::from_le_bytes(value), hash_type)),
+            Ok(ExtraRepr::Xdp { headroom }) if p.xdp.is_none() => {
+                p.xdp = Some(headroom);
+                // Linux's netback answers offset 0 and counts the headroom in the status, and
+                // Linux's netfront takes the offset from this slot: data that a response says
+                // starts before the headroom starts at it (a backend that says where the data
+                // is, as this project's does, is left alone).
+                let n = self.frags.len();
+                for f in self.frags.range_mut(n - p.nfrags..) {
+                    p.len -= skip_headroom(f, headroom);
+                }
+            }
             _ => {
                 p.bad.get_or_insert(Bad::Extra);
             }
@@ -323,14 +348,16 @@ impl<D: FrontendDomain> RxPath<D> {
                     bad = Some(Bad::Slot);
                 }
                 let len = if bad.is_none() { status as usize } else { 0 };
-                self.frags.push_back(Frag {
+                let mut frag = Frag {
                     pfn: buf.pfn,
                     offset: offset.min(PAGE_SIZE),
                     len,
-                });
+                };
                 let p = &mut self.partial;
+                let skipped = p.xdp.map_or(0, |h| skip_headroom(&mut frag, h));
+                self.frags.push_back(frag);
                 p.nfrags += 1;
-                p.len += len;
+                p.len += len - skipped;
                 if p.len > self.max_frame {
                     bad = bad.or(Some(Bad::TooLong));
                 }
@@ -381,9 +408,12 @@ impl<D: FrontendDomain> RxPath<D> {
                     self.count_delivered(how);
                     self.stats.rx_packets += 1;
                     self.stats.rx_bytes += p.len as u64;
+                    self.stats.rx_hash += u64::from(p.hash.is_some());
+                    self.stats.rx_xdp += u64::from(p.xdp.is_some());
                     self.ready.push_back(Frame {
                         nfrags: p.nfrags,
                         len: p.len,
+                        hash: p.hash,
                     });
                     return;
                 }
@@ -440,6 +470,7 @@ impl<D: FrontendDomain> RxPath<D> {
                 .map(|f| f(&[]))
                 .unwrap_or_else(|| unreachable_call());
         };
+        self.last_hash = frame.hash;
         let mut out = None;
         if frame.nfrags == 1
             && let Some(fr) = self.frags.front().copied()
@@ -505,6 +536,19 @@ impl<D: FrontendDomain> RxPath<D> {
     ) -> std::result::Result<(), hypervisor::Error> {
         self.end_buf(buf).map(|_| ())
     }
+}
+
+/// Moves a slot whose data the response says starts before `headroom` to start at it (see
+/// `on_extra`); returns the bytes it lost.
+fn skip_headroom(f: &mut Frag, headroom: u16) -> usize {
+    let h = usize::from(headroom);
+    if f.offset >= h {
+        return 0;
+    }
+    let shift = (h - f.offset).min(f.len);
+    f.offset += shift;
+    f.len -= shift;
+    shift
 }
 
 /// `f` is called exactly once on every path of `consume`; this marks the impossible case.

@@ -41,6 +41,11 @@ pub struct Stats {
     pub rx_drop_csum: u64,
     /// Rx buffers posted.
     pub rx_posted: u64,
+    /// Rx frames that came with a hash extra-info slot (receive hashing set up over the ctrl
+    /// ring).
+    pub rx_hash: u64,
+    /// Rx frames that came with an XDP extra-info slot (a headroom before their data).
+    pub rx_xdp: u64,
     /// Frames sent.
     pub tx_packets: u64,
     /// Bytes sent.
@@ -57,6 +62,12 @@ pub struct Stats {
     pub tx_drop: u64,
     /// Tx responses with an unknown or idle id (a buggy backend; ignored).
     pub tx_bad_response: u64,
+    /// Multicast add/remove requests sent.
+    pub tx_mcast: u64,
+    /// Of those, adds the backend refused (its list was full).
+    pub tx_mcast_refused: u64,
+    /// Requests answered on the ctrl ring.
+    pub ctrl_requests: u64,
     /// Grants the backend still held when their response came (retried later).
     pub grant_busy: u64,
     /// Event-channel notifications sent.
@@ -90,6 +101,8 @@ impl Stats {
             rx_drop_csum_blank,
             rx_drop_csum,
             rx_posted,
+            rx_hash,
+            rx_xdp,
             tx_packets,
             tx_bytes,
             tx_csum_blank,
@@ -97,6 +110,9 @@ impl Stats {
             tx_errors,
             tx_drop,
             tx_bad_response,
+            tx_mcast,
+            tx_mcast_refused,
+            ctrl_requests,
             grant_busy,
             notifies,
             spurious_wakeups,
@@ -119,6 +135,8 @@ impl Stats {
         self.rx_drop_csum_blank += rx_drop_csum_blank;
         self.rx_drop_csum += rx_drop_csum;
         self.rx_posted += rx_posted;
+        self.rx_hash += rx_hash;
+        self.rx_xdp += rx_xdp;
         self.tx_packets += tx_packets;
         self.tx_bytes += tx_bytes;
         self.tx_csum_blank += tx_csum_blank;
@@ -126,6 +144,9 @@ impl Stats {
         self.tx_errors += tx_errors;
         self.tx_drop += tx_drop;
         self.tx_bad_response += tx_bad_response;
+        self.tx_mcast += tx_mcast;
+        self.tx_mcast_refused += tx_mcast_refused;
+        self.ctrl_requests += ctrl_requests;
         self.grant_busy += grant_busy;
         self.notifies += notifies;
         self.spurious_wakeups += spurious_wakeups;

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use hypervisor::{DomId, GrantRef, Pfn, Port};
 use hypervisor::{EventChannel, FrontendDomain};
 use netif_ring::netif::{
-    NETIF_RSP_NULL, NETTXF_CSUM_BLANK, NETTXF_DATA_VALIDATED, NETTXF_MORE_DATA, TxRequest,
-    TxResponse,
+    ExtraRepr, NETIF_RSP_NULL, NETTXF_CSUM_BLANK, NETTXF_DATA_VALIDATED, NETTXF_EXTRA_INFO,
+    NETTXF_MORE_DATA, TxRequest, TxResponse,
 };
 use netif_ring::{PAGE_SIZE, RingError, TxFrontRing};
 use offload::parse::L3Kind;
@@ -44,6 +44,10 @@ pub(crate) struct TxPath<D: FrontendDomain> {
     free_ids: Vec<u16>,
     /// Answered requests whose grant the backend still held; retried on every reclaim.
     pub(crate) busy: Vec<(u16, GrantRef)>,
+    /// Ids of multicast control requests in flight (no page, no grant).
+    control: Vec<bool>,
+    /// Multicast control requests answered so far, and of those refused.
+    pub(crate) mcast_answered: (u64, u64),
     /// Where smoltcp writes a frame before it goes into pages (reused, never reallocated).
     pub(crate) scratch: Vec<u8>,
     max_slots: usize,
@@ -73,6 +77,8 @@ impl<D: FrontendDomain> TxPath<D> {
             evtchn,
             ring,
             grefs: vec![None; n],
+            control: vec![false; n],
+            mcast_answered: (0, 0),
             free_ids: (0..n as u16).rev().collect(),
             pages,
             busy: Vec::new(),
@@ -186,6 +192,42 @@ impl<D: FrontendDomain> TxPath<D> {
         self.push_and_notify()
     }
 
+    /// Sends a multicast add (`add`) or remove of `addr` as Windows' xenvif does: a request
+    /// with no data (gref 0, size 0) and `NETTXF_extra_info`, then the MCAST extra. False if
+    /// there is no room now.
+    pub(crate) fn send_mcast(&mut self, add: bool, addr: [u8; 6]) -> Result<bool> {
+        if self.broken.is_some() || self.ring.free_requests() < 2 {
+            return Ok(false);
+        }
+        let Some(id) = self.free_ids.pop() else {
+            return Ok(false);
+        };
+        self.control[id as usize] = true;
+        let req = TxRequest {
+            gref: 0,
+            offset: 0,
+            flags: NETTXF_EXTRA_INFO,
+            id,
+            size: 0,
+        };
+        let extra = if add {
+            ExtraRepr::McastAdd(addr)
+        } else {
+            ExtraRepr::McastDel(addr)
+        };
+        // Cannot fail: two requests' room was checked above.
+        let _ = self.ring.put_request(req);
+        let _ = self.ring.put_request_as(extra.emit(false));
+        self.stats.tx_mcast += 1;
+        self.push_and_notify()?;
+        Ok(true)
+    }
+
+    /// Whether a multicast control request is still unanswered.
+    pub(crate) fn control_in_flight(&self) -> bool {
+        self.control.iter().any(|c| *c)
+    }
+
     /// Revokes the grants of a frame that was never put on the ring.
     fn undo(&mut self, ids: &[u16]) {
         for &id in ids {
@@ -224,6 +266,19 @@ impl<D: FrontendDomain> TxPath<D> {
             };
             n += 1;
             if rsp.status == NETIF_RSP_NULL {
+                continue;
+            }
+            if let Some(c) = self.control.get_mut(rsp.id as usize)
+                && *c
+            {
+                // A multicast control request: no page, no grant.
+                *c = false;
+                self.free_ids.push(rsp.id);
+                self.mcast_answered.0 += 1;
+                if rsp.status < 0 {
+                    self.mcast_answered.1 += 1;
+                    self.stats.tx_mcast_refused += 1;
+                }
                 continue;
             }
             let Some(gref) = self.grefs.get_mut(rsp.id as usize).and_then(Option::take) else {

@@ -114,6 +114,19 @@ pub struct BackendFeatures {
     /// checksum (Linux netfront's `NETIF_F_IPV6_CSUM`); without it netfront completes IPv6
     /// checksums itself before sending.
     pub ipv6_csum_offload: bool,
+    /// `multi-queue-max-queues` (1 when absent or not a number).
+    pub max_queues: u32,
+    /// `feature-split-event-channels`.
+    pub split_event_channels: bool,
+    /// `feature-ctrl-ring`.
+    pub ctrl_ring: bool,
+    /// `feature-multicast-control`.
+    pub multicast_control: bool,
+    /// `feature-dynamic-multicast-control`: `request-multicast-control` is followed while
+    /// connected.
+    pub dynamic_multicast_control: bool,
+    /// `feature-xdp-headroom`.
+    pub xdp_headroom: bool,
 }
 
 fn read_flag(xs: &impl XenStore, dir: &str, key: &str) -> Result<bool> {
@@ -158,6 +171,21 @@ impl BackendFeatures {
             gso_tcpv4: read_flag(xs, backend_dir, "feature-gso-tcpv4")?,
             gso_tcpv6: read_flag(xs, backend_dir, "feature-gso-tcpv6")?,
             ipv6_csum_offload: read_flag(xs, backend_dir, "feature-ipv6-csum-offload")?,
+            max_queues: xs
+                .read(&format!("{backend_dir}/multi-queue-max-queues"))
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .filter(|&n| n >= 1)
+                .unwrap_or(1),
+            split_event_channels: read_flag(xs, backend_dir, "feature-split-event-channels")?,
+            ctrl_ring: read_flag(xs, backend_dir, "feature-ctrl-ring")?,
+            multicast_control: read_flag(xs, backend_dir, "feature-multicast-control")?,
+            dynamic_multicast_control: read_flag(
+                xs,
+                backend_dir,
+                "feature-dynamic-multicast-control",
+            )?,
+            xdp_headroom: read_flag(xs, backend_dir, "feature-xdp-headroom")?,
         })
     }
 
@@ -178,6 +206,18 @@ impl BackendFeatures {
                 "mtu {} needs multi-slot frames but the backend has no feature-sg=1",
                 cfg.mtu
             ));
+        }
+        if cfg.hashing.is_some() && !self.ctrl_ring {
+            return Err("receive hashing wanted but the backend has no feature-ctrl-ring=1".into());
+        }
+        if cfg.multicast.is_some() && !self.multicast_control {
+            return Err(
+                "multicast control wanted but the backend has no feature-multicast-control=1"
+                    .into(),
+            );
+        }
+        if cfg.xdp_headroom != 0 && !self.xdp_headroom {
+            return Err("xdp headroom wanted but the backend has no feature-xdp-headroom=1".into());
         }
         Ok(())
     }
@@ -242,6 +282,12 @@ mod tests {
             gso_tcpv4: true,
             gso_tcpv6: true,
             ipv6_csum_offload: true,
+            max_queues: 1,
+            split_event_channels: true,
+            ctrl_ring: true,
+            multicast_control: true,
+            dynamic_multicast_control: true,
+            xdp_headroom: true,
         };
         let copy = FrontConfig::default();
         let flip = FrontConfig {

@@ -6,6 +6,8 @@
 //!
 //! - [`netif`]: `TxRequest`, `TxResponse`, `RxRequest`, `RxResponse`, `ExtraInfo` and the
 //!   `NETTXF_*`/`NETRXF_*`/`NETIF_RSP_*` constants, with compile-time layout assertions.
+//! - [`ctrl`]: the control ring's `CtrlRequest`/`CtrlResponse` (16/12 bytes, 128 slots), the
+//!   `XEN_NETIF_CTRL_*` constants and netif.h's Toeplitz hash.
 //! - [`FrontRing`] and [`BackRing`]: each side's operations only, named after the ring.h macros
 //!   (`push_requests_and_check_notify`, `final_check_for_responses`, `unconsumed_requests`, ...),
 //!   with event suppression exactly as ring.h does it.
@@ -20,6 +22,7 @@
 #![deny(unsafe_code)]
 
 mod back;
+pub mod ctrl;
 mod error;
 mod front;
 pub mod netif;
@@ -42,6 +45,8 @@ pub use sync::SeededBug;
 #[cfg(loom)]
 pub use sync::seed_bug;
 
+pub use ctrl::CtrlRing;
+
 /// A frontend's transmit ring over ring memory `M`.
 pub type TxFrontRing<M> = FrontRing<TxRing, M>;
 /// A backend's transmit ring.
@@ -50,3 +55,7 @@ pub type TxBackRing<M> = BackRing<TxRing, M>;
 pub type RxFrontRing<M> = FrontRing<RxRing, M>;
 /// A backend's receive ring.
 pub type RxBackRing<M> = BackRing<RxRing, M>;
+/// A frontend's control ring.
+pub type CtrlFrontRing<M> = FrontRing<CtrlRing, M>;
+/// A backend's control ring.
+pub type CtrlBackRing<M> = BackRing<CtrlRing, M>;

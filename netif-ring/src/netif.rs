@@ -178,6 +178,10 @@ pub const XEN_NETIF_MAX_TX_SIZE: u32 = 0xFFFF;
 /// `XEN_NETIF_NR_SLOTS_MIN`: slots per packet every backend must accept.
 pub const XEN_NETIF_NR_SLOTS_MIN: u32 = 18;
 
+/// `XEN_NETIF_MAX_XDP_HEADROOM`: the most `xdp-headroom` a backend honours (Linux clamps a
+/// larger value to this).
+pub const XEN_NETIF_MAX_XDP_HEADROOM: u16 = 0x7FFF;
+
 /// Length of an Ethernet header (`ETH_HLEN`): a tx packet's first slot carries at least this.
 pub const ETH_HLEN: usize = 14;
 /// The largest frame either end handles: a maximum (65535-byte) IP packet with its Ethernet

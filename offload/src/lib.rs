@@ -20,6 +20,7 @@
 //!   `inet_gro_receive`, `tcp4_gro_complete`) over frames the caller keeps behind a
 //!   [`gro::GroSink`] (a NIC driver's own buffers); [`gro::Gro`] is the same engine over byte
 //!   slices, with engine-owned flow buffers lent to the caller.
+//! - [`flow::flow_hash`]: a frame's flow as one number, to keep a flow on one queue.
 //! - [`netif`]: `NETTXF_*`/`NETRXF_*` flags and the GSO extra-info slot, both directions, as
 //!   Linux's netback and netfront lay them out.
 //! - [`virtio`]: the 10-byte `virtio_net_hdr` a TAP device with `IFF_VNET_HDR` carries, both
@@ -31,6 +32,7 @@
 
 pub mod csum;
 mod error;
+pub mod flow;
 pub mod gro;
 pub mod gso;
 pub mod netif;

@@ -56,6 +56,14 @@ pub enum Error {
         /// Attempts made.
         attempts: u32,
     },
+    /// xenstored did not answer a request within its deadline; the connection is given up.
+    #[error(
+        "xenstore did not answer within {after:?}: xenstored is overloaded or gone; connect again"
+    )]
+    Timeout {
+        /// The deadline.
+        after: std::time::Duration,
+    },
     /// A grant-copy segment whose granted side would cross the end of its page (the kernel
     /// would fail the whole batch with `EINVAL`).
     #[error(
@@ -150,6 +158,7 @@ impl From<Error> for hypervisor::Error {
             Error::Unavailable { what, hint } => hypervisor::Error::Unavailable { what, hint },
             Error::Os { op, errno, hint } => hypervisor::Error::Os { op, errno, hint },
             Error::Disconnected => hypervisor::Error::XsDisconnected,
+            Error::Timeout { after } => hypervisor::Error::XsTimeout { after },
             e => hypervisor::Error::Platform(e.to_string()),
         }
     }

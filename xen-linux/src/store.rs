@@ -215,6 +215,10 @@ impl XenStore for XenXs {
         }))
     }
 
+    fn set_request_timeout(&self, timeout: Option<std::time::Duration>) {
+        self.lock().client.set_timeout(timeout);
+    }
+
     fn as_fd(&self) -> Option<BorrowedFd<'_>> {
         Some(self.epoll.as_fd())
     }

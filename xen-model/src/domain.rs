@@ -297,7 +297,7 @@ impl DomainHandle {
 
     /// A xenstore connection for this domain (its own watch queue).
     pub fn xenstore(&self) -> XsConnection {
-        XsConnection::new(self.d.machine.clone(), self.d.id)
+        XsConnection::new(self.d.machine.clone(), self.d.id, false)
     }
 }
 

@@ -196,7 +196,7 @@ impl Hypervisor {
 
     /// A xenstore connection with dom0 (toolstack) privileges, whether or not domain 0 exists.
     pub fn xenstore(&self) -> XsConnection {
-        XsConnection::new(self.m.clone(), 0)
+        XsConnection::new(self.m.clone(), 0, true)
     }
 
     /// Reads bytes of a machine frame through the direct map (a debugger's view, like

@@ -127,31 +127,47 @@ impl EventChannel for EvtchnHandle {
 
 impl XenStore for XsConnection {
     fn read(&self, path: &str) -> Result<String> {
+        self.gate(self.request_timeout())?;
         XsConnection::read(self, path)
     }
     fn write(&self, path: &str, value: &str) -> Result<()> {
+        self.gate(self.request_timeout())?;
         XsConnection::write(self, path, value)
     }
     fn mkdir(&self, path: &str) -> Result<()> {
+        self.gate(self.request_timeout())?;
         XsConnection::mkdir(self, path)
     }
     fn rm(&self, path: &str) -> Result<()> {
+        self.gate(self.request_timeout())?;
         XsConnection::rm(self, path)
     }
     fn directory(&self, path: &str) -> Result<Vec<String>> {
+        self.gate(self.request_timeout())?;
         XsConnection::directory(self, path)
     }
     fn set_permissions(&self, path: &str, perms: &[XsPerm]) -> Result<()> {
+        self.gate(self.request_timeout())?;
         XsConnection::set_permissions(self, path, perms)
     }
     fn watch(&self, path: &str, token: &str) -> Result<()> {
+        self.gate(self.request_timeout())?;
         XsConnection::watch(self, path, token)
     }
     fn unwatch(&self, path: &str, token: &str) -> Result<()> {
+        self.gate(self.request_timeout())?;
         XsConnection::unwatch(self, path, token)
     }
     fn read_watch(&self, timeout: Option<Duration>) -> Result<Option<WatchEvent>> {
+        // A dead xenstored breaks the connection for its watch events too.
+        self.gate(Some(Duration::ZERO)).or_else(|e| match e {
+            hypervisor::Error::XsTimeout { .. } => Ok(()),
+            e => Err(e),
+        })?;
         XsConnection::read_watch(self, timeout)
+    }
+    fn set_request_timeout(&self, timeout: Option<Duration>) {
+        XsConnection::set_request_timeout(self, timeout)
     }
     fn as_fd(&self) -> Option<BorrowedFd<'_>> {
         XsConnection::as_fd(self)

@@ -49,6 +49,22 @@ struct Tree {
 pub(crate) struct Store {
     tree: Mutex<Tree>,
     next_conn: AtomicU64,
+    /// Faults a test injects into one domain's connections (a slow or dead xenstored).
+    faults: Mutex<Faults>,
+}
+
+/// A slow or dead xenstored, as seen by the connections of one domain (never the toolstack's
+/// own, `Hypervisor::xenstore`): every request waits `delay` first; while `down`, every request
+/// fails with `XsDisconnected`; a connection made before the last restart stays broken (as a
+/// socket to a xenstored that died), so its owner must connect again and re-register its
+/// watches.
+#[derive(Debug, Default)]
+struct Faults {
+    domid: Option<DomId>,
+    delay: Duration,
+    down: bool,
+    /// Restarts so far: a connection older than the last one is broken for good.
+    epoch: u64,
 }
 
 fn dom0_perms(others: XsPermLevel) -> Vec<XsPerm> {
@@ -176,6 +192,10 @@ impl Tree {
 }
 
 impl Store {
+    fn faults(&self) -> std::sync::MutexGuard<'_, Faults> {
+        self.faults.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub fn new() -> Self {
         let mut nodes = BTreeMap::new();
         for p in ["/", "/local", "/local/domain", "/vm", "/tool"] {
@@ -193,6 +213,7 @@ impl Store {
                 watches: vec![],
             }),
             next_conn: AtomicU64::new(1),
+            faults: Mutex::new(Faults::default()),
         }
     }
 
@@ -250,6 +271,12 @@ impl Store {
 pub struct XsConnection {
     m: Arc<Machine>,
     domid: DomId,
+    /// The toolstack's connection (`Hypervisor::xenstore`): never subject to injected faults.
+    toolstack: bool,
+    /// The restart epoch it was made in (see `Faults`).
+    epoch: u64,
+    /// The deadline of each request, in nanoseconds (0: none): only injected delays take time.
+    timeout_ns: AtomicU64,
     id: u64,
     tx: Sender<WatchEvent>,
     rx: Mutex<Receiver<WatchEvent>>,
@@ -288,13 +315,17 @@ impl WatchSignal {
 }
 
 impl XsConnection {
-    pub(crate) fn new(m: Arc<Machine>, domid: DomId) -> Self {
+    pub(crate) fn new(m: Arc<Machine>, domid: DomId, toolstack: bool) -> Self {
         // Relaxed: a unique id, nothing published.
         let id = m.store.next_conn.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel();
+        let epoch = m.store.faults().epoch;
         Self {
             m,
             domid,
+            toolstack,
+            epoch,
+            timeout_ns: AtomicU64::new(0),
             id,
             tx,
             rx: Mutex::new(rx),
@@ -305,6 +336,55 @@ impl XsConnection {
     /// The connection's domain.
     pub fn domid(&self) -> DomId {
         self.domid
+    }
+
+    /// Gives every request a deadline (`None`: none).
+    pub fn set_request_timeout(&self, timeout: Option<Duration>) {
+        let ns = timeout.map_or(0, |t| t.as_nanos().clamp(1, u128::from(u64::MAX)) as u64);
+        // Relaxed: a setting read by this connection's own requests; nothing else is published.
+        self.timeout_ns.store(ns, Ordering::Relaxed);
+    }
+
+    /// Each request's deadline.
+    pub fn request_timeout(&self) -> Option<Duration> {
+        // Relaxed: as in `set_request_timeout`.
+        match self.timeout_ns.load(Ordering::Relaxed) {
+            0 => None,
+            ns => Some(Duration::from_nanos(ns)),
+        }
+    }
+
+    /// The injected faults, before a request: waits the delay, then fails if xenstored is
+    /// down or was restarted since this connection was made. `timeout` bounds the wait: a
+    /// request that would take longer fails with `XsTimeout` at the deadline, as a client
+    /// with a request deadline sees it.
+    pub(crate) fn gate(&self, timeout: Option<Duration>) -> Result<()> {
+        if self.toolstack {
+            return Ok(());
+        }
+        let (delay, broken) = {
+            let f = self.m.store.faults();
+            if f.domid != Some(self.domid) {
+                return Ok(());
+            }
+            (f.delay, f.down || f.epoch != self.epoch)
+        };
+        if broken {
+            return Err(Error::XsDisconnected);
+        }
+        if delay.is_zero() {
+            return Ok(());
+        }
+        match timeout {
+            Some(t) if t < delay => {
+                std::thread::sleep(t);
+                Err(Error::XsTimeout { after: t })
+            }
+            _ => {
+                std::thread::sleep(delay);
+                Ok(())
+            }
+        }
     }
 
     fn tree(&self) -> std::sync::MutexGuard<'_, Tree> {
@@ -499,6 +579,30 @@ impl Drop for XsConnection {
 }
 
 impl crate::machine::Hypervisor {
+    /// Makes xenstored answer domain `domid`'s requests only after `delay` (zero: at once), as
+    /// an overloaded xenstored would; the toolstack's own connection is not affected.
+    pub fn xenstore_delay(&self, domid: DomId, delay: Duration) {
+        let mut f = self.m.store.faults();
+        f.domid = Some(domid);
+        f.delay = delay;
+    }
+
+    /// Takes xenstored away from domain `domid`: its requests fail with `XsDisconnected` until
+    /// [`Hypervisor::xenstore_restart`], and connections made before then stay broken.
+    pub fn xenstore_kill(&self, domid: DomId) {
+        let mut f = self.m.store.faults();
+        f.domid = Some(domid);
+        f.down = true;
+    }
+
+    /// xenstored is back (a restart): new connections work; old ones stay broken, so their
+    /// owners must connect again and register their watches again.
+    pub fn xenstore_restart(&self) {
+        let mut f = self.m.store.faults();
+        f.down = false;
+        f.epoch += 1;
+    }
+
     /// Nodes in the store, for leak checks.
     pub fn xenstore_nodes(&self) -> usize {
         self.m.store.tree().nodes.len()

@@ -23,7 +23,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use bridge_lite::testkit::udp_frame;
-use bridge_lite::{Bridge, BridgeConfig, MacAddr, Output, PortId, PortKind};
+use bridge_lite::{Bridge, BridgeConfig, Forwarder, MacAddr, Output, PortId, PortKind};
 
 /// Vif ports behind which the guest stations sit.
 pub const VIFS: usize = 8;
@@ -192,6 +192,72 @@ impl Workload {
         self.handles = batch;
         n
     }
+}
+
+/// One forwarding thread's share of a bridge: its own [`Forwarder`], ingress port and frames.
+pub struct Stream {
+    pub fwd: Forwarder,
+    pub ingress: PortId,
+    pool: &'static [Vec<u8>],
+    batch: usize,
+    now: Duration,
+    next: usize,
+    handles: Vec<&'static [u8]>,
+}
+
+impl Stream {
+    /// As [`Workload::step`], through this stream's forwarder.
+    #[inline]
+    pub fn step(&mut self, out: &mut Output<&'static [u8]>) -> usize {
+        let mut batch = std::mem::take(&mut self.handles);
+        for _ in 0..self.batch {
+            batch.push(self.pool[self.next].as_slice());
+            self.next = (self.next + 1) % POOL;
+        }
+        self.now += Duration::from_micros(1);
+        self.fwd
+            .forward(self.ingress, &mut batch, self.now, out)
+            .expect("forward");
+        let n = out.len();
+        out.clear();
+        self.handles = batch;
+        n
+    }
+}
+
+/// Two streams over one bridge (set up as [`build`]) for two threads, each with its own
+/// ingress port: the uplink's remote stations to the guests (the `build` traffic), and vif 1's
+/// guests (stations 0, 8, 16, ...) to the remote stations. Every frame is known unicast.
+pub fn build_two_streams(wire_len: usize, macs: usize, batch: usize) -> (Workload, Stream, Stream) {
+    let w = build(wire_len, macs, batch);
+    let vif1 = w.bridge.ports().nth(1).expect("vif 1");
+    let len = buffer_len(wire_len);
+    let guests: Vec<usize> = (0..macs).step_by(VIFS).collect();
+    let pool: Vec<Vec<u8>> = (0..POOL)
+        .map(|i| {
+            let from = guest(guests[i % guests.len()]);
+            udp_frame(from, remote((i * 7919) % macs), len, i as u32)
+        })
+        .collect();
+    let down = Stream {
+        fwd: w.bridge.forwarder(),
+        ingress: w.uplink,
+        pool: w.pool,
+        batch,
+        now: w.now,
+        next: 0,
+        handles: Vec::new(),
+    };
+    let up = Stream {
+        fwd: w.bridge.forwarder(),
+        ingress: vif1,
+        pool: Box::leak(pool.into_boxed_slice()),
+        batch,
+        now: w.now,
+        next: 0,
+        handles: Vec::new(),
+    };
+    (w, down, up)
 }
 
 /// The frame pool, leaked so handles can be `&'static [u8]` and one `Output` can be reused

@@ -79,8 +79,17 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `netbackd ARGS` inside `ns` (stdout and stderr captured).
     pub fn start(ns: &Netns, args: &[&str]) -> Daemon {
-        let child = ns
-            .command(env!("CARGO_BIN_EXE_netbackd"))
+        Self::start_without(ns, args, &[])
+    }
+
+    /// [`Daemon::start`] without the environment variables `unset` (e.g. `NETBACKD_SECCOMP`,
+    /// which a run checking the allowlist sets, for a test of the filter's kill).
+    pub fn start_without(ns: &Netns, args: &[&str], unset: &[&str]) -> Daemon {
+        let mut cmd = ns.command(env!("CARGO_BIN_EXE_netbackd"));
+        for var in unset {
+            cmd.env_remove(var);
+        }
+        let child = cmd
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -95,6 +104,11 @@ impl Daemon {
     pub fn signal(&self, sig: Signal) {
         let pid = self.child.as_ref().expect("running").id();
         kill_process(Pid::from_raw(pid as i32).expect("pid"), sig).expect("kill");
+    }
+
+    /// Its pid (`ip netns exec` execs the program: the pid is netbackd's own).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
     }
 
     /// Whether it is still running.

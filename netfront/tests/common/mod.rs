@@ -97,6 +97,12 @@ pub struct RxFrame {
     pub extras: Vec<ExtraInfo>,
     /// Publish the first slot and the extras only: the rest of the frame never comes.
     pub truncate_after_extras: bool,
+    /// Bytes left free before the data in each buffer (XDP headroom); the data slots carry
+    /// `PAGE - headroom` bytes each.
+    pub headroom: u16,
+    /// With a headroom, answer as Linux's netback does: offset 0 and a status that counts the
+    /// headroom (the frontend learns where the data is from the XDP extra).
+    pub linux_headroom: bool,
 }
 
 impl RxFrame {
@@ -116,7 +122,7 @@ impl RxFrame {
             data,
             csum_flags: flags & (NETRXF_CSUM_BLANK | NETRXF_DATA_VALIDATED),
             extras: extra.into_iter().collect(),
-            truncate_after_extras: false,
+            ..Self::default()
         }
     }
 
@@ -431,7 +437,7 @@ fn run(
             };
             let mut delivered = 0;
             while let Some(f) = v.pending.front() {
-                let need = f.data.len().div_ceil(PAGE).max(1)
+                let need = f.data.len().div_ceil(PAGE - usize::from(f.headroom)).max(1)
                     + f.extras.len()
                     + usize::from(opts.hostile == Hostile::RxExtraInfo);
                 if c.rx.unconsumed_requests().unwrap_or(0) < need as u32 {
@@ -546,10 +552,11 @@ fn deliver(
     f: &RxFrame,
     hostile: Hostile,
 ) -> RxLayout {
+    let room = PAGE - usize::from(f.headroom);
     let chunks: Vec<&[u8]> = if f.data.is_empty() {
         vec![&f.data[..]]
     } else {
-        f.data.chunks(PAGE).collect()
+        f.data.chunks(room).collect()
     };
     let n = chunks.len();
     let mut layout = RxLayout {
@@ -563,7 +570,7 @@ fn deliver(
         let ok = if c.copy {
             let mut op = [GnttabCopy::new(
                 GnttabCopyPtr::local(staging[k], 0),
-                GnttabCopyPtr::gref(fe, GrantRef(req.gref), 0),
+                GnttabCopyPtr::gref(fe, GrantRef(req.gref), f.headroom),
                 chunk.len() as u16,
             )];
             dom0.grant_copy_abi(&mut op).unwrap();
@@ -575,8 +582,10 @@ fn deliver(
         };
         let offset = if hostile == Hostile::RxOffsetPastPage {
             4000
-        } else {
+        } else if f.linux_headroom {
             0
+        } else {
+            f.headroom
         };
         let mut flags = if k + 1 < n { NETRXF_MORE_DATA } else { 0 };
         if k == 0 {
@@ -587,7 +596,8 @@ fn deliver(
             layout.first_flags = flags;
         }
         let status = if ok && hostile != Hostile::RxErrorStatus {
-            chunk.len() as i16
+            let counted = if f.linux_headroom { f.headroom } else { 0 };
+            (chunk.len() + usize::from(counted)) as i16
         } else {
             NETIF_RSP_ERROR
         };

@@ -4,6 +4,7 @@
 //! any ring index, publish any `req_prod` (`netif_ring::raw`), name any grant reference, grant,
 //! re-grant and revoke its pages in any order.
 
+mod ctrl;
 mod rx;
 mod tx;
 mod xenbus;
@@ -15,7 +16,7 @@ use hypervisor::ringpage::{OwnRingPage, own_ring};
 use hypervisor::{DomId, GrantRef, Pfn, Port};
 use netback::{FrontendKeys, FrontendOffloads, RxMode, VifId};
 use netif_ring::netif::{ExtraInfo, TxResponse};
-use netif_ring::{FrontRing, PageRing, RxRing, Slot, TxRing, raw};
+use netif_ring::{CtrlRing, FrontRing, PageRing, RxRing, Slot, TxRing, raw};
 use xen_model::{DomainHandle, EvtchnHandle, Hypervisor};
 
 use crate::Nb;
@@ -27,6 +28,8 @@ pub use rx::{DRAIN_POSTED, RxFrame};
 pub type TxFront = FrontRing<TxRing, PageRing<OwnRingPage<DomainHandle>>>;
 /// A frontend's rx ring over one of its own pages.
 pub type RxFront = FrontRing<RxRing, PageRing<OwnRingPage<DomainHandle>>>;
+/// A frontend's ctrl ring over one of its own pages.
+pub type CtrlFront = FrontRing<CtrlRing, PageRing<OwnRingPage<DomainHandle>>>;
 
 /// The guest a [`RawFront`] is: override fields of [`Guest::DEFAULT`] (or of [`Guest::mac`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,6 +135,8 @@ pub struct RawFront {
     pub mac: u8,
     /// Every tx response [`RawFront::reap_tx`] collected (a test clears it at will).
     pub tx_responses: Vec<TxResponse>,
+    /// Its ctrl ring and that ring's port, once [`RawFront::make_ctrl_ring`] made them.
+    pub ctrl: Option<(CtrlFront, Port)>,
     foreign: Option<DomId>,
     /// Tx pages by request id.
     tx_pages: HashMap<u16, (Pfn, GrantRef)>,
@@ -141,7 +146,11 @@ pub struct RawFront {
     rx_order: VecDeque<u16>,
     next_id: u16,
     /// The frame being reassembled by `recv`.
-    partial: Vec<u8>,
+    partial_frame: Option<RxFrame>,
+    /// The frame being reassembled has a failed slot, with this status.
+    rx_error: Option<i16>,
+    /// The next rx response is an extra-info slot.
+    rx_extras_pending: bool,
 }
 
 impl RawFront {
@@ -167,21 +176,18 @@ impl RawFront {
             backend,
             tx,
             rx,
-            keys: FrontendKeys {
-                tx_ring_ref,
-                rx_ring_ref,
-                event_channel: port,
-                mode: guest.mode,
-                offload: guest.offload,
-            },
+            keys: FrontendKeys::single(tx_ring_ref, rx_ring_ref, port, guest.mode, guest.offload),
             mac: guest.mac,
             tx_responses: Vec::new(),
+            ctrl: None,
             foreign: guest.foreign,
             tx_pages: HashMap::new(),
             rx_bufs: HashMap::new(),
             rx_order: VecDeque::new(),
             next_id: 0,
-            partial: Vec::new(),
+            partial_frame: None,
+            rx_error: None,
+            rx_extras_pending: false,
         }
     }
 
@@ -196,7 +202,7 @@ impl RawFront {
     /// Connects it to `nb` directly (no xenbus).
     #[track_caller]
     pub fn connect(&self, nb: &mut Nb) {
-        nb.connect_vif(self.id(), self.keys)
+        nb.connect_vif(self.id(), self.keys.clone())
             .expect("the backend connects the vif");
     }
 

@@ -2,7 +2,10 @@
 //! accept-transfer entries (flip), responses taken in request order, chains joined.
 
 use netback::RxMode;
-use netif_ring::netif::{ExtraInfo, NETRXF_EXTRA_INFO, NETRXF_MORE_DATA, RxRequest, RxResponse};
+use netif_ring::netif::{
+    ExtraInfo, NETRXF_EXTRA_INFO, NETRXF_MORE_DATA, RxRequest, RxResponse,
+    XEN_NETIF_EXTRA_FLAG_MORE, XEN_NETIF_EXTRA_TYPE_GSO,
+};
 
 use super::{RawFront, extra_bytes};
 
@@ -18,8 +21,12 @@ pub struct RxFrame {
     pub first_flags: u16,
     /// The GSO extra-info slot's bytes, if one followed.
     pub extra: Option<[u8; 8]>,
+    /// Every extra-info slot's bytes, in ring order (GSO, hash, XDP as netback lays them out).
+    pub extras: Vec<[u8; 8]>,
     /// Data slots it took.
     pub slots: usize,
+    /// Each data slot's offset in its buffer.
+    pub offsets: Vec<u16>,
 }
 
 impl RawFront {
@@ -82,55 +89,33 @@ impl RawFront {
         got
     }
 
-    /// Received frames (multi-slot chains joined); a failed slot as `Err(status)`, which also
-    /// drops the rest of its chain. Panics on a response to a request never posted.
+    /// Received frames (multi-slot chains joined, extra-info slots skipped); a failed slot as
+    /// `Err(status)`, which also drops the rest of its chain. Panics on a response to a request
+    /// never posted.
     #[track_caller]
     pub fn recv(&mut self) -> Vec<Result<Vec<u8>, i16>> {
         let mut out = Vec::new();
-        while let Some(rsp) = self
-            .rx
-            .next_response()
-            .expect("the backend's rx responses are well-formed")
-        {
-            let rsp: RxResponse = rsp;
-            let Some((pfn, gref)) = self.rx_bufs.remove(&rsp.id) else {
-                panic!(
-                    "the backend answered rx id {} that was never posted",
-                    rsp.id
-                );
-            };
-            self.rx_order.retain(|i| *i != rsp.id);
-            self.end_rx_grant(gref);
-            if rsp.status < 0 {
-                self.partial.clear();
-                out.push(Err(rsp.status));
-            } else {
-                let mut buf = vec![0u8; rsp.status as usize];
-                self.dom
-                    .read(pfn, rsp.offset as usize, &mut buf)
-                    .expect("the response lies in the page");
-                self.partial.extend_from_slice(&buf);
-                if rsp.flags & NETRXF_MORE_DATA == 0 {
-                    out.push(Ok(std::mem::take(&mut self.partial)));
-                }
+        for f in self.recv_slots() {
+            match f {
+                Ok(f) => out.push(Ok(f.data)),
+                Err(st) => out.push(Err(st)),
             }
-            self.dom.free_page(pfn).expect("free");
         }
         out
     }
 
-    /// Received frames with their offload metadata, checking the rx protocol as netfront relies
-    /// on it: one response per request, in request order (an extra-info slot consumes the
-    /// request posted after the frame's first).
+    /// The responses that arrived, as frames (an error slot as its status: it ends its frame,
+    /// whose other slots are dropped).
     #[track_caller]
-    pub fn recv_meta(&mut self) -> Vec<RxFrame> {
+    fn recv_slots(&mut self) -> Vec<Result<RxFrame, i16>> {
         let mut out = Vec::new();
-        let mut cur: Option<RxFrame> = None;
-        let mut want_extra = false;
-        while let Some(&id) = self.rx_order.front() {
-            let (pfn, gref) = self.rx_bufs[&id];
-            if want_extra {
-                // The extra-info slot overlays this request's response; its buffer is unused.
+        loop {
+            if self.rx_extras_pending {
+                // An extra-info slot overlays the response to the request posted in its ring
+                // slot; that buffer carries nothing.
+                let Some(&id) = self.rx_order.front() else {
+                    break;
+                };
                 let Some(e) = self
                     .rx
                     .next_response_as::<ExtraInfo>()
@@ -138,54 +123,87 @@ impl RawFront {
                 else {
                     break;
                 };
-                want_extra = false;
-                let f = cur.as_mut().expect("an extra slot follows a first slot");
-                f.extra = Some(extra_bytes(&e));
+                self.rx_order.pop_front();
+                let (pfn, gref) = self.rx_bufs.remove(&id).expect("a posted buffer");
                 self.end_rx_grant(gref);
-                if f.first_flags & NETRXF_MORE_DATA == 0 {
-                    out.push(cur.take().expect("a frame in progress"));
+                self.dom.free_page(pfn).expect("free");
+                self.rx_extras_pending = e.flags & XEN_NETIF_EXTRA_FLAG_MORE != 0;
+                let f = self.partial_frame.get_or_insert_with(RxFrame::default);
+                let bytes = extra_bytes(&e);
+                if e.type_ == XEN_NETIF_EXTRA_TYPE_GSO {
+                    f.extra = Some(bytes);
                 }
-            } else {
-                let Some(rsp) = self
-                    .rx
-                    .next_response()
-                    .expect("the backend's rx responses are well-formed")
-                else {
-                    break;
-                };
-                let rsp: RxResponse = rsp;
-                assert_eq!(rsp.id, id, "responses come back in request order");
-                assert!(rsp.status >= 0, "an rx error: {}", rsp.status);
-                self.end_rx_grant(gref);
+                f.extras.push(bytes);
+                if !self.rx_extras_pending && f.first_flags & NETRXF_MORE_DATA == 0 {
+                    self.finish_rx_frame(&mut out);
+                }
+                continue;
+            }
+            let Some(rsp) = self
+                .rx
+                .next_response()
+                .expect("the backend's rx responses are well-formed")
+            else {
+                break;
+            };
+            let rsp: RxResponse = rsp;
+            let Some((pfn, gref)) = self.rx_bufs.remove(&rsp.id) else {
+                panic!(
+                    "the backend answered rx id {} that was never posted",
+                    rsp.id
+                );
+            };
+            assert_eq!(
+                self.rx_order.pop_front(),
+                Some(rsp.id),
+                "responses come back in request order"
+            );
+            self.end_rx_grant(gref);
+            let first = self.partial_frame.is_none();
+            let f = self.partial_frame.get_or_insert_with(|| RxFrame {
+                first_flags: rsp.flags,
+                ..RxFrame::default()
+            });
+            if rsp.status < 0 {
+                f.slots = usize::MAX; // marks the frame failed
+                self.rx_error = Some(rsp.status);
+            } else if f.slots != usize::MAX {
                 let mut buf = vec![0u8; rsp.status as usize];
                 self.dom
                     .read(pfn, rsp.offset as usize, &mut buf)
                     .expect("the response lies in the page");
-                let f = cur.get_or_insert_with(|| RxFrame {
-                    first_flags: rsp.flags,
-                    ..RxFrame::default()
-                });
                 f.data.extend_from_slice(&buf);
                 f.slots += 1;
-                want_extra = f.slots == 1 && rsp.flags & NETRXF_EXTRA_INFO != 0;
-                if rsp.flags & NETRXF_MORE_DATA == 0 && !want_extra {
-                    out.push(cur.take().expect("a frame in progress"));
-                }
+                f.offsets.push(rsp.offset);
             }
-            self.rx_bufs.remove(&id);
-            self.rx_order.pop_front();
             self.dom.free_page(pfn).expect("free");
-        }
-        if self.rx_order.is_empty() {
-            assert!(
-                self.rx
-                    .next_response()
-                    .expect("the backend's rx responses are well-formed")
-                    .is_none(),
-                "a response for no posted request"
-            );
+            self.rx_extras_pending = first && rsp.flags & NETRXF_EXTRA_INFO != 0;
+            if rsp.flags & NETRXF_MORE_DATA == 0 && !self.rx_extras_pending {
+                self.finish_rx_frame(&mut out);
+            }
         }
         out
+    }
+
+    fn finish_rx_frame(&mut self, out: &mut Vec<Result<RxFrame, i16>>) {
+        let Some(f) = self.partial_frame.take() else {
+            return;
+        };
+        match self.rx_error.take() {
+            Some(st) => out.push(Err(st)),
+            None => out.push(Ok(f)),
+        }
+    }
+
+    /// Received frames with their offload metadata, checking the rx protocol as netfront relies
+    /// on it: one response per request, in request order (an extra-info slot consumes the
+    /// request posted after the frame's first), and no error.
+    #[track_caller]
+    pub fn recv_meta(&mut self) -> Vec<RxFrame> {
+        self.recv_slots()
+            .into_iter()
+            .map(|f| f.unwrap_or_else(|st| panic!("an rx error: {st}")))
+            .collect()
     }
 
     /// Ends an answered buffer's grant: access in copy mode, the transfer in flip mode.

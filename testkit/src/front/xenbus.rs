@@ -16,19 +16,21 @@ impl RawFront {
     }
 
     /// Writes what a frontend writes to connect (ring references, event channel,
-    /// `request-rx-copy`, its `feature-*` keys as [`RawFront::keys`] says) through its own
+    /// `request-rx-copy`, its `feature-*` keys, and its ctrl ring, `request-multicast-control`
+    /// and `xdp-headroom` when set, as [`RawFront::keys`] says) through its own
     /// xenstore connection, then its state Connected. The backend connects on its next pass.
     #[track_caller]
     pub fn publish(&self, paths: &VifPaths) {
         let xs = self.dom.xenstore();
         let fe = &paths.frontend;
         let k = &self.keys;
+        let q = &k.queues[0];
         let o = k.offload;
         let b = |v: bool| if v { "1" } else { "0" };
         let keys = [
-            ("tx-ring-ref", k.tx_ring_ref.0.to_string()),
-            ("rx-ring-ref", k.rx_ring_ref.0.to_string()),
-            ("event-channel", k.event_channel.0.to_string()),
+            ("tx-ring-ref", q.tx_ring_ref.0.to_string()),
+            ("rx-ring-ref", q.rx_ring_ref.0.to_string()),
+            ("event-channel", q.event_channel.0.to_string()),
             ("request-rx-copy", b(k.mode == RxMode::Copy).to_string()),
             ("feature-rx-notify", "1".into()),
             ("feature-sg", b(o.sg).into()),
@@ -37,6 +39,17 @@ impl RawFront {
             ("feature-gso-tcpv4", b(o.gso_tcpv4).into()),
             ("feature-gso-tcpv6", b(o.gso_tcpv6).into()),
         ];
+        let mut keys = keys.to_vec();
+        if let Some(c) = k.ctrl {
+            keys.push(("ctrl-ring-ref", c.ring_ref.0.to_string()));
+            keys.push(("event-channel-ctrl", c.event_channel.0.to_string()));
+        }
+        if k.multicast_control {
+            keys.push(("request-multicast-control", "1".into()));
+        }
+        if k.xdp_headroom != 0 {
+            keys.push(("xdp-headroom", k.xdp_headroom.to_string()));
+        }
         for (key, v) in keys {
             xs.write(&format!("{fe}/{key}"), &v)
                 .expect("the frontend writes its keys");

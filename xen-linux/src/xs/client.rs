@@ -91,6 +91,8 @@ pub struct XsClient {
     out: Vec<u8>,
     /// Set once the stream lost its framing or closed: every later call is `Disconnected`.
     broken: bool,
+    /// How long a request may wait for its reply (`None`: as long as it takes).
+    timeout: Option<std::time::Duration>,
 }
 
 impl XsClient {
@@ -144,6 +146,7 @@ impl XsClient {
             next_req_id: 1,
             out: Vec::with_capacity(wire::HEADER_LEN + PAYLOAD_MAX),
             broken: false,
+            timeout: None,
         })
     }
 
@@ -295,6 +298,13 @@ impl XsClient {
         Ok(wire::parse_ok(req.msg_type(), &payload)?)
     }
 
+    /// Gives every later request a deadline: a reply not in by then fails the request with
+    /// [`Error::Timeout`] and leaves the connection broken (a late reply could not be told
+    /// apart from a reply to a later request), so its owner connects again.
+    pub fn set_timeout(&mut self, timeout: Option<std::time::Duration>) {
+        self.timeout = timeout;
+    }
+
     /// Sends `req` and returns its reply's payload, queueing watch events that come first.
     fn request(&mut self, tx_id: u32, req: &Request<'_>) -> Result<Vec<u8>> {
         if self.broken {
@@ -310,8 +320,15 @@ impl XsClient {
             self.broken = true;
             return Err(Error::os("write to xenstore", &e, XS_IO_HINT));
         }
+        let deadline = self.timeout.map(|t| (Instant::now() + t, t));
         loop {
-            let Some(msg) = self.next_message(None)? else {
+            let Some(msg) = self.next_message(deadline.map(|d| d.0))? else {
+                if let Some((at, after)) = deadline
+                    && Instant::now() >= at
+                {
+                    self.broken = true;
+                    return Err(Error::Timeout { after });
+                }
                 continue;
             };
             let ty = msg.msg_type();

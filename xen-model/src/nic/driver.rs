@@ -356,7 +356,7 @@ impl<D: GuestMemory> GroSink for ToSwitch<'_, D> {
     }
 
     fn pass(&mut self, frame: u16, meta: &OffloadMeta) {
-        if let Some(buf) = self.take(frame) {
+        if let Some(mut buf) = self.take(frame) {
             buf.set_meta(*meta);
             self.out.push(NetFrame::new(buf));
         }
