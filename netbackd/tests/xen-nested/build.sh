@@ -4,14 +4,15 @@
 # Run as root on Debian 12 (it installs qemu, busybox-static, cpio and the Xen tools with apt).
 #
 #   WORK=/tmp/splitnet-xen NETBACKD=target/release/netbackd [ONLY="6 7"] [DEBUG_GDB=1] ./build.sh
-#   ... [BENCH="32 3" [KERNEL_NETBACK=1]] ./build.sh
+#   ... [BENCH="64 3"] ./build.sh
 #
 # dom0/ is copied to /payload in dom0 (its run.sh runs the checks and prints the verdict);
 # domU/ to /payload in the guest (its run.sh answers dom0's commands). dom0 gets Xen's stock
 # vif-bridge hotplug script (and the scripts it sources) from the xen-utils-common package, and
 # Linux's bridge module, for the host-mode checks.
-# BENCH="MIB RUNS": no checks, only transfer times (RUNS transfers of MIB MiB each way), served
-# by netbackd, or with KERNEL_NETBACK=1 by Linux's own xen-netback (the reference).
+# BENCH="MIB RUNS": no checks, only transfer times of MIB MiB each way (1 stream, then 4),
+# RUNS times with netbackd and RUNS times with Linux's own xen-netback, alternating (see
+# dom0/run.sh's bench and README.md).
 # Exit 77 when what it needs from Debian cannot be had (no mirror, a package gone): the
 # environment's fault, not the test's.
 set -euo pipefail
@@ -78,14 +79,13 @@ cp /bin/busybox d0/bin/
 # tun: netbackd's uplinks and host-mode vif netdevs are TAP devices; llc, stp, bridge (in
 # that order): dom0's Linux bridge xenbr0. dom0's init loads them in the order of load.list.
 mods=(xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs tun llc stp bridge)
-if [ "${KERNEL_NETBACK:-0}" = 1 ]; then
-    [ -n "${BENCH:-}" ] || { echo "KERNEL_NETBACK=1 is for BENCH runs: netbackd's checks cannot pass with xen-netback loaded" >&2; exit 1; }
-    mods+=(xen-netback)
-fi
 for m in "${mods[@]}"; do
     cp "$(find "$M" -name "$m.ko")" d0/lib/modules/
     echo "$m.ko" >> d0/lib/modules/load.list
 done
+# BENCH: Linux's own xen-netback as well, not loaded at boot: the bench loads it and removes it
+# in turn with netbackd
+[ -z "${BENCH:-}" ] || cp "$(find "$M" -name xen-netback.ko)" d0/lib/modules/
 for b in /usr/lib/xen-4.17/bin/{xl,xenstored,xenconsoled,xen-init-dom0,libxl-save-helper} /usr/bin/xenstore /bin/bash; do
     add_elf d0 "$b"
 done

@@ -440,7 +440,7 @@ check_shutdown() {
     [ "$rc" = 0 ] && echo "$exitline" | grep -q ' 0 unmaps failed'
 }
 
-# ---- host mode (checks 9-17): the toolstack's own vif-bridge and a Linux bridge xenbr0 in dom0,
+# ---- host mode (checks 9-18): the toolstack's own vif-bridge and a Linux bridge xenbr0 in dom0,
 # as on a host that ran Linux's xen-netback; netbackd as docs/XEN.md starts it there.
 
 # isport DEV: DEV is a port of xenbr0
@@ -638,6 +638,124 @@ check_host_down() {
     return $r
 }
 
+# qcons: each queue's ring consumer indices, from `netbackd ctl dump` (the control socket):
+# "q0tx=N q0rx=N q1tx=N q1rx=N" (tx: requests the guest sent and netbackd took; rx: buffers
+# the guest posted and netbackd filled)
+qcons() {
+    netbackd ctl dump "vif$D.0" 2>&1 | awk '
+        /^queue [0-9]+:/ { q = $2; sub(":", "", q) }
+        /^  TX:/ { r = "tx" } /^  RX:/ { r = "rx" }
+        /req_cons/ { for (i = 1; i < NF; i++) if ($i == "req_cons") printf "q%s%s=%s ", q, r, $(i + 1) }'
+}
+# qdelta BEFORE AFTER KEY: AFTER's KEY less BEFORE's
+qdelta() {
+    a=$(echo "$1" | tr ' ' '\n' | grep "^$3=" | cut -d= -f2)
+    b=$(echo "$2" | tr ' ' '\n' | grep "^$3=" | cut -d= -f2)
+    echo $((${b:-0} - ${a:-0}))
+}
+
+# 2 vCPUs: Linux's netfront asks for 2 queues (dom0 has 2 CPUs: netbackd offers
+# multi-queue-max-queues 2) and, as netbackd offers feature-split-event-channels, one event
+# channel per direction and queue. Then 4 streams each way at once, sha256-exact, until each
+# queue has carried traffic both ways (flows go to queues by their hash: a batch of 4 may all
+# land on one queue, 1 time in 8 per direction; up to 3 batches).
+check_multiqueue() {
+    why=""
+    FE=/local/domain/$D/device/vif/0
+    mq=$(xenstore-read "$BE/multi-queue-max-queues" 2>/dev/null)
+    nq=$(xenstore-read "$FE/multi-queue-num-queues" 2>/dev/null)
+    sp=$(xenstore-read "$BE/feature-split-event-channels" 2>/dev/null)
+    [ "$mq" = 2 ] || why="the backend offers multi-queue-max-queues '$mq', not 2 (dom0's CPUs); "
+    [ "$nq" = 2 ] || why="${why}the guest's multi-queue-num-queues is '$nq', not 2; "
+    [ "$sp" = 1 ] || why="${why}the backend's feature-split-event-channels is '$sp'; "
+    keys=""
+    for q in 0 1; do
+        for k in tx-ring-ref rx-ring-ref event-channel-tx event-channel-rx; do
+            v=$(xenstore-read "$FE/queue-$q/$k" 2>/dev/null) || { why="${why}no $FE/queue-$q/$k; "; continue; }
+            keys="$keys q$q/$k=$v"
+        done
+        xenstore-exists "$FE/queue-$q/event-channel" 2>/dev/null && why="${why}queue-$q has a single event-channel key too; "
+    done
+    grep -q "vif$D.0: connected (.*2 queues, split event channels" "$LOG" ||
+        why="${why}netbackd did not log vif$D.0 connected with 2 queues and split event channels; "
+    g 20 queues
+    gq=$GOUT
+    [ "$gq" = "rx-0 rx-1 tx-0 tx-1" ] || why="${why}the guest's eth0 queues are '$gq'; "
+    g 20 'grep -c ^processor /proc/cpuinfo'
+    ncpu=$GOUT
+    say "14-multiqueue: guest CPUs $ncpu, queues $gq; xenstore:$keys"
+    g 20 mkdata /tmp/p0 $((2 * MIB)) /tmp/p1 $((2 * MIB)) /tmp/p2 $((2 * MIB)) /tmp/p3 $((2 * MIB))
+    mkdata /tmp/q0 $((2 * MIB)) /tmp/q1 $((2 * MIB)) /tmp/q2 $((2 * MIB)) /tmp/q3 $((2 * MIB))
+    want_up=""; for f in p0 p1 p2 p3; do g 120 shaof /tmp/$f 110; want_up="$want_up ${GOUT%% *}"; done
+    want_down=""; for f in q0 q1 q2 q3; do want_down="$want_down $(shaof /tmp/$f)"; done
+    batches=0; used=""; xfers=""
+    while [ "$batches" -lt 3 ] && [ -z "$why" ]; do
+        batches=$((batches + 1))
+        before=$(qcons)
+        up=$((PORT + 1)); down=$((PORT + 5)); PORT=$((PORT + 8))
+        for k in 0 1 2 3; do
+            rm -f /tmp/pg$k; : > /tmp/pg$k
+            (sleep 100000 | nc -l -p $((up + k)) > /tmp/pg$k 2>/dev/null) >/dev/null 2>&1 &
+        done
+        g 20 plisten "$down" /tmp/qg0 /tmp/qg1 /tmp/qg2 /tmp/qg3 || { why="${why}guest listeners: $GOUT; "; break; }
+        now; t0=$NOW
+        g 20 psend "$up" /tmp/p0 /tmp/p1 /tmp/p2 /tmp/p3 || { why="${why}guest senders: $GOUT; "; break; }
+        for k in 0 1 2 3; do (timeout 280 nc -w 10 "$NET.2" $((down + k)) < /tmp/q$k > /dev/null 2>&1) & done
+        got_up=""
+        for k in 0 1 2 3; do
+            r=$(waitfile /tmp/pg$k $((2 * MIB)) 20) || { why="${why}stream $k domU->dom0: $r; "; break; }
+            got_up="$got_up ${r%% *}"
+        done
+        g 200 pwait $((2 * MIB)) 20 /tmp/qg0 /tmp/qg1 /tmp/qg2 /tmp/qg3
+        [ "$GRC" = 0 ] || why="${why}streams dom0->domU: $GOUT; "
+        got_down=" $GOUT"
+        now; t=$((NOW - t0))
+        [ "$got_up" = "$want_up" ] || why="${why}domU->dom0 sha256s$got_up, wanted$want_up; "
+        [ "$got_down" = "$want_down" ] || why="${why}dom0->domU sha256s$got_down, wanted$want_down; "
+        after=$(qcons)
+        used=""
+        for k in q0tx q0rx q1tx q1rx; do used="$used $k+$(qdelta "$before" "$after" $k)"; done
+        xfers="${xfers}batch $batches: 4x2 MiB each way at once in ~$t s, sha256-exact, ring requests taken:$used; "
+        say "14-multiqueue: batch $batches: ${t} s; taken:$used"
+        case "$used" in *"+0"*) continue ;; esac
+        break
+    done
+    case "$used" in
+    "") why="${why}no figures from netbackd ctl dump vif$D.0 ($(netbackd ctl dump "vif$D.0" 2>&1 | head -n 2 | tr '\n' ' ')); " ;;
+    *"+0"*) [ -n "$why" ] || why="a queue carried no traffic one way after $batches batches of 4 streams:$used; " ;;
+    esac
+    MSG="backend multi-queue-max-queues $mq, guest multi-queue-num-queues $nq, split event channels ($keys ), guest queues $gq; $xfers"
+    [ -z "$why" ] || { MSG="${why}seen: $MSG"; return 1; }
+}
+
+# confinement (netbackd's default): each netbackd started in host mode logged the seccomp
+# allowlist in force and ran with it (/proc/PID/status Seccomp: 2, capabilities cut down);
+# no netbackd was killed by SIGSYS (the kernel's audit line type=1326, or exit status 159);
+# every netbackd's log is free of panics.
+CONFINED=""
+# confined_now: records the running netbackd's Seccomp mode and capabilities
+confined_now() {
+    for i in $(seq 1 20); do grep -q 'seccomp allowlist in force' "$LOG" && break; sleep 0.5; done
+    s=$(grep -E '^(Seccomp|CapEff):' "/proc/$NB/status" 2>/dev/null | tr -s '\t ' ' ' | tr '\n' ' ')
+    CONFINED="$CONFINED pid $NB: $s;"
+}
+check_confined() {
+    why=""
+    for l in $LOGS; do
+        grep -q 'seccomp allowlist in force' "$l" || why="${why}$l: no 'seccomp allowlist in force'; "
+        grep -qiE 'panicked|SIGSYS, exit|Bad system call' "$l" && why="${why}$l: $(grep -m1 -iE 'panicked|Bad system call' "$l"); "
+    done
+    n=$(echo "$CONFINED" | grep -o 'Seccomp: 2' | wc -l)
+    m=$(echo "$CONFINED" | grep -o 'pid ' | wc -l)
+    [ "$m" -gt 0 ] && [ "$n" = "$m" ] || why="${why}not every netbackd ran under seccomp:$CONFINED; "
+    full=$(grep '^CapEff:' /proc/1/status | tr -s '\t ' ' ')
+    echo "$CONFINED" | grep -q "$full" && why="${why}a netbackd kept every capability ($full):$CONFINED; "
+    audit=$(dmesg | grep 'type=1326' | head -n 2)
+    [ -z "$audit" ] || why="${why}the kernel logged a seccomp kill: $audit; "
+    MSG="$(echo $LOGS | wc -w) netbackd runs, seccomp allowlist logged in force by each;$CONFINED no seccomp kill in dmesg, none exited 159"
+    [ -z "$why" ] || { MSG="${why}seen: $MSG"; return 1; }
+}
+
 # guest's interface name and ifindex: a detach and attach would make a new one
 gif() { g 20 ifinfo; GIF=$GOUT; }
 
@@ -661,6 +779,8 @@ check_restart() {
     [ "$moved" -ge $((4 * MIB)) ] || why="the transfer did not get going ($moved bytes in 60 s); "
     old=$NB
     kill -KILL "$NB"; wait "$NB" 2>/dev/null; krc=$?
+    # 137: our SIGKILL; 159 would be SIGSYS (a syscall outside the seccomp allowlist) before it
+    [ "$krc" = 137 ] || why="${why}netbackd's exit status was $krc, not 137 (SIGKILL); "
     NB=""
     now; t0=$NOW
     sleep 2
@@ -672,7 +792,7 @@ check_restart() {
     st=$(states 0)
     [ "$st" = "4 4" ] || why="${why}states $st after the kill; "
     dead="killed pid $old (exit $krc) after $moved bytes; while down: $IF ifindex $ifi, in xenbr0, carrier $(cat "/sys/class/net/$IF/carrier" 2>/dev/null), states $st"
-    say "14-restart: $dead"
+    say "15-restart: $dead"
     LOG=/var/log/netbackd-restarted.log
     start_netbackd --xen --log info
     for i in $(seq 1 60); do
@@ -684,7 +804,7 @@ check_restart() {
     grep -q "vif$D.0: taking over the device" "$LOG" ||
         why="${why}the new netbackd (pid $NB) did not take vif$D.0 over: $(tail -n 3 "$LOG" | tr '\n' ' '); "
     took="pid $NB took it over $((NOW - t0)) s after the kill ($(grep -m1 "vif$D.0: .*netdev $IF" "$LOG" | sed 's/^[^]]*\] //' | cut -c1-60)...)"
-    say "14-restart: $took"
+    say "15-restart: $took"
     g 300 waitfile /tmp/down $((16 * MIB)) 30
     got=$GOUT
     if [ "$GRC" != 0 ] || [ "${got%% *}" != "$sha" ]; then
@@ -732,7 +852,7 @@ check_save_restore() {
     [ -e "/sys/class/net/vif$old.0" ] && why="${why}vif$old.0 is still there after the domain went; "
     m=$(maps)
     [ "$m" = 0 ] || why="${why}netbackd still has $m gntdev mappings; "
-    say "16-save-restore: $saved; domain $old gone, vif$old.0 gone, $m mappings"
+    say "17-save-restore: $saved; domain $old gone, vif$old.0 gone, $m mappings"
     now; t0=$NOW
     xl restore /tmp/domh.save > /tmp/xl-restore.log 2>&1 ||
         why="${why}xl restore failed: $(tail -n 2 /tmp/xl-restore.log | tr '\n' ' '); "
@@ -743,7 +863,7 @@ check_save_restore() {
     if [ -z "$D" ] || [ "$D" = "$old" ]; then
         why="${why}no new domain after restore (domid '$D', was $old); "
     elif wait_connected 0 120; then
-        now; say "16-save-restore: $restored; domain $D, vif $D.0 Connected $((NOW - t0)) s after xl restore"
+        now; say "17-save-restore: $restored; domain $D, vif $D.0 Connected $((NOW - t0)) s after xl restore"
         hs=$(xenstore-read "$BE/hotplug-status" 2>/dev/null)
         [ "$hs" = connected ] || why="${why}hotplug-status '$hs'; "
         isport "$IF" || why="${why}$IF is not a port of xenbr0; "
@@ -783,31 +903,164 @@ check_host_stop() {
     [ "$rc" = 0 ] && echo "$exitline" | grep -q ' 0 unmaps failed' && [ "$st" = "4 4" ] && isport "$IF"
 }
 
-# BENCH (build.sh BENCH="MIB RUNS"): transfer times only, no checks: the guest domh on xenbr0 by
-# vif-bridge with no mtu or rate, served by netbackd (host mode) or, when build.sh had
-# KERNEL_NETBACK=1, by Linux's xen-netback. Ends in PARTIAL.
+# ---- BENCH (build.sh BENCH="MIB RUNS"; not part of the test, never run by CI): transfer times
+# of netbackd (host mode) against Linux's own xen-netback on the same guest, alternating
+# backends within the boot (ABBA: run r serves netbackd first when r is odd, xen-netback first
+# when it is even). The guest domh (2 vCPUs, so 2 queues with either backend; no mtu= or rate=)
+# stays up; a switch detaches its vif, stops netbackd or removes the xen-netback module, starts
+# the other and attaches the vif again (both through the stock vif-bridge into xenbr0). Each
+# run times four transfers of MIB MiB: one TCP stream guest->dom0 and dom0->guest, then 4
+# parallel streams of MIB/4 MiB each way. The receiver times them, from the first byte it sees
+# to the last (polling its files' sizes every 0.2 s: ~0.2 s of resolution); data sha256-checked.
+# Ends in PARTIAL, with medians and spread (min..max) per backend and transfer.
+# ptimedwait TOTAL STALL FILE...: as timedwait, for the sum of the FILEs' sizes; prints
+# "<sha256s, comma-separated> <total> <centiseconds first byte to last> <bytes at first look>"
+ptimedwait() {
+    want=$1; stall0=$2; shift 2
+    last=0; now; since=$NOW; t0=""; n0=0; stall=90
+    while :; do
+        if [ $# = 1 ]; then n=$(wc -c < "$1"); else n=$(wc -c "$@" | tail -n 1); n=${n% *}; n=${n##* }; fi
+        t=$(cs)
+        if [ -z "$t0" ] && [ "$n" -gt 0 ]; then t0=$t; n0=$n; stall=$stall0; fi
+        [ "$n" -ge "$want" ] && break
+        now
+        if [ "$n" != "$last" ]; then
+            last=$n; since=$NOW
+        elif [ $((NOW - since)) -ge "$stall" ]; then
+            echo "stalled at $n of $want bytes"; return 1
+        fi
+        [ -z "$NB" ] || kill -0 "$NB" 2>/dev/null || { echo "netbackd is gone at $n of $want bytes"; return 1; }
+        sleep 0.2
+    done
+    shas=""
+    for f in "$@"; do shas="$shas,$(sha256sum "$f" | cut -d' ' -f1)"; done
+    echo "${shas#,} $n $((t - t0)) $n0"
+}
+
+# bup N EACH FILE...: the guest sends its FILEs (EACH bytes each) at once to dom0; dom0 times
+# them. Sets BPS and XFER.
+bup() {
+    n=$1; each=$2; shift 2
+    BPS=0
+    p0=$((PORT + 1)); PORT=$((PORT + n))
+    want=""; got=""
+    for f in "$@"; do g 120 shaof "$f" 110; want="$want,${GOUT%% *}"; done
+    k=0
+    for f in "$@"; do
+        rm -f /tmp/bg$k; : > /tmp/bg$k
+        (sleep 100000 | nc -l -p $((p0 + k)) > /tmp/bg$k 2>/dev/null) >/dev/null 2>&1 &
+        got="$got /tmp/bg$k"; k=$((k + 1))
+    done
+    ptimedwait $((n * each)) 15 $got > /tmp/bg.timed &
+    w=$!
+    g 20 psend "$p0" "$@"
+    [ "$GRC" = 0 ] || { kill "$w"; XFER="guest's nc: $GOUT"; return 1; }
+    wait "$w"
+    set -- $(cat /tmp/bg.timed)
+    rm -f $got
+    [ "$1" = "${want#,}" ] || { XFER="dom0 got: $*; sha256 wanted ${want#,}"; return 1; }
+    BPS=$(per_s $(($2 - $4)) "$3")
+    XFER="$2 bytes, $(($2 - $4)) of them in $3 cs ($BPS B/s)"
+}
+
+# bdown N EACH FILE...: dom0 sends its FILEs at once to the guest, which times them.
+bdown() {
+    n=$1; each=$2; shift 2
+    BPS=0
+    p0=$((PORT + 1)); PORT=$((PORT + n))
+    want=""; dst=""; k=0
+    for f in "$@"; do want="$want,$(shaof "$f")"; dst="$dst /tmp/bg$k"; k=$((k + 1)); done
+    g 20 ptimedlisten "$p0" $((n * each)) 15 $dst || { XFER="listen: $GOUT"; return 1; }
+    k=0
+    for f in "$@"; do (timeout 600 nc -w 10 "$NET.2" $((p0 + k)) < "$f" > /dev/null 2>&1) & k=$((k + 1)); done
+    g 620 timed /tmp/pt 600
+    set -- $GOUT
+    g 20 rm -f $dst
+    [ "$1" = "${want#,}" ] || { XFER="the guest got: $*; sha256 wanted ${want#,}"; return 1; }
+    BPS=$(per_s $(($2 - $4)) "$3")
+    XFER="$2 bytes, $(($2 - $4)) of them in $3 cs ($BPS B/s)"
+}
+
+# use_backend netbackd|xen-netback: the guest's vif served by it (see bench)
+CUR=""
+use_backend() {
+    [ "$1" = "$CUR" ] && return 0
+    now; t0=$NOW
+    if [ -n "$CUR" ]; then
+        xl network-detach domh 0 > /tmp/xl-detach.log 2>&1 || abort bench "xl network-detach: $(tail -n 2 /tmp/xl-detach.log)"
+        for i in $(seq 1 60); do xenstore-exists "$BE" 2>/dev/null || break; sleep 0.5; done
+        g 40 gone
+        if [ "$CUR" = netbackd ]; then
+            kill -TERM "$NB"; wait "$NB" 2>/dev/null; NB=""
+        else
+            rmmod xen-netback || abort bench "rmmod xen-netback failed"
+        fi
+    fi
+    if [ "$1" = netbackd ]; then
+        LOG=/var/log/netbackd-bench.log
+        start_netbackd --xen --log info
+        sleep 1
+    else
+        insmod /lib/modules/xen-netback.ko || abort bench "insmod xen-netback.ko failed"
+    fi
+    if [ -n "$CUR" ]; then
+        xl network-attach domh mac=00:16:3e:00:00:03 bridge=xenbr0 > /tmp/xl-attach.log 2>&1 ||
+            abort bench "xl network-attach: $(tail -n 2 /tmp/xl-attach.log)"
+    fi
+    CUR=$1
+    if [ -z "$D" ]; then
+        create_guest domh /tmp/domb.cfg bench
+    fi
+    wait_connected 0 120 || abort bench "$1: vif states $(states 0) after 120 s"
+    g 90 up || abort bench "$1: the guest's interface: $GOUT"
+    nq=$(xenstore-read "/local/domain/$D/device/vif/0/multi-queue-num-queues" 2>/dev/null)
+    now; say "bench: now served by $1 (switch took $((NOW - t0)) s; $(xenstore-read "$BE/script"), ${nq:-1} queue(s))"
+}
+
+# median and spread of "name value" lines for each name
+bench_summary() {
+    sort -k1,1 -k2,2n "$1" | awk '
+        function flush() {
+            if (name == "") return
+            m = (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+            printf "SPLITNET bench result %-28s median %7.2f MB/s  (min %.2f, max %.2f, n=%d)\n", name, m / 1e6, v[1] / 1e6, v[n] / 1e6, n
+        }
+        $1 != name { flush(); name = $1; n = 0 }
+        { v[++n] = $2 }
+        END { flush() }'
+}
+
 bench() {
     set -- $(cat bench)
-    size=$(($1 * MIB)); runs=$2
-    mkdata /tmp/b $size
-    if [ -e /sys/module/xen_netback ]; then
-        NB=""; backend=xen-netback
-        NET=10.9.1; CONSOLE=/var/log/xen/console/guest-domh.log
-        brctl addbr xenbr0 && ip addr add "$NET.1/24" dev xenbr0 && ip link set xenbr0 up
-    else
-        host_setup; backend="netbackd (host mode)"
-    fi
-    sed "s/^vif = .*/vif = [ 'mac=00:16:3e:00:00:03,bridge=xenbr0' ]/" "$HCFG" > /tmp/domb.cfg
-    create_guest domh /tmp/domb.cfg bench
-    wait_connected 0 120 || abort bench "states $(states 0)"
-    g 90 up; g 20 mkdata /tmp/b $size
-    say "bench: $backend, $1 MiB x $runs each way, vif: $(xenstore-read "$BE/script") bridge $(xenstore-read "$BE/bridge") mtu $(xenstore-read "$BE/mtu")"
+    size=$(($1 * MIB)); runs=$2; q=$((size / 4))
+    NET=10.9.1; IF=""; D=""
+    CONSOLE=/var/log/xen/console/guest-domh.log
+    brctl addbr xenbr0 && ip addr add "$NET.1/24" dev xenbr0 && ip link set xenbr0 up || abort bench "no xenbr0"
+    mkdata /tmp/b $size /tmp/b0 $q /tmp/b1 $q /tmp/b2 $q /tmp/b3 $q
+    # twice the files' memory and room to receive them
+    sed -e "s/^vif = .*/vif = [ 'mac=00:16:3e:00:00:03,bridge=xenbr0' ]/" \
+        -e "s/^memory = .*/memory = $((128 + 3 * $1))/" "$HCFG" > /tmp/domb.cfg
+    use_backend netbackd
+    g 20 mkdata /tmp/b $size /tmp/b0 $q /tmp/b1 $q /tmp/b2 $q /tmp/b3 $q
+    say "bench: $1 MiB per transfer, $runs runs per backend, 1 stream and 4 streams each way"
+    : > /tmp/bench.res
     for r in $(seq 1 "$runs"); do
-        up_timed /tmp/b $size; say "bench $backend up $r: $XFER"
-        down_timed /tmp/b $size; say "bench $backend down $r: $XFER"
+        if [ $((r % 2)) = 1 ]; then order="netbackd xen-netback"; else order="xen-netback netbackd"; fi
+        for b in $order; do
+            use_backend "$b"
+            bup 1 $size /tmp/b || abort bench "$b run $r up 1: $XFER"
+            echo "$b/up-1-stream $BPS" >> /tmp/bench.res; say "bench $b run $r up 1 stream: $XFER"
+            bdown 1 $size /tmp/b || abort bench "$b run $r down 1: $XFER"
+            echo "$b/down-1-stream $BPS" >> /tmp/bench.res; say "bench $b run $r down 1 stream: $XFER"
+            bup 4 $q /tmp/b0 /tmp/b1 /tmp/b2 /tmp/b3 || abort bench "$b run $r up 4: $XFER"
+            echo "$b/up-4-streams $BPS" >> /tmp/bench.res; say "bench $b run $r up 4 streams: $XFER"
+            bdown 4 $q /tmp/b0 /tmp/b1 /tmp/b2 /tmp/b3 || abort bench "$b run $r down 4: $XFER"
+            echo "$b/down-4-streams $BPS" >> /tmp/bench.res; say "bench $b run $r down 4 streams: $XFER"
+        done
     done
+    bench_summary /tmp/bench.res
     [ -z "$NB" ] || { echo "--- netbackd log"; cat "$LOG"; }
-    echo "SPLITNET-TEST PARTIAL bench done ($backend)"
+    echo "SPLITNET-TEST PARTIAL bench done ($runs runs of $1 MiB per backend; figures under emulation)"
     exit 3
 }
 
@@ -864,6 +1117,7 @@ g 90 up || g 60 up || abort 1-connected "$GOUT"
 [ "$GRC" = 0 ] || abort 1-connected "the guest could not configure its interface: $GOUT"
 say "guest interface: $GOUT"
 g 20 mkdata /tmp/u16 $((16 * MIB)) /tmp/u4 $((4 * MIB)) /tmp/u1 $MIB
+confined_now
 
 run 2 ping check_ping again
 run 3 tcp-domU-to-dom0 check_tcp_up again           # netback's tx path (checksum offload, TSO)
@@ -877,24 +1131,29 @@ xl destroy domu 2>/dev/null
 if kill -0 "$NB" 2>/dev/null; then kill -TERM "$NB"; wait "$NB"; fi
 fi
 
-# ---- host mode (checks 9-17): the stock vif-bridge into a Linux bridge xenbr0, in one guest
+# ---- host mode (checks 9-18): the stock vif-bridge into a Linux bridge xenbr0, in one guest
 # whose vif line also asks for mtu=9000 and rate=1Mb/s
-if wants 9 10 11 12 13 14 15 16 17; then
+if wants 9 10 11 12 13 14 15 16 17 18; then
 host_setup
 create_guest domh "$HCFG" 9-host-connected
 # 9 is the setup (not repeatable, and nothing later can pass without it)
 begin
 check_host_connected && ok 9-host-connected "$MSG" || abort 9-host-connected "$MSG"
+confined_now
 g 20 mkdata /tmp/u8 $((8 * MIB)) /tmp/r1 $MIB /tmp/u1 $MIB
 run 10 host-ping check_ping again
 run 11 host-mtu9000 check_host_mtu9000 again
 run 12 host-tcp-up-rate check_host_up_rate
 run 13 host-tcp-down check_host_down again
-run 14 restart check_restart
-run 15 lock check_lock
-run 16 save-restore check_save_restore
-run 17 host-stop check_host_stop
+run 14 multiqueue check_multiqueue again
+run 15 restart check_restart
+confined_now
+run 16 lock check_lock
+run 17 save-restore check_save_restore
+run 18 host-stop check_host_stop
 fi
+want 19 && ! wants 1 9 && abort 19-confined "needs check 1 or 9 (a netbackd to look at)"
+run 19 confined check_confined
 
 for l in $LOGS; do
     echo "--- netbackd log $l"

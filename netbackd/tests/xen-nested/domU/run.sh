@@ -163,6 +163,43 @@ timedlisten() {
     echo "listening on $1, timing $2"
 }
 
+# ptimedwait TOTAL STALL FILE...: as timedwait, for the sum of the FILEs' sizes; prints
+# "<sha256s, comma-separated> <total> <centiseconds first byte to last> <bytes at first look>"
+ptimedwait() {
+    want=$1; stall0=$2; shift 2
+    last=0; since=$(secs); t0=""; n0=0; stall=90
+    while :; do
+        if [ $# = 1 ]; then n=$(wc -c < "$1"); else n=$(wc -c "$@" | tail -n 1); n=${n% *}; n=${n##* }; fi
+        read -r t _ < /proc/uptime; t=${t%.*}${t#*.}
+        if [ -z "$t0" ] && [ "$n" -gt 0 ]; then t0=$t; n0=$n; stall=$stall0; fi
+        [ "$n" -ge "$want" ] && break
+        if [ "$n" != "$last" ]; then
+            last=$n; since=$(secs)
+        elif [ $(($(secs) - since)) -ge "$stall" ]; then
+            echo "stalled at $n of $want bytes"; return 1
+        fi
+        sleep 0.2
+    done
+    shas=""
+    for f in "$@"; do shas="$shas,$(sha256sum "$f" | cut -d' ' -f1)"; done
+    echo "${shas#,} $n $((t - t0)) $n0"
+}
+
+# ptimedlisten PORT TOTAL STALL FILE...: plisten, with ptimedwait watching the FILEs, in the
+# background; its answer goes to /tmp/pt.timed (see timed)
+ptimedlisten() {
+    p0=$1; want=$2; stall=$3; shift 3
+    p=$p0
+    rm -f /tmp/pt.timed
+    for f in "$@"; do
+        rm -f "$f"; : > "$f"
+        (sleep 100000 | nc -l -p "$p" > "$f" 2>/dev/null) >/dev/null 2>&1 &
+        p=$((p + 1))
+    done
+    (ptimedwait "$want" "$stall" "$@" > /tmp/pt.tmp; mv /tmp/pt.tmp /tmp/pt.timed) >/dev/null 2>&1 &
+    echo "listening on $# ports from $p0, timing them"
+}
+
 # timed FILE SECS: waits up to SECS for timedlisten's answer about FILE, and prints it
 timed() {
     end=$(($(secs) + $2))
@@ -172,6 +209,45 @@ timed() {
     done
     cat "$1.timed"
     case "$(cat "$1.timed")" in stalled*) return 1 ;; esac
+}
+
+# queues: the interface's queues as Linux made them (netfront: one pair per negotiated queue)
+queues() {
+    n=$(iface) || { echo "no interface"; return 1; }
+    echo $(ls /sys/class/net/"$n"/queues)
+}
+
+# psend PORT FILE...: sends each FILE to dom0's PORT, PORT+1, ... at once, in the background
+psend() {
+    p=$1; shift
+    for f in "$@"; do
+        (timeout 280 nc -w 10 "$NET.1" "$p" < "$f") >/dev/null 2>&1 &
+        p=$((p + 1))
+    done
+    echo "sending $# files from port $1"
+}
+
+# plisten PORT FILE...: a one-connection listener on PORT, PORT+1, ... for each FILE
+plisten() {
+    p=$1; shift
+    for f in "$@"; do
+        rm -f "$f"; : > "$f"
+        (sleep 100000 | nc -l -p "$p" > "$f" 2>/dev/null) >/dev/null 2>&1 &
+        p=$((p + 1))
+    done
+    echo "listening on $# ports from $1"
+}
+
+# pwait SIZE STALL FILE...: waits for every FILE to hold SIZE bytes; prints their sha256s on
+# one line (or why not)
+pwait() {
+    size=$1; stall=$2; shift 2
+    out=""
+    for f in "$@"; do
+        r=$(waitfile "$f" "$size" "$stall") || { echo "$f: $r"; return 1; }
+        out="$out ${r%% *}"
+    done
+    echo "$out"
 }
 
 # stream PORT: sends zeros to dom0's PORT until the domain dies.
