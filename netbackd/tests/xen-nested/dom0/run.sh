@@ -598,7 +598,7 @@ check_host_mtu9000() {
     rb=$(($(stat_of rx_bytes) - rb0)); tb=$(($(stat_of tx_bytes) - tb0))
     [ "$rf" -le 12 ] && [ "$tf" -le 12 ] || why="${why}8000-byte pings took $rf frames from the guest and $tf to it (fragmented?); "
     [ "$rb" -ge 48000 ] && [ "$tb" -ge 48000 ] || why="${why}only $rb bytes from the guest and $tb to it crossed $IF; "
-    MSG="mtu key $mk, $IF MTU $m (netbackd made it so: its log says mtu 9000 before vif-bridge ran), xenbr0 $mb, guest $gm; ping $PING; on $IF: $rf frames ($rb B) from the guest, $tf ($tb B) to it"
+    MSG="mtu key $mk, $IF MTU $m (netbackd made it with the key's MTU, as its log says in check 9; vif-bridge's set_mtu sets the same), xenbr0 $mb, guest $gm; ping $PING; on $IF: $rf frames ($rb B) from the guest, $tf ($tb B) to it"
     [ -z "$why" ] || { MSG="${why}seen: $MSG"; return 1; }
 }
 
