@@ -219,23 +219,23 @@ queues() {
 
 # psend PORT FILE...: sends each FILE to dom0's PORT, PORT+1, ... at once, in the background
 psend() {
-    p=$1; shift
+    p0=$1; p=$1; shift
     for f in "$@"; do
         (timeout 280 nc -w 10 "$NET.1" "$p" < "$f") >/dev/null 2>&1 &
         p=$((p + 1))
     done
-    echo "sending $# files from port $1"
+    echo "sending $# files from port $p0"
 }
 
 # plisten PORT FILE...: a one-connection listener on PORT, PORT+1, ... for each FILE
 plisten() {
-    p=$1; shift
+    p0=$1; p=$1; shift
     for f in "$@"; do
         rm -f "$f"; : > "$f"
         (sleep 100000 | nc -l -p "$p" > "$f" 2>/dev/null) >/dev/null 2>&1 &
         p=$((p + 1))
     done
-    echo "listening on $# ports from $1"
+    echo "listening on $# ports from $p0"
 }
 
 # pwait SIZE STALL FILE...: waits for every FILE to hold SIZE bytes; prints their sha256s on
