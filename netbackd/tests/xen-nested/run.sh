@@ -13,9 +13,9 @@
 # with the reason printed.
 #
 # Environment: WORK (default /tmp/splitnet-xen: images, serial logs), TRIES (default 3),
-# BOOT_TIMEOUT (seconds one boot may take, default 600), BUDGET (seconds for the whole run from
+# BOOT_TIMEOUT (seconds one boot may take, default 900), BUDGET (seconds for the whole run from
 # the start of this script, builds included, default 720: a retry starts only if MIN_BOOT,
-# default 240 s, still fits; see boot.sh).
+# default 420 s, still fits; see boot.sh).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../../.." && pwd)
