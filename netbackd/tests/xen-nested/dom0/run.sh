@@ -711,11 +711,20 @@ check_multiqueue() {
         for k in 0 1 2 3; do (timeout 280 nc -w 10 "$NET.2" $((down + k)) < /tmp/q$k > /dev/null 2>&1) & done
         got_up=""
         for k in 0 1 2 3; do
-            r=$(waitfile /tmp/pg$k $((2 * MIB)) 20) || { why="${why}stream $k domU->dom0: $r; "; break; }
+            r=$(waitfile /tmp/pg$k $((2 * MIB)) 60) || { why="${why}stream $k domU->dom0: $r; "; break; }
             got_up="$got_up ${r%% *}"
         done
-        g 200 pwait $((2 * MIB)) 20 /tmp/qg0 /tmp/qg1 /tmp/qg2 /tmp/qg3
-        [ "$GRC" = 0 ] || why="${why}streams dom0->domU: $GOUT; "
+        # 60 s without a byte is a stall: a stream whose frames were dropped (a full queue)
+        # waits out TCP's retransmission timeout, which this emulation makes seconds long
+        # (20 s was once too short on a loaded host)
+        g 400 pwait $((2 * MIB)) 60 /tmp/qg0 /tmp/qg1 /tmp/qg2 /tmp/qg3
+        if [ "$GRC" != 0 ]; then
+            why="${why}streams dom0->domU: $GOUT; "
+            echo "--- 14-multiqueue: a stream stalled; the rings (pending requests, in flight):"
+            netbackd ctl dump "vif$D.0" 2>&1 | head -n 40
+            report_counters; grep -A 12 'netbackd counters' "$LOG" | tail -n 13
+            counters; echo "---"
+        fi
         got_down=" $GOUT"
         now; t=$((NOW - t0))
         # (word lists compared as words: the agent's answer may keep a leading blank)
