@@ -1034,8 +1034,9 @@ use_backend() {
     if [ -z "$D" ]; then
         create_guest domh /tmp/domb.cfg bench
     fi
-    wait_connected 0 120 || abort bench "$1: vif states $(states 0) after 120 s"
-    g 90 up || abort bench "$1: the guest's interface: $GOUT"
+    # (a loaded host once took more than 120 s from xl create to Connected)
+    wait_connected 0 400 || abort bench "$1: vif states $(states 0) after 400 s"
+    g 300 up || abort bench "$1: the guest's interface: $GOUT"
     nq=$(xenstore-read "/local/domain/$D/device/vif/0/multi-queue-num-queues" 2>/dev/null)
     now; say "bench: now served by $1 (switch took $((NOW - t0)) s; $(xenstore-read "$BE/script"), ${nq:-1} queue(s))"
 }
