@@ -125,7 +125,7 @@ waitfile() {
         if [ "$n" != "$last" ]; then
             last=$n; since=$(secs)
         elif [ $(($(secs) - since)) -ge "$3" ]; then
-            echo "stalled at $n of $2 bytes ($(df -k / | awk 'NR==2{print $4}') KiB free in /)"; return 1
+            echo "stalled at $n of $2 bytes ($(awk '/^MemAvailable/{print $2}' /proc/meminfo) KiB of memory available)"; return 1
         fi
         sleep 0.5
     done
@@ -145,7 +145,7 @@ timedwait() {
         if [ "$n" != "$last" ]; then
             last=$n; since=$(secs)
         elif [ $(($(secs) - since)) -ge "$stall" ]; then
-            echo "stalled at $n of $2 bytes ($(df -k / | awk 'NR==2{print $4}') KiB free in /)"; return 1
+            echo "stalled at $n of $2 bytes ($(awk '/^MemAvailable/{print $2}' /proc/meminfo) KiB of memory available)"; return 1
         fi
         sleep 0.2
     done
