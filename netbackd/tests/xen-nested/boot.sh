@@ -5,7 +5,7 @@
 # emulation, a hang: see README.md) is retried while tries and time remain.
 # The retry budget is also a deadline, and NOVERDICT lines count as "no verdict".
 #
-#   WORK=/tmp/splitnet-xen [TRIES=3] [BOOT_TIMEOUT=600] [MIN_BOOT=240] [DEADLINE=<epoch s>] ./boot.sh
+#   WORK=/tmp/splitnet-xen [TRIES=3] [BOOT_TIMEOUT=900] [MIN_BOOT=420] [DEADLINE=<epoch s>] ./boot.sh
 #
 # The emulated CPU is a Nehalem. With qemu 7.2's "-cpu max" (less SMAP and
 # RDTSCP) programs in dom0 and the guest, netbackd included, crashed at random several
@@ -21,8 +21,8 @@
 # run (build.sh's ONLY) ended.
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
-WORK=${WORK:-/tmp/splitnet-xen}; TRIES=${TRIES:-3}; BOOT_TIMEOUT=${BOOT_TIMEOUT:-600}
-MIN_BOOT=${MIN_BOOT:-240}; DEADLINE=${DEADLINE:-0}
+WORK=${WORK:-/tmp/splitnet-xen}; TRIES=${TRIES:-3}; BOOT_TIMEOUT=${BOOT_TIMEOUT:-900}
+MIN_BOOT=${MIN_BOOT:-420}; DEADLINE=${DEADLINE:-0}
 cd "$WORK" || exit 2
 crashes=()
 for try in $(seq 1 "$TRIES"); do

@@ -4,9 +4,15 @@
 # Run as root on Debian 12 (it installs qemu, busybox-static, cpio and the Xen tools with apt).
 #
 #   WORK=/tmp/splitnet-xen NETBACKD=target/release/netbackd [ONLY="6 7"] [DEBUG_GDB=1] ./build.sh
+#   ... [BENCH="64 3"] ./build.sh
 #
 # dom0/ is copied to /payload in dom0 (its run.sh runs the checks and prints the verdict);
-# domU/ to /payload in the guest (its run.sh answers dom0's commands).
+# domU/ to /payload in the guest (its run.sh answers dom0's commands). dom0 gets Xen's stock
+# vif-bridge hotplug script (and the scripts it sources) from the xen-utils-common package, and
+# Linux's bridge module, for the host-mode checks.
+# BENCH="MIB RUNS": no checks, only transfer times of MIB MiB each way (1 stream, then 4),
+# RUNS times with netbackd and RUNS times with Linux's own xen-netback, alternating (see
+# dom0/run.sh's bench and README.md).
 # Exit 77 when what it needs from Debian cannot be had (no mirror, a package gone): the
 # environment's fault, not the test's.
 set -euo pipefail
@@ -23,7 +29,7 @@ unavailable() {
     exit 77
 }
 need=()
-for p in qemu-system-x86 busybox-static cpio xen-utils-4.17 xenstore-utils; do
+for p in qemu-system-x86 busybox-static cpio xen-utils-4.17 xen-utils-common xenstore-utils; do
     dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -70,10 +76,16 @@ rm -rf d0 du
 mkdir -p d0/{bin,sbin,proc,sys,dev,tmp,run,root,guest,lib/modules,etc/xen/scripts} \
          d0/var/{run/xen,lib/xen,lib/xenstored,log/xen} d0/usr/{bin,sbin}
 cp /bin/busybox d0/bin/
-# tun: netbackd's uplink is a TAP device
-for m in xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs tun; do
+# tun: netbackd's uplinks and host-mode vif netdevs are TAP devices; llc, stp, bridge (in
+# that order): dom0's Linux bridge xenbr0. dom0's init loads them in the order of load.list.
+mods=(xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs tun llc stp bridge)
+for m in "${mods[@]}"; do
     cp "$(find "$M" -name "$m.ko")" d0/lib/modules/
+    echo "$m.ko" >> d0/lib/modules/load.list
 done
+# BENCH: Linux's own xen-netback as well, not loaded at boot: the bench loads it and removes it
+# in turn with netbackd
+[ -z "${BENCH:-}" ] || cp "$(find "$M" -name xen-netback.ko)" d0/lib/modules/
 for b in /usr/lib/xen-4.17/bin/{xl,xenstored,xenconsoled,xen-init-dom0,libxl-save-helper} /usr/bin/xenstore /bin/bash; do
     add_elf d0 "$b"
 done
@@ -82,6 +94,12 @@ for n in read write ls list exists rm chmod watch; do ln -sf /usr/bin/xenstore d
 ln -sf /usr/lib/xen-4.17/bin/xl d0/sbin/xl
 cp /etc/xen/xl.conf d0/etc/xen/
 install -m755 "$VIF_SCRIPT" d0/etc/xen/scripts/vif-splitnet
+# Xen's own vif-bridge, as Debian installs it, and what it sources; it runs on busybox's ip,
+# brctl, logger and expr (iptables only with ip=, which Debian's copy disables anyway).
+for f in vif-bridge vif-common.sh xen-hotplug-common.sh xen-network-common.sh \
+         xen-script-common.sh locking.sh logging.sh hotplugpath.sh; do
+    cp -a /etc/xen/scripts/"$f" d0/etc/xen/scripts/
+done
 # netbackd without its DWARF (symbols stay for backtraces): a smaller initramfs boots faster
 add_elf d0 "$NETBACKD" /usr/sbin/netbackd
 strip --strip-debug d0/usr/sbin/netbackd
@@ -89,6 +107,7 @@ install -m755 "$HERE/dom0-init.sh" d0/init
 cp -a "$HERE/dom0" d0/payload
 # ONLY="6 7": run only those checks (development; such a run never passes)
 [ -n "${ONLY:-}" ] && echo "$ONLY" > d0/payload/only
+[ -n "${BENCH:-}" ] && echo "$BENCH" > d0/payload/bench
 # DEBUG_GDB=1: netbackd runs under gdb (Debian's gdb-minimal), which prints a backtrace and
 # the registers should it crash
 if [ "${DEBUG_GDB:-0}" = 1 ]; then
@@ -110,6 +129,6 @@ install -m755 "$HERE/domU-init.sh" du/init
 cp -a "$HERE/domU" du/payload
 (cd du && find . | cpio -o -H newc 2>/dev/null | gzip -1) > d0/guest/domu.cpio.gz
 cp vmlinuz d0/guest/vmlinuz
-cp "$HERE/domu.cfg" d0/guest/domu.cfg
+cp "$HERE/domu.cfg" "$HERE/domh.cfg" d0/guest/
 (cd d0 && find . | cpio -o -H newc 2>/dev/null | gzip -1) > dom0.cpio.gz
 echo "built $WORK/dom0.cpio.gz ($(du -h dom0.cpio.gz | cut -f1)), kernel $KV"
