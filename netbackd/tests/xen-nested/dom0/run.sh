@@ -709,7 +709,10 @@ check_multiqueue() {
         g 20 plisten "$down" /tmp/qg0 /tmp/qg1 /tmp/qg2 /tmp/qg3 || { why="${why}guest listeners: $GOUT; "; break; }
         now; t0=$NOW
         g 20 psend "$up" /tmp/p0 /tmp/p1 /tmp/p2 /tmp/p3 || { why="${why}guest senders: $GOUT; "; break; }
-        for k in 0 1 2 3; do (timeout 280 nc -w 10 "$NET.2" $((down + k)) < /tmp/q$k > /dev/null 2>&1) & done
+        # nc -w is an idle timeout: with 4 streams each way a TCG guest's receivers can leave a
+        # window closed for more than 10 s, and a sender that gives up ends its stream short
+        # (seen once as a "stall" with every ring idle); pwait judges stalls, at 60 s
+        for k in 0 1 2 3; do (timeout 280 nc -w 60 "$NET.2" $((down + k)) < /tmp/q$k > /dev/null 2>&1) & done
         got_up=""
         for k in 0 1 2 3; do
             r=$(waitfile /tmp/pg$k $((2 * MIB)) 60) || { why="${why}stream $k domU->dom0: $r; "; break; }
@@ -1002,7 +1005,7 @@ bdown() {
     for f in "$@"; do want="$want,$(shaof "$f")"; dst="$dst /tmp/bg$k"; k=$((k + 1)); done
     g 120 ptimedlisten "$p0" $((n * each)) 15 $dst || { XFER="listen: $GOUT"; return 1; }
     k=0
-    for f in "$@"; do (timeout 600 nc -w 10 "$NET.2" $((p0 + k)) < "$f" > /dev/null 2>&1) & k=$((k + 1)); done
+    for f in "$@"; do (timeout 600 nc -w 60 "$NET.2" $((p0 + k)) < "$f" > /dev/null 2>&1) & k=$((k + 1)); done
     g 620 timed /tmp/pt 600
     set -- $GOUT
     g 120 rm -f $dst
