@@ -82,8 +82,9 @@ fn labels(pairs: &[(&str, String)]) -> Labels {
         .collect()
 }
 
-/// Guest-visible drop counters of a vif, by reason.
-fn vif_drops(v: &VifStats) -> [(&'static str, u64); 14] {
+/// Guest-visible drop counters of a vif, by reason (the metrics' labels and the text report's
+/// names).
+pub(crate) fn vif_drops(v: &VifStats) -> [(&'static str, u64); 14] {
     [
         ("rx_queue_full", v.rx_queue_full),
         ("rx_expired", v.rx_expired),

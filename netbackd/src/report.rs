@@ -66,22 +66,7 @@ impl Report {
             );
             for (id, v) in &b.vifs {
                 let mut d = vec![];
-                for (name, n) in [
-                    ("rx_queue_full", v.rx_queue_full),
-                    ("rx_expired", v.rx_expired),
-                    ("rx_copy_errors", v.rx_copy_errors),
-                    ("rx_unfit", v.rx_unfit),
-                    ("rx_gso_too_many_segs", v.rx_gso_too_many_segs),
-                    ("rx_discarded", v.rx_discarded),
-                    ("rx_stall_drops", v.rx_stall_drops),
-                    ("tx_runt", v.tx_runt),
-                    ("tx_too_many_slots", v.tx_too_many_slots),
-                    ("tx_oversize_slot", v.tx_oversize_slot),
-                    ("tx_copy_errors", v.tx_copy_errors),
-                    ("tx_no_buffer", v.tx_no_buffer),
-                    ("tx_csum_errors", v.tx_csum_errors),
-                    ("tx_rate_limited", v.tx_rate_limited),
-                ] {
+                for (name, n) in crate::metrics::vif_drops(v) {
                     if n > 0 {
                         d.push(format!("{name}={n}"));
                     }
